@@ -5,7 +5,15 @@
 //! deadlines come out. Nothing in this crate reads a clock, touches a socket,
 //! asks the OS for randomness, spawns, sleeps or locks.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 pub mod auth;
 pub mod replay;

@@ -127,7 +127,10 @@ mod tests {
         let mut c = ReplayCache::<u64>::new(2);
         c.insert(0, key(1, 1), 100).unwrap();
         c.insert(0, key(1, 2), 100).unwrap();
-        assert_eq!(c.insert(1, key(1, 3), 100), Err(ReplayError::Full { capacity: 2 }));
+        assert_eq!(
+            c.insert(1, key(1, 3), 100),
+            Err(ReplayError::Full { capacity: 2 })
+        );
         // Nothing was evicted to make room: both old pairs are still replays.
         assert_eq!(c.insert(99, key(1, 1), 200), Err(ReplayError::Replayed));
         assert_eq!(c.insert(99, key(1, 2), 200), Err(ReplayError::Replayed));
@@ -139,6 +142,9 @@ mod tests {
     #[test]
     fn zero_capacity_refuses_everything() {
         let mut c = ReplayCache::<u64>::new(0);
-        assert_eq!(c.insert(0, key(1, 1), 1), Err(ReplayError::Full { capacity: 0 }));
+        assert_eq!(
+            c.insert(0, key(1, 1), 1),
+            Err(ReplayError::Full { capacity: 0 })
+        );
     }
 }

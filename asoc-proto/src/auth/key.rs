@@ -55,7 +55,9 @@ impl ApiKey {
         if key.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort { len: key.len() });
         }
-        Ok(Self { bytes: key.to_vec() })
+        Ok(Self {
+            bytes: key.to_vec(),
+        })
     }
 
     /// INSECURE: accepts a key shorter than 16 bytes, for development and for
@@ -65,7 +67,9 @@ impl ApiKey {
         if key.is_empty() {
             return Err(KeyError::Empty);
         }
-        Ok(Self { bytes: key.to_vec() })
+        Ok(Self {
+            bytes: key.to_vec(),
+        })
     }
 
     /// A fresh 256-bit key: 32 random bytes written as 64 lower-case hex
@@ -208,7 +212,9 @@ impl KeyRing {
     /// The first accepted key under which `matches` holds, trying the current
     /// key first.
     pub fn find(&self, now: Instant, mut matches: impl FnMut(&ApiKey) -> bool) -> Option<KeyId> {
-        self.accepted(now).find(|(_, k)| matches(k)).map(|(id, _)| id)
+        self.accepted(now)
+            .find(|(_, k)| matches(k))
+            .map(|(id, _)| id)
     }
 }
 
@@ -219,7 +225,10 @@ mod tests {
 
     #[test]
     fn short_keys_need_the_insecure_constructor() {
-        assert_eq!(ApiKey::new("0123456789abcde"), Err(KeyError::TooShort { len: 15 }));
+        assert_eq!(
+            ApiKey::new("0123456789abcde"),
+            Err(KeyError::TooShort { len: 15 })
+        );
         assert!(ApiKey::new("0123456789abcdef").is_ok());
         assert_eq!(ApiKey::new(""), Err(KeyError::Empty));
         assert!(ApiKey::new_insecure(b"dev").is_ok());
@@ -240,7 +249,10 @@ mod tests {
         let a = ApiKey::generate(&mut rng);
         let b = ApiKey::generate(&mut rng);
         assert_eq!(a.len(), 64);
-        assert!(a.expose_secret().iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
+        assert!(a
+            .expose_secret()
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
         assert_ne!(a, b);
     }
 }

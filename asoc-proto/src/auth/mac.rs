@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn parts_are_concatenated() {
-        assert_eq!(hmac_sha256(b"k", &[b"ab", b"cd"]), hmac_sha256(b"k", &[b"abcd"]));
+        assert_eq!(
+            hmac_sha256(b"k", &[b"ab", b"cd"]),
+            hmac_sha256(b"k", &[b"abcd"])
+        );
     }
 
     #[test]

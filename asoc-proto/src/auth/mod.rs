@@ -4,14 +4,16 @@
 //! Every MAC and hash comparison goes through [`ct_eq`], which runs in time
 //! independent of the contents.
 
+mod failure;
 mod key;
 mod mac;
 mod sign;
 mod token;
 
+pub use failure::AuthFailure;
 pub use key::{
-    derive_cluster_key, generate_key_hex, ApiKey, KeyError, KeyId, KeyRing,
-    CLUSTER_KEY_ITERATIONS, MIN_KEY_LEN,
+    derive_cluster_key, generate_key_hex, ApiKey, KeyError, KeyId, KeyRing, CLUSTER_KEY_ITERATIONS,
+    MIN_KEY_LEN,
 };
 pub use mac::{community_hash, ct_eq, hmac_sha256, truncated_mac};
 pub use sign::{sign_announcement, sign_hello, verify_announcement, verify_hello};

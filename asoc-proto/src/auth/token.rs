@@ -65,6 +65,10 @@ impl SessionToken {
 
 impl fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionToken({:02x?}, mac {:02x?})", self.token, self.mac)
+        write!(
+            f,
+            "SessionToken({:02x?}, mac {:02x?})",
+            self.token, self.mac
+        )
     }
 }

@@ -171,7 +171,9 @@ mod tests {
     use crate::wire::HELLO_HEADER;
 
     fn frame(t: FrameType, stream: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let mut v = Header::new(t, stream, seq, payload.len() as u32).encode().to_vec();
+        let mut v = Header::new(t, stream, seq, payload.len() as u32)
+            .encode()
+            .to_vec();
         v.extend_from_slice(payload);
         v
     }
@@ -209,7 +211,10 @@ mod tests {
         let mut buf = BytesMut::from(&head[..]);
         assert_eq!(
             FrameDecoder::new(16).decode(&mut buf),
-            Err(FrameError::PayloadTooLarge { declared: 17, max: 16 })
+            Err(FrameError::PayloadTooLarge {
+                declared: 17,
+                max: 16
+            })
         );
     }
 
@@ -236,7 +241,10 @@ mod tests {
             if i < 13 {
                 assert_eq!(r, Ok(None), "byte {i}");
             } else {
-                assert!(matches!(r, Err(FrameError::UnexpectedFirstFrame { offset: 13, .. })));
+                assert!(matches!(
+                    r,
+                    Err(FrameError::UnexpectedFirstFrame { offset: 13, .. })
+                ));
             }
         }
     }

@@ -152,10 +152,7 @@ mod tests {
     #[test]
     fn header_is_big_endian_with_one_byte_version_and_type() {
         let h = Header::new(FrameType::Hello, 0x0102_0304, 0x0506_0708, 36);
-        assert_eq!(
-            h.encode(),
-            [1, 4, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 36]
-        );
+        assert_eq!(h.encode(), [1, 4, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 36]);
         assert_eq!(Header::decode(&h.encode()), h);
         assert_eq!(Header::peek(&h.encode()[..13]), None);
     }

@@ -194,7 +194,10 @@ mod tests {
             let buf = vec![0u8; len];
             assert_eq!(Hello::decode(&buf).is_some(), len == HELLO_LEN);
             assert_eq!(Accept::decode(&buf).is_some(), len == ACCEPT_LEN);
-            assert_eq!(Announcement::decode(&buf).is_some(), len == ANNOUNCEMENT_LEN);
+            assert_eq!(
+                Announcement::decode(&buf).is_some(),
+                len == ANNOUNCEMENT_LEN
+            );
         }
     }
 

@@ -1,0 +1,65 @@
+//! Why an authentication attempt was refused.
+
+use core::fmt;
+
+/// Why a peer was not let in. The [`as_str`](Self::as_str) names are stable
+/// and are what logs and the CLI's JSON events print.
+///
+/// None of these is ever told to the peer: on every failure the server
+/// closes the connection without sending a byte (RFC-0001 §9.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The MAC did not verify under any accepted key.
+    BadMac,
+    /// The `(node id, challenge)` pair was already used.
+    Replay,
+    /// The first frame was not a well-formed HELLO (server) or ACCEPT (client).
+    Malformed,
+    /// The handshake did not finish before its deadline.
+    Timeout,
+    /// The source address is locked out after repeated failures.
+    LockedOut,
+    /// The source address exceeded its connection-attempt rate.
+    RateLimited,
+    /// A HELLO carried this node's own id or a challenge this node sent:
+    /// a reflected message.
+    Reflection,
+    /// A bounded table (replay cache, connection slots) is full; the node
+    /// fails closed rather than forget state.
+    Capacity,
+}
+
+impl AuthFailure {
+    /// Stable snake_case name: `bad_mac`, `replay`, `malformed`, `timeout`,
+    /// `locked_out`, `rate_limited`, `reflection`, `capacity`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadMac => "bad_mac",
+            Self::Replay => "replay",
+            Self::Malformed => "malformed",
+            Self::Timeout => "timeout",
+            Self::LockedOut => "locked_out",
+            Self::RateLimited => "rate_limited",
+            Self::Reflection => "reflection",
+            Self::Capacity => "capacity",
+        }
+    }
+
+    /// Whether this failure counts toward the per-IP lockout: failures the
+    /// peer caused by what it sent, not refusals the node made on its own.
+    #[must_use]
+    pub const fn counts_toward_lockout(self) -> bool {
+        matches!(
+            self,
+            Self::BadMac | Self::Replay | Self::Malformed | Self::Timeout | Self::Reflection
+        )
+    }
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
