@@ -16,6 +16,8 @@
 )]
 
 pub mod auth;
+pub mod connection;
+pub mod handshake;
 pub mod replay;
 pub mod rng;
 pub mod wire;

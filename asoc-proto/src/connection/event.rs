@@ -1,0 +1,277 @@
+//! What a connection reports, and why it closed.
+
+use core::fmt;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::auth::{AuthFailure, KeyId, SessionToken};
+use crate::wire::{FrameError, FrameType};
+
+/// Which end of the TCP connection this is. The side that opened it is the
+/// client (WIRE.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Opened the connection; sends HELLO, expects ACCEPT.
+    Client,
+    /// Accepted the connection; expects HELLO, sends ACCEPT.
+    Server,
+}
+
+/// Something the application should know, drained with
+/// [`Connection::poll_event`](super::Connection::poll_event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake succeeded; streams may be opened.
+    Established {
+        /// The client's node id, known to the server only (v1 carries no
+        /// server node id).
+        peer_node: Option<Uuid>,
+        /// The session token and its MAC, kept by both sides (RFC-0002 §5).
+        session: SessionToken,
+        /// The key that verified the handshake.
+        key: KeyId,
+    },
+    /// A chunk of an incoming stream, in order.
+    Data {
+        /// Stream id.
+        stream: u32,
+        /// Sequence number, 0 for the first chunk.
+        seq: u32,
+        /// The chunk; a view of the receive buffer.
+        payload: Bytes,
+    },
+    /// An incoming stream ended with its END frame: every chunk arrived.
+    StreamEnd {
+        /// Stream id.
+        stream: u32,
+        /// DATA frames received.
+        frames: u32,
+        /// Payload bytes received.
+        bytes: u64,
+    },
+    /// An incoming stream was cut off by the connection closing before its
+    /// END. Its data MUST NOT be treated as a complete tensor.
+    StreamIncomplete {
+        /// Stream id.
+        stream: u32,
+        /// DATA frames received.
+        frames: u32,
+        /// Payload bytes received.
+        bytes: u64,
+    },
+    /// An outgoing stream whose END was never written because the connection
+    /// closed first.
+    SendAborted {
+        /// Stream id.
+        stream: u32,
+    },
+    /// A frame of unknown type, or a CONTROL frame this side does not
+    /// understand, was skipped whole (RFC-0001 §9.2).
+    FrameSkipped {
+        /// Its type.
+        frame_type: FrameType,
+        /// Its stream id.
+        stream: u32,
+        /// Its payload length.
+        length: u32,
+    },
+    /// The connection is closed; no more events follow. The adapter closes
+    /// the transport.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// A receiver rule of WIRE.md §4 that the peer broke once established.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The byte stream broke a framing rule (version, payload limit).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// DATA MUST NOT use stream 0.
+    #[error("DATA frame on stream 0, which is reserved for the handshake")]
+    DataOnStreamZero,
+    /// END MUST NOT use stream 0.
+    #[error("END frame on stream 0, which is reserved for the handshake")]
+    EndOnStreamZero,
+    /// HELLO and ACCEPT MUST NOT appear after the handshake.
+    #[error("{frame_type} frame after the handshake completed")]
+    UnexpectedHandshake {
+        /// HELLO or ACCEPT.
+        frame_type: FrameType,
+    },
+    /// Every frame of a stream MUST carry the next sequence number.
+    #[error("stream {stream}: {frame_type} frame has seq {got}, expected {expected}")]
+    SequenceGap {
+        /// Stream id.
+        stream: u32,
+        /// DATA or END.
+        frame_type: FrameType,
+        /// The next sequence number.
+        expected: u32,
+        /// The one received.
+        got: u32,
+    },
+    /// A stream MUST NOT carry more DATA frames than an END's seq can count.
+    #[error("stream {stream} has 2^32-1 DATA frames; only END may follow")]
+    StreamTooLong {
+        /// Stream id.
+        stream: u32,
+    },
+    /// END MUST have an empty payload.
+    #[error("END frame on stream {stream} declares a {length}-byte payload; END MUST be empty")]
+    EndWithPayload {
+        /// Stream id.
+        stream: u32,
+        /// Declared length.
+        length: u32,
+    },
+    /// The peer opened more concurrent streams than allowed locally.
+    #[error("peer opened more than {max} concurrent streams")]
+    TooManyStreams {
+        /// The local limit.
+        max: usize,
+    },
+}
+
+/// Why a connection closed. Exactly one `Closed` event carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The first frame was not the required HELLO/ACCEPT header (wrong
+    /// type, length, stream, seq or version). Nothing was sent.
+    MalformedHandshake(FrameError),
+    /// The handshake message was refused (bad MAC, replay, reflection, ...).
+    /// Nothing was sent.
+    AuthFailed(AuthFailure),
+    /// The handshake did not finish in time (RFC-0001 §9.3).
+    HandshakeTimeout,
+    /// The peer broke a receiver rule after the handshake.
+    Protocol(ProtocolError),
+    /// Pending output made no progress for the send-stall timeout.
+    SendStall,
+    /// An open incoming stream received nothing for the receive-idle timeout.
+    ReceiveIdle {
+        /// The idle stream.
+        stream: u32,
+    },
+    /// The peer closed its side of the connection.
+    PeerClosed,
+    /// The transport failed (reported by the adapter).
+    Transport,
+    /// This side closed the connection.
+    Local,
+}
+
+impl CloseReason {
+    /// The authentication failure this close represents, if it happened
+    /// during the handshake through the peer's doing. Policy counts these
+    /// toward the per-IP lockout.
+    #[must_use]
+    pub fn auth_failure(&self) -> Option<AuthFailure> {
+        match self {
+            Self::MalformedHandshake(_) => Some(AuthFailure::Malformed),
+            Self::AuthFailed(f) => Some(*f),
+            Self::HandshakeTimeout => Some(AuthFailure::Timeout),
+            _ => None,
+        }
+    }
+
+    /// A stable snake_case name for logs and JSON.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::MalformedHandshake(_) => "malformed",
+            Self::AuthFailed(f) => f.as_str(),
+            Self::HandshakeTimeout => "timeout",
+            Self::Protocol(_) => "protocol_error",
+            Self::SendStall => "send_stall",
+            Self::ReceiveIdle { .. } => "receive_idle",
+            Self::PeerClosed => "peer_closed",
+            Self::Transport => "transport_error",
+            Self::Local => "local_close",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MalformedHandshake(e) => write!(f, "malformed handshake: {e}"),
+            Self::AuthFailed(a) => write!(f, "authentication failed: {a}"),
+            Self::HandshakeTimeout => f.write_str("handshake timed out"),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::SendStall => f.write_str("send stalled: the peer stopped reading"),
+            Self::ReceiveIdle { stream } => {
+                write!(f, "stream {stream} received nothing for the idle timeout")
+            }
+            Self::PeerClosed => f.write_str("peer closed the connection"),
+            Self::Transport => f.write_str("transport error"),
+            Self::Local => f.write_str("closed locally"),
+        }
+    }
+}
+
+/// Misuse of a connection's command API; the connection itself is unharmed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Streams can be opened only once the handshake completed.
+    #[error("the connection is not established yet")]
+    NotEstablished,
+    /// The connection is closing or closed.
+    #[error("the connection is closed")]
+    Closed,
+    /// Output queued beyond the high-water mark; retry after the transport
+    /// drained some (see `Connection::can_send`).
+    #[error("send queue is above its high-water mark ({high_water} bytes); wait for the transport to drain")]
+    WouldBlock {
+        /// The configured mark.
+        high_water: usize,
+    },
+    /// The stream id is not an open outgoing stream.
+    #[error("stream {stream} is not an open outgoing stream")]
+    UnknownStream {
+        /// The id given.
+        stream: u32,
+    },
+    /// The chunk is larger than the configured maximum payload.
+    #[error("chunk of {len} bytes exceeds the maximum payload of {max} bytes")]
+    PayloadTooLarge {
+        /// Chunk length.
+        len: usize,
+        /// The maximum.
+        max: u32,
+    },
+    /// The stream already carries 2^32-1 DATA frames; only `finish` remains.
+    #[error("stream {stream} has reached 2^32-1 frames; finish it")]
+    StreamTooLong {
+        /// Stream id.
+        stream: u32,
+    },
+    /// As many outgoing streams are open as the configuration allows.
+    #[error("{max} outgoing streams are already open")]
+    TooManyStreams {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A handshake step that was asked for in the wrong state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeStateError {
+    /// No handshake message is waiting for a verdict.
+    #[error("no handshake message awaits a verdict")]
+    NothingToVerify,
+    /// The verdict does not fit this connection's role.
+    #[error("a {role:?} connection cannot take this verdict")]
+    WrongRole {
+        /// This connection's role.
+        role: Role,
+    },
+}

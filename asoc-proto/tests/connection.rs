@@ -1,0 +1,911 @@
+//! Connection scenarios on the virtual-clock pair harness. Every scenario
+//! runs twice: with whole writes delivered at once and one byte at a time.
+
+mod harness;
+
+use std::time::Duration;
+
+use asoc_proto::auth::{sign_hello, AuthFailure, KeyId};
+use asoc_proto::connection::{CloseReason, ConnectionConfig, Event, ProtocolError, SendError};
+use asoc_proto::handshake::HandshakeOutcome;
+use asoc_proto::wire::{FrameError, FrameType, Header, HEADER_LEN};
+use bytes::Bytes;
+use harness::{key, pattern, Pair, CHUNKINGS, KEY};
+use uuid::Uuid;
+
+fn frame(t: FrameType, stream: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Header::new(t, stream, seq, payload.len() as u32)
+        .encode()
+        .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Sends `data` on a new stream of `side` in `chunk`-byte pieces, driving
+/// the pair whenever the send queue pushes back.
+fn send_stream(pair: &mut Pair, from_client: bool, data: &[u8], chunk: usize) -> u32 {
+    let data = Bytes::copy_from_slice(data);
+    let stream = if from_client {
+        pair.client.conn.open_stream()
+    } else {
+        pair.server.conn.open_stream()
+    }
+    .unwrap();
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + chunk).min(data.len());
+        let now = pair.now;
+        let conn = if from_client {
+            &mut pair.client.conn
+        } else {
+            &mut pair.server.conn
+        };
+        match conn.send(now, stream, data.slice(off..end)) {
+            Ok(()) => off = end,
+            Err(SendError::WouldBlock { .. }) => pair.drive(),
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+    let now = pair.now;
+    let conn = if from_client {
+        &mut pair.client.conn
+    } else {
+        &mut pair.server.conn
+    };
+    conn.finish(now, stream).unwrap();
+    stream
+}
+
+fn stream_end(events: &[Event], stream: u32) -> Option<(u32, u64)> {
+    events.iter().find_map(|e| match e {
+        Event::StreamEnd {
+            stream: s,
+            frames,
+            bytes,
+        } if *s == stream => Some((*frames, *bytes)),
+        _ => None,
+    })
+}
+
+#[test]
+fn handshake_establishes_both_sides_with_the_same_session_token() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let session = |events: &[Event]| {
+            events.iter().find_map(|e| match e {
+                Event::Established {
+                    session,
+                    peer_node,
+                    key,
+                } => Some((*session, *peer_node, *key)),
+                _ => None,
+            })
+        };
+        let (cs, cpeer, ckey) = session(&p.client.events).unwrap();
+        let (ss, speer, skey) = session(&p.server.events).unwrap();
+        assert_eq!(cs, ss);
+        assert!(cs.verify(&key(KEY)));
+        assert_eq!(cpeer, None, "v1 carries no server node id");
+        assert_eq!(speer, Some(Uuid::from_bytes([1; 16])));
+        assert_eq!((ckey, skey), (KeyId(0), KeyId(0)));
+        assert_eq!(p.client.wire_log.len(), 50, "HELLO is 50 bytes on the wire");
+        assert_eq!(
+            p.server.wire_log.len(),
+            30,
+            "ACCEPT is 30 bytes on the wire"
+        );
+    }
+}
+
+#[test]
+fn one_stream_of_64_mib_arrives_intact() {
+    let data = pattern(64 << 20, 7);
+    for chunk in [usize::MAX, 1 << 16] {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let stream = send_stream(&mut p, true, &data, 1 << 20);
+        p.drive();
+        assert_eq!(stream_end(&p.server.events, stream), Some((64, 64 << 20)));
+        assert!(
+            p.server.received(stream) == data,
+            "payload differs (chunk {chunk})"
+        );
+    }
+}
+
+#[test]
+fn one_stream_delivered_byte_by_byte_arrives_intact() {
+    let data = pattern(256 << 10, 8);
+    let mut p = Pair::with_defaults(1);
+    p.handshake();
+    let stream = send_stream(&mut p, true, &data, 64 << 10);
+    p.drive();
+    assert_eq!(stream_end(&p.server.events, stream), Some((4, 256 << 10)));
+    assert!(p.server.received(stream) == data);
+}
+
+#[test]
+fn hundred_interleaved_streams_in_both_directions() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let now = p.now;
+        let mut plans = Vec::new();
+        for i in 0..100u32 {
+            let from_client = i % 2 == 0;
+            let len = (i as usize * 977) % 20_000;
+            let conn = if from_client {
+                &mut p.client.conn
+            } else {
+                &mut p.server.conn
+            };
+            let id = conn.open_stream().unwrap();
+            plans.push((from_client, id, pattern(len, i), 0usize));
+        }
+        // Round-robin 1000-byte chunks across all streams so frames interleave.
+        loop {
+            let mut any = false;
+            for (from_client, id, data, off) in plans.iter_mut() {
+                if *off >= data.len() {
+                    continue;
+                }
+                let end = (*off + 1000).min(data.len());
+                let conn = if *from_client {
+                    &mut p.client.conn
+                } else {
+                    &mut p.server.conn
+                };
+                conn.send(now, *id, Bytes::copy_from_slice(&data[*off..end]))
+                    .unwrap();
+                *off = end;
+                any = true;
+            }
+            if !any {
+                break;
+            }
+        }
+        for (from_client, id, _, _) in &plans {
+            let conn = if *from_client {
+                &mut p.client.conn
+            } else {
+                &mut p.server.conn
+            };
+            conn.finish(now, *id).unwrap();
+        }
+        p.drive();
+        for (from_client, id, data, _) in &plans {
+            let rx = if *from_client { &p.server } else { &p.client };
+            assert_eq!(
+                stream_end(&rx.events, *id).map(|(_, b)| b),
+                Some(data.len() as u64)
+            );
+            assert!(rx.received(*id) == *data, "stream {id}");
+            assert_eq!(
+                id % 2,
+                u32::from(*from_client),
+                "client ids odd, server ids even"
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_tensor_is_a_lone_end_with_seq_zero() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let before = p.client.wire_log.len();
+        let s = p.client.conn.open_stream().unwrap();
+        p.client.conn.finish(p.now, s).unwrap();
+        p.drive();
+        assert_eq!(
+            &p.client.wire_log[before..],
+            &frame(FrameType::End, s, 0, b"")[..]
+        );
+        assert_eq!(stream_end(&p.server.events, s), Some((0, 0)));
+        assert!(!p
+            .server
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Data { .. })));
+    }
+}
+
+#[test]
+fn stream_ids_are_reusable_after_end() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    p.handshake();
+    let a = send_stream(&mut p, true, b"first", 100);
+    p.drive();
+    // The receiver accepts seq 0 again on the same id once END closed it.
+    p.inject_to_server(&frame(FrameType::Data, a, 0, b"again"));
+    p.inject_to_server(&frame(FrameType::End, a, 1, b""));
+    let ends = p
+        .server
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::StreamEnd { stream, .. } if *stream == a))
+        .count();
+    assert_eq!(ends, 2);
+    assert!(p.server.closed_reason().is_none());
+}
+
+#[test]
+fn data_behind_accept_in_the_same_read_is_not_lost() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    // Let the server see the HELLO and answer, then have it send a whole
+    // stream before the client reads anything.
+    p.client
+        .conn
+        .write_to(p.now, &mut p.client.in_flight)
+        .unwrap();
+    let hello = std::mem::take(&mut p.client.in_flight);
+    p.server.read_buf.extend_from_slice(&hello);
+    p.server.conn.handle_input(p.now, &mut p.server.read_buf);
+    assert!(matches!(
+        p.server.auth.drive(p.now, &mut p.server.conn),
+        Some(HandshakeOutcome::Accepted { .. })
+    ));
+    let s = p.server.conn.open_stream().unwrap();
+    p.server
+        .conn
+        .send(p.now, s, Bytes::from_static(b"early"))
+        .unwrap();
+    p.server.conn.finish(p.now, s).unwrap();
+    let mut all = Vec::new();
+    p.server.conn.write_to(p.now, &mut all).unwrap();
+    p.client.read_buf.extend_from_slice(&all);
+    p.client.conn.handle_input(p.now, &mut p.client.read_buf);
+    p.drive();
+    assert!(p.client.is_established());
+    assert_eq!(p.client.received(s), b"early");
+    assert_eq!(stream_end(&p.client.events, s), Some((1, 5)));
+}
+
+// ----- timeouts ---------------------------------------------------------
+
+#[test]
+fn server_closes_when_no_hello_arrives_within_10_s() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    // The client's HELLO never leaves: drop it.
+    p.client.write_capacity = Some(0);
+    p.advance(Duration::from_millis(9_999));
+    assert!(p.server.closed_reason().is_none());
+    p.advance(Duration::from_millis(1));
+    assert_eq!(
+        p.server.closed_reason(),
+        Some(&CloseReason::HandshakeTimeout)
+    );
+    assert_eq!(
+        p.server.conn.stats().bytes_out,
+        0,
+        "nothing is sent on a timeout"
+    );
+}
+
+#[test]
+fn slow_hello_one_byte_per_second_hits_the_deadline() {
+    let mut p = Pair::with_defaults(1);
+    p.client
+        .conn
+        .write_to(p.now, &mut p.client.in_flight)
+        .unwrap();
+    let hello = std::mem::take(&mut p.client.in_flight);
+    for b in &hello[..9] {
+        p.inject_to_server(&[*b]);
+        p.advance(Duration::from_secs(1));
+    }
+    p.inject_to_server(&hello[9..10]);
+    assert_eq!(p.server.closed_reason(), None, "9 s in, still waiting");
+    p.advance(Duration::from_secs(1));
+    assert_eq!(
+        p.server.closed_reason(),
+        Some(&CloseReason::HandshakeTimeout)
+    );
+}
+
+#[test]
+fn client_closes_when_no_accept_arrives_within_10_s() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    p.server.write_capacity = Some(0);
+    p.advance(Duration::from_secs(10));
+    assert_eq!(
+        p.client.closed_reason(),
+        Some(&CloseReason::HandshakeTimeout)
+    );
+}
+
+#[test]
+fn send_stall_closes_after_10_s_without_progress() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        p.client.write_capacity = Some(1000);
+        let s = p.client.conn.open_stream().unwrap();
+        p.client
+            .conn
+            .send(p.now, s, Bytes::from(vec![1u8; 100_000]))
+            .unwrap();
+        p.drive();
+        p.advance(Duration::from_millis(9_999));
+        assert!(p.client.closed_reason().is_none());
+        p.advance(Duration::from_millis(1));
+        assert_eq!(p.client.closed_reason(), Some(&CloseReason::SendStall));
+        assert!(p.client.events.contains(&Event::SendAborted { stream: s }));
+    }
+}
+
+#[test]
+fn progress_resets_the_send_stall_clock() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    p.handshake();
+    let s = p.client.conn.open_stream().unwrap();
+    p.client
+        .conn
+        .send(p.now, s, Bytes::from(vec![1u8; 100_000]))
+        .unwrap();
+    for _ in 0..20 {
+        p.client.write_capacity = Some(1000);
+        p.advance(Duration::from_secs(5));
+    }
+    assert!(
+        p.client.closed_reason().is_none(),
+        "{:?}",
+        p.client.closed_reason()
+    );
+}
+
+#[test]
+fn open_stream_idle_for_30_s_closes_and_is_incomplete() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let s = p.client.conn.open_stream().unwrap();
+        p.client
+            .conn
+            .send(p.now, s, Bytes::from_static(b"part"))
+            .unwrap();
+        p.drive();
+        p.advance(Duration::from_millis(29_999));
+        assert!(p.server.closed_reason().is_none());
+        p.advance(Duration::from_millis(1));
+        assert_eq!(
+            p.server.closed_reason(),
+            Some(&CloseReason::ReceiveIdle { stream: s })
+        );
+        assert!(p.server.events.contains(&Event::StreamIncomplete {
+            stream: s,
+            frames: 1,
+            bytes: 4
+        }));
+        assert!(stream_end(&p.server.events, s).is_none());
+    }
+}
+
+#[test]
+fn established_connection_without_open_streams_has_no_idle_timer() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    p.handshake();
+    assert_eq!(p.next_timeout(), None);
+    p.advance(Duration::from_secs(3600));
+    assert!(p.server.closed_reason().is_none());
+}
+
+// ----- receiver rules (WIRE.md §4) ----------------------------------------
+
+fn violation(bytes: &[u8]) -> Vec<(usize, Option<CloseReason>, Vec<Event>)> {
+    CHUNKINGS
+        .iter()
+        .map(|&chunk| {
+            let mut p = Pair::with_defaults(chunk);
+            p.handshake();
+            let sent_before = p.server.conn.stats().bytes_out;
+            p.inject_to_server(bytes);
+            assert_eq!(
+                p.server.conn.stats().bytes_out,
+                sent_before,
+                "nothing is sent in reply"
+            );
+            (
+                chunk,
+                p.server.closed_reason().cloned(),
+                p.server.events.clone(),
+            )
+        })
+        .collect()
+}
+
+fn assert_protocol_error(bytes: &[u8], expected: ProtocolError) {
+    for (chunk, reason, _) in violation(bytes) {
+        assert_eq!(
+            reason,
+            Some(CloseReason::Protocol(expected.clone())),
+            "chunk {chunk}"
+        );
+    }
+}
+
+#[test]
+fn bad_version_closes() {
+    let mut f = frame(FrameType::Data, 1, 0, b"x");
+    f[0] = 2;
+    assert_protocol_error(
+        &f,
+        ProtocolError::Frame(FrameError::UnsupportedVersion { version: 2 }),
+    );
+}
+
+#[test]
+fn data_or_end_on_stream_zero_closes() {
+    assert_protocol_error(
+        &frame(FrameType::Data, 0, 0, b"x"),
+        ProtocolError::DataOnStreamZero,
+    );
+    assert_protocol_error(
+        &frame(FrameType::End, 0, 0, b""),
+        ProtocolError::EndOnStreamZero,
+    );
+}
+
+#[test]
+fn hello_or_accept_after_the_handshake_closes() {
+    for t in [FrameType::Hello, FrameType::Accept] {
+        assert_protocol_error(
+            &frame(t, 0, 0, &[0; 16]),
+            ProtocolError::UnexpectedHandshake { frame_type: t },
+        );
+    }
+}
+
+#[test]
+fn sequence_gaps_close() {
+    assert_protocol_error(
+        &frame(FrameType::Data, 1, 1, b"x"),
+        ProtocolError::SequenceGap {
+            stream: 1,
+            frame_type: FrameType::Data,
+            expected: 0,
+            got: 1,
+        },
+    );
+    let mut bytes = frame(FrameType::Data, 1, 0, b"x");
+    bytes.extend(frame(FrameType::Data, 1, 2, b"x"));
+    assert_protocol_error(
+        &bytes,
+        ProtocolError::SequenceGap {
+            stream: 1,
+            frame_type: FrameType::Data,
+            expected: 1,
+            got: 2,
+        },
+    );
+    let mut bytes = frame(FrameType::Data, 1, 0, b"x");
+    bytes.extend(frame(FrameType::End, 1, 5, b""));
+    assert_protocol_error(
+        &bytes,
+        ProtocolError::SequenceGap {
+            stream: 1,
+            frame_type: FrameType::End,
+            expected: 1,
+            got: 5,
+        },
+    );
+}
+
+#[test]
+fn oversized_payload_closes_before_any_payload_is_buffered() {
+    let head = Header::new(FrameType::Data, 1, 0, (16 << 20) + 1).encode();
+    for (_, reason, _) in violation(&head) {
+        assert_eq!(
+            reason,
+            Some(CloseReason::Protocol(ProtocolError::Frame(
+                FrameError::PayloadTooLarge {
+                    declared: (16 << 20) + 1,
+                    max: 16 << 20
+                }
+            )))
+        );
+    }
+}
+
+#[test]
+fn end_with_payload_closes_from_its_header() {
+    let head = Header::new(FrameType::End, 3, 0, 5).encode();
+    assert_protocol_error(
+        &head,
+        ProtocolError::EndWithPayload {
+            stream: 3,
+            length: 5,
+        },
+    );
+}
+
+#[test]
+fn too_many_open_incoming_streams_close() {
+    let config = ConnectionConfig::builder()
+        .max_incoming_streams(2)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(config, key(KEY), key(KEY), usize::MAX);
+    p.handshake();
+    let mut bytes = frame(FrameType::Data, 1, 0, b"a");
+    bytes.extend(frame(FrameType::Data, 3, 0, b"b"));
+    bytes.extend(frame(FrameType::Data, 5, 0, b"c"));
+    p.inject_to_server(&bytes);
+    assert_eq!(
+        p.server.closed_reason(),
+        Some(&CloseReason::Protocol(ProtocolError::TooManyStreams {
+            max: 2
+        }))
+    );
+    let incomplete: Vec<u32> = p
+        .server
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StreamIncomplete { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(incomplete, vec![1, 3]);
+}
+
+#[test]
+fn violation_reports_open_streams_incomplete_never_complete() {
+    let mut bytes = frame(FrameType::Data, 7, 0, b"abc");
+    bytes.extend(frame(FrameType::Data, 0, 0, b"x"));
+    for (chunk, _, events) in violation(&bytes) {
+        assert!(
+            events.contains(&Event::StreamIncomplete {
+                stream: 7,
+                frames: 1,
+                bytes: 3
+            }),
+            "chunk {chunk}"
+        );
+        assert!(stream_end(&events, 7).is_none());
+    }
+}
+
+#[test]
+fn unknown_types_and_control_frames_are_skipped_whole() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let mut bytes = frame(FrameType::Unknown(6), 0, 9, b"ignored payload");
+        bytes.extend(frame(FrameType::Unknown(255), 77, 0, &[0xff; 300]));
+        bytes.extend(frame(FrameType::Control, 0, 0, b"\x01\x02"));
+        bytes.extend(frame(FrameType::Data, 1, 0, b"kept"));
+        bytes.extend(frame(FrameType::End, 1, 1, b""));
+        p.inject_to_server(&bytes);
+        assert!(p.server.closed_reason().is_none(), "chunk {chunk}");
+        let skipped = p
+            .server
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::FrameSkipped { .. }))
+            .count();
+        assert_eq!(skipped, 3);
+        assert_eq!(p.server.received(1), b"kept");
+        assert_eq!(stream_end(&p.server.events, 1), Some((1, 4)));
+    }
+}
+
+#[test]
+fn receiver_accepts_any_stream_id_parity() {
+    let mut bytes = frame(FrameType::Data, 2, 0, b"even from client");
+    bytes.extend(frame(FrameType::End, 2, 1, b""));
+    for (_, reason, events) in violation(&bytes) {
+        assert_eq!(reason, None);
+        assert_eq!(stream_end(&events, 2), Some((1, 16)));
+    }
+}
+
+// ----- authentication failures -------------------------------------------
+
+#[test]
+fn bad_mac_closes_silently() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::new(
+            ConnectionConfig::default(),
+            key("another-key-0123456789"),
+            key(KEY),
+            chunk,
+        );
+        p.drive();
+        assert_eq!(
+            p.server.closed_reason(),
+            Some(&CloseReason::AuthFailed(AuthFailure::BadMac))
+        );
+        assert_eq!(
+            p.server.outcomes,
+            vec![HandshakeOutcome::Rejected(AuthFailure::BadMac)]
+        );
+        assert!(
+            p.server.wire_log.is_empty(),
+            "no byte may be sent after a bad MAC"
+        );
+        assert!(!p.client.is_established());
+        p.deliver_eof_to_client();
+        assert_eq!(p.client.closed_reason(), Some(&CloseReason::PeerClosed));
+    }
+}
+
+#[test]
+fn wrong_first_frame_or_length_fails_at_once_without_buffering() {
+    let mut wrong_len = Header::new(FrameType::Hello, 0, 0, 37).encode().to_vec();
+    wrong_len.extend([0u8; 37]);
+    let cases: Vec<(Vec<u8>, usize)> = vec![
+        (wrong_len, 13),
+        (frame(FrameType::Data, 1, 0, &[0; 36]), 1),
+        (frame(FrameType::Hello, 1, 0, &[0; 36]), 5),
+        (frame(FrameType::Hello, 0, 1, &[0; 36]), 9),
+        (
+            {
+                let mut f = frame(FrameType::Hello, 0, 0, &[0; 36]);
+                f[0] = 2;
+                f
+            },
+            0,
+        ),
+    ];
+    for (bytes, offset) in cases {
+        for chunk in CHUNKINGS {
+            let mut p = Pair::with_defaults(chunk);
+            p.client.write_capacity = Some(0);
+            p.drive();
+            p.inject_to_server(&bytes);
+            match p.server.closed_reason() {
+                Some(CloseReason::MalformedHandshake(FrameError::UnexpectedFirstFrame {
+                    offset: o,
+                    ..
+                })) => {
+                    assert_eq!(*o, offset)
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(
+                p.server.conn.stats().bytes_in,
+                0,
+                "nothing was consumed as a frame"
+            );
+            assert!(p.server.wire_log.is_empty());
+        }
+    }
+}
+
+#[test]
+fn replayed_hello_is_refused() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let hello = p.client.wire_log.clone();
+        // A second connection to the same server node carrying the recorded HELLO.
+        let mut replay = Pair::with_defaults(chunk);
+        std::mem::swap(&mut replay.server.auth, &mut p.server.auth);
+        replay.client.write_capacity = Some(0);
+        replay.drive();
+        replay.inject_to_server(&hello);
+        assert_eq!(
+            replay.server.closed_reason(),
+            Some(&CloseReason::AuthFailed(AuthFailure::Replay))
+        );
+        assert!(replay.server.wire_log.is_empty());
+    }
+}
+
+#[test]
+fn reflected_hello_is_refused() {
+    // A HELLO carrying the server's own node id, correctly signed.
+    let mut p = Pair::with_defaults(usize::MAX);
+    p.client.write_capacity = Some(0);
+    p.drive();
+    let own = sign_hello(&key(KEY), Uuid::from_bytes([2; 16]), 42);
+    p.inject_to_server(&own.encode_frame());
+    assert_eq!(
+        p.server.closed_reason(),
+        Some(&CloseReason::AuthFailed(AuthFailure::Reflection))
+    );
+    // And the HELLO this node itself sent as a client, bounced back to it.
+    let mut q = Pair::with_defaults(usize::MAX);
+    q.client.write_capacity = Some(0);
+    q.drive();
+    let mine = q.server.auth.make_hello(q.now);
+    q.inject_to_server(&mine.encode_frame());
+    assert_eq!(
+        q.server.closed_reason(),
+        Some(&CloseReason::AuthFailed(AuthFailure::Reflection))
+    );
+}
+
+#[test]
+fn client_refuses_an_accept_with_a_bad_mac() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.server.write_capacity = Some(0);
+        p.drive();
+        let mut accept = frame(FrameType::Accept, 0, 0, &[0u8; 16]);
+        accept[HEADER_LEN] = 1;
+        p.inject_to_client(&accept);
+        assert_eq!(
+            p.client.closed_reason(),
+            Some(&CloseReason::AuthFailed(AuthFailure::BadMac))
+        );
+        assert!(!p.client.is_established());
+    }
+}
+
+#[test]
+fn client_refuses_a_wrong_first_frame() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    p.server.write_capacity = Some(0);
+    p.drive();
+    p.inject_to_client(&frame(FrameType::Data, 2, 0, b"too early"));
+    assert!(matches!(
+        p.client.closed_reason(),
+        Some(CloseReason::MalformedHandshake(_))
+    ));
+}
+
+#[test]
+fn streams_cannot_be_opened_before_established() {
+    let mut p = Pair::with_defaults(usize::MAX);
+    assert_eq!(p.client.conn.open_stream(), Err(SendError::NotEstablished));
+    p.handshake();
+    assert!(p.client.conn.open_stream().is_ok());
+}
+
+// ----- key rotation -------------------------------------------------------
+
+#[test]
+fn previous_key_is_accepted_until_its_deadline_only() {
+    let old = key("old-key-0123456789abcdef");
+    let new = key("new-key-0123456789abcdef");
+    let mut p = Pair::new(
+        ConnectionConfig::default(),
+        old.clone(),
+        old.clone(),
+        usize::MAX,
+    );
+    let t0 = p.now;
+    let id = p
+        .server
+        .auth
+        .keys_mut()
+        .rotate(new.clone(), t0, Duration::from_secs(60));
+    assert_eq!(id, KeyId(1));
+    p.handshake();
+    assert_eq!(
+        p.server.outcomes,
+        vec![HandshakeOutcome::Accepted {
+            key: KeyId(0),
+            peer_node: Some(Uuid::from_bytes([1; 16]))
+        }]
+    );
+    // A client with the new key verifies against key 1.
+    let mut q = Pair::new(
+        ConnectionConfig::default(),
+        new.clone(),
+        new.clone(),
+        usize::MAX,
+    );
+    q.handshake();
+    // After the deadline the old key is refused.
+    let mut r = Pair::new(ConnectionConfig::default(), old.clone(), old, usize::MAX);
+    let t = r.now;
+    r.server
+        .auth
+        .keys_mut()
+        .rotate(new, t - Duration::from_secs(61), Duration::from_secs(60));
+    r.drive();
+    assert_eq!(
+        r.server.closed_reason(),
+        Some(&CloseReason::AuthFailed(AuthFailure::BadMac))
+    );
+}
+
+// ----- closing and backpressure -------------------------------------------
+
+#[test]
+fn graceful_close_flushes_queued_frames_first() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        let s = p.client.conn.open_stream().unwrap();
+        p.client
+            .conn
+            .send(p.now, s, Bytes::from_static(b"last words"))
+            .unwrap();
+        p.client.conn.finish(p.now, s).unwrap();
+        let open = p.client.conn.open_stream().unwrap();
+        p.client
+            .conn
+            .send(p.now, open, Bytes::from_static(b"cut"))
+            .unwrap();
+        p.client.conn.close(p.now);
+        assert_eq!(
+            p.client.conn.send(p.now, open, Bytes::new()),
+            Err(SendError::Closed)
+        );
+        p.drive();
+        assert_eq!(p.client.closed_reason(), Some(&CloseReason::Local));
+        assert!(p
+            .client
+            .events
+            .contains(&Event::SendAborted { stream: open }));
+        assert_eq!(stream_end(&p.server.events, s), Some((1, 10)));
+        p.deliver_eof_to_server();
+        assert_eq!(p.server.closed_reason(), Some(&CloseReason::PeerClosed));
+        assert!(p.server.events.contains(&Event::StreamIncomplete {
+            stream: open,
+            frames: 1,
+            bytes: 3
+        }));
+    }
+}
+
+#[test]
+fn send_refuses_above_the_high_water_mark_and_memory_stays_bounded() {
+    let config = ConnectionConfig::builder()
+        .send_high_water(1 << 20)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(config, key(KEY), key(KEY), usize::MAX);
+    p.handshake();
+    p.client.write_capacity = Some(0);
+    let s = p.client.conn.open_stream().unwrap();
+    let chunk = Bytes::from(vec![0u8; 256 << 10]);
+    let mut accepted = 0;
+    loop {
+        match p.client.conn.send(p.now, s, chunk.clone()) {
+            Ok(()) => accepted += 1,
+            Err(SendError::WouldBlock { high_water }) => {
+                assert_eq!(high_water, 1 << 20);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(accepted < 100, "send never pushed back");
+    }
+    assert!(!p.client.conn.can_send());
+    assert!(p.client.conn.pending_output() < (1 << 20) + (256 << 10) + 1024);
+    p.client.write_capacity = None;
+    p.drive();
+    assert!(p.client.conn.can_send());
+}
+
+#[test]
+fn oversized_chunks_are_refused_locally() {
+    let config = ConnectionConfig::builder()
+        .max_payload(1024)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(config, key(KEY), key(KEY), usize::MAX);
+    p.handshake();
+    let s = p.client.conn.open_stream().unwrap();
+    assert_eq!(
+        p.client.conn.send(p.now, s, Bytes::from(vec![0u8; 1025])),
+        Err(SendError::PayloadTooLarge {
+            len: 1025,
+            max: 1024
+        })
+    );
+    assert_eq!(
+        p.client.conn.send(p.now, 99, Bytes::new()),
+        Err(SendError::UnknownStream { stream: 99 })
+    );
+}
+
+#[test]
+fn fixed_seeds_give_byte_identical_wire_output() {
+    let run = || {
+        let mut p = Pair::with_defaults(usize::MAX);
+        p.handshake();
+        send_stream(&mut p, true, &pattern(10_000, 3), 999);
+        send_stream(&mut p, false, &pattern(5_000, 4), 777);
+        p.drive();
+        (p.client.wire_log, p.server.wire_log)
+    };
+    assert_eq!(run(), run());
+}
