@@ -232,6 +232,14 @@ impl Connection {
         self.queue.pending()
     }
 
+    /// Input bytes held inside the connection: a partial frame given through
+    /// [`handle_read`](Self::handle_read), or bytes that arrived behind a
+    /// handshake message awaiting its verdict.
+    #[must_use]
+    pub fn buffered_input(&self) -> usize {
+        self.stash.len()
+    }
+
     /// How many more bytes the frame at the front of `buf` (the adapter's
     /// receive buffer) needs before it can be decoded; adapters use it to
     /// reserve room for a large payload in one go.

@@ -1,0 +1,156 @@
+//! Arbitrary input into client and server connections: no panic, and the
+//! connection never holds more input than one frame's limit.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use asoc_proto::connection::{Connection, ConnectionConfig, Event};
+use asoc_proto::wire::{FrameType, Header, HEADER_LEN};
+use bytes::BytesMut;
+use harness::{authenticator, key, KEY};
+use proptest::prelude::*;
+
+const MAX_PAYLOAD: u32 = 4096;
+
+fn config() -> ConnectionConfig {
+    ConnectionConfig::builder()
+        .max_payload(MAX_PAYLOAD)
+        .max_incoming_streams(8)
+        .build()
+        .unwrap()
+}
+
+/// Frames that are mostly well-formed so that the fuzzer reaches deep
+/// states, mixed with raw garbage.
+fn piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (
+            0u8..8,
+            0u32..6,
+            0u32..4,
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(t, stream, seq, payload)| {
+                let mut v = Header::new(FrameType::from_byte(t), stream, seq, payload.len() as u32)
+                    .encode()
+                    .to_vec();
+                v.extend(payload);
+                v
+            }),
+        proptest::collection::vec(any::<u8>(), 0..80),
+    ]
+}
+
+fn feed(conn: &mut Connection, now: Instant, input: &[u8], cuts: &[usize], by_slice: bool) {
+    let mut buf = BytesMut::new();
+    let mut rest = input;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = cuts
+            .get(i)
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
+        i += 1;
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        if by_slice {
+            conn.handle_read(now, head);
+        } else {
+            buf.extend_from_slice(head);
+            conn.handle_input(now, &mut buf);
+            // The caller's buffer never has to hold more than one frame.
+            assert!(buf.len() <= HEADER_LEN + MAX_PAYLOAD as usize + n);
+        }
+        assert!(conn.buffered_input() <= HEADER_LEN + MAX_PAYLOAD as usize + n);
+        while let Some(e) = conn.poll_event() {
+            if let Event::Data { payload, .. } = e {
+                assert!(payload.len() <= MAX_PAYLOAD as usize);
+            }
+        }
+    }
+    conn.handle_timeout(now + Duration::from_secs(3600));
+    conn.handle_eof(now);
+    while conn.poll_event().is_some() {}
+    assert_eq!(
+        conn.poll_timeout(),
+        None,
+        "a closed connection has no timers"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn server_survives_arbitrary_input(
+        pieces in proptest::collection::vec(piece(), 0..24),
+        cuts in proptest::collection::vec(1usize..100, 0..64),
+        valid_hello in any::<bool>(),
+        by_slice in any::<bool>(),
+    ) {
+        let now = Instant::now();
+        let mut client_auth = authenticator(1, key(KEY), 1);
+        let mut server_auth = authenticator(2, key(KEY), 2);
+        let mut input = Vec::new();
+        if valid_hello {
+            input.extend(client_auth.make_hello(now).encode_frame());
+        }
+        input.extend(pieces.concat());
+        let mut conn = Connection::server(config(), now);
+        // Feed in two halves with a verdict in between, as an adapter would.
+        let mid = input.len().min(50);
+        feed_with_verdicts(&mut conn, &mut server_auth, now, &input[..mid], &cuts, by_slice);
+        feed_with_verdicts(&mut conn, &mut server_auth, now, &input[mid..], &cuts, by_slice);
+        feed(&mut conn, now, &[], &[], by_slice);
+    }
+
+    #[test]
+    fn client_survives_arbitrary_input(
+        pieces in proptest::collection::vec(piece(), 0..24),
+        cuts in proptest::collection::vec(1usize..100, 0..64),
+        by_slice in any::<bool>(),
+    ) {
+        let now = Instant::now();
+        let mut auth = authenticator(1, key(KEY), 1);
+        let mut conn = auth.client(now, config());
+        let mut sink = Vec::new();
+        conn.write_to(now, &mut sink).unwrap();
+        feed_with_verdicts(&mut conn, &mut auth, now, &pieces.concat(), &cuts, by_slice);
+    }
+}
+
+fn feed_with_verdicts(
+    conn: &mut Connection,
+    auth: &mut asoc_proto::handshake::Authenticator,
+    now: Instant,
+    input: &[u8],
+    cuts: &[usize],
+    by_slice: bool,
+) {
+    let mut buf = BytesMut::new();
+    let mut rest = input;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = cuts
+            .get(i)
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
+        i += 1;
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        if by_slice {
+            conn.handle_read(now, head);
+        } else {
+            buf.extend_from_slice(head);
+            conn.handle_input(now, &mut buf);
+        }
+        let _ = auth.drive(now, conn);
+        assert!(conn.buffered_input() <= HEADER_LEN + MAX_PAYLOAD as usize + input.len());
+        while conn.poll_event().is_some() {}
+        let mut sink = Vec::new();
+        conn.write_to(now, &mut sink).unwrap();
+    }
+}
