@@ -16,6 +16,9 @@
 )]
 
 pub mod auth;
+pub mod dial;
+pub mod policy;
 pub mod replay;
 pub mod rng;
+mod time;
 pub mod wire;
