@@ -120,7 +120,10 @@
 
 pub mod auth;
 pub mod connection;
+pub mod dial;
 pub mod handshake;
+pub mod policy;
 pub mod replay;
 pub mod rng;
+mod time;
 pub mod wire;
