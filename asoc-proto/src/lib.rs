@@ -16,6 +16,7 @@
 )]
 
 pub mod auth;
+pub mod discovery;
 pub mod replay;
 pub mod rng;
 pub mod wire;
