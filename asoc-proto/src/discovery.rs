@@ -1071,7 +1071,10 @@ mod tests {
 
     #[test]
     fn config_error_messages_name_the_setting() {
-        let e = DiscoveryConfig::builder("c").max_peers(0).build().unwrap_err();
+        let e = DiscoveryConfig::builder("c")
+            .max_peers(0)
+            .build()
+            .unwrap_err();
         assert_eq!(e.to_string(), "discovery max_peers must be at least 1");
     }
 
