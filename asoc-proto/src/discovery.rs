@@ -53,10 +53,16 @@
 //! MAC valid under none of the accepted keys; this node's own id; a timestamp
 //! more than the window (60 s) from `unix_now` in either direction; a
 //! `(node, challenge)` pair already seen (or a full replay cache); the per
-//! source-IP rate; the per-node rate; a full peer table. A message that passes
-//! every check records or refreshes the peer as (node id, source IP of the
-//! datagram, TCP port from the message): nothing unauthenticated can move a
-//! peer's address.
+//! source-IP rate (or a full source table); the per-node rate; a full peer
+//! table. A message that passes every check records or refreshes the peer as
+//! (node id, source IP of the datagram, TCP port from the message): nothing
+//! unauthenticated can move a peer's address.
+//!
+//! A pair enters the replay cache as soon as its MAC and timestamp checked
+//! out, even when a rate limit then drops the message: otherwise a copy
+//! captured while the sender was over its rate could be accepted later from
+//! the attacker's address. Likewise a message that passes the source check
+//! uses up source rate even if a later check drops it.
 
 use core::cmp::Reverse;
 use core::fmt;
