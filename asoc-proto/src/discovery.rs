@@ -713,6 +713,17 @@ struct PeerEntry {
     tat: Instant,
 }
 
+impl PeerEntry {
+    fn public(&self, node: Uuid) -> DiscoveredPeer {
+        DiscoveredPeer {
+            node,
+            addr: self.addr,
+            last_seen: self.last_seen,
+            key: self.key,
+        }
+    }
+}
+
 /// The discovery machine for one node. See the [module docs](self) for the
 /// call-order contract and the validation order.
 #[derive(Debug)]
@@ -882,23 +893,13 @@ impl Discovery {
 
     /// The peer table, ordered by node id.
     pub fn peers(&self) -> impl Iterator<Item = DiscoveredPeer> + '_ {
-        self.peers.iter().map(|(node, p)| DiscoveredPeer {
-            node: *node,
-            addr: p.addr,
-            last_seen: p.last_seen,
-            key: p.key,
-        })
+        self.peers.iter().map(|(node, p)| p.public(*node))
     }
 
     /// One peer, if recorded.
     #[must_use]
     pub fn peer(&self, node: &Uuid) -> Option<DiscoveredPeer> {
-        self.peers.get(node).map(|p| DiscoveredPeer {
-            node: *node,
-            addr: p.addr,
-            last_seen: p.last_seen,
-            key: p.key,
-        })
+        self.peers.get(node).map(|p| p.public(*node))
     }
 
     /// Counters of everything received, accepted, sent and dropped.
