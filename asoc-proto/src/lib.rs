@@ -121,6 +121,7 @@
 pub mod auth;
 pub mod connection;
 pub mod dial;
+pub mod discovery;
 pub mod handshake;
 pub mod policy;
 pub mod replay;
