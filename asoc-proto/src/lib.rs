@@ -123,6 +123,7 @@ pub mod connection;
 pub mod dial;
 pub mod discovery;
 pub mod handshake;
+pub mod node;
 pub mod policy;
 pub mod replay;
 pub mod rng;

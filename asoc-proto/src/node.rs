@@ -1,0 +1,864 @@
+//! A node: everything one ASoc endpoint decides that spans connections.
+//!
+//! A [`Node`] owns the [`Authenticator`] (keys, replay caches, reflection
+//! guard), the admission [`Policy`] (caps, per-IP lockout and rate), the
+//! [`Dialer`] (static and discovered peers, reconnect schedule) and, when
+//! enabled, [`Discovery`]. It hands out [`Connection`]s and tells the adapter
+//! what to do: accept or refuse a socket, dial this address, send this
+//! datagram. It never does any of it itself.
+//!
+//! # Call order
+//!
+//! - Inbound TCP: [`accept`](Node::accept) for each accepted socket; on
+//!   `Err` close the socket at once without writing.
+//! - Outbound TCP: take [`poll_dial`](Node::poll_dial); connect; then
+//!   [`connect`](Node::connect) on success or
+//!   [`dial_failed`](Node::dial_failed) on failure. Application-initiated
+//!   connections use [`connect_to`](Node::connect_to).
+//! - For every connection: after each input call [`drive`](Node::drive)
+//!   (it gives handshake verdicts); after its `Closed` event call
+//!   [`closed`](Node::closed).
+//! - UDP: [`handle_datagram`](Node::handle_datagram) for each datagram
+//!   received; send what [`poll_datagram`](Node::poll_datagram) returns.
+//! - Timers: [`handle_timeout`](Node::handle_timeout) at
+//!   [`poll_timeout`](Node::poll_timeout).
+//! - Drain [`poll_event`](Node::poll_event) after each of the above.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::auth::{ApiKey, AuthFailure, KeyId, KeyRing};
+use crate::connection::{CloseReason, Connection, ConnectionConfig, ConnectionStats};
+use crate::dial::{Dial, DialConfig, DialEvent, DialTarget, Dialer, PeerId};
+use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryTransmit, DropReason};
+use crate::handshake::{AuthCounters, Authenticator, AuthenticatorConfig, HandshakeOutcome};
+use crate::policy::{Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal};
+use crate::rng::{Rng, Seed};
+use crate::time::after;
+
+/// Everything a [`Node`] is configured with. Sub-configurations are built
+/// (and validated) by their own builders.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    auth: AuthenticatorConfig,
+    connection: ConnectionConfig,
+    policy: PolicyConfig,
+    dial: DialConfig,
+    discovery: Option<DiscoveryConfig>,
+    static_peers: Vec<DialTarget>,
+    dial_discovered: bool,
+    tcp_port: u16,
+    max_pending_events: usize,
+}
+
+impl NodeConfig {
+    /// A node `node_id` authenticating with `keys`, with every default of
+    /// WIRE.md §6, no discovery and no static peers.
+    #[must_use]
+    pub fn new(node_id: Uuid, keys: KeyRing) -> Self {
+        Self {
+            auth: AuthenticatorConfig::new(node_id, keys),
+            connection: ConnectionConfig::default(),
+            policy: PolicyConfig::default(),
+            dial: DialConfig::default(),
+            discovery: None,
+            static_peers: Vec::new(),
+            dial_discovered: true,
+            tcp_port: 9000,
+            max_pending_events: 65_536,
+        }
+    }
+
+    /// Replaces the authenticator settings (replay retention and capacity);
+    /// its node id and keys become the node's.
+    #[must_use]
+    pub fn authenticator(mut self, auth: AuthenticatorConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Limits and timers of every connection.
+    #[must_use]
+    pub fn connection(mut self, config: ConnectionConfig) -> Self {
+        self.connection = config;
+        self
+    }
+
+    /// Admission policy.
+    #[must_use]
+    pub fn policy(mut self, config: PolicyConfig) -> Self {
+        self.policy = config;
+        self
+    }
+
+    /// Reconnect schedule.
+    #[must_use]
+    pub fn dial(mut self, config: DialConfig) -> Self {
+        self.dial = config;
+        self
+    }
+
+    /// Enables UDP discovery.
+    #[must_use]
+    pub fn discovery(mut self, config: DiscoveryConfig) -> Self {
+        self.discovery = Some(config);
+        self
+    }
+
+    /// Adds a static peer, dialed at start and redialed forever.
+    #[must_use]
+    pub fn static_peer(mut self, target: DialTarget) -> Self {
+        self.static_peers.push(target);
+        self
+    }
+
+    /// Whether discovered peers are dialed (default true).
+    #[must_use]
+    pub fn dial_discovered(mut self, yes: bool) -> Self {
+        self.dial_discovered = yes;
+        self
+    }
+
+    /// The TCP port announced by discovery (default 9000; adapters set the
+    /// bound port with [`Node::set_tcp_port`]).
+    #[must_use]
+    pub fn tcp_port(mut self, port: u16) -> Self {
+        self.tcp_port = port;
+        self
+    }
+
+    /// Node events kept while undrained before further ones are dropped and
+    /// counted (default 65,536).
+    #[must_use]
+    pub fn max_pending_events(mut self, n: usize) -> Self {
+        self.max_pending_events = n;
+        self
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> Uuid {
+        self.auth.node_id()
+    }
+
+    /// The connection configuration.
+    #[must_use]
+    pub fn connection_config(&self) -> &ConnectionConfig {
+        &self.connection
+    }
+}
+
+/// Identifies one connection of a [`Node`]; never reused by that node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// The raw number, for logs.
+    #[must_use]
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// Who opened a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer dialed us; we are the server.
+    Inbound,
+    /// We dialed the peer; we are the client.
+    Outbound,
+}
+
+impl Direction {
+    /// `inbound` or `outbound`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+/// What a node knows of one of its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// Its id.
+    pub id: ConnId,
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// Who opened it.
+    pub direction: Direction,
+    /// The peer's node id when known: from its HELLO (inbound) or from
+    /// discovery (outbound to a discovered peer).
+    pub peer_node: Option<Uuid>,
+    /// The dialer's peer this connection serves, if any.
+    pub peer: Option<PeerId>,
+    /// Whether the handshake completed.
+    pub established: bool,
+    /// The connection's counters as of the last [`Node::drive`].
+    pub stats: ConnectionStats,
+}
+
+/// A decision or observation of a node, with its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A connection completed its handshake.
+    PeerConnected {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// Remote address.
+        addr: SocketAddr,
+        /// Who dialed.
+        direction: Direction,
+        /// The key that verified the handshake.
+        key: KeyId,
+    },
+    /// An established connection closed.
+    PeerDisconnected {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// Remote address.
+        addr: SocketAddr,
+        /// Who dialed.
+        direction: Direction,
+        /// Why it closed.
+        reason: CloseReason,
+    },
+    /// A peer was refused: at admission (`conn` is `None`; close the socket
+    /// without writing) or during the handshake.
+    AuthFailed {
+        /// The connection, if one was created.
+        conn: Option<ConnId>,
+        /// Remote address.
+        addr: SocketAddr,
+        /// Why.
+        reason: AuthFailure,
+    },
+    /// A source address is locked out after repeated failures.
+    LockedOut {
+        /// The address as tracked.
+        ip: core::net::IpAddr,
+        /// When the lockout ends.
+        until: Instant,
+    },
+    /// A node announced itself for the first time.
+    PeerDiscovered {
+        /// Its id.
+        node: Uuid,
+        /// Its address (datagram source IP, announced port).
+        addr: SocketAddr,
+        /// The key that verified its announcement.
+        key: KeyId,
+    },
+    /// A known node announced a new address (after passing every check).
+    PeerAddressChanged {
+        /// Its id.
+        node: Uuid,
+        /// Previous address.
+        old: SocketAddr,
+        /// New address.
+        new: SocketAddr,
+    },
+    /// A discovered node stopped announcing and was forgotten.
+    PeerExpired {
+        /// Its id.
+        node: Uuid,
+        /// Its last address.
+        addr: SocketAddr,
+    },
+    /// A discovery datagram was dropped.
+    DatagramDropped {
+        /// Its source.
+        src: SocketAddr,
+        /// The first check it failed.
+        reason: DropReason,
+    },
+    /// A discovered peer failed too many dials and is no longer dialed.
+    DialGaveUp {
+        /// The dialer's peer.
+        peer: PeerId,
+        /// Its node id.
+        node: Uuid,
+        /// Consecutive failures.
+        failures: u32,
+    },
+}
+
+/// All counters of a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeCounters {
+    /// Handshake verification.
+    pub auth: AuthCounters,
+    /// Admission policy.
+    pub policy: PolicyCounters,
+    /// Discovery, when enabled.
+    pub discovery: Option<crate::discovery::DiscoveryCounters>,
+    /// Payload and frame bytes over connections that have closed, plus live
+    /// ones as of their last `drive`.
+    pub bytes_in: u64,
+    /// See `bytes_in`.
+    pub bytes_out: u64,
+    /// Node events dropped because too many were undrained.
+    pub events_dropped: u64,
+}
+
+/// Traffic exchanged with one peer node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// Bytes received from the peer over connections that closed.
+    pub bytes_in: u64,
+    /// Bytes sent to the peer over connections that closed.
+    pub bytes_out: u64,
+    /// Connections to or from the peer that completed a handshake.
+    pub connections: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    info: ConnectionInfo,
+    slot: crate::policy::SlotId,
+    /// A failure was already reported for this connection.
+    failure_reported: bool,
+}
+
+/// Upper bound on peers whose traffic totals are remembered.
+const MAX_PEER_TRAFFIC: usize = 4096;
+
+/// One ASoc endpoint. See the [module docs](self).
+#[derive(Debug)]
+pub struct Node {
+    auth: Authenticator,
+    policy: Policy,
+    dialer: Dialer,
+    discovery: Option<Discovery>,
+    connection_config: ConnectionConfig,
+    dial_discovered: bool,
+    conns: HashMap<ConnId, Entry>,
+    next_conn: u64,
+    /// Discovered nodes with a larger id than ours wait before we dial them,
+    /// giving them the chance to dial us first (one connection per pair).
+    deferred_dials: BTreeMap<Uuid, (SocketAddr, Instant)>,
+    events: VecDeque<NodeEvent>,
+    max_pending_events: usize,
+    traffic: HashMap<Uuid, PeerTraffic>,
+    closed_bytes_in: u64,
+    closed_bytes_out: u64,
+    events_dropped: u64,
+}
+
+impl Node {
+    /// A node whose randomness (challenges, tokens, jitter) is expanded from
+    /// `seed`. Static peers are due for dialing at `now`.
+    #[must_use]
+    pub fn new(config: NodeConfig, seed: Seed, now: Instant) -> Self {
+        let mut rng = Rng::from_seed(seed);
+        let node_id = config.auth.node_id();
+        let mut dialer = Dialer::new(config.dial, rng.fork());
+        for target in config.static_peers {
+            dialer.add_static(now, target);
+        }
+        let discovery = config
+            .discovery
+            .map(|d| Discovery::new(d, node_id, config.tcp_port, rng.fork(), now));
+        Self {
+            auth: Authenticator::new(config.auth, rng.fork()),
+            policy: Policy::new(config.policy),
+            dialer,
+            discovery,
+            connection_config: config.connection,
+            dial_discovered: config.dial_discovered,
+            conns: HashMap::new(),
+            next_conn: 0,
+            deferred_dials: BTreeMap::new(),
+            events: VecDeque::new(),
+            max_pending_events: config.max_pending_events,
+            traffic: HashMap::new(),
+            closed_bytes_in: 0,
+            closed_bytes_out: 0,
+            events_dropped: 0,
+        }
+    }
+
+    // ----- identity and keys ----------------------------------------------
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> Uuid {
+        self.auth.node_id()
+    }
+
+    /// The key ring.
+    #[must_use]
+    pub fn keys(&self) -> &KeyRing {
+        self.auth.keys()
+    }
+
+    /// Makes `key` the signing key; the previous one stays accepted for
+    /// `grace`. Returns the new key's id.
+    pub fn rotate_key(&mut self, now: Instant, key: ApiKey, grace: Duration) -> KeyId {
+        self.auth.keys_mut().rotate(key, now, grace)
+    }
+
+    /// Sets the TCP port that discovery announces (after binding port 0).
+    pub fn set_tcp_port(&mut self, port: u16) {
+        if let Some(d) = self.discovery.as_mut() {
+            d.set_tcp_port(port);
+        }
+    }
+
+    /// The connection configuration every connection of this node uses.
+    #[must_use]
+    pub fn connection_config(&self) -> &ConnectionConfig {
+        &self.connection_config
+    }
+
+    // ----- connections ----------------------------------------------------
+
+    /// A socket from `remote` was accepted. `Err` means: close it at once
+    /// without writing a byte (an [`NodeEvent::AuthFailed`] says why).
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+    ) -> Result<(ConnId, Connection), Refusal> {
+        let slot = match self.policy.admit(now, remote.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.pump_policy();
+                self.push(NodeEvent::AuthFailed {
+                    conn: None,
+                    addr: remote,
+                    reason: refusal.as_auth_failure(),
+                });
+                return Err(refusal);
+            }
+        };
+        let conn = Connection::server(self.connection_config, now);
+        Ok((
+            self.register(slot, remote, Direction::Inbound, None, None),
+            conn,
+        ))
+    }
+
+    /// The next dial to make, if one is due.
+    pub fn poll_dial(&mut self, now: Instant) -> Option<Dial> {
+        self.release_deferred_dials(now);
+        self.dialer.poll_dial(now)
+    }
+
+    /// The TCP connection for `dial` is open: returns the client connection
+    /// whose first frame is a fresh HELLO. `Err` when this node is at its
+    /// connection cap (the dial counts as failed).
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        dial: &Dial,
+        remote: SocketAddr,
+    ) -> Result<(ConnId, Connection), Refusal> {
+        let node = self.discovered_node_of(dial.peer);
+        match self.open_outbound(now, remote, Some(dial.peer), node) {
+            Ok(pair) => Ok(pair),
+            Err(refusal) => {
+                self.dialer.dial_failed(now, dial.peer);
+                self.pump_dialer();
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Dialing `dial` failed (resolution, refusal, timeout): the reconnect
+    /// schedule takes over.
+    pub fn dial_failed(&mut self, now: Instant, dial: &Dial) {
+        self.dialer.dial_failed(now, dial.peer);
+        self.pump_dialer();
+    }
+
+    /// A connection the application opened itself to `remote` (not
+    /// scheduled by the dialer, never redialed).
+    pub fn connect_to(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+    ) -> Result<(ConnId, Connection), Refusal> {
+        self.open_outbound(now, remote, None, None)
+    }
+
+    fn open_outbound(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        peer: Option<PeerId>,
+        node: Option<Uuid>,
+    ) -> Result<(ConnId, Connection), Refusal> {
+        let slot = self.policy.admit_outbound()?;
+        let conn = self.auth.client(now, self.connection_config);
+        Ok((
+            self.register(slot, remote, Direction::Outbound, peer, node),
+            conn,
+        ))
+    }
+
+    fn register(
+        &mut self,
+        slot: crate::policy::SlotId,
+        addr: SocketAddr,
+        direction: Direction,
+        peer: Option<PeerId>,
+        peer_node: Option<Uuid>,
+    ) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Entry {
+                info: ConnectionInfo {
+                    id,
+                    addr,
+                    direction,
+                    peer_node,
+                    peer,
+                    established: false,
+                    stats: ConnectionStats::default(),
+                },
+                slot,
+                failure_reported: false,
+            },
+        );
+        id
+    }
+
+    /// Call after every input to connection `id`: gives a pending handshake
+    /// message its verdict and records the outcome.
+    pub fn drive(&mut self, now: Instant, id: ConnId, conn: &mut Connection) {
+        let outcome = self.auth.drive(now, conn);
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        entry.info.stats = conn.stats();
+        let Some(outcome) = outcome else {
+            return;
+        };
+        match outcome {
+            HandshakeOutcome::Accepted { key, peer_node } => {
+                entry.info.established = true;
+                if peer_node.is_some() {
+                    entry.info.peer_node = peer_node;
+                }
+                let info = entry.info;
+                self.policy.established(now, entry.slot);
+                if let Some(peer) = info.peer {
+                    self.dialer.connected(peer);
+                }
+                if let Some(node) = info.peer_node {
+                    // Connected: a deferred dial to this node is moot.
+                    self.deferred_dials.remove(&node);
+                    if let Some(t) = self.traffic_entry(node) {
+                        t.connections += 1;
+                    }
+                }
+                self.push(NodeEvent::PeerConnected {
+                    conn: id,
+                    peer_node: info.peer_node,
+                    addr: info.addr,
+                    direction: info.direction,
+                    key,
+                });
+            }
+            HandshakeOutcome::Rejected(failure) => {
+                entry.failure_reported = true;
+                let (slot, addr) = (entry.slot, entry.info.addr);
+                self.policy.auth_failed(now, slot, failure);
+                self.pump_policy();
+                self.push(NodeEvent::AuthFailed {
+                    conn: Some(id),
+                    addr,
+                    reason: failure,
+                });
+            }
+        }
+    }
+
+    /// Call once connection `id` has closed (after its `Closed` event), with
+    /// the reason and its final counters.
+    pub fn closed(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        reason: &CloseReason,
+        stats: ConnectionStats,
+    ) {
+        let Some(entry) = self.conns.remove(&id) else {
+            return;
+        };
+        let info = entry.info;
+        if !info.established && !entry.failure_reported {
+            if let Some(failure) = reason.auth_failure() {
+                self.policy.auth_failed(now, entry.slot, failure);
+                self.pump_policy();
+                self.push(NodeEvent::AuthFailed {
+                    conn: Some(id),
+                    addr: info.addr,
+                    reason: failure,
+                });
+            }
+        }
+        self.policy.release(entry.slot);
+        if let Some(peer) = info.peer {
+            if info.established {
+                self.dialer.disconnected(now, peer);
+            } else {
+                self.dialer.dial_failed(now, peer);
+            }
+            self.pump_dialer();
+        }
+        self.closed_bytes_in = self.closed_bytes_in.saturating_add(stats.bytes_in);
+        self.closed_bytes_out = self.closed_bytes_out.saturating_add(stats.bytes_out);
+        if let Some(node) = info.peer_node.filter(|_| info.established) {
+            if let Some(t) = self.traffic_entry(node) {
+                t.bytes_in = t.bytes_in.saturating_add(stats.bytes_in);
+                t.bytes_out = t.bytes_out.saturating_add(stats.bytes_out);
+            }
+        }
+        if info.established {
+            self.push(NodeEvent::PeerDisconnected {
+                conn: id,
+                peer_node: info.peer_node,
+                addr: info.addr,
+                direction: info.direction,
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// The node's open connections.
+    pub fn connections(&self) -> impl Iterator<Item = ConnectionInfo> + '_ {
+        self.conns.values().map(|e| e.info)
+    }
+
+    /// One connection's info.
+    #[must_use]
+    pub fn connection(&self, id: ConnId) -> Option<ConnectionInfo> {
+        self.conns.get(&id).map(|e| e.info)
+    }
+
+    /// Traffic totals of connections to `node` that have closed.
+    #[must_use]
+    pub fn peer_traffic(&self, node: &Uuid) -> Option<PeerTraffic> {
+        self.traffic.get(node).copied()
+    }
+
+    /// Whether `ip` is locked out at `now`.
+    #[must_use]
+    pub fn is_locked_out(&self, now: Instant, ip: core::net::IpAddr) -> bool {
+        self.policy.is_locked_out(now, ip)
+    }
+
+    fn traffic_entry(&mut self, node: Uuid) -> Option<&mut PeerTraffic> {
+        // Bounded: peers beyond the cap are not tracked individually (the
+        // node-wide totals still count them).
+        if !self.traffic.contains_key(&node) && self.traffic.len() >= MAX_PEER_TRAFFIC {
+            return None;
+        }
+        Some(self.traffic.entry(node).or_default())
+    }
+
+    fn discovered_node_of(&self, peer: PeerId) -> Option<Uuid> {
+        let d = self.discovery.as_ref()?;
+        d.peers()
+            .find(|p| self.dialer.peer_of(p.node) == Some(peer))
+            .map(|p| p.node)
+    }
+
+    fn is_connected_to(&self, node: Uuid) -> bool {
+        self.conns
+            .values()
+            .any(|e| e.info.established && e.info.peer_node == Some(node))
+    }
+
+    // ----- discovery --------------------------------------------------------
+
+    /// A UDP datagram arrived from `src`. `unix_now` is wall-clock seconds,
+    /// used for the ±60 s timestamp window.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let Some(d) = self.discovery.as_mut() else {
+            return;
+        };
+        d.handle_datagram(now, unix_now, src, datagram, self.auth.keys());
+        self.pump_discovery(now);
+    }
+
+    /// The next announcement to send, when one is due.
+    pub fn poll_datagram(&mut self, now: Instant, unix_now: u64) -> Option<DiscoveryTransmit> {
+        let keys = self.auth.keys();
+        self.discovery.as_mut()?.poll_transmit(now, unix_now, keys)
+    }
+
+    /// Discovery's peer table (empty when discovery is off).
+    pub fn discovered_peers(&self) -> impl Iterator<Item = crate::discovery::DiscoveredPeer> + '_ {
+        self.discovery.iter().flat_map(|d| d.peers())
+    }
+
+    fn release_deferred_dials(&mut self, now: Instant) {
+        let due: Vec<(Uuid, SocketAddr)> = self
+            .deferred_dials
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(node, (addr, _))| (*node, *addr))
+            .collect();
+        for (node, addr) in due {
+            self.deferred_dials.remove(&node);
+            if !self.is_connected_to(node) {
+                self.dialer.discovered(now, node, addr);
+            }
+        }
+    }
+
+    fn consider_dialing(&mut self, now: Instant, node: Uuid, addr: SocketAddr) {
+        if !self.dial_discovered || self.is_connected_to(node) {
+            return;
+        }
+        if self.node_id() < node {
+            self.dialer.discovered(now, node, addr);
+        } else {
+            // The node with the smaller id dials; we step in only if it has
+            // not connected within two announce intervals (it may be an
+            // implementation that never dials).
+            let wait = self.discovery.as_ref().map_or(Duration::from_secs(6), |d| {
+                d.config().announce_interval() * 2
+            });
+            let cap = self.policy.config().max_connections();
+            if self.deferred_dials.len() < cap || self.deferred_dials.contains_key(&node) {
+                self.deferred_dials.insert(node, (addr, after(now, wait)));
+            }
+        }
+    }
+
+    // ----- timers and events ------------------------------------------------
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout)
+    /// or [`poll_dial`](Self::poll_dial) has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.policy.poll_timeout(),
+            self.dialer.poll_timeout(),
+            self.discovery.as_ref().and_then(Discovery::poll_timeout),
+            self.deferred_dials.values().map(|(_, at)| *at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fires due timers: policy housekeeping, discovery expiry, retired keys.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.policy.handle_timeout(now);
+        self.auth.keys_mut().expire(now);
+        if let Some(d) = self.discovery.as_mut() {
+            d.handle_timeout(now);
+        }
+        self.pump_discovery(now);
+        self.release_deferred_dials(now);
+    }
+
+    /// The next event, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// All counters.
+    #[must_use]
+    pub fn counters(&self) -> NodeCounters {
+        let live_in: u64 = self.conns.values().map(|e| e.info.stats.bytes_in).sum();
+        let live_out: u64 = self.conns.values().map(|e| e.info.stats.bytes_out).sum();
+        NodeCounters {
+            auth: self.auth.counters(),
+            policy: *self.policy.counters(),
+            discovery: self.discovery.as_ref().map(|d| d.counters().clone()),
+            bytes_in: self.closed_bytes_in.saturating_add(live_in),
+            bytes_out: self.closed_bytes_out.saturating_add(live_out),
+            events_dropped: self.events_dropped,
+        }
+    }
+
+    fn push(&mut self, event: NodeEvent) {
+        if self.events.len() >= self.max_pending_events {
+            self.events_dropped = self.events_dropped.saturating_add(1);
+            return;
+        }
+        self.events.push_back(event);
+    }
+
+    fn pump_policy(&mut self) {
+        while let Some(e) = self.policy.poll_event() {
+            match e {
+                PolicyEvent::LockedOut { ip, until } => {
+                    self.push(NodeEvent::LockedOut { ip, until })
+                }
+                // Refusals are reported as AuthFailed by `accept`.
+                PolicyEvent::Refused { .. } => {}
+            }
+        }
+    }
+
+    fn pump_dialer(&mut self) {
+        while let Some(e) = self.dialer.poll_event() {
+            match e {
+                DialEvent::GaveUp {
+                    peer,
+                    node,
+                    failures,
+                } => {
+                    self.push(NodeEvent::DialGaveUp {
+                        peer,
+                        node,
+                        failures,
+                    });
+                }
+            }
+        }
+    }
+
+    fn pump_discovery(&mut self, now: Instant) {
+        while let Some(e) = self.discovery.as_mut().and_then(Discovery::poll_event) {
+            match e {
+                DiscoveryEvent::Discovered { node, addr, key } => {
+                    self.consider_dialing(now, node, addr);
+                    self.push(NodeEvent::PeerDiscovered { node, addr, key });
+                }
+                DiscoveryEvent::AddressChanged { node, old, new } => {
+                    self.consider_dialing(now, node, new);
+                    self.push(NodeEvent::PeerAddressChanged { node, old, new });
+                }
+                DiscoveryEvent::Expired { node, addr } => {
+                    self.dialer.forget_discovered(node);
+                    self.deferred_dials.remove(&node);
+                    self.push(NodeEvent::PeerExpired { node, addr });
+                }
+                DiscoveryEvent::Dropped { src, reason } => {
+                    self.push(NodeEvent::DatagramDropped { src, reason });
+                }
+            }
+        }
+        self.pump_dialer();
+    }
+}
