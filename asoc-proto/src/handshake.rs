@@ -18,6 +18,7 @@ use crate::auth::{sign_hello, verify_hello, AuthFailure, KeyId, KeyRing, Session
 use crate::connection::{ConfigError, Connection, ConnectionConfig, HandshakeMessage};
 use crate::replay::{ReplayCache, ReplayError};
 use crate::rng::{Rng, Seed};
+use crate::time::after;
 use crate::wire::{Accept, Hello};
 
 /// Settings of an [`Authenticator`].
@@ -170,7 +171,7 @@ impl Authenticator {
     pub fn make_hello(&mut self, now: Instant) -> Hello {
         let challenge = self.rng.next_u32();
         let node = self.config.node_id;
-        let until = now + self.config.reflection_retention;
+        let until = after(now, self.config.reflection_retention);
         if self
             .sent_challenges
             .insert(now, (node, challenge), until)
@@ -212,7 +213,7 @@ impl Authenticator {
         }
         match self
             .seen_hellos
-            .insert(now, pair, now + self.config.hello_retention)
+            .insert(now, pair, after(now, self.config.hello_retention))
         {
             Ok(()) => {}
             Err(ReplayError::Replayed) => {

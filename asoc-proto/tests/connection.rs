@@ -909,3 +909,24 @@ fn fixed_seeds_give_byte_identical_wire_output() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn absurd_timeouts_do_not_overflow_the_clock() {
+    let config = ConnectionConfig::builder()
+        .handshake_timeout(Duration::MAX)
+        .send_stall_timeout(Duration::MAX)
+        .receive_idle_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(config, key(KEY), key(KEY), usize::MAX);
+    p.handshake();
+    let s = p.client.conn.open_stream().unwrap();
+    p.client
+        .conn
+        .send(p.now, s, Bytes::from_static(b"x"))
+        .unwrap();
+    p.drive();
+    assert!(p.next_timeout().unwrap() > p.now + Duration::from_secs(86_400 * 365 * 100));
+    p.advance(Duration::from_secs(3600));
+    assert!(p.server.closed_reason().is_none());
+}

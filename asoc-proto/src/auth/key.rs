@@ -183,7 +183,7 @@ impl KeyRing {
         self.previous.push(RetiredKey {
             id: old_id,
             key: old,
-            accepted_until: now + grace,
+            accepted_until: crate::time::after(now, grace),
         });
         self.current_id
     }

@@ -52,6 +52,7 @@ pub use event::{CloseReason, Event, HandshakeStateError, ProtocolError, Role, Se
 use self::send_queue::SendQueue;
 use self::streams::{Incoming, OutgoingStreams};
 use crate::auth::{AuthFailure, KeyId, SessionToken};
+use crate::time::after;
 use crate::wire::{
     Accept, Frame, FrameDecoder, FrameError, FrameType, Header, Hello, ACCEPT_HEADER, HELLO_HEADER,
 };
@@ -156,7 +157,7 @@ impl Connection {
             stash: BytesMut::new(),
             queue: SendQueue::default(),
             last_write_progress: now,
-            handshake_deadline: now + config.handshake_timeout,
+            handshake_deadline: after(now, config.handshake_timeout),
             incoming: HashMap::new(),
             outgoing: OutgoingStreams::new(first_id),
             events: VecDeque::new(),
@@ -327,7 +328,7 @@ impl Connection {
             let expired = self
                 .incoming
                 .iter()
-                .filter(|(_, s)| now >= s.last_activity + idle)
+                .filter(|(_, s)| now >= after(s.last_activity, idle))
                 .map(|(id, _)| *id)
                 .min();
             if let Some(stream) = expired {
@@ -559,7 +560,7 @@ impl Connection {
         let idle = if self.state == State::Established {
             self.incoming
                 .values()
-                .map(|s| s.last_activity + self.config.receive_idle_timeout)
+                .map(|s| after(s.last_activity, self.config.receive_idle_timeout))
                 .min()
         } else {
             None
@@ -573,7 +574,8 @@ impl Connection {
     // ----- internals ----------------------------------------------------------
 
     fn stall_deadline(&self) -> Option<Instant> {
-        (!self.queue.is_empty()).then(|| self.last_write_progress + self.config.send_stall_timeout)
+        (!self.queue.is_empty())
+            .then(|| after(self.last_write_progress, self.config.send_stall_timeout))
     }
 
     fn is_closing(&self) -> bool {
