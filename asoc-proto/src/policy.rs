@@ -408,13 +408,9 @@ impl RefusalCounts {
     /// The count for `reason`'s kind.
     #[must_use]
     pub fn get(&self, reason: &Refusal) -> u64 {
-        match reason {
-            Refusal::LockedOut { .. } => self.locked_out,
-            Refusal::RateLimited => self.rate_limited,
-            Refusal::TooManyConnections { .. } => self.too_many_connections,
-            Refusal::TooManyHandshakes { .. } => self.too_many_handshakes,
-            Refusal::TrackingFull => self.tracking_full,
-        }
+        // A copy, so that one match serves both reading and counting.
+        let mut copy = *self;
+        *copy.counter(reason)
     }
 
     /// All refusals.
@@ -428,14 +424,18 @@ impl RefusalCounts {
     }
 
     fn bump(&mut self, reason: &Refusal) {
-        let c = match reason {
+        let c = self.counter(reason);
+        *c = c.saturating_add(1);
+    }
+
+    fn counter(&mut self, reason: &Refusal) -> &mut u64 {
+        match reason {
             Refusal::LockedOut { .. } => &mut self.locked_out,
             Refusal::RateLimited => &mut self.rate_limited,
             Refusal::TooManyConnections { .. } => &mut self.too_many_connections,
             Refusal::TooManyHandshakes { .. } => &mut self.too_many_handshakes,
             Refusal::TrackingFull => &mut self.tracking_full,
-        };
-        *c = c.saturating_add(1);
+        }
     }
 }
 
@@ -465,16 +465,9 @@ impl AuthFailureCounts {
     /// The count for `reason`.
     #[must_use]
     pub fn get(&self, reason: AuthFailure) -> u64 {
-        match reason {
-            AuthFailure::BadMac => self.bad_mac,
-            AuthFailure::Replay => self.replay,
-            AuthFailure::Malformed => self.malformed,
-            AuthFailure::Timeout => self.timeout,
-            AuthFailure::LockedOut => self.locked_out,
-            AuthFailure::RateLimited => self.rate_limited,
-            AuthFailure::Reflection => self.reflection,
-            AuthFailure::Capacity => self.capacity,
-        }
+        // A copy, so that one match serves both reading and counting.
+        let mut copy = *self;
+        *copy.counter(reason)
     }
 
     /// All failures.
@@ -495,7 +488,12 @@ impl AuthFailureCounts {
     }
 
     fn bump(&mut self, reason: AuthFailure) {
-        let c = match reason {
+        let c = self.counter(reason);
+        *c = c.saturating_add(1);
+    }
+
+    fn counter(&mut self, reason: AuthFailure) -> &mut u64 {
+        match reason {
             AuthFailure::BadMac => &mut self.bad_mac,
             AuthFailure::Replay => &mut self.replay,
             AuthFailure::Malformed => &mut self.malformed,
@@ -504,8 +502,7 @@ impl AuthFailureCounts {
             AuthFailure::RateLimited => &mut self.rate_limited,
             AuthFailure::Reflection => &mut self.reflection,
             AuthFailure::Capacity => &mut self.capacity,
-        };
-        *c = c.saturating_add(1);
+        }
     }
 }
 
@@ -866,7 +863,7 @@ impl Policy {
 
     fn key(&self, ip: IpAddr) -> IpAddr {
         match ip.to_canonical() {
-            IpAddr::V4(v4) => IpAddr::V4(v4),
+            v4 @ IpAddr::V4(_) => v4,
             IpAddr::V6(v6) => {
                 let bits = u128::from(v6);
                 let keep = u32::from(self.config.ipv6_prefix_len.min(128));
