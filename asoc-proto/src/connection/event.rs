@@ -60,6 +60,8 @@ pub enum Event {
         frames: u32,
         /// Payload bytes received.
         bytes: u64,
+        /// Why the connection closed.
+        reason: CloseReason,
     },
     /// An outgoing stream whose END was never written because the connection
     /// closed first.

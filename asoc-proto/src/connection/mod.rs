@@ -495,7 +495,7 @@ impl Connection {
             self.close_now(CloseReason::Local);
             return;
         }
-        self.abort_streams();
+        self.abort_streams(&CloseReason::Local);
         self.state = State::Draining(CloseReason::Local);
         self.finish_draining();
     }
@@ -773,7 +773,7 @@ impl Connection {
         }
     }
 
-    fn abort_streams(&mut self) {
+    fn abort_streams(&mut self, reason: &CloseReason) {
         let mut cut: Vec<(u32, Incoming)> = self.incoming.drain().collect();
         cut.sort_unstable_by_key(|(id, _)| *id);
         for (stream, s) in cut {
@@ -781,6 +781,7 @@ impl Connection {
                 stream,
                 frames: s.next_seq,
                 bytes: s.bytes,
+                reason: reason.clone(),
             });
         }
         for stream in self.outgoing.drain_ids() {
@@ -793,7 +794,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        self.abort_streams();
+        self.abort_streams(&reason);
         self.queue.clear();
         self.stash = BytesMut::new();
         self.state = State::Closed;

@@ -1,0 +1,210 @@
+//! One authenticated connection over any transport, without a node.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionConfig};
+use asoc_proto::handshake::Authenticator;
+use bytes::Bytes;
+
+use crate::driver::{Cmd, Driver, Judge, Session, Shared};
+use crate::error::Error;
+use crate::runtime::{Runtime, Transport};
+use crate::stream::{RecvBudget, RecvStream, SendStream};
+
+/// Settings of a connection's task.
+#[derive(Clone, Copy, Debug)]
+pub struct DriverConfig {
+    /// Protocol limits and timers.
+    pub connection: ConnectionConfig,
+    /// Received bytes not yet taken by the application above which reading
+    /// pauses (default 32 MiB).
+    pub receive_buffer: usize,
+    /// Commands (chunks) queued toward the task before `send` waits
+    /// (default 16).
+    pub command_queue: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            connection: ConnectionConfig::default(),
+            receive_buffer: 32 * 1024 * 1024,
+            command_queue: 16,
+        }
+    }
+}
+
+/// An authenticator shared by every connection it judges, so that replays
+/// are caught across connections.
+pub type SharedAuthenticator = Arc<Mutex<Authenticator>>;
+
+struct Standalone(SharedAuthenticator);
+
+impl Judge for Standalone {
+    fn drive(&mut self, now: Instant, conn: &mut ProtoConnection) {
+        if conn.poll_handshake().is_some() {
+            if let Ok(mut auth) = self.0.lock() {
+                auth.drive(now, conn);
+            }
+        }
+    }
+
+    fn closed(&mut self, _now: Instant, _conn: &ProtoConnection, _reason: &CloseReason) {}
+}
+
+/// A handle to an established connection; clones share it.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    session: Session,
+    cmds: async_channel::Sender<Cmd>,
+    incoming: async_channel::Receiver<RecvStream>,
+    shared: Arc<Shared>,
+}
+
+/// Starts a connection's task and waits for its handshake.
+pub(crate) async fn start<T, R, J>(
+    rt: &R,
+    io: T,
+    conn: ProtoConnection,
+    judge: J,
+    config: DriverConfig,
+    deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
+) -> Result<Connection, Error>
+where
+    T: Transport,
+    R: Runtime,
+    J: Judge,
+{
+    let (cmd_tx, cmd_rx) = async_channel::bounded(config.command_queue.max(1));
+    let (in_tx, in_rx) = async_channel::unbounded();
+    let deliver = deliver.unwrap_or_else(|| {
+        Box::new(move |s: RecvStream| {
+            let _ = in_tx.try_send(s);
+        })
+    });
+    let (ready_tx, ready_rx) = async_channel::bounded(1);
+    let shared = Arc::new(Shared::default());
+    let driver = Driver {
+        conn,
+        io,
+        rt: rt.clone(),
+        judge,
+        rx: bytes::BytesMut::new(),
+        cmds: Box::pin(cmd_rx),
+        deliver,
+        ready: Some(ready_tx),
+        budget: RecvBudget::new(config.receive_buffer),
+        shared: shared.clone(),
+        streams: Default::default(),
+        held: None,
+        sleep: None,
+        eof: false,
+        closed: None,
+        shutdown_done: false,
+    };
+    rt.spawn(Box::pin(driver));
+    match ready_rx.recv().await {
+        Ok(Ok(session)) => Ok(Connection {
+            session,
+            cmds: cmd_tx,
+            incoming: in_rx,
+            shared,
+        }),
+        Ok(Err(reason)) => Err(Error::Handshake(reason)),
+        Err(_) => Err(Error::Gone),
+    }
+}
+
+impl Connection {
+    /// Opens the client side over `io`: sends HELLO, waits for a verified
+    /// ACCEPT.
+    pub async fn connect<T: Transport, R: Runtime>(
+        rt: &R,
+        io: T,
+        auth: &SharedAuthenticator,
+        config: DriverConfig,
+    ) -> Result<Self, Error> {
+        let conn = {
+            let mut a = auth.lock().map_err(|_| Error::Gone)?;
+            a.client(Instant::now(), config.connection)
+        };
+        start(rt, io, conn, Standalone(auth.clone()), config, None).await
+    }
+
+    /// Takes the server side of `io`: waits for a verified HELLO, answers
+    /// ACCEPT.
+    pub async fn accept<T: Transport, R: Runtime>(
+        rt: &R,
+        io: T,
+        auth: &SharedAuthenticator,
+        config: DriverConfig,
+    ) -> Result<Self, Error> {
+        let conn = ProtoConnection::server(config.connection, Instant::now());
+        start(rt, io, conn, Standalone(auth.clone()), config, None).await
+    }
+
+    /// What the handshake established.
+    #[must_use]
+    pub fn session(&self) -> Session {
+        self.session
+    }
+
+    /// Opens an outgoing stream.
+    pub async fn open_stream(&self) -> Result<SendStream, Error> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.cmds
+            .send(Cmd::Open(tx))
+            .await
+            .map_err(|_| self.gone())?;
+        let id = rx.recv().await.map_err(|_| self.gone())??;
+        Ok(SendStream {
+            id,
+            cmds: self.cmds.clone(),
+        })
+    }
+
+    /// Sends `data` as one stream of `chunk_size`-byte frames and finishes
+    /// it; returns the stream id.
+    pub async fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> {
+        let mut s = self.open_stream().await?;
+        let id = s.id();
+        s.send_chunked(data, chunk_size).await?;
+        s.finish().await?;
+        Ok(id)
+    }
+
+    /// The next incoming stream, `None` once the connection closed.
+    pub async fn accept_stream(&self) -> Option<RecvStream> {
+        self.incoming.recv().await.ok()
+    }
+
+    /// Closes gracefully: what is queued is still written.
+    pub async fn close(&self) {
+        let _ = self.cmds.send(Cmd::Close).await;
+    }
+
+    /// Waits until the connection closed and says why.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            let listener = self.shared.on_close.listen();
+            if let Some(reason) = self.shared.reason() {
+                return reason;
+            }
+            listener.await;
+        }
+    }
+
+    /// Why the connection closed, if it has.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.reason()
+    }
+
+    fn gone(&self) -> Error {
+        match self.shared.reason() {
+            Some(reason) => Error::Closed(reason),
+            None => Error::Gone,
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The drive loop of DESIGN.md §3, once for every runtime: one task per
+//! connection waits on the transport, the application's commands and the
+//! protocol's timer, feeds what happens into `asoc_proto::Connection`, and
+//! carries out what it asks for. It decides nothing itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use asoc_proto::auth::{KeyId, SessionToken};
+use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError};
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use uuid::Uuid;
+
+use crate::error::StreamError;
+use crate::runtime::{BoxFuture, Runtime, Transport};
+use crate::stream::{Item, RecvBudget, RecvStream};
+
+/// Commands from the application to a connection's task.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Open(async_channel::Sender<Result<u32, SendError>>),
+    Data { stream: u32, chunk: Bytes },
+    Finish { stream: u32 },
+    Close,
+}
+
+/// Whoever gives handshake verdicts and hears how the connection ended:
+/// a standalone authenticator or a node.
+pub(crate) trait Judge: Send + Unpin + 'static {
+    /// After every input.
+    fn drive(&mut self, now: Instant, conn: &mut Connection);
+    /// Once, when the connection closed.
+    fn closed(&mut self, now: Instant, conn: &Connection, reason: &CloseReason);
+}
+
+/// What the handshake established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// This side's role.
+    pub role: Role,
+    /// The client's node id (known to servers only in v1).
+    pub peer_node: Option<Uuid>,
+    /// The session token both sides hold.
+    pub token: SessionToken,
+    /// The key that verified the handshake.
+    pub key: KeyId,
+}
+
+/// State shared between a connection's task and its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) closed: Mutex<Option<CloseReason>>,
+    pub(crate) on_close: event_listener::Event,
+}
+
+impl Shared {
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        self.closed.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+}
+
+/// Reads at least this much at a time.
+const MIN_READ: usize = 256 * 1024;
+/// Poll-loop rounds before yielding to other tasks.
+const ROUNDS: usize = 32;
+
+pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
+    pub(crate) conn: Connection,
+    pub(crate) io: T,
+    pub(crate) rt: R,
+    pub(crate) judge: J,
+    pub(crate) rx: BytesMut,
+    pub(crate) cmds: Pin<Box<async_channel::Receiver<Cmd>>>,
+    pub(crate) deliver: Box<dyn FnMut(RecvStream) + Send>,
+    pub(crate) ready: Option<async_channel::Sender<Result<Session, CloseReason>>>,
+    pub(crate) budget: Arc<RecvBudget>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) streams: HashMap<u32, async_channel::Sender<Item>>,
+    pub(crate) held: Option<Cmd>,
+    pub(crate) sleep: Option<(Instant, BoxFuture<()>)>,
+    pub(crate) eof: bool,
+    pub(crate) closed: Option<CloseReason>,
+    pub(crate) shutdown_done: bool,
+}
+
+impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
+    fn apply(&mut self, now: Instant, cmd: Cmd) {
+        match cmd {
+            Cmd::Open(reply) => {
+                let _ = reply.try_send(self.conn.open_stream());
+            }
+            Cmd::Data { stream, chunk } => {
+                // A refusal here means the stream or connection is gone; the
+                // application learns it from the close.
+                let _ = self.conn.send(now, stream, chunk);
+            }
+            Cmd::Finish { stream } => {
+                let _ = self.conn.finish(now, stream);
+            }
+            Cmd::Close => self.conn.close(now),
+        }
+    }
+
+    /// Takes commands while the protocol can accept them.
+    fn poll_commands(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut progressed = false;
+        loop {
+            if self.conn.is_handshaking() || self.closed.is_some() {
+                return progressed;
+            }
+            let cmd = match self.held.take() {
+                Some(cmd) => cmd,
+                None => match self.cmds.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(cmd)) => cmd,
+                    Poll::Ready(None) | Poll::Pending => return progressed,
+                },
+            };
+            if matches!(cmd, Cmd::Data { .. }) && !self.conn.can_send() {
+                // Wait for the transport to drain; writes make progress below.
+                self.held = Some(cmd);
+                return progressed;
+            }
+            self.apply(now, cmd);
+            progressed = true;
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut progressed = false;
+        while self.conn.pending_output() > 0 {
+            let mut slots = [IoSlice::new(&[]); 64];
+            let n = self.conn.transmit_slices(&mut slots);
+            let filled = slots.get(..n).unwrap_or(&[]);
+            match self.io.poll_write_vectored(cx, filled) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    self.conn.handle_transport_error(now);
+                    return true;
+                }
+                Poll::Ready(Ok(written)) => {
+                    self.conn.handle_written(now, written);
+                    progressed = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if progressed {
+            if let Poll::Ready(Err(_)) = self.io.poll_flush(cx) {
+                self.conn.handle_transport_error(now);
+            }
+        }
+        progressed
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.eof || self.closed.is_some() {
+            return false;
+        }
+        if self.budget.is_full() {
+            self.budget.driver.register(cx.waker());
+            // Re-check: the consumer may have drained in between.
+            if self.budget.is_full() {
+                return false;
+            }
+        }
+        let need = self.conn.bytes_needed(&self.rx).max(MIN_READ);
+        self.rx.reserve(need);
+        match self.io.poll_read_into(cx, &mut self.rx) {
+            Poll::Ready(Ok(0)) => {
+                self.eof = true;
+                self.conn.handle_eof(Instant::now());
+                true
+            }
+            Poll::Ready(Ok(_)) => {
+                let now = Instant::now();
+                self.conn.handle_input(now, &mut self.rx);
+                self.judge.drive(now, &mut self.conn);
+                true
+            }
+            Poll::Ready(Err(_)) => {
+                self.conn.handle_transport_error(Instant::now());
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Established {
+                peer_node,
+                session,
+                key,
+            } => {
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.try_send(Ok(Session {
+                        role: self.conn.role(),
+                        peer_node,
+                        token: session,
+                        key,
+                    }));
+                }
+            }
+            Event::Data {
+                stream, payload, ..
+            } => {
+                let len = payload.len();
+                let tx = self.stream_tx(stream);
+                if tx.try_send(Item::Data(payload)).is_ok() {
+                    self.budget.buffered.fetch_add(len, Ordering::AcqRel);
+                }
+            }
+            Event::StreamEnd { stream, .. } => {
+                let tx = self.stream_tx(stream);
+                let _ = tx.try_send(Item::End);
+                self.streams.remove(&stream);
+            }
+            Event::StreamIncomplete {
+                stream,
+                bytes,
+                reason,
+                ..
+            } => {
+                if let Some(tx) = self.streams.remove(&stream) {
+                    let _ = tx.try_send(Item::Cut(StreamError::Incomplete { bytes, reason }));
+                }
+            }
+            Event::Closed { reason } => {
+                // Streams cut by this close already got their Incomplete
+                // events; any left are cut now.
+                for (_, tx) in self.streams.drain() {
+                    let _ = tx.try_send(Item::Cut(StreamError::Incomplete {
+                        bytes: 0,
+                        reason: reason.clone(),
+                    }));
+                }
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.try_send(Err(reason.clone()));
+                }
+                self.closed = Some(reason);
+            }
+            _ => {}
+        }
+    }
+
+    fn stream_tx(&mut self, stream: u32) -> async_channel::Sender<Item> {
+        if let Some(tx) = self.streams.get(&stream) {
+            return tx.clone();
+        }
+        let (tx, rx) = async_channel::unbounded();
+        (self.deliver)(RecvStream {
+            id: stream,
+            items: rx,
+            budget: self.budget.clone(),
+            bytes: 0,
+            frames: 0,
+            done: false,
+        });
+        self.streams.insert(stream, tx.clone());
+        tx
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            self.sleep = None;
+            return false;
+        };
+        if self.sleep.as_ref().map(|(at, _)| *at) != Some(deadline) {
+            self.sleep = Some((deadline, self.rt.sleep_until(deadline)));
+        }
+        let Some((_, sleep)) = self.sleep.as_mut() else {
+            return false;
+        };
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.sleep = None;
+                let now = Instant::now();
+                self.conn.handle_timeout(now);
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
+impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..ROUNDS {
+            let now = Instant::now();
+            let mut progressed = this.poll_commands(cx, now);
+            progressed |= this.poll_write(cx, now);
+            progressed |= this.poll_read(cx);
+            while let Some(event) = this.conn.poll_event() {
+                this.dispatch(event);
+                progressed = true;
+            }
+            if let Some(reason) = this.closed.clone() {
+                return this.poll_finish(cx, &reason);
+            }
+            progressed |= this.poll_timer(cx);
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+        // Plenty of work left: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
+    /// After `Closed`: tell the judge, shut the transport's write side (a
+    /// graceful close has written everything; a failed handshake wrote
+    /// nothing), and wake everyone waiting on the connection.
+    fn poll_finish(&mut self, cx: &mut Context<'_>, reason: &CloseReason) -> Poll<()> {
+        if !self.shutdown_done {
+            if let Poll::Pending = self.io.poll_shutdown(cx) {
+                return Poll::Pending;
+            }
+            self.shutdown_done = true;
+            self.judge.closed(Instant::now(), &self.conn, reason);
+            if let Ok(mut slot) = self.shared.closed.lock() {
+                *slot = Some(reason.clone());
+            }
+            self.cmds.close();
+            self.shared.on_close.notify(usize::MAX);
+        }
+        Poll::Ready(())
+    }
+}

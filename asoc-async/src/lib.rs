@@ -1,0 +1,24 @@
+//! # asoc-async
+//!
+//! The async drive loop of ASoc, written once for every runtime. It binds
+//! the sans-IO state machines of [`asoc_proto`] to any transport through two
+//! small traits, [`Runtime`] (spawn, sleep) and [`Transport`] (poll-based
+//! read, vectored write, flush, shutdown). `asoc-tokio` and `asoc-smol`
+//! implement those traits for their runtimes and re-export this API; users
+//! normally depend on one of them, not on this crate.
+//!
+//! Nothing here makes a protocol decision: who may connect, what is valid,
+//! when to time out and when to reconnect all come from `asoc-proto`.
+#![forbid(unsafe_code)]
+
+mod connection;
+mod driver;
+mod error;
+mod runtime;
+mod stream;
+
+pub use connection::{Connection, DriverConfig, SharedAuthenticator};
+pub use driver::Session;
+pub use error::{Error, StreamError};
+pub use runtime::{BoxFuture, Runtime, Transport};
+pub use stream::{RecvStream, SendStream};

@@ -1,0 +1,73 @@
+//! tokio's spawn, timer and I/O behind `asoc_async`'s two traits.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use asoc_async::{BoxFuture, Runtime, Transport};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The tokio runtime a node or connection runs on.
+#[derive(Clone, Debug)]
+pub struct Tokio(tokio::runtime::Handle);
+
+impl Tokio {
+    /// The runtime of the calling task. Panics outside a tokio runtime, as
+    /// `tokio::spawn` does.
+    #[must_use]
+    pub fn current() -> Self {
+        Self(tokio::runtime::Handle::current())
+    }
+
+    /// A specific runtime.
+    #[must_use]
+    pub fn from_handle(handle: tokio::runtime::Handle) -> Self {
+        Self(handle)
+    }
+}
+
+impl Runtime for Tokio {
+    fn spawn(&self, task: BoxFuture<()>) {
+        drop(self.0.spawn(task));
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+}
+
+/// Any tokio byte stream as an ASoc transport.
+#[derive(Debug)]
+pub struct TokioIo<T>(pub T);
+
+impl<T> Transport for TokioIo<T>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        // Reads into uninitialised spare capacity: no zeroing, no copy.
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
