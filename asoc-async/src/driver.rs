@@ -323,7 +323,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
     /// nothing), and wake everyone waiting on the connection.
     fn poll_finish(&mut self, cx: &mut Context<'_>, reason: &CloseReason) -> Poll<()> {
         if !self.shutdown_done {
-            if let Poll::Pending = self.io.poll_shutdown(cx) {
+            if self.io.poll_shutdown(cx).is_pending() {
                 return Poll::Pending;
             }
             self.shutdown_done = true;
