@@ -377,7 +377,8 @@ fn open_stream_idle_for_30_s_closes_and_is_incomplete() {
         assert!(p.server.events.contains(&Event::StreamIncomplete {
             stream: s,
             frames: 1,
-            bytes: 4
+            bytes: 4,
+            reason: CloseReason::ReceiveIdle { stream: s },
         }));
         assert!(stream_end(&p.server.events, s).is_none());
     }
@@ -560,7 +561,8 @@ fn violation_reports_open_streams_incomplete_never_complete() {
             events.contains(&Event::StreamIncomplete {
                 stream: 7,
                 frames: 1,
-                bytes: 3
+                bytes: 3,
+                reason: CloseReason::Protocol(ProtocolError::DataOnStreamZero),
             }),
             "chunk {chunk}"
         );
@@ -840,7 +842,8 @@ fn graceful_close_flushes_queued_frames_first() {
         assert!(p.server.events.contains(&Event::StreamIncomplete {
             stream: open,
             frames: 1,
-            bytes: 3
+            bytes: 3,
+            reason: CloseReason::PeerClosed,
         }));
     }
 }
