@@ -20,5 +20,5 @@ mod stream;
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
 pub use error::{Error, StreamError};
-pub use runtime::{BoxFuture, Runtime, Transport};
+pub use runtime::{BoxFuture, BoxFutureRef, Net, Runtime, Transport};
 pub use stream::{RecvStream, SendStream};
