@@ -62,15 +62,24 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
-/// Starts a connection's task and waits for its handshake.
-pub(crate) async fn start<T, R, J>(
+/// The handles of a connection whose task is running.
+pub(crate) struct Spawned {
+    pub(crate) cmds: async_channel::Sender<Cmd>,
+    pub(crate) incoming: async_channel::Receiver<RecvStream>,
+    pub(crate) ready: async_channel::Receiver<Result<Session, CloseReason>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Starts a connection's task. New incoming streams go to `deliver` when
+/// given, else to the returned `incoming` channel.
+pub(crate) fn spawn<T, R, J>(
     rt: &R,
     io: T,
     conn: ProtoConnection,
     judge: J,
     config: DriverConfig,
     deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
-) -> Result<Connection, Error>
+) -> Spawned
 where
     T: Transport,
     R: Runtime,
@@ -104,12 +113,34 @@ where
         shutdown_done: false,
     };
     rt.spawn(Box::pin(driver));
-    match ready_rx.recv().await {
+    Spawned {
+        cmds: cmd_tx,
+        incoming: in_rx,
+        ready: ready_rx,
+        shared,
+    }
+}
+
+/// Starts a connection's task and waits for its handshake.
+async fn start<T, R, J>(
+    rt: &R,
+    io: T,
+    conn: ProtoConnection,
+    judge: J,
+    config: DriverConfig,
+) -> Result<Connection, Error>
+where
+    T: Transport,
+    R: Runtime,
+    J: Judge,
+{
+    let spawned = spawn(rt, io, conn, judge, config, None);
+    match spawned.ready.recv().await {
         Ok(Ok(session)) => Ok(Connection {
             session,
-            cmds: cmd_tx,
-            incoming: in_rx,
-            shared,
+            cmds: spawned.cmds,
+            incoming: spawned.incoming,
+            shared: spawned.shared,
         }),
         Ok(Err(reason)) => Err(Error::Handshake(reason)),
         Err(_) => Err(Error::Gone),
@@ -129,7 +160,7 @@ impl Connection {
             let mut a = auth.lock().map_err(|_| Error::Gone)?;
             a.client(Instant::now(), config.connection)
         };
-        start(rt, io, conn, Standalone(auth.clone()), config, None).await
+        start(rt, io, conn, Standalone(auth.clone()), config).await
     }
 
     /// Takes the server side of `io`: waits for a verified HELLO, answers
@@ -141,7 +172,7 @@ impl Connection {
         config: DriverConfig,
     ) -> Result<Self, Error> {
         let conn = ProtoConnection::server(config.connection, Instant::now());
-        start(rt, io, conn, Standalone(auth.clone()), config, None).await
+        start(rt, io, conn, Standalone(auth.clone()), config).await
     }
 
     /// What the handshake established.
@@ -187,7 +218,7 @@ impl Connection {
     /// Waits until the connection closed and says why.
     pub async fn closed(&self) -> CloseReason {
         loop {
-            let listener = self.shared.on_close.listen();
+            let listener = self.shared.on_change.listen();
             if let Some(reason) = self.shared.reason() {
                 return reason;
             }

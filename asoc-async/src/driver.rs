@@ -38,6 +38,10 @@ pub(crate) trait Judge: Send + Unpin + 'static {
     fn drive(&mut self, now: Instant, conn: &mut Connection);
     /// Once, when the connection closed.
     fn closed(&mut self, now: Instant, conn: &Connection, reason: &CloseReason);
+    /// Every protocol event, before the driver acts on it.
+    fn observe(&mut self, event: &Event) {
+        let _ = event;
+    }
 }
 
 /// What the handshake established.
@@ -56,8 +60,9 @@ pub struct Session {
 /// State shared between a connection's task and its handles.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
+    pub(crate) established: std::sync::atomic::AtomicBool,
     pub(crate) closed: Mutex<Option<CloseReason>>,
-    pub(crate) on_close: event_listener::Event,
+    pub(crate) on_change: event_listener::Event,
 }
 
 impl Shared {
@@ -192,12 +197,15 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
     }
 
     fn dispatch(&mut self, event: Event) {
+        self.judge.observe(&event);
         match event {
             Event::Established {
                 peer_node,
                 session,
                 key,
             } => {
+                self.shared.established.store(true, Ordering::Release);
+                self.shared.on_change.notify(usize::MAX);
                 if let Some(ready) = self.ready.take() {
                     let _ = ready.try_send(Ok(Session {
                         role: self.conn.role(),
@@ -332,7 +340,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 *slot = Some(reason.clone());
             }
             self.cmds.close();
-            self.shared.on_close.notify(usize::MAX);
+            self.shared.on_change.notify(usize::MAX);
         }
         Poll::Ready(())
     }

@@ -14,11 +14,13 @@
 mod connection;
 mod driver;
 mod error;
+mod node;
 mod runtime;
 mod stream;
 
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
 pub use error::{Error, StreamError};
+pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef};
 pub use runtime::{BoxFuture, BoxFutureRef, Net, Runtime, Transport};
 pub use stream::{RecvStream, SendStream};

@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use asoc_async::{BoxFuture, Runtime, Transport};
+use std::net::SocketAddr;
+
+use asoc_async::{BoxFuture, BoxFutureRef, Runtime, Transport};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -69,5 +71,56 @@ where
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl asoc_async::Net for Tokio {
+    type Stream = TokioIo<tokio::net::TcpStream>;
+    type Listener = tokio::net::TcpListener;
+    type Udp = tokio::net::UdpSocket;
+
+    fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<io::Result<Self::Listener>> {
+        Box::pin(tokio::net::TcpListener::bind(addr))
+    }
+
+    fn tcp_local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    fn accept(listener: &Self::Listener) -> BoxFutureRef<'_, io::Result<(Self::Stream, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, addr) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((TokioIo(stream), addr))
+        })
+    }
+
+    fn connect(&self, target: String) -> BoxFuture<io::Result<(Self::Stream, SocketAddr)>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(target.as_str()).await?;
+            stream.set_nodelay(true)?;
+            let addr = stream.peer_addr()?;
+            Ok((TokioIo(stream), addr))
+        })
+    }
+
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<io::Result<Self::Udp>> {
+        Box::pin(async move {
+            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            socket.set_broadcast(true)?;
+            Ok(socket)
+        })
+    }
+
+    fn udp_local_addr(udp: &Self::Udp) -> io::Result<SocketAddr> {
+        udp.local_addr()
+    }
+
+    fn recv_from<'a>(udp: &'a Self::Udp, buf: &'a mut [u8]) -> BoxFutureRef<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(udp.recv_from(buf))
+    }
+
+    fn send_to<'a>(udp: &'a Self::Udp, data: &'a [u8], to: SocketAddr) -> BoxFutureRef<'a, io::Result<usize>> {
+        Box::pin(udp.send_to(data, to))
     }
 }

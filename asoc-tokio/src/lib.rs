@@ -1,25 +1,60 @@
 //! # asoc-tokio
 //!
-//! ASoc on tokio. The protocol lives in [`asoc_proto`]; the drive loop in
-//! [`asoc_async`]; this crate only supplies tokio's spawn, timer and I/O.
+//! ASoc on tokio. The protocol lives in [`asoc_proto`] and the drive loop in
+//! [`asoc_async`]; this crate supplies tokio's spawn, timer, sockets and I/O,
+//! and draws seeds and node ids from the OS.
+//!
+//! ```no_run
+//! use asoc_tokio::{asoc_proto::auth::ApiKey, NodeBuilder, PeerRef};
+//! # async fn run() -> Result<(), asoc_tokio::Error> {
+//! let key = ApiKey::new(&std::env::var("ASOC_API_KEY").unwrap()).unwrap();
+//! let node = asoc_tokio::start(
+//!     NodeBuilder::new("my-cluster", key)
+//!         .bind("0.0.0.0:9000".parse().unwrap())
+//!         .static_peer("10.0.0.2:9000"),
+//! )
+//! .await?;
+//! node.wait_for_peers(1, std::time::Duration::from_secs(10)).await;
+//! let peer = node.connected_peers()[0].id;
+//! node.send(PeerRef::Conn(peer), bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+//! while let Some(incoming) = node.accept_stream().await {
+//!     let data = incoming.stream.read_to_end().await;
+//!     println!("{} bytes from {}", data.map(|d| d.len()).unwrap_or(0), incoming.addr);
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 mod io;
 
 pub use asoc_async::{
-    Connection, DriverConfig, Error, RecvStream, SendStream, Session, SharedAuthenticator,
-    StreamError,
+    Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef,
+    RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
 };
 pub use asoc_proto;
 pub use io::{Tokio, TokioIo};
 
+/// A node running on tokio.
+pub type Node = asoc_async::Node<Tokio>;
+
+/// Starts a node on the current tokio runtime, with an OS-drawn seed and
+/// (unless the builder set one) a random v4 node id.
+pub async fn start(builder: NodeBuilder) -> Result<Node, Error> {
+    let (seed, node_id) = os_entropy()?;
+    builder.start(Tokio::current(), seed, node_id).await
+}
+
+fn os_entropy() -> Result<([u8; 32], uuid::Uuid), Error> {
+    let mut seed = [0u8; 32];
+    let mut id = [0u8; 16];
+    getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    getrandom::getrandom(&mut id).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    Ok((seed, uuid::Builder::from_random_bytes(id).into_uuid()))
+}
+
 /// Opens the client side of an ASoc connection over any tokio transport
 /// (TCP, Unix socket, TLS stream, ...).
-pub async fn connect<T>(
-    io: T,
-    auth: &SharedAuthenticator,
-    config: DriverConfig,
-) -> Result<Connection, Error>
+pub async fn connect<T>(io: T, auth: &SharedAuthenticator, config: DriverConfig) -> Result<Connection, Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -27,11 +62,7 @@ where
 }
 
 /// Takes the server side of an ASoc connection over any tokio transport.
-pub async fn accept<T>(
-    io: T,
-    auth: &SharedAuthenticator,
-    config: DriverConfig,
-) -> Result<Connection, Error>
+pub async fn accept<T>(io: T, auth: &SharedAuthenticator, config: DriverConfig) -> Result<Connection, Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {

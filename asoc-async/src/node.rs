@@ -1,0 +1,888 @@
+//! A node on any runtime: listens, dials static and discovered peers,
+//! runs discovery, and hands the application streams to and from peers.
+//! Every decision comes from [`asoc_proto::node::Node`]; this module only
+//! moves bytes, datagrams and verdicts between it and the sockets.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use asoc_proto::auth::{ApiKey, KeyRing};
+use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, Event};
+use asoc_proto::dial::{Dial, DialTarget};
+use asoc_proto::discovery::DiscoveryConfig;
+use asoc_proto::node::{
+    ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig, NodeEvent as ProtoEvent,
+};
+use asoc_proto::rng::Seed;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::connection::{spawn, DriverConfig};
+use crate::driver::{Cmd, Judge, Shared};
+use crate::error::Error;
+use crate::runtime::Net;
+use crate::stream::{RecvStream, SendStream};
+
+/// Something that happened on a node, for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A decision of the protocol core: peer connected or disconnected,
+    /// authentication failed, lockout, peer discovered or expired, ...
+    Node(ProtoEvent),
+    /// An incoming stream ended with its END: it is complete.
+    StreamComplete {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Stream id.
+        stream: u32,
+        /// DATA frames.
+        frames: u32,
+        /// Payload bytes.
+        bytes: u64,
+    },
+    /// An incoming stream was cut off by its connection closing.
+    StreamIncomplete {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Stream id.
+        stream: u32,
+        /// Payload bytes received before the cut.
+        bytes: u64,
+        /// Why the connection closed.
+        reason: CloseReason,
+    },
+}
+
+/// A new incoming stream and who sent it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct IncomingStream {
+    /// The connection it arrived on.
+    pub conn: ConnId,
+    /// The sender's node id when known (inbound connections carry it).
+    pub peer_node: Option<Uuid>,
+    /// The sender's address.
+    pub addr: SocketAddr,
+    /// The stream.
+    pub stream: RecvStream,
+}
+
+/// Which peer to send to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRef {
+    /// A connection by id.
+    Conn(ConnId),
+    /// Any established connection to this node id.
+    Node(Uuid),
+    /// Any established connection to this address.
+    Addr(SocketAddr),
+}
+
+/// How a node is set up. Defaults follow WIRE.md §6: TCP on 0.0.0.0:9000,
+/// no discovery, no static peers, 1 MiB chunks.
+#[derive(Clone, Debug)]
+pub struct NodeBuilder {
+    community: String,
+    keys: Option<KeyRing>,
+    node_id: Option<Uuid>,
+    bind: SocketAddr,
+    discovery_bind: Option<SocketAddr>,
+    discovery: Option<DiscoveryConfig>,
+    static_peers: Vec<String>,
+    driver: DriverConfig,
+    policy: Option<asoc_proto::policy::PolicyConfig>,
+    dial: Option<asoc_proto::dial::DialConfig>,
+    chunk_size: usize,
+    seed: Option<Seed>,
+    max_events: usize,
+}
+
+impl NodeBuilder {
+    /// A node of `community` authenticating with `key`.
+    #[must_use]
+    pub fn new(community: impl Into<String>, key: ApiKey) -> Self {
+        Self {
+            community: community.into(),
+            keys: Some(KeyRing::new(key)),
+            node_id: None,
+            bind: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            discovery_bind: None,
+            discovery: None,
+            static_peers: Vec::new(),
+            driver: DriverConfig::default(),
+            policy: None,
+            dial: None,
+            chunk_size: 1 << 20,
+            seed: None,
+            max_events: 65_536,
+        }
+    }
+
+    /// Uses a key ring (current key plus previous keys still accepted).
+    #[must_use]
+    pub fn keys(mut self, keys: KeyRing) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The node id (default: random v4).
+    #[must_use]
+    pub fn node_id(mut self, id: Uuid) -> Self {
+        self.node_id = Some(id);
+        self
+    }
+
+    /// TCP listen address (default 0.0.0.0:9000; port 0 picks a free one).
+    #[must_use]
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Enables discovery on UDP `bind` (usually port 9999) with `config`
+    /// (built from the same community: broadcast address, unicast targets,
+    /// rates).
+    #[must_use]
+    pub fn discovery(mut self, bind: SocketAddr, config: DiscoveryConfig) -> Self {
+        self.discovery_bind = Some(bind);
+        self.discovery = Some(config);
+        self
+    }
+
+    /// Adds a static peer, `host:port`; names are resolved when dialing.
+    #[must_use]
+    pub fn static_peer(mut self, target: impl Into<String>) -> Self {
+        self.static_peers.push(target.into());
+        self
+    }
+
+    /// Connection limits, timers and buffer sizes.
+    #[must_use]
+    pub fn driver(mut self, config: DriverConfig) -> Self {
+        self.driver = config;
+        self
+    }
+
+    /// Admission policy (caps, lockout, attempt rate).
+    #[must_use]
+    pub fn policy(mut self, config: asoc_proto::policy::PolicyConfig) -> Self {
+        self.policy = Some(config);
+        self
+    }
+
+    /// Reconnect schedule.
+    #[must_use]
+    pub fn dial(mut self, config: asoc_proto::dial::DialConfig) -> Self {
+        self.dial = Some(config);
+        self
+    }
+
+    /// Chunk size for [`Node::send`] (default 1 MiB).
+    #[must_use]
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = bytes.max(1);
+        self
+    }
+
+    /// A fixed seed for the protocol's randomness (tests); by default the
+    /// adapter draws one from the OS.
+    #[must_use]
+    pub fn seed(mut self, seed: Seed) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Events kept while the application is not reading them; more are
+    /// dropped and counted (default 65,536).
+    #[must_use]
+    pub fn max_events(mut self, n: usize) -> Self {
+        self.max_events = n.max(1);
+        self
+    }
+
+    /// The community string.
+    #[must_use]
+    pub fn community(&self) -> &str {
+        &self.community
+    }
+
+    /// Binds the sockets and starts the node's tasks on `net`. `seed` and
+    /// `node_id` fill in what the builder left unset; adapters draw them
+    /// from the OS.
+    pub async fn start<N: Net>(self, net: N, seed: Seed, node_id: Uuid) -> Result<Node<N>, Error> {
+        let keys = self
+            .keys
+            .ok_or_else(|| Error::Config("an API key is required".into()))?;
+        let node_id = self.node_id.unwrap_or(node_id);
+        let listener = net.bind_tcp(self.bind).await?;
+        let tcp_addr = N::tcp_local_addr(&listener)?;
+        let udp = match self.discovery_bind {
+            Some(addr) => Some(net.bind_udp(addr).await?),
+            None => None,
+        };
+        let udp_addr = match udp.as_ref() {
+            Some(u) => Some(N::udp_local_addr(u)?),
+            None => None,
+        };
+        let mut config = NodeConfig::new(node_id, keys)
+            .connection(self.driver.connection)
+            .tcp_port(tcp_addr.port());
+        if let Some(p) = self.policy {
+            config = config.policy(p);
+        }
+        if let Some(d) = self.dial {
+            config = config.dial(d);
+        }
+        if let Some(d) = self.discovery {
+            config = config.discovery(d);
+        }
+        for peer in self.static_peers {
+            config = config.static_peer(DialTarget::Name(peer));
+        }
+        let (events_tx, events_rx) = async_channel::bounded(self.max_events);
+        let (incoming_tx, incoming_rx) = async_channel::unbounded();
+        let inner = Arc::new(Inner {
+            net: net.clone(),
+            proto: Mutex::new(ProtoNode::new(
+                config,
+                self.seed.unwrap_or(seed),
+                Instant::now(),
+            )),
+            wake: event_listener::Event::new(),
+            peers: Mutex::new(HashMap::new()),
+            events_tx,
+            events_rx,
+            events_dropped: AtomicU64::new(0),
+            incoming_tx,
+            incoming_rx,
+            tcp_addr,
+            udp_addr,
+            driver: self.driver,
+            chunk_size: self.chunk_size,
+            stopping: AtomicBool::new(false),
+            stop: event_listener::Event::new(),
+            active_sends: AtomicUsize::new(0),
+            sends_done: event_listener::Event::new(),
+            tasks_alive: AtomicUsize::new(0),
+        });
+        let node = Node { inner };
+        node.spawn_task(accept_loop(node.inner.clone(), listener));
+        if let Some(udp) = udp {
+            let udp = Arc::new(udp);
+            node.spawn_task(datagram_loop(node.inner.clone(), udp.clone()));
+            node.spawn_task(control_loop(node.inner.clone(), Some(udp)));
+        } else {
+            node.spawn_task(control_loop(node.inner.clone(), None));
+        }
+        Ok(node)
+    }
+}
+
+struct PeerHandle {
+    cmds: async_channel::Sender<Cmd>,
+    shared: Arc<Shared>,
+}
+
+struct Inner<N: Net> {
+    net: N,
+    proto: Mutex<ProtoNode>,
+    /// Wakes the control loop: a dial or timer may be due earlier.
+    wake: event_listener::Event,
+    peers: Mutex<HashMap<ConnId, PeerHandle>>,
+    events_tx: async_channel::Sender<NodeEvent>,
+    events_rx: async_channel::Receiver<NodeEvent>,
+    events_dropped: AtomicU64,
+    incoming_tx: async_channel::Sender<IncomingStream>,
+    incoming_rx: async_channel::Receiver<IncomingStream>,
+    tcp_addr: SocketAddr,
+    udp_addr: Option<SocketAddr>,
+    driver: DriverConfig,
+    chunk_size: usize,
+    stopping: AtomicBool,
+    stop: event_listener::Event,
+    active_sends: AtomicUsize,
+    sends_done: event_listener::Event,
+    tasks_alive: AtomicUsize,
+}
+
+impl<N: Net> Inner<N> {
+    fn proto(&self) -> MutexGuard<'_, ProtoNode> {
+        // A panic while holding the lock cannot leave the protocol state
+        // half-updated in a way later calls rely on; keep serving.
+        self.proto
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn peers(&self) -> MutexGuard<'_, HashMap<ConnId, PeerHandle>> {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn emit(&self, event: NodeEvent) {
+        if self.events_tx.try_send(event).is_err() {
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the protocol node's events to the application.
+    fn pump(&self, proto: &mut ProtoNode) {
+        while let Some(e) = proto.poll_event() {
+            self.emit(NodeEvent::Node(e));
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Starts the task of connection `id` over `io`.
+    fn run_connection(self: &Arc<Self>, io: N::Stream, id: ConnId, conn: ProtoConnection) {
+        let info = self.proto().connection(id);
+        let Some(info) = info else {
+            return;
+        };
+        let incoming = self.incoming_tx.clone();
+        let inner = self.clone();
+        let deliver = Box::new(move |stream: RecvStream| {
+            let peer_node = inner.proto().connection(id).and_then(|i| i.peer_node);
+            let _ = incoming.try_send(IncomingStream {
+                conn: id,
+                peer_node,
+                addr: info.addr,
+                stream,
+            });
+        });
+        let judge = NodeJudge {
+            inner: self.clone(),
+            id,
+            addr: info.addr,
+        };
+        let spawned = spawn(&self.net, io, conn, judge, self.driver, Some(deliver));
+        self.peers().insert(
+            id,
+            PeerHandle {
+                cmds: spawned.cmds,
+                shared: spawned.shared,
+            },
+        );
+    }
+}
+
+/// Hands a connection's handshake and close to the node.
+struct NodeJudge<N: Net> {
+    inner: Arc<Inner<N>>,
+    id: ConnId,
+    addr: SocketAddr,
+}
+
+impl<N: Net> Judge for NodeJudge<N> {
+    fn drive(&mut self, now: Instant, conn: &mut ProtoConnection) {
+        // Once established the node has nothing to decide per input.
+        if conn.is_handshaking() {
+            let mut proto = self.inner.proto();
+            proto.drive(now, self.id, conn);
+            self.inner.pump(&mut proto);
+        }
+    }
+
+    fn closed(&mut self, now: Instant, conn: &ProtoConnection, reason: &CloseReason) {
+        {
+            let mut proto = self.inner.proto();
+            proto.closed(now, self.id, reason, conn.stats());
+            self.inner.pump(&mut proto);
+        }
+        self.inner.peers().remove(&self.id);
+        // A reconnect may now be scheduled.
+        self.inner.wake.notify(usize::MAX);
+    }
+
+    fn observe(&mut self, event: &Event) {
+        let peer_node = || {
+            self.inner
+                .proto()
+                .connection(self.id)
+                .and_then(|i| i.peer_node)
+        };
+        match event {
+            Event::StreamEnd {
+                stream,
+                frames,
+                bytes,
+            } => self.inner.emit(NodeEvent::StreamComplete {
+                conn: self.id,
+                peer_node: peer_node(),
+                addr: self.addr,
+                stream: *stream,
+                frames: *frames,
+                bytes: *bytes,
+            }),
+            Event::StreamIncomplete {
+                stream,
+                bytes,
+                reason,
+                ..
+            } => self.inner.emit(NodeEvent::StreamIncomplete {
+                conn: self.id,
+                peer_node: peer_node(),
+                addr: self.addr,
+                stream: *stream,
+                bytes: *bytes,
+                reason: reason.clone(),
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// What a node knows of a connected peer.
+pub type PeerInfo = ConnectionInfo;
+
+/// A running node; clones share it.
+pub struct Node<N: Net> {
+    inner: Arc<Inner<N>>,
+}
+
+impl<N: Net> Clone for Node<N> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<N: Net> std::fmt::Debug for Node<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.node_id())
+            .field("tcp", &self.inner.tcp_addr)
+            .field("udp", &self.inner.udp_addr)
+            .finish()
+    }
+}
+
+impl<N: Net> Node<N> {
+    fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let inner = self.inner.clone();
+        inner.tasks_alive.fetch_add(1, Ordering::AcqRel);
+        let done = self.inner.clone();
+        self.inner.net.spawn(Box::pin(async move {
+            task.await;
+            done.tasks_alive.fetch_sub(1, Ordering::AcqRel);
+        }));
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> Uuid {
+        self.inner.proto().node_id()
+    }
+
+    /// The bound TCP address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.tcp_addr
+    }
+
+    /// The bound UDP discovery address, when discovery is on.
+    #[must_use]
+    pub fn discovery_addr(&self) -> Option<SocketAddr> {
+        self.inner.udp_addr
+    }
+
+    /// Connections, established or still in their handshake.
+    #[must_use]
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = self.inner.proto().connections().collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
+    /// Established connections only.
+    #[must_use]
+    pub fn connected_peers(&self) -> Vec<PeerInfo> {
+        self.peers().into_iter().filter(|p| p.established).collect()
+    }
+
+    /// The node's counters.
+    #[must_use]
+    pub fn counters(&self) -> asoc_proto::node::NodeCounters {
+        self.inner.proto().counters()
+    }
+
+    /// Events dropped because the application did not read them.
+    #[must_use]
+    pub fn events_dropped(&self) -> u64 {
+        self.inner.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Dials `target` (`host:port`) once, outside the reconnect schedule, and
+    /// waits for the handshake.
+    pub async fn connect(&self, target: impl Into<String>) -> Result<PeerInfo, Error> {
+        let (io, addr) = self.inner.net.connect(target.into()).await?;
+        let (id, conn) = {
+            let mut proto = self.inner.proto();
+            let r = proto.connect_to(Instant::now(), addr);
+            self.inner.pump(&mut proto);
+            r.map_err(Error::Refused)?
+        };
+        self.inner.run_connection(io, id, conn);
+        self.wait_established(id).await
+    }
+
+    async fn wait_established(&self, id: ConnId) -> Result<PeerInfo, Error> {
+        let shared = self.inner.peers().get(&id).map(|p| p.shared.clone());
+        let Some(shared) = shared else {
+            return Err(Error::Gone);
+        };
+        loop {
+            let listener = shared.on_change.listen();
+            if shared.established.load(Ordering::Acquire) {
+                if let Some(info) = self.inner.proto().connection(id) {
+                    return Ok(info);
+                }
+            }
+            if let Some(reason) = shared.reason() {
+                return Err(Error::Handshake(reason));
+            }
+            listener.await;
+        }
+    }
+
+    fn resolve(&self, peer: PeerRef) -> Result<ConnId, Error> {
+        let proto = self.inner.proto();
+        let found = proto
+            .connections()
+            .filter(|c| c.established)
+            .filter(|c| match peer {
+                PeerRef::Conn(id) => c.id == id,
+                PeerRef::Node(node) => c.peer_node == Some(node),
+                PeerRef::Addr(addr) => c.addr == addr,
+            })
+            .map(|c| c.id)
+            .min();
+        found.ok_or_else(|| Error::UnknownPeer(format!("{peer:?}")))
+    }
+
+    /// Opens a stream to `peer`.
+    pub async fn open_stream(&self, peer: PeerRef) -> Result<SendStream, Error> {
+        let id = self.resolve(peer)?;
+        let cmds = self
+            .inner
+            .peers()
+            .get(&id)
+            .map(|p| p.cmds.clone())
+            .ok_or_else(|| Error::UnknownPeer(format!("{peer:?}")))?;
+        let (tx, rx) = async_channel::bounded(1);
+        cmds.send(Cmd::Open(tx)).await.map_err(|_| Error::Gone)?;
+        let stream = rx.recv().await.map_err(|_| Error::Gone)??;
+        Ok(SendStream { id: stream, cmds })
+    }
+
+    /// Sends `data` to `peer` as one stream in chunks of the configured size
+    /// (no copy) and finishes it. Returns the stream id.
+    pub async fn send(&self, peer: PeerRef, data: Bytes) -> Result<u32, Error> {
+        let _guard = SendGuard::new(&self.inner);
+        let mut s = self.open_stream(peer).await?;
+        let id = s.id();
+        s.send_chunked(data, self.inner.chunk_size).await?;
+        s.finish().await?;
+        Ok(id)
+    }
+
+    /// Marks a send as in flight for graceful shutdown; keep the guard while
+    /// sending through a stream from [`open_stream`](Self::open_stream).
+    #[must_use]
+    pub fn send_guard(&self) -> impl Drop + Send + 'static {
+        SendGuard::new(&self.inner)
+    }
+
+    /// The next incoming stream, `None` after shutdown.
+    pub async fn accept_stream(&self) -> Option<IncomingStream> {
+        self.inner.incoming_rx.recv().await.ok()
+    }
+
+    /// The next event, `None` after shutdown.
+    pub async fn next_event(&self) -> Option<NodeEvent> {
+        self.inner.events_rx.recv().await.ok()
+    }
+
+    /// An event if one is waiting.
+    pub fn try_event(&self) -> Option<NodeEvent> {
+        self.inner.events_rx.try_recv().ok()
+    }
+
+    /// Shuts down gracefully: stops accepting and dialing, waits up to
+    /// `grace` for sends in flight to finish, then closes every connection
+    /// (queued frames are still written) and waits for them to close.
+    pub async fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.stop.notify(usize::MAX);
+        self.inner.wake.notify(usize::MAX);
+        while self.inner.active_sends.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            let listener = self.inner.sends_done.listen();
+            if self.inner.active_sends.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            race(listener, self.inner.net.sleep_until(deadline)).await;
+        }
+        let handles: Vec<(async_channel::Sender<Cmd>, Arc<Shared>)> = self
+            .inner
+            .peers()
+            .values()
+            .map(|p| (p.cmds.clone(), p.shared.clone()))
+            .collect();
+        for (cmds, _) in &handles {
+            let _ = cmds.try_send(Cmd::Close);
+            // A full queue: the close goes in as soon as there is room.
+            if cmds.is_full() {
+                let _ = race(cmds.send(Cmd::Close), self.inner.net.sleep_until(deadline)).await;
+            }
+        }
+        for (_, shared) in handles {
+            while shared.reason().is_none() && Instant::now() < deadline {
+                let listener = shared.on_change.listen();
+                if shared.reason().is_some() {
+                    break;
+                }
+                race(listener, self.inner.net.sleep_until(deadline)).await;
+            }
+        }
+        self.inner.incoming_tx.close();
+        self.inner.events_tx.close();
+    }
+}
+
+struct SendGuard<N: Net>(Arc<Inner<N>>);
+
+impl<N: Net> SendGuard<N> {
+    fn new(inner: &Arc<Inner<N>>) -> Self {
+        inner.active_sends.fetch_add(1, Ordering::AcqRel);
+        Self(inner.clone())
+    }
+}
+
+impl<N: Net> Drop for SendGuard<N> {
+    fn drop(&mut self) {
+        if self.0.active_sends.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.sends_done.notify(usize::MAX);
+        }
+    }
+}
+
+/// Completes when either future does.
+async fn race<A: Future, B: Future>(a: A, b: B) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
+    loop {
+        let stop = inner.stop.listen();
+        if inner.is_stopping() {
+            return;
+        }
+        let mut accepted = None;
+        {
+            let accept = N::accept(&listener);
+            let mut accept = std::pin::pin!(accept);
+            let mut stop = std::pin::pin!(stop);
+            std::future::poll_fn(|cx: &mut Context<'_>| {
+                if let Poll::Ready(r) = accept.as_mut().poll(cx) {
+                    accepted = Some(r);
+                    return Poll::Ready(());
+                }
+                stop.as_mut().poll(cx).map(|_| ())
+            })
+            .await;
+        }
+        let Some(result) = accepted else {
+            return;
+        };
+        let Ok((io, addr)) = result else {
+            // Accept errors (out of descriptors, aborted handshakes) are
+            // transient; give the system a moment.
+            inner
+                .net
+                .sleep_until(Instant::now() + Duration::from_millis(10))
+                .await;
+            continue;
+        };
+        let admitted = {
+            let mut proto = inner.proto();
+            let r = proto.accept(Instant::now(), addr);
+            inner.pump(&mut proto);
+            r
+        };
+        match admitted {
+            Ok((id, conn)) => inner.run_connection(io, id, conn),
+            // Refused: close at once without writing a byte.
+            Err(_) => drop(io),
+        }
+    }
+}
+
+async fn datagram_loop<N: Net>(inner: Arc<Inner<N>>, udp: Arc<N::Udp>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let stop = inner.stop.listen();
+        if inner.is_stopping() {
+            return;
+        }
+        let mut got = None;
+        {
+            let recv = N::recv_from(&udp, &mut buf);
+            let mut recv = std::pin::pin!(recv);
+            let mut stop = std::pin::pin!(stop);
+            std::future::poll_fn(|cx: &mut Context<'_>| {
+                if let Poll::Ready(r) = recv.as_mut().poll(cx) {
+                    got = Some(r);
+                    return Poll::Ready(());
+                }
+                stop.as_mut().poll(cx).map(|_| ())
+            })
+            .await;
+        }
+        match got {
+            None => return,
+            Some(Ok((n, src))) => {
+                let datagram = buf.get(..n).unwrap_or(&[]);
+                let mut proto = inner.proto();
+                proto.handle_datagram(Instant::now(), unix_now(), src, datagram);
+                inner.pump(&mut proto);
+                drop(proto);
+                inner.wake.notify(usize::MAX);
+            }
+            Some(Err(_)) => {
+                inner
+                    .net
+                    .sleep_until(Instant::now() + Duration::from_millis(10))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Timers, dials and announcements.
+async fn control_loop<N: Net>(inner: Arc<Inner<N>>, udp: Option<Arc<N::Udp>>) {
+    loop {
+        let wake = inner.wake.listen();
+        if inner.is_stopping() {
+            return;
+        }
+        let now = Instant::now();
+        let (dials, datagrams, deadline) = {
+            let mut proto = inner.proto();
+            proto.handle_timeout(now);
+            let mut dials = Vec::new();
+            while let Some(d) = proto.poll_dial(now) {
+                dials.push(d);
+            }
+            let mut datagrams = Vec::new();
+            while let Some(t) = proto.poll_datagram(now, unix_now()) {
+                datagrams.push(t);
+            }
+            inner.pump(&mut proto);
+            (dials, datagrams, proto.poll_timeout())
+        };
+        for dial in dials {
+            let inner2 = inner.clone();
+            inner.net.spawn(Box::pin(dial_one(inner2, dial)));
+        }
+        if let Some(udp) = udp.as_ref() {
+            for t in datagrams {
+                // A failed send (no route, buffer full) is like a lost
+                // datagram: the next announcement follows in 3 s.
+                let _ = N::send_to(udp, &t.datagram, t.to).await;
+            }
+        }
+        let sleep = inner
+            .net
+            .sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+        race(wake, sleep).await;
+    }
+}
+
+async fn dial_one<N: Net>(inner: Arc<Inner<N>>, dial: Dial) {
+    let target = match &dial.target {
+        DialTarget::Name(name) => name.clone(),
+        DialTarget::Addr(addr) => addr.to_string(),
+        other => format!("{other}"),
+    };
+    let result = inner.net.connect(target).await;
+    if inner.is_stopping() {
+        return;
+    }
+    match result {
+        Ok((io, addr)) => {
+            let opened = {
+                let mut proto = inner.proto();
+                let r = proto.connect(Instant::now(), &dial, addr);
+                inner.pump(&mut proto);
+                r
+            };
+            if let Ok((id, conn)) = opened {
+                inner.run_connection(io, id, conn);
+            }
+        }
+        Err(_) => {
+            let mut proto = inner.proto();
+            proto.dial_failed(Instant::now(), &dial);
+            inner.pump(&mut proto);
+        }
+    }
+    inner.wake.notify(usize::MAX);
+}
+
+/// Lets `Direction` be named from this crate's users without importing
+/// asoc-proto.
+pub type PeerDirection = Direction;
+
+impl<N: Net> Node<N> {
+    /// Waits until at least `n` connections are established or `timeout`
+    /// passes; returns how many are.
+    pub async fn wait_for_peers(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let count = self.connected_peers().len();
+            if count >= n || Instant::now() >= deadline {
+                return count;
+            }
+            self.inner
+                .net
+                .sleep_until((Instant::now() + Duration::from_millis(5)).min(deadline))
+                .await;
+        }
+    }
+}
