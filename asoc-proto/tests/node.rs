@@ -302,7 +302,7 @@ fn timeouts_and_malformed_first_frames_count_toward_lockout_but_peer_closes_do_n
     let timeout = Duration::from_secs(10);
 
     // Counted: a handshake that times out.
-    let mut time_out = |b: &mut Node, now: &mut Instant, from: SocketAddr| {
+    let time_out = |b: &mut Node, now: &mut Instant, from: SocketAddr| {
         let mut e = accept(b, *now, from);
         e.timeout(b, *now + timeout - MS);
         assert!(!e.is_closed(), "the deadline is 10 s");
@@ -876,6 +876,67 @@ fn the_smaller_id_dials_at_once_and_its_connection_cancels_the_deferred_dial() {
 }
 
 #[test]
+fn a_connection_established_and_closed_before_the_deadline_still_cancels_the_deferred_dial() {
+    let t0 = Instant::now();
+    let Pair {
+        mut small,
+        mut large,
+        ..
+    } = discovered_pair(t0, Duration::from_secs(3));
+    let dial = small.poll_dial(t0).unwrap();
+    let t1 = t0 + SECOND;
+    let mut link = Link::dial(
+        &mut small,
+        &mut large,
+        t1,
+        &dial,
+        addr(1, 50_000),
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
+    assert!(link.is_established());
+    let t2 = t0 + 2 * SECOND;
+    link.close_by_client(&mut small, &mut large, t2);
+    assert!(matches!(
+        drain(&mut large).as_slice(),
+        [
+            NodeEvent::PeerConnected { .. },
+            NodeEvent::PeerDisconnected {
+                reason: CloseReason::PeerClosed,
+                ..
+            }
+        ]
+    ));
+    assert_eq!(large.connections().count(), 0);
+    // Discovery named the node the small one dialed, so its traffic is
+    // attributed on both sides.
+    let (c2s, s2c) = (
+        link.client.written.len() as u64,
+        link.server.written.len() as u64,
+    );
+    assert_eq!(
+        small.peer_traffic(&node_id(0xf0)),
+        Some(PeerTraffic {
+            bytes_in: s2c,
+            bytes_out: c2s,
+            connections: 1,
+        })
+    );
+    assert_eq!(
+        large.peer_traffic(&node_id(0x01)),
+        Some(PeerTraffic {
+            bytes_in: c2s,
+            bytes_out: s2c,
+            connections: 1,
+        })
+    );
+    assert!(
+        large.poll_dial(t0 + 6 * SECOND).is_none(),
+        "the smaller node did connect; dialing it back is its business"
+    );
+}
+
+#[test]
 fn the_larger_id_dials_after_two_announce_intervals_without_a_connection() {
     let t0 = Instant::now();
     let interval = Duration::from_secs(2);
@@ -897,6 +958,41 @@ fn the_larger_id_dials_after_two_announce_intervals_without_a_connection() {
         .expect("the larger id steps in");
     assert_eq!(dial.target, DialTarget::Addr(addr(1, SMALL_TCP)));
     assert!(large.poll_dial(deferred_until).is_none(), "once");
+}
+
+#[test]
+fn a_discovered_peer_is_given_up_after_three_failed_dials() {
+    let t0 = Instant::now();
+    let Pair { mut small, .. } = discovered_pair(t0, Duration::from_secs(3));
+    let mut now = t0;
+    let mut dials = Vec::new();
+    for attempt in 1..=3 {
+        let dial = loop {
+            if let Some(dial) = small.poll_dial(now) {
+                break dial;
+            }
+            now += 100 * MS;
+            // Waits are d and 2d with d at most 5 s.
+            assert!(now <= t0 + 15 * SECOND, "dial {attempt} never came");
+        };
+        assert_eq!(dial.target, DialTarget::Addr(addr(2, LARGE_TCP)));
+        assert!(
+            drain(&mut small).is_empty(),
+            "not given up before dial {attempt}"
+        );
+        small.dial_failed(now, &dial);
+        dials.push(dial.peer);
+    }
+    assert!(dials.iter().all(|p| *p == dials[0]));
+    assert_eq!(
+        drain(&mut small),
+        vec![NodeEvent::DialGaveUp {
+            peer: dials[0],
+            node: node_id(0xf0),
+            failures: 3,
+        }]
+    );
+    assert!(small.poll_dial(now + Duration::from_secs(50)).is_none());
 }
 
 #[test]
