@@ -580,12 +580,13 @@ impl Node {
                 entry.failure_reported = true;
                 let (slot, addr) = (entry.slot, entry.info.addr);
                 self.policy.auth_failed(now, slot, failure);
-                self.pump_policy();
+                // The failure first, then the lockout it may have caused.
                 self.push(NodeEvent::AuthFailed {
                     conn: Some(id),
                     addr,
                     reason: failure,
                 });
+                self.pump_policy();
             }
         }
     }
@@ -606,12 +607,12 @@ impl Node {
         if !info.established && !entry.failure_reported {
             if let Some(failure) = reason.auth_failure() {
                 self.policy.auth_failed(now, entry.slot, failure);
-                self.pump_policy();
                 self.push(NodeEvent::AuthFailed {
                     conn: Some(id),
                     addr: info.addr,
                     reason: failure,
                 });
+                self.pump_policy();
             }
         }
         self.policy.release(entry.slot);

@@ -1,0 +1,1379 @@
+//! `Node` scenarios: two nodes (or a node and raw bytes) connected through
+//! memory by the driver in `node_harness`, on a virtual clock: `t0` is an
+//! arbitrary epoch and time only moves by adding durations to it.
+//!
+//! Covered: the handshake through the node on both sides, streams and
+//! traffic accounting, admission policy (lockout, attempt rate, caps), the
+//! cross-connection replay cache and reflection guard, the reconnect
+//! schedule of static peers, discovery-driven dialing, key rotation and
+//! determinism (WIRE.md §3, §5–§7; RFC-0002 §4.3, §10.2; DESIGN.md §2, §5).
+
+mod node_harness;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use asoc_proto::auth::{AuthFailure, KeyId};
+use asoc_proto::connection::{CloseReason, Event};
+use asoc_proto::dial::DialTarget;
+use asoc_proto::discovery::{DiscoveryConfig, DropReason};
+use asoc_proto::node::{Direction, Node, NodeEvent, PeerTraffic};
+use asoc_proto::policy::{PolicyConfig, Refusal};
+use asoc_proto::wire::{FrameType, Header};
+use bytes::Bytes;
+use node_harness::{
+    accept, addr, config, drain, hello_frame, ip, key, node, node_id, node_with, pattern, End,
+    Link, KEY, OTHER_KEY,
+};
+use proptest::prelude::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+/// Wall-clock seconds given to discovery; any value works.
+const UNIX: u64 = 1_800_000_000;
+
+fn server_addr() -> SocketAddr {
+    addr(1, 9000)
+}
+
+fn auth_failed(conn: &End, from: SocketAddr, reason: AuthFailure) -> NodeEvent {
+    NodeEvent::AuthFailed {
+        conn: Some(conn.id),
+        addr: from,
+        reason,
+    }
+}
+
+fn refused(from: SocketAddr, reason: AuthFailure) -> NodeEvent {
+    NodeEvent::AuthFailed {
+        conn: None,
+        addr: from,
+        reason,
+    }
+}
+
+// ---- 1. handshake, stream, close ------------------------------------------
+
+#[test]
+fn two_nodes_connect_stream_and_disconnect_with_traffic_accounted() {
+    let t0 = Instant::now();
+    let (a_addr, b_addr) = (addr(9, 40_000), server_addr());
+    let mut a = node(0x0a, KEY, t0);
+    let mut b = node(0x0b, KEY, t0);
+
+    let mut link = Link::open(&mut a, &mut b, t0, a_addr, b_addr).unwrap();
+    assert!(link.is_established());
+    let (cid, sid) = (link.client.id, link.server.id);
+    assert_eq!(
+        drain(&mut a),
+        vec![NodeEvent::PeerConnected {
+            conn: cid,
+            peer_node: None,
+            addr: b_addr,
+            direction: Direction::Outbound,
+            key: KeyId(0),
+        }]
+    );
+    assert_eq!(
+        drain(&mut b),
+        vec![NodeEvent::PeerConnected {
+            conn: sid,
+            peer_node: Some(node_id(0x0a)),
+            addr: a_addr,
+            direction: Direction::Inbound,
+            key: KeyId(0),
+        }]
+    );
+    let info = b.connection(sid).unwrap();
+    assert!(info.established);
+    assert_eq!(info.peer_node, Some(node_id(0x0a)));
+    assert_eq!((info.addr, info.direction), (a_addr, Direction::Inbound));
+    let info = a.connection(cid).unwrap();
+    assert!(info.established);
+    assert_eq!((info.addr, info.direction), (b_addr, Direction::Outbound));
+    assert_eq!(b.counters().auth.hellos_accepted, 1);
+    assert_eq!(a.counters().auth.accepts_verified, 1);
+    assert_eq!(b.counters().policy.admitted, 1);
+    assert_eq!(b.counters().policy.established, 1);
+    assert_eq!(a.counters().policy.outbound, 1);
+    assert_eq!(a.counters().policy.established, 1);
+
+    // A stream of four chunks from the client arrives whole.
+    let t1 = t0 + SECOND;
+    let payload = pattern(100_000, 1);
+    let stream = link.client.conn.open_stream().unwrap();
+    for chunk in payload.chunks(30_000) {
+        link.client
+            .conn
+            .send(t1, stream, Bytes::copy_from_slice(chunk))
+            .unwrap();
+    }
+    link.client.conn.finish(t1, stream).unwrap();
+    link.pump(&mut a, &mut b, t1);
+    assert_eq!(link.server.received(stream), payload);
+    assert!(link.server.events.contains(&Event::StreamEnd {
+        stream,
+        frames: 4,
+        bytes: 100_000,
+    }));
+    // Live connections count as of their last drive.
+    let (c2s, s2c) = (
+        link.client.written.len() as u64,
+        link.server.written.len() as u64,
+    );
+    assert!(c2s > payload.len() as u64, "frames carry headers");
+    assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
+    assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
+    assert_eq!(
+        b.peer_traffic(&node_id(0x0a)),
+        Some(PeerTraffic {
+            bytes_in: 0,
+            bytes_out: 0,
+            connections: 1,
+        }),
+        "per-peer bytes are those of closed connections"
+    );
+
+    // The client closes; the server reads EOF.
+    let t2 = t0 + 2 * SECOND;
+    link.close_by_client(&mut a, &mut b, t2);
+    assert_eq!(link.client.close_reason, Some(CloseReason::Local));
+    assert_eq!(link.server.close_reason, Some(CloseReason::PeerClosed));
+    assert_eq!(
+        drain(&mut a),
+        vec![NodeEvent::PeerDisconnected {
+            conn: cid,
+            peer_node: None,
+            addr: b_addr,
+            direction: Direction::Outbound,
+            reason: CloseReason::Local,
+        }]
+    );
+    assert_eq!(
+        drain(&mut b),
+        vec![NodeEvent::PeerDisconnected {
+            conn: sid,
+            peer_node: Some(node_id(0x0a)),
+            addr: a_addr,
+            direction: Direction::Inbound,
+            reason: CloseReason::PeerClosed,
+        }]
+    );
+    assert_eq!(link.client.written.len() as u64, c2s, "nothing after close");
+    assert_eq!(
+        b.peer_traffic(&node_id(0x0a)),
+        Some(PeerTraffic {
+            bytes_in: c2s,
+            bytes_out: s2c,
+            connections: 1,
+        })
+    );
+    assert_eq!(link.server.conn.stats().bytes_in, c2s);
+    assert_eq!(
+        a.peer_traffic(&node_id(0x0b)),
+        None,
+        "v1 carries no server node id, so the client cannot attribute traffic"
+    );
+    assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
+    assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
+    assert_eq!(a.connections().count(), 0);
+    assert_eq!(b.connections().count(), 0);
+    assert!(b.connection(sid).is_none());
+}
+
+// ---- 2. wrong key ---------------------------------------------------------
+
+#[test]
+fn wrong_key_is_refused_without_a_byte_and_without_peer_connected() {
+    let t0 = Instant::now();
+    let a_addr = addr(9, 40_000);
+    let mut a = node(0x0a, OTHER_KEY, t0);
+    let mut b = node(0x0b, KEY, t0);
+    let link = Link::open(&mut a, &mut b, t0, a_addr, server_addr()).unwrap();
+
+    assert_eq!(
+        drain(&mut b),
+        vec![auth_failed(&link.server, a_addr, AuthFailure::BadMac)]
+    );
+    assert!(link.server.written.is_empty(), "the server wrote nothing");
+    assert_eq!(
+        link.server.close_reason,
+        Some(CloseReason::AuthFailed(AuthFailure::BadMac))
+    );
+    assert!(!link.client.is_established());
+    assert_eq!(link.client.close_reason, Some(CloseReason::PeerClosed));
+    assert_eq!(
+        drain(&mut a),
+        vec![],
+        "a connection that never established neither connects nor disconnects"
+    );
+    let c = b.counters();
+    assert_eq!(c.auth.bad_mac, 1);
+    assert_eq!(c.auth.hellos_accepted, 0);
+    assert_eq!(c.policy.auth_failures.bad_mac, 1);
+    assert_eq!(c.policy.established, 0);
+    assert_eq!(b.connections().count(), 0);
+    assert_eq!(a.connections().count(), 0);
+}
+
+// ---- 3. lockout -----------------------------------------------------------
+
+#[test]
+fn five_bad_macs_lock_an_ip_out_for_ten_minutes_and_only_that_ip() {
+    let t0 = Instant::now();
+    let mut b = node(0x0b, KEY, t0);
+    let mut attacker = node(0x0e, OTHER_KEY, t0);
+    let mut a = node(0x0a, KEY, t0);
+    let lockout = Duration::from_secs(600);
+
+    let mut now = t0;
+    for i in 0..5u16 {
+        now = t0 + SECOND * u32::from(i);
+        assert!(!b.is_locked_out(now, ip(9)), "attempt {i}");
+        let from = addr(9, 40_000 + i);
+        let link = Link::open(&mut attacker, &mut b, now, from, server_addr()).unwrap();
+        assert!(link.server.written.is_empty());
+        let mut expected = vec![auth_failed(&link.server, from, AuthFailure::BadMac)];
+        if i == 4 {
+            expected.push(NodeEvent::LockedOut {
+                ip: ip(9),
+                until: now + lockout,
+            });
+        }
+        assert_eq!(drain(&mut b), expected, "attempt {i}");
+    }
+    let until = now + lockout;
+    assert!(b.is_locked_out(now, ip(9)));
+    assert_eq!(b.counters().policy.lockouts, 1);
+    assert_eq!(b.counters().auth.bad_mac, 5);
+
+    // The sixth socket is refused before a byte is read.
+    let t1 = now + SECOND;
+    let sixth = addr(9, 41_000);
+    assert_eq!(
+        b.accept(t1, sixth).err(),
+        Some(Refusal::LockedOut { until })
+    );
+    assert_eq!(drain(&mut b), vec![refused(sixth, AuthFailure::LockedOut)]);
+    assert_eq!(b.counters().policy.refused.locked_out, 1);
+    // Even with the right key.
+    assert_eq!(
+        Link::open(&mut a, &mut b, t1, addr(9, 41_001), server_addr()).err(),
+        Some(Refusal::LockedOut { until })
+    );
+    drain(&mut b);
+
+    // Another address is not affected.
+    let neighbour = addr(10, 40_000);
+    let link = Link::open(&mut a, &mut b, t1, neighbour, server_addr()).unwrap();
+    assert!(link.is_established());
+    assert!(matches!(
+        drain(&mut b).as_slice(),
+        [NodeEvent::PeerConnected { addr, .. }] if *addr == neighbour
+    ));
+
+    // Still locked a millisecond before the end; admitted at the end.
+    assert_eq!(
+        Link::open(&mut a, &mut b, until - MS, addr(9, 42_000), server_addr()).err(),
+        Some(Refusal::LockedOut { until })
+    );
+    drain(&mut b);
+    assert!(!b.is_locked_out(until, ip(9)));
+    let back = addr(9, 42_001);
+    let link = Link::open(&mut a, &mut b, until, back, server_addr()).unwrap();
+    assert!(link.is_established());
+    assert!(matches!(
+        drain(&mut b).as_slice(),
+        [NodeEvent::PeerConnected { addr, direction: Direction::Inbound, .. }] if *addr == back
+    ));
+    assert_eq!(b.counters().policy.refused.locked_out, 3);
+}
+
+#[test]
+fn timeouts_and_malformed_first_frames_count_toward_lockout_but_peer_closes_do_not() {
+    let t0 = Instant::now();
+    let mut b = node(0x0b, KEY, t0);
+    let mut now = t0;
+    let mut port = 40_000;
+    let mut next_from = || {
+        port += 1;
+        addr(9, port)
+    };
+    let timeout = Duration::from_secs(10);
+
+    // Counted: a handshake that times out.
+    let time_out = |b: &mut Node, now: &mut Instant, from: SocketAddr| {
+        let mut e = accept(b, *now, from);
+        e.timeout(b, *now + timeout - MS);
+        assert!(!e.is_closed(), "the deadline is 10 s");
+        *now += timeout;
+        e.timeout(b, *now);
+        assert_eq!(e.close_reason, Some(CloseReason::HandshakeTimeout));
+        assert!(e.flush(*now).is_empty());
+        assert_eq!(
+            drain(b),
+            vec![auth_failed(&e, from, AuthFailure::Timeout)],
+            "reported through Node::closed"
+        );
+    };
+    // Counted: a first frame that is not a HELLO.
+    let malformed = |b: &mut Node, now: Instant, from: SocketAddr, bytes: &[u8]| {
+        let mut e = accept(b, now, from);
+        e.input(b, now, bytes);
+        assert!(matches!(
+            e.close_reason,
+            Some(CloseReason::MalformedHandshake(_))
+        ));
+        assert!(e.flush(now).is_empty());
+        assert_eq!(
+            drain(b),
+            vec![auth_failed(&e, from, AuthFailure::Malformed)]
+        );
+    };
+    // Not counted: connect and close without a byte.
+    let peer_closes = |b: &mut Node, now: Instant, from: SocketAddr| {
+        let mut e = accept(b, now, from);
+        e.eof(b, now);
+        assert_eq!(e.close_reason, Some(CloseReason::PeerClosed));
+        assert_eq!(drain(b), vec![], "a silent close is not an auth failure");
+    };
+
+    time_out(&mut b, &mut now, next_from());
+    for _ in 0..3 {
+        peer_closes(&mut b, now, next_from());
+    }
+    let data_header = Header::new(FrameType::Data, 1, 0, 4).encode();
+    malformed(&mut b, now, next_from(), &data_header);
+    time_out(&mut b, &mut now, next_from());
+    peer_closes(&mut b, now, next_from());
+    malformed(&mut b, now, next_from(), &[0xff; 20]);
+    assert!(
+        !b.is_locked_out(now, ip(9)),
+        "four counted failures (and four silent closes) do not lock"
+    );
+    let p = b.counters().policy;
+    assert_eq!(
+        (
+            p.auth_failures.timeout,
+            p.auth_failures.malformed,
+            p.lockouts
+        ),
+        (2, 2, 0)
+    );
+
+    // The fifth counted failure locks.
+    let from = next_from();
+    let mut e = accept(&mut b, now, from);
+    e.input(&mut b, now, &hello_frame(OTHER_KEY, node_id(0x0e), 1));
+    assert_eq!(
+        drain(&mut b),
+        vec![
+            auth_failed(&e, from, AuthFailure::BadMac),
+            NodeEvent::LockedOut {
+                ip: ip(9),
+                until: now + Duration::from_secs(600),
+            },
+        ]
+    );
+    assert!(b.is_locked_out(now, ip(9)));
+    assert_eq!(b.counters().policy.lockouts, 1);
+}
+
+// ---- 4. attempt rate ------------------------------------------------------
+
+#[test]
+fn the_101st_connection_per_hour_from_one_ip_is_refused_until_the_window_ends() {
+    let t0 = Instant::now();
+    let mut a = node(0x0a, KEY, t0);
+    let mut b = node(0x0b, KEY, t0);
+    for i in 0..100u16 {
+        let now = t0 + SECOND * u32::from(i);
+        let mut link = Link::open(&mut a, &mut b, now, addr(9, 40_000 + i), server_addr())
+            .unwrap_or_else(|r| panic!("attempt {i} refused: {r}"));
+        assert!(link.is_established(), "attempt {i}");
+        link.close_by_client(&mut a, &mut b, now);
+        assert_eq!(link.server.close_reason, Some(CloseReason::PeerClosed));
+    }
+    assert_eq!(b.counters().policy.admitted, 100);
+    assert_eq!(b.counters().policy.established, 100);
+    assert_eq!(b.connections().count(), 0);
+    drain(&mut b);
+
+    let late = t0 + SECOND * 100;
+    let from = addr(9, 50_000);
+    assert_eq!(
+        Link::open(&mut a, &mut b, late, from, server_addr()).err(),
+        Some(Refusal::RateLimited)
+    );
+    assert_eq!(drain(&mut b), vec![refused(from, AuthFailure::RateLimited)]);
+    assert_eq!(b.counters().policy.refused.rate_limited, 1);
+    assert!(
+        !b.is_locked_out(late, ip(9)),
+        "a rate refusal is no lockout"
+    );
+
+    // Another address has its own budget.
+    let link = Link::open(&mut a, &mut b, late, addr(10, 40_000), server_addr()).unwrap();
+    assert!(link.is_established());
+
+    // The window opened at the first attempt and lasts an hour.
+    let window_end = t0 + Duration::from_secs(3600);
+    assert_eq!(
+        Link::open(
+            &mut a,
+            &mut b,
+            window_end - MS,
+            addr(9, 50_001),
+            server_addr()
+        )
+        .err(),
+        Some(Refusal::RateLimited)
+    );
+    drain(&mut b);
+    let link = Link::open(&mut a, &mut b, window_end, addr(9, 50_002), server_addr()).unwrap();
+    assert!(link.is_established());
+    assert!(matches!(
+        drain(&mut b).as_slice(),
+        [NodeEvent::PeerConnected { .. }]
+    ));
+    assert_eq!(b.counters().policy.refused.rate_limited, 2);
+}
+
+// ---- 5. caps --------------------------------------------------------------
+
+#[test]
+fn pre_handshake_cap_refuses_the_fifth_and_frees_a_place_when_one_completes() {
+    let t0 = Instant::now();
+    let policy = PolicyConfig::builder()
+        .max_handshaking(4)
+        .max_connections(8)
+        .build()
+        .unwrap();
+    let mut b = node_with(config(0x0b, KEY).policy(policy), 0x0b, t0);
+    let mut a = node(0x0a, KEY, t0);
+
+    let mut pending: Vec<End> = (0..4)
+        .map(|i| accept(&mut b, t0, addr(20 + i, 40_000)))
+        .collect();
+    let fifth = addr(30, 40_000);
+    assert_eq!(
+        b.accept(t0, fifth).err(),
+        Some(Refusal::TooManyHandshakes { max: 4 })
+    );
+    assert_eq!(drain(&mut b), vec![refused(fifth, AuthFailure::Capacity)]);
+    assert_eq!(b.counters().policy.refused.too_many_handshakes, 1);
+
+    // The node's own dials do not use pre-authentication places.
+    let (own, _own_conn) = b.connect_to(t0, addr(50, 9000)).unwrap();
+    assert_eq!(b.connections().count(), 5);
+    assert!(b.accept(t0, fifth).is_err());
+    drain(&mut b);
+
+    // One pending handshake completes with a real client's HELLO.
+    let (cid, cconn) = a.connect_to(t0, server_addr()).unwrap();
+    let mut client = End::new(cid, cconn);
+    let hello = client.flush(t0);
+    pending[0].input(&mut b, t0, &hello);
+    assert!(pending[0].is_established());
+    assert!(matches!(
+        drain(&mut b).as_slice(),
+        [NodeEvent::PeerConnected { conn, .. }] if *conn == pending[0].id
+    ));
+    let fifth_end = accept(&mut b, t0, fifth);
+    assert_eq!(drain(&mut b), vec![]);
+    assert_eq!(
+        b.accept(t0, addr(31, 40_000)).err(),
+        Some(Refusal::TooManyHandshakes { max: 4 })
+    );
+    drain(&mut b);
+
+    // A failed handshake keeps its place until it is closed, then frees it.
+    pending[1].input(&mut b, t0, &[0xff; 14]);
+    assert!(pending[1].is_closed());
+    drain(&mut b);
+    let sixth = accept(&mut b, t0, addr(31, 40_000));
+    let inbound_handshaking = b
+        .connections()
+        .filter(|c| c.direction == Direction::Inbound && !c.established)
+        .count();
+    assert_eq!(inbound_handshaking, 4);
+    assert!(b.connection(own).is_some());
+    assert!(b.connection(fifth_end.id).is_some() && b.connection(sixth.id).is_some());
+}
+
+#[test]
+fn connection_cap_covers_inbound_and_outbound_and_frees_on_close() {
+    let t0 = Instant::now();
+    let policy = PolicyConfig::builder()
+        .max_connections(3)
+        .max_handshaking(3)
+        .build()
+        .unwrap();
+    let mut b = node_with(config(0x0b, KEY).policy(policy), 0x0b, t0);
+    let mut a = node(0x0a, KEY, t0);
+    let mut links: Vec<Link> = (0..3)
+        .map(|i| Link::open(&mut a, &mut b, t0, addr(20 + i, 40_000), server_addr()).unwrap())
+        .collect();
+    assert!(links.iter().all(Link::is_established));
+    assert_eq!(b.connections().count(), 3);
+    drain(&mut b);
+
+    let fourth = addr(30, 40_000);
+    assert_eq!(
+        Link::open(&mut a, &mut b, t0, fourth, server_addr()).err(),
+        Some(Refusal::TooManyConnections { max: 3 })
+    );
+    assert_eq!(drain(&mut b), vec![refused(fourth, AuthFailure::Capacity)]);
+    assert_eq!(
+        b.connect_to(t0, addr(50, 9000)).err(),
+        Some(Refusal::TooManyConnections { max: 3 }),
+        "outbound connections count toward the same cap"
+    );
+    assert_eq!(b.counters().policy.refused.too_many_connections, 2);
+    assert_eq!(b.connections().count(), 3);
+
+    let t1 = t0 + SECOND;
+    links[0].close_by_client(&mut a, &mut b, t1);
+    assert!(matches!(
+        drain(&mut b).as_slice(),
+        [NodeEvent::PeerDisconnected {
+            reason: CloseReason::PeerClosed,
+            ..
+        }]
+    ));
+    assert_eq!(b.connections().count(), 2);
+    let link = Link::open(&mut a, &mut b, t1, fourth, server_addr()).unwrap();
+    assert!(link.is_established());
+    assert_eq!(b.connections().count(), 3);
+}
+
+// ---- 6. replay and reflection ---------------------------------------------
+
+#[test]
+fn a_hello_replayed_on_a_new_connection_is_refused_as_replay() {
+    let t0 = Instant::now();
+    let mut a = node(0x0a, KEY, t0);
+    let mut b = node(0x0b, KEY, t0);
+    let link = Link::open(&mut a, &mut b, t0, addr(9, 40_000), server_addr()).unwrap();
+    assert!(link.is_established());
+    drain(&mut b);
+    let hello = link.client.written[..50].to_vec();
+    assert_eq!(
+        hello[1],
+        FrameType::Hello.to_byte(),
+        "captured the HELLO frame"
+    );
+
+    // A recording of it, played back from elsewhere a little later...
+    let t1 = t0 + SECOND;
+    let from = addr(66, 40_000);
+    let mut replay = accept(&mut b, t1, from);
+    replay.input(&mut b, t1, &hello);
+    assert_eq!(
+        drain(&mut b),
+        vec![auth_failed(&replay, from, AuthFailure::Replay)]
+    );
+    assert!(replay.flush(t1).is_empty());
+    assert_eq!(
+        replay.close_reason,
+        Some(CloseReason::AuthFailed(AuthFailure::Replay))
+    );
+    // ...and near the end of the 10-minute retention.
+    let t2 = t0 + Duration::from_secs(599);
+    let from = addr(66, 40_001);
+    let mut replay = accept(&mut b, t2, from);
+    replay.input(&mut b, t2, &hello);
+    assert_eq!(
+        drain(&mut b),
+        vec![auth_failed(&replay, from, AuthFailure::Replay)]
+    );
+    assert_eq!(b.counters().auth.replays, 2);
+    assert_eq!(b.counters().policy.auth_failures.replay, 2);
+    assert_eq!(b.counters().auth.hellos_accepted, 1);
+}
+
+#[test]
+fn a_nodes_own_hello_fed_back_to_it_is_refused_as_reflection() {
+    let t0 = Instant::now();
+    let mut b = node(0x0b, KEY, t0);
+    let (oid, oconn) = b.connect_to(t0, addr(77, 9000)).unwrap();
+    let mut own = End::new(oid, oconn);
+    let own_hello = own.flush(t0);
+    assert_eq!(own_hello.len(), 50);
+
+    let from = addr(77, 40_000);
+    let mut mirror = accept(&mut b, t0, from);
+    mirror.input(&mut b, t0, &own_hello);
+    assert_eq!(
+        drain(&mut b),
+        vec![auth_failed(&mirror, from, AuthFailure::Reflection)]
+    );
+    assert!(mirror.flush(t0).is_empty());
+    assert_eq!(
+        mirror.close_reason,
+        Some(CloseReason::AuthFailed(AuthFailure::Reflection))
+    );
+    assert_eq!(b.counters().auth.reflections, 1);
+    assert_eq!(b.counters().policy.auth_failures.reflection, 1);
+    assert!(
+        b.connection(oid).is_some(),
+        "the node's own dial is untouched"
+    );
+}
+
+// ---- 7. static peers ------------------------------------------------------
+
+#[test]
+fn static_peer_is_dialed_at_start_and_backs_off_forever() {
+    let t0 = Instant::now();
+    let target = DialTarget::Name("peer.example:9000".into());
+    let mut a = node_with(config(0x0a, KEY).static_peer(target.clone()), 0x0a, t0);
+    let dial = a.poll_dial(t0).expect("a static peer is due at start");
+    assert_eq!(dial.target, target);
+    assert!(a.poll_dial(t0).is_none(), "one dial at a time");
+
+    a.dial_failed(t0, &dial);
+    let due = a.poll_timeout().unwrap();
+    assert!(
+        due >= t0 + SECOND && due <= t0 + 5 * SECOND,
+        "first retry after {:?}",
+        due - t0
+    );
+    assert!(a.poll_dial(due - MS).is_none());
+    let jitter = due - t0;
+    let cap = Duration::from_secs(60);
+
+    let mut now = due;
+    for n in 2..=20u32 {
+        let dial = a
+            .poll_dial(now)
+            .unwrap_or_else(|| panic!("static peers are redialed forever (dial {n})"));
+        assert_eq!(dial.target, target);
+        a.dial_failed(now, &dial);
+        let next = a.poll_timeout().unwrap();
+        let expected = jitter
+            .checked_mul(1 << (n - 1).min(16))
+            .map_or(cap, |d| d.min(cap));
+        assert_eq!(next - now, expected, "wait after failure {n}");
+        now = next;
+    }
+    assert_eq!(drain(&mut a), vec![], "a static peer is never given up");
+
+    // It connects, and when the connection drops it is redialed in 1–5 s.
+    let dial = a.poll_dial(now).unwrap();
+    let mut b = node(0x0b, KEY, t0);
+    let mut link = Link::dial(&mut a, &mut b, now, &dial, addr(9, 40_000), server_addr()).unwrap();
+    assert!(link.is_established());
+    assert_eq!(
+        drain(&mut a),
+        vec![NodeEvent::PeerConnected {
+            conn: link.client.id,
+            peer_node: None,
+            addr: server_addr(),
+            direction: Direction::Outbound,
+            key: KeyId(0),
+        }]
+    );
+    assert_eq!(a.connection(link.client.id).unwrap().peer, Some(dial.peer));
+    assert_eq!(a.poll_timeout(), None, "connected: nothing to redial");
+
+    let dropped = now + Duration::from_secs(30);
+    link.server.close(&mut b, dropped);
+    link.pump(&mut a, &mut b, dropped);
+    assert!(matches!(
+        drain(&mut a).as_slice(),
+        [NodeEvent::PeerDisconnected {
+            reason: CloseReason::PeerClosed,
+            ..
+        }]
+    ));
+    let due = a.poll_timeout().unwrap();
+    assert!(
+        due >= dropped + SECOND && due <= dropped + 5 * SECOND,
+        "redial after {:?}",
+        due - dropped
+    );
+    assert!(a.poll_dial(due - MS).is_none());
+    assert_eq!(a.poll_dial(due).map(|d| d.target), Some(target));
+}
+
+#[test]
+fn a_dialed_connection_whose_handshake_fails_counts_as_a_failed_dial() {
+    let t0 = Instant::now();
+    let target = DialTarget::Addr(server_addr());
+    let mut a = node_with(config(0x0a, KEY).static_peer(target.clone()), 0x0a, t0);
+    let mut b = node(0x0b, OTHER_KEY, t0);
+    let dial = a.poll_dial(t0).unwrap();
+    let link = Link::dial(&mut a, &mut b, t0, &dial, addr(9, 40_000), server_addr()).unwrap();
+    assert!(!link.client.is_established());
+    assert_eq!(link.client.close_reason, Some(CloseReason::PeerClosed));
+    assert_eq!(drain(&mut a), vec![]);
+    let due = a.poll_timeout().expect("the peer is scheduled again");
+    assert!(due >= t0 + SECOND && due <= t0 + 5 * SECOND);
+    assert_eq!(a.poll_dial(due).map(|d| d.target), Some(target));
+}
+
+#[test]
+fn connect_at_the_cap_is_refused_and_counts_as_a_failed_dial() {
+    let t0 = Instant::now();
+    let policy = PolicyConfig::builder()
+        .max_connections(1)
+        .max_handshaking(1)
+        .build()
+        .unwrap();
+    let target = DialTarget::Name("peer.example:9000".into());
+    let mut a = node_with(
+        config(0x0a, KEY).policy(policy).static_peer(target),
+        0x0a,
+        t0,
+    );
+    let _busy = a.connect_to(t0, addr(50, 9000)).unwrap();
+    let dial = a.poll_dial(t0).unwrap();
+    assert_eq!(
+        a.connect(t0, &dial, server_addr()).err(),
+        Some(Refusal::TooManyConnections { max: 1 })
+    );
+    let due = a.poll_timeout().expect("redial scheduled");
+    assert!(due >= t0 + SECOND && due <= t0 + 5 * SECOND);
+}
+
+// ---- 8. discovery ---------------------------------------------------------
+
+/// A node `n` with discovery announcing TCP `tcp_port` to `peer_udp` only.
+fn discovering(
+    n: u8,
+    peer_udp: SocketAddr,
+    tcp_port: u16,
+    interval: Duration,
+    t0: Instant,
+) -> Node {
+    let d = DiscoveryConfig::builder("node-tests")
+        .unicast_targets(vec![peer_udp])
+        .announce_interval(interval)
+        .build()
+        .unwrap();
+    node_with(config(n, KEY).discovery(d).tcp_port(tcp_port), n, t0)
+}
+
+/// Delivers every announcement `from` has due to `to`; returns how many.
+fn announce(
+    from: &mut Node,
+    from_udp: SocketAddr,
+    to: &mut Node,
+    to_udp: SocketAddr,
+    now: Instant,
+) -> usize {
+    let mut sent = 0;
+    while let Some(tx) = from.poll_datagram(now, UNIX) {
+        assert_eq!(tx.to, to_udp);
+        to.handle_datagram(now, UNIX, from_udp, &tx.datagram);
+        sent += 1;
+    }
+    sent
+}
+
+struct Pair {
+    small: Node,
+    large: Node,
+    small_udp: SocketAddr,
+    large_udp: SocketAddr,
+}
+
+const SMALL_TCP: u16 = 9001;
+const LARGE_TCP: u16 = 9002;
+
+/// Two discovering nodes that have heard each other once at `t0`.
+fn discovered_pair(t0: Instant, large_interval: Duration) -> Pair {
+    let (small_udp, large_udp) = (addr(1, 9999), addr(2, 9999));
+    let mut small = discovering(0x01, large_udp, SMALL_TCP, Duration::from_secs(3), t0);
+    let mut large = discovering(0xf0, small_udp, LARGE_TCP, large_interval, t0);
+    assert!(small.node_id() < large.node_id());
+    assert_eq!(
+        announce(&mut small, small_udp, &mut large, large_udp, t0),
+        1
+    );
+    assert_eq!(
+        announce(&mut large, large_udp, &mut small, small_udp, t0),
+        1
+    );
+    assert_eq!(
+        drain(&mut large),
+        vec![NodeEvent::PeerDiscovered {
+            node: node_id(0x01),
+            addr: addr(1, SMALL_TCP),
+            key: KeyId(0),
+        }]
+    );
+    assert_eq!(
+        drain(&mut small),
+        vec![NodeEvent::PeerDiscovered {
+            node: node_id(0xf0),
+            addr: addr(2, LARGE_TCP),
+            key: KeyId(0),
+        }]
+    );
+    Pair {
+        small,
+        large,
+        small_udp,
+        large_udp,
+    }
+}
+
+#[test]
+fn the_smaller_id_dials_at_once_and_its_connection_cancels_the_deferred_dial() {
+    let t0 = Instant::now();
+    let Pair {
+        mut small,
+        mut large,
+        ..
+    } = discovered_pair(t0, Duration::from_secs(3));
+    let dial = small.poll_dial(t0).expect("the smaller id dials at once");
+    assert_eq!(dial.target, DialTarget::Addr(addr(2, LARGE_TCP)));
+    assert!(large.poll_dial(t0).is_none(), "the larger id waits");
+    let deferred_until = t0 + 6 * SECOND;
+    assert!(large.poll_dial(deferred_until - MS).is_none());
+
+    let t1 = t0 + SECOND;
+    let small_tcp = addr(1, 50_000);
+    let link = Link::dial(
+        &mut small,
+        &mut large,
+        t1,
+        &dial,
+        small_tcp,
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
+    assert!(link.is_established());
+    assert_eq!(
+        drain(&mut small),
+        vec![NodeEvent::PeerConnected {
+            conn: link.client.id,
+            peer_node: Some(node_id(0xf0)),
+            addr: addr(2, LARGE_TCP),
+            direction: Direction::Outbound,
+            key: KeyId(0),
+        }],
+        "the dialer knows which node it dialed from discovery"
+    );
+    assert_eq!(
+        drain(&mut large),
+        vec![NodeEvent::PeerConnected {
+            conn: link.server.id,
+            peer_node: Some(node_id(0x01)),
+            addr: small_tcp,
+            direction: Direction::Inbound,
+            key: KeyId(0),
+        }]
+    );
+    assert!(
+        large.poll_dial(deferred_until).is_none(),
+        "deferred dial dropped"
+    );
+    assert!(large.poll_dial(t0 + 10 * SECOND).is_none());
+    assert!(small.poll_dial(t0 + 10 * SECOND).is_none(), "connected");
+}
+
+#[test]
+fn a_connection_established_and_closed_before_the_deadline_still_cancels_the_deferred_dial() {
+    let t0 = Instant::now();
+    let Pair {
+        mut small,
+        mut large,
+        ..
+    } = discovered_pair(t0, Duration::from_secs(3));
+    let dial = small.poll_dial(t0).unwrap();
+    let t1 = t0 + SECOND;
+    let mut link = Link::dial(
+        &mut small,
+        &mut large,
+        t1,
+        &dial,
+        addr(1, 50_000),
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
+    assert!(link.is_established());
+    let t2 = t0 + 2 * SECOND;
+    link.close_by_client(&mut small, &mut large, t2);
+    assert!(matches!(
+        drain(&mut large).as_slice(),
+        [
+            NodeEvent::PeerConnected { .. },
+            NodeEvent::PeerDisconnected {
+                reason: CloseReason::PeerClosed,
+                ..
+            }
+        ]
+    ));
+    assert_eq!(large.connections().count(), 0);
+    // Discovery named the node the small one dialed, so its traffic is
+    // attributed on both sides.
+    let (c2s, s2c) = (
+        link.client.written.len() as u64,
+        link.server.written.len() as u64,
+    );
+    assert_eq!(
+        small.peer_traffic(&node_id(0xf0)),
+        Some(PeerTraffic {
+            bytes_in: s2c,
+            bytes_out: c2s,
+            connections: 1,
+        })
+    );
+    assert_eq!(
+        large.peer_traffic(&node_id(0x01)),
+        Some(PeerTraffic {
+            bytes_in: c2s,
+            bytes_out: s2c,
+            connections: 1,
+        })
+    );
+    assert!(
+        large.poll_dial(t0 + 6 * SECOND).is_none(),
+        "the smaller node did connect; dialing it back is its business"
+    );
+}
+
+#[test]
+fn the_larger_id_dials_after_two_announce_intervals_without_a_connection() {
+    let t0 = Instant::now();
+    let interval = Duration::from_secs(2);
+    let Pair {
+        mut small,
+        mut large,
+        ..
+    } = discovered_pair(t0, interval);
+    // A connection from the smaller node that never completes its handshake
+    // does not count.
+    let mut half_open = accept(&mut large, t0 + SECOND, addr(1, 50_000));
+    half_open.settle(&mut large, t0 + SECOND);
+    assert!(small.poll_dial(t0).is_some());
+
+    let deferred_until = t0 + 2 * interval;
+    assert!(large.poll_dial(deferred_until - MS).is_none());
+    let dial = large
+        .poll_dial(deferred_until)
+        .expect("the larger id steps in");
+    assert_eq!(dial.target, DialTarget::Addr(addr(1, SMALL_TCP)));
+    assert!(large.poll_dial(deferred_until).is_none(), "once");
+}
+
+#[test]
+fn a_discovered_peer_is_given_up_after_three_failed_dials() {
+    let t0 = Instant::now();
+    let Pair { mut small, .. } = discovered_pair(t0, Duration::from_secs(3));
+    let mut now = t0;
+    let mut dials = Vec::new();
+    for attempt in 1..=3 {
+        let dial = loop {
+            if let Some(dial) = small.poll_dial(now) {
+                break dial;
+            }
+            now += 100 * MS;
+            // Waits are d and 2d with d at most 5 s.
+            assert!(now <= t0 + 15 * SECOND, "dial {attempt} never came");
+        };
+        assert_eq!(dial.target, DialTarget::Addr(addr(2, LARGE_TCP)));
+        assert!(
+            drain(&mut small).is_empty(),
+            "not given up before dial {attempt}"
+        );
+        small.dial_failed(now, &dial);
+        dials.push(dial.peer);
+    }
+    assert!(dials.iter().all(|p| *p == dials[0]));
+    assert_eq!(
+        drain(&mut small),
+        vec![NodeEvent::DialGaveUp {
+            peer: dials[0],
+            node: node_id(0xf0),
+            failures: 3,
+        }]
+    );
+    assert!(small.poll_dial(now + Duration::from_secs(50)).is_none());
+}
+
+#[test]
+fn a_silent_peer_expires_fifteen_seconds_after_its_last_announcement() {
+    let t0 = Instant::now();
+    let Pair {
+        mut small,
+        mut large,
+        small_udp,
+        large_udp,
+    } = discovered_pair(t0, Duration::from_secs(3));
+    // One more announcement at t0 + 3 s refreshes the entry.
+    let t3 = t0 + 3 * SECOND;
+    assert_eq!(
+        announce(&mut small, small_udp, &mut large, large_udp, t3),
+        1
+    );
+    assert_eq!(drain(&mut large), vec![], "a refresh is not news");
+
+    let expiry = t3 + Duration::from_secs(15);
+    large.handle_timeout(expiry - MS);
+    assert_eq!(drain(&mut large), vec![]);
+    assert_eq!(large.discovered_peers().count(), 1);
+    large.handle_timeout(expiry);
+    assert_eq!(
+        drain(&mut large),
+        vec![NodeEvent::PeerExpired {
+            node: node_id(0x01),
+            addr: addr(1, SMALL_TCP),
+        }]
+    );
+    assert_eq!(large.discovered_peers().count(), 0);
+    assert_eq!(large.counters().discovery.unwrap().expired, 1);
+    assert!(
+        large.poll_dial(expiry).is_none(),
+        "a forgotten peer is not dialed"
+    );
+}
+
+#[test]
+fn invalid_datagrams_are_dropped_with_their_reason() {
+    let t0 = Instant::now();
+    let (small_udp, large_udp) = (addr(1, 9999), addr(2, 9999));
+    let interval = Duration::from_secs(3);
+    let mut small = discovering(0x01, large_udp, SMALL_TCP, interval, t0);
+    let mut large = discovering(0xf0, small_udp, LARGE_TCP, interval, t0);
+    let good = small.poll_datagram(t0, UNIX).unwrap().datagram;
+    let own = large.poll_datagram(t0, UNIX).unwrap().datagram;
+    let mut bad_mac = good;
+    bad_mac[49] ^= 1;
+
+    let cases: Vec<(&[u8], u64, SocketAddr, DropReason)> = vec![
+        (&good[..49], UNIX, small_udp, DropReason::WrongLength),
+        (&bad_mac, UNIX, small_udp, DropReason::BadMac),
+        (&good, UNIX + 61, small_udp, DropReason::Stale),
+        (&good, UNIX - 61, small_udp, DropReason::FutureDated),
+        (&own, UNIX, large_udp, DropReason::OwnNode),
+    ];
+    for (datagram, unix, src, reason) in cases {
+        large.handle_datagram(t0, unix, src, datagram);
+        assert_eq!(
+            drain(&mut large),
+            vec![NodeEvent::DatagramDropped { src, reason }]
+        );
+        assert_eq!(
+            large.counters().discovery.unwrap().dropped(reason),
+            1,
+            "{reason}"
+        );
+    }
+    assert_eq!(large.discovered_peers().count(), 0);
+
+    // Within the window the same message is honoured once.
+    large.handle_datagram(t0, UNIX + 60, small_udp, &good);
+    assert!(matches!(
+        drain(&mut large).as_slice(),
+        [NodeEvent::PeerDiscovered { .. }]
+    ));
+    large.handle_datagram(t0 + 2 * SECOND, UNIX, small_udp, &good);
+    assert_eq!(
+        drain(&mut large),
+        vec![NodeEvent::DatagramDropped {
+            src: small_udp,
+            reason: DropReason::Replayed,
+        }]
+    );
+    let d = large.counters().discovery.unwrap();
+    assert_eq!((d.received, d.accepted, d.dropped_total()), (7, 1, 6));
+}
+
+#[test]
+fn announcements_of_another_community_are_dropped() {
+    let t0 = Instant::now();
+    let (small_udp, large_udp) = (addr(1, 9999), addr(2, 9999));
+    let other = DiscoveryConfig::builder("another-cluster")
+        .unicast_targets(vec![large_udp])
+        .build()
+        .unwrap();
+    let mut small = node_with(config(0x01, KEY).discovery(other), 0x01, t0);
+    let mut large = discovering(0xf0, small_udp, LARGE_TCP, Duration::from_secs(3), t0);
+    let tx = small.poll_datagram(t0, UNIX).unwrap();
+    large.handle_datagram(t0, UNIX, small_udp, &tx.datagram);
+    assert_eq!(
+        drain(&mut large),
+        vec![NodeEvent::DatagramDropped {
+            src: small_udp,
+            reason: DropReason::OtherCommunity,
+        }]
+    );
+}
+
+// ---- 9. key rotation ------------------------------------------------------
+
+#[test]
+fn rotated_key_keeps_old_clients_in_during_the_grace_period_only() {
+    let t0 = Instant::now();
+    let mut b = node(0x0b, KEY, t0);
+    let mut old = node(0x0a, KEY, t0);
+    let mut new = node(0x0c, OTHER_KEY, t0);
+    let grace = Duration::from_secs(60);
+    assert_eq!(b.rotate_key(t0, key(OTHER_KEY), grace), KeyId(1));
+    assert_eq!(b.keys().current().0, KeyId(1));
+
+    let t1 = t0 + grace - MS;
+    let from_old = addr(10, 40_000);
+    let link = Link::open(&mut old, &mut b, t1, from_old, server_addr()).unwrap();
+    assert!(link.is_established(), "old key still accepted");
+    assert_eq!(
+        drain(&mut b),
+        vec![NodeEvent::PeerConnected {
+            conn: link.server.id,
+            peer_node: Some(node_id(0x0a)),
+            addr: from_old,
+            direction: Direction::Inbound,
+            key: KeyId(0),
+        }]
+    );
+    assert!(
+        matches!(
+            drain(&mut old).as_slice(),
+            [NodeEvent::PeerConnected { key: KeyId(0), .. }]
+        ),
+        "the ACCEPT is signed with the key the client used"
+    );
+    let from_new = addr(11, 40_000);
+    let link = Link::open(&mut new, &mut b, t1, from_new, server_addr()).unwrap();
+    assert!(link.is_established());
+    assert!(matches!(
+        drain(&mut b).as_slice(),
+        [NodeEvent::PeerConnected { key: KeyId(1), .. }]
+    ));
+
+    // At the deadline the old key is refused, housekeeping or not.
+    let t2 = t0 + grace;
+    let link = Link::open(&mut old, &mut b, t2, addr(10, 40_001), server_addr()).unwrap();
+    assert!(!link.client.is_established());
+    assert_eq!(
+        drain(&mut b),
+        vec![auth_failed(
+            &link.server,
+            addr(10, 40_001),
+            AuthFailure::BadMac
+        )]
+    );
+    b.handle_timeout(t2);
+    assert_eq!(b.keys().accepted(t2).count(), 1);
+    let link = Link::open(&mut old, &mut b, t2, addr(10, 40_002), server_addr()).unwrap();
+    assert!(!link.client.is_established());
+    let link = Link::open(&mut new, &mut b, t2, addr(11, 40_001), server_addr()).unwrap();
+    assert!(link.is_established());
+    assert_eq!(b.counters().auth.bad_mac, 2);
+}
+
+// ---- 10. determinism ------------------------------------------------------
+
+#[test]
+fn same_seed_same_inputs_give_identical_bytes() {
+    let t0 = Instant::now();
+    let build = |n: u8, seed: u8| {
+        let d = DiscoveryConfig::builder("node-tests")
+            .unicast_targets(vec![addr(2, 9999)])
+            // Far enough out that `poll_timeout` below is the redial.
+            .announce_interval(Duration::from_secs(100))
+            .build()
+            .unwrap();
+        let c = config(n, KEY)
+            .discovery(d)
+            .static_peer(DialTarget::Name("peer.example:9000".into()));
+        node_with(c, seed, t0)
+    };
+    let run = |client_seed: u8| {
+        let mut a = build(0x0a, client_seed);
+        let mut b = build(0x0b, 0x42);
+        let link = Link::open(&mut a, &mut b, t0, addr(9, 40_000), server_addr()).unwrap();
+        assert!(link.is_established());
+        let announcement = a.poll_datagram(t0, UNIX).unwrap();
+        let dial = a.poll_dial(t0).unwrap();
+        a.dial_failed(t0, &dial);
+        (
+            link.client.written,
+            link.server.written,
+            announcement,
+            a.poll_timeout().unwrap(),
+        )
+    };
+    let (hello1, accept1, ann1, redial1) = run(7);
+    let (hello2, accept2, ann2, redial2) = run(7);
+    assert_eq!(hello1.len(), 50);
+    assert_eq!(accept1.len(), 30);
+    assert_eq!(hello1, hello2);
+    assert_eq!(accept1, accept2);
+    assert_eq!(ann1, ann2);
+    assert_eq!(redial1, redial2);
+
+    // The seed is what makes them so.
+    let (hello3, _, ann3, _) = run(8);
+    assert_ne!(hello1, hello3);
+    assert_ne!(ann1.datagram, ann3.datagram);
+}
+
+// ---- 11. arbitrary operation sequences ------------------------------------
+
+#[derive(Clone, Debug)]
+enum Op {
+    Accept {
+        from: u8,
+    },
+    Hello {
+        conn: usize,
+        node: u8,
+        challenge: u8,
+        good_key: bool,
+    },
+    Bytes {
+        conn: usize,
+        bytes: Vec<u8>,
+    },
+    Eof {
+        conn: usize,
+    },
+    Close {
+        conn: usize,
+    },
+    ConnectTo,
+    Advance {
+        millis: u32,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u8..3).prop_map(|from| Op::Accept { from }),
+        3 => (any::<usize>(), prop::sample::select(vec![0x0a, 0x0b, 0x0c]), 0u8..4, any::<bool>())
+            .prop_map(|(conn, node, challenge, good_key)| Op::Hello { conn, node, challenge, good_key }),
+        2 => (any::<usize>(), prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(conn, bytes)| Op::Bytes { conn, bytes }),
+        1 => any::<usize>().prop_map(|conn| Op::Eof { conn }),
+        1 => any::<usize>().prop_map(|conn| Op::Close { conn }),
+        1 => Just(Op::ConnectTo),
+        2 => (0u32..20_000).prop_map(|millis| Op::Advance { millis }),
+    ]
+}
+
+const PROP_MAX_CONNECTIONS: usize = 5;
+const PROP_MAX_HANDSHAKING: usize = 3;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_node_operations_never_panic_or_exceed_caps(ops in prop::collection::vec(op(), 1..60)) {
+        let t0 = Instant::now();
+        let policy = PolicyConfig::builder()
+            .max_connections(PROP_MAX_CONNECTIONS)
+            .max_handshaking(PROP_MAX_HANDSHAKING)
+            .max_auth_failures(2)
+            .lockout(Duration::from_secs(30))
+            .max_attempts_per_window(6)
+            .attempt_window(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut b = node_with(config(0x0b, KEY).policy(policy), 0x0b, t0);
+        let mut now = t0;
+        let mut ends: Vec<(End, Direction)> = Vec::new();
+        let mut port = 40_000u16;
+        for op in ops {
+            now += MS;
+            let pick = |conn: usize, len: usize| (len > 0).then(|| conn % len);
+            match op {
+                Op::Accept { from } => {
+                    port = port.wrapping_add(1);
+                    let from = addr(20 + from, port);
+                    match b.accept(now, from) {
+                        Ok((id, conn)) => ends.push((End::new(id, conn), Direction::Inbound)),
+                        Err(refusal) => {
+                            let events = drain(&mut b);
+                            prop_assert!(
+                                events.contains(&NodeEvent::AuthFailed {
+                                    conn: None,
+                                    addr: from,
+                                    reason: refusal.as_auth_failure(),
+                                }),
+                                "refusal {refusal:?} not reported: {events:?}"
+                            );
+                            if let Refusal::LockedOut { until } = refusal {
+                                prop_assert!(until > now);
+                            }
+                        }
+                    }
+                }
+                Op::Hello { conn, node, challenge, good_key } => {
+                    if let Some(i) = pick(conn, ends.len()) {
+                        let k = if good_key { KEY } else { OTHER_KEY };
+                        let frame = hello_frame(k, node_id(node), u32::from(challenge));
+                        ends[i].0.input(&mut b, now, &frame);
+                    }
+                }
+                Op::Bytes { conn, bytes } => {
+                    if let Some(i) = pick(conn, ends.len()) {
+                        ends[i].0.input(&mut b, now, &bytes);
+                    }
+                }
+                Op::Eof { conn } => {
+                    if let Some(i) = pick(conn, ends.len()) {
+                        ends[i].0.eof(&mut b, now);
+                    }
+                }
+                Op::Close { conn } => {
+                    if let Some(i) = pick(conn, ends.len()) {
+                        ends[i].0.close(&mut b, now);
+                    }
+                }
+                Op::ConnectTo => {
+                    port = port.wrapping_add(1);
+                    if let Ok((id, conn)) = b.connect_to(now, addr(50, port)) {
+                        ends.push((End::new(id, conn), Direction::Outbound));
+                    }
+                }
+                Op::Advance { millis } => {
+                    now += Duration::from_millis(u64::from(millis));
+                    b.handle_timeout(now);
+                    for (end, _) in &mut ends {
+                        end.timeout(&mut b, now);
+                    }
+                }
+            }
+            for (end, _) in &mut ends {
+                end.flush(now);
+                end.settle(&mut b, now);
+            }
+            for event in drain(&mut b) {
+                if let NodeEvent::PeerConnected { peer_node, direction, .. } = event {
+                    prop_assert_ne!(peer_node, Some(node_id(0x0b)), "reflection let in");
+                    if direction == Direction::Inbound {
+                        prop_assert_ne!(peer_node, None);
+                    }
+                }
+            }
+            // An inbound end that failed authentication wrote nothing.
+            for (end, direction) in &ends {
+                if *direction == Direction::Inbound
+                    && end.close_reason.as_ref().and_then(CloseReason::auth_failure).is_some()
+                {
+                    prop_assert!(end.written.is_empty(), "wrote {:?}", end.written);
+                }
+            }
+            ends.retain(|(end, _)| !end.is_closed());
+
+            let conns: Vec<_> = b.connections().collect();
+            prop_assert!(conns.len() <= PROP_MAX_CONNECTIONS);
+            let pre_auth = conns
+                .iter()
+                .filter(|c| c.direction == Direction::Inbound && !c.established)
+                .count();
+            prop_assert!(pre_auth <= PROP_MAX_HANDSHAKING);
+            prop_assert_eq!(conns.len(), ends.len(), "the node tracks exactly the open connections");
+            for (end, _) in &ends {
+                let info = b.connection(end.id);
+                prop_assert!(info.is_some());
+                prop_assert_eq!(info.unwrap().established, end.is_established());
+            }
+        }
+    }
+}

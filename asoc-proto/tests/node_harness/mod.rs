@@ -1,0 +1,295 @@
+//! An in-memory driver for [`Node`] tests: one connection end per node,
+//! bytes moved between them through memory, every input followed by
+//! [`Node::drive`], every `Closed` event reported with [`Node::closed`].
+//! Time is virtual: tests pick an epoch and add durations to it.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use asoc_proto::auth::{sign_hello, ApiKey, KeyRing};
+use asoc_proto::connection::{CloseReason, Connection, Event};
+use asoc_proto::dial::Dial;
+use asoc_proto::node::{ConnId, Node, NodeConfig, NodeEvent};
+use asoc_proto::policy::Refusal;
+use bytes::BytesMut;
+use uuid::Uuid;
+
+pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+pub const OTHER_KEY: &str = "fedcba9876543210fedcba9876543210";
+
+pub fn key(s: &str) -> ApiKey {
+    ApiKey::new(s).unwrap()
+}
+
+/// Node id `n` repeated over all 16 bytes: ids compare as their `n`.
+pub fn node_id(n: u8) -> Uuid {
+    Uuid::from_bytes([n; 16])
+}
+
+pub fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+pub fn addr(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(ip(last), port)
+}
+
+/// A node config for id `n` holding key `k`, everything else default.
+pub fn config(n: u8, k: &str) -> NodeConfig {
+    NodeConfig::new(node_id(n), KeyRing::new(key(k)))
+}
+
+/// A node built from `config` seeded with `[n; 32]`.
+pub fn node_with(config: NodeConfig, seed: u8, t0: Instant) -> Node {
+    Node::new(config, [seed; 32], t0)
+}
+
+/// Node `n` with key `k`, defaults otherwise, seed `[n; 32]`.
+pub fn node(n: u8, k: &str, t0: Instant) -> Node {
+    node_with(config(n, k), n, t0)
+}
+
+/// Every pending node event, oldest first.
+pub fn drain(node: &mut Node) -> Vec<NodeEvent> {
+    std::iter::from_fn(|| node.poll_event()).collect()
+}
+
+/// A complete HELLO frame (50 bytes) signed by `k` for `node` and `challenge`.
+pub fn hello_frame(k: &str, node: Uuid, challenge: u32) -> Vec<u8> {
+    sign_hello(&key(k), node, challenge).encode_frame().to_vec()
+}
+
+/// One end of a connection, attached to the node that owns it.
+pub struct End {
+    pub id: ConnId,
+    pub conn: Connection,
+    /// Every connection event, in order.
+    pub events: Vec<Event>,
+    /// Bytes received and not yet consumed.
+    pub rx: BytesMut,
+    /// Every byte this end wrote to its transport.
+    pub written: Vec<u8>,
+    /// Set when the `Closed` event was seen (and reported to the node).
+    pub close_reason: Option<CloseReason>,
+    eof_delivered: bool,
+}
+
+impl End {
+    pub fn new(id: ConnId, conn: Connection) -> Self {
+        Self {
+            id,
+            conn,
+            events: Vec::new(),
+            rx: BytesMut::new(),
+            written: Vec::new(),
+            close_reason: None,
+            eof_delivered: false,
+        }
+    }
+
+    /// Gives a pending handshake message its verdict, takes every event and
+    /// reports a close to the node.
+    pub fn settle(&mut self, node: &mut Node, now: Instant) {
+        if self.close_reason.is_none() {
+            node.drive(now, self.id, &mut self.conn);
+        }
+        while let Some(e) = self.conn.poll_event() {
+            if let Event::Closed { reason } = &e {
+                node.closed(now, self.id, reason, self.conn.stats());
+                self.close_reason = Some(reason.clone());
+            }
+            self.events.push(e);
+        }
+    }
+
+    /// Bytes read from the transport.
+    pub fn input(&mut self, node: &mut Node, now: Instant, bytes: &[u8]) {
+        self.rx.extend_from_slice(bytes);
+        self.conn.handle_input(now, &mut self.rx);
+        self.settle(node, now);
+    }
+
+    /// The transport reported end of file (once).
+    pub fn eof(&mut self, node: &mut Node, now: Instant) {
+        if !self.eof_delivered {
+            self.eof_delivered = true;
+            self.conn.handle_eof(now);
+        }
+        self.settle(node, now);
+    }
+
+    /// Fires the connection's timers at `now`.
+    pub fn timeout(&mut self, node: &mut Node, now: Instant) {
+        self.conn.handle_timeout(now);
+        self.settle(node, now);
+    }
+
+    /// Closes locally.
+    pub fn close(&mut self, node: &mut Node, now: Instant) {
+        self.conn.close(now);
+        self.settle(node, now);
+    }
+
+    /// Writes everything pending; returns what was written this time.
+    pub fn flush(&mut self, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.conn.write_to(now, &mut out).unwrap();
+        self.written.extend_from_slice(&out);
+        out
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.close_reason.is_some()
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e, Event::Established { .. }))
+    }
+
+    /// Concatenated payloads received on `stream`.
+    pub fn received(&self, stream: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in &self.events {
+            if let Event::Data {
+                stream: s, payload, ..
+            } = e
+            {
+                if *s == stream {
+                    out.extend_from_slice(payload);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A TCP connection between a client node and a server node.
+pub struct Link {
+    pub client: End,
+    pub server: End,
+}
+
+impl Link {
+    /// The client node opens a connection with `connect_to`; the server node
+    /// `accept`s it from `client_addr`, and the pair runs until quiet. A
+    /// refused accept closes the socket: the client reads EOF.
+    pub fn open(
+        client_node: &mut Node,
+        server_node: &mut Node,
+        now: Instant,
+        client_addr: SocketAddr,
+        server_addr: SocketAddr,
+    ) -> Result<Self, Refusal> {
+        let (cid, c) = client_node
+            .connect_to(now, server_addr)
+            .expect("client node refused its own connection");
+        Self::attach(End::new(cid, c), client_node, server_node, now, client_addr)
+    }
+
+    /// Like [`open`](Self::open), for a dial the client node scheduled.
+    pub fn dial(
+        client_node: &mut Node,
+        server_node: &mut Node,
+        now: Instant,
+        dial: &Dial,
+        client_addr: SocketAddr,
+        server_addr: SocketAddr,
+    ) -> Result<Self, Refusal> {
+        let (cid, c) = client_node
+            .connect(now, dial, server_addr)
+            .expect("client node refused its own dial");
+        Self::attach(End::new(cid, c), client_node, server_node, now, client_addr)
+    }
+
+    fn attach(
+        mut client: End,
+        client_node: &mut Node,
+        server_node: &mut Node,
+        now: Instant,
+        client_addr: SocketAddr,
+    ) -> Result<Self, Refusal> {
+        let (sid, s) = match server_node.accept(now, client_addr) {
+            Ok(pair) => pair,
+            Err(refusal) => {
+                client.eof(client_node, now);
+                return Err(refusal);
+            }
+        };
+        let mut link = Self {
+            client,
+            server: End::new(sid, s),
+        };
+        link.pump(client_node, server_node, now);
+        Ok(link)
+    }
+
+    /// Moves bytes both ways until nothing moves; a side that closed makes
+    /// the other read EOF once it has read everything written before.
+    pub fn pump(&mut self, client_node: &mut Node, server_node: &mut Node, now: Instant) {
+        loop {
+            self.client.settle(client_node, now);
+            self.server.settle(server_node, now);
+            let mut moved = false;
+            let bytes = self.client.flush(now);
+            if !bytes.is_empty() {
+                self.server.input(server_node, now, &bytes);
+                moved = true;
+            }
+            let bytes = self.server.flush(now);
+            if !bytes.is_empty() {
+                self.client.input(client_node, now, &bytes);
+                moved = true;
+            }
+            if self.client.is_closed() && !self.server.is_closed() && !self.server.eof_delivered {
+                self.server.eof(server_node, now);
+                moved = true;
+            }
+            if self.server.is_closed() && !self.client.is_closed() && !self.client.eof_delivered {
+                self.client.eof(client_node, now);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// The client closes; the server reads EOF.
+    pub fn close_by_client(
+        &mut self,
+        client_node: &mut Node,
+        server_node: &mut Node,
+        now: Instant,
+    ) {
+        self.client.close(client_node, now);
+        self.pump(client_node, server_node, now);
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.client.is_established() && self.server.is_established()
+    }
+}
+
+/// A server end for a socket `node` accepted from `from`; panics if refused.
+pub fn accept(node: &mut Node, now: Instant, from: SocketAddr) -> End {
+    let (id, conn) = node
+        .accept(now, from)
+        .unwrap_or_else(|r| panic!("accept from {from} refused: {r}"));
+    End::new(id, conn)
+}
+
+/// Deterministic pseudo-random bytes for payloads.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
