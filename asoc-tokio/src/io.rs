@@ -87,7 +87,9 @@ impl asoc_async::Net for Tokio {
         listener.local_addr()
     }
 
-    fn accept(listener: &Self::Listener) -> BoxFutureRef<'_, io::Result<(Self::Stream, SocketAddr)>> {
+    fn accept(
+        listener: &Self::Listener,
+    ) -> BoxFutureRef<'_, io::Result<(Self::Stream, SocketAddr)>> {
         Box::pin(async move {
             let (stream, addr) = listener.accept().await?;
             stream.set_nodelay(true)?;
@@ -116,11 +118,18 @@ impl asoc_async::Net for Tokio {
         udp.local_addr()
     }
 
-    fn recv_from<'a>(udp: &'a Self::Udp, buf: &'a mut [u8]) -> BoxFutureRef<'a, io::Result<(usize, SocketAddr)>> {
+    fn recv_from<'a>(
+        udp: &'a Self::Udp,
+        buf: &'a mut [u8],
+    ) -> BoxFutureRef<'a, io::Result<(usize, SocketAddr)>> {
         Box::pin(udp.recv_from(buf))
     }
 
-    fn send_to<'a>(udp: &'a Self::Udp, data: &'a [u8], to: SocketAddr) -> BoxFutureRef<'a, io::Result<usize>> {
+    fn send_to<'a>(
+        udp: &'a Self::Udp,
+        data: &'a [u8],
+        to: SocketAddr,
+    ) -> BoxFutureRef<'a, io::Result<usize>> {
         Box::pin(udp.send_to(data, to))
     }
 }

@@ -28,8 +28,8 @@
 mod io;
 
 pub use asoc_async::{
-    Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef,
-    RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
+    Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
+    PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
 };
 pub use asoc_proto;
 pub use io::{Tokio, TokioIo};
@@ -54,7 +54,11 @@ fn os_entropy() -> Result<([u8; 32], uuid::Uuid), Error> {
 
 /// Opens the client side of an ASoc connection over any tokio transport
 /// (TCP, Unix socket, TLS stream, ...).
-pub async fn connect<T>(io: T, auth: &SharedAuthenticator, config: DriverConfig) -> Result<Connection, Error>
+pub async fn connect<T>(
+    io: T,
+    auth: &SharedAuthenticator,
+    config: DriverConfig,
+) -> Result<Connection, Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -62,7 +66,11 @@ where
 }
 
 /// Takes the server side of an ASoc connection over any tokio transport.
-pub async fn accept<T>(io: T, auth: &SharedAuthenticator, config: DriverConfig) -> Result<Connection, Error>
+pub async fn accept<T>(
+    io: T,
+    auth: &SharedAuthenticator,
+    config: DriverConfig,
+) -> Result<Connection, Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
