@@ -264,7 +264,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         let (tx, rx) = async_channel::unbounded();
         (self.deliver)(RecvStream {
             id: stream,
-            items: rx,
+            items: Box::pin(rx),
             budget: self.budget.clone(),
             bytes: 0,
             frames: 0,

@@ -484,6 +484,7 @@ impl<N: Net> Node<N> {
         self.inner.net.spawn(Box::pin(async move {
             task.await;
             done.tasks_alive.fetch_sub(1, Ordering::AcqRel);
+            done.stop.notify(usize::MAX);
         }));
     }
 
@@ -491,6 +492,12 @@ impl<N: Net> Node<N> {
     #[must_use]
     pub fn node_id(&self) -> Uuid {
         self.inner.proto().node_id()
+    }
+
+    /// The chunk size [`send`](Self::send) uses.
+    #[must_use]
+    pub fn chunk_size(&self) -> usize {
+        self.inner.chunk_size
     }
 
     /// The bound TCP address.
@@ -663,6 +670,15 @@ impl<N: Net> Node<N> {
                 }
                 race(listener, self.inner.net.sleep_until(deadline)).await;
             }
+        }
+        // The accept, datagram and control loops end on the stop signal,
+        // closing the listener and the UDP socket.
+        while self.inner.tasks_alive.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            let listener = self.inner.stop.listen();
+            if self.inner.tasks_alive.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            race(listener, self.inner.net.sleep_until(deadline)).await;
         }
         self.inner.incoming_tx.close();
         self.inner.events_tx.close();

@@ -3,8 +3,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
+use futures_core::Stream;
 
 use crate::driver::Cmd;
 use crate::error::{Error, StreamError};
@@ -103,7 +107,7 @@ impl SendStream {
 #[derive(Debug)]
 pub struct RecvStream {
     pub(crate) id: u32,
-    pub(crate) items: async_channel::Receiver<Item>,
+    pub(crate) items: Pin<Box<async_channel::Receiver<Item>>>,
     pub(crate) budget: Arc<RecvBudget>,
     pub(crate) bytes: u64,
     pub(crate) frames: u32,
@@ -145,6 +149,22 @@ impl RecvStream {
             }),
         };
         self.take(item)
+    }
+
+    /// Poll form of [`chunk`](Self::chunk), for building readers.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
+        if self.done {
+            return Poll::Ready(Ok(None));
+        }
+        let item = match self.items.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(item)) => item,
+            Poll::Ready(None) => Item::Cut(StreamError::Incomplete {
+                bytes: self.bytes,
+                reason: asoc_proto::connection::CloseReason::Transport,
+            }),
+        };
+        Poll::Ready(self.take(item))
     }
 
     /// A chunk if one is already there, without waiting.

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod io;
+mod stream_io;
 
 pub use asoc_async::{
     Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
@@ -33,6 +34,7 @@ pub use asoc_async::{
 };
 pub use asoc_proto;
 pub use io::{Tokio, TokioIo};
+pub use stream_io::{copy_into, send_reader, StreamReader};
 
 /// A node running on tokio.
 pub type Node = asoc_async::Node<Tokio>;

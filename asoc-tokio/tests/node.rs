@@ -333,3 +333,99 @@ async fn fifty_nodes_in_a_full_mesh_exchange_verified_tensors_between_every_orde
         assert_eq!(from, expected, "node {j}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_of_known_and_unknown_length_and_a_stream_reader() {
+    use tokio::io::AsyncReadExt;
+    let b = asoc_tokio::start(builder(KEY).chunk_size(100_000))
+        .await
+        .unwrap();
+    let a = asoc_tokio::start(
+        builder(KEY)
+            .chunk_size(100_000)
+            .static_peer(b.local_addr().to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+    let data = chunk(9, 0, 1_234_567);
+    let to_b = route(&a, &b);
+    asoc_tokio::send_reader(&a, to_b, &data[..], Some(data.len() as u64))
+        .await
+        .unwrap();
+    asoc_tokio::send_reader(&a, to_b, &data[..], None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let incoming = b.accept_stream().await.unwrap();
+        let mut reader = asoc_tokio::StreamReader::new(incoming.stream);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+        assert!(got == data);
+    }
+    let complete = wait_for_event(&b, |e| matches!(e, NodeEvent::StreamComplete { .. })).await;
+    assert!(matches!(
+        complete,
+        NodeEvent::StreamComplete {
+            frames: 13,
+            bytes: 1_234_567,
+            ..
+        }
+    ));
+    // A reader shorter than declared is an error and the stream is not finished.
+    let err = asoc_tokio::send_reader(&a, to_b, &data[..10], Some(11))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ended after 10 of the declared 11 bytes"),
+        "{err}"
+    );
+    let err = asoc_tokio::send_reader(&a, to_b, &data[..12], Some(11))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("more than the declared 11"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_sends_in_flight_then_closes_every_connection() {
+    let b = asoc_tokio::start(builder(KEY)).await.unwrap();
+    let a = asoc_tokio::start(builder(KEY).static_peer(b.local_addr().to_string()))
+        .await
+        .unwrap();
+    assert_eq!(a.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+    let data = Bytes::from(chunk(3, 0, 64 << 20));
+    let sender = {
+        let (a, to_b) = (a.clone(), route(&a, &b));
+        let data = data.clone();
+        tokio::spawn(async move { a.send(to_b, data).await })
+    };
+    let reader = {
+        let b = b.clone();
+        tokio::spawn(async move { b.accept_stream().await.unwrap().stream.read_to_end().await })
+    };
+    // Give the send a moment to be in flight, then shut down.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.shutdown(Duration::from_secs(20)).await;
+    assert!(sender.await.unwrap().is_ok(), "the send in flight finished");
+    assert!(reader.await.unwrap().unwrap() == data[..]);
+    let e = wait_for_event(&b, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+    })
+    .await;
+    assert!(matches!(
+        e,
+        NodeEvent::Node(ProtoEvent::PeerDisconnected { .. })
+    ));
+    assert!(a.connected_peers().is_empty());
+    // After shutdown the node no longer accepts.
+    assert!(
+        tokio::net::TcpStream::connect(a.local_addr())
+            .await
+            .is_err()
+            || a.peers().is_empty()
+    );
+}
