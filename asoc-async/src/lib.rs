@@ -17,6 +17,7 @@ mod error;
 mod node;
 mod runtime;
 mod stream;
+pub mod tls;
 
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;

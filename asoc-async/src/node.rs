@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +26,8 @@ use uuid::Uuid;
 use crate::connection::{spawn, DriverConfig};
 use crate::driver::{Cmd, Judge, Shared};
 use crate::error::Error;
-use crate::runtime::Net;
+use crate::runtime::{Net, Transport};
+use crate::tls::{server_name, TlsConfig};
 use crate::stream::{RecvStream, SendStream};
 
 /// Something that happened on a node, for the application.
@@ -109,6 +111,7 @@ pub struct NodeBuilder {
     chunk_size: usize,
     seed: Option<Seed>,
     max_events: usize,
+    tls: TlsConfig,
 }
 
 impl NodeBuilder {
@@ -129,7 +132,16 @@ impl NodeBuilder {
             chunk_size: 1 << 20,
             seed: None,
             max_events: 65_536,
+            tls: TlsConfig::default(),
         }
+    }
+
+    /// Runs accepted (`tls.server`) and dialed (`tls.client`) connections
+    /// inside TLS (RFC-0002 §9.2). The ASoc bytes inside are unchanged.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Uses a key ring (current key plus previous keys still accepted).
@@ -278,6 +290,7 @@ impl NodeBuilder {
             active_sends: AtomicUsize::new(0),
             sends_done: event_listener::Event::new(),
             tasks_alive: AtomicUsize::new(0),
+            tls: self.tls,
         });
         let node = Node { inner };
         node.spawn_task(accept_loop(node.inner.clone(), listener));
@@ -317,6 +330,7 @@ struct Inner<N: Net> {
     active_sends: AtomicUsize,
     sends_done: event_listener::Event,
     tasks_alive: AtomicUsize,
+    tls: TlsConfig,
 }
 
 impl<N: Net> Inner<N> {
@@ -352,7 +366,7 @@ impl<N: Net> Inner<N> {
     }
 
     /// Starts the task of connection `id` over `io`.
-    fn run_connection(self: &Arc<Self>, io: N::Stream, id: ConnId, conn: ProtoConnection) {
+    fn run_connection(self: &Arc<Self>, io: Box<dyn Transport>, id: ConnId, conn: ProtoConnection) {
         let info = self.proto().connection(id);
         let Some(info) = info else {
             return;
@@ -541,7 +555,7 @@ impl<N: Net> Node<N> {
     /// Dials `target` (`host:port`) once, outside the reconnect schedule, and
     /// waits for the handshake.
     pub async fn connect(&self, target: impl Into<String>) -> Result<PeerInfo, Error> {
-        let (io, addr) = self.inner.net.connect(target.into()).await?;
+        let (io, addr) = dial_transport(&self.inner, target.into()).await?;
         let (id, conn) = {
             let mut proto = self.inner.proto();
             let r = proto.connect_to(Instant::now(), addr);
@@ -762,7 +776,13 @@ async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
             r
         };
         match admitted {
-            Ok((id, conn)) => inner.run_connection(io, id, conn),
+            Ok((id, conn)) => match inner.tls.server.clone() {
+                None => inner.run_connection(Box::new(io), id, conn),
+                Some(config) => {
+                    let inner2 = inner.clone();
+                    inner.net.spawn(Box::pin(tls_accept(inner2, io, config, id, conn)));
+                }
+            },
             // Refused: close at once without writing a byte.
             Err(_) => drop(io),
         }
@@ -850,13 +870,82 @@ async fn control_loop<N: Net>(inner: Arc<Inner<N>>, udp: Option<Arc<N::Udp>>) {
     }
 }
 
+/// The TLS handshake of an accepted connection, within the connection's
+/// handshake deadline; the ASoc handshake follows inside TLS.
+async fn tls_accept<N: Net>(
+    inner: Arc<Inner<N>>,
+    io: N::Stream,
+    config: Arc<rustls::ServerConfig>,
+    id: ConnId,
+    conn: ProtoConnection,
+) {
+    let deadline = conn.poll_timeout().unwrap_or_else(Instant::now);
+    let mut done = None;
+    {
+        let handshake = inner.net.tls_accept(io, config);
+        let mut handshake = std::pin::pin!(handshake);
+        let mut timer = inner.net.sleep_until(deadline);
+        std::future::poll_fn(|cx: &mut Context<'_>| {
+            if let Poll::Ready(r) = handshake.as_mut().poll(cx) {
+                done = Some(r);
+                return Poll::Ready(());
+            }
+            timer.as_mut().poll(cx)
+        })
+        .await;
+    }
+    match done {
+        Some(Ok(tls)) => inner.run_connection(tls, id, conn),
+        failed => {
+            let reason = if failed.is_none() {
+                CloseReason::HandshakeTimeout
+            } else {
+                CloseReason::Transport
+            };
+            let mut proto = inner.proto();
+            proto.closed(Instant::now(), id, &reason, conn.stats());
+            inner.pump(&mut proto);
+        }
+    }
+}
+
+/// Connects to `target` and, when configured, runs the client side of TLS.
+async fn dial_transport<N: Net>(inner: &Inner<N>, target: String) -> io::Result<(Box<dyn Transport>, SocketAddr)> {
+    let (io, addr) = inner.net.connect(target.clone()).await?;
+    match inner.tls.client.clone() {
+        None => Ok((Box::new(io), addr)),
+        Some(config) => {
+            let name = server_name(&target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let deadline = Instant::now() + inner.driver.connection.handshake_timeout();
+            let mut done = None;
+            {
+                let handshake = inner.net.tls_connect(io, config, name);
+                let mut handshake = std::pin::pin!(handshake);
+                let mut timer = inner.net.sleep_until(deadline);
+                std::future::poll_fn(|cx: &mut Context<'_>| {
+                    if let Poll::Ready(r) = handshake.as_mut().poll(cx) {
+                        done = Some(r);
+                        return Poll::Ready(());
+                    }
+                    timer.as_mut().poll(cx)
+                })
+                .await;
+            }
+            match done {
+                Some(r) => Ok((r?, addr)),
+                None => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+            }
+        }
+    }
+}
+
 async fn dial_one<N: Net>(inner: Arc<Inner<N>>, dial: Dial) {
     let target = match &dial.target {
         DialTarget::Name(name) => name.clone(),
         DialTarget::Addr(addr) => addr.to_string(),
         other => format!("{other}"),
     };
-    let result = inner.net.connect(target).await;
+    let result = dial_transport(&inner, target).await;
     if inner.is_stopping() {
         return;
     }

@@ -83,4 +83,35 @@ pub trait Net: Runtime {
         data: &'a [u8],
         to: std::net::SocketAddr,
     ) -> BoxFutureRef<'a, io::Result<usize>>;
+    /// Runs the server side of a TLS handshake over `io`.
+    fn tls_accept(
+        &self,
+        io: Self::Stream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>>;
+    /// Runs the client side of a TLS handshake over `io`, verifying `name`.
+    fn tls_connect(
+        &self,
+        io: Self::Stream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>>;
+}
+
+impl Transport for Box<dyn Transport> {
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        (**self).poll_read_into(cx, buf)
+    }
+
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        (**self).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_shutdown(cx)
+    }
 }

@@ -132,4 +132,27 @@ impl asoc_async::Net for Tokio {
     ) -> BoxFutureRef<'a, io::Result<usize>> {
         Box::pin(udp.send_to(data, to))
     }
+
+    fn tls_accept(
+        &self,
+        io: Self::Stream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
+        Box::pin(async move {
+            let tls = tokio_rustls::TlsAcceptor::from(config).accept(io.0).await?;
+            Ok(Box::new(TokioIo(tls)) as Box<dyn Transport>)
+        })
+    }
+
+    fn tls_connect(
+        &self,
+        io: Self::Stream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
+        Box::pin(async move {
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, io.0).await?;
+            Ok(Box::new(TokioIo(tls)) as Box<dyn Transport>)
+        })
+    }
 }
