@@ -59,16 +59,28 @@ pub trait Net: Runtime {
     /// The listener's local address.
     fn tcp_local_addr(listener: &Self::Listener) -> io::Result<std::net::SocketAddr>;
     /// Accepts one connection.
-    fn accept(listener: &Self::Listener) -> BoxFutureRef<'_, io::Result<(Self::Stream, std::net::SocketAddr)>>;
+    fn accept(
+        listener: &Self::Listener,
+    ) -> BoxFutureRef<'_, io::Result<(Self::Stream, std::net::SocketAddr)>>;
     /// Resolves `host:port` (or parses an address) and connects to the
     /// first address that answers; returns the stream and that address.
-    fn connect(&self, target: String) -> BoxFuture<io::Result<(Self::Stream, std::net::SocketAddr)>>;
+    fn connect(
+        &self,
+        target: String,
+    ) -> BoxFuture<io::Result<(Self::Stream, std::net::SocketAddr)>>;
     /// Binds a UDP socket with broadcast enabled.
     fn bind_udp(&self, addr: std::net::SocketAddr) -> BoxFuture<io::Result<Self::Udp>>;
     /// The UDP socket's local address.
     fn udp_local_addr(udp: &Self::Udp) -> io::Result<std::net::SocketAddr>;
     /// Receives one datagram into `buf`.
-    fn recv_from<'a>(udp: &'a Self::Udp, buf: &'a mut [u8]) -> BoxFutureRef<'a, io::Result<(usize, std::net::SocketAddr)>>;
+    fn recv_from<'a>(
+        udp: &'a Self::Udp,
+        buf: &'a mut [u8],
+    ) -> BoxFutureRef<'a, io::Result<(usize, std::net::SocketAddr)>>;
     /// Sends one datagram.
-    fn send_to<'a>(udp: &'a Self::Udp, data: &'a [u8], to: std::net::SocketAddr) -> BoxFutureRef<'a, io::Result<usize>>;
+    fn send_to<'a>(
+        udp: &'a Self::Udp,
+        data: &'a [u8],
+        to: std::net::SocketAddr,
+    ) -> BoxFutureRef<'a, io::Result<usize>>;
 }
