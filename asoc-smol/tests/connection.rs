@@ -3,7 +3,11 @@
 //! async-std's executor.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
@@ -100,7 +104,42 @@ async fn stream_scenario(rt: Smol, server_io: impl Io, client_io: impl Io, size:
     assert_eq!(conn.closed().await, CloseReason::Local);
 }
 
+/// A futures-io stream that counts the bytes read from it.
+struct Counting<T>(T, Arc<AtomicUsize>);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.0).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.1.fetch_add(n, Ordering::Relaxed);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, b)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
 async fn wrong_key_scenario(rt: Smol, server_io: impl Io, client_io: impl Io) {
+    let received = Arc::new(AtomicUsize::new(0));
+    let client_io = Counting(client_io, received.clone());
     let (server_auth, client_auth) = (auth(2, KEY), auth(1, "a-completely-different-key"));
     let server = asoc_smol::accept_on(&rt, server_io, &server_auth, DriverConfig::default());
     let client = asoc_smol::connect_on(&rt, client_io, &client_auth, DriverConfig::default());
@@ -114,6 +153,7 @@ async fn wrong_key_scenario(rt: Smol, server_io: impl Io, client_io: impl Io) {
         Err(Error::Handshake(CloseReason::PeerClosed)) => {}
         other => panic!("client: {other:?}"),
     }
+    assert_eq!(received.load(Ordering::Relaxed), 0);
 }
 
 #[test]
