@@ -27,8 +27,8 @@ use crate::connection::{spawn, DriverConfig};
 use crate::driver::{Cmd, Judge, Shared};
 use crate::error::Error;
 use crate::runtime::{Net, Transport};
-use crate::tls::{server_name, TlsConfig};
 use crate::stream::{RecvStream, SendStream};
+use crate::tls::{server_name, TlsConfig};
 
 /// Something that happened on a node, for the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -780,7 +780,9 @@ async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
                 None => inner.run_connection(Box::new(io), id, conn),
                 Some(config) => {
                     let inner2 = inner.clone();
-                    inner.net.spawn(Box::pin(tls_accept(inner2, io, config, id, conn)));
+                    inner
+                        .net
+                        .spawn(Box::pin(tls_accept(inner2, io, config, id, conn)));
                 }
             },
             // Refused: close at once without writing a byte.
@@ -910,12 +912,16 @@ async fn tls_accept<N: Net>(
 }
 
 /// Connects to `target` and, when configured, runs the client side of TLS.
-async fn dial_transport<N: Net>(inner: &Inner<N>, target: String) -> io::Result<(Box<dyn Transport>, SocketAddr)> {
+async fn dial_transport<N: Net>(
+    inner: &Inner<N>,
+    target: String,
+) -> io::Result<(Box<dyn Transport>, SocketAddr)> {
     let (io, addr) = inner.net.connect(target.clone()).await?;
     match inner.tls.client.clone() {
         None => Ok((Box::new(io), addr)),
         Some(config) => {
-            let name = server_name(&target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let name =
+                server_name(&target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let deadline = Instant::now() + inner.driver.connection.handshake_timeout();
             let mut done = None;
             {
@@ -933,7 +939,10 @@ async fn dial_transport<N: Net>(inner: &Inner<N>, target: String) -> io::Result<
             }
             match done {
                 Some(r) => Ok((r?, addr)),
-                None => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                None => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )),
             }
         }
     }

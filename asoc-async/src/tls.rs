@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
@@ -102,30 +104,45 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
 
 /// A server configuration from a certificate chain and key; with
 /// `client_ca`, clients must present a certificate signed by it (mutual TLS).
-pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
-    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match client_ca {
         Some(ca) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                .build()
-                .map_err(|e| TlsError::ClientVerifier(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::ClientVerifier(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(builder.with_single_cert(load_certs(cert)?, load_key(key)?)?))
+    Ok(Arc::new(
+        builder.with_single_cert(load_certs(cert)?, load_key(key)?)?,
+    ))
 }
 
 /// A client configuration trusting `trust`; with `identity` (certificate
 /// chain, key) it authenticates itself for mutual TLS.
-pub fn client_config(trust: &ServerTrust, identity: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+pub fn client_config(
+    trust: &ServerTrust,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match trust {
         ServerTrust::CaFile(ca) => builder.with_root_certificates(roots(ca)?),
         ServerTrust::Pinned(cert) => {
-            let pinned = load_certs(cert)?.into_iter().next().ok_or_else(|| TlsError::NoCertificate {
-                path: cert.clone(),
-            })?;
+            let pinned = load_certs(cert)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| TlsError::NoCertificate { path: cert.clone() })?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinnedCert {
@@ -171,7 +188,9 @@ impl ServerCertVerifier for PinnedCert {
         if end_entity.as_ref() == self.pinned.as_ref() {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
         }
     }
 

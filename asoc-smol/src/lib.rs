@@ -1,6 +1,145 @@
-//! `asoc-smol`: placeholder crate in the workspace layout of DESIGN.md; its own issue fills it.
+//! # asoc-smol
 //!
-//! Until then it only re-exports the protocol core so the dependency direction
-//! (`asoc-proto` <- adapters <- `conformance` <- `asoc-cli`) is already fixed.
+//! ASoc on the smol stack: `async-io`'s reactor and timers, `async-net`'s
+//! sockets and any `futures-io` byte stream. The protocol lives in
+//! [`asoc_proto`], the drive loop in [`asoc_async`]; this crate only
+//! supplies spawning ([`Smol`]), a timer and I/O ([`FuturesIo`], and
+//! [`Net`](asoc_async::Net) for [`Smol`]).
+//!
+//! It runs on smol's global executor ([`Smol::global`], used by
+//! [`connect`] and [`accept`]), on an [`async_executor::Executor`] of your
+//! own ([`Smol::from_executor`]), or under any executor that can spawn a
+//! `Send` future ([`Smol::with_spawner`]), such as async-std's, which runs
+//! on the same reactor.
+//!
+//! # Example
+//!
+//! A server and a client over loopback TCP; the client sends one tensor.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! use asoc_smol::asoc_proto::auth::{ApiKey, KeyRing};
+//! use asoc_smol::asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+//! use asoc_smol::{DriverConfig, SharedAuthenticator};
+//! use async_net::{TcpListener, TcpStream};
+//! use bytes::Bytes;
+//! use uuid::Uuid;
+//!
+//! fn auth(node: u8) -> SharedAuthenticator {
+//!     let key = ApiKey::new("0123456789abcdef0123456789abcdef").unwrap();
+//!     let config = AuthenticatorConfig::new(Uuid::from_bytes([node; 16]), KeyRing::new(key));
+//!     // The seed must come from a secure random source in real use.
+//!     Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
+//! }
+//!
+//! smol::block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     let server = smol::spawn(async move {
+//!         let (sock, _) = listener.accept().await?;
+//!         let conn = asoc_smol::accept(sock, &auth(2), DriverConfig::default()).await?;
+//!         let stream = conn.accept_stream().await.expect("one stream");
+//!         let data = stream.read_to_end().await.expect("complete stream");
+//!         Ok::<_, asoc_smol::Error>(data)
+//!     });
+//!
+//!     let sock = TcpStream::connect(addr).await?;
+//!     let conn = asoc_smol::connect(sock, &auth(1), DriverConfig::default()).await?;
+//!     conn.send_tensor(Bytes::from(vec![7u8; 100_000]), 16 * 1024).await?;
+//!     assert_eq!(server.await?, vec![7u8; 100_000]);
+//!     conn.close().await;
+//!     conn.closed().await;
+//!     Ok::<_, asoc_smol::Error>(())
+//! })?;
+//! # Ok::<_, asoc_smol::Error>(())
+//! ```
+#![forbid(unsafe_code)]
 
+mod io;
+mod net;
+mod runtime;
+
+pub use asoc_async::{
+    tls, Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
+    PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
+};
 pub use asoc_proto;
+pub use io::FuturesIo;
+pub use runtime::Smol;
+
+/// A node running on the smol stack.
+pub type Node = asoc_async::Node<Smol>;
+
+/// Starts a node whose tasks run on smol's global executor, with an
+/// OS-drawn seed and (unless the builder set one) a random v4 node id.
+pub async fn start(builder: NodeBuilder) -> Result<Node, Error> {
+    start_on(Smol::global(), builder).await
+}
+
+/// Starts a node whose tasks run on `rt` (an executor of your own, or
+/// async-std's through [`Smol::with_spawner`]).
+pub async fn start_on(rt: Smol, builder: NodeBuilder) -> Result<Node, Error> {
+    let mut seed = [0u8; 32];
+    let mut id = [0u8; 16];
+    getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    getrandom::getrandom(&mut id).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    builder
+        .start(rt, seed, uuid::Builder::from_random_bytes(id).into_uuid())
+        .await
+}
+
+use futures_io::{AsyncRead, AsyncWrite};
+
+/// Opens the client side of an ASoc connection over any futures-io
+/// transport (TCP, Unix socket, TLS stream, ...); its task runs on smol's
+/// global executor.
+pub async fn connect<T>(
+    io: T,
+    auth: &SharedAuthenticator,
+    config: DriverConfig,
+) -> Result<Connection, Error>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    connect_on(&Smol::global(), io, auth, config).await
+}
+
+/// Takes the server side of an ASoc connection over any futures-io
+/// transport; its task runs on smol's global executor.
+pub async fn accept<T>(
+    io: T,
+    auth: &SharedAuthenticator,
+    config: DriverConfig,
+) -> Result<Connection, Error>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    accept_on(&Smol::global(), io, auth, config).await
+}
+
+/// Like [`connect`], with the connection's task spawned by `rt`.
+pub async fn connect_on<T>(
+    rt: &Smol,
+    io: T,
+    auth: &SharedAuthenticator,
+    config: DriverConfig,
+) -> Result<Connection, Error>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    Connection::connect(rt, FuturesIo(io), auth, config).await
+}
+
+/// Like [`accept`], with the connection's task spawned by `rt`.
+pub async fn accept_on<T>(
+    rt: &Smol,
+    io: T,
+    auth: &SharedAuthenticator,
+    config: DriverConfig,
+) -> Result<Connection, Error>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    Connection::accept(rt, FuturesIo(io), auth, config).await
+}

@@ -151,7 +151,9 @@ impl asoc_async::Net for Tokio {
         name: rustls::pki_types::ServerName<'static>,
     ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
         Box::pin(async move {
-            let tls = tokio_rustls::TlsConnector::from(config).connect(name, io.0).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, io.0)
+                .await?;
             Ok(Box::new(TokioIo(tls)) as Box<dyn Transport>)
         })
     }

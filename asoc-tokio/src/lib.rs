@@ -28,11 +28,11 @@
 mod io;
 mod stream_io;
 
+pub use asoc_async::tls;
 pub use asoc_async::{
     Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
     PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
 };
-pub use asoc_async::tls;
 pub use asoc_proto;
 pub use io::{Tokio, TokioIo};
 pub use stream_io::{copy_into, send_reader, StreamReader};

@@ -1,0 +1,96 @@
+//! `async-net` sockets behind `asoc_async::Net`, for nodes.
+
+use std::io;
+use std::net::SocketAddr;
+
+use asoc_async::{BoxFuture, BoxFutureRef, Net, Transport};
+use async_net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::io::FuturesIo;
+use crate::runtime::Smol;
+
+impl Net for Smol {
+    type Stream = FuturesIo<TcpStream>;
+    type Listener = TcpListener;
+    type Udp = UdpSocket;
+
+    fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<io::Result<TcpListener>> {
+        Box::pin(TcpListener::bind(addr))
+    }
+
+    fn tcp_local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    fn accept(listener: &TcpListener) -> BoxFutureRef<'_, io::Result<(Self::Stream, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, from) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((FuturesIo(stream), from))
+        })
+    }
+
+    fn connect(&self, target: String) -> BoxFuture<io::Result<(Self::Stream, SocketAddr)>> {
+        Box::pin(async move {
+            // Resolves names and tries each address in turn.
+            let stream = TcpStream::connect(target.as_str()).await?;
+            stream.set_nodelay(true)?;
+            let to = stream.peer_addr()?;
+            Ok((FuturesIo(stream), to))
+        })
+    }
+
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<io::Result<UdpSocket>> {
+        Box::pin(async move {
+            let udp = UdpSocket::bind(addr).await?;
+            udp.set_broadcast(true)?;
+            Ok(udp)
+        })
+    }
+
+    fn udp_local_addr(udp: &UdpSocket) -> io::Result<SocketAddr> {
+        udp.local_addr()
+    }
+
+    fn recv_from<'a>(
+        udp: &'a UdpSocket,
+        buf: &'a mut [u8],
+    ) -> BoxFutureRef<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(udp.recv_from(buf))
+    }
+
+    fn send_to<'a>(
+        udp: &'a UdpSocket,
+        data: &'a [u8],
+        to: SocketAddr,
+    ) -> BoxFutureRef<'a, io::Result<usize>> {
+        Box::pin(udp.send_to(data, to))
+    }
+
+    fn tls_accept(
+        &self,
+        io: Self::Stream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
+        Box::pin(async move {
+            let tls = futures_rustls::TlsAcceptor::from(config)
+                .accept(io.0)
+                .await?;
+            Ok(Box::new(FuturesIo(tls)) as Box<dyn Transport>)
+        })
+    }
+
+    fn tls_connect(
+        &self,
+        io: Self::Stream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
+        Box::pin(async move {
+            let tls = futures_rustls::TlsConnector::from(config)
+                .connect(name, io.0)
+                .await?;
+            Ok(Box::new(FuturesIo(tls)) as Box<dyn Transport>)
+        })
+    }
+}
