@@ -16,6 +16,8 @@ mod driver;
 mod error;
 mod node;
 mod runtime;
+#[cfg(feature = "scenarios")]
+pub mod scenarios;
 mod stream;
 pub mod tls;
 

@@ -30,12 +30,27 @@ impl Tokio {
     }
 }
 
+impl Tokio {
+    /// Runs `fut` (which creates tokio sockets) on this runtime, so that it
+    /// works when awaited from another executor.
+    fn in_runtime<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = io::Result<T>> + Send + 'static,
+    ) -> BoxFuture<io::Result<T>> {
+        let task = self.0.spawn(fut);
+        Box::pin(async move { task.await.map_err(io::Error::other)? })
+    }
+}
+
 impl Runtime for Tokio {
     fn spawn(&self, task: BoxFuture<()>) {
         drop(self.0.spawn(task));
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        // Entering the runtime lets callers on other executors hold a tokio
+        // timer (the cross-runtime case).
+        let _context = self.0.enter();
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 }
@@ -80,7 +95,7 @@ impl asoc_async::Net for Tokio {
     type Udp = tokio::net::UdpSocket;
 
     fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<io::Result<Self::Listener>> {
-        Box::pin(tokio::net::TcpListener::bind(addr))
+        self.in_runtime(tokio::net::TcpListener::bind(addr))
     }
 
     fn tcp_local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
@@ -98,7 +113,7 @@ impl asoc_async::Net for Tokio {
     }
 
     fn connect(&self, target: String) -> BoxFuture<io::Result<(Self::Stream, SocketAddr)>> {
-        Box::pin(async move {
+        self.in_runtime(async move {
             let stream = tokio::net::TcpStream::connect(target.as_str()).await?;
             stream.set_nodelay(true)?;
             let addr = stream.peer_addr()?;
@@ -107,7 +122,7 @@ impl asoc_async::Net for Tokio {
     }
 
     fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<io::Result<Self::Udp>> {
-        Box::pin(async move {
+        self.in_runtime(async move {
             let socket = tokio::net::UdpSocket::bind(addr).await?;
             socket.set_broadcast(true)?;
             Ok(socket)

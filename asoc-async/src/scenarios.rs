@@ -1,0 +1,621 @@
+//! Behaviour every adapter must show, written once and run by each
+//! adapter's tests on its own runtime (feature `scenarios`). All traffic
+//! stays on 127.0.0.1; discovery uses unicast targets only.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use asoc_proto::auth::{ApiKey, AuthFailure};
+use asoc_proto::discovery::DiscoveryConfig;
+use asoc_proto::node::NodeEvent as ProtoEvent;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::tls::{client_config, server_config, ServerTrust, TlsConfig};
+use crate::{Net, Node, NodeBuilder, NodeEvent, PeerRef};
+
+/// The key every scenario node shares (unless a scenario says otherwise).
+pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+/// The community of scenario nodes.
+pub const COMMUNITY: &str = "scenario-cluster";
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// A builder bound to 127.0.0.1:0 with `key`.
+pub fn builder(key: &str) -> NodeBuilder {
+    NodeBuilder::new(COMMUNITY, ApiKey::new(key).unwrap()).bind("127.0.0.1:0".parse().unwrap())
+}
+
+/// Starts a node with a fresh id and seed.
+pub async fn start<N: Net>(net: &N, b: NodeBuilder) -> Node<N> {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    id[8..].copy_from_slice(&(std::process::id() as u64).to_be_bytes());
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(&id);
+    b.start(
+        net.clone(),
+        seed,
+        uuid::Builder::from_random_bytes(id).into_uuid(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Runs `fut` as a task and returns a future of its output.
+pub fn spawn<N: Net, T: Send + 'static>(
+    net: &N,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = T> {
+    let (tx, rx) = async_channel::bounded(1);
+    net.spawn(Box::pin(async move {
+        let _ = tx.send(fut.await).await;
+    }));
+    async move { rx.recv().await.expect("task panicked") }
+}
+
+/// Fails the scenario if `fut` takes longer than `limit`.
+pub async fn within<N: Net, T>(
+    net: &N,
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> T {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = net.sleep_until(Instant::now() + limit);
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            panic!("timed out after {limit:?}: {what}");
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Deterministic bytes for chunk `index` of stream `seed`.
+pub fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ index.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The established connection from `from` to `to`, whichever side dialed.
+pub fn route<A: Net, B: Net>(from: &Node<A>, to: &Node<B>) -> PeerRef {
+    let (id, addr) = (to.node_id(), to.local_addr());
+    from.connected_peers()
+        .into_iter()
+        .find(|p| p.peer_node == Some(id) || p.addr == addr)
+        .map(|p| PeerRef::Conn(p.id))
+        .unwrap_or_else(|| panic!("no connection to {id}"))
+}
+
+/// The next event matching `pred`.
+pub async fn event<N: Net>(
+    net: &N,
+    node: &Node<N>,
+    pred: impl Fn(&NodeEvent) -> bool,
+) -> NodeEvent {
+    within(
+        net,
+        Duration::from_secs(20),
+        "waiting for an event",
+        async {
+            loop {
+                let e = node.next_event().await.expect("event channel closed");
+                if pred(&e) {
+                    return e;
+                }
+            }
+        },
+    )
+    .await
+}
+
+async fn pair<A: Net, B: Net>(
+    a_net: &A,
+    b_net: &B,
+    a: NodeBuilder,
+    b: NodeBuilder,
+) -> (Node<A>, Node<B>) {
+    let b = start(b_net, b).await;
+    let a = start(a_net, a.static_peer(b.local_addr().to_string())).await;
+    assert_eq!(
+        a.wait_for_peers(1, Duration::from_secs(10)).await,
+        1,
+        "a connected"
+    );
+    assert_eq!(
+        b.wait_for_peers(1, Duration::from_secs(10)).await,
+        1,
+        "b connected"
+    );
+    (a, b)
+}
+
+/// Streams `total` bytes in 1 MiB chunks from `a` to `b`, verified by SHA-256.
+async fn stream_verified<A: Net, B: Net>(a: &Node<A>, b: &Node<B>, b_net: &B, total: u64) {
+    let receiver = {
+        let b = b.clone();
+        spawn(b_net, async move {
+            let mut incoming = b.accept_stream().await.unwrap();
+            let mut h = Sha256::new();
+            let mut n = 0u64;
+            while let Some(c) = incoming.stream.chunk().await.unwrap() {
+                n += c.len() as u64;
+                h.update(&c);
+            }
+            (n, h.finalize())
+        })
+    };
+    let guard = a.send_guard();
+    let mut s = a.open_stream(route(a, b)).await.unwrap();
+    let mut h = Sha256::new();
+    let mut sent = 0u64;
+    let mut i = 0;
+    while sent < total {
+        let len = (total - sent).min(1 << 20) as usize;
+        let c = chunk(total, i, len);
+        h.update(&c);
+        s.send(Bytes::from(c)).await.unwrap();
+        sent += len as u64;
+        i += 1;
+    }
+    s.finish().await.unwrap();
+    drop(guard);
+    let (n, digest) = receiver.await;
+    assert_eq!(n, total);
+    assert_eq!(digest, h.finalize(), "SHA-256 of the received tensor");
+}
+
+/// Two nodes on loopback: handshake, then `total` bytes in 1 MiB chunks,
+/// SHA-256 verified at the receiver; the receiver reports it complete.
+pub async fn large_transfer<N: Net>(net: N, total: u64) {
+    let (a, b) = pair(&net, &net, builder(KEY), builder(KEY)).await;
+    stream_verified(&a, &b, &net, total).await;
+    let done = event(&net, &b, |e| matches!(e, NodeEvent::StreamComplete { .. })).await;
+    assert!(
+        matches!(done, NodeEvent::StreamComplete { bytes, peer_node, .. } if bytes == total && peer_node == Some(a.node_id()))
+    );
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `streams` concurrent streams each way between two nodes, all verified.
+pub async fn concurrent_streams<N: Net>(net: N, streams: u64) {
+    const CHUNKS: u64 = 8;
+    const CHUNK: usize = 256 << 10;
+    let (a, b) = pair(&net, &net, builder(KEY), builder(KEY)).await;
+    let expected = |tag: u64| {
+        let mut v = Vec::new();
+        for i in 0..CHUNKS {
+            let mut c = chunk(tag, i, CHUNK);
+            if i == 0 {
+                c[..8].copy_from_slice(&tag.to_le_bytes());
+            }
+            v.extend(c);
+        }
+        v
+    };
+    let mut senders = Vec::new();
+    for (tag, from, to) in [
+        (0u64, a.clone(), b.clone()),
+        (1 << 32, b.clone(), a.clone()),
+    ] {
+        for s in 0..streams {
+            let (from, to) = (from.clone(), to.clone());
+            let data = expected(tag + s);
+            senders.push(spawn(&net, async move {
+                let mut st = from.open_stream(route(&from, &to)).await.unwrap();
+                for piece in data.chunks(CHUNK) {
+                    st.send(Bytes::copy_from_slice(piece)).await.unwrap();
+                }
+                st.finish().await.unwrap();
+            }));
+        }
+    }
+    let mut receivers = Vec::new();
+    for node in [a.clone(), b.clone()] {
+        let net2 = net.clone();
+        receivers.push(spawn(&net, async move {
+            // Streams interleave, so each is read by a task of its own.
+            let mut readers = Vec::new();
+            for _ in 0..streams {
+                let incoming = node.accept_stream().await.unwrap();
+                readers.push(spawn(&net2, async move {
+                    incoming.stream.read_to_end().await.unwrap()
+                }));
+            }
+            let mut seen = HashMap::new();
+            for r in readers {
+                let data = r.await;
+                let tag = u64::from_le_bytes(data[..8].try_into().unwrap());
+                assert!(data == expected(tag), "stream {tag:#x} corrupted");
+                seen.insert(tag, ());
+            }
+            seen.len()
+        }));
+    }
+    for s in senders {
+        within(&net, Duration::from_secs(60), "senders", s).await;
+    }
+    for r in receivers {
+        assert_eq!(
+            within(&net, Duration::from_secs(60), "receivers", r).await,
+            streams as usize
+        );
+    }
+}
+
+/// A wrong key gets no connection and an authentication-failed event with
+/// the reason on the server.
+pub async fn wrong_key<N: Net>(net: N) {
+    let b = start(&net, builder(KEY)).await;
+    let a = start(
+        &net,
+        builder("another-key-0123456789abcdef").static_peer(b.local_addr().to_string()),
+    )
+    .await;
+    let e = event(&net, &b, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::AuthFailed { .. }))
+    })
+    .await;
+    assert!(
+        matches!(
+            e,
+            NodeEvent::Node(ProtoEvent::AuthFailed {
+                reason: AuthFailure::BadMac,
+                conn: Some(_),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert!(b.connected_peers().is_empty());
+    assert!(a.connected_peers().is_empty());
+    assert!(b.counters().auth.bad_mac >= 1);
+}
+
+/// A free UDP port on 127.0.0.1.
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Discovery over loopback with unicast targets: the nodes find each other,
+/// connect once, and stream.
+pub async fn discovery_unicast<N: Net>(net: N) {
+    let (ua, ub) = (free_udp(), free_udp());
+    let disc = |to: SocketAddr| {
+        DiscoveryConfig::builder(COMMUNITY)
+            .announce_interval(Duration::from_millis(200))
+            .unicast_targets(vec![to])
+            .build()
+            .unwrap()
+    };
+    let a = start(&net, builder(KEY).discovery(ua, disc(ub))).await;
+    let b = start(&net, builder(KEY).discovery(ub, disc(ua))).await;
+    let found = event(&net, &a, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDiscovered { .. }))
+    })
+    .await;
+    assert!(
+        matches!(found, NodeEvent::Node(ProtoEvent::PeerDiscovered { node, addr, .. }) if node == b.node_id() && addr == b.local_addr())
+    );
+    assert_eq!(a.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+    assert_eq!(b.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+    assert_eq!(a.peers().len(), 1, "one connection per pair");
+    let payload = Bytes::from(chunk(7, 0, 3 << 20));
+    a.send(route(&a, &b), payload.clone()).await.unwrap();
+    let got = b
+        .accept_stream()
+        .await
+        .unwrap()
+        .stream
+        .read_to_end()
+        .await
+        .unwrap();
+    assert!(got == payload);
+}
+
+/// `n` nodes with static peers forming a full mesh; every ordered pair
+/// exchanges a verified tensor.
+pub async fn full_mesh<N: Net>(net: N, n: usize) {
+    let mut nodes: Vec<Node<N>> = Vec::new();
+    for _ in 0..n {
+        let mut b = builder(KEY);
+        for earlier in &nodes {
+            b = b.static_peer(earlier.local_addr().to_string());
+        }
+        nodes.push(start(&net, b).await);
+    }
+    for node in &nodes {
+        assert_eq!(
+            node.wait_for_peers(n - 1, Duration::from_secs(60)).await,
+            n - 1
+        );
+    }
+    let mut receivers = Vec::new();
+    for (j, node) in nodes.iter().enumerate() {
+        let node = node.clone();
+        receivers.push(spawn(&net, async move {
+            let mut from = Vec::new();
+            for _ in 0..n - 1 {
+                let data = node
+                    .accept_stream()
+                    .await
+                    .unwrap()
+                    .stream
+                    .read_to_end()
+                    .await
+                    .unwrap();
+                let i = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
+                assert_eq!(
+                    u64::from_le_bytes(data[8..16].try_into().unwrap()) as usize,
+                    j
+                );
+                assert!(
+                    data[16..] == chunk((i * n + j) as u64, 0, 32 << 10)[..],
+                    "{i}->{j} corrupted"
+                );
+                from.push(i);
+            }
+            from.sort_unstable();
+            from
+        }));
+    }
+    let mut senders = Vec::new();
+    for i in 0..n {
+        for j in (0..n).filter(|j| *j != i) {
+            let (from, to) = (nodes[i].clone(), nodes[j].clone());
+            senders.push(spawn(&net, async move {
+                let mut data = (i as u64).to_le_bytes().to_vec();
+                data.extend((j as u64).to_le_bytes());
+                data.extend(chunk((i * n + j) as u64, 0, 32 << 10));
+                from.send(route(&from, &to), Bytes::from(data))
+                    .await
+                    .unwrap();
+            }));
+        }
+    }
+    for s in senders {
+        within(&net, Duration::from_secs(60), "mesh senders", s).await;
+    }
+    for (j, r) in receivers.into_iter().enumerate() {
+        let from = within(&net, Duration::from_secs(60), "mesh receivers", r).await;
+        assert_eq!(
+            from,
+            (0..n).filter(|i| *i != j).collect::<Vec<_>>(),
+            "node {j}"
+        );
+    }
+}
+
+/// Graceful shutdown: a send in flight finishes, then every connection
+/// closes and the listener is gone.
+pub async fn graceful_shutdown<N: Net>(net: N) {
+    let (a, b) = pair(&net, &net, builder(KEY), builder(KEY)).await;
+    let data = Bytes::from(chunk(3, 0, 32 << 20));
+    let sender = {
+        let (a, to) = (a.clone(), route(&a, &b));
+        let data = data.clone();
+        spawn(&net, async move { a.send(to, data).await })
+    };
+    let reader = {
+        let b = b.clone();
+        spawn(&net, async move {
+            b.accept_stream().await.unwrap().stream.read_to_end().await
+        })
+    };
+    net.sleep_until(Instant::now() + Duration::from_millis(5))
+        .await;
+    a.shutdown(Duration::from_secs(20)).await;
+    assert!(sender.await.is_ok(), "the send in flight finished");
+    assert!(reader.await.unwrap() == data[..]);
+    event(&net, &b, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+    })
+    .await;
+    assert!(a.connected_peers().is_empty());
+    assert!(
+        std::net::TcpStream::connect(a.local_addr()).is_err(),
+        "listener closed"
+    );
+}
+
+/// Two nodes on different runtimes talk to each other both ways.
+pub async fn cross<A: Net, B: Net>(a_net: A, b_net: B) {
+    let (a, b) = pair(&a_net, &b_net, builder(KEY), builder(KEY)).await;
+    stream_verified(&a, &b, &b_net, 40 << 20).await;
+    stream_verified(&b, &a, &a_net, 40 << 20).await;
+}
+
+/// Certificates for TLS scenarios, written as PEM files.
+pub struct TestPki {
+    dir: PathBuf,
+}
+
+impl TestPki {
+    /// A CA, a server and a client certificate signed by it (SAN localhost
+    /// and 127.0.0.1), and a self-signed certificate, in a fresh directory.
+    pub fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+            KeyUsagePurpose,
+        };
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("asoc-pki-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::CrlSign,
+        ];
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        for (name, usage) in [
+            ("server", ExtendedKeyUsagePurpose::ServerAuth),
+            ("client", ExtendedKeyUsagePurpose::ClientAuth),
+        ] {
+            let mut p =
+                CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                    .unwrap();
+            p.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        for name in ["self", "other"] {
+            let ck = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])
+            .unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), ck.cert.pem()).unwrap();
+            std::fs::write(
+                dir.join(format!("{name}.key")),
+                ck.signing_key.serialize_pem(),
+            )
+            .unwrap();
+        }
+        Self { dir }
+    }
+
+    /// A file of the set: `ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`,
+    /// `self.pem`/`.key` (self-signed), `other.pem`/`.key` (another one).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// TLS with a pinned self-signed certificate: the stream arrives; a client
+/// pinning another certificate never connects.
+pub async fn tls_pinned<N: Net>(net: N) {
+    let pki = TestPki::new();
+    let server = TlsConfig {
+        server: Some(server_config(&pki.path("self.pem"), &pki.path("self.key"), None).unwrap()),
+        client: None,
+    };
+    let good = TlsConfig {
+        server: None,
+        client: Some(client_config(&ServerTrust::Pinned(pki.path("self.pem")), None).unwrap()),
+    };
+    let (a, b) = pair(
+        &net,
+        &net,
+        builder(KEY).tls(good),
+        builder(KEY).tls(server.clone()),
+    )
+    .await;
+    stream_verified(&a, &b, &net, 8 << 20).await;
+    let wrong = TlsConfig {
+        server: None,
+        client: Some(client_config(&ServerTrust::Pinned(pki.path("other.pem")), None).unwrap()),
+    };
+    let c = start(
+        &net,
+        builder(KEY)
+            .tls(wrong)
+            .static_peer(b.local_addr().to_string()),
+    )
+    .await;
+    assert_eq!(
+        c.wait_for_peers(1, Duration::from_millis(500)).await,
+        0,
+        "a wrong pin never connects"
+    );
+    assert_eq!(b.connected_peers().len(), 1);
+}
+
+/// Mutual TLS against a CA: a client with a certificate from the CA gets
+/// in; one without a client certificate does not.
+pub async fn tls_mutual<N: Net>(net: N) {
+    let pki = TestPki::new();
+    let server = TlsConfig {
+        server: Some(
+            server_config(
+                &pki.path("server.pem"),
+                &pki.path("server.key"),
+                Some(&pki.path("ca.pem")),
+            )
+            .unwrap(),
+        ),
+        client: None,
+    };
+    let trust = ServerTrust::CaFile(pki.path("ca.pem"));
+    let client = TlsConfig {
+        server: None,
+        client: Some(
+            client_config(
+                &trust,
+                Some((&pki.path("client.pem"), &pki.path("client.key"))),
+            )
+            .unwrap(),
+        ),
+    };
+    let (a, b) = pair(
+        &net,
+        &net,
+        builder(KEY).tls(client),
+        builder(KEY).tls(server),
+    )
+    .await;
+    stream_verified(&a, &b, &net, 8 << 20).await;
+    let anonymous = TlsConfig {
+        server: None,
+        client: Some(client_config(&trust, None).unwrap()),
+    };
+    let c = start(
+        &net,
+        builder(KEY)
+            .tls(anonymous)
+            .static_peer(b.local_addr().to_string()),
+    )
+    .await;
+    assert_eq!(
+        c.wait_for_peers(1, Duration::from_millis(500)).await,
+        0,
+        "no client certificate, no connection"
+    );
+}

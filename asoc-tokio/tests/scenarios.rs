@@ -1,0 +1,58 @@
+//! The shared adapter scenarios (asoc_async::scenarios) on tokio.
+
+use asoc_async::scenarios as s;
+use asoc_tokio::Tokio;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn run<F: std::future::Future<Output = ()>>(f: impl FnOnce(Tokio) -> F) {
+    let rt = rt();
+    let handle = Tokio::from_handle(rt.handle().clone());
+    rt.block_on(f(handle));
+}
+
+#[test]
+fn one_gib_in_1_mib_chunks_sha256_verified() {
+    run(|net| s::large_transfer(net, 1 << 30));
+}
+
+#[test]
+fn sixty_four_concurrent_streams_each_way() {
+    run(|net| s::concurrent_streams(net, 64));
+}
+
+#[test]
+fn wrong_key_refused_with_reason() {
+    run(s::wrong_key);
+}
+
+#[test]
+fn discovery_over_loopback_with_unicast_targets() {
+    run(s::discovery_unicast);
+}
+
+#[test]
+fn fifty_node_full_mesh() {
+    run(|net| s::full_mesh(net, 50));
+}
+
+#[test]
+fn graceful_shutdown() {
+    run(s::graceful_shutdown);
+}
+
+#[test]
+fn tls_with_a_pinned_self_signed_certificate() {
+    run(s::tls_pinned);
+}
+
+#[test]
+fn mutual_tls() {
+    run(s::tls_mutual);
+}
