@@ -192,6 +192,7 @@ impl Connection {
         Ok(SendStream {
             id,
             cmds: self.cmds.clone(),
+            shared: self.shared.clone(),
         })
     }
 

@@ -603,16 +603,21 @@ impl<N: Net> Node<N> {
     /// Opens a stream to `peer`.
     pub async fn open_stream(&self, peer: PeerRef) -> Result<SendStream, Error> {
         let id = self.resolve(peer)?;
-        let cmds = self
+        let (cmds, shared) = self
             .inner
             .peers()
             .get(&id)
-            .map(|p| p.cmds.clone())
+            .map(|p| (p.cmds.clone(), p.shared.clone()))
             .ok_or_else(|| Error::UnknownPeer(format!("{peer:?}")))?;
+        let gone = |shared: &Shared| shared.reason().map_or(Error::Gone, Error::Closed);
         let (tx, rx) = async_channel::bounded(1);
-        cmds.send(Cmd::Open(tx)).await.map_err(|_| Error::Gone)?;
-        let stream = rx.recv().await.map_err(|_| Error::Gone)??;
-        Ok(SendStream { id: stream, cmds })
+        cmds.send(Cmd::Open(tx)).await.map_err(|_| gone(&shared))?;
+        let stream = rx.recv().await.map_err(|_| gone(&shared))??;
+        Ok(SendStream {
+            id: stream,
+            cmds,
+            shared,
+        })
     }
 
     /// Sends `data` to `peer` as one stream in chunks of the configured size

@@ -619,3 +619,118 @@ pub async fn tls_mutual<N: Net>(net: N) {
         "no client certificate, no connection"
     );
 }
+
+/// Resident memory of this process in bytes (Linux), 0 where unknown.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// A server that completes the ASoc handshake on one connection and then
+/// never reads again, on a plain thread with blocking std::net sockets.
+/// Returns its address; it holds the connection until `release` is dropped.
+pub fn stalled_reader(key: &str) -> (SocketAddr, async_channel::Sender<()>) {
+    use asoc_proto::auth::KeyRing;
+    use asoc_proto::connection::{Connection, ConnectionConfig};
+    use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let key = ApiKey::new(key).unwrap();
+    let (release, held) = async_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let config =
+            AuthenticatorConfig::new(uuid::Uuid::from_bytes([0xee; 16]), KeyRing::new(key));
+        let mut auth = Authenticator::new(config, [7; 32]);
+        let mut conn = Connection::server(ConnectionConfig::default(), Instant::now());
+        let mut buf = [0u8; 50];
+        let mut got = 0;
+        // Exactly the 50 HELLO bytes: nothing after them is ever read.
+        while got < buf.len() {
+            let n = sock.read(&mut buf[got..]).unwrap();
+            assert!(n > 0, "client closed during the handshake");
+            got += n;
+        }
+        conn.handle_read(Instant::now(), &buf);
+        auth.drive(Instant::now(), &mut conn);
+        assert!(conn.is_established(), "stalled reader: handshake failed");
+        conn.write_to(Instant::now(), &mut sock).unwrap();
+        let _ = held.recv_blocking();
+        drop(sock);
+    });
+    (addr, release)
+}
+
+/// Backpressure end to end: sending `total` bytes in fresh 1 MiB chunks to
+/// a reader that stopped reading keeps this process's memory within 64 MiB
+/// of its baseline, and the send-stall timeout (`stall`) then closes the
+/// connection. Returns the peak growth in bytes (printed too).
+pub async fn stalled_reader_backpressure<N: Net>(net: N, total: u64, stall: Duration) -> u64 {
+    use asoc_proto::connection::{CloseReason, ConnectionConfig};
+    let (addr, release) = stalled_reader(KEY);
+    let driver = crate::DriverConfig {
+        connection: ConnectionConfig::builder()
+            .send_stall_timeout(stall)
+            .build()
+            .unwrap(),
+        ..crate::DriverConfig::default()
+    };
+    let a = start(&net, builder(KEY).driver(driver)).await;
+    let peer = a.connect(addr.to_string()).await.unwrap();
+    let baseline = rss_bytes();
+    let mut peak = baseline;
+    let mut s = a.open_stream(PeerRef::Conn(peer.id)).await.unwrap();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut i = 0;
+    let err = loop {
+        if sent >= total {
+            panic!("{total} bytes went into a reader that reads nothing");
+        }
+        let c = Bytes::from(chunk(i, 0, 1 << 20));
+        i += 1;
+        match s.send(c).await {
+            Ok(()) => sent += 1 << 20,
+            Err(e) => break e,
+        }
+        peak = peak.max(rss_bytes());
+    };
+    let waited = started.elapsed();
+    let growth = peak.saturating_sub(baseline);
+    println!(
+        "stalled reader: accepted {} MiB of a {} MiB tensor before blocking; peak RSS growth {:.1} MiB; closed after {:.1} s: {err}",
+        sent >> 20,
+        total >> 20,
+        growth as f64 / (1 << 20) as f64,
+        waited.as_secs_f64()
+    );
+    assert!(growth < 64 << 20, "memory grew {growth} bytes");
+    let reason = event(&net, &a, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+    })
+    .await;
+    assert!(
+        matches!(
+            reason,
+            NodeEvent::Node(ProtoEvent::PeerDisconnected {
+                reason: CloseReason::SendStall,
+                ..
+            })
+        ),
+        "{reason:?}"
+    );
+    assert!(waited >= stall, "closed only after the stall timeout");
+    assert!(
+        matches!(err, crate::Error::Closed(CloseReason::SendStall)),
+        "{err}"
+    );
+    drop(release);
+    growth
+}

@@ -60,6 +60,7 @@ pub(crate) enum Item {
 pub struct SendStream {
     pub(crate) id: u32,
     pub(crate) cmds: async_channel::Sender<Cmd>,
+    pub(crate) shared: Arc<crate::driver::Shared>,
 }
 
 impl SendStream {
@@ -77,7 +78,12 @@ impl SendStream {
                 chunk,
             })
             .await
-            .map_err(|_| Error::Gone)
+            .map_err(|_| self.gone())
+    }
+
+    /// Why sends fail once the connection's task has ended.
+    fn gone(&self) -> Error {
+        self.shared.reason().map_or(Error::Gone, Error::Closed)
     }
 
     /// Queues `data` as DATA frames of at most `chunk_size` bytes, sharing
@@ -98,7 +104,7 @@ impl SendStream {
         self.cmds
             .send(Cmd::Finish { stream: self.id })
             .await
-            .map_err(|_| Error::Gone)
+            .map_err(|_| self.gone())
     }
 }
 
