@@ -125,5 +125,9 @@ fn connection(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, encode, connection);
-criterion_main!(benches);
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, decode, encode, connection);
+}
+criterion_main!(group::benches);
