@@ -425,14 +425,25 @@ pub async fn graceful_shutdown<N: Net>(net: N) {
         let data = data.clone();
         spawn(&net, async move { a.send(to, data).await })
     };
+    // Shut down only once the stream is really in flight: the receiver has
+    // seen it begin.
+    let (begun_tx, begun) = async_channel::bounded(1);
     let reader = {
         let b = b.clone();
         spawn(&net, async move {
-            b.accept_stream().await.unwrap().stream.read_to_end().await
+            let incoming = b.accept_stream().await.unwrap();
+            let _ = begun_tx.send(()).await;
+            incoming.stream.read_to_end().await
         })
     };
-    net.sleep_until(Instant::now() + Duration::from_millis(5))
-        .await;
+    within(
+        &net,
+        Duration::from_secs(20),
+        "the stream begins",
+        begun.recv(),
+    )
+    .await
+    .unwrap();
     a.shutdown(Duration::from_secs(20)).await;
     assert!(sender.await.is_ok(), "the send in flight finished");
     assert!(reader.await.unwrap() == data[..]);
