@@ -745,3 +745,241 @@ pub async fn stalled_reader_backpressure<N: Net>(net: N, total: u64, stall: Dura
     drop(release);
     growth
 }
+
+/// A raw client on blocking std sockets that completes the handshake with
+/// `node` and then does whatever the scenario wants with the socket.
+pub fn raw_client(
+    addr: SocketAddr,
+    key: &str,
+    seed: u8,
+) -> (std::net::TcpStream, asoc_proto::connection::Connection) {
+    use asoc_proto::auth::KeyRing;
+    use asoc_proto::connection::ConnectionConfig;
+    use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+    use std::io::Read;
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    let config = AuthenticatorConfig::new(
+        uuid::Uuid::from_bytes([seed; 16]),
+        KeyRing::new(ApiKey::new(key).unwrap()),
+    );
+    let mut auth = Authenticator::new(config, [seed; 32]);
+    let now = Instant::now();
+    let mut conn = auth.client(now, ConnectionConfig::default());
+    conn.write_to(now, &mut sock).unwrap();
+    let mut accept = [0u8; 30];
+    sock.read_exact(&mut accept).unwrap();
+    conn.handle_read(now, &accept);
+    auth.drive(now, &mut conn);
+    assert!(conn.is_established(), "raw client: handshake failed");
+    (sock, conn)
+}
+
+/// A sender that dies mid-stream (socket dropped after part of a stream):
+/// the receiver reports the stream incomplete, never complete, and the
+/// stream's reader fails.
+pub async fn sender_killed_mid_stream<N: Net>(net: N) {
+    use std::io::Write;
+    let b = start(&net, builder(KEY)).await;
+    let (mut sock, mut conn) = raw_client(b.local_addr(), KEY, 41);
+    let now = Instant::now();
+    let s = conn.open_stream().unwrap();
+    for i in 0..4 {
+        conn.send(now, s, Bytes::from(chunk(i, 0, 64 << 10)))
+            .unwrap();
+    }
+    conn.write_to(now, &mut sock).unwrap();
+    // Half a frame more, then the process "dies".
+    sock.write_all(
+        &asoc_proto::wire::Header::new(asoc_proto::wire::FrameType::Data, s, 4, 1000).encode(),
+    )
+    .unwrap();
+    sock.write_all(&[0u8; 10]).unwrap();
+    drop(sock);
+    let incoming = within(
+        &net,
+        Duration::from_secs(10),
+        "stream arrives",
+        b.accept_stream(),
+    )
+    .await
+    .unwrap();
+    let result = incoming.stream.read_to_end().await;
+    assert!(
+        matches!(result, Err(crate::StreamError::Incomplete { bytes, .. }) if bytes == 4 * (64 << 10)),
+        "{result:?}"
+    );
+    let e = event(&net, &b, |e| {
+        matches!(
+            e,
+            NodeEvent::StreamIncomplete { .. } | NodeEvent::StreamComplete { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(e, NodeEvent::StreamIncomplete { bytes, .. } if bytes == 4 * (64 << 10)),
+        "{e:?}"
+    );
+}
+
+/// Abrupt endings: a reset in the middle of a frame, a half-closed socket
+/// and a peer that closes right after ACCEPT. No panic, and the node reports
+/// each as a disconnect while still serving a legitimate peer afterwards.
+pub async fn abrupt_endings<N: Net>(net: N) {
+    use std::io::Write;
+    let b = start(&net, builder(KEY)).await;
+    // Closes right after ACCEPT.
+    let (sock, _conn) = raw_client(b.local_addr(), KEY, 51);
+    drop(sock);
+    // Half-closed: the write side shut after a complete stream.
+    let (mut sock, mut conn) = raw_client(b.local_addr(), KEY, 52);
+    let now = Instant::now();
+    let s = conn.open_stream().unwrap();
+    conn.send(now, s, Bytes::from_static(b"complete")).unwrap();
+    conn.finish(now, s).unwrap();
+    conn.write_to(now, &mut sock).unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = within(
+        &net,
+        Duration::from_secs(10),
+        "stream from the half-closed peer",
+        b.accept_stream(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.stream.read_to_end().await.unwrap(), b"complete");
+    // Reset in the middle of a frame (SO_LINGER 0 makes close send RST).
+    let (mut sock, mut conn) = raw_client(b.local_addr(), KEY, 53);
+    let s = conn.open_stream().unwrap();
+    conn.send(now, s, Bytes::from(vec![9u8; 100_000])).unwrap();
+    let mut all = Vec::new();
+    conn.write_to(now, &mut all).unwrap();
+    sock.write_all(&all[..50_000]).unwrap();
+    set_linger_zero(&sock);
+    drop(sock);
+    let mut disconnects = 0;
+    while disconnects < 3 {
+        if let NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }) = event(&net, &b, |e| {
+            matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+        })
+        .await
+        {
+            disconnects += 1;
+        }
+    }
+    // Still serving.
+    let a = start(&net, builder(KEY).static_peer(b.local_addr().to_string())).await;
+    assert_eq!(a.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+    stream_verified(&a, &b, &net, 4 << 20).await;
+}
+
+/// With linger 0, closing sends RST instead of FIN.
+fn set_linger_zero(sock: &std::net::TcpStream) {
+    socket2::SockRef::from(sock)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+/// Slowloris: `hanging` clients each send their HELLO one byte per second;
+/// meanwhile a legitimate peer connects and streams; every hanging client
+/// is closed at the handshake deadline.
+pub async fn slowloris<N: Net>(net: N, hanging: usize) {
+    use asoc_proto::connection::ConnectionConfig;
+    use std::io::{Read, Write};
+    let deadline = Duration::from_secs(3);
+    let driver = crate::DriverConfig {
+        connection: ConnectionConfig::builder()
+            .handshake_timeout(deadline)
+            .build()
+            .unwrap(),
+        ..crate::DriverConfig::default()
+    };
+    let b = start(&net, builder(KEY).driver(driver)).await;
+    let addr = b.local_addr();
+    let started = Instant::now();
+    let clients: Vec<std::thread::JoinHandle<Duration>> = (0..hanging)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut sock = std::net::TcpStream::connect(addr).unwrap();
+                let opened = Instant::now();
+                let hello = asoc_proto::auth::sign_hello(
+                    &ApiKey::new(KEY).unwrap(),
+                    uuid::Uuid::from_bytes([i as u8; 16]),
+                    i as u32,
+                )
+                .encode_frame();
+                for byte in hello.iter().take(20) {
+                    if sock.write_all(&[*byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1000));
+                    let _ = sock.set_read_timeout(Some(Duration::from_millis(1)));
+                    let mut probe = [0u8; 1];
+                    if let Ok(0) = sock.read(&mut probe) {
+                        return opened.elapsed();
+                    }
+                }
+                opened.elapsed()
+            })
+        })
+        .collect();
+    // While they hang, a legitimate peer gets in and streams.
+    net.sleep_until(Instant::now() + Duration::from_millis(300))
+        .await;
+    let a = start(&net, builder(KEY).static_peer(addr.to_string())).await;
+    assert_eq!(
+        a.wait_for_peers(1, Duration::from_secs(10)).await,
+        1,
+        "legitimate peer got in"
+    );
+    stream_verified(&a, &b, &net, 8 << 20).await;
+    assert!(
+        started.elapsed() < deadline,
+        "the legitimate transfer happened while the clients hung"
+    );
+    for c in clients {
+        let closed_after = c.join().unwrap();
+        assert!(
+            closed_after >= deadline - Duration::from_millis(100),
+            "closed too early: {closed_after:?}"
+        );
+        assert!(
+            closed_after < deadline + Duration::from_secs(3),
+            "not closed at the deadline: {closed_after:?}"
+        );
+    }
+    assert!(b.counters().policy.auth_failures.timeout >= hanging as u64);
+}
+
+/// A static peer that restarts: the node reconnects following the backoff
+/// schedule (first retry 1–5 s after the drop). Returns the time to
+/// reconnect.
+pub async fn static_peer_restart<N: Net>(net: N) -> Duration {
+    let b = start(&net, builder(KEY)).await;
+    let port_addr = b.local_addr();
+    let a = start(&net, builder(KEY).static_peer(port_addr.to_string())).await;
+    assert_eq!(a.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+    b.shutdown(Duration::from_secs(5)).await;
+    let dropped = Instant::now();
+    event(&net, &a, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+    })
+    .await;
+    let b2 = start(&net, builder(KEY).bind(port_addr)).await;
+    assert_eq!(
+        a.wait_for_peers(1, Duration::from_secs(70)).await,
+        1,
+        "reconnected"
+    );
+    let took = dropped.elapsed();
+    println!("static peer restart: reconnected after {:.2} s (schedule: first retry 1-5 s, then doubling)", took.as_secs_f64());
+    assert!(
+        took >= Duration::from_millis(900),
+        "reconnected before the 1 s minimum: {took:?}"
+    );
+    assert!(
+        took <= Duration::from_secs(16),
+        "slower than 1-5 s plus two doublings: {took:?}"
+    );
+    stream_verified(&a, &b2, &net, 1 << 20).await;
+    took
+}

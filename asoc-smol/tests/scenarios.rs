@@ -61,3 +61,18 @@ fn smol_and_tokio_nodes_talk_both_ways() {
     smol::block_on(s::cross(Smol::global(), tokio_net.clone()));
     smol::block_on(s::cross(tokio_net, Smol::global()));
 }
+both!(
+    sender_killed_mid_stream_is_incomplete,
+    s::sender_killed_mid_stream
+);
+both!(resets_half_closes_and_close_after_accept, s::abrupt_endings);
+both!(
+    slowloris_clients_are_closed_at_the_deadline_while_a_peer_streams,
+    |net| s::slowloris(net, 60)
+);
+both!(
+    static_peer_restart_reconnects_on_schedule,
+    |net| async move {
+        s::static_peer_restart(net).await;
+    }
+);

@@ -56,3 +56,25 @@ fn tls_with_a_pinned_self_signed_certificate() {
 fn mutual_tls() {
     run(s::tls_mutual);
 }
+
+#[test]
+fn sender_killed_mid_stream_is_incomplete() {
+    run(s::sender_killed_mid_stream);
+}
+
+#[test]
+fn resets_half_closes_and_close_after_accept() {
+    run(s::abrupt_endings);
+}
+
+#[test]
+fn slowloris_clients_are_closed_at_the_deadline_while_a_peer_streams() {
+    run(|net| s::slowloris(net, 60));
+}
+
+#[test]
+fn static_peer_restart_reconnects_on_schedule() {
+    run(|net| async move {
+        s::static_peer_restart(net).await;
+    });
+}
