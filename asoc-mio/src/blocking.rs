@@ -97,6 +97,7 @@ pub enum StreamError {
 }
 
 /// Commands from handles to the loop.
+#[derive(Debug)]
 enum Cmd {
     Open(mpsc::SyncSender<Result<u32, SendError>>),
     Data { stream: u32, chunk: Bytes },
@@ -105,6 +106,7 @@ enum Cmd {
 }
 
 /// What the loop delivers to a receive stream.
+#[derive(Debug)]
 enum Item {
     Data(Bytes),
     End,
@@ -178,12 +180,6 @@ pub struct MioConnection {
     incoming: Mutex<mpsc::Receiver<RecvStream>>,
 }
 
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cmd")
-    }
-}
-
 impl MioConnection {
     /// Connects over TCP to `addr` and runs the client handshake; returns
     /// once the server's ACCEPT verified.
@@ -249,7 +245,7 @@ impl MioConnection {
             shared: shared.clone(),
             budget: Arc::new(Budget {
                 buffered: AtomicUsize::new(0),
-                limit: config.receive_buffer,
+                limit: config.receive_buffer.max(1),
                 waker: waker.clone(),
             }),
             incoming: in_tx,
@@ -405,12 +401,6 @@ pub struct RecvStream {
     bytes: u64,
     frames: u32,
     done: bool,
-}
-
-impl std::fmt::Debug for Item {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Item")
-    }
 }
 
 impl RecvStream {

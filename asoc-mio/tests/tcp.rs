@@ -260,3 +260,26 @@ fn dropping_the_handle_closes_gracefully() {
         Err(Error::Closed(CloseReason::PeerClosed))
     ));
 }
+
+#[test]
+fn a_silent_client_is_dropped_at_the_protocol_handshake_deadline() {
+    let config = MioConfig {
+        connection: ConnectionConfig::builder()
+            .handshake_timeout(std::time::Duration::from_millis(200))
+            .build()
+            .unwrap(),
+        ..MioConfig::default()
+    };
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let server =
+        std::thread::spawn(move || MioConnection::accept(&listener, &auth(2, KEY), config));
+    let mut sock = TcpStream::connect(addr).unwrap();
+    let mut received = Vec::new();
+    sock.read_to_end(&mut received).unwrap();
+    assert!(received.is_empty());
+    assert!(matches!(
+        server.join().unwrap(),
+        Err(Error::Handshake(CloseReason::HandshakeTimeout))
+    ));
+}
