@@ -1,0 +1,425 @@
+//! The pieces for programs that own their `mio::Poll`: one [`Driver`] per
+//! connection, fed readiness events and timer expiries.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use asoc_proto::connection::{Connection, ConnectionConfig, Event, SendError};
+use asoc_proto::handshake::Authenticator;
+use bytes::{Bytes, BytesMut};
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+/// An [`Authenticator`] shared between threads, so that every connection it
+/// judges shares one replay cache.
+pub type SharedAuthenticator = Arc<Mutex<Authenticator>>;
+
+/// Bytes [`Driver::on_readable`] reads per call before it yields (see
+/// [`Driver::wants_read`]), unless changed with [`Driver::set_read_limit`].
+pub const DEFAULT_READ_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Bytes offered to one `read` call. The window is zero-filled before each
+/// read (no `unsafe`), so it stays small; room for a large frame is reserved
+/// up front without filling it.
+const WINDOW: usize = 128 * 1024;
+
+/// Access to the [`Authenticator`] that gives a connection its handshake
+/// verdict. Implemented for the two ways of sharing one:
+/// `Rc<RefCell<Authenticator>>` (single-threaded loops) and
+/// [`SharedAuthenticator`] (`Arc<Mutex<Authenticator>>`).
+pub trait AuthHandle {
+    /// Runs `f` with the authenticator borrowed mutably.
+    ///
+    /// For `Rc<RefCell<_>>` this panics if the caller holds a borrow of the
+    /// same `RefCell` across a driver call; a poisoned mutex is used as is.
+    fn with_auth<R>(&self, f: impl FnOnce(&mut Authenticator) -> R) -> R;
+}
+
+impl AuthHandle for Rc<RefCell<Authenticator>> {
+    fn with_auth<R>(&self, f: impl FnOnce(&mut Authenticator) -> R) -> R {
+        f(&mut self.borrow_mut())
+    }
+}
+
+impl AuthHandle for Arc<Mutex<Authenticator>> {
+    fn with_auth<R>(&self, f: impl FnOnce(&mut Authenticator) -> R) -> R {
+        f(&mut self.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// One ASoc connection over a non-blocking mio source `S` (a
+/// `mio::net::TcpStream`, a `mio::net::UnixStream`, anything that is a
+/// [`Source`] and reads and writes).
+///
+/// The driver carries out what [`asoc_proto::connection::Connection`] asks
+/// for and decides nothing itself. Its loop, in the owner's `mio::Poll`:
+///
+/// 1. [`register`](Self::register) the driver under a token (it keeps a
+///    clone of the registry and keeps WRITABLE interest only while output is
+///    pending);
+/// 2. on an event for that token call [`on_readable`](Self::on_readable)
+///    and/or [`on_writable`](Self::on_writable); call `on_readable` again,
+///    without waiting for an event, while [`wants_read`](Self::wants_read)
+///    says so;
+/// 3. take every [`poll_event`](Self::poll_event);
+/// 4. wait in `Poll::poll` no longer than [`next_deadline`](Self::next_deadline)
+///    and call [`on_timeout`](Self::on_timeout) once it passed.
+///
+/// Commands ([`open_stream`](Self::open_stream), [`send`](Self::send),
+/// [`finish`](Self::finish), [`close`](Self::close)) may be given at any
+/// time; output is written at once as far as the socket takes it. After the
+/// [`Event::Closed`] event the driver has deregistered its source; drop the
+/// driver (or take the source back with [`into_inner`](Self::into_inner)) to
+/// close the transport.
+///
+/// A complete loop over a Unix socket pair:
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use std::time::Instant;
+/// use asoc_mio::Driver;
+/// use asoc_proto::auth::{ApiKey, KeyRing};
+/// use asoc_proto::connection::{ConnectionConfig, Event};
+/// use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+/// use bytes::Bytes;
+/// use mio::{Events, Poll, Token};
+/// use uuid::Uuid;
+///
+/// let key = KeyRing::new(ApiKey::new("0123456789abcdef0123456789abcdef").unwrap());
+/// let auth = |id: u8| {
+///     let config = AuthenticatorConfig::new(Uuid::from_bytes([id; 16]), key.clone());
+///     Rc::new(RefCell::new(Authenticator::new(config, asoc_mio::os_seed().unwrap())))
+/// };
+/// let (a, b) = mio::net::UnixStream::pair().unwrap();
+/// let now = Instant::now();
+/// let mut poll = Poll::new().unwrap();
+/// let mut drivers = [
+///     Driver::client(a, auth(1), ConnectionConfig::default(), now),
+///     Driver::server(b, auth(2), ConnectionConfig::default(), now),
+/// ];
+/// for (i, d) in drivers.iter_mut().enumerate() {
+///     d.register(poll.registry(), Token(i)).unwrap();
+/// }
+/// let mut events = Events::with_capacity(8);
+/// let mut received = Vec::new();
+/// let mut closed = 0;
+/// while closed < 2 {
+///     let deadline = drivers.iter().filter_map(|d| d.next_deadline()).min();
+///     let busy = drivers.iter().any(|d| d.wants_read());
+///     let timeout = if busy { Some(std::time::Duration::ZERO) } else {
+///         deadline.map(|d| d.saturating_duration_since(Instant::now()))
+///     };
+///     poll.poll(&mut events, timeout).unwrap();
+///     let now = Instant::now();
+///     for ev in events.iter() {
+///         let d = &mut drivers[ev.token().0];
+///         if ev.is_readable() || ev.is_read_closed() || ev.is_error() { d.on_readable(now); }
+///         if ev.is_writable() || ev.is_write_closed() || ev.is_error() { d.on_writable(now); }
+///     }
+///     for (i, d) in drivers.iter_mut().enumerate() {
+///         if d.wants_read() { d.on_readable(now); }
+///         if d.next_deadline().is_some_and(|t| t <= now) { d.on_timeout(now); }
+///         while let Some(event) = d.poll_event() {
+///             match event {
+///                 // The client sends one tensor and closes gracefully
+///                 // (what is queued is still written).
+///                 Event::Established { .. } if i == 0 => {
+///                     let s = d.open_stream().unwrap();
+///                     d.send(s, Bytes::from_static(b"hello tensor")).unwrap();
+///                     d.finish(s).unwrap();
+///                     d.close();
+///                 }
+///                 Event::Data { payload, .. } => received.extend_from_slice(&payload),
+///                 // The server closes once the tensor is complete.
+///                 Event::StreamEnd { .. } => d.close(),
+///                 Event::Closed { .. } => closed += 1,
+///                 _ => {}
+///             }
+///         }
+///     }
+/// }
+/// assert_eq!(received, b"hello tensor");
+/// ```
+#[derive(Debug)]
+pub struct Driver<S, A = SharedAuthenticator> {
+    io: S,
+    conn: Connection,
+    auth: A,
+    rx: BytesMut,
+    registration: Option<(Registry, Token, Interest)>,
+    read_limit: usize,
+    more_to_read: bool,
+    eof: bool,
+}
+
+impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
+    /// The client side over `io` (the side that opened the transport): its
+    /// first frame is a fresh HELLO from `auth`.
+    pub fn client(io: S, auth: A, config: ConnectionConfig, now: Instant) -> Self {
+        let conn = auth.with_auth(|a| a.client(now, config));
+        Self::from_connection(io, conn, auth)
+    }
+
+    /// The server side over a freshly accepted `io`: it expects a HELLO
+    /// within the handshake timeout.
+    pub fn server(io: S, auth: A, config: ConnectionConfig, now: Instant) -> Self {
+        Self::from_connection(io, Connection::server(config, now), auth)
+    }
+
+    /// Drives a connection built elsewhere (for example handed out by an
+    /// `asoc_proto::node::Node`), with `auth` giving its handshake verdicts.
+    pub fn from_connection(io: S, conn: Connection, auth: A) -> Self {
+        Self {
+            io,
+            conn,
+            auth,
+            rx: BytesMut::new(),
+            registration: None,
+            read_limit: DEFAULT_READ_LIMIT,
+            more_to_read: false,
+            eof: false,
+        }
+    }
+
+    // ----- registration ------------------------------------------------------
+
+    /// Registers the source with `registry` under `token`: READABLE, plus
+    /// WRITABLE while output is pending. The driver keeps a clone of the
+    /// registry to change its interest later.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let own = registry.try_clone()?;
+        let interest = self.interest();
+        registry.register(&mut self.io, token, interest)?;
+        self.registration = Some((own, token, interest));
+        Ok(())
+    }
+
+    /// Removes the source from its registry (the driver does this itself
+    /// once the connection closed).
+    pub fn deregister(&mut self) -> io::Result<()> {
+        match self.registration.take() {
+            Some((registry, _, _)) => registry.deregister(&mut self.io),
+            None => Ok(()),
+        }
+    }
+
+    fn interest(&self) -> Interest {
+        if self.conn.pending_output() > 0 {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    /// Brings the registration in line with the connection: WRITABLE only
+    /// while output is pending; deregistered once closed.
+    fn settle(&mut self, now: Instant) {
+        if self.conn.is_closed() {
+            let _ = self.deregister();
+            return;
+        }
+        let want = self.interest();
+        let Some((registry, token, current)) = self.registration.as_mut() else {
+            return;
+        };
+        if want != *current {
+            match registry.reregister(&mut self.io, *token, want) {
+                Ok(()) => *current = want,
+                Err(_) => self.conn.handle_transport_error(now),
+            }
+        }
+    }
+
+    // ----- readiness and time ------------------------------------------------
+
+    /// The source is readable: reads until it would block, hits EOF, or the
+    /// read limit of this call is used up (then [`wants_read`](Self::wants_read)
+    /// is true), feeding each read to the connection and giving a received
+    /// HELLO or ACCEPT its verdict. Then writes what became pending (the
+    /// server's ACCEPT, for one).
+    pub fn on_readable(&mut self, now: Instant) {
+        let mut left = self.read_limit;
+        self.more_to_read = false;
+        while !self.eof && !self.conn.is_closed() {
+            if left == 0 {
+                self.more_to_read = true;
+                break;
+            }
+            match self.read_once() {
+                Ok(0) => {
+                    self.eof = true;
+                    self.conn.handle_eof(now);
+                }
+                Ok(n) => {
+                    left = left.saturating_sub(n);
+                    self.conn.handle_input(now, &mut self.rx);
+                    if self.conn.poll_handshake().is_some() {
+                        let conn = &mut self.conn;
+                        self.auth.with_auth(|a| a.drive(now, conn));
+                    }
+                }
+                Err(e) if would_block(&e) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.conn.handle_transport_error(now),
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Reads once into a bounded window at the end of the receive buffer,
+    /// having reserved room for the whole frame in progress.
+    fn read_once(&mut self) -> io::Result<usize> {
+        let need = self.conn.bytes_needed(&self.rx);
+        self.rx.reserve(need.max(WINDOW));
+        let start = self.rx.len();
+        self.rx.resize(start + WINDOW, 0);
+        let result = self.io.read(&mut self.rx[start..]);
+        let n = result.as_ref().map_or(0, |n| *n);
+        self.rx.truncate(start + n);
+        result
+    }
+
+    /// The source is writable: writes pending output (vectored, payloads not
+    /// copied) until done or the socket would block.
+    pub fn on_writable(&mut self, now: Instant) {
+        self.flush(now);
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if self.conn.pending_output() > 0 {
+            match self.conn.write_to(now, &mut self.io) {
+                Ok(_) => {}
+                // A connect still in progress: WRITABLE interest stays on.
+                Err(e) if would_block(&e) => {}
+                Err(_) => self.conn.handle_transport_error(now),
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The deadline of [`next_deadline`](Self::next_deadline) passed (calling
+    /// early is harmless).
+    pub fn on_timeout(&mut self, now: Instant) {
+        self.conn.handle_timeout(now);
+        self.flush(now);
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) must be called next, if ever.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// Whether [`on_readable`](Self::on_readable) stopped at its read limit
+    /// with data possibly left in the socket. mio reports readiness once per
+    /// edge, so call `on_readable` again without waiting for an event.
+    #[must_use]
+    pub fn wants_read(&self) -> bool {
+        self.more_to_read && !self.eof && !self.conn.is_closed()
+    }
+
+    /// Sets how many bytes one [`on_readable`](Self::on_readable) call reads
+    /// at most (default [`DEFAULT_READ_LIMIT`]; at least one read is always
+    /// made). A bound keeps a fast peer from starving the rest of the loop
+    /// and bounds the events queued per call.
+    pub fn set_read_limit(&mut self, bytes: usize) {
+        self.read_limit = bytes.max(1);
+    }
+
+    /// The next event of the connection: `Established`, `Data`, `StreamEnd`,
+    /// `StreamIncomplete`, `Closed`, ... (see [`Event`]). Drain until `None`
+    /// after every call above.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.conn.poll_event()
+    }
+
+    // ----- commands ------------------------------------------------------------
+
+    /// Opens an outgoing stream (once established) and returns its id.
+    pub fn open_stream(&mut self) -> Result<u32, SendError> {
+        self.conn.open_stream()
+    }
+
+    /// Queues `chunk` (not copied) as one DATA frame of `stream` and writes
+    /// as much as the socket takes. [`SendError::WouldBlock`] is
+    /// backpressure: retry after [`on_writable`](Self::on_writable) drained
+    /// output (see [`can_send`](Self::can_send)).
+    pub fn send(&mut self, stream: u32, chunk: Bytes) -> Result<(), SendError> {
+        let now = Instant::now();
+        self.conn.send(now, stream, chunk)?;
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Queues the END frame of `stream`.
+    pub fn finish(&mut self, stream: u32) -> Result<(), SendError> {
+        let now = Instant::now();
+        self.conn.finish(now, stream)?;
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Closes gracefully: what is queued is still written, then
+    /// `Closed { reason: Local }`.
+    pub fn close(&mut self) {
+        let now = Instant::now();
+        self.conn.close(now);
+        self.flush(now);
+    }
+
+    // ----- queries -------------------------------------------------------------
+
+    /// Whether [`send`](Self::send) would accept a chunk now.
+    #[must_use]
+    pub fn can_send(&self) -> bool {
+        self.conn.can_send()
+    }
+
+    /// Whether the connection is closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// The protocol state machine, for queries (role, session, stats, ...).
+    #[must_use]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The authenticator handle.
+    #[must_use]
+    pub fn auth(&self) -> &A {
+        &self.auth
+    }
+
+    /// The transport.
+    #[must_use]
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The transport, mutably (reading or writing it directly corrupts the
+    /// connection).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Deregisters and gives the transport back.
+    pub fn into_inner(mut self) -> S {
+        let _ = self.deregister();
+        self.io
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+    )
+}
