@@ -1,5 +1,6 @@
 //! One authenticated connection over any transport, without a node.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -107,6 +108,7 @@ where
         shared: shared.clone(),
         streams: Default::default(),
         held: None,
+        poisoned: HashMap::new(),
         sleep: None,
         eof: false,
         closed: None,

@@ -26,8 +26,14 @@ use crate::stream::{Item, RecvBudget, RecvStream};
 #[derive(Debug)]
 pub(crate) enum Cmd {
     Open(async_channel::Sender<Result<u32, SendError>>),
-    Data { stream: u32, chunk: Bytes },
-    Finish { stream: u32 },
+    Data {
+        stream: u32,
+        chunk: Bytes,
+    },
+    Finish {
+        stream: u32,
+        reply: async_channel::Sender<Result<(), SendError>>,
+    },
     Close,
 }
 
@@ -89,6 +95,7 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) streams: HashMap<u32, async_channel::Sender<Item>>,
     pub(crate) held: Option<Cmd>,
+    pub(crate) poisoned: HashMap<u32, SendError>,
     pub(crate) sleep: Option<(Instant, BoxFuture<()>)>,
     pub(crate) eof: bool,
     pub(crate) closed: Option<CloseReason>,
@@ -102,12 +109,19 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 let _ = reply.try_send(self.conn.open_stream());
             }
             Cmd::Data { stream, chunk } => {
-                // A refusal here means the stream or connection is gone; the
-                // application learns it from the close.
-                let _ = self.conn.send(now, stream, chunk);
+                // A refused chunk poisons its stream: it must never be
+                // finished, or the peer would take a shortened tensor for a
+                // complete one. The sender hears it at `finish`.
+                if let Err(e) = self.conn.send(now, stream, chunk) {
+                    self.poisoned.insert(stream, e);
+                }
             }
-            Cmd::Finish { stream } => {
-                let _ = self.conn.finish(now, stream);
+            Cmd::Finish { stream, reply } => {
+                let result = match self.poisoned.remove(&stream) {
+                    Some(e) => Err(e),
+                    None => self.conn.finish(now, stream),
+                };
+                let _ = reply.try_send(result);
             }
             Cmd::Close => self.conn.close(now),
         }

@@ -983,3 +983,41 @@ pub async fn static_peer_restart<N: Net>(net: N) -> Duration {
     stream_verified(&a, &b2, &net, 1 << 20).await;
     took
 }
+
+/// A chunk the protocol refuses (here: larger than the maximum payload)
+/// makes `finish` fail and no END is sent: the receiver never sees a
+/// shortened tensor as complete, and reports it incomplete at close.
+pub async fn refused_chunk_never_completes<N: Net>(net: N) {
+    use asoc_proto::connection::{ConnectionConfig, SendError};
+    let small = crate::DriverConfig {
+        connection: ConnectionConfig::builder()
+            .max_payload(1 << 20)
+            .build()
+            .unwrap(),
+        ..crate::DriverConfig::default()
+    };
+    let (a, b) = pair(&net, &net, builder(KEY).driver(small), builder(KEY)).await;
+    let mut s = a.open_stream(route(&a, &b)).await.unwrap();
+    s.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
+    s.send(Bytes::from(vec![2u8; 2 << 20])).await.unwrap();
+    s.send(Bytes::from(vec![3u8; 1000])).await.unwrap();
+    let err = s.finish().await.unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Send(SendError::PayloadTooLarge { .. })),
+        "{err}"
+    );
+    let incoming = within(
+        &net,
+        Duration::from_secs(10),
+        "stream arrives",
+        b.accept_stream(),
+    )
+    .await
+    .unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let got = incoming.stream.read_to_end().await;
+    assert!(
+        matches!(got, Err(crate::StreamError::Incomplete { bytes: 2000, .. })),
+        "{got:?}"
+    );
+}

@@ -99,12 +99,22 @@ impl SendStream {
         Ok(())
     }
 
-    /// Sends END: the stream is complete.
+    /// Sends END: the stream is complete. Fails, and sends no END, if any
+    /// chunk of the stream was refused (too large, connection closing), so
+    /// the peer never takes a partial tensor for a complete one.
     pub async fn finish(self) -> Result<(), Error> {
+        let (reply, answer) = async_channel::bounded(1);
         self.cmds
-            .send(Cmd::Finish { stream: self.id })
+            .send(Cmd::Finish {
+                stream: self.id,
+                reply,
+            })
             .await
-            .map_err(|_| self.gone())
+            .map_err(|_| self.gone())?;
+        match answer.recv().await {
+            Ok(result) => result.map_err(Error::Send),
+            Err(_) => Err(self.gone()),
+        }
     }
 }
 

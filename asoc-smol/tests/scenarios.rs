@@ -76,3 +76,7 @@ both!(
         s::static_peer_restart(net).await;
     }
 );
+both!(
+    a_refused_chunk_never_lets_the_stream_complete,
+    s::refused_chunk_never_completes
+);

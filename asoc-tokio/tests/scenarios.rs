@@ -78,3 +78,8 @@ fn static_peer_restart_reconnects_on_schedule() {
         s::static_peer_restart(net).await;
     });
 }
+
+#[test]
+fn a_refused_chunk_never_lets_the_stream_complete() {
+    run(s::refused_chunk_never_completes);
+}
