@@ -112,6 +112,7 @@ pub struct NodeBuilder {
     seed: Option<Seed>,
     max_events: usize,
     tls: TlsConfig,
+    hello_replay: Option<(Duration, usize)>,
 }
 
 impl NodeBuilder {
@@ -133,7 +134,17 @@ impl NodeBuilder {
             seed: None,
             max_events: 65_536,
             tls: TlsConfig::default(),
+            hello_replay: None,
         }
+    }
+
+    /// How long accepted HELLO (node, challenge) pairs are remembered (at
+    /// least 60 s; default 10 min) and how many at most (default 1,000,000;
+    /// when full, new HELLOs are refused rather than old pairs forgotten).
+    #[must_use]
+    pub fn hello_replay(mut self, retention: Duration, capacity: usize) -> Self {
+        self.hello_replay = Some((retention, capacity));
+        self
     }
 
     /// Runs accepted (`tls.server`) and dialed (`tls.client`) connections
@@ -250,7 +261,15 @@ impl NodeBuilder {
             Some(u) => Some(N::udp_local_addr(u)?),
             None => None,
         };
+        let mut auth = asoc_proto::handshake::AuthenticatorConfig::new(node_id, keys.clone());
+        if let Some((retention, capacity)) = self.hello_replay {
+            auth = auth
+                .hello_retention(retention)
+                .map_err(|e| Error::Config(e.to_string()))?
+                .hello_replay_capacity(capacity);
+        }
         let mut config = NodeConfig::new(node_id, keys)
+            .authenticator(auth)
             .connection(self.driver.connection)
             .tcp_port(tcp_addr.port());
         if let Some(p) = self.policy {

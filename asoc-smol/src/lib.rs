@@ -59,6 +59,7 @@
 mod io;
 mod net;
 mod runtime;
+mod stream_io;
 
 pub use asoc_async::{
     tls, Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
@@ -67,6 +68,7 @@ pub use asoc_async::{
 pub use asoc_proto;
 pub use io::FuturesIo;
 pub use runtime::Smol;
+pub use stream_io::{copy_into, send_reader, StreamReader};
 
 /// A node running on the smol stack.
 pub type Node = asoc_async::Node<Smol>;

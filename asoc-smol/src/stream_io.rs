@@ -1,0 +1,127 @@
+//! Tensors from and to futures-io readers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use asoc_async::{Error, PeerRef, RecvStream, SendStream};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_io::AsyncRead;
+use futures_lite::AsyncReadExt;
+
+use crate::Node;
+
+/// Sends everything `reader` yields to `peer` as one stream, in chunks of
+/// the node's chunk size. With `len`, the reader must yield exactly that
+/// many bytes: if it ends early or has more, the stream is left unfinished
+/// (the receiver never sees it as complete) and an error is returned.
+pub async fn send_reader<R>(
+    node: &Node,
+    peer: PeerRef,
+    reader: R,
+    len: Option<u64>,
+) -> Result<u32, Error>
+where
+    R: AsyncRead + Unpin,
+{
+    let _guard = node.send_guard();
+    let stream = node.open_stream(peer).await?;
+    let id = stream.id();
+    copy_into(stream, reader, node.chunk_size(), len).await?;
+    Ok(id)
+}
+
+/// Copies `reader` into `stream` in `chunk_size` pieces and finishes it
+/// (see [`send_reader`] for `len`).
+pub async fn copy_into<R>(
+    mut stream: SendStream,
+    mut reader: R,
+    chunk_size: usize,
+    len: Option<u64>,
+) -> Result<u64, Error>
+where
+    R: AsyncRead + Unpin,
+{
+    let chunk_size = chunk_size.max(1);
+    let mut sent = 0u64;
+    loop {
+        // futures-io reads need initialised memory: one zeroed chunk each.
+        let mut buf = BytesMut::zeroed(chunk_size);
+        let mut filled = 0;
+        while filled < chunk_size {
+            let n = reader.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        sent += filled as u64;
+        if let Some(l) = len.filter(|l| sent > *l) {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("reader yielded more than the declared {l} bytes"),
+            )));
+        }
+        stream.send(buf.freeze()).await?;
+        if filled < chunk_size {
+            break;
+        }
+    }
+    if let Some(l) = len.filter(|l| sent != *l) {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("reader ended after {sent} of the declared {l} bytes"),
+        )));
+    }
+    stream.finish().await?;
+    Ok(sent)
+}
+
+/// An incoming stream as a futures-io reader. Reading past a cut-off stream
+/// fails with `UnexpectedEof`, never a clean end.
+#[derive(Debug)]
+pub struct StreamReader {
+    stream: RecvStream,
+    current: Bytes,
+}
+
+impl StreamReader {
+    /// Wraps `stream`.
+    #[must_use]
+    pub fn new(stream: RecvStream) -> Self {
+        Self {
+            stream,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl AsyncRead for StreamReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        while this.current.is_empty() {
+            match this.stream.poll_chunk(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Some(chunk))) => this.current = chunk,
+                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(0)),
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)));
+                }
+            }
+        }
+        let n = this.current.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), this.current.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        this.current.advance(n);
+        Poll::Ready(Ok(n))
+    }
+}
