@@ -11,6 +11,7 @@
 //! when to time out and when to reconnect all come from `asoc-proto`.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 mod connection;
 mod driver;
 mod error;

@@ -1,0 +1,40 @@
+//! Quick throughput comparison on tokio: `cargo run --release -p asoc-tokio --example quickbench [chunk_kib] [streams] [connections]`.
+use asoc_async::bench::{compare, median, Workload};
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let chunk = args.first().copied().unwrap_or(1024) << 10;
+    let streams = args.get(1).copied().unwrap_or(1);
+    let connections = args.get(2).copied().unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = asoc_tokio::Tokio::from_handle(rt.handle().clone());
+    let w = Workload {
+        bytes: 2 << 30,
+        chunk,
+        streams,
+        connections,
+    };
+    let samples = rt.block_on(compare(&net, w, 5)).unwrap();
+    for s in &samples {
+        println!(
+            "asoc {:8.1} MiB/s  raw {:8.1} MiB/s  ratio {:.3}",
+            s.asoc / 1048576.0,
+            s.baseline / 1048576.0,
+            s.asoc / s.baseline
+        );
+    }
+    let (a, b, r) = median(&samples);
+    println!(
+        "median: asoc {:.1} MiB/s raw {:.1} MiB/s ratio {:.3}",
+        a / 1048576.0,
+        b / 1048576.0,
+        r
+    );
+}
