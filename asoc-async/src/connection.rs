@@ -19,10 +19,10 @@ pub struct DriverConfig {
     /// Protocol limits and timers.
     pub connection: ConnectionConfig,
     /// Received bytes not yet taken by the application above which reading
-    /// pauses (default 32 MiB).
+    /// pauses (default 16 MiB).
     pub receive_buffer: usize,
     /// Commands (chunks) queued toward the task before `send` waits
-    /// (default 16).
+    /// (default 8).
     pub command_queue: usize,
 }
 
@@ -30,8 +30,8 @@ impl Default for DriverConfig {
     fn default() -> Self {
         Self {
             connection: ConnectionConfig::default(),
-            receive_buffer: 32 * 1024 * 1024,
-            command_queue: 16,
+            receive_buffer: 16 * 1024 * 1024,
+            command_queue: 8,
         }
     }
 }
@@ -113,6 +113,7 @@ where
         eof: false,
         closed: None,
         shutdown_done: false,
+        read_window: 4 * 1024,
     };
     rt.spawn(Box::pin(driver));
     Spawned {

@@ -77,8 +77,10 @@ impl Shared {
     }
 }
 
-/// Reads at least this much at a time.
-const MIN_READ: usize = 256 * 1024;
+/// Smallest read window: what an idle connection holds.
+const MIN_READ: usize = 4 * 1024;
+/// Largest read window the driver grows to while reads keep filling it.
+const MAX_READ: usize = 1024 * 1024;
 /// Poll-loop rounds before yielding to other tasks.
 const ROUNDS: usize = 32;
 
@@ -100,6 +102,7 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) eof: bool,
     pub(crate) closed: Option<CloseReason>,
     pub(crate) shutdown_done: bool,
+    pub(crate) read_window: usize,
 }
 
 impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
@@ -188,9 +191,21 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 return false;
             }
         }
-        let need = self.conn.bytes_needed(&self.rx).max(MIN_READ);
+        // The window grows while reads fill it and shrinks back when they do
+        // not, so a busy connection reads in large batches and an idle one
+        // holds a few KiB.
+        let need = self.conn.bytes_needed(&self.rx).max(self.read_window);
         self.rx.reserve(need);
-        match self.io.poll_read_into(cx, &mut self.rx) {
+        let room = self.rx.capacity() - self.rx.len();
+        let result = self.io.poll_read_into(cx, &mut self.rx);
+        if let Poll::Ready(Ok(n)) = result {
+            self.read_window = if n >= room {
+                (self.read_window * 2).min(MAX_READ)
+            } else {
+                (self.read_window / 2).max(MIN_READ)
+            };
+        }
+        match result {
             Poll::Ready(Ok(0)) => {
                 self.eof = true;
                 self.conn.handle_eof(Instant::now());
@@ -200,6 +215,13 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 let now = Instant::now();
                 self.conn.handle_input(now, &mut self.rx);
                 self.judge.drive(now, &mut self.conn);
+                if self.rx.is_empty()
+                    && self.rx.capacity() > 4 * MIN_READ
+                    && self.read_window == MIN_READ
+                {
+                    // Gone quiet: give the large buffer back.
+                    self.rx = BytesMut::new();
+                }
                 true
             }
             Poll::Ready(Err(_)) => {

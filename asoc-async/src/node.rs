@@ -284,7 +284,9 @@ impl NodeBuilder {
         for peer in self.static_peers {
             config = config.static_peer(DialTarget::Name(peer));
         }
-        let (events_tx, events_rx) = async_channel::bounded(self.max_events);
+        // Unbounded channel with an explicit count: a bounded channel would
+        // allocate all of its slots up front.
+        let (events_tx, events_rx) = async_channel::unbounded();
         let (incoming_tx, incoming_rx) = async_channel::unbounded();
         let inner = Arc::new(Inner {
             net: net.clone(),
@@ -297,6 +299,8 @@ impl NodeBuilder {
             peers: Mutex::new(HashMap::new()),
             events_tx,
             events_rx,
+            events_queued: AtomicUsize::new(0),
+            max_events: self.max_events,
             events_dropped: AtomicU64::new(0),
             incoming_tx,
             incoming_rx,
@@ -337,6 +341,8 @@ struct Inner<N: Net> {
     peers: Mutex<HashMap<ConnId, PeerHandle>>,
     events_tx: async_channel::Sender<NodeEvent>,
     events_rx: async_channel::Receiver<NodeEvent>,
+    events_queued: AtomicUsize,
+    max_events: usize,
     events_dropped: AtomicU64,
     incoming_tx: async_channel::Sender<IncomingStream>,
     incoming_rx: async_channel::Receiver<IncomingStream>,
@@ -368,7 +374,13 @@ impl<N: Net> Inner<N> {
     }
 
     fn emit(&self, event: NodeEvent) {
-        if self.events_tx.try_send(event).is_err() {
+        if self.events_queued.load(Ordering::Acquire) >= self.max_events {
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.events_tx.try_send(event).is_ok() {
+            self.events_queued.fetch_add(1, Ordering::AcqRel);
+        } else {
             self.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -664,12 +676,16 @@ impl<N: Net> Node<N> {
 
     /// The next event, `None` after shutdown.
     pub async fn next_event(&self) -> Option<NodeEvent> {
-        self.inner.events_rx.recv().await.ok()
+        let e = self.inner.events_rx.recv().await.ok()?;
+        self.inner.events_queued.fetch_sub(1, Ordering::AcqRel);
+        Some(e)
     }
 
     /// An event if one is waiting.
     pub fn try_event(&self) -> Option<NodeEvent> {
-        self.inner.events_rx.try_recv().ok()
+        let e = self.inner.events_rx.try_recv().ok()?;
+        self.inner.events_queued.fetch_sub(1, Ordering::AcqRel);
+        Some(e)
     }
 
     /// Shuts down gracefully: stops accepting and dialing, waits up to

@@ -1021,3 +1021,305 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
         "{got:?}"
     );
 }
+
+/// A TCP connection from source address `from` (any 127.0.0.x) to `to`.
+pub fn connect_from(
+    from: std::net::IpAddr,
+    to: SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
+}
+
+/// What a flood of bad handshakes did.
+#[derive(Clone, Copy, Debug)]
+pub struct FloodReport {
+    /// Attempts made.
+    pub attempts: usize,
+    /// Attempts the node answered by closing without a byte.
+    pub closed_silently: usize,
+    /// Lockouts the node imposed.
+    pub lockouts: u64,
+    /// Legitimate throughput without the flood, bytes per second.
+    pub unloaded: f64,
+    /// Legitimate throughput during the flood, bytes per second.
+    pub loaded: f64,
+    /// Peak growth of this process's memory during the flood.
+    pub rss_growth: u64,
+}
+
+/// `attempts` handshakes with a wrong key from 127.0.0.9 while a legitimate
+/// peer (from 127.0.0.1) streams `bytes`: the flooder is locked out after 5
+/// failures, never gets a byte back, the transfer completes intact, and
+/// memory stays bounded. Throughput is measured, not asserted.
+pub async fn wrong_key_flood<N: Net>(net: N, attempts: usize, bytes: u64) -> FloodReport {
+    use std::io::{Read, Write};
+    let (a, b) = pair(&net, &net, builder(KEY), builder(KEY)).await;
+    let t = Instant::now();
+    stream_verified(&a, &b, &net, bytes).await;
+    let unloaded = bytes as f64 / t.elapsed().as_secs_f64();
+    let target = b.local_addr();
+    let baseline = rss_bytes();
+    let flood = std::thread::spawn(move || {
+        let bad = asoc_proto::auth::sign_hello(
+            &ApiKey::new("wrong-key-0123456789abcdef").unwrap(),
+            uuid::Uuid::from_bytes([0x66; 16]),
+            1,
+        )
+        .encode_frame();
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                std::thread::spawn(move || {
+                    let mut silent = 0;
+                    for _ in (w..attempts).step_by(4) {
+                        let Ok(mut s) = connect_from([127, 0, 0, 9].into(), target) else {
+                            continue;
+                        };
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+                        let _ = s.write_all(&bad);
+                        let mut got = Vec::new();
+                        if matches!(s.read_to_end(&mut got), Ok(0)) || (got.is_empty()) {
+                            silent += 1;
+                        }
+                    }
+                    silent
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .sum::<usize>()
+    });
+    let t = Instant::now();
+    stream_verified(&a, &b, &net, bytes).await;
+    let loaded = bytes as f64 / t.elapsed().as_secs_f64();
+    let mut peak = rss_bytes();
+    let closed_silently = loop {
+        if flood.is_finished() {
+            break flood.join().unwrap();
+        }
+        peak = peak.max(rss_bytes());
+        net.sleep_until(Instant::now() + Duration::from_millis(50))
+            .await;
+    };
+    let counters = b.counters();
+    let report = FloodReport {
+        attempts,
+        closed_silently,
+        lockouts: counters.policy.lockouts,
+        unloaded,
+        loaded,
+        rss_growth: peak.saturating_sub(baseline),
+    };
+    println!(
+        "wrong-key flood: {attempts} attempts, {closed_silently} closed without a byte, {} lockouts, {} bad MACs checked; legitimate {:.0} MiB/s unloaded, {:.0} MiB/s during the flood ({:.2}x); RSS growth {:.1} MiB",
+        report.lockouts,
+        counters.auth.bad_mac,
+        unloaded / 1048576.0,
+        loaded / 1048576.0,
+        loaded / unloaded,
+        report.rss_growth as f64 / 1048576.0
+    );
+    assert_eq!(
+        closed_silently, attempts,
+        "every flood connection was closed without a reply"
+    );
+    // 5 failures lock the address out; handshakes already running when the
+    // lock fell (one per flood worker) are still judged.
+    assert!(
+        (5..=9).contains(&counters.auth.bad_mac),
+        "{} MACs checked",
+        counters.auth.bad_mac
+    );
+    assert!(report.lockouts >= 1);
+    assert!(counters.policy.refused.locked_out as usize >= attempts - 10);
+    assert!(
+        report.rss_growth < 256 << 20,
+        "memory grew {} bytes",
+        report.rss_growth
+    );
+    assert_eq!(
+        b.connected_peers().len(),
+        1,
+        "the legitimate peer is still connected"
+    );
+    report
+}
+
+/// `count` connections that never send a byte: the pre-handshake cap holds
+/// (the rest are refused at once), every admitted one is closed at the
+/// handshake deadline, and a legitimate peer still gets in.
+pub async fn silent_connections<N: Net>(net: N, count: usize) {
+    use asoc_proto::connection::ConnectionConfig;
+    use std::io::Read;
+    let deadline = Duration::from_secs(2);
+    let driver = crate::DriverConfig {
+        connection: ConnectionConfig::builder()
+            .handshake_timeout(deadline)
+            .build()
+            .unwrap(),
+        ..crate::DriverConfig::default()
+    };
+    let b = start(&net, builder(KEY).driver(driver)).await;
+    let target = b.local_addr();
+    let mut socks = Vec::with_capacity(count);
+    for i in 0..count {
+        // Spread over source addresses so that the per-IP attempt rate
+        // (100 per hour) is not what refuses them.
+        let from = std::net::IpAddr::from([127, 0, (i / 250 % 250) as u8 + 1, (i % 250) as u8 + 2]);
+        if let Ok(s) = connect_from(from, target) {
+            socks.push(s);
+        }
+    }
+    // A legitimate peer gets in while they hang (once their slots free up
+    // at the deadline at the latest).
+    let a = start(&net, builder(KEY).static_peer(target.to_string())).await;
+    assert_eq!(
+        a.wait_for_peers(1, Duration::from_secs(20)).await,
+        1,
+        "legitimate peer got in"
+    );
+    stream_verified(&a, &b, &net, 4 << 20).await;
+    let handshaking = b.counters().policy.refused.too_many_handshakes;
+    // Every silent socket is closed by the node: at once when over the cap,
+    // at the deadline otherwise.
+    let started = Instant::now();
+    let mut closed = 0;
+    for mut s in socks {
+        // Generous: under load the node may take a while to even accept
+        // (the listen backlog holds them); only a close by the node counts.
+        let _ = s.set_read_timeout(Some(deadline + Duration::from_secs(60)));
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            other => panic!("silent connection not closed by the node: {other:?}"),
+        }
+    }
+    println!(
+        "silent connections: {count} opened, {handshaking} refused over the pre-handshake cap, {closed} closed by the node within {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(closed, count, "every silent connection was closed");
+    let c = b.counters().policy;
+    // Each was either refused over the cap of 64 at once, or admitted and
+    // closed at the handshake deadline (the exact cap is tested in
+    // asoc-proto's policy tests).
+    assert!(
+        c.refused.too_many_handshakes + c.auth_failures.timeout >= count as u64,
+        "refused {} + timed out {} < {count}",
+        c.refused.too_many_handshakes,
+        c.auth_failures.timeout
+    );
+    assert!(handshaking >= 1, "the cap refused some");
+}
+
+/// `connections` concurrent authenticated connections into one node, each
+/// streaming `per_connection` bytes in 1 MiB chunks: every SHA-256 matches,
+/// nothing lost. Returns the peak memory growth.
+pub async fn many_senders<N: Net>(net: N, connections: usize, per_connection: u64) -> u64 {
+    use asoc_proto::connection::ConnectionConfig;
+    // Per-connection buffers sized for many connections: at most a few MiB
+    // in flight per connection on each side.
+    let tight = crate::DriverConfig {
+        connection: ConnectionConfig::builder()
+            .send_high_water(1 << 20)
+            .build()
+            .unwrap(),
+        receive_buffer: 2 << 20,
+        command_queue: 2,
+    };
+    let b = start(
+        &net,
+        builder(KEY).driver(tight).policy(
+            asoc_proto::policy::PolicyConfig::builder()
+                .max_connections(4096)
+                .max_handshaking(1024)
+                .max_attempts_per_window(100_000)
+                .build()
+                .unwrap(),
+        ),
+    )
+    .await;
+    let target = b.local_addr();
+    let baseline = rss_bytes();
+    let receiver = {
+        let (b, net2) = (b.clone(), net.clone());
+        spawn(&net, async move {
+            let mut readers = Vec::new();
+            for _ in 0..connections {
+                let incoming = b.accept_stream().await.unwrap();
+                readers.push(spawn(&net2, async move {
+                    let mut h = Sha256::new();
+                    let mut first = None;
+                    let mut stream = incoming.stream;
+                    while let Some(c) = stream.chunk().await.unwrap() {
+                        if first.is_none() {
+                            first = Some(u64::from_le_bytes(c[..8].try_into().unwrap()));
+                        }
+                        h.update(&c);
+                    }
+                    (first.unwrap(), h.finalize())
+                }));
+            }
+            let mut out = Vec::new();
+            for r in readers {
+                out.push(r.await);
+            }
+            out
+        })
+    };
+    let mut senders = Vec::new();
+    for i in 0..connections as u64 {
+        let net2 = net.clone();
+        senders.push(spawn(&net, async move {
+            let a = start(&net2, builder(KEY).driver(tight)).await;
+            let peer = a.connect(target.to_string()).await.unwrap();
+            let mut s = a.open_stream(PeerRef::Conn(peer.id)).await.unwrap();
+            let mut h = Sha256::new();
+            let mut sent = 0;
+            let mut k = 0;
+            while sent < per_connection {
+                let len = (per_connection - sent).min(1 << 20) as usize;
+                let mut c = chunk(i, k, len);
+                if k == 0 {
+                    c[..8].copy_from_slice(&i.to_le_bytes());
+                }
+                h.update(&c);
+                s.send(Bytes::from(c)).await.unwrap();
+                sent += len as u64;
+                k += 1;
+            }
+            s.finish().await.unwrap();
+            let digest = h.finalize();
+            (i, digest, a)
+        }));
+    }
+    let mut expected = HashMap::new();
+    let mut keep = Vec::new();
+    for s in senders {
+        let (i, d, a) = within(&net, Duration::from_secs(300), "senders", s).await;
+        expected.insert(i, d);
+        keep.push(a);
+    }
+    let got = within(&net, Duration::from_secs(300), "receiver", receiver).await;
+    let growth = rss_bytes().saturating_sub(baseline);
+    assert_eq!(got.len(), connections, "no stream lost");
+    for (i, digest) in got {
+        assert_eq!(
+            expected.get(&i),
+            Some(&digest),
+            "stream of sender {i} corrupted"
+        );
+    }
+    println!(
+        "many senders: {connections} connections x {} MiB = {} MiB, all SHA-256 verified; RSS growth {:.0} MiB",
+        per_connection >> 20,
+        (per_connection * connections as u64) >> 20,
+        growth as f64 / 1048576.0
+    );
+    growth
+}

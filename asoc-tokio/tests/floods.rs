@@ -1,0 +1,54 @@
+//! Floods and load (issue 7) on tokio. The CI-sized versions run by
+//! default; the full-sized ones are `#[ignore]`d and run with
+//! `cargo test --release -p asoc-tokio --test floods -- --ignored --nocapture --test-threads 1`.
+
+use asoc_async::scenarios as s;
+use asoc_tokio::Tokio;
+
+fn run<F: std::future::Future<Output = T>, T>(f: impl FnOnce(Tokio) -> F) -> T {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = Tokio::from_handle(rt.handle().clone());
+    rt.block_on(f(net))
+}
+
+#[test]
+fn wrong_key_flood_locks_the_flooder_out_and_the_legitimate_transfer_completes() {
+    run(|net| s::wrong_key_flood(net, 1_000, 256 << 20));
+}
+
+#[test]
+fn silent_connections_hold_the_pre_handshake_cap_and_close_at_the_deadline() {
+    run(|net| s::silent_connections(net, 1_000));
+}
+
+#[test]
+fn a_hundred_senders_of_8_mib_lose_nothing() {
+    run(|net| s::many_senders(net, 100, 8 << 20));
+}
+
+#[test]
+#[ignore = "full size: 10,000 attempts against a 1 GiB transfer"]
+fn full_wrong_key_flood() {
+    let r = run(|net| s::wrong_key_flood(net, 10_000, 1 << 30));
+    assert!(
+        r.loaded >= 0.8 * r.unloaded,
+        "throughput under flood {:.2}x",
+        r.loaded / r.unloaded
+    );
+}
+
+#[test]
+#[ignore = "full size: 10,000 silent connections"]
+fn full_silent_connections() {
+    run(|net| s::silent_connections(net, 10_000));
+}
+
+#[test]
+#[ignore = "full size: 1,000 senders x 8 MiB = 8 GiB"]
+fn full_thousand_senders() {
+    run(|net| s::many_senders(net, 1_000, 8 << 20));
+}
