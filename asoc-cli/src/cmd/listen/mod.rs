@@ -4,7 +4,7 @@
 mod incoming;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,7 @@ impl Listen {
             .max_payload(max_frame)
             .build()
             .map_err(|e| CliError::usage(format!("--handshake-timeout / --max-frame: {e}")))?;
-        let out_dir = args.out.as_ref().map(|d| prepare_dir(d)).transpose()?;
+        let out_dir = args.out.as_deref().map(prepare_dir).transpose()?;
         Ok(Self {
             bind: args.bind,
             discovery,
@@ -178,7 +178,7 @@ impl Job for Listen {
 }
 
 /// `--out DIR`: created when missing; must be a directory.
-fn prepare_dir(dir: &PathBuf) -> CliResult<Arc<PathBuf>> {
+fn prepare_dir(dir: &Path) -> CliResult<Arc<PathBuf>> {
     let shown = dir.display();
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::usage(format!("cannot use --out {shown}: {e}")))?;
@@ -187,5 +187,5 @@ fn prepare_dir(dir: &PathBuf) -> CliResult<Arc<PathBuf>> {
             "cannot use --out {shown}: not a directory"
         )));
     }
-    Ok(Arc::new(dir.clone()))
+    Ok(Arc::new(dir.to_path_buf()))
 }
