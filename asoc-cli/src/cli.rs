@@ -104,8 +104,12 @@ pub(crate) struct ListenArgs {
     /// One JSON object per line on standard output.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Write each complete stream to DIR/<peer>-<stream>.bin.
-    #[arg(long, value_name = "DIR")]
+    // (help as an attribute: rustdoc would read `<peer>` as an HTML tag)
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Write each complete stream to DIR/<peer>-<stream>.bin"
+    )]
     pub(crate) out: Option<PathBuf>,
     /// Send every complete stream back to its sender.
     #[arg(long)]
