@@ -66,10 +66,10 @@ pub fn free_udp() -> String {
     s.local_addr().unwrap().to_string()
 }
 
-/// Sends a signal to a child with kill(1).
+/// Sends a signal to a child with the shell's built-in kill.
 pub fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), child.id().to_string()])
+    let ok = Command::new("sh")
+        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", sig, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
