@@ -16,7 +16,7 @@ use crate::units::{parse_duration, parse_size};
 /// line. Exit codes: 0 success, 1 runtime failure, 2 usage error,
 /// 3 authentication or handshake failure.
 #[derive(Parser, Debug)]
-#[command(name = "asoc", version, about, long_about)]
+#[command(name = "asoc", version)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,

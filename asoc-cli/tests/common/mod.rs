@@ -69,7 +69,13 @@ pub fn free_udp() -> String {
 /// Sends a signal to a child with the shell's built-in kill.
 pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("sh")
-        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", sig, &child.id().to_string()])
+        .args([
+            "-c",
+            "kill -s \"$1\" \"$2\"",
+            "sh",
+            sig,
+            &child.id().to_string(),
+        ])
         .status()
         .unwrap();
     assert!(ok.success());
