@@ -1,65 +1,90 @@
-//! The `asoc` command.
+//! The `asoc` command: keys, nodes, transfers and a demo on any of the
+//! async runtimes ASoc has an adapter for.
 
-mod blocking;
-mod demo;
+mod cli;
+mod cmd;
+mod error;
+mod events;
+mod net_errors;
 mod os;
+mod output;
+mod progress;
+mod reader;
+mod runtime;
+mod secrets;
+mod signals;
+mod sink;
+mod tls;
+mod units;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::Parser;
 
-/// ASoc: authenticated tensor streaming between AI compute nodes.
-#[derive(Parser)]
-#[command(name = "asoc", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Two nodes on loopback: authenticated handshake, then a SHA-256-verified
-    /// tensor stream. Needs no set-up.
-    Demo {
-        /// Tensor size in MiB.
-        #[arg(long, default_value_t = 256)]
-        size_mib: u64,
-        /// Chunk (DATA frame payload) size in KiB.
-        #[arg(long, default_value_t = 1024)]
-        chunk_kib: usize,
-    },
-    /// Print a new 256-bit API key as 64 lower-case hex characters.
-    Keygen,
-}
+use cli::{Cli, Command};
+use error::CliResult;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo {
-            size_mib,
-            chunk_kib,
-        } => {
-            if chunk_kib == 0 || chunk_kib > 16 * 1024 {
-                Err("--chunk-kib must be between 1 and 16384".to_string())
-            } else {
-                demo::run(size_mib << 20, chunk_kib << 10)
-            }
-        }
-        Command::Keygen => keygen(),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(&e),
     };
-    match result {
+    match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("asoc: {message}");
-            ExitCode::from(1)
+        Err(e) => {
+            eprintln!("asoc: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn keygen() -> Result<(), String> {
-    let seed = os::seed().map_err(|e| format!("no OS randomness: {e}"))?;
-    let mut rng = asoc_proto::rng::Rng::from_seed(seed);
-    let key = asoc_proto::auth::generate_key_hex(rng.inner());
-    println!("{}", key.as_str());
-    Ok(())
+fn dispatch(command: Command) -> CliResult {
+    match command {
+        Command::Keygen => cmd::keygen::run(),
+        Command::DeriveKey(args) => cmd::derive_key::run(&args),
+        Command::Listen(args) => {
+            let job = cmd::listen::Listen::prepare(args)?;
+            runtime::run(job.runtime(), job)
+        }
+        Command::Send(args) => {
+            let job = cmd::send::Send::prepare(args)?;
+            runtime::run(job.runtime(), job)
+        }
+        Command::Discover(args) => {
+            let job = cmd::discover::Discover::prepare(args)?;
+            runtime::run(job.runtime(), job)
+        }
+        Command::Demo(args) => {
+            let job = cmd::demo::Demo::prepare(&args)?;
+            runtime::run(job.runtime(), job)
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0; every other parse failure is
+/// one line on stderr and exit 2.
+fn usage_exit(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let summary: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = summary.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("asoc: {line} (see `asoc --help`)");
+            ExitCode::from(2)
+        }
+    }
 }

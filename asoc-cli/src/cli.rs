@@ -1,0 +1,214 @@
+//! The command line: every command, flag and help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::runtime::RuntimeKind;
+use crate::units::{parse_duration, parse_size};
+
+/// ASoc: authenticated tensor streaming between AI compute nodes.
+///
+/// The API key is read from the ASOC_API_KEY environment variable or from
+/// --api-key-file (a file only its owner can read), never from the command
+/// line. Exit codes: 0 success, 1 runtime failure, 2 usage error,
+/// 3 authentication or handshake failure.
+#[derive(Parser, Debug)]
+#[command(name = "asoc", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Print a new 256-bit API key as 64 lower-case hex characters.
+    Keygen,
+    /// Derive a per-cluster key (PBKDF2-HMAC-SHA256, RFC-0002 §8.2) from the
+    /// master key in ASOC_MASTER_KEY or --master-key-file.
+    DeriveKey(DeriveKeyArgs),
+    /// Run a node until SIGINT or SIGTERM: accept, verify and report
+    /// incoming streams.
+    Listen(ListenArgs),
+    /// Send files (or standard input) to a peer, one stream per file.
+    Send(SendArgs),
+    /// Listen for authenticated discovery announcements and list the peers.
+    Discover(DiscoverArgs),
+    /// Two nodes on loopback: authenticated handshake, then a SHA-256-verified
+    /// tensor stream. Needs no set-up.
+    Demo(DemoArgs),
+}
+
+/// Where the API key comes from (besides ASOC_API_KEY).
+#[derive(Args, Debug)]
+pub(crate) struct KeyArgs {
+    /// Read the API key from this file (mode 600; a trailing newline is
+    /// stripped) instead of ASOC_API_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) api_key_file: Option<PathBuf>,
+}
+
+/// Which async runtime runs the sockets.
+#[derive(Args, Debug)]
+pub(crate) struct RuntimeArgs {
+    /// Async runtime (adapter) to run on.
+    #[arg(long, value_enum, default_value = "tokio")]
+    pub(crate) runtime: RuntimeKind,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DeriveKeyArgs {
+    /// Cluster name (the PBKDF2 salt).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) cluster: String,
+    /// Read the master key from this file (mode 600) instead of
+    /// ASOC_MASTER_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) master_key_file: Option<PathBuf>,
+}
+
+/// Server-side TLS (RFC-0002 §9.2).
+#[derive(Args, Debug)]
+pub(crate) struct TlsServerArgs {
+    /// Accept connections inside TLS with this PEM certificate chain.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+}
+
+/// Client-side TLS: how to trust the server.
+#[derive(Args, Debug)]
+pub(crate) struct TlsClientArgs {
+    /// Dial inside TLS, trusting servers whose certificate this PEM CA signed
+    /// for the dialed name.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_pin")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// Dial inside TLS, trusting exactly this PEM (usually self-signed)
+    /// certificate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_pin: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ListenArgs {
+    /// TCP address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9000")]
+    pub(crate) bind: SocketAddr,
+    /// One JSON object per line on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    // (help as an attribute: rustdoc would read `<peer>` as an HTML tag)
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Write each complete stream to DIR/<peer>-<stream>.bin"
+    )]
+    pub(crate) out: Option<PathBuf>,
+    /// Send every complete stream back to its sender.
+    #[arg(long)]
+    pub(crate) echo: bool,
+    /// Announce this node and discover others over UDP (needs a community).
+    #[arg(long)]
+    pub(crate) discovery: bool,
+    /// UDP address for discovery.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9999",
+        requires = "discovery"
+    )]
+    pub(crate) discovery_bind: SocketAddr,
+    /// Announce to these UDP addresses instead of broadcasting (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "discovery")]
+    pub(crate) announce_to: Vec<SocketAddr>,
+    /// Community name; only nodes of the same community discover each other.
+    #[arg(long, env = "ASOC_COMMUNITY", value_name = "NAME")]
+    pub(crate) community: Option<String>,
+    /// Keep a connection to this peer, reconnecting when it drops (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) peer: Vec<String>,
+    /// Time allowed for a peer's handshake.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) handshake_timeout: Duration,
+    /// Largest frame payload accepted.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub(crate) max_frame: u64,
+    /// Do not compute SHA-256 of incoming streams (reported as null).
+    #[arg(long)]
+    pub(crate) no_digest: bool,
+    #[command(flatten)]
+    pub(crate) tls: TlsServerArgs,
+    #[command(flatten)]
+    pub(crate) tls_client: TlsClientArgs,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SendArgs {
+    /// The listening peer.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) peer: String,
+    /// DATA frame payload size.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub(crate) chunk_size: u64,
+    /// One JSON object per line on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) tls: TlsClientArgs,
+    /// Client certificate (PEM) for servers that require mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+    /// Files to send, in order; `-` reads standard input.
+    #[arg(value_name = "FILE", required = true)]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DiscoverArgs {
+    /// UDP address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9999")]
+    pub(crate) bind: SocketAddr,
+    /// How long to listen.
+    #[arg(long = "for", value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// One JSON object per line on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Community name; only its announcements are accepted.
+    #[arg(long, env = "ASOC_COMMUNITY", value_name = "NAME")]
+    pub(crate) community: Option<String>,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// Tensor size.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub(crate) size: u64,
+    /// DATA frame payload size.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub(crate) chunk_size: u64,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+}

@@ -1,0 +1,122 @@
+//! `asoc discover`: listens for authenticated discovery announcements for
+//! a while and lists the peers found. Passive: it announces nothing and
+//! dials nobody.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use asoc_async::Net;
+use asoc_proto::auth::{ApiKey, KeyRing};
+use asoc_proto::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
+use serde_json::json;
+
+use crate::cli::DiscoverArgs;
+use crate::error::{CliError, CliResult};
+use crate::events;
+use crate::net_errors::bind_failed;
+use crate::output::Out;
+use crate::runtime::{until, Job, RuntimeKind};
+use crate::{os, secrets};
+
+/// A checked `discover` command, ready to run.
+pub(crate) struct Discover {
+    bind: SocketAddr,
+    duration: Duration,
+    config: DiscoveryConfig,
+    keys: KeyRing,
+    out: Out,
+    runtime: RuntimeKind,
+}
+
+impl Discover {
+    /// Checks every input before any socket is opened.
+    pub(crate) fn prepare(args: DiscoverArgs) -> CliResult<Self> {
+        let key: ApiKey = secrets::api_key(args.key.api_key_file.as_deref())?;
+        let community = args.community.filter(|c| !c.is_empty()).ok_or_else(|| {
+            CliError::usage(
+                "discover needs a community: pass --community NAME or set ASOC_COMMUNITY",
+            )
+        })?;
+        Ok(Self {
+            bind: args.bind,
+            duration: args.duration,
+            config: DiscoveryConfig::new(community),
+            keys: KeyRing::new(key),
+            out: Out::new(args.json),
+            runtime: args.runtime.runtime,
+        })
+    }
+
+    pub(crate) fn runtime(&self) -> RuntimeKind {
+        self.runtime
+    }
+}
+
+impl Job for Discover {
+    type Output = ();
+
+    async fn run<N: Net>(self, net: N) -> CliResult {
+        let udp = net
+            .bind_udp(self.bind)
+            .await
+            .map_err(|e| bind_failed(&format!("udp {}", self.bind), &e))?;
+        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let id = os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let start = Instant::now();
+        let mut discovery = Discovery::new(self.config.clone(), id, 0, seed, start);
+        let bound = N::udp_local_addr(&udp).unwrap_or(self.bind);
+        self.out.note(|| {
+            format!(
+                "listening for announcements on udp {bound} for {:?}",
+                self.duration
+            )
+        });
+        let deadline = start + self.duration;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let got = until(&net, deadline, N::recv_from(&udp, &mut buf)).await;
+            let now = Instant::now();
+            match got {
+                None => break,
+                Some(Ok((n, src))) => {
+                    let datagram = buf.get(..n).unwrap_or(&[]);
+                    discovery.handle_datagram(now, unix_now(), src, datagram, &self.keys);
+                }
+                // Like a lost datagram; the next announcement follows.
+                Some(Err(_)) => {}
+            }
+            discovery.handle_timeout(now);
+            while let Some(event) = discovery.poll_event() {
+                match event {
+                    DiscoveryEvent::Discovered { node, addr, .. } => {
+                        events::discovery(self.out, "peer_discovered", node, addr);
+                    }
+                    DiscoveryEvent::Expired { node, addr } => {
+                        events::discovery(self.out, "peer_expired", node, addr);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let peers: Vec<_> = discovery.peers().collect();
+        let list: Vec<_> = peers
+            .iter()
+            .map(|p| json!({"peer": p.node.to_string(), "addr": p.addr.to_string()}))
+            .collect();
+        self.out.emit(json!({"event": "peers", "peers": list}), || {
+            let mut text = format!("{} peer(s) found", peers.len());
+            for p in &peers {
+                text.push_str(&format!("\n  {}  {}", p.node, p.addr));
+            }
+            text
+        });
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,216 @@
+//! Incoming streams of `asoc listen`: each is hashed (and, with `--out`,
+//! written) as its chunks arrive, reported complete or incomplete, and
+//! with `--echo` sent back to its sender.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use asoc_async::{IncomingStream, Net, Node, PeerRef, StreamError};
+use bytes::Bytes;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::events::{peer, shown};
+use crate::output::{hex, Out};
+use crate::sink::Sink;
+
+/// What to do with each stream.
+#[derive(Clone, Debug)]
+pub(super) struct Settings {
+    /// Compute SHA-256 (off with `--no-digest`).
+    pub(super) digest: bool,
+    /// `--out DIR`.
+    pub(super) out_dir: Option<Arc<PathBuf>>,
+    /// `--echo`.
+    pub(super) echo: bool,
+}
+
+/// The stream handlers of one node.
+pub(super) struct Streams<N: Net> {
+    node: Node<N>,
+    net: N,
+    out: Out,
+    settings: Settings,
+}
+
+impl<N: Net> Streams<N> {
+    pub(super) fn new(node: Node<N>, net: N, out: Out, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            net,
+            out,
+            settings,
+        })
+    }
+
+    /// Handles every incoming stream until the node shuts down; the
+    /// returned future completes once every handler has finished.
+    pub(super) fn accept_all(self: Arc<Self>) -> impl Future<Output = ()> {
+        // Every handler holds a sender; the receiver sees the channel close
+        // when the last one is dropped.
+        let (alive, all_done) = async_channel::bounded::<()>(1);
+        let this = self.clone();
+        self.net.spawn(Box::pin(async move {
+            while let Some(incoming) = this.node.accept_stream().await {
+                let (handler, alive) = (this.clone(), alive.clone());
+                this.net.spawn(Box::pin(async move {
+                    handler.handle(incoming).await;
+                    drop(alive);
+                }));
+            }
+            drop(alive);
+        }));
+        async move {
+            let _ = all_done.recv().await;
+        }
+    }
+
+    async fn handle(&self, incoming: IncomingStream) {
+        let IncomingStream {
+            conn,
+            peer_node,
+            addr,
+            mut stream,
+            ..
+        } = incoming;
+        let id = stream.id();
+        let sink = self.sink(peer_node, addr, id);
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut sink_failed = false;
+        let cut = loop {
+            match stream.chunk().await {
+                Ok(Some(chunk)) => {
+                    if self.settings.echo {
+                        kept.push(chunk.clone());
+                    }
+                    // A failed sink still lets the stream drain; finish()
+                    // says why it failed.
+                    if !sink_failed && sink.write(chunk).await.is_err() {
+                        sink_failed = true;
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        let (bytes, frames) = (stream.bytes(), stream.frames());
+        if let Some(e) = cut {
+            sink.abort().await;
+            let reason = match &e {
+                StreamError::Incomplete { reason, .. } => reason.as_str().to_string(),
+                other => other.to_string(),
+            };
+            self.incomplete(peer_node, addr, id, bytes, &reason);
+            return;
+        }
+        match sink.finish().await {
+            Ok(done) => {
+                let sha = done.sha256.map(|d| hex(&d));
+                let file = done.file.map(|f| f.display().to_string());
+                self.out.emit(
+                    json!({"event": "stream_complete", "peer": peer(peer_node),
+                           "addr": addr.to_string(), "stream": id, "frames": frames,
+                           "bytes": bytes, "sha256": sha}),
+                    || {
+                        let mut line = format!(
+                            "stream {id} from {} {addr} complete: {bytes} bytes in {frames} frames",
+                            shown(peer_node)
+                        );
+                        if let Some(sha) = &sha {
+                            line.push_str(&format!(", sha256 {sha}"));
+                        }
+                        if let Some(file) = &file {
+                            line.push_str(&format!(", saved to {file}"));
+                        }
+                        line
+                    },
+                );
+            }
+            Err(e) => {
+                eprintln!("asoc: stream {id} from {addr} arrived but could not be saved: {e}");
+                self.incomplete(peer_node, addr, id, bytes, "write_failed");
+                return;
+            }
+        }
+        if self.settings.echo {
+            self.echo(conn, addr, kept).await;
+        }
+    }
+
+    fn sink(&self, peer_node: Option<Uuid>, addr: SocketAddr, id: u32) -> Sink {
+        let target = self
+            .settings
+            .out_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{}-{id}.bin", label(peer_node, addr))));
+        match Sink::start(self.settings.digest, target.clone()) {
+            Ok(sink) => sink,
+            Err(e) => {
+                let shown = target.map(|t| t.display().to_string()).unwrap_or_default();
+                eprintln!("asoc: cannot write {shown}: {e}");
+                Sink::start(self.settings.digest, None).unwrap_or_else(|_| Sink::none())
+            }
+        }
+    }
+
+    fn incomplete(
+        &self,
+        peer_node: Option<Uuid>,
+        addr: SocketAddr,
+        id: u32,
+        bytes: u64,
+        reason: &str,
+    ) {
+        self.out.emit(
+            json!({"event": "stream_incomplete", "peer": peer(peer_node),
+                   "addr": addr.to_string(), "stream": id, "bytes": bytes, "reason": reason}),
+            || {
+                format!(
+                    "stream {id} from {} {addr} INCOMPLETE after {bytes} bytes ({reason})",
+                    shown(peer_node)
+                )
+            },
+        );
+    }
+
+    async fn echo(&self, conn: asoc_proto::node::ConnId, addr: SocketAddr, chunks: Vec<Bytes>) {
+        let _guard = self.node.send_guard();
+        let result = async {
+            let mut s = self.node.open_stream(PeerRef::Conn(conn)).await?;
+            let id = s.id();
+            for chunk in chunks {
+                s.send(chunk).await?;
+            }
+            s.finish().await?;
+            Ok::<_, asoc_async::Error>(id)
+        }
+        .await;
+        match result {
+            Ok(id) => self
+                .out
+                .note(|| format!("echoed back to {addr} as stream {id}")),
+            Err(e) => eprintln!("asoc: echo to {addr} failed: {e}"),
+        }
+    }
+}
+
+/// The `<peer>` of `DIR/<peer>-<stream>.bin`: the node id, or the address
+/// when the peer's id is unknown.
+fn label(peer_node: Option<Uuid>, addr: SocketAddr) -> String {
+    match peer_node {
+        Some(id) => id.to_string(),
+        None => addr
+            .to_string()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    }
+}

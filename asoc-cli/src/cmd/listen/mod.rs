@@ -1,0 +1,191 @@
+//! `asoc listen`: a node that runs until SIGINT or SIGTERM, reporting what
+//! happens; incoming streams are handled in [`incoming`].
+
+mod incoming;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asoc_async::tls::TlsConfig;
+use asoc_async::{DriverConfig, Error, Net, Node, NodeBuilder};
+use asoc_proto::auth::ApiKey;
+use asoc_proto::connection::ConnectionConfig;
+use asoc_proto::discovery::DiscoveryConfig;
+use serde_json::json;
+
+use crate::cli::ListenArgs;
+use crate::error::{CliError, CliResult};
+use crate::net_errors::{bind_failed, check_target};
+use crate::output::Out;
+use crate::runtime::{spawn, until, Job, RuntimeKind};
+use crate::{events, os, secrets, signals, tls};
+
+use incoming::Streams;
+
+/// How long shutdown waits for sends in flight and connections to close.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A checked `listen` command, ready to run.
+pub(crate) struct Listen {
+    bind: SocketAddr,
+    discovery: Option<(SocketAddr, DiscoveryConfig)>,
+    community: String,
+    peers: Vec<String>,
+    driver: DriverConfig,
+    key: ApiKey,
+    tls: TlsConfig,
+    out: Out,
+    streams: incoming::Settings,
+    runtime: RuntimeKind,
+}
+
+impl Listen {
+    /// Checks every input before any socket is opened.
+    pub(crate) fn prepare(args: ListenArgs) -> CliResult<Self> {
+        let key = secrets::api_key(args.key.api_key_file.as_deref())?;
+        for peer in &args.peer {
+            check_target(peer, "--peer")?;
+        }
+        let community = args.community.clone().unwrap_or_default();
+        let discovery = if args.discovery {
+            if community.is_empty() {
+                return Err(CliError::usage(
+                    "discovery needs a community: pass --community NAME or set ASOC_COMMUNITY",
+                ));
+            }
+            let config = DiscoveryConfig::builder(community.clone())
+                .unicast_targets(args.announce_to.clone())
+                .build()
+                .map_err(|e| CliError::usage(format!("discovery: {e}")))?;
+            Some((args.discovery_bind, config))
+        } else {
+            None
+        };
+        let max_frame = u32::try_from(args.max_frame)
+            .ok()
+            .filter(|m| *m > 0)
+            .ok_or_else(|| CliError::usage("--max-frame must be between 1B and 4GiB - 1"))?;
+        let connection = ConnectionConfig::builder()
+            .handshake_timeout(args.handshake_timeout)
+            .max_payload(max_frame)
+            .build()
+            .map_err(|e| CliError::usage(format!("--handshake-timeout / --max-frame: {e}")))?;
+        let out_dir = args.out.as_deref().map(prepare_dir).transpose()?;
+        Ok(Self {
+            bind: args.bind,
+            discovery,
+            community,
+            peers: args.peer,
+            driver: DriverConfig {
+                connection,
+                ..DriverConfig::default()
+            },
+            key,
+            tls: tls::node(&args.tls, &args.tls_client)?,
+            out: Out::new(args.json),
+            streams: incoming::Settings {
+                digest: !args.no_digest,
+                out_dir,
+                echo: args.echo,
+            },
+            runtime: args.runtime.runtime,
+        })
+    }
+
+    pub(crate) fn runtime(&self) -> RuntimeKind {
+        self.runtime
+    }
+
+    fn builder(&self) -> NodeBuilder {
+        let mut b = NodeBuilder::new(self.community.clone(), self.key.clone())
+            .bind(self.bind)
+            .driver(self.driver)
+            .tls(self.tls.clone());
+        if let Some((bind, config)) = &self.discovery {
+            b = b.discovery(*bind, config.clone());
+        }
+        for peer in &self.peers {
+            b = b.static_peer(peer.clone());
+        }
+        b
+    }
+
+    async fn start<N: Net>(&self, net: &N) -> CliResult<Node<N>> {
+        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let id = os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        self.builder()
+            .start(net.clone(), seed, id)
+            .await
+            .map_err(|e| match e {
+                Error::Io(io) => {
+                    let what = match &self.discovery {
+                        Some((udp, _)) => format!("tcp {} / udp {udp}", self.bind),
+                        None => self.bind.to_string(),
+                    };
+                    bind_failed(&what, &io)
+                }
+                other => CliError::runtime(format!("cannot start the node: {other}")),
+            })
+    }
+}
+
+impl Job for Listen {
+    type Output = ();
+
+    async fn run<N: Net>(self, net: N) -> CliResult {
+        // Installed before binding: a signal right after "listening" is
+        // never lost.
+        let stop = signals::termination()?;
+        let node = self.start(&net).await?;
+        let (tcp, udp) = (node.local_addr(), node.discovery_addr());
+        let runtime = self.runtime.name();
+        self.out.emit(
+            json!({"event": "listening", "tcp": tcp.to_string(),
+                   "udp": udp.map(|u| u.to_string()), "node": node.node_id().to_string(),
+                   "runtime": runtime}),
+            || {
+                let udp = udp.map_or_else(|| "off".into(), |u| u.to_string());
+                format!(
+                    "listening on tcp {tcp} (discovery {udp}) as node {} [{runtime}]",
+                    node.node_id()
+                )
+            },
+        );
+        let printer = spawn(&net, {
+            let (node, out) = (node.clone(), self.out);
+            async move {
+                while let Some(event) = node.next_event().await {
+                    events::print(out, &event);
+                }
+            }
+        });
+        let streams = Streams::new(node.clone(), net.clone(), self.out, self.streams);
+        let handlers = streams.accept_all();
+        let _ = stop.recv().await;
+        self.out.note(|| "shutting down".into());
+        node.shutdown(GRACE).await;
+        // Streams cut by the shutdown report themselves; give them a moment.
+        let deadline = Instant::now() + GRACE;
+        let _ = until(&net, deadline, async {
+            handlers.await;
+            printer.await;
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// `--out DIR`: created when missing; must be a directory.
+fn prepare_dir(dir: &Path) -> CliResult<Arc<PathBuf>> {
+    let shown = dir.display();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::usage(format!("cannot use --out {shown}: {e}")))?;
+    if !dir.is_dir() {
+        return Err(CliError::usage(format!(
+            "cannot use --out {shown}: not a directory"
+        )));
+    }
+    Ok(Arc::new(dir.to_path_buf()))
+}

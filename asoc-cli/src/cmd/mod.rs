@@ -1,0 +1,8 @@
+//! One module per command.
+
+pub(crate) mod demo;
+pub(crate) mod derive_key;
+pub(crate) mod discover;
+pub(crate) mod keygen;
+pub(crate) mod listen;
+pub(crate) mod send;

@@ -1,0 +1,200 @@
+//! `asoc send`: one authenticated connection to a listening peer, one
+//! stream per input in order, then a clean close. Exit 0 only once every
+//! END was written and the connection closed cleanly.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use asoc_async::{Connection, DriverConfig, Error, Net, Transport};
+use asoc_proto::auth::{ApiKey, KeyRing};
+use asoc_proto::connection::CloseReason;
+use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+use serde_json::json;
+
+use crate::cli::SendArgs;
+use crate::error::{CliError, CliResult};
+use crate::net_errors::{check_target, unreachable};
+use crate::output::{hex, Out};
+use crate::progress::Progress;
+use crate::reader::{Item, Source};
+use crate::runtime::{until, Job, RuntimeKind};
+use crate::{os, secrets, tls};
+
+/// Largest chunk: the default maximum frame payload of receivers (WIRE.md §6).
+const MAX_CHUNK: u64 = 16 << 20;
+
+/// A checked `send` command, ready to run.
+pub(crate) struct Send {
+    peer: String,
+    chunk_size: usize,
+    out: Out,
+    key: ApiKey,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sources: Vec<Source>,
+    runtime: RuntimeKind,
+}
+
+impl Send {
+    /// Checks every input before any socket is opened.
+    pub(crate) fn prepare(args: SendArgs) -> CliResult<Self> {
+        check_target(&args.peer, "--peer")?;
+        if args.chunk_size == 0 || args.chunk_size > MAX_CHUNK {
+            return Err(CliError::usage(format!(
+                "--chunk-size must be between 1B and 16MiB, not {} bytes",
+                args.chunk_size
+            )));
+        }
+        if args.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+            return Err(CliError::usage("standard input (-) can be sent only once"));
+        }
+        let key = secrets::api_key(args.key.api_key_file.as_deref())?;
+        let identity = args.tls_cert.as_ref().zip(args.tls_key.as_ref());
+        let tls = tls::client(&args.tls, identity)?;
+        let sources = args
+            .files
+            .iter()
+            .map(|f| Source::open(f))
+            .collect::<CliResult<Vec<_>>>()?;
+        Ok(Self {
+            peer: args.peer,
+            chunk_size: usize::try_from(args.chunk_size).unwrap_or(usize::MAX),
+            out: Out::new(args.json),
+            key,
+            tls,
+            sources,
+            runtime: args.runtime.runtime,
+        })
+    }
+
+    pub(crate) fn runtime(&self) -> RuntimeKind {
+        self.runtime
+    }
+
+    async fn connect<N: Net>(&self, net: &N) -> CliResult<Connection> {
+        let (io, addr) = net
+            .connect(self.peer.clone())
+            .await
+            .map_err(|e| unreachable(&self.peer, &e))?;
+        let io: Box<dyn Transport> = match &self.tls {
+            None => Box::new(io),
+            Some(config) => {
+                let name = asoc_async::tls::server_name(&self.peer)
+                    .map_err(|e| CliError::usage(e.to_string()))?;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                match until(net, deadline, net.tls_connect(io, config.clone(), name)).await {
+                    Some(Ok(io)) => io,
+                    Some(Err(e)) => {
+                        return Err(CliError::auth(format!(
+                            "TLS handshake with {} failed: {e}",
+                            self.peer
+                        )))
+                    }
+                    None => {
+                        return Err(CliError::auth(format!(
+                            "TLS handshake with {} timed out",
+                            self.peer
+                        )))
+                    }
+                }
+            }
+        };
+        let node =
+            os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let auth = Arc::new(Mutex::new(Authenticator::new(
+            AuthenticatorConfig::new(node, KeyRing::new(self.key.clone())),
+            seed,
+        )));
+        let conn = Connection::connect(net, io, &auth, DriverConfig::default())
+            .await
+            .map_err(|e| self.handshake_error(e))?;
+        self.out.emit(
+            json!({"event": "connected", "addr": addr.to_string(), "node": node.to_string()}),
+            || format!("connected to {addr}, handshake verified"),
+        );
+        Ok(conn)
+    }
+
+    fn handshake_error(&self, e: Error) -> CliError {
+        let peer = &self.peer;
+        match e {
+            Error::Handshake(CloseReason::HandshakeTimeout) => CliError::auth(format!(
+                "{peer} did not answer the handshake in time: is it an ASoc listener, \
+                 and does it expect TLS (--tls-ca / --tls-pin)?"
+            )),
+            Error::Handshake(reason) => CliError::auth(format!(
+                "{peer} refused the handshake ({reason}): most likely the API key differs from \
+                 the listener's (check ASOC_API_KEY or --api-key-file, and that both sides use \
+                 the key of the same cluster and community), or the listener expects TLS, or \
+                 this address is locked out after repeated failures"
+            )),
+            other => CliError::runtime(format!("connection to {peer} failed: {other}")),
+        }
+    }
+
+    async fn send_one(&self, conn: &Connection, source: Source) -> CliResult {
+        let name = source.name.clone();
+        let lost = |e: Error| CliError::runtime(format!("connection to {} lost: {e}", self.peer));
+        let mut stream = conn.open_stream().await.map_err(lost)?;
+        let id = stream.id();
+        let bar = Progress::new(&name, source.len);
+        let chunks = source.chunks(self.chunk_size);
+        let (mut bytes, mut frames) = (0u64, 0u64);
+        let digest = loop {
+            match chunks.recv().await {
+                Ok(Item::Chunk(chunk)) => {
+                    let n = chunk.len() as u64;
+                    stream.send(chunk).await.map_err(lost)?;
+                    bytes += n;
+                    frames += 1;
+                    bar.advance(n);
+                }
+                Ok(Item::End(digest)) => break digest,
+                Ok(Item::Failed(e)) => {
+                    bar.finish();
+                    return Err(CliError::runtime(format!("cannot read {name}: {e}")));
+                }
+                Err(_) => return Err(CliError::runtime(format!("reading {name} stopped"))),
+            }
+        };
+        stream.finish().await.map_err(lost)?;
+        bar.finish();
+        self.out.emit(
+            json!({"event": "stream_sent", "file": name, "stream": id, "frames": frames,
+                   "bytes": bytes, "sha256": hex(&digest)}),
+            || {
+                format!(
+                    "sent {name}: stream {id}, {bytes} bytes in {frames} frames, sha256 {}",
+                    hex(&digest)
+                )
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Job for Send {
+    type Output = ();
+
+    async fn run<N: Net>(mut self, net: N) -> CliResult {
+        let conn = self.connect(&net).await?;
+        for source in std::mem::take(&mut self.sources) {
+            self.send_one(&conn, source).await?;
+        }
+        conn.close().await;
+        match conn.closed().await {
+            CloseReason::Local => {
+                self.out
+                    .emit(json!({"event": "closed", "reason": "local_close"}), || {
+                        "done: every stream ended and the connection closed cleanly".to_string()
+                    });
+                Ok(())
+            }
+            reason => Err(CliError::runtime(format!(
+                "the connection to {} did not close cleanly ({reason}); the last stream may not \
+                 have arrived",
+                self.peer
+            ))),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The node's events as `asoc listen` prints them (the JSON shapes are
+//! part of the command's interface; see issue 5 / README).
+
+use std::net::SocketAddr;
+
+use asoc_async::NodeEvent;
+use asoc_proto::connection::CloseReason;
+use asoc_proto::node::{Direction, NodeEvent as ProtoEvent};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::output::Out;
+
+/// Prints one node event. Stream completion is printed by the stream
+/// handler instead (it knows the SHA-256 and the file); events outside the
+/// documented set are printed in human mode only.
+pub(crate) fn print(out: Out, event: &NodeEvent) {
+    let NodeEvent::Node(e) = event else {
+        return;
+    };
+    match e {
+        ProtoEvent::PeerConnected {
+            peer_node,
+            addr,
+            direction,
+            ..
+        } => out.emit(
+            json!({"event": "peer_connected", "peer": peer(*peer_node), "addr": addr.to_string(),
+                   "direction": direction_name(*direction)}),
+            || {
+                format!(
+                    "peer connected: {} {} ({})",
+                    shown(*peer_node),
+                    addr,
+                    direction_name(*direction)
+                )
+            },
+        ),
+        ProtoEvent::PeerDisconnected {
+            peer_node,
+            addr,
+            reason,
+            ..
+        } => {
+            if let CloseReason::Protocol(err) = reason {
+                out.emit(
+                    json!({"event": "protocol_error", "peer": peer(*peer_node),
+                           "addr": addr.to_string(), "reason": err.to_string()}),
+                    || format!("protocol error from {} {addr}: {err}", shown(*peer_node)),
+                );
+            }
+            out.emit(
+                json!({"event": "peer_disconnected", "peer": peer(*peer_node),
+                       "addr": addr.to_string(), "reason": reason.as_str()}),
+                || format!("peer disconnected: {} {addr} ({reason})", shown(*peer_node)),
+            );
+        }
+        ProtoEvent::AuthFailed { addr, reason, .. } => out.emit(
+            json!({"event": "auth_failed", "addr": addr.to_string(), "reason": reason.as_str()}),
+            || format!("authentication failed: {addr} ({})", reason.as_str()),
+        ),
+        ProtoEvent::PeerDiscovered { node, addr, .. } => {
+            discovery(out, "peer_discovered", *node, *addr)
+        }
+        ProtoEvent::PeerExpired { node, addr } => discovery(out, "peer_expired", *node, *addr),
+        ProtoEvent::LockedOut { ip, .. } => {
+            out.note(|| format!("locked out: {ip} after repeated authentication failures"));
+        }
+        ProtoEvent::PeerAddressChanged { node, old, new } => {
+            out.note(|| format!("peer {node} moved from {old} to {new}"));
+        }
+        ProtoEvent::DialGaveUp { node, failures, .. } => {
+            out.note(|| {
+                format!("gave up dialing discovered peer {node} after {failures} failures")
+            });
+        }
+        _ => {}
+    }
+}
+
+/// `peer_discovered` / `peer_expired`, shared with `asoc discover`.
+pub(crate) fn discovery(out: Out, what: &str, node: Uuid, addr: SocketAddr) {
+    out.emit(
+        json!({"event": what, "peer": node.to_string(), "addr": addr.to_string()}),
+        || format!("{}: {node} {addr}", what.replace('_', " ")),
+    );
+}
+
+/// A node id as JSON: the UUID string or null.
+pub(crate) fn peer(node: Option<Uuid>) -> Value {
+    node.map_or(Value::Null, |n| Value::String(n.to_string()))
+}
+
+/// A node id for humans.
+pub(crate) fn shown(node: Option<Uuid>) -> String {
+    node.map_or_else(|| "(unknown id)".to_string(), |n| n.to_string())
+}
+
+fn direction_name(d: Direction) -> &'static str {
+    d.as_str()
+}

@@ -1,0 +1,42 @@
+//! Lines on standard output: one JSON object per line with `--json`,
+//! readable text otherwise; each line is flushed as it is written so that
+//! another program can follow the output live.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+/// Where a command reports what happens.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Out {
+    json: bool,
+}
+
+impl Out {
+    pub(crate) fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    /// Writes `json` or `human`, whichever the output mode asks for.
+    pub(crate) fn emit(self, json: Value, human: impl FnOnce() -> String) {
+        let line = if self.json { json.to_string() } else { human() };
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (e.g. `| head`) must not kill a running node.
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+
+    /// A line of text in human mode only (progress notes, summaries).
+    pub(crate) fn note(self, human: impl FnOnce() -> String) {
+        if !self.json {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{}", human());
+            let _ = stdout.flush();
+        }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,96 @@
+//! `--runtime`: which adapter runs a command. Every command that opens
+//! sockets is a [`Job`] written once over [`asoc_async::Net`]; adding a
+//! runtime is one arm in [`run`].
+
+use std::future::Future;
+
+use asoc_async::Net;
+
+use crate::error::{CliError, CliResult};
+
+/// The async runtimes the command can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RuntimeKind {
+    /// tokio's multi-threaded runtime (asoc-tokio).
+    Tokio,
+    /// smol's global executor (asoc-smol).
+    Smol,
+    /// async-std's executor over the smol reactor (asoc-smol).
+    AsyncStd,
+    /// A raw mio event loop (asoc-mio).
+    Mio,
+}
+
+impl RuntimeKind {
+    /// The name as given on the command line and printed in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Tokio => "tokio",
+            Self::Smol => "smol",
+            Self::AsyncStd => "async-std",
+            Self::Mio => "mio",
+        }
+    }
+}
+
+/// A command body that runs on any runtime's sockets.
+pub(crate) trait Job {
+    /// What the command returns.
+    type Output;
+    /// Runs the command with `net`, inside the runtime.
+    fn run<N: Net>(self, net: N) -> impl Future<Output = CliResult<Self::Output>>;
+}
+
+/// Starts `kind` and runs `job` to completion on it.
+pub(crate) fn run<J: Job>(kind: RuntimeKind, job: J) -> CliResult<J::Output> {
+    match kind {
+        RuntimeKind::Tokio => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::runtime(format!("cannot start tokio: {e}")))?;
+            let net = asoc_tokio::Tokio::from_handle(rt.handle().clone());
+            let out = rt.block_on(job.run(net));
+            // Connection tasks may still be closing sockets; don't wait.
+            rt.shutdown_background();
+            out
+        }
+        RuntimeKind::Smol => smol::block_on(job.run(asoc_smol::Smol::global())),
+        RuntimeKind::AsyncStd => {
+            let net = asoc_smol::Smol::with_spawner(|task| {
+                async_std::task::spawn(task);
+            });
+            async_std::task::block_on(job.run(net))
+        }
+        RuntimeKind::Mio => Err(CliError::usage(
+            "the mio runtime is not available in this build yet",
+        )),
+    }
+}
+
+/// Runs `fut` as a task of `net`; the returned future gives its output
+/// (`None` if the task was dropped, e.g. at runtime shutdown).
+pub(crate) fn spawn<N: Net, T: Send + 'static>(
+    net: &N,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = Option<T>> {
+    let (tx, rx) = async_channel::bounded(1);
+    net.spawn(Box::pin(async move {
+        let _ = tx.send(fut.await).await;
+    }));
+    async move { rx.recv().await.ok() }
+}
+
+/// `fut`, or `None` once `deadline` passes.
+pub(crate) async fn until<N: Net, T>(
+    net: &N,
+    deadline: std::time::Instant,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let timer = net.sleep_until(deadline);
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        timer.await;
+        None
+    })
+    .await
+}

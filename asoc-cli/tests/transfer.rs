@@ -1,0 +1,322 @@
+//! listen + send over loopback on every runtime: SHA-256 checked from the
+//! JSON events and the `--out` files; refusals, cut-off senders, limits,
+//! echo, static peers and TLS.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn listen_and_send(runtime: &str) {
+    let key = keygen();
+    let out_dir = temp_dir(&format!("out-{runtime}"));
+    let in_dir = temp_dir(&format!("in-{runtime}"));
+    let mut listener = Listener::start(&key, runtime, &["--out", out_dir.to_str().unwrap()]);
+    assert_eq!(listener.listening["runtime"], runtime);
+    assert!(listener.listening["udp"].is_null());
+
+    let big = pattern(3 * 1024 * 1024 + 123, 7);
+    let small = pattern(1000, 8);
+    std::fs::write(in_dir.join("big.bin"), &big).unwrap();
+    std::fs::write(in_dir.join("empty.bin"), b"").unwrap();
+    let mut send = with_key(&key)
+        .args([
+            "send",
+            "--json",
+            "--chunk-size",
+            "256KiB",
+            "--runtime",
+            runtime,
+            "--peer",
+        ])
+        .arg(&listener.addr)
+        .arg(in_dir.join("big.bin"))
+        .arg(in_dir.join("empty.bin"))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin.take().unwrap().write_all(&small).unwrap();
+    let out = send.wait_with_output().unwrap();
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+    let sent: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sent.first().unwrap()["event"], "connected");
+    assert_eq!(sent.last().unwrap()["event"], "closed");
+    let sender_node = sent[0]["node"].as_str().unwrap().to_string();
+
+    let expected = [(&big, 13u64), (&Vec::new(), 0), (&small, 1)];
+    for (i, (data, frames)) in expected.iter().enumerate() {
+        let stream = 1 + 2 * i as u64;
+        let done = listener.wait_for("stream_complete", |v| {
+            v["event"] == "stream_complete" && v["stream"] == stream
+        });
+        assert_eq!(done["sha256"], sha256(data), "{done}");
+        assert_eq!(done["bytes"], data.len() as u64);
+        assert_eq!(done["frames"], *frames);
+        assert_eq!(done["peer"], sender_node.as_str());
+        assert_eq!(sent[1 + i]["sha256"], sha256(data));
+        let file = out_dir.join(format!("{sender_node}-{stream}.bin"));
+        assert_eq!(&std::fs::read(&file).unwrap(), *data, "{}", file.display());
+    }
+    let connected = listener.event("peer_connected");
+    assert_eq!(connected["direction"], "inbound");
+    assert_eq!(connected["peer"], sender_node.as_str());
+    let gone = listener.event("peer_disconnected");
+    assert_eq!(gone["reason"], "peer_closed");
+    assert_eq!(files(&out_dir).len(), 3, "no temporary file left");
+
+    let status = listener.stop("INT");
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
+
+#[test]
+fn listen_and_send_verified_on_tokio() {
+    listen_and_send("tokio");
+}
+
+#[test]
+fn listen_and_send_verified_on_smol() {
+    listen_and_send("smol");
+}
+
+#[test]
+fn listen_and_send_verified_on_async_std() {
+    listen_and_send("async-std");
+}
+
+fn wrong_key(runtime: &str) {
+    let mut listener = Listener::start(&keygen(), runtime, &[]);
+    let out = with_key(&keygen())
+        .args(["send", "--runtime", runtime, "--peer", &listener.addr, "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_fails(&out, 3, "refused the handshake");
+    assert!(stderr(&out).contains("API key"), "{}", stderr(&out));
+    let failed = listener.event("auth_failed");
+    assert_eq!(failed["reason"], "bad_mac");
+    assert!(failed["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(listener.seen("peer_connected").is_empty());
+    assert_eq!(listener.stop("TERM").code(), Some(0));
+}
+
+#[test]
+fn a_wrong_key_gives_exit_3_and_an_auth_failed_event_on_every_runtime() {
+    for runtime in RUNTIMES {
+        wrong_key(runtime);
+    }
+}
+
+fn interrupted(runtime: &str) {
+    let key = keygen();
+    let out_dir = temp_dir(&format!("cut-{runtime}"));
+    let mut listener = Listener::start(&key, runtime, &["--out", out_dir.to_str().unwrap()]);
+    let mut send = with_key(&key)
+        .args([
+            "send",
+            "--chunk-size",
+            "64KiB",
+            "--runtime",
+            runtime,
+            "--peer",
+            &listener.addr,
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = send.stdin.take().unwrap();
+    stdin.write_all(&pattern(512 * 1024, 3)).unwrap();
+    stdin.flush().unwrap();
+    // Wait until the data is on its way, then cut the sender off.
+    listener.event("peer_connected");
+    std::thread::sleep(Duration::from_millis(300));
+    send.kill().unwrap();
+    send.wait().unwrap();
+    let cut = listener.event("stream_incomplete");
+    assert_eq!(cut["stream"], 1);
+    assert!(cut["bytes"].as_u64().unwrap() > 0, "{cut}");
+    assert!(listener.seen("stream_complete").is_empty());
+    assert_eq!(
+        files(&out_dir),
+        Vec::<String>::new(),
+        "no final or temporary file"
+    );
+    drop(stdin);
+    assert_eq!(listener.stop("INT").code(), Some(0));
+}
+
+#[test]
+fn an_interrupted_sender_gives_stream_incomplete_and_no_file_on_every_runtime() {
+    for runtime in RUNTIMES {
+        interrupted(runtime);
+    }
+}
+
+#[test]
+fn no_digest_reports_null_and_still_writes_the_file() {
+    let key = keygen();
+    let out_dir = temp_dir("nodigest");
+    let mut listener = Listener::start(
+        &key,
+        "smol",
+        &["--no-digest", "--out", out_dir.to_str().unwrap()],
+    );
+    let mut send = with_key(&key)
+        .args(["send", "--peer", &listener.addr, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(b"tensor bytes")
+        .unwrap();
+    assert!(send.wait().unwrap().success());
+    let done = listener.event("stream_complete");
+    assert!(done["sha256"].is_null(), "{done}");
+    assert_eq!(done["bytes"], 12);
+    let file = out_dir.join(format!("{}-1.bin", done["peer"].as_str().unwrap()));
+    assert_eq!(std::fs::read(file).unwrap(), b"tensor bytes");
+}
+
+#[test]
+fn a_frame_over_max_frame_is_a_protocol_error_and_the_sender_fails() {
+    let key = keygen();
+    let mut listener = Listener::start(&key, "tokio", &["--max-frame", "64KiB"]);
+    let input = temp_dir("maxframe").join("t.bin");
+    std::fs::write(&input, pattern(1 << 20, 9)).unwrap();
+    let out = with_key(&key)
+        .args(["send", "--chunk-size", "1MiB", "--peer", &listener.addr])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = listener.event("protocol_error");
+    assert!(err["reason"].as_str().unwrap().contains("65536"), "{err}");
+    let gone = listener.event("peer_disconnected");
+    assert_eq!(gone["reason"], "protocol_error");
+    assert!(listener.seen("stream_complete").is_empty());
+}
+
+#[test]
+fn echo_sends_every_complete_stream_back_to_its_sender() {
+    use asoc_tokio::asoc_proto::auth::ApiKey;
+    use asoc_tokio::{NodeBuilder, PeerRef};
+    let key = keygen();
+    let mut listener = Listener::start(&key, "async-std", &["--echo"]);
+    let data = bytes::Bytes::from(pattern(2 << 20, 11));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let echoed = rt.block_on(async {
+        let node = asoc_tokio::start(
+            NodeBuilder::new("echo-test", ApiKey::new(&key).unwrap())
+                .bind("127.0.0.1:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let link = node.connect(listener.addr.clone()).await.unwrap();
+        node.send(PeerRef::Conn(link.id), data.clone())
+            .await
+            .unwrap();
+        let incoming = tokio::time::timeout(Duration::from_secs(20), node.accept_stream())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = incoming.stream.read_to_end().await.unwrap();
+        node.shutdown(Duration::from_secs(2)).await;
+        got
+    });
+    assert!(echoed == data, "the echo differs from what was sent");
+    let done = listener.event("stream_complete");
+    assert_eq!(done["sha256"], sha256(&data));
+}
+
+#[test]
+fn a_static_peer_is_dialed_outbound_and_seen_inbound_by_the_other_side() {
+    let key = keygen();
+    let mut b = Listener::start(&key, "tokio", &[]);
+    let mut a = Listener::start(&key, "smol", &["--peer", &b.addr.clone()]);
+    let out = a.event("peer_connected");
+    assert_eq!(out["direction"], "outbound");
+    assert_eq!(out["addr"], b.addr.as_str());
+    let inbound = b.event("peer_connected");
+    assert_eq!(inbound["direction"], "inbound");
+    assert_eq!(inbound["peer"], a.node.as_str());
+    assert_eq!(a.stop("TERM").code(), Some(0));
+    let gone = b.event("peer_disconnected");
+    assert_eq!(gone["peer"], inbound["peer"]);
+}
+
+fn self_signed() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir("tls");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+#[test]
+fn tls_listen_with_a_pinned_certificate_and_plain_senders_refused() {
+    let key = keygen();
+    let (cert, tls_key) = self_signed();
+    let mut listener = Listener::start(
+        &key,
+        "tokio",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            tls_key.to_str().unwrap(),
+        ],
+    );
+    for runtime in RUNTIMES {
+        let mut send = with_key(&key)
+            .args([
+                "send",
+                "--json",
+                "--runtime",
+                runtime,
+                "--peer",
+                &listener.addr,
+                "--tls-pin",
+            ])
+            .arg(&cert)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        send.stdin
+            .take()
+            .unwrap()
+            .write_all(runtime.as_bytes())
+            .unwrap();
+        let out = send.wait_with_output().unwrap();
+        assert!(out.status.success(), "{runtime}: {}", stderr(&out));
+        let done = listener.wait_for("stream_complete", |v| {
+            v["event"] == "stream_complete" && v["sha256"] == sha256(runtime.as_bytes())
+        });
+        assert_eq!(done["bytes"], runtime.len());
+    }
+    // Without TLS the listener never sees a HELLO: a handshake failure.
+    let out = with_key(&key)
+        .args(["send", "--peer", &listener.addr, "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_fails(&out, 3, "handshake");
+}
