@@ -113,10 +113,10 @@ fn no_data_before_accept(ctx: &mut Ctx<'_>) -> CaseResult {
     let payload = pattern(30, 1000);
     let (mut c, _) = dialed(ctx, Some(&payload))?;
     read_hello(&mut c, ctx)?;
-    match c.next(ctx.cfg.quiet)? {
-        Observed::Silent { partial: 0 } => {
-            Ok(format!("nothing for {:?} after the HELLO", ctx.cfg.quiet))
-        }
+    // Watch for less than the client's own handshake deadline.
+    let watch = ctx.cfg.quiet.min(ctx.cfg.handshake_timeout / 2);
+    match c.next(watch)? {
+        Observed::Silent { partial: 0 } => Ok(format!("nothing for {watch:?} after the HELLO")),
         other => Err(Finding::fail(
             "nothing until the ACCEPT",
             format!("{other:?}"),
