@@ -71,7 +71,9 @@ pub(crate) struct Spawned {
 }
 
 /// Starts a connection's task. New incoming streams go to `deliver` when
-/// given, else to the returned `incoming` channel.
+/// given, else to the returned `incoming` channel. `register` sees the
+/// command channel and shared state before the task starts, so that a
+/// handle to the connection exists before any of its streams is delivered.
 pub(crate) fn spawn<T, R, J>(
     rt: &R,
     io: T,
@@ -79,6 +81,7 @@ pub(crate) fn spawn<T, R, J>(
     judge: J,
     config: DriverConfig,
     deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
+    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>),
 ) -> Spawned
 where
     T: Transport,
@@ -112,6 +115,7 @@ where
         closed: None,
         shutdown_done: false,
     };
+    register(&cmd_tx, &shared);
     rt.spawn(Box::pin(driver));
     Spawned {
         cmds: cmd_tx,
@@ -134,7 +138,7 @@ where
     R: Runtime,
     J: Judge,
 {
-    let spawned = spawn(rt, io, conn, judge, config, None);
+    let spawned = spawn(rt, io, conn, judge, config, None, |_, _| {});
     match spawned.ready.recv().await {
         Ok(Ok(session)) => Ok(Connection {
             session,

@@ -144,12 +144,31 @@ fn live<N: Net>(net: N, node: Node<N>, plan: Plan) -> Box<dyn Running> {
 
 /// Echo mode: every completed incoming stream goes back on a new stream.
 async fn echo<N: Net>(net: N, node: Node<N>) {
+    let debug = std::env::var_os("CONF_DEBUG").is_some();
     while let Some(incoming) = node.accept_stream().await {
         let node = node.clone();
         let conn = incoming.conn;
+        if debug {
+            eprintln!(
+                "echo {}: incoming stream from {}",
+                node.local_addr(),
+                incoming.addr
+            );
+        }
         net.spawn(Box::pin(async move {
-            if let Ok(data) = incoming.stream.read_to_end().await {
-                let _ = node.send(PeerRef::Conn(conn), Bytes::from(data)).await;
+            match incoming.stream.read_to_end().await {
+                Ok(data) => {
+                    let n = data.len();
+                    let r = node.send(PeerRef::Conn(conn), Bytes::from(data)).await;
+                    if debug {
+                        eprintln!(
+                            "echo {}: read {n} bytes, sent back: {r:?}",
+                            node.local_addr()
+                        );
+                    }
+                }
+                Err(e) if debug => eprintln!("echo {}: read failed: {e:?}", node.local_addr()),
+                Err(_) => {}
             }
         }));
     }
@@ -229,11 +248,16 @@ fn run(adapter: &'static Adapter, case: &Case) -> Result<(), Failed> {
         served: None,
     };
     let r = run_case(case, &cfg, &mut imp, &SOURCES);
+    let nodes: Vec<String> = imp
+        .nodes
+        .iter()
+        .map(|n| n.endpoint().tcp.to_string())
+        .collect();
     drop(imp);
     match r.outcome {
         Outcome::Pass | Outcome::Info => Ok(()),
         o => Err(format!(
-            "{} [{}]: {}\n  requirement: {}\n  expected: {}\n  actual: {}",
+            "{} [{}]: {} (nodes {nodes:?})\n  requirement: {}\n  expected: {}\n  actual: {}",
             o.as_str(),
             case.level.as_str(),
             case.title,
