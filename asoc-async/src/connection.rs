@@ -72,7 +72,9 @@ pub(crate) struct Spawned {
 }
 
 /// Starts a connection's task. New incoming streams go to `deliver` when
-/// given, else to the returned `incoming` channel.
+/// given, else to the returned `incoming` channel. `register` sees the
+/// command channel and shared state before the task starts, so that a
+/// handle to the connection exists before any of its streams is delivered.
 pub(crate) fn spawn<T, R, J>(
     rt: &R,
     io: T,
@@ -80,6 +82,7 @@ pub(crate) fn spawn<T, R, J>(
     judge: J,
     config: DriverConfig,
     deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
+    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>),
 ) -> Spawned
 where
     T: Transport,
@@ -115,6 +118,7 @@ where
         shutdown_done: false,
         read_window: 4 * 1024,
     };
+    register(&cmd_tx, &shared);
     rt.spawn(Box::pin(driver));
     Spawned {
         cmds: cmd_tx,
@@ -137,7 +141,7 @@ where
     R: Runtime,
     J: Judge,
 {
-    let spawned = spawn(rt, io, conn, judge, config, None);
+    let spawned = spawn(rt, io, conn, judge, config, None, |_, _| {});
     match spawned.ready.recv().await {
         Ok(Ok(session)) => Ok(Connection {
             session,

@@ -418,12 +418,23 @@ impl<N: Net> Inner<N> {
             id,
             addr: info.addr,
         };
-        let spawned = spawn(&self.net, io, conn, judge, self.driver, Some(deliver));
-        self.peers().insert(
-            id,
-            PeerHandle {
-                cmds: spawned.cmds,
-                shared: spawned.shared,
+        // Registered before the task starts: a stream it delivers may be
+        // answered at once, and the answer looks the connection up here.
+        let _ = spawn(
+            &self.net,
+            io,
+            conn,
+            judge,
+            self.driver,
+            Some(deliver),
+            |cmds, shared| {
+                self.peers().insert(
+                    id,
+                    PeerHandle {
+                        cmds: cmds.clone(),
+                        shared: shared.clone(),
+                    },
+                );
             },
         );
     }

@@ -1,6 +1,30 @@
-//! `conformance`: placeholder crate in the workspace layout of DESIGN.md; its own issue fills it.
+//! # conformance
 //!
-//! Until then it only re-exports the protocol core so the dependency direction
-//! (`asoc-proto` <- adapters <- `conformance` <- `asoc-cli`) is already fixed.
+//! One suite keyed to the spec (WIRE.md, RFC-0001 as WIRE.md reads it,
+//! RFC-0002 §3–§7 and §10.2), run against every adapter in `cargo test` and
+//! against any live implementation from the command line.
+//!
+//! The suite speaks raw bytes over blocking `std::net` sockets: it depends
+//! on none of the runtimes it tests and can send any malformed byte. It
+//! judges only what is observable from outside: an ACCEPT that verifies, a
+//! silent close, a connection that stays usable, a dial after a datagram.
+//!
+//! - [`case`]: what a case is; [`cases::all`] the library; [`spec`] the
+//!   sections cases name.
+//! - [`target`]: the [`Implementation`](target::Implementation) trait a
+//!   runner provides (serve, dial, announcements).
+//! - [`run`]: outcomes, selection, expectations; [`report`]: human, JSON
+//!   and JUnit output.
+//! - [`main_with_args`]: the command line (`server`, `client`, `--list`).
+
+pub mod case;
+pub mod cases;
+mod cli;
+pub mod report;
+pub mod run;
+pub mod spec;
+pub mod target;
+pub mod wire;
 
 pub use asoc_proto;
+pub use cli::main_with_args;

@@ -1,0 +1,157 @@
+//! What a case is: data (id, title, quoted requirement, level, role,
+//! transport) plus the function that judges one implementation.
+
+use std::fmt;
+
+use crate::target::Ctx;
+
+/// How binding a requirement is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// A failure fails the run.
+    Must,
+    /// A failure is reported as `non-strict` unless `--strict` is given.
+    Should,
+    /// Never fails: the case reports what it observed.
+    Info,
+}
+
+impl Level {
+    /// `MUST`, `SHOULD` or `INFO`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Must => "MUST",
+            Self::Should => "SHOULD",
+            Self::Info => "INFO",
+        }
+    }
+}
+
+/// Who opens the connection (or sends the first datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The suite dials the implementation under test (or sends it datagrams).
+    SuiteDials,
+    /// The implementation dials the suite (or announces to it).
+    ImplDials,
+}
+
+impl Role {
+    /// `suite-dials` or `impl-dials`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::SuiteDials => "suite-dials",
+            Self::ImplDials => "impl-dials",
+        }
+    }
+}
+
+/// The transport a case exercises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The framed TCP connection.
+    Tcp,
+    /// Discovery datagrams.
+    Udp,
+}
+
+impl Transport {
+    /// `TCP` or `UDP`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        }
+    }
+}
+
+/// Why a case did not pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// The implementation did something the requirement forbids.
+    Fail {
+        /// What the requirement asks for.
+        expected: String,
+        /// What the suite observed.
+        actual: String,
+    },
+    /// The case cannot run against this target (no echo mode, no UDP
+    /// target, client role without a client hook, ...).
+    Unsupported(String),
+    /// The case was not run on purpose (not applicable to this target).
+    Skip(String),
+    /// Harness or connection trouble that says nothing about conformance.
+    Error(String),
+}
+
+impl Finding {
+    /// A failure with what was expected and what happened.
+    pub fn fail(expected: impl Into<String>, actual: impl Into<String>) -> Self {
+        Self::Fail {
+            expected: expected.into(),
+            actual: actual.into(),
+        }
+    }
+
+    /// Harness trouble.
+    pub fn error(msg: impl fmt::Display) -> Self {
+        Self::Error(msg.to_string())
+    }
+}
+
+/// What a case function returns: `Ok(observation)` when the requirement
+/// held (the observation is what informational cases report), or why not.
+pub type CaseResult = Result<String, Finding>;
+
+/// One conformance case.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// Stable id, `R<rfc>-<section>/<n>`; never renumbered.
+    pub id: &'static str,
+    /// Short title.
+    pub title: &'static str,
+    /// The requirement, quoted from WIRE.md or the RFC.
+    pub requirement: &'static str,
+    /// MUST, SHOULD or informational.
+    pub level: Level,
+    /// Who dials whom.
+    pub role: Role,
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Whether the case needs the implementation's echo mode.
+    pub needs_echo: bool,
+    /// The judge.
+    pub run: fn(&mut Ctx<'_>) -> CaseResult,
+}
+
+impl Case {
+    /// The section part of the id (`R1-5.2` of `R1-5.2/3`).
+    #[must_use]
+    pub fn section(&self) -> &'static str {
+        self.id.split_once('/').map_or(self.id, |(s, _)| s)
+    }
+
+    /// The case number within its section.
+    #[must_use]
+    pub fn number(&self) -> u32 {
+        self.id
+            .split_once('/')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case")
+            .field("id", &self.id)
+            .field("title", &self.title)
+            .field("level", &self.level)
+            .field("role", &self.role)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,71 @@
+//! Per-address limits: lockout after failed authentications and the
+//! connection-attempt rate. Each case uses source addresses of its own
+//! (127.a.b.c), so it never locks out another case.
+
+use std::net::IpAddr;
+
+use super::case;
+use crate::case::{Case, CaseResult, Finding};
+use crate::target::Ctx;
+use crate::wire::{challenge, hello_frame, uuid_v4, Conn};
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        case!("R1-10.4/4", Must, SuiteDials, Tcp, false, "An address is refused after the configured number of failed authentications",
+            "RFC-0001 §10.4: Close connections after 5 failed authentication attempts from same IP. WIRE.md §6: failed authentications per IP before that IP is refused | 5.",
+            |ctx| { let src = loopback_source(ctx)?; fail_auth(ctx, src, ctx.cfg.lockout_threshold)?; refused_from(ctx, src) }),
+        case!("R1-10.4/5", Must, SuiteDials, Tcp, false, "A lockout is per address: another address is still accepted",
+            "WIRE.md §6: failed authentications per IP before that IP is refused (the lockout is per IP).",
+            |ctx| { let src = loopback_source(ctx)?; fail_auth(ctx, src, ctx.cfg.lockout_threshold)?; let other = ctx.sources.next(); let mut c = Conn::connect_src(ctx, other)?; c.handshake(ctx)?; Ok(format!("{other} accepted while {src} is locked out")) }),
+        case!("R1-10.4/6", Should, SuiteDials, Tcp, false, "One failure fewer than the limit does not lock an address out",
+            "WIRE.md §6: failed authentications per IP before that IP is refused | 5 (not fewer).",
+            |ctx| { let src = loopback_source(ctx)?; fail_auth(ctx, src, ctx.cfg.lockout_threshold.saturating_sub(1))?; let mut c = Conn::connect_src(ctx, src)?; c.handshake(ctx)?; Ok("still accepted".into()) }),
+        case!("R2-10.2/2", Should, SuiteDials, Tcp, false, "Connection attempts above the hourly limit from one address are refused",
+            "RFC-0002 §10.2: if connections_from_ip > 100 per hour: reject_connection(). WIRE.md §6: connection attempts per IP per hour | 100.",
+            attempt_rate),
+    ]
+}
+
+fn loopback_source(ctx: &mut Ctx<'_>) -> Result<IpAddr, Finding> {
+    let to = ctx.endpoint()?.tcp;
+    ctx.source_for(to).ok_or_else(|| {
+        Finding::Skip("needs a loopback target (distinct 127.x source addresses)".into())
+    })
+}
+
+/// `n` failed authentications (bad MAC) from `src`.
+fn fail_auth(ctx: &mut Ctx<'_>, src: IpAddr, n: u32) -> Result<(), Finding> {
+    for _ in 0..n {
+        let mut f = hello_frame(&ctx.cfg.key, &uuid_v4(), challenge());
+        f[20] ^= 0x40;
+        let mut c = Conn::connect_src(ctx, src)?;
+        c.send(&f)?;
+        c.expect_silent_close(ctx.cfg.timeout)
+            .map_err(|e| Finding::Error(format!("a bad HELLO was not refused: {e:?}")))?;
+    }
+    Ok(())
+}
+
+/// A valid HELLO from `src` must get no ACCEPT.
+fn refused_from(ctx: &mut Ctx<'_>, src: IpAddr) -> CaseResult {
+    let to = ctx.endpoint()?.tcp;
+    let mut c = match Conn::connect_from(to, Some(src), ctx.cfg.timeout) {
+        Ok(c) => c,
+        Err(e) => return Ok(format!("connection refused by TCP: {e}")),
+    };
+    c.send(&hello_frame(&ctx.cfg.key, &uuid_v4(), challenge()))?;
+    c.expect_silent_close(ctx.cfg.timeout)
+        .map(|r| format!("valid HELLO from {src} refused: {r}"))
+}
+
+fn attempt_rate(ctx: &mut Ctx<'_>) -> CaseResult {
+    let src = loopback_source(ctx)?;
+    let n = ctx.cfg.attempts_per_hour;
+    for i in 0..n {
+        let mut c = Conn::connect_src(ctx, src)?;
+        c.handshake(ctx).map_err(|e| {
+            Finding::Error(format!("attempt {} of {n} was not accepted: {e:?}", i + 1))
+        })?;
+    }
+    refused_from(ctx, src)
+}

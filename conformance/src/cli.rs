@@ -1,0 +1,425 @@
+//! The command line: `conformance server …`, `conformance client …` and
+//! `--list`. [`main_with_args`] is what `asoc conformance` calls.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::case::{Case, Finding, Role, Transport};
+use crate::cases;
+use crate::report::{self, Format};
+use crate::run::{run_case, CaseReport, Expectations, Selection};
+use crate::target::{Endpoint, Implementation, Sources, TargetConfig};
+
+const USAGE: &str = "\
+usage: conformance server --target HOST:PORT [--udp-target HOST:PORT] [OPTIONS] [SELECTION…]
+       conformance client --exec \"COMMAND\" [OPTIONS] [SELECTION…]
+       conformance --list [SELECTION…]
+
+The API key comes from ASOC_API_KEY or --api-key-file FILE; the community
+from --community NAME or ASOC_COMMUNITY.
+
+SELECTION is a section prefix or case id: R1, R1-5, R1-5.2/3 (default: all).
+
+options:
+  --exclude GLOB            leave out cases whose id matches (repeatable)
+  --strict                  SHOULD failures fail the run
+  --timeout SECS            wait for what should happen at once (default 3)
+  --quiet SECS              watch for what must not happen (default 1)
+  --format human|json|junit output format (default human)
+  --output FILE             write the report to FILE
+  --expectations FILE       known deviations: `ID-or-GLOB reason` per line
+  --list                    list the selected cases and exit
+server mode:
+  --echo                    the target echoes every completed stream back
+  --handshake-timeout SECS  the target's handshake deadline (default 10)
+  --max-payload BYTES       the target's maximum frame payload (default 16 MiB)
+  --lockout N               the target's failed authentications before lockout (default 5)
+  --announce-listen ADDR    UDP address the target sends its announcements to
+  --announce-interval SECS  the target's announce interval (default 3)
+  --node-id UUID            the target's node id
+client mode: COMMAND runs under `sh -c` once per dial with ASOC_TESTCASE,
+  ASOC_HOST, ASOC_PORT, ASOC_API_KEY, ASOC_COMMUNITY and ASOC_PAYLOAD_HEX;
+  it exits 0 on success and 89 when it does not support the case.
+
+exit status: 0 nothing unexpected, 1 unexpected results, 2 usage error or
+unreachable target.
+";
+
+#[derive(Debug, Default)]
+struct Args {
+    mode: Option<String>,
+    target: Option<String>,
+    udp_target: Option<String>,
+    exec: Option<String>,
+    api_key_file: Option<String>,
+    community: Option<String>,
+    selection: Selection,
+    strict: bool,
+    list: bool,
+    echo: bool,
+    timeout: Option<f64>,
+    quiet: Option<f64>,
+    handshake_timeout: Option<f64>,
+    max_payload: Option<u32>,
+    lockout: Option<u32>,
+    announce_listen: Option<String>,
+    announce_interval: Option<f64>,
+    node_id: Option<uuid::Uuid>,
+    format: Option<Format>,
+    output: Option<String>,
+    expectations: Option<String>,
+}
+
+fn parse(args: Vec<String>) -> Result<Args, String> {
+    let mut a = Args::default();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let secs = |v: String, name: &str| -> Result<f64, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0 && s.is_finite())
+                .ok_or_else(|| format!("{name}: `{v}` is not a positive number of seconds"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "server" | "client" if a.mode.is_none() => a.mode = Some(arg),
+            "--target" => a.target = Some(value("--target")?),
+            "--udp-target" => a.udp_target = Some(value("--udp-target")?),
+            "--exec" => a.exec = Some(value("--exec")?),
+            "--api-key-file" => a.api_key_file = Some(value("--api-key-file")?),
+            "--community" => a.community = Some(value("--community")?),
+            "--exclude" => a.selection.exclude.push(value("--exclude")?),
+            "--strict" => a.strict = true,
+            "--list" => a.list = true,
+            "--echo" => a.echo = true,
+            "--timeout" => a.timeout = Some(secs(value("--timeout")?, "--timeout")?),
+            "--quiet" => a.quiet = Some(secs(value("--quiet")?, "--quiet")?),
+            "--handshake-timeout" => {
+                a.handshake_timeout =
+                    Some(secs(value("--handshake-timeout")?, "--handshake-timeout")?);
+            }
+            "--announce-interval" => {
+                a.announce_interval =
+                    Some(secs(value("--announce-interval")?, "--announce-interval")?);
+            }
+            "--max-payload" => {
+                let v = value("--max-payload")?;
+                a.max_payload = Some(v.parse().map_err(|_| format!("--max-payload: `{v}`"))?);
+            }
+            "--lockout" => {
+                let v = value("--lockout")?;
+                a.lockout = Some(v.parse().map_err(|_| format!("--lockout: `{v}`"))?);
+            }
+            "--announce-listen" => a.announce_listen = Some(value("--announce-listen")?),
+            "--node-id" => {
+                let v = value("--node-id")?;
+                a.node_id = Some(
+                    v.parse()
+                        .map_err(|_| format!("--node-id: `{v}` is not a UUID"))?,
+                );
+            }
+            "--format" => a.format = Some(value("--format")?.parse()?),
+            "--output" => a.output = Some(value("--output")?),
+            "--expectations" => a.expectations = Some(value("--expectations")?),
+            s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
+            s => a.selection.include.push(s.to_string()),
+        }
+    }
+    Ok(a)
+}
+
+fn resolve(what: &str, s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("{what} `{s}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{what} `{s}` resolves to nothing"))
+}
+
+fn read_key(a: &Args) -> Result<Vec<u8>, String> {
+    if let Some(path) = &a.api_key_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("--api-key-file {path}: {e}"))?;
+        let key = text.strip_suffix('\n').unwrap_or(&text);
+        let key = key.strip_suffix('\r').unwrap_or(key);
+        return Ok(key.as_bytes().to_vec());
+    }
+    match std::env::var("ASOC_API_KEY") {
+        Ok(k) if !k.is_empty() => Ok(k.into_bytes()),
+        _ => Err("no API key: set ASOC_API_KEY or pass --api-key-file".into()),
+    }
+}
+
+/// Runs the command line `args` (without the program name) and returns the
+/// exit status: 0 nothing unexpected, 1 unexpected results, 2 usage error or
+/// unreachable target.
+pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> i32 {
+    let a = match parse(args.into_iter().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            if e.is_empty() {
+                print!("{USAGE}");
+                return 0;
+            }
+            eprintln!("conformance: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    let all = cases::all();
+    let mode_filter = |c: &Case| match a.mode.as_deref() {
+        Some("client") => c.role == Role::ImplDials && c.transport == Transport::Tcp,
+        Some("server") => !(c.role == Role::ImplDials && c.transport == Transport::Tcp),
+        _ => true,
+    };
+    let selected: Vec<Case> = a
+        .selection
+        .apply(&all)
+        .into_iter()
+        .filter(mode_filter)
+        .collect();
+    if a.list {
+        for c in &selected {
+            println!(
+                "{:<12} {:<6} {:<11} {} {}",
+                c.id,
+                c.level.as_str(),
+                c.role.as_str(),
+                c.transport.as_str(),
+                c.title
+            );
+        }
+        return 0;
+    }
+    match run_mode(&a, &selected) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("conformance: {e}");
+            2
+        }
+    }
+}
+
+fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
+    let key = read_key(a)?;
+    let community = a
+        .community
+        .clone()
+        .or_else(|| std::env::var("ASOC_COMMUNITY").ok())
+        .unwrap_or_default();
+    let mut cfg = TargetConfig::new(key, community);
+    cfg.echo = a.echo;
+    if let Some(t) = a.timeout {
+        cfg.timeout = Duration::from_secs_f64(t);
+    }
+    if let Some(t) = a.quiet {
+        cfg.quiet = Duration::from_secs_f64(t);
+    }
+    if let Some(t) = a.handshake_timeout {
+        cfg.handshake_timeout = Duration::from_secs_f64(t);
+    }
+    if let Some(t) = a.announce_interval {
+        cfg.announce_interval = Duration::from_secs_f64(t);
+    }
+    if let Some(m) = a.max_payload {
+        cfg.max_payload = m;
+    }
+    if let Some(l) = a.lockout {
+        cfg.lockout_threshold = l;
+    }
+    let expectations = match &a.expectations {
+        Some(p) => Expectations::parse(
+            &std::fs::read_to_string(p).map_err(|e| format!("--expectations {p}: {e}"))?,
+        )
+        .map_err(|e| format!("--expectations {p}: {e}"))?,
+        None => Expectations::default(),
+    };
+    let sources = Sources::new();
+    let (label, mut reports) = match a.mode.as_deref() {
+        Some("server") => {
+            let target = a
+                .target
+                .as_deref()
+                .ok_or("server mode needs --target HOST:PORT")?;
+            let tcp = resolve("--target", target)?;
+            TcpStream::connect_timeout(&tcp, cfg.timeout)
+                .map_err(|e| format!("target {tcp} unreachable: {e}"))?;
+            let udp = a
+                .udp_target
+                .as_deref()
+                .map(|u| resolve("--udp-target", u))
+                .transpose()?;
+            let ann = match &a.announce_listen {
+                Some(s) => Some(
+                    UdpSocket::bind(resolve("--announce-listen", s)?)
+                        .map_err(|e| format!("--announce-listen {s}: {e}"))?,
+                ),
+                None => None,
+            };
+            let mut imp = LiveServer {
+                ep: Endpoint {
+                    tcp,
+                    udp,
+                    node_id: a.node_id,
+                },
+                ann,
+            };
+            let reports = selected
+                .iter()
+                .map(|c| run_case(c, &cfg, &mut imp, &sources))
+                .collect::<Vec<_>>();
+            (format!("server {tcp}"), reports)
+        }
+        Some("client") => {
+            let exec = a
+                .exec
+                .clone()
+                .ok_or("client mode needs --exec \"COMMAND\"")?;
+            let reports = selected
+                .iter()
+                .map(|c| {
+                    let mut imp = LiveClient::new(&exec, c.id, &cfg);
+                    run_case(c, &cfg, &mut imp, &sources)
+                })
+                .collect::<Vec<_>>();
+            (format!("client `{exec}`"), reports)
+        }
+        _ => return Err("say `server` or `client` (or --list)".into()),
+    };
+    expectations.apply(&mut reports);
+    emit(a, &reports, &label)?;
+    Ok(i32::from(reports.iter().any(|r| r.is_unexpected(a.strict))))
+}
+
+fn emit(a: &Args, reports: &[CaseReport], label: &str) -> Result<(), String> {
+    let text = match a.format.unwrap_or(Format::Human) {
+        Format::Human => report::human(reports, a.strict, label),
+        Format::Json => report::json(reports),
+        Format::Junit => report::junit(reports, a.strict),
+    };
+    match &a.output {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("--output {path}: {e}"))?;
+            let s = report::summary(reports, a.strict);
+            println!(
+                "{} passed, {} failed, {} skipped",
+                s.passed, s.failed, s.skipped
+            );
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A running implementation the suite dials (live server mode).
+struct LiveServer {
+    ep: Endpoint,
+    ann: Option<UdpSocket>,
+}
+
+impl Implementation for LiveServer {
+    fn serve(&mut self) -> Result<Endpoint, Finding> {
+        Ok(self.ep)
+    }
+
+    fn dial(&mut self, _to: SocketAddr, _payload: Option<&[u8]>) -> Result<(), Finding> {
+        Err(Finding::Unsupported(
+            "client-role case: use client mode".into(),
+        ))
+    }
+
+    fn announcements(&mut self) -> Option<&UdpSocket> {
+        self.ann.as_ref()
+    }
+}
+
+/// An implementation run as a client program, once per dial (live client
+/// mode).
+struct LiveClient {
+    exec: String,
+    case: &'static str,
+    key: String,
+    community: String,
+    children: Vec<Child>,
+}
+
+impl LiveClient {
+    fn new(exec: &str, case: &'static str, cfg: &TargetConfig) -> Self {
+        Self {
+            exec: exec.to_string(),
+            case,
+            key: String::from_utf8_lossy(&cfg.key).into_owned(),
+            community: cfg.community.clone(),
+            children: Vec::new(),
+        }
+    }
+}
+
+impl Implementation for LiveClient {
+    fn serve(&mut self) -> Result<Endpoint, Finding> {
+        Err(Finding::Unsupported(
+            "server-role case: use server mode".into(),
+        ))
+    }
+
+    fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding> {
+        let hex: String = payload
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(&self.exec)
+            .env("ASOC_TESTCASE", self.case)
+            .env("ASOC_HOST", to.ip().to_string())
+            .env("ASOC_PORT", to.port().to_string())
+            .env("ASOC_API_KEY", &self.key)
+            .env("ASOC_COMMUNITY", &self.community)
+            .env("ASOC_PAYLOAD_HEX", hex)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| Finding::Error(format!("cannot run `{}`: {e}", self.exec)))?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    fn announcements(&mut self) -> Option<&UdpSocket> {
+        None
+    }
+
+    fn explain_silence(&mut self) -> Option<Finding> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for child in &mut self.children {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) if status.code() == Some(89) => {
+                        return Some(Finding::Unsupported(
+                            "the client program does not support this case (exit 89)".into(),
+                        ))
+                    }
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(None) => break,
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for LiveClient {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The implementation under test, as the cases see it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::case::Finding;
+
+/// What the suite knows about the implementation under test: its key and
+/// community, and the settings it runs with. Defaults follow WIRE.md §6.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    /// The API key as bytes (WIRE.md §1: the key string's UTF-8 bytes).
+    pub key: Vec<u8>,
+    /// The community string.
+    pub community: String,
+    /// The implementation's handshake deadline (default 10 s).
+    pub handshake_timeout: Duration,
+    /// The implementation's maximum frame payload (default 16 MiB).
+    pub max_payload: u32,
+    /// Failed authentications per IP before the IP is refused (default 5).
+    pub lockout_threshold: u32,
+    /// Connection attempts per IP per hour (default 100).
+    pub attempts_per_hour: u32,
+    /// Discovery announce interval (default 3 s).
+    pub announce_interval: Duration,
+    /// Whether the implementation echoes every completed stream back on a
+    /// stream of its own.
+    pub echo: bool,
+    /// How long the suite waits for something that should happen "at once"
+    /// (a close, an ACCEPT, a dial); default 3 s.
+    pub timeout: Duration,
+    /// How long the suite watches for something that must not happen (a
+    /// dial after a bad datagram); default 1 s.
+    pub quiet: Duration,
+}
+
+impl TargetConfig {
+    /// A target with `key` and `community` and WIRE.md §6 defaults.
+    pub fn new(key: impl Into<Vec<u8>>, community: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            community: community.into(),
+            handshake_timeout: Duration::from_secs(10),
+            max_payload: 16 * 1024 * 1024,
+            lockout_threshold: 5,
+            attempts_per_hour: 100,
+            announce_interval: Duration::from_secs(3),
+            echo: false,
+            timeout: Duration::from_secs(3),
+            quiet: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where a serving implementation can be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its TCP listener.
+    pub tcp: SocketAddr,
+    /// Its discovery socket, when discovery is on and reachable.
+    pub udp: Option<SocketAddr>,
+    /// Its node id, when known (never on the wire in v1).
+    pub node_id: Option<Uuid>,
+}
+
+/// An implementation the suite can drive. One value serves one case: the
+/// in-process runner builds a fresh node for each.
+pub trait Implementation {
+    /// Makes the implementation listen (if it does not already) and says
+    /// where. Called at most once per case that needs it.
+    fn serve(&mut self) -> Result<Endpoint, Finding>;
+
+    /// Makes the implementation dial `to` once as a client and, when
+    /// `payload` is given, send it as one stream after the handshake.
+    fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding>;
+
+    /// The socket the implementation's discovery announcements arrive on,
+    /// when the suite can see them.
+    fn announcements(&mut self) -> Option<&UdpSocket>;
+
+    /// Called when the implementation did not do what a client-role case
+    /// waited for: a client program that exited saying it does not support
+    /// the case turns into `unsupported` here.
+    fn explain_silence(&mut self) -> Option<Finding> {
+        None
+    }
+}
+
+/// Hands out distinct loopback source addresses (127.a.b.c) so that cases
+/// that fail authentications on purpose never lock each other out.
+#[derive(Debug)]
+pub struct Sources {
+    next: AtomicU32,
+}
+
+impl Sources {
+    /// Starts at a random point of 127/8, so that two runs against the same
+    /// live target within its lockout period use different addresses.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut b = [0u8; 4];
+        let _ = getrandom::getrandom(&mut b);
+        Self {
+            next: AtomicU32::new(u32::from_be_bytes(b) % 0x00f0_0000),
+        }
+    }
+
+    /// The next address, never 127.0.0.1 and never a .0 or .255 host.
+    pub fn next(&self) -> IpAddr {
+        loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed) % 0x00ff_ffff;
+            let [_, a, b, c] = n.to_be_bytes();
+            if c == 0 || c == 255 || (a == 0 && b == 0 && c <= 1) {
+                continue;
+            }
+            return IpAddr::V4(Ipv4Addr::new(127, a, b, c));
+        }
+    }
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a case function gets.
+pub struct Ctx<'a> {
+    /// The target's settings.
+    pub cfg: &'a TargetConfig,
+    /// The implementation.
+    pub imp: &'a mut dyn Implementation,
+    /// Loopback source addresses.
+    pub sources: &'a Sources,
+    endpoint: Option<Endpoint>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for one case.
+    pub fn new(
+        cfg: &'a TargetConfig,
+        imp: &'a mut dyn Implementation,
+        sources: &'a Sources,
+    ) -> Self {
+        Self {
+            cfg,
+            imp,
+            sources,
+            endpoint: None,
+        }
+    }
+
+    /// The serving implementation (started on first use).
+    pub fn endpoint(&mut self) -> Result<Endpoint, Finding> {
+        if let Some(e) = self.endpoint {
+            return Ok(e);
+        }
+        let e = self.imp.serve()?;
+        self.endpoint = Some(e);
+        Ok(e)
+    }
+
+    /// The implementation's discovery address, or `unsupported`.
+    pub fn udp_target(&mut self) -> Result<SocketAddr, Finding> {
+        self.endpoint()?
+            .udp
+            .ok_or_else(|| Finding::Unsupported("no UDP discovery target".into()))
+    }
+
+    /// A fresh source address for a connection to `to`: a distinct
+    /// 127.a.b.c when `to` is on loopback, else the system's choice.
+    pub fn source_for(&self, to: SocketAddr) -> Option<IpAddr> {
+        to.ip().is_loopback().then(|| self.sources.next())
+    }
+
+    /// Fails with `unsupported` when the target has no echo mode.
+    pub fn require_echo(&self) -> Result<(), Finding> {
+        if self.cfg.echo {
+            Ok(())
+        } else {
+            Err(Finding::Unsupported(
+                "needs the implementation's echo mode".into(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The in-process runner: every case against a fresh node of every adapter
+//! on 127.0.0.1:0, one libtest-mimic trial per adapter × case, named
+//! `ADAPTER::CASE-ID` (`cargo test -p conformance -- smol::R1-9`).
+//!
+//! The nodes run an echo task (every completed incoming stream is sent back
+//! on a new stream of the same connection), a 1 s handshake deadline and
+//! discovery on a loopback UDP port that announces, by unicast only, to a
+//! socket of the suite. Adding an adapter is one entry in [`ADAPTERS`].
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use asoc_async::{DriverConfig, Net, Node, NodeBuilder, PeerRef};
+use asoc_proto::auth::ApiKey;
+use asoc_proto::connection::ConnectionConfig;
+use asoc_proto::discovery::DiscoveryConfig;
+use bytes::Bytes;
+use conformance::case::{Case, Finding};
+use conformance::run::{run_case, Outcome};
+use conformance::target::{Endpoint, Implementation, Sources, TargetConfig};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// A hex-looking key, so that R2-4.2/1 (hex keys are not decoded) applies.
+const KEY: &str = "a3f5b8c9e2d4f7a1b6c8e9f0d3a5b7c9e1f3a5b7c9e1f3a5b7c9e1f3a5b7c9e1";
+const COMMUNITY: &str = "conformance-cluster";
+const HANDSHAKE: Duration = Duration::from_secs(1);
+const ANNOUNCE: Duration = Duration::from_millis(300);
+
+/// What a started node should do besides serving.
+struct Plan {
+    /// Send this payload as one stream once connected to this address.
+    send: Option<(SocketAddr, Vec<u8>)>,
+}
+
+/// A started node; dropping it shuts it down.
+trait Running: Send {
+    fn endpoint(&self) -> Endpoint;
+}
+
+/// An adapter: its name and how to start a node on it.
+struct Adapter {
+    name: &'static str,
+    start: fn(NodeBuilder, Plan) -> Result<Box<dyn Running>, String>,
+}
+
+/// Every adapter the suite runs against. mio is pending: its node runner
+/// is not in the workspace yet.
+static ADAPTERS: &[Adapter] = &[
+    Adapter {
+        name: "tokio",
+        start: start_tokio,
+    },
+    Adapter {
+        name: "smol",
+        start: start_smol,
+    },
+    Adapter {
+        name: "async-std",
+        start: start_async_std,
+    },
+];
+
+fn tokio_rt() -> &'static tokio::runtime::Runtime {
+    static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    &RT
+}
+
+fn start_tokio(b: NodeBuilder, plan: Plan) -> Result<Box<dyn Running>, String> {
+    tokio_rt().block_on(async {
+        let node = asoc_tokio::start(b).await.map_err(|e| e.to_string())?;
+        Ok(live(asoc_tokio::Tokio::current(), node, plan))
+    })
+}
+
+fn start_smol(b: NodeBuilder, plan: Plan) -> Result<Box<dyn Running>, String> {
+    smol::block_on(async {
+        let node = asoc_smol::start(b).await.map_err(|e| e.to_string())?;
+        Ok(live(asoc_smol::Smol::global(), node, plan))
+    })
+}
+
+fn start_async_std(b: NodeBuilder, plan: Plan) -> Result<Box<dyn Running>, String> {
+    let rt = || {
+        asoc_smol::Smol::with_spawner(|t| {
+            async_std::task::spawn(t);
+        })
+    };
+    async_std::task::block_on(async {
+        let node = asoc_smol::start_on(rt(), b)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(live(rt(), node, plan))
+    })
+}
+
+struct Live<N: Net> {
+    net: N,
+    node: Node<N>,
+}
+
+impl<N: Net> Running for Live<N> {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            tcp: self.node.local_addr(),
+            udp: self.node.discovery_addr(),
+            node_id: Some(self.node.node_id()),
+        }
+    }
+}
+
+impl<N: Net> Drop for Live<N> {
+    fn drop(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        let node = self.node.clone();
+        self.net.spawn(Box::pin(async move {
+            node.shutdown(Duration::from_millis(200)).await;
+            let _ = tx.send(());
+        }));
+        let _ = rx.recv_timeout(Duration::from_secs(3));
+    }
+}
+
+/// Starts the echo task (and the planned send) for `node`.
+fn live<N: Net>(net: N, node: Node<N>, plan: Plan) -> Box<dyn Running> {
+    net.spawn(Box::pin(echo(net.clone(), node.clone())));
+    if let Some((to, payload)) = plan.send {
+        let node = node.clone();
+        net.spawn(Box::pin(async move {
+            if node.wait_for_peers(1, Duration::from_secs(10)).await >= 1 {
+                let _ = node.send(PeerRef::Addr(to), Bytes::from(payload)).await;
+            }
+        }));
+    }
+    Box::new(Live { net, node })
+}
+
+/// Echo mode: every completed incoming stream goes back on a new stream.
+async fn echo<N: Net>(net: N, node: Node<N>) {
+    let debug = std::env::var_os("CONF_DEBUG").is_some();
+    while let Some(incoming) = node.accept_stream().await {
+        let node = node.clone();
+        let conn = incoming.conn;
+        if debug {
+            eprintln!(
+                "echo {}: incoming stream from {}",
+                node.local_addr(),
+                incoming.addr
+            );
+        }
+        net.spawn(Box::pin(async move {
+            match incoming.stream.read_to_end().await {
+                Ok(data) => {
+                    let n = data.len();
+                    let r = node.send(PeerRef::Conn(conn), Bytes::from(data)).await;
+                    if debug {
+                        eprintln!(
+                            "echo {}: read {n} bytes, sent back: {r:?}",
+                            node.local_addr()
+                        );
+                    }
+                }
+                Err(e) if debug => eprintln!("echo {}: read failed: {e:?}", node.local_addr()),
+                Err(_) => {}
+            }
+        }));
+    }
+}
+
+fn builder() -> NodeBuilder {
+    let connection = ConnectionConfig::builder()
+        .handshake_timeout(HANDSHAKE)
+        .build()
+        .expect("connection config");
+    NodeBuilder::new(COMMUNITY, ApiKey::new(KEY).expect("key"))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .driver(DriverConfig {
+            connection,
+            ..DriverConfig::default()
+        })
+}
+
+/// One case's implementation: nodes started on demand, shut down on drop.
+struct InProcess {
+    adapter: &'static Adapter,
+    announcements: UdpSocket,
+    nodes: Vec<Box<dyn Running>>,
+    served: Option<Endpoint>,
+}
+
+impl Implementation for InProcess {
+    fn serve(&mut self) -> Result<Endpoint, Finding> {
+        if let Some(e) = self.served {
+            return Ok(e);
+        }
+        let target = self.announcements.local_addr().map_err(Finding::error)?;
+        let disc = DiscoveryConfig::builder(COMMUNITY)
+            .announce_interval(ANNOUNCE)
+            .unicast_targets(vec![target])
+            .build()
+            .map_err(Finding::error)?;
+        let b = builder().discovery("127.0.0.1:0".parse().expect("addr"), disc);
+        let node = (self.adapter.start)(b, Plan { send: None }).map_err(Finding::Error)?;
+        let e = node.endpoint();
+        self.nodes.push(node);
+        self.served = Some(e);
+        Ok(e)
+    }
+
+    fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding> {
+        let plan = Plan {
+            send: payload.map(|p| (to, p.to_vec())),
+        };
+        let node = (self.adapter.start)(builder().static_peer(to.to_string()), plan)
+            .map_err(Finding::Error)?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    fn announcements(&mut self) -> Option<&UdpSocket> {
+        Some(&self.announcements)
+    }
+}
+
+fn config() -> TargetConfig {
+    let mut cfg = TargetConfig::new(KEY, COMMUNITY);
+    cfg.handshake_timeout = HANDSHAKE;
+    cfg.announce_interval = ANNOUNCE;
+    cfg.echo = true;
+    cfg
+}
+
+static SOURCES: LazyLock<Sources> = LazyLock::new(Sources::new);
+
+fn run(adapter: &'static Adapter, case: &Case) -> Result<(), Failed> {
+    let cfg = config();
+    let mut imp = InProcess {
+        adapter,
+        announcements: UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
+        nodes: Vec::new(),
+        served: None,
+    };
+    let r = run_case(case, &cfg, &mut imp, &SOURCES);
+    let nodes: Vec<String> = imp
+        .nodes
+        .iter()
+        .map(|n| n.endpoint().tcp.to_string())
+        .collect();
+    drop(imp);
+    match r.outcome {
+        Outcome::Pass | Outcome::Info => Ok(()),
+        o => Err(format!(
+            "{} [{}]: {} (nodes {nodes:?})\n  requirement: {}\n  expected: {}\n  actual: {}",
+            o.as_str(),
+            case.level.as_str(),
+            case.title,
+            case.requirement,
+            r.expected.as_deref().unwrap_or("-"),
+            r.actual.as_deref().unwrap_or("-"),
+        )
+        .into()),
+    }
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // Cases mostly wait on sockets and timers; run more than one per core.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(8);
+    }
+    let cases = conformance::cases::all();
+    let mut trials = Vec::new();
+    for adapter in ADAPTERS {
+        for case in &cases {
+            let case = *case;
+            trials.push(Trial::test(
+                format!("{}::{}", adapter.name, case.id),
+                move || run(adapter, &case),
+            ));
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
