@@ -68,7 +68,8 @@ async fn discard<T: Transport>(mut io: T) -> std::io::Result<u64> {
         buf.clear();
         buf.reserve(1 << 20);
         let n =
-            std::future::poll_fn(|cx: &mut Context<'_>| io.poll_read_into(cx, &mut buf)).await?;
+            std::future::poll_fn(|cx: &mut Context<'_>| io.poll_read_into(cx, &mut buf, 1 << 20))
+                .await?;
         if n == 0 {
             return Ok(total);
         }

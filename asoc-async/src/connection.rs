@@ -117,6 +117,7 @@ where
         closed: None,
         shutdown_done: false,
         read_window: 4 * 1024,
+        large_frames: false,
     };
     register(&cmd_tx, &shared);
     rt.spawn(Box::pin(driver));

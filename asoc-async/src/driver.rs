@@ -79,6 +79,8 @@ impl Shared {
 
 /// Smallest read window: what an idle connection holds.
 const MIN_READ: usize = 4 * 1024;
+/// Remaining frame bytes from which a read stops at the frame's end.
+const LARGE_FRAME: usize = 64 * 1024;
 /// Largest read window the driver grows to while reads keep filling it.
 const MAX_READ: usize = 1024 * 1024;
 /// Poll-loop rounds before yielding to other tasks.
@@ -103,6 +105,7 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) closed: Option<CloseReason>,
     pub(crate) shutdown_done: bool,
     pub(crate) read_window: usize,
+    pub(crate) large_frames: bool,
 }
 
 impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
@@ -194,11 +197,28 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         // The window grows while reads fill it and shrinks back when they do
         // not, so a busy connection reads in large batches and an idle one
         // holds a few KiB.
-        let need = self.conn.bytes_needed(&self.rx).max(self.read_window);
-        self.rx.reserve(need);
-        let room = self.rx.capacity() - self.rx.len();
-        let result = self.io.poll_read_into(cx, &mut self.rx);
+        let frame_rest = self.conn.bytes_needed(&self.rx);
+        // Inside a large frame, read exactly to its end: the buffer then
+        // splits cleanly and nothing of the next frame is copied when it
+        // grows. Small frames are read in batches of the window.
+        let max = if frame_rest >= LARGE_FRAME {
+            frame_rest
+        } else if self.large_frames && self.rx.is_empty() {
+            // Large frames have been arriving: read the next header alone,
+            // then its payload exactly.
+            asoc_proto::wire::HEADER_LEN
+        } else {
+            self.read_window
+        };
+        self.rx.reserve(max);
+        let room = max;
+        let result = self.io.poll_read_into(cx, &mut self.rx, max);
         if let Poll::Ready(Ok(n)) = result {
+            if frame_rest >= LARGE_FRAME {
+                self.large_frames = true;
+            } else if max == self.read_window {
+                self.large_frames = false;
+            }
             self.read_window = if n >= room {
                 (self.read_window * 2).min(MAX_READ)
             } else {

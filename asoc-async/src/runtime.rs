@@ -23,12 +23,16 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
 /// A byte stream the driver reads and writes with poll functions, so that
 /// one task can wait on reading, writing, commands and a timer at once.
 pub trait Transport: Send + Unpin + 'static {
-    /// Reads into the spare capacity of `buf`, appending; `Ok(0)` is EOF.
-    /// Implementations reserve room themselves when `buf` has none.
+    /// Reads at most `max` bytes into the spare capacity of `buf`,
+    /// appending; `Ok(0)` is EOF. Implementations reserve room themselves
+    /// when `buf` has none. The limit lets the driver stop a read at the end
+    /// of a large frame, so the bytes of the next frame are never copied
+    /// when the buffer is split.
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>>;
     /// Writes some of `bufs`, in order.
     fn poll_write_vectored(
@@ -103,8 +107,9 @@ impl Transport for Box<dyn Transport> {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
-        (**self).poll_read_into(cx, buf)
+        (**self).poll_read_into(cx, buf, max)
     }
 
     fn poll_write_vectored(

@@ -24,6 +24,7 @@ where
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
         // futures-io reads into initialised memory: zero a bounded window of
         // the spare capacity, read into it, keep only what was read.
@@ -31,7 +32,7 @@ where
         if buf.capacity() == start {
             buf.reserve(READ_WINDOW);
         }
-        let window = (buf.capacity() - start).min(READ_WINDOW);
+        let window = (buf.capacity() - start).min(READ_WINDOW).min(max.max(1));
         buf.resize(start + window, 0);
         let res = Pin::new(&mut self.0).poll_read(cx, &mut buf[start..]);
         let n = match &res {

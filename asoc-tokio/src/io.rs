@@ -67,9 +67,14 @@ where
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
         // Reads into uninitialised spare capacity: no zeroing, no copy.
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
+        if buf.capacity() == buf.len() {
+            buf.reserve(max.clamp(1, 64 * 1024));
+        }
+        let mut limited = bytes::BufMut::limit(buf, max.max(1));
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, &mut limited)
     }
 
     fn poll_write_vectored(
