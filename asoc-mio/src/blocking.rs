@@ -73,6 +73,12 @@ pub enum Error {
     /// `send` or `finish` on that stream, which is then never finished).
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The node's admission policy refused the connection.
+    #[error("refused by policy: {0}")]
+    Refused(asoc_proto::policy::Refusal),
+    /// No established connection matches the peer.
+    #[error("unknown peer {0}")]
+    UnknownPeer(String),
     /// Connecting, accepting or setting up the poll loop failed.
     #[error("transport error: {0}")]
     Io(#[from] io::Error),
@@ -531,6 +537,16 @@ impl<S: Source + Read + Write, A: Judge> Link<S, A> {
     /// Queues a handle's command; [`step`](Self::step) applies it.
     pub(crate) fn push(&mut self, cmd: Cmd) {
         self.backlog.push_back(cmd);
+    }
+
+    /// Closes gracefully behind the commands already queued (at once while
+    /// still in the handshake).
+    pub(crate) fn close(&mut self) {
+        if self.driver.connection().is_handshaking() {
+            self.driver.close();
+        } else {
+            self.push(Cmd::Close);
+        }
     }
 
     /// Whether there is reading to do without waiting for readiness.

@@ -71,6 +71,7 @@
 
 mod blocking;
 mod driver;
+mod node;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -79,7 +80,10 @@ pub use asoc_proto;
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use asoc_proto::rng::Seed;
 pub use blocking::{Error, MioConfig, MioConnection, RecvStream, Session, StreamError};
-pub use driver::{AuthHandle, Driver, SharedAuthenticator, DEFAULT_READ_LIMIT};
+pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
+pub use node::{
+    IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendGuard, SendStream,
+};
 
 /// A 32-byte seed for an [`Authenticator`] from the operating system's
 /// CSPRNG.
