@@ -59,7 +59,7 @@ pub struct Session {
     pub key: KeyId,
 }
 
-/// Why an operation of a [`MioConnection`] failed.
+/// Why an operation of a [`MioConnection`] or a [`Node`](crate::Node) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

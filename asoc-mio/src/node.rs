@@ -569,7 +569,6 @@ impl Node {
 
     /// Marks a send as in flight for graceful shutdown; keep the guard while
     /// sending through a stream from [`open_stream`](Self::open_stream).
-    #[must_use]
     pub fn send_guard(&self) -> SendGuard {
         *lock(&self.inner.sends) += 1;
         SendGuard(self.inner.clone())
