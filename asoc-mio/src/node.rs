@@ -398,8 +398,12 @@ impl<T> Queue<T> {
 
 /// Commands from handles and helper threads to the loop.
 enum NodeCmd {
-    Connect(SocketAddr, mpsc::SyncSender<Result<PeerInfo, Error>>),
-    Resolved(Dial, io::Result<SocketAddr>),
+    Connect(
+        std::net::TcpStream,
+        mpsc::SyncSender<Result<PeerInfo, Error>>,
+    ),
+    /// A dial by name, connected (or not) on a helper thread.
+    Dialed(Dial, io::Result<std::net::TcpStream>),
     Conn(ConnId, Cmd),
     /// Stop accepting, dialing and announcing.
     Stop,
@@ -509,15 +513,13 @@ impl Node {
         self.inner.events.dropped.load(Ordering::Relaxed)
     }
 
-    /// Dials `target` once (resolved on the calling thread), outside the
-    /// reconnect schedule, and waits for the handshake.
+    /// Dials `target` once, outside the reconnect schedule (connecting on
+    /// the calling thread, trying each address `target` resolves to), and
+    /// waits for the handshake.
     pub fn connect(&self, target: impl ToSocketAddrs) -> Result<PeerInfo, Error> {
-        let addr = target
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| Error::Io(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+        let stream = std::net::TcpStream::connect(target)?;
         let (tx, rx) = mpsc::sync_channel(1);
-        self.inner.command(NodeCmd::Connect(addr, tx))?;
+        self.inner.command(NodeCmd::Connect(stream, tx))?;
         rx.recv().map_err(|_| Error::Gone)?
     }
 
@@ -769,6 +771,13 @@ enum Opener {
     App(mpsc::SyncSender<Result<PeerInfo, Error>>),
 }
 
+/// A connected std socket for the loop, with its peer's address.
+fn from_std(stream: std::net::TcpStream) -> io::Result<(TcpStream, SocketAddr)> {
+    stream.set_nonblocking(true)?;
+    let addr = stream.peer_addr()?;
+    Ok((TcpStream::from_std(stream), addr))
+}
+
 /// Moves the protocol node's events to the application.
 fn pump(proto: &mut ProtoNode, events: &Queue<NodeEvent>) {
     while let Some(e) = proto.poll_event() {
@@ -855,16 +864,16 @@ impl Loop {
                     peer.link.push(cmd);
                 }
             }
-            NodeCmd::Connect(addr, reply) if !self.stopping => {
-                self.open(now, Opener::App(reply), addr);
+            NodeCmd::Connect(stream, reply) if !self.stopping => {
+                self.open(now, Opener::App(reply), from_std(stream));
             }
             NodeCmd::Connect(_, reply) => {
                 let _ = reply.send(Err(Error::Gone));
             }
-            NodeCmd::Resolved(dial, Ok(addr)) if !self.stopping => {
-                self.open(now, Opener::Dial(dial), addr);
+            NodeCmd::Dialed(dial, Ok(stream)) if !self.stopping => {
+                self.open(now, Opener::Dial(dial), from_std(stream));
             }
-            NodeCmd::Resolved(dial, _) => {
+            NodeCmd::Dialed(dial, _) => {
                 let mut proto = lock(&self.proto);
                 proto.dial_failed(now, &dial);
                 pump(&mut proto, &self.events);
@@ -1006,36 +1015,39 @@ impl Loop {
         }
     }
 
+    /// An address is connected without blocking: the connection's
+    /// handshake timer bounds the connect, and a failed connect closes it as
+    /// a transport failure. A name is resolved and connected on a helper
+    /// thread (each address in turn, each within the handshake timeout), so
+    /// a slow resolver never stalls the loop.
     fn dial(&mut self, now: Instant, dial: Dial) {
         let target = dial.target.to_string();
         if let Ok(addr) = target.parse::<SocketAddr>() {
-            return self.open(now, Opener::Dial(dial), addr);
+            let stream = TcpStream::connect(addr).map(|s| (s, addr));
+            return self.open(now, Opener::Dial(dial), stream);
         }
-        // Names are resolved off the loop: a slow resolver must not stall it.
         let (tx, waker) = (self.cmd_tx.clone(), self.waker.clone());
-        let resolved = dial.clone();
+        let timeout = self.config.connection.handshake_timeout();
+        let helper = dial.clone();
         let spawned = std::thread::Builder::new()
-            .name("asoc-mio-resolve".into())
+            .name("asoc-mio-dial".into())
             .spawn(move || {
-                let addr = target.to_socket_addrs().and_then(|mut it| {
-                    it.next()
-                        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
-                });
-                let _ = tx.send(NodeCmd::Resolved(resolved, addr));
+                let mut result = Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
+                for addr in target.to_socket_addrs().into_iter().flatten() {
+                    result = std::net::TcpStream::connect_timeout(&addr, timeout);
+                    if result.is_ok() {
+                        break;
+                    }
+                }
+                let _ = tx.send(NodeCmd::Dialed(helper, result));
                 let _ = waker.wake();
             });
         if spawned.is_err() {
-            self.command(
-                now,
-                NodeCmd::Resolved(dial, Err(io::ErrorKind::Other.into())),
-            );
+            self.command(now, NodeCmd::Dialed(dial, Err(io::ErrorKind::Other.into())));
         }
     }
 
-    /// Starts a non-blocking connect; the connection's handshake timer
-    /// bounds it, and a failed connect closes it as a transport failure.
-    fn open(&mut self, now: Instant, opener: Opener, addr: SocketAddr) {
-        let stream = TcpStream::connect(addr);
+    fn open(&mut self, now: Instant, opener: Opener, stream: io::Result<(TcpStream, SocketAddr)>) {
         let mut proto = lock(&self.proto);
         let opened = match (opener, stream) {
             (Opener::Dial(dial), Err(_)) => {
@@ -1046,11 +1058,12 @@ impl Loop {
                 let _ = reply.send(Err(Error::Io(e)));
                 None
             }
-            (Opener::Dial(dial), Ok(s)) => {
-                proto.connect(now, &dial, addr).ok().map(|c| (s, c, None))
-            }
-            (Opener::App(reply), Ok(s)) => match proto.connect_to(now, addr) {
-                Ok(c) => Some((s, c, Some(reply))),
+            (Opener::Dial(dial), Ok((s, addr))) => proto
+                .connect(now, &dial, addr)
+                .ok()
+                .map(|c| (s, addr, c, None)),
+            (Opener::App(reply), Ok((s, addr))) => match proto.connect_to(now, addr) {
+                Ok(c) => Some((s, addr, c, Some(reply))),
                 Err(refusal) => {
                     let _ = reply.send(Err(Error::Refused(refusal)));
                     None
@@ -1059,7 +1072,7 @@ impl Loop {
         };
         pump(&mut proto, &self.events);
         drop(proto);
-        if let Some((s, (id, conn), waiter)) = opened {
+        if let Some((s, addr, (id, conn), waiter)) = opened {
             self.add(now, s, id, conn, addr, waiter);
         }
     }

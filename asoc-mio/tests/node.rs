@@ -377,3 +377,22 @@ fn graceful_shutdown_finishes_the_send_in_flight() {
     while a.next_event().is_some() {}
     assert!(a.send(PeerRef::Addr(b.local_addr()), Bytes::new()).is_err());
 }
+
+#[test]
+fn a_static_peer_given_as_a_name_is_resolved_off_the_loop() {
+    // "127.1" is not a Rust `SocketAddr`, so the node resolves it like a
+    // host name (getaddrinfo reads it as 127.0.0.1 without any lookup).
+    let b = start(builder(KEY));
+    let a = start(builder(KEY).static_peer(format!("127.1:{}", b.local_addr().port())));
+    assert_eq!(a.wait_for_peers(1, LIMIT), 1);
+    assert_eq!(a.connected_peers()[0].addr, b.local_addr());
+    let payload = Bytes::from(chunk(11, 0, 1 << 20));
+    a.send(route(&a, &b), payload.clone()).unwrap();
+    let got = b
+        .accept_stream_timeout(LIMIT)
+        .unwrap()
+        .stream
+        .read_to_end()
+        .unwrap();
+    assert!(got == payload);
+}
