@@ -1,7 +1,7 @@
 //! The ready-made loop: a [`Driver`] in a `mio::Poll` on its own thread,
 //! behind a blocking, thread-safe handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use mio::event::Source;
 use mio::{Events, Poll, Token, Waker};
 use uuid::Uuid;
 
-use crate::driver::{Driver, SharedAuthenticator, DEFAULT_READ_LIMIT};
+use crate::driver::{Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -59,7 +59,7 @@ pub struct Session {
     pub key: KeyId,
 }
 
-/// Why an operation of a [`MioConnection`] failed.
+/// Why an operation of a [`MioConnection`] or a [`Node`](crate::Node) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -73,6 +73,12 @@ pub enum Error {
     /// `send` or `finish` on that stream, which is then never finished).
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The node's admission policy refused the connection.
+    #[error("refused by policy: {0}")]
+    Refused(asoc_proto::policy::Refusal),
+    /// No established connection matches the peer.
+    #[error("unknown peer {0}")]
+    UnknownPeer(String),
     /// Connecting, accepting or setting up the poll loop failed.
     #[error("transport error: {0}")]
     Io(#[from] io::Error),
@@ -98,7 +104,7 @@ pub enum StreamError {
 
 /// Commands from handles to the loop.
 #[derive(Debug)]
-enum Cmd {
+pub(crate) enum Cmd {
     Open(mpsc::SyncSender<Result<u32, SendError>>),
     Data { stream: u32, chunk: Bytes },
     Finish(u32, mpsc::SyncSender<Result<(), SendError>>),
@@ -127,7 +133,7 @@ struct State {
 }
 
 #[derive(Debug, Default)]
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -141,6 +147,32 @@ impl Shared {
         self.changed
             .wait(guard)
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits while the connection's send queue is above its high-water
+    /// mark, then counts `len` bytes as handed to the loop. Fails once a
+    /// chunk of `stream` was refused or the connection closed.
+    pub(crate) fn reserve(&self, stream: u32, len: usize) -> Result<(), Error> {
+        let mut st = self.lock();
+        loop {
+            if let Some(e) = st.failed.get(&stream) {
+                return Err(Error::Send(e.clone()));
+            }
+            if let Some(reason) = &st.closed {
+                return Err(Error::Closed(reason.clone()));
+            }
+            if st.queued + st.pending < st.high_water {
+                break;
+            }
+            st = self.wait(st);
+        }
+        st.queued += len;
+        Ok(())
+    }
+
+    /// Why the connection closed, if it has.
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        self.lock().closed.clone()
     }
 }
 
@@ -225,35 +257,25 @@ impl MioConnection {
         Self::start(driver, config)
     }
 
-    fn start<S>(mut driver: Driver<S>, config: MioConfig) -> Result<Self, Error>
+    fn start<S>(driver: Driver<S>, config: MioConfig) -> Result<Self, Error>
     where
         S: Source + Read + Write + Send + 'static,
     {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        driver.set_read_limit(config.read_limit);
-        driver.register(poll.registry(), SOCKET)?;
+        let mut link = Link::new(driver, &config, waker.clone());
+        link.driver.register(poll.registry(), SOCKET)?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (in_tx, in_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let shared = Arc::new(Shared::default());
-        shared.lock().high_water = config.connection.send_high_water();
+        let shared = link.shared.clone();
         let worker = Worker {
-            driver,
+            link,
             poll,
             cmds: cmd_rx,
-            shared: shared.clone(),
-            budget: Arc::new(Budget {
-                buffered: AtomicUsize::new(0),
-                limit: config.receive_buffer.max(1),
-                waker: waker.clone(),
-            }),
             incoming: in_tx,
             ready: Some(ready_tx),
-            streams: HashMap::new(),
-            held: None,
-            readable: false,
-            published: 0,
+            orphaned: false,
         };
         std::thread::Builder::new()
             .name("asoc-mio".into())
@@ -290,21 +312,7 @@ impl MioConnection {
     /// fast producer waits for the socket instead of buffering a tensor
     /// whole.
     pub fn send(&self, stream: u32, chunk: Bytes) -> Result<(), Error> {
-        let mut st = self.shared.lock();
-        loop {
-            if let Some(e) = st.failed.get(&stream) {
-                return Err(Error::Send(e.clone()));
-            }
-            if let Some(reason) = &st.closed {
-                return Err(Error::Closed(reason.clone()));
-            }
-            if st.queued + st.pending < st.high_water {
-                break;
-            }
-            st = self.shared.wait(st);
-        }
-        st.queued += chunk.len();
-        drop(st);
+        self.shared.reserve(stream, chunk.len())?;
         self.command(Cmd::Data { stream, chunk })
     }
 
@@ -366,7 +374,7 @@ impl MioConnection {
     /// Why the connection closed, if it has.
     #[must_use]
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.shared.lock().closed.clone()
+        self.shared.reason()
     }
 
     fn command(&self, cmd: Cmd) -> Result<(), Error> {
@@ -489,89 +497,99 @@ impl Drop for RecvStream {
     }
 }
 
-/// The loop's thread: one driver, one poll, the handles' commands.
-struct Worker<S> {
-    driver: Driver<S>,
-    poll: Poll,
-    cmds: mpsc::Receiver<Cmd>,
-    shared: Arc<Shared>,
+/// One connection inside a loop: its driver, the handles' commands waiting
+/// for it, its receive streams and its send accounting. Shared by
+/// [`MioConnection`]'s loop and the node's.
+#[derive(Debug)]
+pub(crate) struct Link<S, A> {
+    pub(crate) driver: Driver<S, A>,
+    pub(crate) shared: Arc<Shared>,
     budget: Arc<Budget>,
-    incoming: mpsc::Sender<RecvStream>,
-    ready: Option<mpsc::SyncSender<Result<Session, CloseReason>>>,
     streams: HashMap<u32, mpsc::Sender<Item>>,
-    /// A chunk waiting for the send queue to drain below its mark.
-    held: Option<Cmd>,
+    /// Commands waiting for the handshake to end or the send queue to drain.
+    backlog: VecDeque<Cmd>,
     /// The socket was reported readable and has not yet said WouldBlock.
     readable: bool,
     /// The pending output last published to the handles.
     published: usize,
 }
 
-impl<S: Source + Read + Write> Worker<S> {
-    fn run(mut self) {
-        let mut events = Events::with_capacity(64);
-        loop {
-            let now = Instant::now();
-            self.take_commands();
-            if self.readable && !self.budget.is_full() {
-                self.driver.on_readable(now);
-                self.readable = self.driver.wants_read();
-            }
-            while let Some(event) = self.driver.poll_event() {
-                if let Some(reason) = self.dispatch(event) {
-                    self.finish(reason);
-                    return;
-                }
-            }
-            self.publish();
-            let timeout = if self.readable && !self.budget.is_full() {
-                Some(Duration::ZERO)
-            } else {
-                let now = Instant::now();
-                self.driver
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(now))
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.finish(CloseReason::Transport);
-                    return;
-                }
-            }
-            let now = Instant::now();
-            for ev in events.iter().filter(|ev| ev.token() == SOCKET) {
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.readable = true;
-                }
-                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                    self.driver.on_writable(now);
-                }
-            }
-            if self.driver.next_deadline().is_some_and(|d| now >= d) {
-                self.driver.on_timeout(now);
-            }
+impl<S: Source + Read + Write, A: Judge> Link<S, A> {
+    pub(crate) fn new(mut driver: Driver<S, A>, config: &MioConfig, waker: Arc<Waker>) -> Self {
+        driver.set_read_limit(config.read_limit);
+        let shared = Arc::new(Shared::default());
+        shared.lock().high_water = config.connection.send_high_water();
+        Self {
+            driver,
+            shared,
+            budget: Arc::new(Budget {
+                buffered: AtomicUsize::new(0),
+                limit: config.receive_buffer.max(1),
+                waker,
+            }),
+            streams: HashMap::new(),
+            backlog: VecDeque::new(),
+            readable: false,
+            published: 0,
         }
     }
 
-    /// Applies the handles' commands while the protocol can take them.
-    fn take_commands(&mut self) {
+    /// Queues a handle's command; [`step`](Self::step) applies it.
+    pub(crate) fn push(&mut self, cmd: Cmd) {
+        self.backlog.push_back(cmd);
+    }
+
+    /// Closes gracefully behind the commands already queued (at once while
+    /// still in the handshake).
+    pub(crate) fn close(&mut self) {
+        if self.driver.connection().is_handshaking() {
+            self.driver.close();
+        } else {
+            self.push(Cmd::Close);
+        }
+    }
+
+    /// Whether there is reading to do without waiting for readiness.
+    pub(crate) fn busy(&self) -> bool {
+        self.readable && !self.budget.is_full()
+    }
+
+    /// Applies commands while the protocol takes them, then reads what the
+    /// socket holds if the receive budget allows.
+    pub(crate) fn step(&mut self, now: Instant) {
+        self.apply();
+        if self.busy() {
+            self.driver.on_readable(now);
+            self.readable = self.driver.wants_read();
+        }
+    }
+
+    /// A readiness event for this connection's token.
+    pub(crate) fn on_ready(&mut self, now: Instant, ev: &mio::event::Event) {
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.readable = true;
+        }
+        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+            self.driver.on_writable(now);
+        }
+    }
+
+    /// Fires the connection's timer if it is due.
+    pub(crate) fn on_deadline(&mut self, now: Instant) {
+        if self.driver.next_deadline().is_some_and(|d| now >= d) {
+            self.driver.on_timeout(now);
+        }
+    }
+
+    fn apply(&mut self) {
         while !self.driver.is_closed() && !self.driver.connection().is_handshaking() {
-            let cmd = match self.held.take() {
-                Some(cmd) => cmd,
-                None => match self.cmds.try_recv() {
-                    Ok(cmd) => cmd,
-                    Err(mpsc::TryRecvError::Empty) => return,
-                    // Every handle is gone: close gracefully.
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        self.driver.close();
-                        return;
-                    }
-                },
+            let Some(cmd) = self.backlog.pop_front() else {
+                return;
             };
             match cmd {
                 Cmd::Data { stream, chunk } => {
                     if !self.driver.can_send() {
-                        self.held = Some(Cmd::Data { stream, chunk });
+                        self.backlog.push_front(Cmd::Data { stream, chunk });
                         return;
                     }
                     let len = chunk.len();
@@ -609,7 +627,7 @@ impl<S: Source + Read + Write> Worker<S> {
 
     /// Tells waiting senders how much output is still pending (and that
     /// chunks were taken, which `published == usize::MAX` marks).
-    fn publish(&mut self) {
+    pub(crate) fn publish(&mut self) {
         let pending = self.driver.connection().pending_output();
         if pending != self.published {
             self.published = pending;
@@ -618,34 +636,26 @@ impl<S: Source + Read + Write> Worker<S> {
         }
     }
 
-    /// Delivers one event; returns the reason once the connection closed.
-    fn dispatch(&mut self, event: Event) -> Option<CloseReason> {
-        match event {
-            Event::Established {
-                peer_node,
-                session,
-                key,
-            } => {
-                if let Some(ready) = self.ready.take() {
-                    let _ = ready.send(Ok(Session {
-                        role: self.driver.connection().role(),
-                        peer_node,
-                        token: session,
-                        key,
-                    }));
-                }
-            }
+    /// The connection's next event, after routing its payload to the
+    /// receive stream (a new stream goes to `deliver` first).
+    pub(crate) fn next_event(&mut self, deliver: &mut dyn FnMut(RecvStream)) -> Option<Event> {
+        let event = self.driver.poll_event()?;
+        match &event {
             Event::Data {
                 stream, payload, ..
             } => {
                 let len = payload.len();
-                if self.stream_tx(stream).send(Item::Data(payload)).is_ok() {
+                if self
+                    .stream_tx(*stream, deliver)
+                    .send(Item::Data(payload.clone()))
+                    .is_ok()
+                {
                     self.budget.buffered.fetch_add(len, Ordering::AcqRel);
                 }
             }
             Event::StreamEnd { stream, .. } => {
-                let _ = self.stream_tx(stream).send(Item::End);
-                self.streams.remove(&stream);
+                let _ = self.stream_tx(*stream, deliver).send(Item::End);
+                self.streams.remove(stream);
             }
             Event::StreamIncomplete {
                 stream,
@@ -653,20 +663,26 @@ impl<S: Source + Read + Write> Worker<S> {
                 reason,
                 ..
             } => {
-                if let Some(tx) = self.streams.remove(&stream) {
-                    let _ = tx.send(Item::Cut(StreamError::Incomplete { bytes, reason }));
+                if let Some(tx) = self.streams.remove(stream) {
+                    let _ = tx.send(Item::Cut(StreamError::Incomplete {
+                        bytes: *bytes,
+                        reason: reason.clone(),
+                    }));
                 }
             }
-            Event::Closed { reason } => return Some(reason),
             _ => {}
         }
-        None
+        Some(event)
     }
 
-    fn stream_tx(&mut self, stream: u32) -> &mpsc::Sender<Item> {
+    fn stream_tx(
+        &mut self,
+        stream: u32,
+        deliver: &mut dyn FnMut(RecvStream),
+    ) -> &mpsc::Sender<Item> {
         self.streams.entry(stream).or_insert_with(|| {
             let (tx, rx) = mpsc::channel();
-            let _ = self.incoming.send(RecvStream {
+            deliver(RecvStream {
                 id: stream,
                 items: rx,
                 budget: self.budget.clone(),
@@ -678,19 +694,102 @@ impl<S: Source + Read + Write> Worker<S> {
         })
     }
 
-    /// After `Closed`: cut what is left, wake everyone, and end the thread
-    /// (dropping the driver closes the transport).
-    fn finish(&mut self, reason: CloseReason) {
+    /// After `Closed`: cut what is left and wake everyone waiting.
+    pub(crate) fn finish(&mut self, reason: &CloseReason) {
         for (_, tx) in self.streams.drain() {
             let _ = tx.send(Item::Cut(StreamError::Incomplete {
                 bytes: 0,
                 reason: reason.clone(),
             }));
         }
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(reason.clone()));
-        }
-        self.shared.lock().closed = Some(reason);
+        self.shared.lock().closed = Some(reason.clone());
         self.shared.changed.notify_all();
+    }
+}
+
+/// The loop's thread: one link, one poll, the handles' commands.
+struct Worker<S> {
+    link: Link<S, SharedAuthenticator>,
+    poll: Poll,
+    cmds: mpsc::Receiver<Cmd>,
+    incoming: mpsc::Sender<RecvStream>,
+    ready: Option<mpsc::SyncSender<Result<Session, CloseReason>>>,
+    /// Every handle is gone (a close was queued).
+    orphaned: bool,
+}
+
+impl<S: Source + Read + Write> Worker<S> {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            loop {
+                match self.cmds.try_recv() {
+                    Ok(cmd) => self.link.push(cmd),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    // Every handle is gone: close gracefully.
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        if !std::mem::replace(&mut self.orphaned, true) {
+                            self.link.push(Cmd::Close);
+                        }
+                        break;
+                    }
+                }
+            }
+            self.link.step(now);
+            let incoming = &self.incoming;
+            while let Some(event) = self.link.next_event(&mut |s| {
+                let _ = incoming.send(s);
+            }) {
+                match event {
+                    Event::Established {
+                        peer_node,
+                        session,
+                        key,
+                    } => {
+                        if let Some(ready) = self.ready.take() {
+                            let _ = ready.send(Ok(Session {
+                                role: self.link.driver.connection().role(),
+                                peer_node,
+                                token: session,
+                                key,
+                            }));
+                        }
+                    }
+                    Event::Closed { reason } => {
+                        self.link.finish(&reason);
+                        if let Some(ready) = self.ready.take() {
+                            let _ = ready.send(Err(reason));
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            self.link.publish();
+            let timeout = if self.link.busy() {
+                Some(Duration::ZERO)
+            } else {
+                let now = Instant::now();
+                self.link
+                    .driver
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.link.finish(&CloseReason::Transport);
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Err(CloseReason::Transport));
+                    }
+                    return;
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter().filter(|ev| ev.token() == SOCKET) {
+                self.link.on_ready(now, ev);
+            }
+            self.link.on_deadline(now);
+        }
     }
 }

@@ -50,6 +50,24 @@ impl AuthHandle for Arc<Mutex<Authenticator>> {
     }
 }
 
+/// Whoever gives a [`Driver`]'s connection its handshake verdicts: any
+/// [`AuthHandle`] (a standalone [`Authenticator`]), or an
+/// `asoc_proto::node::Node` through a small type calling
+/// [`Node::drive`](asoc_proto::node::Node::drive) for the connection's id.
+pub trait Judge {
+    /// Called after every input to `conn`; gives a pending HELLO or ACCEPT
+    /// its verdict.
+    fn judge(&mut self, now: Instant, conn: &mut Connection);
+}
+
+impl<A: AuthHandle> Judge for A {
+    fn judge(&mut self, now: Instant, conn: &mut Connection) {
+        if conn.poll_handshake().is_some() {
+            self.with_auth(|a| a.drive(now, conn));
+        }
+    }
+}
+
 /// One ASoc connection over a non-blocking mio source `S` (a
 /// `mio::net::TcpStream`, a `mio::net::UnixStream`, anything that is a
 /// [`Source`] and reads and writes).
@@ -169,9 +187,12 @@ impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
     pub fn server(io: S, auth: A, config: ConnectionConfig, now: Instant) -> Self {
         Self::from_connection(io, Connection::server(config, now), auth)
     }
+}
 
+impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// Drives a connection built elsewhere (for example handed out by an
-    /// `asoc_proto::node::Node`), with `auth` giving its handshake verdicts.
+    /// `asoc_proto::node::Node`), with `auth` giving its handshake verdicts
+    /// (see [`Judge`]).
     pub fn from_connection(io: S, conn: Connection, auth: A) -> Self {
         Self {
             io,
@@ -257,10 +278,7 @@ impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
                 Ok(n) => {
                     left = left.saturating_sub(n);
                     self.conn.handle_input(now, &mut self.rx);
-                    if self.conn.poll_handshake().is_some() {
-                        let conn = &mut self.conn;
-                        self.auth.with_auth(|a| a.drive(now, conn));
-                    }
+                    self.auth.judge(now, &mut self.conn);
                 }
                 Err(e) if would_block(&e) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -392,7 +410,7 @@ impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
         &self.conn
     }
 
-    /// The authenticator handle.
+    /// The authenticator handle (or other [`Judge`]).
     #[must_use]
     pub fn auth(&self) -> &A {
         &self.auth

@@ -1,9 +1,19 @@
 //! # asoc-mio
 //!
 //! ASoc on [mio](https://docs.rs/mio): the sans-IO protocol of
-//! [`asoc_proto`] driven by readiness events. Two ways to use it:
+//! [`asoc_proto`] driven by readiness events. Three ways to use it:
 //!
-//! - **A ready-made loop**: [`MioConnection`] runs a `mio::Poll` on its own
+//! - **A node**: [`NodeBuilder`] starts a [`Node`], one `mio::Poll` on its
+//!   own thread owning the TCP listener, the optional UDP discovery socket
+//!   and every connection, with the same API as the tokio and smol nodes as
+//!   blocking methods: static and discovered peers dialed and redialed,
+//!   [`connect`](Node::connect), [`send`](Node::send) /
+//!   [`open_stream`](Node::open_stream) (waiting while the send queue is
+//!   full), [`accept_stream`](Node::accept_stream), [`next_event`](Node::next_event),
+//!   [`wait_for_peers`](Node::wait_for_peers), [`shutdown`](Node::shutdown).
+//!   Admission, handshake verdicts, the dial schedule, discovery and timers
+//!   all come from [`asoc_proto::node::Node`].
+//! - **One connection on a ready-made loop**: [`MioConnection`] runs a `mio::Poll` on its own
 //!   thread and gives a blocking, thread-safe handle: [`connect`](MioConnection::connect)
 //!   or [`accept`](MioConnection::accept), [`open_stream`](MioConnection::open_stream),
 //!   [`send`](MioConnection::send) (blocks while the send queue is above its
@@ -21,12 +31,48 @@
 //!   Its docs hold a complete loop.
 //!
 //! Nothing here makes a protocol decision: who may connect, what is valid,
-//! timeouts and close reasons all come from `asoc-proto`, exactly as in the
-//! tokio and smol adapters. Handshake verdicts come from an
-//! [`Authenticator`], shared as `Rc<RefCell<_>>` or `Arc<Mutex<_>>` (see
-//! [`AuthHandle`]) so that one replay cache covers every connection.
+//! timeouts, reconnects and close reasons all come from `asoc-proto`,
+//! exactly as in the tokio and smol adapters. Handshake verdicts come from
+//! a [`Judge`]: an [`Authenticator`] shared as `Rc<RefCell<_>>` or
+//! `Arc<Mutex<_>>` (see [`AuthHandle`]) so that one replay cache covers
+//! every connection, or, in a [`Node`], the protocol's node.
 //!
-//! ## Example
+//! ## Example: two nodes
+//!
+//! A node with the other as its static peer; a 3 MiB tensor each way.
+//!
+//! ```
+//! use std::time::Duration;
+//! use asoc_mio::{NodeBuilder, PeerRef};
+//! use asoc_proto::auth::ApiKey;
+//! use bytes::Bytes;
+//!
+//! // In real use the key comes from ASOC_API_KEY or a key file.
+//! let key = || ApiKey::new("0123456789abcdef0123456789abcdef").unwrap();
+//! let loopback = "127.0.0.1:0".parse().unwrap();
+//! let b = NodeBuilder::new("my-cluster", key()).bind(loopback).start().unwrap();
+//! let a = NodeBuilder::new("my-cluster", key())
+//!     .bind(loopback)
+//!     .static_peer(b.local_addr().to_string())
+//!     .start()
+//!     .unwrap();
+//! assert_eq!(a.wait_for_peers(1, Duration::from_secs(10)), 1);
+//! assert_eq!(b.wait_for_peers(1, Duration::from_secs(10)), 1);
+//!
+//! let tensor = Bytes::from((0..3u32 << 20).map(|i| i as u8).collect::<Vec<u8>>());
+//! // a dialed b's address; b learns a's node id from its HELLO.
+//! a.send(PeerRef::Addr(b.local_addr()), tensor.clone()).unwrap(); // 1 MiB chunks
+//! let incoming = b.accept_stream().unwrap();
+//! assert_eq!(incoming.peer_node, Some(a.node_id()));
+//! assert_eq!(incoming.stream.read_to_end().unwrap(), tensor); // Err if cut off
+//!
+//! b.send(PeerRef::Node(a.node_id()), tensor.clone()).unwrap();
+//! assert_eq!(a.accept_stream().unwrap().stream.read_to_end().unwrap(), tensor);
+//! a.shutdown(Duration::from_secs(5));
+//! b.shutdown(Duration::from_secs(5));
+//! ```
+//!
+//! ## Example: one connection
 //!
 //! A server and a client on loopback TCP; the client sends a 3 MiB tensor in
 //! 1 MiB frames and the server checks it:
@@ -71,6 +117,7 @@
 
 mod blocking;
 mod driver;
+mod node;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -79,7 +126,10 @@ pub use asoc_proto;
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use asoc_proto::rng::Seed;
 pub use blocking::{Error, MioConfig, MioConnection, RecvStream, Session, StreamError};
-pub use driver::{AuthHandle, Driver, SharedAuthenticator, DEFAULT_READ_LIMIT};
+pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
+pub use node::{
+    IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendGuard, SendStream,
+};
 
 /// A 32-byte seed for an [`Authenticator`] from the operating system's
 /// CSPRNG.
