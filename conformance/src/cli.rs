@@ -13,9 +13,9 @@ use crate::run::{run_case, CaseReport, Expectations, Selection};
 use crate::target::{Endpoint, Implementation, Sources, TargetConfig};
 
 const USAGE: &str = "\
-usage: conformance server --target HOST:PORT [--udp-target HOST:PORT] [OPTIONS] [SELECTION…]
-       conformance client --exec \"COMMAND\" [OPTIONS] [SELECTION…]
-       conformance --list [SELECTION…]
+usage: PROG server --target HOST:PORT [--udp-target HOST:PORT] [OPTIONS] [SELECTION…]
+       PROG client --exec \"COMMAND\" [OPTIONS] [SELECTION…]
+       PROG --list [SELECTION…]
 
 The API key comes from ASOC_API_KEY or --api-key-file FILE; the community
 from --community NAME or ASOC_COMMUNITY.
@@ -156,14 +156,22 @@ fn read_key(a: &Args) -> Result<Vec<u8>, String> {
 /// exit status: 0 nothing unexpected, 1 unexpected results, 2 usage error or
 /// unreachable target.
 pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> i32 {
+    main_named("conformance", args)
+}
+
+/// [`main_with_args`] for a program that embeds the suite under another
+/// name (`asoc conformance`): `program` is what usage and error messages
+/// call it.
+pub fn main_named<I: IntoIterator<Item = String>>(program: &str, args: I) -> i32 {
+    let usage = USAGE.replace("PROG", program);
     let a = match parse(args.into_iter().collect()) {
         Ok(a) => a,
         Err(e) => {
             if e.is_empty() {
-                print!("{USAGE}");
+                print!("{usage}");
                 return 0;
             }
-            eprintln!("conformance: {e}\n\n{USAGE}");
+            eprintln!("{program}: {e}\n\n{usage}");
             return 2;
         }
     };
@@ -195,7 +203,7 @@ pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> i32 {
     match run_mode(&a, &selected) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("conformance: {e}");
+            eprintln!("{program}: {e}");
             2
         }
     }
