@@ -60,6 +60,7 @@ fn conformance(key: &str, name: &str, args: &[&str]) -> (Output, Vec<Value>) {
             stderr(&out)
         )
     });
+    let _ = std::fs::remove_file(&report);
     let v: Value = serde_json::from_str(&text).unwrap();
     (out, v.as_array().unwrap().clone())
 }
