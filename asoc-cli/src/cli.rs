@@ -39,6 +39,26 @@ pub(crate) enum Command {
     /// Two nodes on loopback: authenticated handshake, then a SHA-256-verified
     /// tensor stream. Needs no set-up.
     Demo(DemoArgs),
+    /// Run the conformance suite against a live implementation: `server
+    /// --target HOST:PORT` dials a running node, `client --exec COMMAND` runs
+    /// a client program against the suite. `asoc conformance --help` lists
+    /// the options. Exit codes: 0 nothing unexpected, 1 unexpected results,
+    /// 2 usage error or unreachable target.
+    #[command(disable_help_flag = true)]
+    Conformance(ConformanceArgs),
+}
+
+/// `asoc conformance …`: everything after the word is the suite's own
+/// command line (see `conformance::main_with_args`).
+#[derive(Args, Debug)]
+pub(crate) struct ConformanceArgs {
+    /// `server …`, `client …` or `--list`; `--help` prints the suite's usage.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub(crate) args: Vec<String>,
 }
 
 /// Where the API key comes from (besides ASOC_API_KEY).

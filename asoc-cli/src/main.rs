@@ -30,6 +30,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_exit(&e),
     };
+    if let Command::Conformance(args) = cli.command {
+        return cmd::conformance::run(args);
+    }
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -59,6 +62,7 @@ fn dispatch(command: Command) -> CliResult {
             let job = cmd::demo::Demo::prepare(&args)?;
             runtime::run(job.runtime(), job)
         }
+        Command::Conformance(_) => unreachable!("handled in main"),
     }
 }
 

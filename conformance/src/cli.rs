@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use crate::case::{Case, Finding, Role, Transport};
 use crate::cases;
 use crate::report::{self, Format};
-use crate::run::{run_case, CaseReport, Expectations, Selection};
+use crate::run::{run_case, CaseReport, Expectations, Outcome, Selection};
 use crate::target::{Endpoint, Implementation, Sources, TargetConfig};
 
 const USAGE: &str = "\
-usage: conformance server --target HOST:PORT [--udp-target HOST:PORT] [OPTIONS] [SELECTION…]
-       conformance client --exec \"COMMAND\" [OPTIONS] [SELECTION…]
-       conformance --list [SELECTION…]
+usage: PROG server --target HOST:PORT [--udp-target HOST:PORT] [OPTIONS] [SELECTION…]
+       PROG client --exec \"COMMAND\" [OPTIONS] [SELECTION…]
+       PROG --list [SELECTION…]
 
 The API key comes from ASOC_API_KEY or --api-key-file FILE; the community
 from --community NAME or ASOC_COMMUNITY.
@@ -40,8 +40,9 @@ server mode:
   --announce-interval SECS  the target's announce interval (default 3)
   --node-id UUID            the target's node id
 client mode: COMMAND runs under `sh -c` once per dial with ASOC_TESTCASE,
-  ASOC_HOST, ASOC_PORT, ASOC_API_KEY, ASOC_COMMUNITY and ASOC_PAYLOAD_HEX;
-  it exits 0 on success and 89 when it does not support the case.
+  ASOC_HOST, ASOC_PORT, ASOC_API_KEY, ASOC_COMMUNITY and ASOC_PAYLOAD_HEX
+  (also ASOC_PAYLOAD_FILE: the same bytes in a file); it exits 0 on success
+  and 89 when it does not support the case.
 
 exit status: 0 nothing unexpected, 1 unexpected results, 2 usage error or
 unreachable target.
@@ -156,14 +157,22 @@ fn read_key(a: &Args) -> Result<Vec<u8>, String> {
 /// exit status: 0 nothing unexpected, 1 unexpected results, 2 usage error or
 /// unreachable target.
 pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> i32 {
+    main_named("conformance", args)
+}
+
+/// [`main_with_args`] for a program that embeds the suite under another
+/// name (`asoc conformance`): `program` is what usage and error messages
+/// call it.
+pub fn main_named<I: IntoIterator<Item = String>>(program: &str, args: I) -> i32 {
+    let usage = USAGE.replace("PROG", program);
     let a = match parse(args.into_iter().collect()) {
         Ok(a) => a,
         Err(e) => {
             if e.is_empty() {
-                print!("{USAGE}");
+                print!("{usage}");
                 return 0;
             }
-            eprintln!("conformance: {e}\n\n{USAGE}");
+            eprintln!("{program}: {e}\n\n{usage}");
             return 2;
         }
     };
@@ -195,7 +204,7 @@ pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> i32 {
     match run_mode(&a, &selected) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("conformance: {e}");
+            eprintln!("{program}: {e}");
             2
         }
     }
@@ -276,13 +285,13 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
                 .exec
                 .clone()
                 .ok_or("client mode needs --exec \"COMMAND\"")?;
-            let reports = selected
-                .iter()
-                .map(|c| {
-                    let mut imp = LiveClient::new(&exec, c.id, &cfg);
-                    run_case(c, &cfg, &mut imp, &sources)
-                })
-                .collect::<Vec<_>>();
+            let mut reports = Vec::with_capacity(selected.len());
+            for (n, c) in selected.iter().enumerate() {
+                let mut imp = LiveClient::new(&exec, c.id, &cfg, n)?;
+                let mut r = run_case(c, &cfg, &mut imp, &sources);
+                imp.annotate(&mut r);
+                reports.push(r);
+            }
             (format!("client `{exec}`"), reports)
         }
         _ => return Err("say `server` or `client` (or --list)".into()),
@@ -302,6 +311,10 @@ fn emit(a: &Args, reports: &[CaseReport], label: &str) -> Result<(), String> {
         Some(path) => {
             std::fs::write(path, text).map_err(|e| format!("--output {path}: {e}"))?;
             let s = report::summary(reports, a.strict);
+            println!(
+                "{} non-strict, {} errors, {} known deviations",
+                s.non_strict, s.errors, s.known
+            );
             println!(
                 "{} passed, {} failed, {} skipped",
                 s.passed, s.failed, s.skipped
@@ -344,17 +357,95 @@ struct LiveClient {
     case: &'static str,
     key: String,
     community: String,
+    dir: std::path::PathBuf,
     children: Vec<Child>,
+    /// Exit statuses of children that ended, in dial order.
+    statuses: Vec<Option<std::process::ExitStatus>>,
 }
 
+/// Exit status of a client program that does not support a case.
+const UNSUPPORTED_EXIT: i32 = 89;
+
 impl LiveClient {
-    fn new(exec: &str, case: &'static str, cfg: &TargetConfig) -> Self {
-        Self {
+    fn new(exec: &str, case: &'static str, cfg: &TargetConfig, n: usize) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "asoc-conformance-{}-{n}-{}",
+            std::process::id(),
+            case.replace(['/', '.'], "_")
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Self {
             exec: exec.to_string(),
             case,
             key: String::from_utf8_lossy(&cfg.key).into_owned(),
             community: cfg.community.clone(),
+            dir,
             children: Vec::new(),
+            statuses: Vec::new(),
+        })
+    }
+
+    fn poll(&mut self) {
+        self.statuses.resize(self.children.len(), None);
+        for (child, status) in self.children.iter_mut().zip(&mut self.statuses) {
+            if status.is_none() {
+                *status = child.try_wait().ok().flatten();
+            }
+        }
+    }
+
+    fn said_unsupported(&mut self) -> bool {
+        self.poll();
+        self.statuses
+            .iter()
+            .any(|s| s.and_then(|s| s.code()) == Some(UNSUPPORTED_EXIT))
+    }
+
+    /// After the case: an outcome that the program explained by exiting 89
+    /// becomes `unsupported`; a case that did not pass gets the program's
+    /// exit status and last line of standard error appended.
+    fn annotate(&mut self, r: &mut CaseReport) {
+        // Give programs a moment to finish what the suite just saw.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            self.poll();
+            if self.statuses.iter().all(Option::is_some) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(
+            r.outcome,
+            Outcome::Fail | Outcome::Error | Outcome::NonStrict
+        ) && self.said_unsupported()
+        {
+            r.outcome = Outcome::Unsupported;
+            r.expected = None;
+            r.actual = Some("the client program does not support this case (exit 89)".into());
+            return;
+        }
+        if matches!(
+            r.outcome,
+            Outcome::Pass | Outcome::Info | Outcome::Skip | Outcome::Unsupported
+        ) {
+            return;
+        }
+        let mut notes = Vec::new();
+        for (i, status) in self.statuses.iter().enumerate() {
+            let status = status.map_or_else(|| "still running".to_string(), |s| s.to_string());
+            let err =
+                std::fs::read_to_string(self.dir.join(format!("stderr-{i}"))).unwrap_or_default();
+            match err.lines().rev().find(|l| !l.trim().is_empty()) {
+                Some(line) => notes.push(format!("client {status}; stderr: {}", line.trim())),
+                None => notes.push(format!("client {status}")),
+            }
+        }
+        if !notes.is_empty() {
+            let note = notes.join("; ");
+            r.actual = Some(match r.actual.take() {
+                Some(a) => format!("{a} ({note})"),
+                None => note,
+            });
         }
     }
 }
@@ -367,11 +458,14 @@ impl Implementation for LiveClient {
     }
 
     fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding> {
-        let hex: String = payload
-            .unwrap_or_default()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let payload = payload.unwrap_or_default();
+        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+        let n = self.children.len();
+        let file = self.dir.join(format!("payload-{n}.bin"));
+        std::fs::write(&file, payload)
+            .map_err(|e| Finding::Error(format!("{}: {e}", file.display())))?;
+        let stderr = std::fs::File::create(self.dir.join(format!("stderr-{n}")))
+            .map_err(|e| Finding::Error(format!("{}: {e}", self.dir.display())))?;
         let child = Command::new("sh")
             .arg("-c")
             .arg(&self.exec)
@@ -381,8 +475,10 @@ impl Implementation for LiveClient {
             .env("ASOC_API_KEY", &self.key)
             .env("ASOC_COMMUNITY", &self.community)
             .env("ASOC_PAYLOAD_HEX", hex)
+            .env("ASOC_PAYLOAD_FILE", &file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| Finding::Error(format!("cannot run `{}`: {e}", self.exec)))?;
         self.children.push(child);
@@ -395,23 +491,22 @@ impl Implementation for LiveClient {
 
     fn explain_silence(&mut self) -> Option<Finding> {
         let deadline = Instant::now() + Duration::from_secs(1);
-        for child in &mut self.children {
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) if status.code() == Some(89) => {
-                        return Some(Finding::Unsupported(
-                            "the client program does not support this case (exit 89)".into(),
-                        ))
-                    }
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Ok(None) => break,
-                }
+        loop {
+            if let Some(f) = self.gave_up() {
+                return Some(f);
             }
+            self.poll();
+            if Instant::now() >= deadline || self.statuses.iter().all(Option::is_some) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        None
+    }
+
+    fn gave_up(&mut self) -> Option<Finding> {
+        self.said_unsupported().then(|| {
+            Finding::Unsupported("the client program does not support this case (exit 89)".into())
+        })
     }
 }
 
@@ -421,5 +516,6 @@ impl Drop for LiveClient {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -27,4 +27,4 @@ pub mod target;
 pub mod wire;
 
 pub use asoc_proto;
-pub use cli::main_with_args;
+pub use cli::{main_named, main_with_args};

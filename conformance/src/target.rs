@@ -87,6 +87,13 @@ pub trait Implementation {
     fn explain_silence(&mut self) -> Option<Finding> {
         None
     }
+
+    /// Like [`explain_silence`](Self::explain_silence) but without waiting:
+    /// polled while the suite waits for a dial, so that a client program
+    /// that already gave up (exit 89) does not cost the whole wait.
+    fn gave_up(&mut self) -> Option<Finding> {
+        None
+    }
 }
 
 /// Hands out distinct loopback source addresses (127.a.b.c) so that cases

@@ -609,12 +609,22 @@ impl Listener {
 
     /// The implementation's connection, or a finding saying why not.
     pub fn accept(&self, ctx: &mut Ctx<'_>, what: &str) -> Result<Conn, Finding> {
-        match self.accept_within(ctx.cfg.timeout + ctx.cfg.timeout)? {
-            Some(c) => Ok(c),
-            None => Err(ctx
-                .imp
-                .explain_silence()
-                .unwrap_or_else(|| Finding::fail(what.to_string(), "no connection to the suite"))),
+        let deadline = Instant::now() + ctx.cfg.timeout + ctx.cfg.timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            if let Some(c) = self.accept_within(slice)? {
+                return Ok(c);
+            }
+            if let Some(f) = ctx.imp.gave_up() {
+                return Err(f);
+            }
+            if Instant::now() >= deadline {
+                return Err(ctx.imp.explain_silence().unwrap_or_else(|| {
+                    Finding::fail(what.to_string(), "no connection to the suite")
+                }));
+            }
         }
     }
 }

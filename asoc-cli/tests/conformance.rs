@@ -1,0 +1,359 @@
+//! `asoc conformance` against our own binaries and the Python shim.
+//!
+//! - Live server mode against `asoc listen --echo --json --handshake-timeout
+//!   1s` with discovery on loopback, for tokio, smol and async-std. The
+//!   default run leaves out the three slowest discovery cases (they wait
+//!   out announce intervals and rate windows: ~20 s together per runtime);
+//!   the `*_full` tests, run with `--ignored`, run every case.
+//! - Live client mode against `conformance/shims/asoc_client.py` (skipped
+//!   with a message when `python3` is absent) and against `asoc send` on
+//!   each runtime through `conformance/shims/asoc-send.sh`.
+//!
+//! Every run writes a JSON report and the tests judge it case by case, not
+//! only the exit code.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use common::{free_udp, keygen, stderr, stdout, with_key, Listener, RUNTIMES};
+
+const COMMUNITY: &str = "conformance-cli";
+
+/// The slow discovery cases the default server-mode run leaves out.
+const SLOW: [&str; 3] = ["R1-4.3/2", "R1-4.4/3", "R1-10.4/7"];
+
+fn repo_file(rel: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn report_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("asoc-cli-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}.json"))
+}
+
+/// `asoc conformance ARGS --format json --output REPORT`: the output and
+/// the report's cases.
+fn conformance(key: &str, name: &str, args: &[&str]) -> (Output, Vec<Value>) {
+    let report = report_path(name);
+    let _ = std::fs::remove_file(&report);
+    let out = with_key(key)
+        .arg("conformance")
+        .args(args)
+        .args(["--format", "json", "--output"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); exit {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    let _ = std::fs::remove_file(&report);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    (out, v.as_array().unwrap().clone())
+}
+
+/// The ids `asoc conformance --list MODE SELECTION…` selects.
+fn listed(args: &[&str]) -> Vec<String> {
+    let out = with_key("unused")
+        .arg("conformance")
+        .args(args)
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+/// Lines that say what went wrong, for assertion messages.
+fn describe(cases: &[Value]) -> String {
+    cases
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}: expected {} / actual {}",
+                c["id"], c["outcome"], c["expected"], c["actual"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn outcome<'a>(cases: &'a [Value], id: &str) -> &'a Value {
+    let c = cases
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in the report"));
+    &c["outcome"]
+}
+
+/// Runs server mode against `asoc listen` on `runtime` and requires every
+/// selected case to have run and to pass (or be informational, or be a
+/// deviation listed in `conformance/expectations/asoc-listen.txt`).
+fn server_mode(runtime: &str, full: bool) {
+    let key = keygen();
+    let announce = free_udp();
+    let mut l = Listener::start(
+        &key,
+        runtime,
+        &[
+            "--echo",
+            "--handshake-timeout",
+            "1s",
+            "--discovery",
+            "--discovery-bind",
+            "127.0.0.1:0",
+            "--announce-to",
+            &announce,
+            "--community",
+            COMMUNITY,
+        ],
+    );
+    let udp = l.listening["udp"].as_str().unwrap().to_string();
+    let (target, node) = (l.addr.clone(), l.node.clone());
+    let expectations = repo_file("conformance/expectations/asoc-listen.txt");
+    let mut args = vec![
+        "server",
+        "--target",
+        &target,
+        "--udp-target",
+        &udp,
+        "--node-id",
+        &node,
+        "--announce-listen",
+        &announce,
+        "--community",
+        COMMUNITY,
+        "--echo",
+        "--handshake-timeout",
+        "1",
+        "--expectations",
+        &expectations,
+    ];
+    if !full {
+        for id in SLOW {
+            args.extend(["--exclude", id]);
+        }
+    }
+    let (out, cases) = conformance(&key, &format!("server-{runtime}-{full}"), &args);
+    // The listener is still alive after the whole suite.
+    assert!(l.child.try_wait().unwrap().is_none(), "asoc listen exited");
+
+    let mut want = listed(&["server"]);
+    if !full {
+        want.retain(|id| !SLOW.contains(&id.as_str()));
+    }
+    let got: Vec<String> = cases
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want, "every selected server-mode case is reported");
+    // With discovery and echo on, nothing may be skipped or unsupported.
+    let bad: Vec<Value> = cases
+        .iter()
+        .filter(|c| {
+            !matches!(c["outcome"].as_str(), Some("pass" | "info"))
+                && c["known_deviation"].is_null()
+        })
+        .cloned()
+        .collect();
+    assert!(bad.is_empty(), "{runtime}:\n{}", describe(&bad));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{runtime}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(" passed, 0 failed, 0 skipped"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn server_mode_tokio() {
+    server_mode("tokio", false);
+}
+
+#[test]
+fn server_mode_smol() {
+    server_mode("smol", false);
+}
+
+#[test]
+fn server_mode_async_std() {
+    server_mode("async-std", false);
+}
+
+#[test]
+#[ignore = "slow: every case, including the discovery cases that wait out announce intervals"]
+fn server_mode_full_all_runtimes() {
+    for rt in RUNTIMES {
+        server_mode(rt, true);
+    }
+}
+
+fn python3() -> bool {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 not found; client mode against the Python shim not run");
+    }
+    ok
+}
+
+fn shim() -> String {
+    format!(
+        "python3 '{}'",
+        repo_file("conformance/shims/asoc_client.py")
+    )
+}
+
+/// Requires every client-mode case to pass except those in `unsupported`,
+/// which must be reported `unsupported`.
+fn all_pass_except(cases: &[Value], unsupported: &[&str]) {
+    assert_eq!(
+        cases.len(),
+        listed(&["client"]).len(),
+        "every client-mode case is reported"
+    );
+    let bad: Vec<Value> = cases
+        .iter()
+        .filter(|c| {
+            let id = c["id"].as_str().unwrap();
+            let want = if unsupported.contains(&id) {
+                "unsupported"
+            } else {
+                "pass"
+            };
+            c["outcome"] != want
+        })
+        .cloned()
+        .collect();
+    assert!(bad.is_empty(), "\n{}", describe(&bad));
+}
+
+#[test]
+fn client_mode_python_shim() {
+    if !python3() {
+        return;
+    }
+    let key = keygen();
+    let (out, cases) = conformance(&key, "client-python", &["client", "--exec", &shim()]);
+    // R1-6.3/5 needs echo, which client mode is not told the client has.
+    all_pass_except(&cases, &["R1-6.3/5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn client_mode_exit_89_is_unsupported_and_a_bad_client_fails() {
+    if !python3() {
+        return;
+    }
+    let key = keygen();
+    // Told that the client echoes, R1-6.3/5 runs; the shim answers 89.
+    let (out, cases) = conformance(
+        &key,
+        "client-89",
+        &["client", "--echo", "--exec", &shim(), "R1-6.3/5"],
+    );
+    assert_eq!(outcome(&cases, "R1-6.3/5"), "unsupported");
+    assert!(
+        cases[0]["actual"].as_str().unwrap().contains("exit 89"),
+        "{}",
+        describe(&cases)
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    // The same shim with another key: its HELLO does not verify.
+    let wrong = format!("ASOC_API_KEY=not-the-suites-key-0123456789 {}", shim());
+    let (out, cases) = conformance(
+        &key,
+        "client-wrong-key",
+        &["client", "--exec", &wrong, "R1-5.2/3"],
+    );
+    assert_eq!(outcome(&cases, "R1-5.2/3"), "fail", "{}", describe(&cases));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// `asoc send` on `runtime` through `conformance/shims/asoc-send.sh`.
+fn client_mode_asoc_send(runtime: &str) {
+    let key = keygen();
+    let exec = format!(
+        "ASOC_BIN='{}' ASOC_RUNTIME={runtime} sh '{}'",
+        env!("CARGO_BIN_EXE_asoc"),
+        repo_file("conformance/shims/asoc-send.sh")
+    );
+    let (out, cases) = conformance(
+        &key,
+        &format!("client-send-{runtime}"),
+        &["client", "--exec", &exec],
+    );
+    // What the wrapper answers 89 for: `asoc send` closes right after its
+    // stream and never echoes.
+    all_pass_except(
+        &cases,
+        &["R1-6.3/5", "R1-8.1/3", "R1-8.1/4", "R1-9.2/14", "R1-9.2/15"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn client_mode_asoc_send_tokio() {
+    client_mode_asoc_send("tokio");
+}
+
+#[test]
+fn client_mode_asoc_send_smol() {
+    client_mode_asoc_send("smol");
+}
+
+#[test]
+fn client_mode_asoc_send_async_std() {
+    client_mode_asoc_send("async-std");
+}
+
+#[test]
+fn usage_errors_and_an_unreachable_target_exit_2() {
+    let out = with_key("unused")
+        .args(["conformance", "server", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("asoc conformance: unknown option `--bogus`"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing listens on port 1.
+    let out = with_key("0123456789abcdef0123456789abcdef")
+        .args(["conformance", "server", "--target", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = with_key("unused")
+        .args(["conformance", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("asoc conformance client --exec"));
+}

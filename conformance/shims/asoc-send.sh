@@ -1,0 +1,18 @@
+#!/bin/sh
+# Runs `asoc send` as the client of the conformance suite's client mode:
+#
+#   asoc conformance client --exec "sh conformance/shims/asoc-send.sh"
+#
+# ASOC_BIN names the asoc binary (default: `asoc` on PATH) and ASOC_RUNTIME
+# its runtime (default tokio). The suite provides ASOC_TESTCASE, ASOC_HOST,
+# ASOC_PORT, ASOC_API_KEY and the payload in ASOC_PAYLOAD_FILE.
+#
+# `asoc send` is one-shot: it sends its stream and closes at once, and it
+# never echoes. Cases that need the client to stay connected after its
+# stream (to see what it does with a frame the suite sends next) or to
+# echo are not something it offers: exit 89, "unsupported".
+case "$ASOC_TESTCASE" in
+  R1-6.3/5|R1-8.1/3|R1-8.1/4|R1-9.2/14|R1-9.2/15) exit 89 ;;
+esac
+exec "${ASOC_BIN:-asoc}" send --runtime "${ASOC_RUNTIME:-tokio}" \
+  --peer "$ASOC_HOST:$ASOC_PORT" "$ASOC_PAYLOAD_FILE"
