@@ -118,6 +118,7 @@
 mod blocking;
 mod driver;
 mod node;
+pub mod tls;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -130,6 +131,7 @@ pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LI
 pub use node::{
     IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendGuard, SendStream,
 };
+pub use tls::TlsStream;
 
 /// A 32-byte seed for an [`Authenticator`] from the operating system's
 /// CSPRNG.
