@@ -82,6 +82,9 @@ pub enum Error {
     /// Connecting, accepting or setting up the poll loop failed.
     #[error("transport error: {0}")]
     Io(#[from] io::Error),
+    /// A TLS session could not be set up (server name, configuration).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The loop's thread ended without saying why.
     #[error("connection is gone")]
     Gone,
@@ -239,7 +242,46 @@ impl MioConnection {
         Self::server(mio::net::TcpStream::from_std(stream), auth, config)
     }
 
-    /// The client side over any connected, non-blocking mio source.
+    /// Connects over TCP to `target` (`host:port`) inside TLS with `tls`
+    /// (see [`tls::client_config`](crate::tls::client_config); the server is
+    /// verified for `host`), then runs the client handshake; returns once
+    /// the server's ACCEPT verified. A failed TLS handshake ends as
+    /// [`Error::Handshake`] with a transport failure.
+    pub fn connect_tls(
+        target: &str,
+        tls: Arc<rustls::ClientConfig>,
+        auth: &SharedAuthenticator,
+        config: MioConfig,
+    ) -> Result<Self, Error> {
+        let name = crate::tls::server_name(target)?;
+        let stream = std::net::TcpStream::connect(target)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let io = mio::net::TcpStream::from_std(stream);
+        let io = crate::TlsStream::client(io, tls, name).map_err(crate::tls::TlsError::from)?;
+        Self::client(io, auth, config)
+    }
+
+    /// Accepts one TCP connection from a blocking `listener`, runs TLS
+    /// with `tls` (see [`tls::server_config`](crate::tls::server_config))
+    /// and then the server handshake; returns once the client's HELLO
+    /// verified.
+    pub fn accept_tls(
+        listener: &TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        auth: &SharedAuthenticator,
+        config: MioConfig,
+    ) -> Result<Self, Error> {
+        let (stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let io = mio::net::TcpStream::from_std(stream);
+        let io = crate::TlsStream::server(io, tls).map_err(crate::tls::TlsError::from)?;
+        Self::server(io, auth, config)
+    }
+
+    /// The client side over any connected, non-blocking mio source (a
+    /// [`TlsStream`](crate::TlsStream) for TLS over any source).
     pub fn client<S>(io: S, auth: &SharedAuthenticator, config: MioConfig) -> Result<Self, Error>
     where
         S: Source + Read + Write + Send + 'static,
@@ -248,7 +290,8 @@ impl MioConnection {
         Self::start(driver, config)
     }
 
-    /// The server side over any connected, non-blocking mio source.
+    /// The server side over any connected, non-blocking mio source (a
+    /// [`TlsStream`](crate::TlsStream) for TLS over any source).
     pub fn server<S>(io: S, auth: &SharedAuthenticator, config: MioConfig) -> Result<Self, Error>
     where
         S: Source + Read + Write + Send + 'static,

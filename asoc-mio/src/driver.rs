@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use asoc_proto::connection::{Connection, ConnectionConfig, Event, SendError};
+use asoc_proto::connection::{CloseReason, Connection, ConnectionConfig, Event, SendError};
 use asoc_proto::handshake::Authenticator;
 use bytes::{Bytes, BytesMut};
 use mio::event::Source;
@@ -172,6 +172,16 @@ pub struct Driver<S, A = SharedAuthenticator> {
     read_limit: usize,
     more_to_read: bool,
     eof: bool,
+    /// The transport's last `flush` would block: it holds output of its own
+    /// (TLS records, for one).
+    io_pending: bool,
+    /// [`close`](Driver::close) was called: once closed, the transport's
+    /// own output is still flushed before `Closed` is reported.
+    graceful: bool,
+    /// Until when a graceful close waits for the transport's output.
+    linger_until: Option<Instant>,
+    /// `Closed`, held back while the transport flushes.
+    held: Option<Event>,
 }
 
 impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
@@ -203,13 +213,18 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
             read_limit: DEFAULT_READ_LIMIT,
             more_to_read: false,
             eof: false,
+            io_pending: false,
+            graceful: false,
+            linger_until: None,
+            held: None,
         }
     }
 
     // ----- registration ------------------------------------------------------
 
     /// Registers the source with `registry` under `token`: READABLE, plus
-    /// WRITABLE while output is pending. The driver keeps a clone of the
+    /// WRITABLE while output is pending (the connection's, or the
+    /// transport's own: see [`on_writable`](Self::on_writable)). The driver keeps a clone of the
     /// registry to change its interest later.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let own = registry.try_clone()?;
@@ -229,19 +244,41 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     }
 
     fn interest(&self) -> Interest {
-        if self.conn.pending_output() > 0 {
+        if self.lingering() {
+            Interest::WRITABLE
+        } else if self.conn.pending_output() > 0 || self.io_pending {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         }
     }
 
+    /// Closed gracefully, and the transport still flushing its own output.
+    fn lingering(&self) -> bool {
+        self.conn.is_closed() && self.graceful && self.io_pending
+    }
+
     /// Brings the registration in line with the connection: WRITABLE only
-    /// while output is pending; deregistered once closed.
+    /// while output is pending; deregistered once closed (and the
+    /// transport flushed after a graceful close).
     fn settle(&mut self, now: Instant) {
         if self.conn.is_closed() {
-            let _ = self.deregister();
-            return;
+            if !self.lingering() {
+                self.linger_until = None;
+                let _ = self.deregister();
+                return;
+            }
+            // The transport's output goes out within the send-stall
+            // timeout, or is given up.
+            let until = *self
+                .linger_until
+                .get_or_insert(now + self.conn.config().send_stall_timeout());
+            if now >= until {
+                self.io_pending = false;
+                self.linger_until = None;
+                let _ = self.deregister();
+                return;
+            }
         }
         let want = self.interest();
         let Some((registry, token, current)) = self.registration.as_mut() else {
@@ -302,7 +339,15 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     }
 
     /// The source is writable: writes pending output (vectored, payloads not
-    /// copied) until done or the socket would block.
+    /// copied) until done or the socket would block, then flushes the
+    /// transport ([`Write::flush`]).
+    ///
+    /// A transport that buffers output of its own (a
+    /// [`TlsStream`](crate::TlsStream) holding TLS records) says so by
+    /// returning `WouldBlock` from `flush`: the driver keeps WRITABLE
+    /// interest until a flush succeeds, and after a graceful
+    /// [`close`](Self::close) holds back the `Closed` event until then
+    /// (within the send-stall timeout). Plain sockets flush at once.
     pub fn on_writable(&mut self, now: Instant) {
         self.flush(now);
     }
@@ -314,6 +359,17 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
                 // A connect still in progress: WRITABLE interest stays on.
                 Err(e) if would_block(&e) => {}
                 Err(_) => self.conn.handle_transport_error(now),
+            }
+        }
+        if !self.conn.is_closed() || (self.graceful && self.registration.is_some()) {
+            match self.io.flush() {
+                Ok(()) => self.io_pending = false,
+                Err(e) if would_block(&e) => self.io_pending = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.io_pending = true,
+                Err(_) => {
+                    self.io_pending = false;
+                    self.conn.handle_transport_error(now);
+                }
             }
         }
         self.settle(now);
@@ -329,6 +385,9 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// When [`on_timeout`](Self::on_timeout) must be called next, if ever.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.lingering() {
+            return self.linger_until;
+        }
         self.conn.poll_timeout()
     }
 
@@ -351,9 +410,28 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// The next event of the connection: `Established`, `Data`, `StreamEnd`,
     /// `StreamIncomplete`, `Closed`, ... (see [`Event`]). Drain until `None`
     /// after every call above.
+    ///
+    /// After a graceful [`close`](Self::close), `Closed` comes once the
+    /// transport flushed (see [`on_writable`](Self::on_writable)).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.conn.poll_event()
+        if self.lingering() {
+            if self.held.is_none() {
+                match self.conn.poll_event()? {
+                    Event::Closed { reason } if reason != CloseReason::Local => {
+                        // Not a graceful end after all (the stall timeout
+                        // cut the drain, say): nothing more to flush.
+                        self.graceful = false;
+                        self.settle(Instant::now());
+                        return Some(Event::Closed { reason });
+                    }
+                    closed @ Event::Closed { .. } => self.held = Some(closed),
+                    other => return Some(other),
+                }
+            }
+            return None;
+        }
+        self.held.take().or_else(|| self.conn.poll_event())
     }
 
     // ----- commands ------------------------------------------------------------
@@ -386,6 +464,9 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// `Closed { reason: Local }`.
     pub fn close(&mut self) {
         let now = Instant::now();
+        if !self.conn.is_closed() {
+            self.graceful = true;
+        }
         self.conn.close(now);
         self.flush(now);
     }

@@ -29,6 +29,13 @@
 //!   ([`on_readable`](Driver::on_readable), [`on_writable`](Driver::on_writable))
 //!   and time ([`on_timeout`](Driver::on_timeout), [`next_deadline`](Driver::next_deadline)).
 //!   Its docs hold a complete loop.
+//! - **TLS** (RFC-0002 §9.2, rustls): [`TlsStream`] wraps any non-blocking
+//!   source and is a source itself, so every piece above runs over it
+//!   unchanged; [`NodeBuilder::tls`], [`MioConnection::connect_tls`] and
+//!   [`MioConnection::accept_tls`] set it up from the configurations that
+//!   [`tls::server_config`] and [`tls::client_config`] build from PEM files
+//!   (a CA file or a pinned self-signed certificate; client certificates
+//!   for mutual TLS). The ASoc bytes inside TLS are unchanged.
 //!
 //! Nothing here makes a protocol decision: who may connect, what is valid,
 //! timeouts, reconnects and close reasons all come from `asoc-proto`,
@@ -113,11 +120,46 @@
 //! assert_eq!(conn.closed(), CloseReason::Local);
 //! assert_eq!(server.join().unwrap(), tensor);
 //! ```
+//!
+//! ## Example: TLS
+//!
+//! Mutual TLS between two nodes, from PEM files:
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use asoc_mio::tls::{client_config, server_config, ServerTrust, TlsConfig};
+//! use asoc_mio::NodeBuilder;
+//! use asoc_proto::auth::ApiKey;
+//!
+//! let key = || ApiKey::new("0123456789abcdef0123456789abcdef").unwrap();
+//! let tls = TlsConfig {
+//!     // Accepted connections show this certificate and require a client
+//!     // certificate signed by the CA.
+//!     server: Some(server_config(
+//!         Path::new("node.pem"),
+//!         Path::new("node.key"),
+//!         Some(Path::new("ca.pem")),
+//!     )?),
+//!     // Dialed peers must show a certificate from the CA for the dialed
+//!     // name; this node shows its own. `ServerTrust::Pinned("peer.pem")`
+//!     // trusts one self-signed certificate instead.
+//!     client: Some(client_config(
+//!         &ServerTrust::CaFile("ca.pem".into()),
+//!         Some((Path::new("node.pem"), Path::new("node.key"))),
+//!     )?),
+//! };
+//! let _node = NodeBuilder::new("my-cluster", key())
+//!     .tls(tls)
+//!     .static_peer("peer.example:9000")
+//!     .start()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 mod blocking;
 mod driver;
 mod node;
+pub mod tls;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -130,6 +172,7 @@ pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LI
 pub use node::{
     IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendGuard, SendStream,
 };
+pub use tls::TlsStream;
 
 /// A 32-byte seed for an [`Authenticator`] from the operating system's
 /// CSPRNG.

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::blocking::{Cmd, Error, Link, MioConfig, RecvStream, Shared};
 use crate::driver::{Driver, Judge};
+use crate::tls::{server_name, TlsConfig, TlsStream};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -131,6 +132,7 @@ pub struct NodeBuilder {
     chunk_size: usize,
     seed: Option<Seed>,
     max_events: usize,
+    tls: TlsConfig,
 }
 
 impl NodeBuilder {
@@ -150,6 +152,7 @@ impl NodeBuilder {
             chunk_size: 1 << 20,
             seed: None,
             max_events: 65_536,
+            tls: TlsConfig::default(),
         }
     }
 
@@ -235,6 +238,20 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs accepted connections (`tls.server`) and dialed ones
+    /// (`tls.client`) inside TLS (RFC-0002 §9.2; build the configurations
+    /// with [`tls::server_config`](crate::tls::server_config) and
+    /// [`tls::client_config`](crate::tls::client_config)). A dialed peer is
+    /// verified for the host of its `host:port` target, or for its IP
+    /// address when connected by address. The TLS handshake runs within the
+    /// ASoc handshake timeout; a failed one closes the connection as a
+    /// transport failure. Default: no TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The community string.
     #[must_use]
     pub fn community(&self) -> &str {
@@ -304,6 +321,7 @@ impl NodeBuilder {
             events: events.clone(),
             incoming: incoming.clone(),
             config: self.config,
+            tls: self.tls,
             stopping: false,
             closing: None,
             retry_accept: None,
@@ -760,7 +778,7 @@ impl Judge for NodeJudge {
 struct Peer {
     id: ConnId,
     addr: SocketAddr,
-    link: Link<TcpStream, NodeJudge>,
+    link: Link<NodeIo, NodeJudge>,
     /// An application `connect` waiting for the handshake.
     waiter: Option<mpsc::SyncSender<Result<PeerInfo, Error>>>,
 }
@@ -799,6 +817,7 @@ struct Loop {
     events: Arc<Queue<NodeEvent>>,
     incoming: Arc<Queue<IncomingStream>>,
     config: MioConfig,
+    tls: TlsConfig,
     stopping: bool,
     closing: Option<Option<Instant>>,
     /// Accepting failed (out of descriptors, ...): try again then.
@@ -1048,6 +1067,13 @@ impl Loop {
     }
 
     fn open(&mut self, now: Instant, opener: Opener, stream: io::Result<(TcpStream, SocketAddr)>) {
+        let stream = stream.and_then(|(s, addr)| {
+            let target = match &opener {
+                Opener::Dial(dial) => dial.target.to_string(),
+                Opener::App(_) => addr.to_string(),
+            };
+            Ok((self.client_io(s, &target)?, addr))
+        });
         let mut proto = lock(&self.proto);
         let opened = match (opener, stream) {
             (Opener::Dial(dial), Err(_)) => {
@@ -1077,16 +1103,27 @@ impl Loop {
         }
     }
 
+    /// A dialed socket, inside TLS when the node has a client configuration.
+    fn client_io(&self, stream: TcpStream, target: &str) -> io::Result<NodeIo> {
+        let _ = stream.set_nodelay(true);
+        let Some(config) = self.tls.client.clone() else {
+            return Ok(NodeIo::Plain(stream));
+        };
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let name = server_name(target).map_err(|e| invalid(e.to_string()))?;
+        let tls = TlsStream::client(stream, config, name).map_err(|e| invalid(e.to_string()))?;
+        Ok(NodeIo::Tls(Box::new(tls)))
+    }
+
     fn add(
         &mut self,
         now: Instant,
-        stream: TcpStream,
+        stream: NodeIo,
         id: ConnId,
         conn: Connection,
         addr: SocketAddr,
         waiter: Option<mpsc::SyncSender<Result<PeerInfo, Error>>>,
     ) {
-        let _ = stream.set_nodelay(true);
         let judge = NodeJudge {
             proto: self.proto.clone(),
             id,
@@ -1125,7 +1162,20 @@ impl Loop {
                     };
                     // Refused: dropping the socket closes it without a byte.
                     if let Ok((id, conn)) = admitted {
-                        self.add(now, stream, id, conn, addr, None);
+                        let _ = stream.set_nodelay(true);
+                        let io = match self.tls.server.clone() {
+                            None => Ok(NodeIo::Plain(stream)),
+                            Some(config) => TlsStream::server(stream, config)
+                                .map(|tls| NodeIo::Tls(Box::new(tls))),
+                        };
+                        match io {
+                            Ok(io) => self.add(now, io, id, conn, addr, None),
+                            Err(_) => {
+                                let mut proto = lock(&self.proto);
+                                proto.closed(now, id, &CloseReason::Transport, conn.stats());
+                                pump(&mut proto, &self.events);
+                            }
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1186,5 +1236,77 @@ impl Loop {
             .chain(self.retry_accept)
             .min()
             .map(|d| d.saturating_duration_since(now))
+    }
+}
+
+/// A node's connection socket: plain TCP, or TCP inside TLS.
+#[derive(Debug)]
+enum NodeIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl io::Read for NodeIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for NodeIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write_vectored(bufs),
+            Self::Tls(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl mio::event::Source for NodeIo {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.register(registry, token, interests),
+            Self::Tls(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.reregister(registry, token, interests),
+            Self::Tls(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.deregister(registry),
+            Self::Tls(s) => s.deregister(registry),
+        }
     }
 }
