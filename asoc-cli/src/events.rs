@@ -15,9 +15,14 @@ use crate::output::Out;
 /// handler instead (it knows the SHA-256 and the file); events outside the
 /// documented set are printed in human mode only.
 pub(crate) fn print(out: Out, event: &NodeEvent) {
-    let NodeEvent::Node(e) = event else {
-        return;
-    };
+    if let NodeEvent::Node(e) = event {
+        print_proto(out, e);
+    }
+}
+
+/// Prints one decision of the protocol's node; shared by every runtime's
+/// node (asoc-mio's events wrap the same [`ProtoEvent`]).
+pub(crate) fn print_proto(out: Out, e: &ProtoEvent) {
     match e {
         ProtoEvent::PeerConnected {
             peer_node,

@@ -1,6 +1,7 @@
 //! `--runtime`: which adapter runs a command. Every command that opens
-//! sockets is a [`Job`] written once over [`asoc_async::Net`]; adding a
-//! runtime is one arm in [`run`].
+//! sockets is a [`Job`] written once over [`asoc_async::Net`]; adding an
+//! async runtime is one arm in [`run`]. asoc-mio's API is blocking, so each
+//! job also has a blocking body for it, [`Job::run_mio`].
 
 use std::future::Future;
 
@@ -39,6 +40,17 @@ pub(crate) trait Job {
     type Output;
     /// Runs the command with `net`, inside the runtime.
     fn run<N: Net>(self, net: N) -> impl Future<Output = CliResult<Self::Output>>;
+
+    /// Runs the command on asoc-mio's blocking node and connection
+    /// (`--runtime mio`), with the same output as [`run`](Self::run).
+    fn run_mio(self) -> CliResult<Self::Output>
+    where
+        Self: Sized,
+    {
+        Err(CliError::usage(
+            "the mio runtime is not available for this command yet",
+        ))
+    }
 }
 
 /// Starts `kind` and runs `job` to completion on it.
@@ -62,9 +74,7 @@ pub(crate) fn run<J: Job>(kind: RuntimeKind, job: J) -> CliResult<J::Output> {
             });
             async_std::task::block_on(job.run(net))
         }
-        RuntimeKind::Mio => Err(CliError::usage(
-            "the mio runtime is not available in this build yet",
-        )),
+        RuntimeKind::Mio => job.run_mio(),
     }
 }
 

@@ -123,16 +123,39 @@ fn bad_addresses_sizes_durations_and_runtimes_are_usage_errors() {
 }
 
 #[test]
-fn mio_is_accepted_but_not_available_yet() {
-    let out = with_key(&keygen())
-        .args(["listen", "--bind", "127.0.0.1:0", "--runtime", "mio"])
-        .output()
-        .unwrap();
-    assert_fails(
-        &out,
-        2,
-        "the mio runtime is not available in this build yet",
-    );
+fn tls_flags_with_the_mio_runtime_are_a_usage_error() {
+    // Refused before the PEM files are even read: asoc-mio has no TLS.
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "listen",
+                "--bind",
+                "127.0.0.1:0",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
+            "--tls-cert, --tls-key cannot be used with --runtime mio",
+        ),
+        (
+            &["listen", "--bind", "127.0.0.1:0", "--tls-pin", "c.pem"],
+            "--tls-pin cannot be used with --runtime mio",
+        ),
+        (
+            &["send", "--peer", "127.0.0.1:9", "--tls-ca", "ca.pem", "-"],
+            "--tls-ca cannot be used with --runtime mio",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = with_key(&keygen())
+            .args(*args)
+            .args(["--runtime", "mio"])
+            .output()
+            .unwrap();
+        assert_fails(&out, 2, needle);
+        assert!(stderr(&out).contains("no TLS support"), "{}", stderr(&out));
+    }
 }
 
 #[test]

@@ -4,8 +4,7 @@ mod common;
 
 use common::*;
 
-#[test]
-fn two_listeners_announcing_to_each_other_discover_and_connect() {
+fn two_listeners(rt_a: &str, rt_b: &str) {
     let key = keygen();
     let (ua, ub) = (free_udp(), free_udp());
     let args = |bind: &str, to: &str| {
@@ -21,8 +20,8 @@ fn two_listeners_announcing_to_each_other_discover_and_connect() {
     };
     let a_args = args(&ua, &ub);
     let b_args = args(&ub, &ua);
-    let mut a = Listener::start(&key, "smol", &refs(&a_args));
-    let mut b = Listener::start(&key, "async-std", &refs(&b_args));
+    let mut a = Listener::start(&key, rt_a, &refs(&a_args));
+    let mut b = Listener::start(&key, rt_b, &refs(&b_args));
     assert_eq!(a.listening["udp"], ua.as_str());
     let found = a.wait_for("peer_discovered", |v| {
         v["event"] == "peer_discovered" && v["peer"] == b.node.as_str()
@@ -36,6 +35,16 @@ fn two_listeners_announcing_to_each_other_discover_and_connect() {
     b.event("peer_connected");
     assert_eq!(a.stop("INT").code(), Some(0));
     assert_eq!(b.stop("INT").code(), Some(0));
+}
+
+#[test]
+fn two_listeners_announcing_to_each_other_discover_and_connect() {
+    two_listeners("smol", "async-std");
+}
+
+#[test]
+fn a_mio_listener_and_a_tokio_listener_discover_and_connect() {
+    two_listeners("mio", "tokio");
 }
 
 #[test]
@@ -72,25 +81,27 @@ fn discover_lists_the_peers_that_announce_with_the_same_key_and_community() {
             .output()
             .unwrap()
     };
-    let out = run(&key, "lab", "smol");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines[0]["event"], "peer_discovered", "{lines:?}");
-    assert_eq!(lines[0]["peer"], listener.node.as_str());
-    assert_eq!(lines[0]["addr"], listener.addr.as_str());
-    let last = lines.last().unwrap();
-    assert_eq!(last["event"], "peers");
-    assert_eq!(last["peers"][0]["peer"], listener.node.as_str());
+    for runtime in ["smol", "mio"] {
+        let out = run(&key, "lab", runtime);
+        assert!(out.status.success(), "{runtime}: {}", stderr(&out));
+        let lines: Vec<serde_json::Value> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["event"], "peer_discovered", "{runtime}: {lines:?}");
+        assert_eq!(lines[0]["peer"], listener.node.as_str());
+        assert_eq!(lines[0]["addr"], listener.addr.as_str());
+        let last = lines.last().unwrap();
+        assert_eq!(last["event"], "peers");
+        assert_eq!(last["peers"][0]["peer"], listener.node.as_str());
+    }
 
     // Another key or another community sees nobody.
-    for (k, c) in [
-        (keygen(), "lab".to_string()),
-        (key.clone(), "other".to_string()),
+    for (k, c, runtime) in [
+        (keygen(), "lab".to_string(), "tokio"),
+        (key.clone(), "other".to_string(), "mio"),
     ] {
-        let out = run(&k, &c, "tokio");
+        let out = run(&k, &c, runtime);
         assert!(out.status.success(), "{}", stderr(&out));
         let last: serde_json::Value =
             serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();

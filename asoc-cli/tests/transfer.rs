@@ -92,6 +92,11 @@ fn listen_and_send_verified_on_async_std() {
     listen_and_send("async-std");
 }
 
+#[test]
+fn listen_and_send_verified_on_mio() {
+    listen_and_send("mio");
+}
+
 fn wrong_key(runtime: &str) {
     let mut listener = Listener::start(&keygen(), runtime, &[]);
     let out = with_key(&keygen())
@@ -163,17 +168,16 @@ fn an_interrupted_sender_gives_stream_incomplete_and_no_file_on_every_runtime() 
     }
 }
 
-#[test]
-fn no_digest_reports_null_and_still_writes_the_file() {
+fn no_digest(runtime: &str) {
     let key = keygen();
-    let out_dir = temp_dir("nodigest");
+    let out_dir = temp_dir(&format!("nodigest-{runtime}"));
     let mut listener = Listener::start(
         &key,
-        "smol",
+        runtime,
         &["--no-digest", "--out", out_dir.to_str().unwrap()],
     );
     let mut send = with_key(&key)
-        .args(["send", "--peer", &listener.addr, "-"])
+        .args(["send", "--runtime", runtime, "--peer", &listener.addr, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -192,13 +196,25 @@ fn no_digest_reports_null_and_still_writes_the_file() {
 }
 
 #[test]
-fn a_frame_over_max_frame_is_a_protocol_error_and_the_sender_fails() {
+fn no_digest_reports_null_and_still_writes_the_file() {
+    no_digest("smol");
+}
+
+#[test]
+fn no_digest_on_mio() {
+    no_digest("mio");
+}
+
+fn max_frame(runtime: &str) {
     let key = keygen();
-    let mut listener = Listener::start(&key, "tokio", &["--max-frame", "64KiB"]);
-    let input = temp_dir("maxframe").join("t.bin");
-    std::fs::write(&input, pattern(1 << 20, 9)).unwrap();
+    let mut listener = Listener::start(&key, runtime, &["--max-frame", "64KiB"]);
+    let input = temp_dir(&format!("maxframe-{runtime}")).join("t.bin");
+    // Far more than socket buffers hold: the sender is still writing when
+    // the listener closes, so it always sees the connection fail.
+    std::fs::write(&input, pattern(32 << 20, 9)).unwrap();
     let out = with_key(&key)
-        .args(["send", "--chunk-size", "1MiB", "--peer", &listener.addr])
+        .args(["send", "--chunk-size", "1MiB", "--runtime", runtime])
+        .args(["--peer", &listener.addr])
         .arg(&input)
         .output()
         .unwrap();
@@ -211,11 +227,20 @@ fn a_frame_over_max_frame_is_a_protocol_error_and_the_sender_fails() {
 }
 
 #[test]
-fn echo_sends_every_complete_stream_back_to_its_sender() {
+fn a_frame_over_max_frame_is_a_protocol_error_and_the_sender_fails() {
+    max_frame("tokio");
+}
+
+#[test]
+fn a_frame_over_max_frame_is_a_protocol_error_on_mio() {
+    max_frame("mio");
+}
+
+fn echo(runtime: &str) {
     use asoc_tokio::asoc_proto::auth::ApiKey;
     use asoc_tokio::{NodeBuilder, PeerRef};
     let key = keygen();
-    let mut listener = Listener::start(&key, "async-std", &["--echo"]);
+    let mut listener = Listener::start(&key, runtime, &["--echo"]);
     let data = bytes::Bytes::from(pattern(2 << 20, 11));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let echoed = rt.block_on(async {
@@ -243,10 +268,19 @@ fn echo_sends_every_complete_stream_back_to_its_sender() {
 }
 
 #[test]
-fn a_static_peer_is_dialed_outbound_and_seen_inbound_by_the_other_side() {
+fn echo_sends_every_complete_stream_back_to_its_sender() {
+    echo("async-std");
+}
+
+#[test]
+fn echo_on_mio() {
+    echo("mio");
+}
+
+fn static_peer(dialed: &str, dialer: &str) {
     let key = keygen();
-    let mut b = Listener::start(&key, "tokio", &[]);
-    let mut a = Listener::start(&key, "smol", &["--peer", &b.addr.clone()]);
+    let mut b = Listener::start(&key, dialed, &[]);
+    let mut a = Listener::start(&key, dialer, &["--peer", &b.addr.clone()]);
     let out = a.event("peer_connected");
     assert_eq!(out["direction"], "outbound");
     assert_eq!(out["addr"], b.addr.as_str());
@@ -256,6 +290,33 @@ fn a_static_peer_is_dialed_outbound_and_seen_inbound_by_the_other_side() {
     assert_eq!(a.stop("TERM").code(), Some(0));
     let gone = b.event("peer_disconnected");
     assert_eq!(gone["peer"], inbound["peer"]);
+}
+
+#[test]
+fn a_static_peer_is_dialed_outbound_and_seen_inbound_by_the_other_side() {
+    static_peer("tokio", "smol");
+}
+
+#[test]
+fn static_peers_between_mio_and_tokio_listeners() {
+    static_peer("mio", "tokio");
+    static_peer("tokio", "mio");
+}
+
+fn silent_client(runtime: &str) {
+    let mut listener = Listener::start(&keygen(), runtime, &["--handshake-timeout", "300ms"]);
+    let silent = std::net::TcpStream::connect(&listener.addr).unwrap();
+    let failed = listener.event("auth_failed");
+    assert_eq!(failed["reason"], "timeout", "{runtime}: {failed}");
+    assert_eq!(failed["addr"], silent.local_addr().unwrap().to_string());
+    assert_eq!(listener.stop("TERM").code(), Some(0));
+}
+
+#[test]
+fn a_silent_client_fails_after_handshake_timeout_on_every_runtime() {
+    for runtime in RUNTIMES {
+        silent_client(runtime);
+    }
 }
 
 fn self_signed() -> (std::path::PathBuf, std::path::PathBuf) {
@@ -282,7 +343,7 @@ fn tls_listen_with_a_pinned_certificate_and_plain_senders_refused() {
             tls_key.to_str().unwrap(),
         ],
     );
-    for runtime in RUNTIMES {
+    for runtime in TLS_RUNTIMES {
         let mut send = with_key(&key)
             .args([
                 "send",

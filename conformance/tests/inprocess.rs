@@ -28,8 +28,14 @@ const COMMUNITY: &str = "conformance-cluster";
 const HANDSHAKE: Duration = Duration::from_secs(1);
 const ANNOUNCE: Duration = Duration::from_millis(300);
 
-/// What a started node should do besides serving.
-struct Plan {
+/// The node a case needs, whatever the adapter: the common settings of
+/// [`builder`] plus these.
+#[derive(Clone)]
+struct Spec {
+    /// Discovery on a loopback UDP port of its own with this configuration.
+    discovery: Option<DiscoveryConfig>,
+    /// A static peer to dial.
+    static_peer: Option<SocketAddr>,
     /// Send this payload as one stream once connected to this address.
     send: Option<(SocketAddr, Vec<u8>)>,
 }
@@ -42,11 +48,10 @@ trait Running: Send {
 /// An adapter: its name and how to start a node on it.
 struct Adapter {
     name: &'static str,
-    start: fn(NodeBuilder, Plan) -> Result<Box<dyn Running>, String>,
+    start: fn(Spec) -> Result<Box<dyn Running>, String>,
 }
 
-/// Every adapter the suite runs against. mio is pending: its node runner
-/// is not in the workspace yet.
+/// Every adapter the suite runs against.
 static ADAPTERS: &[Adapter] = &[
     Adapter {
         name: "tokio",
@@ -59,6 +64,10 @@ static ADAPTERS: &[Adapter] = &[
     Adapter {
         name: "async-std",
         start: start_async_std,
+    },
+    Adapter {
+        name: "mio",
+        start: start_mio,
     },
 ];
 
@@ -73,31 +82,35 @@ fn tokio_rt() -> &'static tokio::runtime::Runtime {
     &RT
 }
 
-fn start_tokio(b: NodeBuilder, plan: Plan) -> Result<Box<dyn Running>, String> {
+fn start_tokio(spec: Spec) -> Result<Box<dyn Running>, String> {
     tokio_rt().block_on(async {
-        let node = asoc_tokio::start(b).await.map_err(|e| e.to_string())?;
-        Ok(live(asoc_tokio::Tokio::current(), node, plan))
+        let node = asoc_tokio::start(builder(&spec))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(live(asoc_tokio::Tokio::current(), node, spec))
     })
 }
 
-fn start_smol(b: NodeBuilder, plan: Plan) -> Result<Box<dyn Running>, String> {
+fn start_smol(spec: Spec) -> Result<Box<dyn Running>, String> {
     smol::block_on(async {
-        let node = asoc_smol::start(b).await.map_err(|e| e.to_string())?;
-        Ok(live(asoc_smol::Smol::global(), node, plan))
+        let node = asoc_smol::start(builder(&spec))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(live(asoc_smol::Smol::global(), node, spec))
     })
 }
 
-fn start_async_std(b: NodeBuilder, plan: Plan) -> Result<Box<dyn Running>, String> {
+fn start_async_std(spec: Spec) -> Result<Box<dyn Running>, String> {
     let rt = || {
         asoc_smol::Smol::with_spawner(|t| {
             async_std::task::spawn(t);
         })
     };
     async_std::task::block_on(async {
-        let node = asoc_smol::start_on(rt(), b)
+        let node = asoc_smol::start_on(rt(), builder(&spec))
             .await
             .map_err(|e| e.to_string())?;
-        Ok(live(rt(), node, plan))
+        Ok(live(rt(), node, spec))
     })
 }
 
@@ -129,9 +142,9 @@ impl<N: Net> Drop for Live<N> {
 }
 
 /// Starts the echo task (and the planned send) for `node`.
-fn live<N: Net>(net: N, node: Node<N>, plan: Plan) -> Box<dyn Running> {
+fn live<N: Net>(net: N, node: Node<N>, spec: Spec) -> Box<dyn Running> {
     net.spawn(Box::pin(echo(net.clone(), node.clone())));
-    if let Some((to, payload)) = plan.send {
+    if let Some((to, payload)) = spec.send {
         let node = node.clone();
         net.spawn(Box::pin(async move {
             if node.wait_for_peers(1, Duration::from_secs(10)).await >= 1 {
@@ -174,17 +187,110 @@ async fn echo<N: Net>(net: N, node: Node<N>) {
     }
 }
 
-fn builder() -> NodeBuilder {
-    let connection = ConnectionConfig::builder()
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn connection() -> ConnectionConfig {
+    ConnectionConfig::builder()
         .handshake_timeout(HANDSHAKE)
         .build()
-        .expect("connection config");
-    NodeBuilder::new(COMMUNITY, ApiKey::new(KEY).expect("key"))
-        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("connection config")
+}
+
+/// An async adapter's node for `spec`.
+fn builder(spec: &Spec) -> NodeBuilder {
+    let mut b = NodeBuilder::new(COMMUNITY, ApiKey::new(KEY).expect("key"))
+        .bind(loopback())
         .driver(DriverConfig {
-            connection,
+            connection: connection(),
             ..DriverConfig::default()
-        })
+        });
+    if let Some(disc) = &spec.discovery {
+        b = b.discovery(loopback(), disc.clone());
+    }
+    if let Some(peer) = spec.static_peer {
+        b = b.static_peer(peer.to_string());
+    }
+    b
+}
+
+/// A node on asoc-mio's own loop: the same settings, the same echo, with
+/// blocking calls on threads of their own.
+fn start_mio(spec: Spec) -> Result<Box<dyn Running>, String> {
+    let mut b = asoc_mio::NodeBuilder::new(COMMUNITY, ApiKey::new(KEY).expect("key"))
+        .bind(loopback())
+        .connection(asoc_mio::MioConfig {
+            connection: connection(),
+            ..asoc_mio::MioConfig::default()
+        });
+    if let Some(disc) = spec.discovery {
+        b = b.discovery(loopback(), disc);
+    }
+    if let Some(peer) = spec.static_peer {
+        b = b.static_peer(peer.to_string());
+    }
+    let node = b.start().map_err(|e| e.to_string())?;
+    let echoing = node.clone();
+    std::thread::spawn(move || mio_echo(&echoing));
+    if let Some((to, payload)) = spec.send {
+        let node = node.clone();
+        std::thread::spawn(move || {
+            if node.wait_for_peers(1, Duration::from_secs(10)) >= 1 {
+                let _ = node.send(asoc_mio::PeerRef::Addr(to), Bytes::from(payload));
+            }
+        });
+    }
+    Ok(Box::new(MioLive(node)))
+}
+
+struct MioLive(asoc_mio::Node);
+
+impl Running for MioLive {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            tcp: self.0.local_addr(),
+            udp: self.0.discovery_addr(),
+            node_id: Some(self.0.node_id()),
+        }
+    }
+}
+
+impl Drop for MioLive {
+    fn drop(&mut self) {
+        self.0.shutdown(Duration::from_millis(200));
+    }
+}
+
+/// Echo mode on mio: every completed incoming stream goes back on a new
+/// stream, each on a thread of its own.
+fn mio_echo(node: &asoc_mio::Node) {
+    let debug = std::env::var_os("CONF_DEBUG").is_some();
+    while let Some(incoming) = node.accept_stream() {
+        let node = node.clone();
+        let conn = incoming.conn;
+        if debug {
+            eprintln!(
+                "echo {}: incoming stream from {}",
+                node.local_addr(),
+                incoming.addr
+            );
+        }
+        std::thread::spawn(move || match incoming.stream.read_to_end() {
+            Ok(data) => {
+                let n = data.len();
+                let r = node.send(asoc_mio::PeerRef::Conn(conn), Bytes::from(data));
+                if debug {
+                    eprintln!(
+                        "echo {}: read {n} bytes, sent back: {r:?}",
+                        node.local_addr()
+                    );
+                }
+            }
+            Err(e) if debug => eprintln!("echo {}: read failed: {e:?}", node.local_addr()),
+            Err(_) => {}
+        });
+    }
 }
 
 /// One case's implementation: nodes started on demand, shut down on drop.
@@ -206,8 +312,12 @@ impl Implementation for InProcess {
             .unicast_targets(vec![target])
             .build()
             .map_err(Finding::error)?;
-        let b = builder().discovery("127.0.0.1:0".parse().expect("addr"), disc);
-        let node = (self.adapter.start)(b, Plan { send: None }).map_err(Finding::Error)?;
+        let spec = Spec {
+            discovery: Some(disc),
+            static_peer: None,
+            send: None,
+        };
+        let node = (self.adapter.start)(spec).map_err(Finding::Error)?;
         let e = node.endpoint();
         self.nodes.push(node);
         self.served = Some(e);
@@ -215,11 +325,12 @@ impl Implementation for InProcess {
     }
 
     fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding> {
-        let plan = Plan {
+        let spec = Spec {
+            discovery: None,
+            static_peer: Some(to),
             send: payload.map(|p| (to, p.to_vec())),
         };
-        let node = (self.adapter.start)(builder().static_peer(to.to_string()), plan)
-            .map_err(Finding::Error)?;
+        let node = (self.adapter.start)(spec).map_err(Finding::Error)?;
         self.nodes.push(node);
         Ok(())
     }

@@ -19,6 +19,8 @@ use crate::output::hex;
 use crate::progress::Progress;
 use crate::runtime::{spawn, Job, RuntimeKind};
 
+mod on_mio;
+
 const COMMUNITY: &str = "asoc-demo";
 
 /// A checked `demo` command, ready to run.
@@ -50,6 +52,54 @@ impl Demo {
     pub(crate) fn runtime(&self) -> RuntimeKind {
         self.runtime
     }
+
+    /// A fresh key, held in memory only.
+    fn key() -> CliResult<ApiKey> {
+        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        Ok(ApiKey::generate(Rng::from_seed(seed).inner()))
+    }
+
+    fn intro(&self, receiver: SocketAddr) {
+        println!(
+            "asoc demo: two nodes on loopback ({} runtime), a fresh 256-bit key held in memory",
+            self.runtime.name()
+        );
+        println!("  receiver listening on {receiver}");
+    }
+
+    /// The report, after both nodes shut down: `handshake_bytes` on the
+    /// dialer's side, `secs` from the first chunk to the receiver's end.
+    fn report(
+        &self,
+        handshake_bytes: u64,
+        sent: &[u8; 32],
+        got: &Received,
+        secs: f64,
+    ) -> CliResult {
+        let secs = secs.max(1e-9);
+        println!(
+            "  handshake:   HELLO 50 B + ACCEPT 30 B = {handshake_bytes} B on the wire, \
+             HMAC-SHA256 verified"
+        );
+        println!(
+            "  transferred: {} bytes in {} DATA frames + END",
+            got.bytes, got.frames
+        );
+        println!(
+            "  throughput:  {:.1} MiB/s ({secs:.3} s)",
+            got.bytes as f64 / (1024.0 * 1024.0) / secs
+        );
+        println!("  sha256 sent:     {}", hex(sent));
+        println!("  sha256 received: {}", hex(&got.digest));
+        if got.digest == *sent && got.bytes == self.size {
+            println!("  verification: OK, the tensor arrived intact");
+            Ok(())
+        } else {
+            Err(CliError::runtime(
+                "verification FAILED: the received tensor differs from the one sent",
+            ))
+        }
+    }
 }
 
 async fn start<N: Net>(net: &N, builder: NodeBuilder) -> CliResult<Node<N>> {
@@ -66,19 +116,14 @@ impl Job for Demo {
     type Output = ();
 
     async fn run<N: Net>(self, net: N) -> CliResult {
-        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
-        let key = ApiKey::generate(Rng::from_seed(seed).inner());
+        let key = Self::key()?;
         let receiver = start(&net, NodeBuilder::new(COMMUNITY, key.clone())).await?;
         let sender = start(
             &net,
             NodeBuilder::new(COMMUNITY, key).chunk_size(self.chunk),
         )
         .await?;
-        println!(
-            "asoc demo: two nodes on loopback ({} runtime), a fresh 256-bit key held in memory",
-            self.runtime.name()
-        );
-        println!("  receiver listening on {}", receiver.local_addr());
+        self.intro(receiver.local_addr());
         let link = sender
             .connect(receiver.local_addr().to_string())
             .await
@@ -92,32 +137,14 @@ impl Job for Demo {
         let got = receiving
             .await
             .ok_or_else(|| CliError::runtime("the receiving task ended"))??;
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let secs = started.elapsed().as_secs_f64();
         sender.shutdown(Duration::from_secs(5)).await;
         receiver.shutdown(Duration::from_secs(5)).await;
+        self.report(handshake_bytes, &sent, &got, secs)
+    }
 
-        println!(
-            "  handshake:   HELLO 50 B + ACCEPT 30 B = {handshake_bytes} B on the wire, \
-             HMAC-SHA256 verified"
-        );
-        println!(
-            "  transferred: {} bytes in {} DATA frames + END",
-            got.bytes, got.frames
-        );
-        println!(
-            "  throughput:  {:.1} MiB/s ({secs:.3} s)",
-            got.bytes as f64 / (1024.0 * 1024.0) / secs
-        );
-        println!("  sha256 sent:     {}", hex(&sent));
-        println!("  sha256 received: {}", hex(&got.digest));
-        if got.digest == sent && got.bytes == self.size {
-            println!("  verification: OK, the tensor arrived intact");
-            Ok(())
-        } else {
-            Err(CliError::runtime(
-                "verification FAILED: the received tensor differs from the one sent",
-            ))
-        }
+    fn run_mio(self) -> CliResult {
+        on_mio::run(self)
     }
 }
 
@@ -135,21 +162,12 @@ async fn send<N: Net>(
         .open_stream(PeerRef::Conn(link))
         .await
         .map_err(failed)?;
-    let bar = Progress::new("  sending", Some(size));
-    let mut hasher = Sha256::new();
-    let mut pattern = Pattern(0x9e37_79b9_7f4a_7c15);
-    let mut sent = 0u64;
-    while sent < size {
-        let n = usize::try_from((size - sent).min(chunk as u64)).unwrap_or(chunk);
-        let block = pattern.fill(n);
-        hasher.update(&block);
+    let mut tensor = Tensor::new(size, chunk);
+    for block in tensor.by_ref() {
         stream.send(block).await.map_err(failed)?;
-        sent += n as u64;
-        bar.advance(n as u64);
     }
     stream.finish().await.map_err(failed)?;
-    bar.finish();
-    Ok(hasher.finalize().into())
+    Ok(tensor.finish())
 }
 
 async fn receive<N: Net>(node: Node<N>) -> CliResult<Received> {
@@ -171,6 +189,50 @@ async fn receive<N: Net>(node: Node<N>) -> CliResult<Received> {
         frames: stream.frames(),
         digest: hasher.finalize().into(),
     })
+}
+
+/// The tensor to send, in chunks, with its SHA-256 and a progress bar.
+struct Tensor {
+    pattern: Pattern,
+    left: u64,
+    chunk: usize,
+    hasher: Sha256,
+    bar: Progress,
+}
+
+impl Tensor {
+    fn new(size: u64, chunk: usize) -> Self {
+        Self {
+            pattern: Pattern(0x9e37_79b9_7f4a_7c15),
+            left: size,
+            chunk,
+            hasher: Sha256::new(),
+            bar: Progress::new("  sending", Some(size)),
+        }
+    }
+
+    /// Every chunk is sent: the SHA-256 of the tensor.
+    fn finish(self) -> [u8; 32] {
+        self.bar.finish();
+        self.hasher.finalize().into()
+    }
+}
+
+/// The chunks, each counted as sent when taken.
+impl Iterator for Tensor {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = usize::try_from(self.left.min(self.chunk as u64)).unwrap_or(self.chunk);
+        let block = self.pattern.fill(n);
+        self.hasher.update(&block);
+        self.left -= n as u64;
+        self.bar.advance(n as u64);
+        Some(block)
+    }
 }
 
 /// xorshift64: cheap, deterministic tensor bytes.

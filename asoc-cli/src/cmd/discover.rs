@@ -18,6 +18,8 @@ use crate::output::Out;
 use crate::runtime::{until, Job, RuntimeKind};
 use crate::{os, secrets};
 
+mod on_mio;
+
 /// A checked `discover` command, ready to run.
 pub(crate) struct Discover {
     bind: SocketAddr,
@@ -50,54 +52,45 @@ impl Discover {
     pub(crate) fn runtime(&self) -> RuntimeKind {
         self.runtime
     }
-}
 
-impl Job for Discover {
-    type Output = ();
-
-    async fn run<N: Net>(self, net: N) -> CliResult {
-        let udp = net
-            .bind_udp(self.bind)
-            .await
-            .map_err(|e| bind_failed(&format!("udp {}", self.bind), &e))?;
+    /// The socket is bound to `bound`: the listening starts now.
+    fn begin(&self, bound: SocketAddr) -> CliResult<(Discovery, Instant)> {
         let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
         let id = os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
         let start = Instant::now();
-        let mut discovery = Discovery::new(self.config.clone(), id, 0, seed, start);
-        let bound = N::udp_local_addr(&udp).unwrap_or(self.bind);
+        let discovery = Discovery::new(self.config.clone(), id, 0, seed, start);
         self.out.note(|| {
             format!(
                 "listening for announcements on udp {bound} for {:?}",
                 self.duration
             )
         });
-        let deadline = start + self.duration;
-        let mut buf = vec![0u8; 2048];
-        loop {
-            let got = until(&net, deadline, N::recv_from(&udp, &mut buf)).await;
-            let now = Instant::now();
-            match got {
-                None => break,
-                Some(Ok((n, src))) => {
-                    let datagram = buf.get(..n).unwrap_or(&[]);
-                    discovery.handle_datagram(now, unix_now(), src, datagram, &self.keys);
+        Ok((discovery, start))
+    }
+
+    /// One datagram from `src`.
+    fn datagram(&self, discovery: &mut Discovery, src: SocketAddr, datagram: &[u8]) {
+        discovery.handle_datagram(Instant::now(), unix_now(), src, datagram, &self.keys);
+    }
+
+    /// After a datagram or the deadline: timers, then the events to print.
+    fn tick(&self, discovery: &mut Discovery) {
+        discovery.handle_timeout(Instant::now());
+        while let Some(event) = discovery.poll_event() {
+            match event {
+                DiscoveryEvent::Discovered { node, addr, .. } => {
+                    events::discovery(self.out, "peer_discovered", node, addr);
                 }
-                // Like a lost datagram; the next announcement follows.
-                Some(Err(_)) => {}
-            }
-            discovery.handle_timeout(now);
-            while let Some(event) = discovery.poll_event() {
-                match event {
-                    DiscoveryEvent::Discovered { node, addr, .. } => {
-                        events::discovery(self.out, "peer_discovered", node, addr);
-                    }
-                    DiscoveryEvent::Expired { node, addr } => {
-                        events::discovery(self.out, "peer_expired", node, addr);
-                    }
-                    _ => {}
+                DiscoveryEvent::Expired { node, addr } => {
+                    events::discovery(self.out, "peer_expired", node, addr);
                 }
+                _ => {}
             }
         }
+    }
+
+    /// The last line: every peer found.
+    fn list(&self, discovery: &Discovery) {
         let peers: Vec<_> = discovery.peers().collect();
         let list: Vec<_> = peers
             .iter()
@@ -110,7 +103,38 @@ impl Job for Discover {
             }
             text
         });
+    }
+}
+
+impl Job for Discover {
+    type Output = ();
+
+    async fn run<N: Net>(self, net: N) -> CliResult {
+        let udp = net
+            .bind_udp(self.bind)
+            .await
+            .map_err(|e| bind_failed(&format!("udp {}", self.bind), &e))?;
+        let bound = N::udp_local_addr(&udp).unwrap_or(self.bind);
+        let (mut discovery, start) = self.begin(bound)?;
+        let deadline = start + self.duration;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            match until(&net, deadline, N::recv_from(&udp, &mut buf)).await {
+                None => break,
+                Some(Ok((n, src))) => {
+                    self.datagram(&mut discovery, src, buf.get(..n).unwrap_or(&[]));
+                }
+                // Like a lost datagram; the next announcement follows.
+                Some(Err(_)) => {}
+            }
+            self.tick(&mut discovery);
+        }
+        self.list(&discovery);
         Ok(())
+    }
+
+    fn run_mio(self) -> CliResult {
+        on_mio::run(self)
     }
 }
 

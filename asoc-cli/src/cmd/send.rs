@@ -20,6 +20,8 @@ use crate::reader::{Item, Source};
 use crate::runtime::{until, Job, RuntimeKind};
 use crate::{os, secrets, tls};
 
+mod on_mio;
+
 /// Largest chunk: the default maximum frame payload of receivers (WIRE.md §6).
 const MAX_CHUNK: u64 = 16 << 20;
 
@@ -37,6 +39,9 @@ pub(crate) struct Send {
 impl Send {
     /// Checks every input before any socket is opened.
     pub(crate) fn prepare(args: SendArgs) -> CliResult<Self> {
+        if args.runtime.runtime == RuntimeKind::Mio {
+            on_mio::refuse_tls(&args)?;
+        }
         check_target(&args.peer, "--peer")?;
         if args.chunk_size == 0 || args.chunk_size > MAX_CHUNK {
             return Err(CliError::usage(format!(
@@ -100,36 +105,54 @@ impl Send {
         };
         let node =
             os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
-        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
-        let auth = Arc::new(Mutex::new(Authenticator::new(
-            AuthenticatorConfig::new(node, KeyRing::new(self.key.clone())),
-            seed,
-        )));
+        let auth = self.authenticator(node)?;
         let conn = Connection::connect(net, io, &auth, DriverConfig::default())
             .await
-            .map_err(|e| self.handshake_error(e))?;
+            .map_err(|e| match e {
+                Error::Handshake(reason) => self.refused(&reason),
+                other => self.failed(&other),
+            })?;
+        self.connected(addr, node);
+        Ok(conn)
+    }
+
+    /// The authenticator of our side of the handshake, as node `node`.
+    fn authenticator(&self, node: uuid::Uuid) -> CliResult<Arc<Mutex<Authenticator>>> {
+        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        Ok(Arc::new(Mutex::new(Authenticator::new(
+            AuthenticatorConfig::new(node, KeyRing::new(self.key.clone())),
+            seed,
+        ))))
+    }
+
+    /// The handshake verified: our first line.
+    fn connected(&self, addr: std::net::SocketAddr, node: uuid::Uuid) {
         self.out.emit(
             json!({"event": "connected", "addr": addr.to_string(), "node": node.to_string()}),
             || format!("connected to {addr}, handshake verified"),
         );
-        Ok(conn)
     }
 
-    fn handshake_error(&self, e: Error) -> CliError {
+    /// The handshake failed for `reason` (exit 3, naming the likely causes).
+    fn refused(&self, reason: &CloseReason) -> CliError {
         let peer = &self.peer;
-        match e {
-            Error::Handshake(CloseReason::HandshakeTimeout) => CliError::auth(format!(
+        match reason {
+            CloseReason::HandshakeTimeout => CliError::auth(format!(
                 "{peer} did not answer the handshake in time: is it an ASoc listener, \
                  and does it expect TLS (--tls-ca / --tls-pin)?"
             )),
-            Error::Handshake(reason) => CliError::auth(format!(
+            reason => CliError::auth(format!(
                 "{peer} refused the handshake ({reason}): most likely the API key differs from \
                  the listener's (check ASOC_API_KEY or --api-key-file, and that both sides use \
                  the key of the same cluster and community), or the listener expects TLS, or \
                  this address is locked out after repeated failures"
             )),
-            other => CliError::runtime(format!("connection to {peer} failed: {other}")),
         }
+    }
+
+    /// The connection failed other than by its handshake.
+    fn failed(&self, e: &dyn std::fmt::Display) -> CliError {
+        CliError::runtime(format!("connection to {} failed: {e}", self.peer))
     }
 
     async fn send_one(&self, conn: &Connection, source: Source) -> CliResult {
@@ -159,30 +182,28 @@ impl Send {
         };
         stream.finish().await.map_err(lost)?;
         bar.finish();
+        self.sent(&name, id, (bytes, frames), &digest);
+        Ok(())
+    }
+
+    /// A stream was sent whole, END included.
+    fn sent(&self, name: &str, id: u32, (bytes, frames): (u64, u64), digest: &[u8; 32]) {
         self.out.emit(
             json!({"event": "stream_sent", "file": name, "stream": id, "frames": frames,
-                   "bytes": bytes, "sha256": hex(&digest)}),
+                   "bytes": bytes, "sha256": hex(digest)}),
             || {
                 format!(
                     "sent {name}: stream {id}, {bytes} bytes in {frames} frames, sha256 {}",
-                    hex(&digest)
+                    hex(digest)
                 )
             },
         );
-        Ok(())
     }
-}
 
-impl Job for Send {
-    type Output = ();
-
-    async fn run<N: Net>(mut self, net: N) -> CliResult {
-        let conn = self.connect(&net).await?;
-        for source in std::mem::take(&mut self.sources) {
-            self.send_one(&conn, source).await?;
-        }
-        conn.close().await;
-        match conn.closed().await {
+    /// The connection closed after the last stream: exit 0 only when it
+    /// closed cleanly.
+    fn closed(&self, reason: &CloseReason) -> CliResult {
+        match reason {
             CloseReason::Local => {
                 self.out
                     .emit(json!({"event": "closed", "reason": "local_close"}), || {
@@ -196,5 +217,22 @@ impl Job for Send {
                 self.peer
             ))),
         }
+    }
+}
+
+impl Job for Send {
+    type Output = ();
+
+    async fn run<N: Net>(mut self, net: N) -> CliResult {
+        let conn = self.connect(&net).await?;
+        for source in std::mem::take(&mut self.sources) {
+            self.send_one(&conn, source).await?;
+        }
+        conn.close().await;
+        self.closed(&conn.closed().await)
+    }
+
+    fn run_mio(self) -> CliResult {
+        on_mio::run(self)
     }
 }

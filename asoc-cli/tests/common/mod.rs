@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The runtimes the command supports today.
-pub const RUNTIMES: [&str; 3] = ["tokio", "smol", "async-std"];
+/// The runtimes the command supports.
+pub const RUNTIMES: [&str; 4] = ["tokio", "smol", "async-std", "mio"];
+
+/// The runtimes with TLS (asoc-mio has none yet).
+pub const TLS_RUNTIMES: [&str; 3] = ["tokio", "smol", "async-std"];
 
 /// `asoc` with no ASoc variables inherited from the environment.
 pub fn asoc() -> Command {

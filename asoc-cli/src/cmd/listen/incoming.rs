@@ -3,6 +3,7 @@
 //! with `--echo` sent back to its sender.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use crate::events::{peer, shown};
 use crate::output::{hex, Out};
-use crate::sink::Sink;
+use crate::sink::{Finished, Sink};
 
 /// What to do with each stream.
 #[derive(Clone, Debug)]
@@ -27,12 +28,19 @@ pub(super) struct Settings {
     pub(super) echo: bool,
 }
 
+/// How streams are stored and reported, whatever the runtime: the async
+/// handlers below and the blocking ones of `--runtime mio` share it.
+#[derive(Clone, Debug)]
+pub(super) struct Report {
+    out: Out,
+    pub(super) settings: Settings,
+}
+
 /// The stream handlers of one node.
 pub(super) struct Streams<N: Net> {
     node: Node<N>,
     net: N,
-    out: Out,
-    settings: Settings,
+    report: Report,
 }
 
 impl<N: Net> Streams<N> {
@@ -40,8 +48,7 @@ impl<N: Net> Streams<N> {
         Arc::new(Self {
             node,
             net,
-            out,
-            settings,
+            report: Report::new(out, settings),
         })
     }
 
@@ -76,13 +83,14 @@ impl<N: Net> Streams<N> {
             ..
         } = incoming;
         let id = stream.id();
-        let sink = self.sink(peer_node, addr, id);
+        let report = &self.report;
+        let sink = report.sink(peer_node, addr, id);
         let mut kept: Vec<Bytes> = Vec::new();
         let mut sink_failed = false;
         let cut = loop {
             match stream.chunk().await {
                 Ok(Some(chunk)) => {
-                    if self.settings.echo {
+                    if report.settings.echo {
                         kept.push(chunk.clone());
                     }
                     // A failed sink still lets the stream drain; finish()
@@ -102,10 +110,48 @@ impl<N: Net> Streams<N> {
                 StreamError::Incomplete { reason, .. } => reason.as_str().to_string(),
                 other => other.to_string(),
             };
-            self.incomplete(peer_node, addr, id, bytes, &reason);
+            report.incomplete(peer_node, addr, id, bytes, &reason);
             return;
         }
-        match sink.finish().await {
+        let saved = report.complete(peer_node, addr, id, (bytes, frames), sink.finish().await);
+        if saved && report.settings.echo {
+            self.echo(conn, addr, kept).await;
+        }
+    }
+
+    async fn echo(&self, conn: asoc_proto::node::ConnId, addr: SocketAddr, chunks: Vec<Bytes>) {
+        let _guard = self.node.send_guard();
+        let result = async {
+            let mut s = self.node.open_stream(PeerRef::Conn(conn)).await?;
+            let id = s.id();
+            for chunk in chunks {
+                s.send(chunk).await?;
+            }
+            s.finish().await?;
+            Ok::<_, asoc_async::Error>(id)
+        }
+        .await;
+        self.report.echoed(addr, result.map_err(|e| e.to_string()));
+    }
+}
+
+impl Report {
+    pub(super) fn new(out: Out, settings: Settings) -> Self {
+        Self { out, settings }
+    }
+
+    /// Reports a stream that ended with its END, with its bytes and frames,
+    /// once its sink finished; false when it could not be saved (then it is
+    /// reported incomplete).
+    pub(super) fn complete(
+        &self,
+        peer_node: Option<Uuid>,
+        addr: SocketAddr,
+        id: u32,
+        (bytes, frames): (u64, u32),
+        sink: io::Result<Finished>,
+    ) -> bool {
+        match sink {
             Ok(done) => {
                 let sha = done.sha256.map(|d| hex(&d));
                 let file = done.file.map(|f| f.display().to_string());
@@ -131,15 +177,14 @@ impl<N: Net> Streams<N> {
             Err(e) => {
                 eprintln!("asoc: stream {id} from {addr} arrived but could not be saved: {e}");
                 self.incomplete(peer_node, addr, id, bytes, "write_failed");
-                return;
+                return false;
             }
         }
-        if self.settings.echo {
-            self.echo(conn, addr, kept).await;
-        }
+        true
     }
 
-    fn sink(&self, peer_node: Option<Uuid>, addr: SocketAddr, id: u32) -> Sink {
+    /// Where a new stream's bytes go: hashed and, with `--out`, written.
+    pub(super) fn sink(&self, peer_node: Option<Uuid>, addr: SocketAddr, id: u32) -> Sink {
         let target = self
             .settings
             .out_dir
@@ -155,7 +200,8 @@ impl<N: Net> Streams<N> {
         }
     }
 
-    fn incomplete(
+    /// Reports a stream cut off (or not saved) for `reason`.
+    pub(super) fn incomplete(
         &self,
         peer_node: Option<Uuid>,
         addr: SocketAddr,
@@ -175,18 +221,9 @@ impl<N: Net> Streams<N> {
         );
     }
 
-    async fn echo(&self, conn: asoc_proto::node::ConnId, addr: SocketAddr, chunks: Vec<Bytes>) {
-        let _guard = self.node.send_guard();
-        let result = async {
-            let mut s = self.node.open_stream(PeerRef::Conn(conn)).await?;
-            let id = s.id();
-            for chunk in chunks {
-                s.send(chunk).await?;
-            }
-            s.finish().await?;
-            Ok::<_, asoc_async::Error>(id)
-        }
-        .await;
+    /// Reports how sending a stream back to `addr` went: our stream id, or
+    /// why it failed.
+    pub(super) fn echoed(&self, addr: SocketAddr, result: Result<u32, String>) {
         match result {
             Ok(id) => self
                 .out

@@ -2,6 +2,7 @@
 //! happens; incoming streams are handled in [`incoming`].
 
 mod incoming;
+mod on_mio;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub(crate) struct Listen {
 impl Listen {
     /// Checks every input before any socket is opened.
     pub(crate) fn prepare(args: ListenArgs) -> CliResult<Self> {
+        if args.runtime.runtime == RuntimeKind::Mio {
+            on_mio::refuse_tls(&args)?;
+        }
         let key = secrets::api_key(args.key.api_key_file.as_deref())?;
         for peer in &args.peer {
             check_target(peer, "--peer")?;
@@ -119,15 +123,32 @@ impl Listen {
             .start(net.clone(), seed, id)
             .await
             .map_err(|e| match e {
-                Error::Io(io) => {
-                    let what = match &self.discovery {
-                        Some((udp, _)) => format!("tcp {} / udp {udp}", self.bind),
-                        None => self.bind.to_string(),
-                    };
-                    bind_failed(&what, &io)
-                }
+                Error::Io(io) => self.bind_failed(&io),
                 other => CliError::runtime(format!("cannot start the node: {other}")),
             })
+    }
+
+    /// Binding the node's sockets failed.
+    fn bind_failed(&self, e: &std::io::Error) -> CliError {
+        let what = match &self.discovery {
+            Some((udp, _)) => format!("tcp {} / udp {udp}", self.bind),
+            None => self.bind.to_string(),
+        };
+        bind_failed(&what, e)
+    }
+
+    /// The first line: the node's sockets are bound.
+    fn listening(&self, tcp: SocketAddr, udp: Option<SocketAddr>, node: uuid::Uuid) {
+        let runtime = self.runtime.name();
+        self.out.emit(
+            json!({"event": "listening", "tcp": tcp.to_string(),
+                   "udp": udp.map(|u| u.to_string()), "node": node.to_string(),
+                   "runtime": runtime}),
+            || {
+                let udp = udp.map_or_else(|| "off".into(), |u| u.to_string());
+                format!("listening on tcp {tcp} (discovery {udp}) as node {node} [{runtime}]")
+            },
+        );
     }
 }
 
@@ -139,20 +160,7 @@ impl Job for Listen {
         // never lost.
         let stop = signals::termination()?;
         let node = self.start(&net).await?;
-        let (tcp, udp) = (node.local_addr(), node.discovery_addr());
-        let runtime = self.runtime.name();
-        self.out.emit(
-            json!({"event": "listening", "tcp": tcp.to_string(),
-                   "udp": udp.map(|u| u.to_string()), "node": node.node_id().to_string(),
-                   "runtime": runtime}),
-            || {
-                let udp = udp.map_or_else(|| "off".into(), |u| u.to_string());
-                format!(
-                    "listening on tcp {tcp} (discovery {udp}) as node {} [{runtime}]",
-                    node.node_id()
-                )
-            },
-        );
+        self.listening(node.local_addr(), node.discovery_addr(), node.node_id());
         let printer = spawn(&net, {
             let (node, out) = (node.clone(), self.out);
             async move {
@@ -174,6 +182,10 @@ impl Job for Listen {
         })
         .await;
         Ok(())
+    }
+
+    fn run_mio(self) -> CliResult {
+        on_mio::run(self)
     }
 }
 
