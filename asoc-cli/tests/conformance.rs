@@ -203,6 +203,11 @@ fn server_mode_async_std() {
 }
 
 #[test]
+fn server_mode_mio() {
+    server_mode("mio", false);
+}
+
+#[test]
 #[ignore = "slow: every case, including the discovery cases that wait out announce intervals"]
 fn server_mode_full_all_runtimes() {
     for rt in RUNTIMES {
