@@ -338,6 +338,11 @@ fn client_mode_asoc_send_async_std() {
 }
 
 #[test]
+fn client_mode_asoc_send_mio() {
+    client_mode_asoc_send("mio");
+}
+
+#[test]
 fn usage_errors_and_an_unreachable_target_exit_2() {
     let out = with_key("unused")
         .args(["conformance", "server", "--bogus"])
