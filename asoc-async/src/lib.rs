@@ -27,4 +27,4 @@ pub use driver::Session;
 pub use error::{Error, StreamError};
 pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef};
 pub use runtime::{BoxFuture, BoxFutureRef, Net, Runtime, Transport};
-pub use stream::{RecvStream, SendStream};
+pub use stream::{check_declared_len, RecvStream, SendStream};

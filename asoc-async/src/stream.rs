@@ -231,3 +231,20 @@ impl Drop for RecvStream {
         }
     }
 }
+
+/// Checks a reader against the length declared for it: `sent` bytes so far,
+/// `ended` once the reader returned end of file. Used by the adapters'
+/// `send_reader`, so a short or long reader never finishes its stream.
+pub fn check_declared_len(sent: u64, declared: Option<u64>, ended: bool) -> Result<(), Error> {
+    match declared {
+        Some(l) if sent > l => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("reader yielded more than the declared {l} bytes"),
+        ))),
+        Some(l) if ended && sent != l => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("reader ended after {sent} of the declared {l} bytes"),
+        ))),
+        _ => Ok(()),
+    }
+}

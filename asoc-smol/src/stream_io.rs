@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use asoc_async::{Error, PeerRef, RecvStream, SendStream};
+use asoc_async::{check_declared_len, Error, PeerRef, RecvStream, SendStream};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_io::AsyncRead;
 use futures_lite::AsyncReadExt;
@@ -60,23 +60,13 @@ where
         }
         buf.truncate(filled);
         sent += filled as u64;
-        if let Some(l) = len.filter(|l| sent > *l) {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("reader yielded more than the declared {l} bytes"),
-            )));
-        }
+        check_declared_len(sent, len, false)?;
         stream.send(buf.freeze()).await?;
         if filled < chunk_size {
             break;
         }
     }
-    if let Some(l) = len.filter(|l| sent != *l) {
-        return Err(Error::Io(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("reader ended after {sent} of the declared {l} bytes"),
-        )));
-    }
+    check_declared_len(sent, len, true)?;
     stream.finish().await?;
     Ok(sent)
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use asoc_async::{Error, PeerRef, RecvStream, SendStream};
+use asoc_async::{check_declared_len, Error, PeerRef, RecvStream, SendStream};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
@@ -58,25 +58,10 @@ where
         }
         let chunk = buf.split().freeze();
         sent += chunk.len() as u64;
-        if len.is_some_and(|l| sent > l) {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "reader yielded more than the declared {} bytes",
-                    len.unwrap_or(0)
-                ),
-            )));
-        }
+        check_declared_len(sent, len, false)?;
         stream.send(chunk).await?;
     }
-    if let Some(l) = len {
-        if sent != l {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("reader ended after {sent} of the declared {l} bytes"),
-            )));
-        }
-    }
+    check_declared_len(sent, len, true)?;
     stream.finish().await?;
     Ok(sent)
 }
