@@ -118,6 +118,7 @@ where
         shutdown_done: false,
         read_window: 4 * 1024,
         large_frames: false,
+        unflushed: false,
     };
     register(&cmd_tx, &shared);
     rt.spawn(Box::pin(driver));

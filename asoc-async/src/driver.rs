@@ -106,6 +106,11 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) shutdown_done: bool,
     pub(crate) read_window: usize,
     pub(crate) large_frames: bool,
+    /// Bytes were written that the transport may still hold (a TLS layer
+    /// buffers records); flushing is retried until it completes, even when
+    /// nothing new is written, or the last records of a stream would sit
+    /// in the buffer until the peer's idle timer gives up.
+    pub(crate) unflushed: bool,
 }
 
 impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
@@ -175,9 +180,16 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 Poll::Pending => break,
             }
         }
-        if progressed {
-            if let Poll::Ready(Err(_)) = self.io.poll_flush(cx) {
-                self.conn.handle_transport_error(now);
+        self.unflushed |= progressed;
+        if self.unflushed {
+            match self.io.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => {
+                    self.unflushed = false;
+                    self.conn.handle_transport_error(now);
+                    return true;
+                }
+                Poll::Pending => {}
             }
         }
         progressed

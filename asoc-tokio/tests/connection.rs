@@ -82,3 +82,140 @@ async fn wrong_key_is_refused_and_the_server_sends_nothing() {
         other => panic!("client: {other:?}"),
     }
 }
+
+/// A transport that, like a TLS layer, keeps what it is given until it is
+/// flushed, and whose flush needs a second call each time (it wakes the task
+/// and reports `Pending` first). A driver that flushed only after writing
+/// something new would leave the last bytes here for ever.
+struct HoldsUntilFlushed {
+    inner: TcpStream,
+    held: Vec<u8>,
+    deferred: bool,
+}
+
+impl tokio::io::AsyncRead for HoldsUntilFlushed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for HoldsUntilFlushed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        if self.held.len() >= 64 << 10 {
+            // Full: push what is held first, as rustls does.
+            match self.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = buf.len().min(64 << 10);
+        self.held.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        if !self.held.is_empty() && !self.deferred {
+            self.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        while !self.held.is_empty() {
+            let this = &mut *self;
+            match std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.held) {
+                Poll::Ready(Ok(n)) => {
+                    this.held.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.deferred = false;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match self.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_shutdown(cx),
+            other => other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_a_transport_holds_is_flushed_even_when_nothing_new_is_written() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let io = HoldsUntilFlushed {
+            inner: sock,
+            held: Vec::new(),
+            deferred: false,
+        };
+        let conn = asoc_tokio::accept(io, &auth(2, KEY), DriverConfig::default())
+            .await
+            .unwrap();
+        let mut stream = conn.accept_stream().await.unwrap();
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            n += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        // Answer on a stream of our own: its last bytes go through the
+        // holding transport, and the client must still get all of them.
+        let digest = hasher.finalize();
+        let mut reply = conn.open_stream().await.unwrap();
+        reply.send(Bytes::copy_from_slice(&digest)).await.unwrap();
+        reply.finish().await.unwrap();
+        (n, conn)
+    });
+    let io = HoldsUntilFlushed {
+        inner: TcpStream::connect(addr).await.unwrap(),
+        held: Vec::new(),
+        deferred: false,
+    };
+    let conn = asoc_tokio::connect(io, &auth(1, KEY), DriverConfig::default())
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..(3u32 << 20) + 12_345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let expected = Sha256::digest(&data);
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        conn.send_tensor(Bytes::from(data.clone()), 1 << 20),
+    );
+    sent.await.expect("send within 20 s").unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut stream = conn.accept_stream().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        got
+    })
+    .await
+    .expect("the reply arrives well before any idle timer");
+    assert_eq!(reply, expected.to_vec());
+    let (n, _server_conn) = server.await.unwrap();
+    assert_eq!(n, data.len() as u64);
+}
