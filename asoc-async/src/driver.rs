@@ -408,6 +408,12 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 *slot = Some(reason.clone());
             }
             self.cmds.close();
+            // Commands queued before the close would otherwise stay in the
+            // channel (its senders keep it alive) with their reply senders,
+            // and `open_stream` or `finish` would wait on them for ever.
+            // Dropping them answers every waiter with the close reason.
+            self.held = None;
+            while self.cmds.try_recv().is_ok() {}
             self.shared.on_change.notify(usize::MAX);
         }
         Poll::Ready(())

@@ -219,3 +219,55 @@ async fn output_a_transport_holds_is_flushed_even_when_nothing_new_is_written() 
     let (n, _server_conn) = server.await.unwrap();
     assert_eq!(n, data.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting_for_ever() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let config = DriverConfig {
+            receive_buffer: 64 << 10,
+            ..DriverConfig::default()
+        };
+        // Never takes a stream: reading stops at 64 KiB, so the client's
+        // commands pile up behind its high-water mark.
+        let conn = asoc_tokio::accept(sock, &auth(2, KEY), config)
+            .await
+            .unwrap();
+        close_rx.await.unwrap();
+        conn.close().await;
+        conn.closed().await
+    });
+    let config = DriverConfig {
+        command_queue: 256,
+        ..DriverConfig::default()
+    };
+    let sock = TcpStream::connect(addr).await.unwrap();
+    let conn = asoc_tokio::connect(sock, &auth(1, KEY), config)
+        .await
+        .unwrap();
+    let mut stream = conn.open_stream().await.unwrap();
+    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    for _ in 0..128 {
+        stream.send(chunk.clone()).await.unwrap();
+    }
+    let finish = tokio::spawn(stream.finish());
+    // Let the driver take what fits and hold the rest, FINISH among it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !finish.is_finished(),
+        "the peer reads nothing, so FINISH must still be queued"
+    );
+    close_tx.send(()).unwrap();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), finish)
+        .await
+        .expect("finish answers once the connection has ended")
+        .unwrap();
+    match result {
+        Err(Error::Closed(_)) => {}
+        other => panic!("finish of a cut stream: {other:?}"),
+    }
+    server.await.unwrap();
+}
