@@ -6,21 +6,6 @@
 use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::error::{CliError, CliResult};
-
-/// Refuses TLS flags on `--runtime mio`: asoc-mio has no TLS. `given` names
-/// the TLS flags present on the command line.
-pub(crate) fn refuse_tls(given: &[&str]) -> CliResult {
-    if given.is_empty() {
-        return Ok(());
-    }
-    Err(CliError::usage(format!(
-        "{} cannot be used with --runtime mio: asoc-mio has no TLS support yet \
-         (use --runtime tokio, smol or async-std for TLS)",
-        given.join(", ")
-    )))
-}
-
 /// Threads that must finish before a command ends: each holds a
 /// [`Token`]; [`wait`](Alive::wait) returns once every token is dropped.
 pub(crate) struct Alive {

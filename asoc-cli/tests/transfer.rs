@@ -319,8 +319,9 @@ fn a_silent_client_fails_after_handshake_timeout_on_every_runtime() {
     }
 }
 
-fn self_signed() -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = temp_dir("tls");
+/// A self-signed certificate for 127.0.0.1 in a directory of its own.
+fn self_signed(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(&format!("tls-{name}"));
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -329,13 +330,12 @@ fn self_signed() -> (std::path::PathBuf, std::path::PathBuf) {
     (c, k)
 }
 
-#[test]
-fn tls_listen_with_a_pinned_certificate_and_plain_senders_refused() {
+fn tls_listen(listener_runtime: &str) {
     let key = keygen();
-    let (cert, tls_key) = self_signed();
+    let (cert, tls_key) = self_signed(listener_runtime);
     let mut listener = Listener::start(
         &key,
-        "tokio",
+        listener_runtime,
         &[
             "--tls-cert",
             cert.to_str().unwrap(),
@@ -343,7 +343,7 @@ fn tls_listen_with_a_pinned_certificate_and_plain_senders_refused() {
             tls_key.to_str().unwrap(),
         ],
     );
-    for runtime in TLS_RUNTIMES {
+    for runtime in RUNTIMES {
         let mut send = with_key(&key)
             .args([
                 "send",
@@ -361,23 +361,54 @@ fn tls_listen_with_a_pinned_certificate_and_plain_senders_refused() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let payload = format!("{runtime} into {listener_runtime}");
         send.stdin
             .take()
             .unwrap()
-            .write_all(runtime.as_bytes())
+            .write_all(payload.as_bytes())
             .unwrap();
         let out = send.wait_with_output().unwrap();
         assert!(out.status.success(), "{runtime}: {}", stderr(&out));
         let done = listener.wait_for("stream_complete", |v| {
-            v["event"] == "stream_complete" && v["sha256"] == sha256(runtime.as_bytes())
+            v["event"] == "stream_complete" && v["sha256"] == sha256(payload.as_bytes())
         });
-        assert_eq!(done["bytes"], runtime.len());
+        assert_eq!(done["bytes"], payload.len());
     }
-    // Without TLS the listener never sees a HELLO: a handshake failure.
-    let out = with_key(&key)
-        .args(["send", "--peer", &listener.addr, "-"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_fails(&out, 3, "handshake");
+    for runtime in RUNTIMES {
+        // Without TLS the listener never sees a HELLO: a handshake failure.
+        let out = with_key(&key)
+            .args(["send", "--runtime", runtime, "--peer", &listener.addr, "-"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_fails(&out, 3, "handshake");
+        // A pin of another certificate: the TLS handshake fails.
+        let (other, _) = self_signed(&format!("{listener_runtime}-other-{runtime}"));
+        let out = with_key(&key)
+            .args([
+                "send",
+                "--runtime",
+                runtime,
+                "--peer",
+                &listener.addr,
+                "--tls-pin",
+            ])
+            .arg(&other)
+            .arg("-")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_fails(&out, 3, "TLS handshake");
+    }
+    assert_eq!(listener.stop("TERM").code(), Some(0));
+}
+
+#[test]
+fn tls_listen_with_a_pinned_certificate_on_tokio_every_sender_runtime_and_plain_refused() {
+    tls_listen("tokio");
+}
+
+#[test]
+fn tls_listen_with_a_pinned_certificate_on_mio_every_sender_runtime_and_plain_refused() {
+    tls_listen("mio");
 }

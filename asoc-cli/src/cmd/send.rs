@@ -39,9 +39,6 @@ pub(crate) struct Send {
 impl Send {
     /// Checks every input before any socket is opened.
     pub(crate) fn prepare(args: SendArgs) -> CliResult<Self> {
-        if args.runtime.runtime == RuntimeKind::Mio {
-            on_mio::refuse_tls(&args)?;
-        }
         check_target(&args.peer, "--peer")?;
         if args.chunk_size == 0 || args.chunk_size > MAX_CHUNK {
             return Err(CliError::usage(format!(

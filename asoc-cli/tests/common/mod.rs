@@ -14,9 +14,6 @@ use serde_json::Value;
 /// The runtimes the command supports.
 pub const RUNTIMES: [&str; 4] = ["tokio", "smol", "async-std", "mio"];
 
-/// The runtimes with TLS (asoc-mio has none yet).
-pub const TLS_RUNTIMES: [&str; 3] = ["tokio", "smol", "async-std"];
-
 /// `asoc` with no ASoc variables inherited from the environment.
 pub fn asoc() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_asoc"));

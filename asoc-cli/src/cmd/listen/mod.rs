@@ -45,9 +45,6 @@ pub(crate) struct Listen {
 impl Listen {
     /// Checks every input before any socket is opened.
     pub(crate) fn prepare(args: ListenArgs) -> CliResult<Self> {
-        if args.runtime.runtime == RuntimeKind::Mio {
-            on_mio::refuse_tls(&args)?;
-        }
         let key = secrets::api_key(args.key.api_key_file.as_deref())?;
         for peer in &args.peer {
             check_target(peer, "--peer")?;

@@ -12,23 +12,9 @@ use futures_lite::future::block_on;
 
 use super::incoming::Report;
 use super::{Listen, GRACE};
-use crate::cli::ListenArgs;
 use crate::error::{CliError, CliResult};
 use crate::mio_rt::{self, Alive};
 use crate::{events, os, signals};
-
-/// TLS flags are refused: asoc-mio has no TLS.
-pub(super) fn refuse_tls(args: &ListenArgs) -> CliResult {
-    let flags = [
-        ("--tls-cert", args.tls.tls_cert.is_some()),
-        ("--tls-key", args.tls.tls_key.is_some()),
-        ("--tls-client-ca", args.tls.tls_client_ca.is_some()),
-        ("--tls-ca", args.tls_client.tls_ca.is_some()),
-        ("--tls-pin", args.tls_client.tls_pin.is_some()),
-    ];
-    let given: Vec<&str> = flags.iter().filter(|f| f.1).map(|f| f.0).collect();
-    mio_rt::refuse_tls(&given)
-}
 
 /// Runs the node until SIGINT or SIGTERM, then shuts down gracefully.
 pub(super) fn run(listen: Listen) -> CliResult {
@@ -85,7 +71,8 @@ fn start(listen: &Listen) -> CliResult<Node> {
             ..MioConfig::default()
         })
         .seed(seed)
-        .node_id(id);
+        .node_id(id)
+        .tls(listen.tls.clone());
     if let Some((bind, config)) = &listen.discovery {
         b = b.discovery(*bind, config.clone());
     }

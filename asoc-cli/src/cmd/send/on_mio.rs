@@ -1,28 +1,15 @@
 //! `asoc send --runtime mio`: the same transfer over asoc-mio's blocking
 //! connection, [`MioConnection`].
 
-use asoc_mio::{MioConfig, MioConnection};
+use asoc_mio::{MioConfig, MioConnection, TlsStream};
+use asoc_proto::connection::CloseReason;
 
 use super::Send;
-use crate::cli::SendArgs;
 use crate::error::{CliError, CliResult};
-use crate::mio_rt;
 use crate::net_errors::unreachable;
 use crate::os;
 use crate::progress::Progress;
 use crate::reader::{Item, Source};
-
-/// TLS flags are refused: asoc-mio has no TLS.
-pub(super) fn refuse_tls(args: &SendArgs) -> CliResult {
-    let flags = [
-        ("--tls-ca", args.tls.tls_ca.is_some()),
-        ("--tls-pin", args.tls.tls_pin.is_some()),
-        ("--tls-cert", args.tls_cert.is_some()),
-        ("--tls-key", args.tls_key.is_some()),
-    ];
-    let given: Vec<&str> = flags.iter().filter(|f| f.1).map(|f| f.0).collect();
-    mio_rt::refuse_tls(&given)
-}
 
 /// Connects, sends every input as a stream in order, and closes cleanly.
 pub(super) fn run(mut send: Send) -> CliResult {
@@ -45,7 +32,28 @@ fn connect(send: &Send) -> CliResult<MioConnection> {
     let node = os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
     let auth = send.authenticator(node)?;
     let io = mio::net::TcpStream::from_std(tcp);
-    let conn = MioConnection::client(io, &auth, MioConfig::default()).map_err(|e| match e {
+    let conn = match &send.tls {
+        None => MioConnection::client(io, &auth, MioConfig::default()),
+        Some(config) => {
+            let name =
+                asoc_mio::tls::server_name(peer).map_err(|e| CliError::usage(e.to_string()))?;
+            let io = TlsStream::client(io, config.clone(), name)
+                .map_err(|e| CliError::auth(format!("TLS handshake with {peer} failed: {e}")))?;
+            MioConnection::client(io, &auth, MioConfig::default())
+        }
+    };
+    let conn = conn.map_err(|e| match e {
+        // The TLS handshake runs inside the connection's first reads and
+        // writes, so its failure ends the connection as a transport error
+        // (or the server's close) before any ASoc byte was answered.
+        asoc_mio::Error::Handshake(CloseReason::Transport | CloseReason::PeerClosed)
+            if send.tls.is_some() =>
+        {
+            CliError::auth(format!(
+                "TLS handshake with {peer} failed: its certificate does not verify against \
+                 --tls-ca / --tls-pin, it requires a client certificate, or it does not speak TLS"
+            ))
+        }
         asoc_mio::Error::Handshake(reason) => send.refused(&reason),
         other => send.failed(&other),
     })?;
