@@ -83,11 +83,7 @@ pub(crate) fn spawn<T, R, J>(
     judge: J,
     config: DriverConfig,
     deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
-    register: impl FnOnce(
-        &async_channel::Sender<Cmd>,
-        &Arc<Shared>,
-        async_channel::Sender<CloseReason>,
-    ),
+    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
 ) -> Spawned
 where
     T: Transport,

@@ -68,7 +68,9 @@ fn resets_half_closes_and_close_after_accept_are_disconnects() {
     conn.finish(now, s).unwrap();
     conn.write_to(now, &mut sock).unwrap();
     sock.shutdown(Shutdown::Write).unwrap();
-    let got = b.accept_stream_timeout(LIMIT).expect("stream from the half-closed peer");
+    let got = b
+        .accept_stream_timeout(LIMIT)
+        .expect("stream from the half-closed peer");
     assert_eq!(got.stream.read_to_end().unwrap(), b"complete");
     // Reset in the middle of a frame (SO_LINGER 0 makes close send RST).
     let (mut sock, mut conn) = raw_client(b.local_addr(), KEY, 53);

@@ -134,7 +134,10 @@ fn silent_connections(count: usize) {
             socks.push(s);
         }
     }
-    let a = builder(KEY).static_peer(target.to_string()).start().unwrap();
+    let a = builder(KEY)
+        .static_peer(target.to_string())
+        .start()
+        .unwrap();
     assert_eq!(
         a.wait_for_peers(1, Duration::from_secs(20)),
         1,

@@ -1059,8 +1059,15 @@ fn an_expired_peer_has_its_connections_closed_and_is_redialed_once_it_announces_
     } = discovered_pair(t0, Duration::from_secs(3));
     let dial = small.poll_dial(t0).unwrap();
     let (small_tcp, t1) = (addr(1, 50_000), t0 + SECOND);
-    let mut link = Link::dial(&mut small, &mut large, t1, &dial, small_tcp, addr(2, LARGE_TCP))
-        .unwrap();
+    let mut link = Link::dial(
+        &mut small,
+        &mut large,
+        t1,
+        &dial,
+        small_tcp,
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
     assert!(link.is_established());
     drain(&mut small);
     drain(&mut large);
@@ -1110,7 +1117,9 @@ fn an_expired_peer_has_its_connections_closed_and_is_redialed_once_it_announces_
     // An order is given once, even if the adapter is slow to carry it out.
     small.handle_timeout(expiry + SECOND);
     assert_eq!(expiry_orders(&mut small), vec![]);
-    link.client.conn.abort(expiry + SECOND, CloseReason::PeerExpired);
+    link.client
+        .conn
+        .abort(expiry + SECOND, CloseReason::PeerExpired);
     link.client.settle(&mut small, expiry + SECOND);
     assert_eq!(
         drain(&mut small),
@@ -1132,8 +1141,14 @@ fn an_expired_peer_has_its_connections_closed_and_is_redialed_once_it_announces_
     let back = expiry + 40 * SECOND;
     small.handle_timeout(back);
     large.handle_timeout(back);
-    assert_eq!(announce(&mut small, small_udp, &mut large, large_udp, back), 1);
-    assert_eq!(announce(&mut large, large_udp, &mut small, small_udp, back), 1);
+    assert_eq!(
+        announce(&mut small, small_udp, &mut large, large_udp, back),
+        1
+    );
+    assert_eq!(
+        announce(&mut large, large_udp, &mut small, small_udp, back),
+        1
+    );
     assert!(matches!(
         drain(&mut small).as_slice(),
         [NodeEvent::PeerDiscovered { node, .. }] if *node == node_id(0xf0)
@@ -1171,11 +1186,23 @@ fn expiry_leaves_connections_to_static_peers_open() {
         t0,
     );
     let mut large = discovering(0xf0, small_udp, LARGE_TCP, Duration::from_secs(3), t0);
-    let dial = small.poll_dial(t0).expect("the static peer is dialed at start");
-    let link = Link::dial(&mut small, &mut large, t0, &dial, addr(1, 50_000), addr(2, LARGE_TCP))
-        .unwrap();
+    let dial = small
+        .poll_dial(t0)
+        .expect("the static peer is dialed at start");
+    let link = Link::dial(
+        &mut small,
+        &mut large,
+        t0,
+        &dial,
+        addr(1, 50_000),
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
     assert!(link.is_established());
-    assert_eq!(announce(&mut large, large_udp, &mut small, small_udp, t0), 1);
+    assert_eq!(
+        announce(&mut large, large_udp, &mut small, small_udp, t0),
+        1
+    );
     drain(&mut small);
 
     let expiry = t0 + 15 * SECOND;

@@ -15,8 +15,7 @@ pub const KEY: &str = "0123456789abcdef0123456789abcdef";
 pub const LIMIT: Duration = Duration::from_secs(60);
 
 pub fn builder(key: &str) -> NodeBuilder {
-    NodeBuilder::new("mio-faults", ApiKey::new(key).unwrap())
-        .bind("127.0.0.1:0".parse().unwrap())
+    NodeBuilder::new("mio-faults", ApiKey::new(key).unwrap()).bind("127.0.0.1:0".parse().unwrap())
 }
 
 /// The established connection from `from` to `to`, whichever side dialed.
