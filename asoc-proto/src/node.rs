@@ -716,7 +716,7 @@ impl Node {
             .filter(|e| e.info.peer_node == Some(node))
             // Called after the discovered peer was forgotten: a peer id
             // the dialer still tracks is a static one.
-            .filter(|e| !e.info.peer.is_some_and(|p| self.dialer.state(p).is_some()))
+            .filter(|e| e.info.peer.is_none_or(|p| self.dialer.state(p).is_none()))
             .map(|e| e.info.id)
             .collect();
         ids.sort_unstable();
