@@ -73,8 +73,9 @@ pub(crate) struct Spawned {
 
 /// Starts a connection's task. New incoming streams go to `deliver` when
 /// given, else to the returned `incoming` channel. `register` sees the
-/// command channel and shared state before the task starts, so that a
-/// handle to the connection exists before any of its streams is delivered.
+/// command channel, the shared state and the sender of close-at-once orders
+/// before the task starts, so that a handle to the connection exists before
+/// any of its streams is delivered.
 pub(crate) fn spawn<T, R, J>(
     rt: &R,
     io: T,
@@ -82,7 +83,7 @@ pub(crate) fn spawn<T, R, J>(
     judge: J,
     config: DriverConfig,
     deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
-    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>),
+    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
 ) -> Spawned
 where
     T: Transport,
@@ -97,6 +98,7 @@ where
         })
     });
     let (ready_tx, ready_rx) = async_channel::bounded(1);
+    let (abort_tx, abort_rx) = async_channel::bounded(1);
     let shared = Arc::new(Shared::default());
     let driver = Driver {
         conn,
@@ -105,6 +107,7 @@ where
         judge,
         rx: bytes::BytesMut::new(),
         cmds: Box::pin(cmd_rx),
+        abort: Box::pin(abort_rx),
         deliver,
         ready: Some(ready_tx),
         budget: RecvBudget::new(config.receive_buffer),
@@ -120,7 +123,7 @@ where
         large_frames: false,
         unflushed: false,
     };
-    register(&cmd_tx, &shared);
+    register(&cmd_tx, &shared, abort_tx);
     rt.spawn(Box::pin(driver));
     Spawned {
         cmds: cmd_tx,
@@ -143,7 +146,7 @@ where
     R: Runtime,
     J: Judge,
 {
-    let spawned = spawn(rt, io, conn, judge, config, None, |_, _| {});
+    let spawned = spawn(rt, io, conn, judge, config, None, |_, _, _| {});
     match spawned.ready.recv().await {
         Ok(Ok(session)) => Ok(Connection {
             session,

@@ -93,6 +93,9 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) judge: J,
     pub(crate) rx: BytesMut,
     pub(crate) cmds: Pin<Box<async_channel::Receiver<Cmd>>>,
+    /// Close-at-once orders of the node (a peer expired): apart from the
+    /// commands, which may wait behind a full send queue or the handshake.
+    pub(crate) abort: Pin<Box<async_channel::Receiver<CloseReason>>>,
     pub(crate) deliver: Box<dyn FnMut(RecvStream) + Send>,
     pub(crate) ready: Option<async_channel::Sender<Result<Session, CloseReason>>>,
     pub(crate) budget: Arc<RecvBudget>,
@@ -372,7 +375,12 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
         let this = self.get_mut();
         for _ in 0..ROUNDS {
             let now = Instant::now();
-            let mut progressed = this.poll_commands(cx, now);
+            let mut progressed = false;
+            if let Poll::Ready(Some(reason)) = this.abort.as_mut().poll_next(cx) {
+                this.conn.abort(now, reason);
+                progressed = true;
+            }
+            progressed |= this.poll_commands(cx, now);
             progressed |= this.poll_write(cx, now);
             progressed |= this.poll_read(cx);
             while let Some(event) = this.conn.poll_event() {

@@ -331,6 +331,8 @@ impl NodeBuilder {
 struct PeerHandle {
     cmds: async_channel::Sender<Cmd>,
     shared: Arc<Shared>,
+    /// Carries the node's close-at-once orders to the connection's task.
+    abort: async_channel::Sender<CloseReason>,
 }
 
 struct Inner<N: Net> {
@@ -385,8 +387,16 @@ impl<N: Net> Inner<N> {
         }
     }
 
-    /// Moves the protocol node's events to the application.
+    /// Carries out the protocol node's close orders and moves its events to
+    /// the application.
     fn pump(&self, proto: &mut ProtoNode) {
+        while let Some(order) = proto.poll_close() {
+            // A connection not running yet (TLS still handshaking) has no
+            // handle; its handshake deadline ends it.
+            if let Some(peer) = self.peers().get(&order.conn) {
+                let _ = peer.abort.try_send(order.reason);
+            }
+        }
         while let Some(e) = proto.poll_event() {
             self.emit(NodeEvent::Node(e));
         }
@@ -427,12 +437,13 @@ impl<N: Net> Inner<N> {
             judge,
             self.driver,
             Some(deliver),
-            |cmds, shared| {
+            |cmds, shared, abort| {
                 self.peers().insert(
                     id,
                     PeerHandle {
                         cmds: cmds.clone(),
                         shared: shared.clone(),
+                        abort,
                     },
                 );
             },

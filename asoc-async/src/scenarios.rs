@@ -873,7 +873,7 @@ pub async fn abrupt_endings<N: Net>(net: N) {
 }
 
 /// With linger 0, closing sends RST instead of FIN.
-fn set_linger_zero(sock: &std::net::TcpStream) {
+pub fn set_linger_zero(sock: &std::net::TcpStream) {
     socket2::SockRef::from(sock)
         .set_linger(Some(Duration::ZERO))
         .unwrap();

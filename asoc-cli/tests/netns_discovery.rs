@@ -1,19 +1,23 @@
-//! Issue 7, "Real multi-host discovery": three `asoc listen --discovery`
-//! nodes, each in its own network namespace, joined by a bridge, find each
-//! other by real UDP broadcast to 255.255.255.255:9999, connect, and
-//! exchange SHA-256-verified tensors; a cut link makes the cut-off node's
-//! peers expire after 15 s on both sides, and after the link returns they
-//! are rediscovered, connected, and a tensor crosses the restored link.
+//! Issue 7, "Real multi-host discovery": four `asoc listen --discovery`
+//! nodes (tokio, smol, async-std, mio), each in its own network namespace,
+//! joined by a bridge, find each other by real UDP broadcast to
+//! 255.255.255.255:9999, connect, and exchange SHA-256-verified tensors; a
+//! cut link makes the cut-off node's peers expire after 15 s on both sides,
+//! and the expiry closes the connections across the cut (reason
+//! `peer_expired`: an idle TCP connection would otherwise never notice);
+//! after the link returns they are rediscovered, reconnect over new
+//! connections, and a tensor crosses the restored link.
 //!
 //! Topology, all of it created and removed by the test (needs root and
 //! iproute2; nothing is configured in the machine's own namespace, so no
 //! test traffic can leave the namespaces):
 //!
 //! ```text
-//!   ns asoc-rel-<pid>-<n>-br:  bridge br-asoc, ports v1 v2 v3
+//!   ns asoc-rel-<pid>-<n>-br:  bridge br-asoc, ports v1 v2 v3 v4
 //!   ns asoc-rel-<pid>-<n>-1:   eth0 10.77.0.1/24 (veth peer of v1)
 //!   ns asoc-rel-<pid>-<n>-2:   eth0 10.77.0.2/24 (veth peer of v2)
 //!   ns asoc-rel-<pid>-<n>-3:   eth0 10.77.0.3/24 (veth peer of v3)
+//!   ns asoc-rel-<pid>-<n>-4:   eth0 10.77.0.4/24 (veth peer of v4)
 //! ```
 //!
 //! Each node namespace routes only 10.77.0.0/24 and the limited broadcast
@@ -47,8 +51,8 @@ const EXPIRY: Duration = Duration::from_secs(15);
 /// loaded machine, timer granularity.
 const SLACK: Duration = Duration::from_secs(4);
 const COMMUNITY: &str = "rel-netns-lab";
-const RUNTIMES: [&str; 3] = ["tokio", "smol", "async-std"];
-const NODES: usize = 3;
+const RUNTIMES: [&str; 4] = ["tokio", "smol", "async-std", "mio"];
+const NODES: usize = 4;
 
 // ---- the lab: namespaces, bridge, veth pairs --------------------------------
 
@@ -458,7 +462,7 @@ fn verified_transfer(lab: &Lab, key: &str, from: usize, to: &mut Node, len: usiz
 // ---- the test ----------------------------------------------------------------
 
 #[test]
-fn nodes_in_three_namespaces_discover_by_broadcast_connect_transfer_expire_and_return() {
+fn nodes_in_four_namespaces_discover_connect_transfer_expire_close_and_reconnect() {
     let lab = match Lab::create() {
         Ok(lab) => lab,
         Err(why) => {
@@ -572,6 +576,30 @@ fn run(lab: &Lab) {
         expect_expiry(&mut nodes, other, cut - 1);
         expect_expiry(&mut nodes, cut - 1, other);
     }
+    // The expiry closes the connection across the cut on both sides at
+    // once: nothing else would (an idle connection sends nothing, so TCP
+    // never notices the pulled cable).
+    let mut close_after_expiry = Duration::ZERO;
+    for &(a, b) in &pairs {
+        if a != cut - 1 && b != cut - 1 {
+            continue;
+        }
+        let (expired_at, _) = nodes[a].about("peer_expired", &ids[b], cut_at)[0].clone();
+        let (closed_at, closed) =
+            nodes[a].expect("peer_disconnected", Duration::from_secs(5), |t, v| {
+                t >= cut_at && v["event"] == "peer_disconnected" && v["peer"] == ids[b].as_str()
+            });
+        assert_eq!(closed["reason"], "peer_expired", "{closed}");
+        close_after_expiry =
+            close_after_expiry.max(closed_at.saturating_duration_since(expired_at));
+        assert_eq!(
+            nodes[a].connections_to(&ids[b]),
+            0,
+            "node {} still connected to {}",
+            a + 1,
+            b + 1
+        );
+    }
     // The nodes that still hear each other keep each other.
     for n in nodes.iter_mut() {
         n.pump();
@@ -589,10 +617,9 @@ fn run(lab: &Lab) {
     }
 
     // 5. Restore the cable: node 3 and the others rediscover each other by
-    // broadcast within two intervals, are connected (the connection over
-    // the cut link either survived, since nothing was sent on it, or was
-    // replaced by a new one), and a tensor crosses the restored link in both
-    // directions.
+    // broadcast within two intervals, reconnect over new connections (the
+    // smaller id dials at once), and a tensor crosses the restored link in
+    // both directions.
     lab.link(cut, true);
     let restored_at = Instant::now();
     let mut rediscovery_latency = Duration::ZERO;
@@ -615,25 +642,16 @@ fn run(lab: &Lab) {
         if a != cut - 1 && b != cut - 1 {
             continue;
         }
-        // Give a replacement connection time to appear if the old one went.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            nodes[a].pump();
-            if nodes[a].connections_to(&ids[b]) > 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} is not connected to {} after the link returned; events: {}",
-                a + 1,
-                b + 1,
-                nodes[a].dump()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let new = nodes[a].about("peer_connected", &ids[b], cut_at).len();
-        let lost = nodes[a].about("peer_disconnected", &ids[b], cut_at).len();
-        reconnections.push(format!("{}->{}: {new} new, {lost} closed", a + 1, b + 1));
+        let (at, _) = nodes[a].expect(
+            "peer_connected after the link returned",
+            (window + SLACK).saturating_sub(restored_at.elapsed()),
+            |t, v| {
+                t >= restored_at && v["event"] == "peer_connected" && v["peer"] == ids[b].as_str()
+            },
+        );
+        nodes[a].pump();
+        assert_eq!(nodes[a].connections_to(&ids[b]), 1, "{}", nodes[a].dump());
+        reconnections.push(at.duration_since(restored_at));
     }
     verified_transfer(lab, &key, cut, &mut nodes[0], 1024 * 1024 + 7, 31);
     verified_transfer(lab, &key, 1, &mut nodes[cut - 1], 1024 * 1024 + 9, 32);
@@ -656,10 +674,11 @@ fn run(lab: &Lab) {
     expiry_after_cut.sort();
     println!(
         "netns_discovery: {NODES} nodes ({}) discovered each other by broadcast {:.1?} after \
-         the last one listened (window {:?}), all connected after {:.1?}; 3 verified \
+         the last one listened (window {:?}), all connected after {:.1?}; {NODES} verified \
          transfers of 3 MiB in {:.1?}; after the cut peers expired {:.1?}..{:.1?} later \
-         (expiry {EXPIRY:?}); rediscovered {:.1?} after the link returned; connections \
-         after the outage: [{}]; total {:.1?}",
+         (expiry {EXPIRY:?}) and their connections closed within {:.1?} of the expiry; \
+         rediscovered {:.1?} and reconnected {:.1?}..{:.1?} after the link returned; total \
+         {:.1?}",
         RUNTIMES.join("/"),
         discovery_latency,
         INTERVAL * 2,
@@ -667,8 +686,10 @@ fn run(lab: &Lab) {
         transfer_time,
         expiry_after_cut.first().unwrap(),
         expiry_after_cut.last().unwrap(),
+        close_after_expiry,
         rediscovery_latency,
-        reconnections.join("; "),
+        reconnections.iter().min().unwrap(),
+        reconnections.iter().max().unwrap(),
         began.elapsed(),
     );
 }

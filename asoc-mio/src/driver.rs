@@ -471,6 +471,14 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
         self.flush(now);
     }
 
+    /// Closes at once with `reason`, writing nothing more (a node's close
+    /// order: the peer is taken for gone, so there is nothing to drain).
+    pub(crate) fn abort(&mut self, now: Instant, reason: CloseReason) {
+        self.graceful = false;
+        self.conn.abort(now, reason);
+        self.settle(now);
+    }
+
     // ----- queries -------------------------------------------------------------
 
     /// Whether [`send`](Self::send) would accept a chunk now.

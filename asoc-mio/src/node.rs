@@ -1020,6 +1020,13 @@ impl Loop {
         while let Some(d) = proto.poll_dial(now) {
             dials.push(d);
         }
+        let mut aborted = false;
+        while let Some(order) = proto.poll_close() {
+            if let Some(peer) = self.peers.get_mut(&token(order.conn)) {
+                peer.link.driver.abort(now, order.reason);
+                aborted = true;
+            }
+        }
         while let Some(t) = proto.poll_datagram(now, unix_now()) {
             if let Some(udp) = self.udp.as_ref() {
                 // A failed send is like a lost datagram: the next
@@ -1029,6 +1036,11 @@ impl Loop {
         }
         pump(&mut proto, &self.events);
         drop(proto);
+        if aborted {
+            // Their `Closed` events are waiting: report them before the
+            // loop sleeps.
+            self.step_peers(now);
+        }
         for dial in dials {
             self.dial(now, dial);
         }

@@ -22,6 +22,10 @@
 //!   received; send what [`poll_datagram`](Node::poll_datagram) returns.
 //! - Timers: [`handle_timeout`](Node::handle_timeout) at
 //!   [`poll_timeout`](Node::poll_timeout).
+//! - Closes the node orders: after each of the above, take
+//!   [`poll_close`](Node::poll_close) and
+//!   [`abort`](Connection::abort) each connection named with the reason
+//!   given (then report its `Closed` with [`closed`](Node::closed) as usual).
 //! - Drain [`poll_event`](Node::poll_event) after each of the above.
 
 use core::net::SocketAddr;
@@ -152,6 +156,17 @@ impl NodeConfig {
     }
 }
 
+/// An order of the node to close one of its connections at once: call
+/// [`Connection::abort`] on it with `reason`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseOrder {
+    /// The connection.
+    pub conn: ConnId,
+    /// The reason to close it with.
+    pub reason: CloseReason,
+}
+
 /// Identifies one connection of a [`Node`]; never reused by that node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u64);
@@ -270,7 +285,9 @@ pub enum NodeEvent {
         /// New address.
         new: SocketAddr,
     },
-    /// A discovered node stopped announcing and was forgotten.
+    /// A discovered node stopped announcing and was forgotten. Its
+    /// connections (except those to static peers) are ordered closed with
+    /// [`CloseReason::PeerExpired`] through [`Node::poll_close`].
     PeerExpired {
         /// Its id.
         node: Uuid,
@@ -352,6 +369,9 @@ pub struct Node {
     deferred_dials: BTreeMap<Uuid, (SocketAddr, Instant)>,
     events: VecDeque<NodeEvent>,
     max_pending_events: usize,
+    /// Connections ordered closed and not yet reported closed; at most one
+    /// order per open connection, so bounded by the connection cap.
+    close_orders: VecDeque<CloseOrder>,
     traffic: HashMap<Uuid, PeerTraffic>,
     closed_bytes_in: u64,
     closed_bytes_out: u64,
@@ -384,6 +404,7 @@ impl Node {
             deferred_dials: BTreeMap::new(),
             events: VecDeque::new(),
             max_pending_events: config.max_pending_events,
+            close_orders: VecDeque::new(),
             traffic: HashMap::new(),
             closed_bytes_in: 0,
             closed_bytes_out: 0,
@@ -603,6 +624,7 @@ impl Node {
         let Some(entry) = self.conns.remove(&id) else {
             return;
         };
+        self.close_orders.retain(|o| o.conn != id);
         let info = entry.info;
         if !info.established && !entry.failure_reported {
             if let Some(failure) = reason.auth_failure() {
@@ -680,6 +702,32 @@ impl Node {
         d.peers()
             .find(|p| self.dialer.peer_of(p.node) == Some(peer))
             .map(|p| p.node)
+    }
+
+    /// Orders every connection to `node` closed, except those serving a
+    /// static peer: a discovered peer that stopped announcing is taken for
+    /// gone, and a TCP connection across a cut link would otherwise live on
+    /// unnoticed (nothing is sent on an idle one), blocking the reconnect
+    /// that follows when its announcements resume.
+    fn order_closes_to(&mut self, node: Uuid) {
+        let mut ids: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|e| e.info.peer_node == Some(node))
+            // Called after the discovered peer was forgotten: a peer id
+            // the dialer still tracks is a static one.
+            .filter(|e| e.info.peer.is_none_or(|p| self.dialer.state(p).is_none()))
+            .map(|e| e.info.id)
+            .collect();
+        ids.sort_unstable();
+        for conn in ids {
+            if !self.close_orders.iter().any(|o| o.conn == conn) {
+                self.close_orders.push_back(CloseOrder {
+                    conn,
+                    reason: CloseReason::PeerExpired,
+                });
+            }
+        }
     }
 
     fn is_connected_to(&self, node: Uuid) -> bool {
@@ -780,6 +828,15 @@ impl Node {
         self.release_deferred_dials(now);
     }
 
+    /// The next connection to close at once, oldest order first. Take these
+    /// after every call into the node and [`abort`](Connection::abort) each
+    /// with its reason; an order for a connection already closed (or never
+    /// started by the adapter) is harmless to skip.
+    #[must_use]
+    pub fn poll_close(&mut self) -> Option<CloseOrder> {
+        self.close_orders.pop_front()
+    }
+
     /// The next event, oldest first.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<NodeEvent> {
@@ -854,6 +911,7 @@ impl Node {
                     self.dialer.forget_discovered(node);
                     self.deferred_dials.remove(&node);
                     self.push(NodeEvent::PeerExpired { node, addr });
+                    self.order_closes_to(node);
                 }
                 DiscoveryEvent::Dropped { src, reason } => {
                     self.push(NodeEvent::DatagramDropped { src, reason });

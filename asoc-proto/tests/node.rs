@@ -17,7 +17,7 @@ use asoc_proto::auth::{AuthFailure, KeyId};
 use asoc_proto::connection::{CloseReason, Event};
 use asoc_proto::dial::DialTarget;
 use asoc_proto::discovery::{DiscoveryConfig, DropReason};
-use asoc_proto::node::{Direction, Node, NodeEvent, PeerTraffic};
+use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerTraffic};
 use asoc_proto::policy::{PolicyConfig, Refusal};
 use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
@@ -1030,6 +1030,192 @@ fn a_silent_peer_expires_fifteen_seconds_after_its_last_announcement() {
         large.poll_dial(expiry).is_none(),
         "a forgotten peer is not dialed"
     );
+}
+
+/// Takes every close order of `node`, checking each is a `PeerExpired`
+/// one, and returns the connections named.
+fn expiry_orders(node: &mut Node) -> Vec<ConnId> {
+    std::iter::from_fn(|| node.poll_close())
+        .map(|order| {
+            assert_eq!(order.reason, CloseReason::PeerExpired);
+            order.conn
+        })
+        .collect()
+}
+
+/// Sends (into the void) whatever announcements `node` has due at `now`.
+fn announce_lost(node: &mut Node, now: Instant) {
+    while node.poll_datagram(now, UNIX).is_some() {}
+}
+
+#[test]
+fn an_expired_peer_has_its_connections_closed_and_is_redialed_once_it_announces_again() {
+    let t0 = Instant::now();
+    let Pair {
+        mut small,
+        mut large,
+        small_udp,
+        large_udp,
+    } = discovered_pair(t0, Duration::from_secs(3));
+    let dial = small.poll_dial(t0).unwrap();
+    let (small_tcp, t1) = (addr(1, 50_000), t0 + SECOND);
+    let mut link = Link::dial(
+        &mut small,
+        &mut large,
+        t1,
+        &dial,
+        small_tcp,
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
+    assert!(link.is_established());
+    drain(&mut small);
+    drain(&mut large);
+
+    // The link is cut after t0: announcements are lost and the idle
+    // connection carries nothing, so neither TCP side notices.
+    let expiry = t0 + 15 * SECOND;
+    for node in [&mut small, &mut large] {
+        node.handle_timeout(expiry - MS);
+        announce_lost(node, expiry - MS);
+        assert_eq!(drain(node), vec![], "nothing expires early");
+        assert_eq!(expiry_orders(node), vec![]);
+        assert_eq!(node.connections().count(), 1);
+    }
+
+    large.handle_timeout(expiry);
+    assert_eq!(
+        drain(&mut large),
+        vec![NodeEvent::PeerExpired {
+            node: node_id(0x01),
+            addr: addr(1, SMALL_TCP),
+        }]
+    );
+    assert_eq!(expiry_orders(&mut large), vec![link.server.id]);
+    link.server.conn.abort(expiry, CloseReason::PeerExpired);
+    link.server.settle(&mut large, expiry);
+    assert_eq!(
+        drain(&mut large),
+        vec![NodeEvent::PeerDisconnected {
+            conn: link.server.id,
+            peer_node: Some(node_id(0x01)),
+            addr: small_tcp,
+            direction: Direction::Inbound,
+            reason: CloseReason::PeerExpired,
+        }]
+    );
+
+    small.handle_timeout(expiry);
+    assert_eq!(
+        drain(&mut small),
+        vec![NodeEvent::PeerExpired {
+            node: node_id(0xf0),
+            addr: addr(2, LARGE_TCP),
+        }]
+    );
+    assert_eq!(expiry_orders(&mut small), vec![link.client.id]);
+    // An order is given once, even if the adapter is slow to carry it out.
+    small.handle_timeout(expiry + SECOND);
+    assert_eq!(expiry_orders(&mut small), vec![]);
+    link.client
+        .conn
+        .abort(expiry + SECOND, CloseReason::PeerExpired);
+    link.client.settle(&mut small, expiry + SECOND);
+    assert_eq!(
+        drain(&mut small),
+        vec![NodeEvent::PeerDisconnected {
+            conn: link.client.id,
+            peer_node: Some(node_id(0xf0)),
+            addr: addr(2, LARGE_TCP),
+            direction: Direction::Outbound,
+            reason: CloseReason::PeerExpired,
+        }]
+    );
+    for node in [&mut small, &mut large] {
+        assert_eq!(node.connections().count(), 0);
+        assert!(node.poll_dial(expiry + 30 * SECOND).is_none(), "forgotten");
+    }
+
+    // The link returns: the next announcements rediscover both sides and
+    // the smaller id dials again.
+    let back = expiry + 40 * SECOND;
+    small.handle_timeout(back);
+    large.handle_timeout(back);
+    assert_eq!(
+        announce(&mut small, small_udp, &mut large, large_udp, back),
+        1
+    );
+    assert_eq!(
+        announce(&mut large, large_udp, &mut small, small_udp, back),
+        1
+    );
+    assert!(matches!(
+        drain(&mut small).as_slice(),
+        [NodeEvent::PeerDiscovered { node, .. }] if *node == node_id(0xf0)
+    ));
+    let redial = small.poll_dial(back).expect("redialed once it announces");
+    assert_eq!(redial.target, DialTarget::Addr(addr(2, LARGE_TCP)));
+    let relink = Link::dial(
+        &mut small,
+        &mut large,
+        back,
+        &redial,
+        addr(1, 50_001),
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
+    assert!(relink.is_established());
+    assert_eq!(small.connections().count(), 1);
+    assert_eq!(large.connections().count(), 1);
+}
+
+#[test]
+fn expiry_leaves_connections_to_static_peers_open() {
+    let t0 = Instant::now();
+    let (small_udp, large_udp) = (addr(1, 9999), addr(2, 9999));
+    let d = DiscoveryConfig::builder("node-tests")
+        .unicast_targets(vec![large_udp])
+        .build()
+        .unwrap();
+    let mut small = node_with(
+        config(0x01, KEY)
+            .discovery(d)
+            .tcp_port(SMALL_TCP)
+            .static_peer(DialTarget::Addr(addr(2, LARGE_TCP))),
+        0x01,
+        t0,
+    );
+    let mut large = discovering(0xf0, small_udp, LARGE_TCP, Duration::from_secs(3), t0);
+    let dial = small
+        .poll_dial(t0)
+        .expect("the static peer is dialed at start");
+    let link = Link::dial(
+        &mut small,
+        &mut large,
+        t0,
+        &dial,
+        addr(1, 50_000),
+        addr(2, LARGE_TCP),
+    )
+    .unwrap();
+    assert!(link.is_established());
+    assert_eq!(
+        announce(&mut large, large_udp, &mut small, small_udp, t0),
+        1
+    );
+    drain(&mut small);
+
+    let expiry = t0 + 15 * SECOND;
+    small.handle_timeout(expiry);
+    assert_eq!(
+        drain(&mut small),
+        vec![NodeEvent::PeerExpired {
+            node: node_id(0xf0),
+            addr: addr(2, LARGE_TCP),
+        }]
+    );
+    assert_eq!(expiry_orders(&mut small), vec![], "a static peer stays");
+    assert_eq!(small.connections().count(), 1);
 }
 
 #[test]

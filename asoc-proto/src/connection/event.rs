@@ -167,6 +167,11 @@ pub enum CloseReason {
     Transport,
     /// This side closed the connection.
     Local,
+    /// The peer node was learned by discovery and sent no valid announcement
+    /// for the expiry time: the node treats it as gone (its link may be cut
+    /// without either TCP side noticing) and closed the connection at once;
+    /// the dial rules reconnect when its announcements resume.
+    PeerExpired,
 }
 
 impl CloseReason {
@@ -196,6 +201,7 @@ impl CloseReason {
             Self::PeerClosed => "peer_closed",
             Self::Transport => "transport_error",
             Self::Local => "local_close",
+            Self::PeerExpired => "peer_expired",
         }
     }
 }
@@ -214,6 +220,9 @@ impl fmt::Display for CloseReason {
             Self::PeerClosed => f.write_str("peer closed the connection"),
             Self::Transport => f.write_str("transport error"),
             Self::Local => f.write_str("closed locally"),
+            Self::PeerExpired => {
+                f.write_str("the peer's discovery announcements stopped for the expiry time")
+            }
         }
     }
 }

@@ -500,6 +500,18 @@ impl Connection {
         self.finish_draining();
     }
 
+    /// Closes at once without writing anything more: queued output is
+    /// dropped, open streams are cut with `reason` (incoming ones reported
+    /// [`Event::StreamIncomplete`], outgoing ones [`Event::SendAborted`]),
+    /// then `Closed { reason }`. For a peer believed gone, such as one a
+    /// [`Node`](crate::node::Node) ordered closed with
+    /// [`CloseReason::PeerExpired`], where draining would only wait for the
+    /// send-stall timeout. Nothing happens if already closed.
+    pub fn abort(&mut self, now: Instant, reason: CloseReason) {
+        let _ = now;
+        self.close_now(reason);
+    }
+
     // ----- outputs ------------------------------------------------------------
 
     /// Fills `out` with slices of the bytes to write next, in order, and
