@@ -5,13 +5,18 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::task::Context;
 use std::time::{Duration, Instant};
 
-use asoc_proto::auth::ApiKey;
+use asoc_proto::auth::{ApiKey, KeyRing};
+use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use bytes::{Bytes, BytesMut};
 
-use crate::{BoxFuture, Error, Net, NodeBuilder, PeerRef, Transport};
+use crate::{BoxFuture, Connection, DriverConfig, Error, Net, NodeBuilder, PeerRef, Transport};
+
+/// The key every bench node and connection shares.
+pub const KEY: &str = "bench-key-0123456789abcdef";
 
 /// One workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,8 +123,7 @@ pub async fn raw_tcp<N: Net>(net: &N, w: Workload) -> Result<f64, Error> {
 /// ASoc: `connections` pairs of nodes, each sending `bytes` over `streams`
 /// concurrent streams in `chunk`-byte frames to a receiver that discards.
 pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> {
-    let key =
-        ApiKey::new("bench-key-0123456789abcdef").map_err(|e| Error::Config(e.to_string()))?;
+    let key = ApiKey::new(KEY).map_err(|e| Error::Config(e.to_string()))?;
     let mut pairs = Vec::new();
     for i in 0..w.connections {
         let b = NodeBuilder::new("bench", key.clone()).bind(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -185,9 +189,154 @@ pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> 
     Ok(rate)
 }
 
-/// Runs baseline and ASoc alternately `pairs` times.
+/// Bytes of the raw set-up baseline's request (a HELLO is 52 bytes).
+pub const SETUP_REQUEST: usize = 50;
+/// Bytes of the raw set-up baseline's reply (an ACCEPT is 18 bytes).
+pub const SETUP_REPLY: usize = 16;
+
+async fn read_exact<T: Transport>(io: &mut T, n: usize) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(n);
+    while buf.len() < n {
+        let want = n - buf.len();
+        let got =
+            std::future::poll_fn(|cx: &mut Context<'_>| io.poll_read_into(cx, &mut buf, want))
+                .await?;
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+/// How many of `count` set-ups client `i` of `in_flight` makes (the
+/// shares differ by at most one and add up to `count`).
+#[must_use]
+pub fn share(count: usize, in_flight: usize, i: usize) -> usize {
+    let in_flight = in_flight.max(1);
+    count / in_flight + usize::from(i < count % in_flight)
+}
+
+/// Accepts exactly `count` connections on `listener`, each handled by
+/// `serve` on a task of its own; completes once every handler did.
+fn serve<N, F, Fut>(
+    net: &N,
+    listener: N::Listener,
+    count: usize,
+    serve: F,
+) -> BoxFuture<Result<(), Error>>
+where
+    N: Net,
+    F: Fn(N::Stream) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let inner = net.clone();
+    spawn(net, async move {
+        let mut handlers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (io, _) = N::accept(&listener).await?;
+            handlers.push(spawn(&inner, serve(io)));
+        }
+        for h in handlers {
+            h.await?;
+        }
+        Ok(())
+    })
+}
+
+/// Raw TCP set-ups: `count` connections, `in_flight` at a time, each a
+/// connect, a [`SETUP_REQUEST`]-byte request, a [`SETUP_REPLY`]-byte reply
+/// and a close. Returns set-ups per second (timed at the clients).
+pub async fn raw_setup<N: Net>(net: &N, count: usize, in_flight: usize) -> Result<f64, Error> {
+    let listener = net.bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = N::tcp_local_addr(&listener)?.to_string();
+    let server = serve(net, listener, count, |mut io: N::Stream| async move {
+        read_exact(&mut io, SETUP_REQUEST).await?;
+        write_all(&mut io, &[0x5a; SETUP_REPLY]).await?;
+        // Until the client closes, as an ASoc server waits for its peer.
+        discard(io).await?;
+        Ok(())
+    });
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..in_flight.max(1) {
+        let (net2, addr, n) = (net.clone(), addr.clone(), share(count, in_flight, i));
+        clients.push(spawn(net, async move {
+            for _ in 0..n {
+                let (mut io, _) = net2.connect(addr.clone()).await?;
+                write_all(&mut io, &[0xa5; SETUP_REQUEST]).await?;
+                read_exact(&mut io, SETUP_REPLY).await?;
+            }
+            Ok(())
+        }));
+    }
+    for c in clients {
+        c.await?;
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    server.await?;
+    Ok(rate)
+}
+
+/// An authenticator for `node` holding [`KEY`], shared by every
+/// connection of one side so that replays are caught across them.
+pub fn bench_authenticator(node: u8, seed: u8) -> Result<crate::SharedAuthenticator, Error> {
+    let key = ApiKey::new(KEY).map_err(|e| Error::Config(e.to_string()))?;
+    let config = AuthenticatorConfig::new(uuid::Uuid::from_bytes([node; 16]), KeyRing::new(key));
+    Ok(Arc::new(Mutex::new(Authenticator::new(
+        config,
+        [seed ^ node; 32],
+    ))))
+}
+
+/// Authenticated ASoc set-ups: `count` connections, `in_flight` at a time,
+/// each a TCP connect, HELLO, verified ACCEPT and a graceful close by the
+/// client. Returns set-ups per second (timed at the clients).
+pub async fn asoc_setup<N: Net>(
+    net: &N,
+    count: usize,
+    in_flight: usize,
+    seed: u8,
+) -> Result<f64, Error> {
+    let server_auth = bench_authenticator(2, seed)?;
+    let client_auth = bench_authenticator(1, seed)?;
+    let listener = net.bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = N::tcp_local_addr(&listener)?.to_string();
+    let rt = net.clone();
+    let server = serve(net, listener, count, move |io: N::Stream| {
+        let (rt, auth) = (rt.clone(), server_auth.clone());
+        async move {
+            let conn = Connection::accept(&rt, io, &auth, DriverConfig::default()).await?;
+            conn.closed().await;
+            Ok(())
+        }
+    });
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..in_flight.max(1) {
+        let (net2, addr, auth) = (net.clone(), addr.clone(), client_auth.clone());
+        let n = share(count, in_flight, i);
+        clients.push(spawn(net, async move {
+            for _ in 0..n {
+                let (io, _) = net2.connect(addr.clone()).await?;
+                let conn = Connection::connect(&net2, io, &auth, DriverConfig::default()).await?;
+                conn.close().await;
+                conn.closed().await;
+            }
+            Ok(())
+        }));
+    }
+    for c in clients {
+        c.await?;
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    server.await?;
+    Ok(rate)
+}
+
+/// Runs baseline and ASoc throughput alternately (A B A B …) `pairs`
+/// times, so that drift on a shared machine hits both alike.
 pub async fn compare<N: Net>(net: &N, w: Workload, pairs: usize) -> Result<Vec<Sample>, Error> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(pairs);
     for i in 0..pairs {
         let baseline = raw_tcp(net, w).await?;
         let asoc = asoc(net, w, i as u8).await?;
@@ -196,16 +345,21 @@ pub async fn compare<N: Net>(net: &N, w: Workload, pairs: usize) -> Result<Vec<S
     Ok(out)
 }
 
-/// Median of the ratios asoc / baseline, with the median rates.
+/// The pair whose ratio asoc / baseline is the median of all pairs' (the
+/// upper one of the two middle pairs for an even count); `None` for no
+/// samples. Its two rates are reported with it, so that the reported
+/// ratio is exactly their quotient.
 #[must_use]
-pub fn median(samples: &[Sample]) -> (f64, f64, f64) {
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
-    (
-        med(samples.iter().map(|s| s.asoc).collect()),
-        med(samples.iter().map(|s| s.baseline).collect()),
-        med(samples.iter().map(|s| s.asoc / s.baseline).collect()),
-    )
+pub fn median(samples: &[Sample]) -> Option<Sample> {
+    let mut v = samples.to_vec();
+    v.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    v.get(v.len() / 2).copied()
+}
+
+impl Sample {
+    /// asoc / baseline.
+    #[must_use]
+    pub fn ratio(&self) -> f64 {
+        self.asoc / self.baseline
+    }
 }

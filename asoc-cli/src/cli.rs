@@ -39,6 +39,12 @@ pub(crate) enum Command {
     /// Two nodes on loopback: authenticated handshake, then a SHA-256-verified
     /// tensor stream. Needs no set-up.
     Demo(DemoArgs),
+    /// Measure ASoc against raw TCP on loopback, on the same runtime in the
+    /// same run: throughput (one stream with 1 MiB and with 4 KiB frames,
+    /// many streams, many connections) and authenticated connection
+    /// set-ups. Each bench runs the raw baseline and ASoc alternately and
+    /// reports the pair with the median ratio; progress goes to stderr.
+    Bench(BenchArgs),
     /// Run the conformance suite against a live implementation: `server
     /// --target HOST:PORT` dials a running node, `client --exec COMMAND` runs
     /// a client program against the suite. `asoc conformance --help` lists
@@ -231,4 +237,49 @@ pub(crate) struct DemoArgs {
     pub(crate) chunk_size: u64,
     #[command(flatten)]
     pub(crate) runtime: RuntimeArgs,
+}
+
+/// Which runtimes `asoc bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchRuntime {
+    /// tokio, then smol, then mio.
+    All,
+    /// tokio's multi-threaded runtime (asoc-tokio).
+    Tokio,
+    /// smol's global executor (asoc-smol).
+    Smol,
+    /// A raw mio event loop (asoc-mio).
+    Mio,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Runtime(s) to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    pub(crate) runtime: BenchRuntime,
+    /// Bytes each throughput run moves in total, split evenly over its
+    /// connections and streams (default 1GiB; 256MiB for the 4 KiB bench).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) size: Option<u64>,
+    /// Frame and write size of the one-stream, many-streams and
+    /// many-connections benches instead of 1MiB; the small-frames bench is
+    /// then left out (it is the one-stream bench at 4KiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) chunk_size: Option<u64>,
+    /// Concurrent streams of the many-streams bench instead of 64.
+    #[arg(long, value_name = "N")]
+    pub(crate) streams: Option<usize>,
+    /// Parallel connections of the many-connections bench instead of 8.
+    #[arg(long, value_name = "N")]
+    pub(crate) connections: Option<usize>,
+    /// Baseline/ASoc pairs per bench (at least 5 unless --quick).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub(crate) pairs: usize,
+    /// A smoke run, not a measurement: tiny defaults (8MiB per throughput
+    /// run, 32 set-ups) and --pairs may be below 5.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// One JSON object per measurement on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

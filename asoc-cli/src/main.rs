@@ -63,6 +63,7 @@ fn dispatch(command: Command) -> CliResult {
             let job = cmd::demo::Demo::prepare(&args)?;
             runtime::run(job.runtime(), job)
         }
+        Command::Bench(args) => cmd::bench::run(&args),
         Command::Conformance(_) => unreachable!("handled in main"),
     }
 }

@@ -30,11 +30,12 @@ fn main() {
             s.asoc / s.baseline
         );
     }
-    let (a, b, r) = median(&samples);
-    println!(
-        "median: asoc {:.1} MiB/s raw {:.1} MiB/s ratio {:.3}",
-        a / 1048576.0,
-        b / 1048576.0,
-        r
-    );
+    if let Some(m) = median(&samples) {
+        println!(
+            "median pair: asoc {:.1} MiB/s raw {:.1} MiB/s ratio {:.3}",
+            m.asoc / 1048576.0,
+            m.baseline / 1048576.0,
+            m.ratio()
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub(crate) mod bench;
 pub(crate) mod conformance;
 pub(crate) mod demo;
 pub(crate) mod derive_key;

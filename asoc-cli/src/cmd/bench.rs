@@ -1,0 +1,382 @@
+//! `asoc bench`: ASoc against a raw-TCP baseline on loopback, on the same
+//! runtime in the same run. Each bench runs baseline and ASoc alternately
+//! (A B A B …) and reports the pair whose ratio is the median, so that drift
+//! on a shared machine hits both sides alike and the printed ratio is
+//! exactly the quotient of the printed rates.
+//!
+//! The async runtimes use [`asoc_async::bench`]; mio has its own loops in
+//! [`on_mio`], with the same shapes.
+
+use asoc_async::bench::{self as ab, Sample, Workload};
+use asoc_async::Net;
+use serde_json::{json, Value};
+
+use crate::cli::{BenchArgs, BenchRuntime};
+use crate::error::{CliError, CliResult};
+use crate::output::Out;
+use crate::runtime::{self, Job, RuntimeKind};
+
+mod on_mio;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// What one bench measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Bytes per second through `Workload`.
+    Throughput(Workload),
+    /// Connection set-ups per second: `count` of them, `in_flight` at a
+    /// time.
+    Setup { count: usize, in_flight: usize },
+}
+
+/// One bench of the plan.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    name: &'static str,
+    kind: Kind,
+    /// The ratio asoc / baseline the issue asks for.
+    target: f64,
+}
+
+/// One finished measurement.
+struct Row {
+    case: Case,
+    runtime: &'static str,
+    median: Sample,
+    pairs: usize,
+}
+
+impl Row {
+    fn met(&self) -> bool {
+        self.median.ratio() >= self.case.target
+    }
+
+    fn json(&self) -> Value {
+        let r = self.median.ratio();
+        let mut v = match self.case.kind {
+            Kind::Throughput(w) => json!({
+                "bench": self.case.name,
+                "runtime": self.runtime,
+                "chunk_size": w.chunk,
+                "streams": w.streams,
+                "connections": w.connections,
+                "bytes": w.bytes * w.connections as u64,
+                "asoc_mib_s": self.median.asoc / MIB,
+                "baseline_mib_s": self.median.baseline / MIB,
+            }),
+            Kind::Setup { count, in_flight } => json!({
+                "bench": self.case.name,
+                "runtime": self.runtime,
+                "chunk_size": null,
+                "streams": null,
+                "connections": in_flight,
+                "setups": count,
+                "bytes": null,
+                "asoc_per_s": self.median.asoc,
+                "baseline_per_s": self.median.baseline,
+            }),
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert("ratio".into(), json!(r));
+            o.insert("target".into(), json!(self.case.target));
+            o.insert("met".into(), json!(self.met()));
+            o.insert("pairs".into(), json!(self.pairs));
+        }
+        v
+    }
+
+    fn cells(&self) -> [String; 8] {
+        let (params, asoc, base) = match self.case.kind {
+            Kind::Throughput(w) => (
+                format!(
+                    "{} frames, {} stream(s), {} conn(s), {}",
+                    size(w.chunk as u64),
+                    w.streams,
+                    w.connections,
+                    size(w.bytes * w.connections as u64)
+                ),
+                format!("{:.0} MiB/s", self.median.asoc / MIB),
+                format!("{:.0} MiB/s", self.median.baseline / MIB),
+            ),
+            Kind::Setup { count, in_flight } => (
+                format!("{count} set-ups, {in_flight} in flight"),
+                format!("{:.0} /s", self.median.asoc),
+                format!("{:.0} /s", self.median.baseline),
+            ),
+        };
+        [
+            self.case.name.into(),
+            self.runtime.into(),
+            params,
+            asoc,
+            base,
+            format!("{:.3}", self.median.ratio()),
+            format!("≥{:.2}", self.case.target),
+            if self.met() { "yes" } else { "NO" }.into(),
+        ]
+    }
+}
+
+/// `1MiB`-style text for a byte count.
+fn size(n: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{} {unit}", n >> shift);
+        }
+    }
+    format!("{n} B")
+}
+
+/// The benches `args` ask for, with their defaults overridden as the
+/// flags' help says.
+fn plan(args: &BenchArgs) -> CliResult<Vec<Case>> {
+    let positive = |v: Option<usize>, flag: &str, default: usize| match v {
+        Some(0) => Err(CliError::usage(format!("{flag} must be at least 1"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let streams = positive(args.streams, "--streams", 64)?;
+    let connections = positive(args.connections, "--connections", 8)?;
+    let chunk = match args.chunk_size {
+        Some(c) if c == 0 || c > 16 << 20 => {
+            return Err(CliError::usage("--chunk-size must be between 1B and 16MiB"))
+        }
+        Some(c) => Some(usize::try_from(c).unwrap_or(1 << 20)),
+        None => None,
+    };
+    let (big, small, setups) = if args.quick {
+        (8 << 20, 1 << 20, 32)
+    } else {
+        (1 << 30, 256 << 20, 2000)
+    };
+    let total = |default: u64| args.size.unwrap_or(default);
+    let workload = |bytes: u64, chunk: usize, streams: usize, connections: usize| {
+        // Per connection; `asoc_async::bench` splits it over the streams.
+        Workload {
+            bytes: bytes / connections as u64,
+            chunk,
+            streams,
+            connections,
+        }
+    };
+    let large = chunk.unwrap_or(1 << 20);
+    let mut cases = vec![Case {
+        name: "one-stream",
+        kind: Kind::Throughput(workload(total(big), large, 1, 1)),
+        target: 0.95,
+    }];
+    if chunk.is_none() {
+        cases.push(Case {
+            name: "small-frames",
+            kind: Kind::Throughput(workload(total(small), 4 << 10, 1, 1)),
+            target: 1.0,
+        });
+    }
+    cases.push(Case {
+        name: "many-streams",
+        kind: Kind::Throughput(workload(total(big), large, streams, 1)),
+        target: 0.9,
+    });
+    cases.push(Case {
+        name: "many-connections",
+        kind: Kind::Throughput(workload(total(big), large, 1, connections)),
+        target: 0.9,
+    });
+    for (name, in_flight) in [("setup", 1), ("setup-parallel", 16)] {
+        cases.push(Case {
+            name,
+            kind: Kind::Setup {
+                count: setups,
+                in_flight,
+            },
+            target: 0.7,
+        });
+    }
+    for c in &cases {
+        if let Kind::Throughput(w) = c.kind {
+            if w.bytes / (w.streams as u64) == 0 {
+                return Err(CliError::usage(format!(
+                    "--size is too small for {} stream(s) on {} connection(s)",
+                    w.streams, w.connections
+                )));
+            }
+        }
+    }
+    Ok(cases)
+}
+
+/// Runs `asoc bench`.
+pub(crate) fn run(args: &BenchArgs) -> CliResult {
+    if args.pairs == 0 || (args.pairs < 5 && !args.quick) {
+        return Err(CliError::usage(
+            "--pairs must be at least 5 (or at least 1 with --quick)",
+        ));
+    }
+    let cases = plan(args)?;
+    let out = Out::new(args.json);
+    let runtimes: &[RuntimeKind] = match args.runtime {
+        BenchRuntime::All => &[RuntimeKind::Tokio, RuntimeKind::Smol, RuntimeKind::Mio],
+        BenchRuntime::Tokio => &[RuntimeKind::Tokio],
+        BenchRuntime::Smol => &[RuntimeKind::Smol],
+        BenchRuntime::Mio => &[RuntimeKind::Mio],
+    };
+    let mut rows = Vec::new();
+    for &kind in runtimes {
+        let job = Bench {
+            cases: cases.clone(),
+            pairs: args.pairs,
+            runtime: kind,
+            out,
+            json: args.json,
+        };
+        rows.extend(runtime::run(kind, job)?);
+    }
+    out.note(|| table(&rows));
+    Ok(())
+}
+
+/// The rows as an aligned text table.
+fn table(rows: &[Row]) -> String {
+    let head = [
+        "bench",
+        "runtime",
+        "parameters",
+        "asoc",
+        "baseline",
+        "ratio",
+        "target",
+        "met?",
+    ];
+    let cells: Vec<[String; 8]> = rows.iter().map(Row::cells).collect();
+    let mut width = head.map(|h| h.chars().count());
+    for r in &cells {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |r: &[String]| {
+        r.iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut text = line(&head.map(String::from));
+    for r in &cells {
+        text.push('\n');
+        text.push_str(&line(r));
+    }
+    text
+}
+
+/// Every bench of the plan on one runtime.
+struct Bench {
+    cases: Vec<Case>,
+    pairs: usize,
+    runtime: RuntimeKind,
+    out: Out,
+    json: bool,
+}
+
+impl Bench {
+    /// Reports one pair on stderr.
+    fn progress(&self, case: &Case, i: usize, s: &Sample) {
+        let (a, b, unit) = match case.kind {
+            Kind::Throughput(_) => (s.asoc / MIB, s.baseline / MIB, "MiB/s"),
+            Kind::Setup { .. } => (s.asoc, s.baseline, "/s"),
+        };
+        eprintln!(
+            "asoc bench: {} {} pair {}/{}: asoc {a:.0} {unit}, baseline {b:.0} {unit}, ratio {:.3}",
+            case.name,
+            self.runtime.name(),
+            i + 1,
+            self.pairs,
+            s.ratio()
+        );
+    }
+
+    /// The median of `samples` as a row, printed at once in JSON mode.
+    fn finish(&self, case: Case, samples: &[Sample]) -> CliResult<Row> {
+        let median = ab::median(samples)
+            .filter(|m| m.asoc > 0.0 && m.baseline > 0.0)
+            .ok_or_else(|| CliError::runtime(format!("{}: no measurement", case.name)))?;
+        let row = Row {
+            case,
+            runtime: self.runtime.name(),
+            median,
+            pairs: samples.len(),
+        };
+        if self.json {
+            self.out.emit(row.json(), String::new);
+        }
+        Ok(row)
+    }
+}
+
+fn failed(case: &Case, e: impl std::fmt::Display) -> CliError {
+    CliError::runtime(format!("bench {}: {e}", case.name))
+}
+
+impl Job for Bench {
+    type Output = Vec<Row>;
+
+    async fn run<N: Net>(self, net: N) -> CliResult<Vec<Row>> {
+        let mut rows = Vec::new();
+        for case in self.cases.clone() {
+            let mut samples = Vec::with_capacity(self.pairs);
+            for i in 0..self.pairs {
+                let seed = i as u8;
+                // Baseline first, then ASoc: A B A B … over the pairs.
+                let s = match case.kind {
+                    Kind::Throughput(w) => {
+                        let baseline = ab::raw_tcp(&net, w).await;
+                        let asoc = ab::asoc(&net, w, seed).await;
+                        (baseline, asoc)
+                    }
+                    Kind::Setup { count, in_flight } => {
+                        let baseline = ab::raw_setup(&net, count, in_flight).await;
+                        let asoc = ab::asoc_setup(&net, count, in_flight, seed).await;
+                        (baseline, asoc)
+                    }
+                };
+                let s = Sample {
+                    baseline: s.0.map_err(|e| failed(&case, e))?,
+                    asoc: s.1.map_err(|e| failed(&case, e))?,
+                };
+                self.progress(&case, i, &s);
+                samples.push(s);
+            }
+            rows.push(self.finish(case, &samples)?);
+        }
+        Ok(rows)
+    }
+
+    fn run_mio(self) -> CliResult<Vec<Row>> {
+        let mut rows = Vec::new();
+        for case in self.cases.clone() {
+            let mut samples = Vec::with_capacity(self.pairs);
+            for i in 0..self.pairs {
+                let seed = i as u8;
+                // Baseline first, then ASoc: A B A B … over the pairs.
+                let (baseline, asoc) = match case.kind {
+                    Kind::Throughput(w) => (on_mio::raw_tcp(w), on_mio::asoc(w, seed)),
+                    Kind::Setup { count, in_flight } => (
+                        on_mio::raw_setup(count, in_flight),
+                        on_mio::asoc_setup(count, in_flight, seed),
+                    ),
+                };
+                let s = Sample {
+                    baseline: baseline.map_err(|e| failed(&case, e))?,
+                    asoc: asoc.map_err(|e| failed(&case, e))?,
+                };
+                self.progress(&case, i, &s);
+                samples.push(s);
+            }
+            rows.push(self.finish(case, &samples)?);
+        }
+        Ok(rows)
+    }
+}

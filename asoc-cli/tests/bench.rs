@@ -1,0 +1,202 @@
+//! `asoc bench` as a smoke run (--quick, tiny sizes) on every runtime: the
+//! JSON lines carry every field, the rates are positive and the ratio is
+//! the quotient of the reported rates. No timing is asserted.
+
+mod common;
+
+use serde_json::Value;
+
+use common::*;
+
+const THROUGHPUT: [&str; 4] = [
+    "one-stream",
+    "small-frames",
+    "many-streams",
+    "many-connections",
+];
+const SETUP: [&str; 2] = ["setup", "setup-parallel"];
+
+fn bench(args: &[&str]) -> Vec<Value> {
+    let out = asoc().arg("bench").args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+fn positive(v: &Value, field: &str) -> f64 {
+    let x = v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"));
+    assert!(x > 0.0 && x.is_finite(), "{field} = {x} in {v}");
+    x
+}
+
+fn uint(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+/// Checks one runtime's lines; returns them by bench name.
+fn check(lines: &[Value], runtime: &str, streams: u64, connections: u64) {
+    let names: Vec<&str> = lines.iter().map(|v| v["bench"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = THROUGHPUT.iter().chain(&SETUP).copied().collect();
+    assert_eq!(names, expected);
+    for v in lines {
+        assert_eq!(v["runtime"], runtime, "{v}");
+        assert_eq!(uint(v, "pairs"), 2, "{v}");
+        assert!(
+            v["met"].is_boolean() && v["target"].as_f64().is_some(),
+            "{v}"
+        );
+        let (asoc, base) = if SETUP.contains(&v["bench"].as_str().unwrap()) {
+            assert!(v["chunk_size"].is_null() && v["streams"].is_null() && v["bytes"].is_null());
+            assert_eq!(uint(v, "setups"), 32, "{v}");
+            assert!(v.get("asoc_mib_s").is_none(), "{v}");
+            (positive(v, "asoc_per_s"), positive(v, "baseline_per_s"))
+        } else {
+            assert!(uint(v, "chunk_size") > 0, "{v}");
+            assert_eq!(uint(v, "bytes"), 2 << 20, "{v}");
+            assert!(v.get("asoc_per_s").is_none(), "{v}");
+            (positive(v, "asoc_mib_s"), positive(v, "baseline_mib_s"))
+        };
+        let ratio = positive(v, "ratio");
+        assert!((ratio - asoc / base).abs() <= 1e-9 * ratio, "{v}");
+    }
+    let by = |name: &str| lines.iter().find(|v| v["bench"] == name).unwrap();
+    assert_eq!(uint(by("one-stream"), "chunk_size"), 1 << 20);
+    assert_eq!(uint(by("small-frames"), "chunk_size"), 4 << 10);
+    assert_eq!(uint(by("many-streams"), "streams"), streams);
+    assert_eq!(uint(by("many-streams"), "connections"), 1);
+    assert_eq!(uint(by("many-connections"), "connections"), connections);
+    assert_eq!(uint(by("many-connections"), "streams"), 1);
+    assert_eq!(uint(by("setup"), "connections"), 1);
+    assert_eq!(uint(by("setup-parallel"), "connections"), 16);
+}
+
+fn quick(runtime: &str) {
+    let lines = bench(&[
+        "--runtime",
+        runtime,
+        "--quick",
+        "--pairs",
+        "2",
+        "--size",
+        "2MiB",
+        "--streams",
+        "4",
+        "--connections",
+        "2",
+        "--json",
+    ]);
+    check(&lines, runtime, 4, 2);
+}
+
+#[test]
+fn quick_json_on_tokio() {
+    quick("tokio");
+}
+
+#[test]
+fn quick_json_on_smol() {
+    quick("smol");
+}
+
+#[test]
+fn quick_json_on_mio() {
+    quick("mio");
+}
+
+#[test]
+fn chunk_size_replaces_the_large_frames_and_drops_small_frames() {
+    let lines = bench(&[
+        "--runtime",
+        "smol",
+        "--quick",
+        "--pairs",
+        "1",
+        "--size",
+        "1MiB",
+        "--chunk-size",
+        "64KiB",
+        "--json",
+    ]);
+    let names: Vec<&str> = lines.iter().map(|v| v["bench"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "one-stream",
+            "many-streams",
+            "many-connections",
+            "setup",
+            "setup-parallel"
+        ]
+    );
+    for v in &lines[..3] {
+        assert_eq!(uint(v, "chunk_size"), 64 << 10, "{v}");
+    }
+    assert_eq!(uint(&lines[1], "streams"), 64);
+    assert_eq!(uint(&lines[2], "connections"), 8);
+}
+
+#[test]
+fn the_table_lists_every_bench_and_json_goes_nowhere_else() {
+    let out = asoc()
+        .args(["bench", "--runtime", "tokio", "--quick", "--pairs", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        head,
+        [
+            "bench",
+            "runtime",
+            "parameters",
+            "asoc",
+            "baseline",
+            "ratio",
+            "target",
+            "met?"
+        ]
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    for (row, name) in rows.iter().zip(THROUGHPUT.iter().chain(&SETUP)) {
+        assert!(row.starts_with(name) && row.contains("tokio"), "{row}");
+    }
+    assert!(!text.contains('{'), "{text}");
+    // Progress, one line per pair, on stderr.
+    assert_eq!(
+        stderr(&out)
+            .lines()
+            .filter(|l| l.contains(" pair 1/1"))
+            .count(),
+        6
+    );
+}
+
+#[test]
+fn too_few_pairs_or_zero_counts_are_usage_errors() {
+    let out = asoc().args(["bench", "--pairs", "4"]).output().unwrap();
+    assert_fails(&out, 2, "--pairs must be at least 5");
+    let out = asoc()
+        .args(["bench", "--quick", "--pairs", "0"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "--pairs");
+    let out = asoc()
+        .args(["bench", "--quick", "--streams", "0"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "--streams must be at least 1");
+    let out = asoc()
+        .args(["bench", "--quick", "--chunk-size", "0"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "--chunk-size");
+}
