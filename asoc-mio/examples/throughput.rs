@@ -41,8 +41,14 @@ fn raw(total: u64) -> f64 {
 fn asoc(total: u64) -> f64 {
     let key = || ApiKey::new("0123456789abcdef0123456789abcdef").unwrap();
     let loopback = "127.0.0.1:0".parse().unwrap();
-    let b = NodeBuilder::new("bench", key()).bind(loopback).start().unwrap();
-    let a = NodeBuilder::new("bench", key()).bind(loopback).start().unwrap();
+    let b = NodeBuilder::new("bench", key())
+        .bind(loopback)
+        .start()
+        .unwrap();
+    let a = NodeBuilder::new("bench", key())
+        .bind(loopback)
+        .start()
+        .unwrap();
     let peer = a.connect(b.local_addr()).unwrap();
     let receiver = {
         let b = b.clone();

@@ -159,19 +159,22 @@
 mod blocking;
 mod driver;
 mod node;
+mod rt;
 pub mod tls;
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
+pub use asoc_async::{Error, Session, StreamError};
 pub use asoc_proto;
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use asoc_proto::rng::Seed;
-pub use blocking::{Error, MioConfig, MioConnection, RecvStream, Session, StreamError};
+pub use blocking::{MioConfig, MioConnection, RecvStream};
 pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
 pub use node::{
     IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendGuard, SendStream,
 };
+pub use rt::{Mio, MioIo};
 pub use tls::TlsStream;
 
 /// A 32-byte seed for an [`Authenticator`] from the operating system's

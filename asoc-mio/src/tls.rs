@@ -111,6 +111,23 @@ impl<S: Read + Write> TlsStream<S> {
         &mut self.io
     }
 
+    /// Advances the TLS handshake as far as `S` allows without blocking:
+    /// `Ok(())` once it completed and its records are written, `WouldBlock`
+    /// while it waits for the peer or for room in `S`.
+    pub fn complete_handshake(&mut self) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(Self::tls_error(e));
+        }
+        self.push_records()?;
+        while self.tls.is_handshaking() {
+            if !self.read_records()? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.push_records()?;
+        }
+        Ok(())
+    }
+
     fn tls_error(e: &rustls::Error) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, e.clone())
     }
