@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use asoc_async::{Connection, DriverConfig, Error, Runtime, Session, StreamError};
@@ -15,7 +15,6 @@ use mio::event::Source;
 
 use crate::driver::{SharedAuthenticator, DEFAULT_READ_LIMIT};
 use crate::rt::{Mio, MioIo};
-use crate::tls::TlsStream;
 
 /// Settings of a [`MioConnection`] or of a [`Node`](crate::Node)'s
 /// connections.
@@ -55,7 +54,7 @@ impl MioConfig {
     }
 }
 
-fn blocking<T>(e: impl std::fmt::Display) -> Result<T, Error> {
+pub(crate) fn blocking<T>(e: impl std::fmt::Display) -> Result<T, Error> {
     Err(Error::Io(io::Error::new(
         io::ErrorKind::InvalidInput,
         e.to_string(),
@@ -97,68 +96,42 @@ impl MioConnection {
         Self::server(tcp(listener.accept()?.0)?, auth, config)
     }
 
-    /// Connects over TCP to `target` (`host:port`) inside TLS with `tls`
-    /// (see [`tls::client_config`](crate::tls::client_config); the server is
-    /// verified for `host`), then runs the client handshake; returns once
-    /// the server's ACCEPT verified. A failed TLS handshake ends as
-    /// [`Error::Handshake`] with a transport failure.
-    pub fn connect_tls(
-        target: &str,
-        tls: Arc<rustls::ClientConfig>,
-        auth: &SharedAuthenticator,
-        config: MioConfig,
-    ) -> Result<Self, Error> {
-        let name = crate::tls::server_name(target).or_else(blocking)?;
-        let io = tcp(std::net::TcpStream::connect(target)?)?;
-        let io = TlsStream::client(io, tls, name).or_else(blocking)?;
-        Self::client(io, auth, config)
-    }
-
-    /// Accepts one TCP connection from a blocking `listener`, runs TLS
-    /// with `tls` (see [`tls::server_config`](crate::tls::server_config))
-    /// and then the server handshake; returns once the client's HELLO
-    /// verified.
-    pub fn accept_tls(
-        listener: &TcpListener,
-        tls: Arc<rustls::ServerConfig>,
-        auth: &SharedAuthenticator,
-        config: MioConfig,
-    ) -> Result<Self, Error> {
-        let io = tcp(listener.accept()?.0)?;
-        let io = TlsStream::server(io, tls).or_else(blocking)?;
-        Self::server(io, auth, config)
-    }
-
     /// The client side over any connected, non-blocking mio source (a
-    /// [`TlsStream`] for TLS over any source).
+    /// [`TlsStream`](crate::TlsStream) for TLS over any source).
     pub fn client<S>(io: S, auth: &SharedAuthenticator, config: MioConfig) -> Result<Self, Error>
     where
         S: Source + Read + Write + Send + 'static,
     {
-        let rt = Mio::new("asoc-mio", config.connection.send_stall_timeout())?;
-        let io = MioIo::new(&rt, io)?;
-        let conn = block_on(Connection::connect(&rt, io, auth, config.driver()))?;
-        Ok(Self::from_parts(conn, rt))
+        Self::start(io, auth, config, false)
     }
 
     /// The server side over any connected, non-blocking mio source (a
-    /// [`TlsStream`] for TLS over any source).
+    /// [`TlsStream`](crate::TlsStream) for TLS over any source).
     pub fn server<S>(io: S, auth: &SharedAuthenticator, config: MioConfig) -> Result<Self, Error>
+    where
+        S: Source + Read + Write + Send + 'static,
+    {
+        Self::start(io, auth, config, true)
+    }
+
+    fn start<S>(
+        io: S,
+        auth: &SharedAuthenticator,
+        config: MioConfig,
+        server: bool,
+    ) -> Result<Self, Error>
     where
         S: Source + Read + Write + Send + 'static,
     {
         let rt = Mio::new("asoc-mio", config.connection.send_stall_timeout())?;
         let io = MioIo::new(&rt, io)?;
-        let conn = block_on(Connection::accept(&rt, io, auth, config.driver()))?;
-        Ok(Self::from_parts(conn, rt))
-    }
-
-    fn from_parts(conn: Connection, rt: Mio) -> Self {
-        Self {
-            conn,
-            rt,
-            refused: Mutex::new(HashMap::new()),
-        }
+        let conn = if server {
+            block_on(Connection::accept(&rt, io, auth, config.driver()))?
+        } else {
+            block_on(Connection::connect(&rt, io, auth, config.driver()))?
+        };
+        let refused = Mutex::new(HashMap::new());
+        Ok(Self { conn, rt, refused })
     }
 
     /// What the handshake established.
@@ -242,7 +215,7 @@ impl Drop for MioConnection {
 }
 
 /// A connected std socket as a non-blocking mio one.
-fn tcp(stream: std::net::TcpStream) -> io::Result<mio::net::TcpStream> {
+pub(crate) fn tcp(stream: std::net::TcpStream) -> io::Result<mio::net::TcpStream> {
     stream.set_nodelay(true)?;
     stream.set_nonblocking(true)?;
     Ok(mio::net::TcpStream::from_std(stream))

@@ -27,6 +27,28 @@ use crate::tls::TlsConfig;
 /// connections to close (the protocol's own timers end them anyway).
 const DROP_GRACE: Duration = Duration::from_secs(30);
 
+/// Builder methods handing their arguments to asoc-async's builder.
+macro_rules! builder {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(self, $($arg: $ty),*) -> Self {
+            self.map(|b| b.$name($($arg),*))
+        }
+    )*};
+}
+
+/// Queries answered by asoc-async's node.
+macro_rules! getters {
+    ($($(#[$doc:meta])* $name:ident -> $ty:ty;)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(&self) -> $ty {
+            self.node().$name()
+        }
+    )*};
+}
+
 /// A new incoming stream and who sent it.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -69,44 +91,41 @@ impl NodeBuilder {
         Self { inner, config }
     }
 
-    fn map(self, f: impl FnOnce(asoc_async::NodeBuilder) -> asoc_async::NodeBuilder) -> Self {
-        Self {
-            inner: f(self.inner),
-            config: self.config,
-        }
+    fn map(mut self, f: impl FnOnce(asoc_async::NodeBuilder) -> asoc_async::NodeBuilder) -> Self {
+        self.inner = f(self.inner);
+        self
     }
 
-    /// Uses a key ring (current key plus previous keys still accepted).
-    #[must_use]
-    pub fn keys(self, keys: KeyRing) -> Self {
-        self.map(|b| b.keys(keys))
-    }
-
-    /// The node id (default: random v4).
-    #[must_use]
-    pub fn node_id(self, id: Uuid) -> Self {
-        self.map(|b| b.node_id(id))
-    }
-
-    /// TCP listen address (default 0.0.0.0:9000; port 0 picks a free one).
-    #[must_use]
-    pub fn bind(self, addr: SocketAddr) -> Self {
-        self.map(|b| b.bind(addr))
-    }
-
-    /// Enables discovery on UDP `bind` (usually port 9999, bound with
-    /// broadcast allowed) with `config` (built from the same community:
-    /// broadcast address, unicast targets, rates).
-    #[must_use]
-    pub fn discovery(self, bind: SocketAddr, config: DiscoveryConfig) -> Self {
-        self.map(|b| b.discovery(bind, config))
-    }
-
-    /// Adds a static peer, `host:port`; names are resolved when dialing,
-    /// on a helper thread so that a slow resolver never stalls the loop.
-    #[must_use]
-    pub fn static_peer(self, target: impl Into<String>) -> Self {
-        self.map(|b| b.static_peer(target))
+    builder! {
+        /// Uses a key ring (current key plus previous keys still accepted).
+        keys(keys: KeyRing);
+        /// The node id (default: random v4).
+        node_id(id: Uuid);
+        /// TCP listen address (default 0.0.0.0:9000; port 0 picks a free one).
+        bind(addr: SocketAddr);
+        /// Enables discovery on UDP `bind` (usually port 9999, bound with
+        /// broadcast allowed) with `config` (built from the same community:
+        /// broadcast address, unicast targets, rates).
+        discovery(bind: SocketAddr, config: DiscoveryConfig);
+        /// Adds a static peer, `host:port`; names are resolved when dialing,
+        /// on a helper thread so that a slow resolver never stalls the loop.
+        static_peer(target: impl Into<String>);
+        /// Admission policy (caps, lockout, attempt rate).
+        policy(config: PolicyConfig);
+        /// Reconnect schedule.
+        dial(config: DialConfig);
+        /// Chunk size for [`Node::send`] (default 1 MiB).
+        chunk_size(bytes: usize);
+        /// A fixed seed for the protocol's randomness (tests); by default one
+        /// is drawn from the OS.
+        seed(seed: Seed);
+        /// Events kept while the application is not reading them; more are
+        /// dropped and counted (default 65,536).
+        max_events(n: usize);
+        /// How long accepted HELLO (node, challenge) pairs are remembered (at
+        /// least 60 s; default 10 min) and how many at most (default
+        /// 1,000,000; when full, new HELLOs are refused).
+        hello_replay(retention: Duration, capacity: usize);
     }
 
     /// Connection limits and timers, and the receive bound per connection.
@@ -114,38 +133,6 @@ impl NodeBuilder {
     pub fn connection(mut self, config: MioConfig) -> Self {
         self.config = config;
         self.map(|b| b.driver(config.driver()))
-    }
-
-    /// Admission policy (caps, lockout, attempt rate).
-    #[must_use]
-    pub fn policy(self, config: PolicyConfig) -> Self {
-        self.map(|b| b.policy(config))
-    }
-
-    /// Reconnect schedule.
-    #[must_use]
-    pub fn dial(self, config: DialConfig) -> Self {
-        self.map(|b| b.dial(config))
-    }
-
-    /// Chunk size for [`Node::send`] (default 1 MiB).
-    #[must_use]
-    pub fn chunk_size(self, bytes: usize) -> Self {
-        self.map(|b| b.chunk_size(bytes))
-    }
-
-    /// A fixed seed for the protocol's randomness (tests); by default one is
-    /// drawn from the OS.
-    #[must_use]
-    pub fn seed(self, seed: Seed) -> Self {
-        self.map(|b| b.seed(seed))
-    }
-
-    /// Events kept while the application is not reading them; more are
-    /// dropped and counted (default 65,536).
-    #[must_use]
-    pub fn max_events(self, n: usize) -> Self {
-        self.map(|b| b.max_events(n))
     }
 
     /// Runs accepted connections (`tls.server`) and dialed ones
@@ -218,52 +205,25 @@ impl Node {
         &self.inner.node
     }
 
-    /// This node's id.
-    #[must_use]
-    pub fn node_id(&self) -> Uuid {
-        self.node().node_id()
-    }
-
-    /// The chunk size [`send`](Self::send) uses.
-    #[must_use]
-    pub fn chunk_size(&self) -> usize {
-        self.node().chunk_size()
-    }
-
-    /// The bound TCP address.
-    #[must_use]
-    pub fn local_addr(&self) -> SocketAddr {
-        self.node().local_addr()
-    }
-
-    /// The bound UDP discovery address, when discovery is on.
-    #[must_use]
-    pub fn discovery_addr(&self) -> Option<SocketAddr> {
-        self.node().discovery_addr()
-    }
-
-    /// Connections, established or still in their handshake.
-    #[must_use]
-    pub fn peers(&self) -> Vec<PeerInfo> {
-        self.node().peers()
-    }
-
-    /// Established connections only.
-    #[must_use]
-    pub fn connected_peers(&self) -> Vec<PeerInfo> {
-        self.node().connected_peers()
-    }
-
-    /// The node's counters.
-    #[must_use]
-    pub fn counters(&self) -> NodeCounters {
-        self.node().counters()
-    }
-
-    /// Events dropped because the application did not read them.
-    #[must_use]
-    pub fn events_dropped(&self) -> u64 {
-        self.node().events_dropped()
+    getters! {
+        /// This node's id.
+        node_id -> Uuid;
+        /// The chunk size [`send`](Self::send) uses.
+        chunk_size -> usize;
+        /// The bound TCP address.
+        local_addr -> SocketAddr;
+        /// The bound UDP discovery address, when discovery is on.
+        discovery_addr -> Option<SocketAddr>;
+        /// Connections, established or still in their handshake.
+        peers -> Vec<PeerInfo>;
+        /// Established connections only.
+        connected_peers -> Vec<PeerInfo>;
+        /// The node's counters.
+        counters -> NodeCounters;
+        /// Events dropped because the application did not read them.
+        events_dropped -> u64;
+        /// An event if one is waiting.
+        try_event -> Option<NodeEvent>;
     }
 
     /// Dials `target` once, outside the reconnect schedule (trying each
@@ -320,11 +280,6 @@ impl Node {
     /// The next event, `None` after shutdown.
     pub fn next_event(&self) -> Option<NodeEvent> {
         block_on(self.node().next_event())
-    }
-
-    /// An event if one is waiting.
-    pub fn try_event(&self) -> Option<NodeEvent> {
-        self.node().try_event()
     }
 
     /// The next event, giving up after `timeout`.

@@ -75,9 +75,9 @@ impl Wake for Task {
 
 /// The wakers of one registered source.
 #[derive(Default)]
-struct IoState {
-    read: AtomicWaker,
-    write: AtomicWaker,
+pub(crate) struct IoState {
+    pub(crate) read: AtomicWaker,
+    pub(crate) write: AtomicWaker,
 }
 
 struct Reactor {
@@ -197,17 +197,12 @@ fn run(mut poll: mio::Poll, reactor: Arc<Reactor>) {
             }
         }
         let now = Instant::now();
-        let mut due = Vec::new();
-        {
+        let due = {
             let mut timers = lock(&reactor.timers);
-            while let Some(entry) = timers.first_entry() {
-                if entry.key().0 > now {
-                    break;
-                }
-                due.push(entry.remove());
-            }
-        }
-        due.into_iter().for_each(Waker::wake);
+            let later = timers.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut *timers, later)
+        };
+        due.into_values().for_each(Waker::wake);
     }
 }
 
@@ -223,18 +218,21 @@ impl Runtime for Mio {
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
-        Box::pin(Sleep {
-            rt: self.clone(),
-            deadline,
-            key: None,
-        })
+        Box::pin(Sleep::new(self, deadline))
     }
 }
 
-struct Sleep {
+pub(crate) struct Sleep {
     rt: Mio,
     deadline: Instant,
     key: Option<(Instant, u64)>,
+}
+
+impl Sleep {
+    fn new(rt: &Mio, deadline: Instant) -> Self {
+        let (rt, key) = (rt.clone(), None);
+        Self { rt, deadline, key }
+    }
 }
 
 impl Future for Sleep {
@@ -274,7 +272,7 @@ impl Drop for Sleep {
 
 /// Runs `op`; on `WouldBlock` registers the task and tries once more, so a
 /// readiness edge between the two is never missed.
-fn poll_ready<T>(
+pub(crate) fn poll_ready<T>(
     waker: &AtomicWaker,
     cx: &mut Context<'_>,
     mut op: impl FnMut() -> io::Result<T>,
@@ -297,10 +295,10 @@ fn poll_ready<T>(
 
 /// The registration of one source; dropping it forgets the source's
 /// wakers (closing the source removes it from the poll).
-struct Reg {
+pub(crate) struct Reg {
     rt: Mio,
     token: usize,
-    state: Arc<IoState>,
+    pub(crate) state: Arc<IoState>,
 }
 
 impl Drop for Reg {
@@ -312,21 +310,13 @@ impl Drop for Reg {
 /// A mio source registered with a [`Mio`] loop, for both directions at
 /// once; for byte streams, an asoc-async `Transport`.
 pub struct MioIo<S> {
-    io: S,
-    reg: Reg,
-    linger: Option<Sleep>,
+    pub(crate) io: S,
+    pub(crate) reg: Reg,
+    pub(crate) linger: Option<Sleep>,
 }
 
 // Nothing is pinned through a `MioIo`: the source moves freely.
 impl<S> Unpin for MioIo<S> {}
-
-impl<S> fmt::Debug for MioIo<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MioIo")
-            .field("token", &self.reg.token)
-            .finish_non_exhaustive()
-    }
-}
 
 impl<S: Source> MioIo<S> {
     /// Registers `io` with `rt`'s poll.
@@ -397,34 +387,14 @@ impl<S: Source + Read + Write + Send + 'static> Transport for MioIo<S> {
             return Poll::Ready(Ok(()));
         }
         let rt = &self.reg.rt;
-        let timer = self.linger.get_or_insert_with(|| Sleep {
-            rt: rt.clone(),
-            deadline: Instant::now() + rt.reactor.linger,
-            key: None,
-        });
+        let timer = self
+            .linger
+            .get_or_insert_with(|| Sleep::new(rt, Instant::now() + rt.reactor.linger));
         Pin::new(timer).poll(cx).map(Ok)
     }
 }
 
 impl MioIo<TcpStream> {
-    /// The same registration with the stream inside TLS, once the TLS
-    /// handshake completed.
-    async fn into_tls(
-        self,
-        wrap: impl FnOnce(TcpStream) -> Result<TlsStream<TcpStream>, rustls::Error>,
-    ) -> io::Result<Box<dyn Transport>> {
-        let Self { io, reg, linger } = self;
-        let io = wrap(io).map_err(io::Error::other)?;
-        let mut tls = MioIo { io, reg, linger };
-        poll_fn(|cx| {
-            tls.reg.state.write.register(cx.waker());
-            let io = &mut tls.io;
-            poll_ready(&tls.reg.state.read, cx, || io.complete_handshake())
-        })
-        .await?;
-        Ok(Box::new(tls))
-    }
-
     /// Connects to `addr` without blocking the loop.
     async fn connect(rt: &Mio, addr: SocketAddr) -> io::Result<Self> {
         let this = Self::new(rt, TcpStream::connect(addr)?)?;
