@@ -1,6 +1,6 @@
 //! The TLS wrapper of RFC-0002 §9.2 for mio: [`TlsStream`] runs rustls
 //! over any non-blocking mio source and is itself a source that reads and
-//! writes, so a [`Driver`](crate::Driver), a [`MioConnection`](crate::MioConnection)
+//! writes, so a [`Driver`](crate::Driver), a [`MioConnection`]
 //! or a [`Node`](crate::Node) runs over it unchanged. The ASoc bytes inside
 //! TLS are exactly those of a plain connection.
 //!
