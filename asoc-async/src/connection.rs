@@ -208,6 +208,17 @@ impl Connection {
         })
     }
 
+    /// A handle to outgoing stream `id`, opened earlier through any handle
+    /// of this connection (for APIs that name streams by id).
+    #[must_use]
+    pub fn stream(&self, id: u32) -> SendStream {
+        SendStream {
+            id,
+            cmds: self.cmds.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Sends `data` as one stream of `chunk_size`-byte frames and finishes
     /// it; returns the stream id.
     pub async fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> {

@@ -638,7 +638,9 @@ impl<N: Net> Node<N> {
         }
     }
 
-    fn resolve(&self, peer: PeerRef) -> Result<ConnId, Error> {
+    /// The established connection `peer` names (the lowest id when several
+    /// match).
+    pub fn resolve(&self, peer: PeerRef) -> Result<ConnId, Error> {
         let proto = self.inner.proto();
         let found = proto
             .connections()

@@ -75,9 +75,8 @@ impl<A: AuthHandle> Judge for A {
 /// The driver carries out what [`asoc_proto::connection::Connection`] asks
 /// for and decides nothing itself. Its loop, in the owner's `mio::Poll`:
 ///
-/// 1. [`register`](Self::register) the driver under a token (it keeps a
-///    clone of the registry and keeps WRITABLE interest only while output is
-///    pending);
+/// 1. [`register`](Self::register) the driver under a token (for both
+///    directions, edge-triggered);
 /// 2. on an event for that token call [`on_readable`](Self::on_readable)
 ///    and/or [`on_writable`](Self::on_writable); call `on_readable` again,
 ///    without waiting for an event, while [`wants_read`](Self::wants_read)
@@ -168,7 +167,7 @@ pub struct Driver<S, A = SharedAuthenticator> {
     conn: Connection,
     auth: A,
     rx: BytesMut,
-    registration: Option<(Registry, Token, Interest)>,
+    registration: Option<Registry>,
     read_limit: usize,
     more_to_read: bool,
     eof: bool,
@@ -222,15 +221,15 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
 
     // ----- registration ------------------------------------------------------
 
-    /// Registers the source with `registry` under `token`: READABLE, plus
-    /// WRITABLE while output is pending (the connection's, or the
-    /// transport's own: see [`on_writable`](Self::on_writable)). The driver keeps a clone of the
-    /// registry to change its interest later.
+    /// Registers the source with `registry` under `token`, for reading and
+    /// writing at once (edge-triggered: an event only when readiness comes
+    /// back). The driver keeps a clone of the registry to deregister once
+    /// closed.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let own = registry.try_clone()?;
-        let interest = self.interest();
-        registry.register(&mut self.io, token, interest)?;
-        self.registration = Some((own, token, interest));
+        let both = Interest::READABLE | Interest::WRITABLE;
+        registry.register(&mut self.io, token, both)?;
+        self.registration = Some(own);
         Ok(())
     }
 
@@ -238,18 +237,8 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// once the connection closed).
     pub fn deregister(&mut self) -> io::Result<()> {
         match self.registration.take() {
-            Some((registry, _, _)) => registry.deregister(&mut self.io),
+            Some(registry) => registry.deregister(&mut self.io),
             None => Ok(()),
-        }
-    }
-
-    fn interest(&self) -> Interest {
-        if self.lingering() {
-            Interest::WRITABLE
-        } else if self.conn.pending_output() > 0 || self.io_pending {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
         }
     }
 
@@ -258,37 +247,20 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
         self.conn.is_closed() && self.graceful && self.io_pending
     }
 
-    /// Brings the registration in line with the connection: WRITABLE only
-    /// while output is pending; deregistered once closed (and the
-    /// transport flushed after a graceful close).
+    /// Once closed, deregisters (after a graceful close, once the
+    /// transport flushed its own output or the send-stall timeout gave up
+    /// on it).
     fn settle(&mut self, now: Instant) {
-        if self.conn.is_closed() {
-            if !self.lingering() {
-                self.linger_until = None;
-                let _ = self.deregister();
-                return;
-            }
-            // The transport's output goes out within the send-stall
-            // timeout, or is given up.
-            let until = *self
-                .linger_until
-                .get_or_insert(now + self.conn.config().send_stall_timeout());
-            if now >= until {
-                self.io_pending = false;
-                self.linger_until = None;
-                let _ = self.deregister();
-                return;
-            }
-        }
-        let want = self.interest();
-        let Some((registry, token, current)) = self.registration.as_mut() else {
+        if !self.conn.is_closed() {
             return;
-        };
-        if want != *current {
-            match registry.reregister(&mut self.io, *token, want) {
-                Ok(()) => *current = want,
-                Err(_) => self.conn.handle_transport_error(now),
-            }
+        }
+        // The transport's output goes out within the send-stall timeout.
+        let stall = self.conn.config().send_stall_timeout();
+        let until = *self.linger_until.get_or_insert(now + stall);
+        if !self.lingering() || now >= until {
+            self.io_pending = false;
+            self.linger_until = None;
+            let _ = self.deregister();
         }
     }
 
@@ -344,8 +316,8 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     ///
     /// A transport that buffers output of its own (a
     /// [`TlsStream`](crate::TlsStream) holding TLS records) says so by
-    /// returning `WouldBlock` from `flush`: the driver keeps WRITABLE
-    /// interest until a flush succeeds, and after a graceful
+    /// returning `WouldBlock` from `flush`: the driver flushes again on the
+    /// next writable event until a flush succeeds, and after a graceful
     /// [`close`](Self::close) holds back the `Closed` event until then
     /// (within the send-stall timeout). Plain sockets flush at once.
     pub fn on_writable(&mut self, now: Instant) {
@@ -356,7 +328,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
         if self.conn.pending_output() > 0 {
             match self.conn.write_to(now, &mut self.io) {
                 Ok(_) => {}
-                // A connect still in progress: WRITABLE interest stays on.
+                // A connect still in progress: the writable event follows.
                 Err(e) if would_block(&e) => {}
                 Err(_) => self.conn.handle_transport_error(now),
             }
@@ -469,14 +441,6 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
         }
         self.conn.close(now);
         self.flush(now);
-    }
-
-    /// Closes at once with `reason`, writing nothing more (a node's close
-    /// order: the peer is taken for gone, so there is nothing to drain).
-    pub(crate) fn abort(&mut self, now: Instant, reason: CloseReason) {
-        self.graceful = false;
-        self.conn.abort(now, reason);
-        self.settle(now);
     }
 
     // ----- queries -------------------------------------------------------------

@@ -16,8 +16,8 @@
 //! - **One connection on a ready-made loop**: [`MioConnection`] runs a `mio::Poll` on its own
 //!   thread and gives a blocking, thread-safe handle: [`connect`](MioConnection::connect)
 //!   or [`accept`](MioConnection::accept), [`open_stream`](MioConnection::open_stream),
-//!   [`send`](MioConnection::send) (blocks while the send queue is above its
-//!   high-water mark), [`finish`](MioConnection::finish),
+//!   [`send`](MioConnection::send) (blocks while the send queue is full),
+//!   [`finish`](MioConnection::finish),
 //!   [`recv_stream`](MioConnection::recv_stream) then
 //!   [`RecvStream::chunk`], [`close`](MioConnection::close),
 //!   [`closed`](MioConnection::closed). Received bytes the application has
@@ -36,6 +36,13 @@
 //!   [`tls::server_config`] and [`tls::client_config`] build from PEM files
 //!   (a CA file or a pinned self-signed certificate; client certificates
 //!   for mutual TLS). The ASoc bytes inside TLS are unchanged.
+//!
+//! The node and [`MioConnection`] are asoc-async's node and connection, the
+//! very code the tokio and smol adapters run, on [`Mio`]: a small executor
+//! and reactor over one `mio::Poll` on its own thread, which implements
+//! asoc-async's `Runtime` and `Net` ([`MioIo`] is its `Transport` over any
+//! mio source). The blocking methods wait on the calling thread, never on
+//! the loop.
 //!
 //! Nothing here makes a protocol decision: who may connect, what is valid,
 //! timeouts, reconnects and close reasons all come from `asoc-proto`,
@@ -159,19 +166,22 @@
 mod blocking;
 mod driver;
 mod node;
+mod rt;
 pub mod tls;
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
+pub use asoc_async::{Error, Session, StreamError};
 pub use asoc_proto;
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use asoc_proto::rng::Seed;
-pub use blocking::{Error, MioConfig, MioConnection, RecvStream, Session, StreamError};
+pub use blocking::{MioConfig, MioConnection, RecvStream};
 pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
 pub use node::{
     IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendGuard, SendStream,
 };
+pub use rt::{Mio, MioIo};
 pub use tls::TlsStream;
 
 /// A 32-byte seed for an [`Authenticator`] from the operating system's

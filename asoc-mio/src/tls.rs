@@ -1,6 +1,6 @@
 //! The TLS wrapper of RFC-0002 §9.2 for mio: [`TlsStream`] runs rustls
 //! over any non-blocking mio source and is itself a source that reads and
-//! writes, so a [`Driver`](crate::Driver), a [`MioConnection`](crate::MioConnection)
+//! writes, so a [`Driver`](crate::Driver), a [`MioConnection`]
 //! or a [`Node`](crate::Node) runs over it unchanged. The ASoc bytes inside
 //! TLS are exactly those of a plain connection.
 //!
@@ -11,17 +11,78 @@
 //! certificate, optionally a client identity), and [`server_name`] for a
 //! dial target.
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpListener;
 use std::sync::Arc;
 
 pub use asoc_async::tls::{
     client_config, load_certs, load_key, server_config, server_name, ServerTrust, TlsConfig,
     TlsError,
 };
+use asoc_async::{Error, Transport};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+
+use crate::blocking::{blocking, tcp};
+use crate::rt::{poll_ready, MioIo};
+use crate::{MioConfig, MioConnection, SharedAuthenticator};
+
+impl MioConnection {
+    /// Connects over TCP to `target` (`host:port`) inside TLS with `tls`
+    /// (see [`tls::client_config`](crate::tls::client_config); the server is
+    /// verified for `host`), then runs the client handshake; returns once
+    /// the server's ACCEPT verified. A failed TLS handshake ends as
+    /// [`Error::Handshake`] with a transport failure.
+    pub fn connect_tls(
+        target: &str,
+        tls: Arc<rustls::ClientConfig>,
+        auth: &SharedAuthenticator,
+        config: MioConfig,
+    ) -> Result<Self, Error> {
+        let name = crate::tls::server_name(target).or_else(blocking)?;
+        let io = tcp(std::net::TcpStream::connect(target)?)?;
+        let io = TlsStream::client(io, tls, name).or_else(blocking)?;
+        Self::client(io, auth, config)
+    }
+
+    /// Accepts one TCP connection from a blocking `listener`, runs TLS
+    /// with `tls` (see [`tls::server_config`](crate::tls::server_config))
+    /// and then the server handshake; returns once the client's HELLO
+    /// verified.
+    pub fn accept_tls(
+        listener: &TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        auth: &SharedAuthenticator,
+        config: MioConfig,
+    ) -> Result<Self, Error> {
+        let io = tcp(listener.accept()?.0)?;
+        let io = TlsStream::server(io, tls).or_else(blocking)?;
+        Self::server(io, auth, config)
+    }
+}
+
+impl MioIo<mio::net::TcpStream> {
+    /// The same registration with the stream inside TLS, once the TLS
+    /// handshake completed.
+    pub(crate) async fn into_tls(
+        self,
+        wrap: impl FnOnce(mio::net::TcpStream) -> Result<TlsStream<mio::net::TcpStream>, rustls::Error>,
+    ) -> io::Result<Box<dyn Transport>> {
+        let MioIo { io, reg, linger } = self;
+        let io = wrap(io).map_err(io::Error::other)?;
+        let mut tls = MioIo { io, reg, linger };
+        poll_fn(|cx| {
+            tls.reg.state.write.register(cx.waker());
+            let io = &mut tls.io;
+            poll_ready(&tls.reg.state.read, cx, || io.complete_handshake())
+        })
+        .await?;
+        Ok(Box::new(tls))
+    }
+}
 
 /// A rustls session over a non-blocking mio source `S` (usually a
 /// `mio::net::TcpStream`): a [`Source`] that reads and writes plaintext.
@@ -109,6 +170,23 @@ impl<S: Read + Write> TlsStream<S> {
     /// session).
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.io
+    }
+
+    /// Advances the TLS handshake as far as `S` allows without blocking:
+    /// `Ok(())` once it completed and its records are written, `WouldBlock`
+    /// while it waits for the peer or for room in `S`.
+    pub fn complete_handshake(&mut self) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(Self::tls_error(e));
+        }
+        self.push_records()?;
+        while self.tls.is_handshaking() {
+            if !self.read_records()? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.push_records()?;
+        }
+        Ok(())
     }
 
     fn tls_error(e: &rustls::Error) -> io::Error {

@@ -1,0 +1,521 @@
+//! A small executor and reactor over one `mio::Poll` on a thread of its
+//! own: [`Mio`] implements asoc-async's `Runtime` and `Net`, and [`MioIo`]
+//! its `Transport` over any mio source, so the node and connection of
+//! asoc-async, the same code that runs on tokio and smol, run on a mio loop.
+//!
+//! Tasks are woken through a ready queue (and the poll's `Waker` when the
+//! loop sleeps); sources are registered for both directions once, edge
+//! triggered, and an operation waits only after seeing `WouldBlock`;
+//! timers are an ordered map whose first deadline bounds the poll.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use asoc_async::{BoxFuture, BoxFutureRef, Net, Runtime, Transport};
+use atomic_waker::AtomicWaker;
+use bytes::BytesMut;
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Token};
+
+use crate::tls::TlsStream;
+
+const WAKER: Token = Token(0);
+/// At most this much spare capacity is zeroed and offered per read.
+const READ_WINDOW: usize = 256 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Tasks ready to run, and the means to wake the loop for them.
+struct Queue {
+    ready: Mutex<VecDeque<Arc<Task>>>,
+    waker: mio::Waker,
+    /// The loop is in (or about to enter) `poll`: wakes must reach it. The
+    /// loop sets it before its last look at the queue, and the queue's lock
+    /// orders that look against a push, so no wake is lost.
+    parked: AtomicBool,
+}
+
+impl Queue {
+    fn nudge(&self) {
+        if self.parked.load(Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+struct Task {
+    future: Mutex<Option<BoxFuture<()>>>,
+    queued: AtomicBool,
+    queue: Arc<Queue>,
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            lock(&self.queue.ready).push_back(self.clone());
+            self.queue.nudge();
+        }
+    }
+}
+
+/// The wakers of one registered source.
+#[derive(Default)]
+pub(crate) struct IoState {
+    pub(crate) read: AtomicWaker,
+    pub(crate) write: AtomicWaker,
+}
+
+struct Reactor {
+    registry: mio::Registry,
+    queue: Arc<Queue>,
+    sources: Mutex<HashMap<usize, Arc<IoState>>>,
+    next_token: AtomicUsize,
+    timers: Mutex<BTreeMap<(Instant, u64), Waker>>,
+    next_timer: AtomicU64,
+    tasks: AtomicUsize,
+    linger: Duration,
+}
+
+/// A mio loop on a thread of its own, running asoc-async's tasks: the
+/// runtime of [`Node`](crate::Node) and [`MioConnection`](crate::MioConnection),
+/// usable directly with `asoc_async` (it implements `Runtime` and `Net`).
+/// The thread ends once no task is left and every handle is dropped.
+#[derive(Clone)]
+pub struct Mio {
+    reactor: Arc<Reactor>,
+}
+
+impl fmt::Debug for Mio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mio").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Mio {
+    fn drop(&mut self) {
+        // The last handle may be going: let the loop see whether to end.
+        self.reactor.queue.nudge();
+    }
+}
+
+impl Mio {
+    /// Starts a loop on a thread named `name`. `linger` bounds how long a
+    /// closed connection waits for its transport's own buffered output (TLS
+    /// records) before the transport is dropped.
+    pub fn new(name: &str, linger: Duration) -> io::Result<Self> {
+        let poll = mio::Poll::new()?;
+        let reactor = Arc::new(Reactor {
+            registry: poll.registry().try_clone()?,
+            queue: Arc::new(Queue {
+                ready: Mutex::new(VecDeque::new()),
+                waker: mio::Waker::new(poll.registry(), WAKER)?,
+                parked: AtomicBool::new(false),
+            }),
+            sources: Mutex::new(HashMap::new()),
+            next_token: AtomicUsize::new(1),
+            timers: Mutex::new(BTreeMap::new()),
+            next_timer: AtomicU64::new(0),
+            tasks: AtomicUsize::new(0),
+            linger,
+        });
+        let looped = reactor.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(poll, looped))?;
+        Ok(Self { reactor })
+    }
+
+    /// Runs `fut` on the calling thread, giving up with `None` after
+    /// `timeout`.
+    pub(crate) fn block_on_timeout<T>(
+        &self,
+        fut: impl Future<Output = Option<T>>,
+        timeout: Duration,
+    ) -> Option<T> {
+        let sleep = self.sleep_until(Instant::now() + timeout);
+        futures_lite::future::block_on(futures_lite::future::or(fut, async {
+            sleep.await;
+            None
+        }))
+    }
+}
+
+fn run(mut poll: mio::Poll, reactor: Arc<Reactor>) {
+    let queue = reactor.queue.clone();
+    let mut events = Events::with_capacity(256);
+    loop {
+        let batch = std::mem::take(&mut *lock(&queue.ready));
+        for task in batch {
+            task.queued.store(false, Ordering::Release);
+            let waker = Waker::from(task.clone());
+            let mut slot = lock(&task.future);
+            let done = slot
+                .as_mut()
+                .is_some_and(|f| f.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
+            if done {
+                *slot = None;
+                reactor.tasks.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        if reactor.tasks.load(Ordering::Acquire) == 0 && Arc::strong_count(&reactor) == 1 {
+            return;
+        }
+        queue.parked.store(true, Ordering::SeqCst);
+        let timeout = if lock(&queue.ready).is_empty() {
+            let first = lock(&reactor.timers).keys().next().map(|k| k.0);
+            first.map(|d| d.saturating_duration_since(Instant::now()))
+        } else {
+            Some(Duration::ZERO)
+        };
+        // An error is only ever EINTR: like a spurious wake-up.
+        let _ = poll.poll(&mut events, timeout);
+        queue.parked.store(false, Ordering::SeqCst);
+        for ev in events.iter().filter(|ev| ev.token() != WAKER) {
+            let Some(state) = lock(&reactor.sources).get(&ev.token().0).cloned() else {
+                continue;
+            };
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                state.read.wake();
+            }
+            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                state.write.wake();
+            }
+        }
+        let now = Instant::now();
+        let due = {
+            let mut timers = lock(&reactor.timers);
+            let later = timers.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut *timers, later)
+        };
+        due.into_values().for_each(Waker::wake);
+    }
+}
+
+impl Runtime for Mio {
+    fn spawn(&self, task: BoxFuture<()>) {
+        self.reactor.tasks.fetch_add(1, Ordering::AcqRel);
+        Arc::new(Task {
+            future: Mutex::new(Some(task)),
+            queued: AtomicBool::new(false),
+            queue: self.reactor.queue.clone(),
+        })
+        .wake();
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(Sleep::new(self, deadline))
+    }
+}
+
+pub(crate) struct Sleep {
+    rt: Mio,
+    deadline: Instant,
+    key: Option<(Instant, u64)>,
+}
+
+impl Sleep {
+    fn new(rt: &Mio, deadline: Instant) -> Self {
+        let (rt, key) = (rt.clone(), None);
+        Self { rt, deadline, key }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let reactor = &this.rt.reactor;
+        if Instant::now() >= this.deadline {
+            if let Some(key) = this.key.take() {
+                lock(&reactor.timers).remove(&key);
+            }
+            return Poll::Ready(());
+        }
+        let deadline = this.deadline;
+        let key = *this
+            .key
+            .get_or_insert_with(|| (deadline, reactor.next_timer.fetch_add(1, Ordering::Relaxed)));
+        let mut timers = lock(&reactor.timers);
+        if !timers.get(&key).is_some_and(|w| w.will_wake(cx.waker())) {
+            timers.insert(key, cx.waker().clone());
+        }
+        drop(timers);
+        // A sleeping loop must recompute its timeout.
+        reactor.queue.nudge();
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            lock(&self.rt.reactor.timers).remove(&key);
+        }
+    }
+}
+
+/// Runs `op`; on `WouldBlock` registers the task and tries once more, so a
+/// readiness edge between the two is never missed.
+pub(crate) fn poll_ready<T>(
+    waker: &AtomicWaker,
+    cx: &mut Context<'_>,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    let mut registered = false;
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if registered {
+                    return Poll::Pending;
+                }
+                waker.register(cx.waker());
+                registered = true;
+            }
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
+/// The registration of one source; dropping it forgets the source's
+/// wakers (closing the source removes it from the poll).
+pub(crate) struct Reg {
+    rt: Mio,
+    token: usize,
+    pub(crate) state: Arc<IoState>,
+}
+
+impl Drop for Reg {
+    fn drop(&mut self) {
+        lock(&self.rt.reactor.sources).remove(&self.token);
+    }
+}
+
+/// A mio source registered with a [`Mio`] loop, for both directions at
+/// once; for byte streams, an asoc-async `Transport`.
+pub struct MioIo<S> {
+    pub(crate) io: S,
+    pub(crate) reg: Reg,
+    pub(crate) linger: Option<Sleep>,
+}
+
+// Nothing is pinned through a `MioIo`: the source moves freely.
+impl<S> Unpin for MioIo<S> {}
+
+impl<S: Source> MioIo<S> {
+    /// Registers `io` with `rt`'s poll.
+    pub fn new(rt: &Mio, mut io: S) -> io::Result<Self> {
+        let reactor = &rt.reactor;
+        let token = reactor.next_token.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(IoState::default());
+        // In the map first: an event may come as soon as it is registered.
+        lock(&reactor.sources).insert(token, state.clone());
+        let reg = Reg {
+            rt: rt.clone(),
+            token,
+            state,
+        };
+        let both = Interest::READABLE | Interest::WRITABLE;
+        reactor.registry.register(&mut io, Token(token), both)?;
+        Ok(Self {
+            io,
+            reg,
+            linger: None,
+        })
+    }
+}
+
+impl<S: Source + Read + Write + Send + 'static> Transport for MioIo<S> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        // `Read` fills initialised memory: zero a bounded window of the
+        // spare capacity, read into it, keep what was read.
+        let start = buf.len();
+        if buf.capacity() == start {
+            buf.reserve(READ_WINDOW);
+        }
+        let window = (buf.capacity() - start).min(READ_WINDOW).min(max.max(1));
+        buf.resize(start + window, 0);
+        let io = &mut self.io;
+        let res = poll_ready(&self.reg.state.read, cx, || io.read(&mut buf[start..]));
+        let n = match &res {
+            Poll::Ready(Ok(n)) => (*n).min(window),
+            _ => 0,
+        };
+        buf.truncate(start + n);
+        res.map_ok(|_| n)
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let io = &mut self.io;
+        poll_ready(&self.reg.state.write, cx, || io.write_vectored(bufs))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let io = &mut self.io;
+        poll_ready(&self.reg.state.write, cx, || io.flush())
+    }
+
+    /// Flushes what the transport still holds (TLS records) within the
+    /// loop's linger time; dropping the transport closes it.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.poll_flush(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let rt = &self.reg.rt;
+        let timer = self
+            .linger
+            .get_or_insert_with(|| Sleep::new(rt, Instant::now() + rt.reactor.linger));
+        Pin::new(timer).poll(cx).map(Ok)
+    }
+}
+
+impl MioIo<TcpStream> {
+    /// Connects to `addr` without blocking the loop.
+    async fn connect(rt: &Mio, addr: SocketAddr) -> io::Result<Self> {
+        let this = Self::new(rt, TcpStream::connect(addr)?)?;
+        poll_fn(|cx| {
+            poll_ready(&this.reg.state.write, cx, || {
+                if let Some(e) = this.io.take_error()? {
+                    return Err(e);
+                }
+                match this.io.peer_addr() {
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    other => other.map(drop),
+                }
+            })
+        })
+        .await?;
+        this.io.set_nodelay(true)?;
+        Ok(this)
+    }
+}
+
+impl Net for Mio {
+    type Stream = MioIo<TcpStream>;
+    type Listener = MioIo<TcpListener>;
+    type Udp = MioIo<UdpSocket>;
+
+    fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<io::Result<Self::Listener>> {
+        let bound = TcpListener::bind(addr).and_then(|l| MioIo::new(self, l));
+        Box::pin(async move { bound })
+    }
+
+    fn tcp_local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+        listener.io.local_addr()
+    }
+
+    fn accept(
+        listener: &Self::Listener,
+    ) -> BoxFutureRef<'_, io::Result<(Self::Stream, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, from) =
+                poll_fn(|cx| poll_ready(&listener.reg.state.read, cx, || listener.io.accept()))
+                    .await?;
+            stream.set_nodelay(true)?;
+            Ok((MioIo::new(&listener.reg.rt, stream)?, from))
+        })
+    }
+
+    fn connect(&self, target: String) -> BoxFuture<io::Result<(Self::Stream, SocketAddr)>> {
+        let rt = self.clone();
+        Box::pin(async move {
+            let addrs = match target.parse::<SocketAddr>() {
+                Ok(addr) => vec![addr],
+                Err(_) => {
+                    // A resolver may take seconds: never on the loop.
+                    let (tx, rx) = async_channel::bounded(1);
+                    std::thread::Builder::new()
+                        .name("asoc-mio-resolve".into())
+                        .spawn(move || {
+                            let found = target.to_socket_addrs().map(Iterator::collect);
+                            let _ = tx.try_send(found);
+                        })?;
+                    rx.recv().await.map_err(io::Error::other)??
+                }
+            };
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
+            for addr in addrs {
+                match MioIo::connect(&rt, addr).await {
+                    Ok(stream) => return Ok((stream, addr)),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        })
+    }
+
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<io::Result<Self::Udp>> {
+        let bound = UdpSocket::bind(addr).and_then(|udp| {
+            udp.set_broadcast(true)?;
+            MioIo::new(self, udp)
+        });
+        Box::pin(async move { bound })
+    }
+
+    fn udp_local_addr(udp: &Self::Udp) -> io::Result<SocketAddr> {
+        udp.io.local_addr()
+    }
+
+    fn recv_from<'a>(
+        udp: &'a Self::Udp,
+        buf: &'a mut [u8],
+    ) -> BoxFutureRef<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(poll_fn(move |cx| {
+            poll_ready(&udp.reg.state.read, cx, || udp.io.recv_from(buf))
+        }))
+    }
+
+    fn send_to<'a>(
+        udp: &'a Self::Udp,
+        data: &'a [u8],
+        to: SocketAddr,
+    ) -> BoxFutureRef<'a, io::Result<usize>> {
+        Box::pin(poll_fn(move |cx| {
+            poll_ready(&udp.reg.state.write, cx, || udp.io.send_to(data, to))
+        }))
+    }
+
+    fn tls_accept(
+        &self,
+        io: Self::Stream,
+        config: Arc<rustls::ServerConfig>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
+        Box::pin(io.into_tls(|s| TlsStream::server(s, config)))
+    }
+
+    fn tls_connect(
+        &self,
+        io: Self::Stream,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
+        Box::pin(io.into_tls(|s| TlsStream::client(s, config, name)))
+    }
+}
