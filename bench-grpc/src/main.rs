@@ -195,8 +195,8 @@ async fn asoc(w: Workload, seed: u8) -> Result<f64, Error> {
     });
     let io = TcpStream::connect(addr).await?;
     io.set_nodelay(true)?;
-    let conn = asoc_tokio::connect(io, &authenticator(1, seed ^ 0xff)?, DriverConfig::default())
-        .await?;
+    let conn =
+        asoc_tokio::connect(io, &authenticator(1, seed ^ 0xff)?, DriverConfig::default()).await?;
     let payload = Bytes::from(vec![0x5a; w.message]);
     let start = Instant::now();
     let mut stream = conn.open_stream().await?;
