@@ -263,7 +263,20 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 self.conn.handle_transport_error(Instant::now());
                 true
             }
-            Poll::Pending => false,
+            Poll::Pending => {
+                if self.rx.is_empty()
+                    && self.rx.capacity() > 0
+                    && self.read_window == MIN_READ
+                    && !self.large_frames
+                {
+                    // Quiet and nothing half-read: hold no read buffer while
+                    // waiting (issue 6, target 7: an idle connection's 4 KiB
+                    // window was half its memory). The next read reserves
+                    // it again.
+                    self.rx = BytesMut::new();
+                }
+                false
+            }
         }
     }
 

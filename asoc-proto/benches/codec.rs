@@ -52,6 +52,23 @@ fn encode(c: &mut Criterion) {
             }
         })
     });
+    // Whole frames into one contiguous buffer, as a writer coalescing small
+    // frames into one large write would lay them out.
+    for payload in [0usize, 16, 64] {
+        let body = vec![7u8; payload];
+        let mut out = Vec::with_capacity(FRAMES * (14 + payload));
+        g.bench_function(format!("frame encode, {payload} B payloads"), |b| {
+            b.iter(|| {
+                out.clear();
+                for seq in 0..FRAMES as u32 {
+                    let header = Header::new(FrameType::Data, 1, seq, payload as u32);
+                    out.extend_from_slice(&header.encode());
+                    out.extend_from_slice(black_box(&body));
+                }
+                black_box(out.len())
+            })
+        });
+    }
     g.finish();
 }
 

@@ -1,6 +1,6 @@
 //! Counting-allocator checks (one test in this binary, so that nothing else
 //! allocates while it measures): payloads are never copied, and an idle
-//! established connection costs at most 4 KiB.
+//! established connection, client or server, costs at most 4 KiB.
 
 mod harness;
 
@@ -41,26 +41,81 @@ fn established(
     (conn, rx)
 }
 
+/// A client connection after a completed handshake with a server judged by
+/// `server_auth` (that server connection is gone by the end), and the
+/// receive buffer its adapter would own.
+fn established_client(
+    now: Instant,
+    client_auth: &mut asoc_proto::handshake::Authenticator,
+    server_auth: &mut asoc_proto::handshake::Authenticator,
+) -> (Connection, BytesMut) {
+    let mut client = client_auth.client(now, ConnectionConfig::default());
+    let mut hello = Vec::with_capacity(64);
+    client.write_to(now, &mut hello).unwrap();
+    let mut server = Connection::server(ConnectionConfig::default(), now);
+    server.handle_read(now, &hello);
+    server_auth.drive(now, &mut server);
+    let mut accept = Vec::with_capacity(64);
+    server.write_to(now, &mut accept).unwrap();
+    let mut rx = BytesMut::with_capacity(64 << 10);
+    rx.extend_from_slice(&accept);
+    client.handle_input(now, &mut rx);
+    client_auth.drive(now, &mut client);
+    assert!(client.is_established(), "{:?}", client.poll_event());
+    while client.poll_event().is_some() {}
+    (client, rx)
+}
+
+/// What an idle connection costs: the heap its creation left allocated
+/// (less the adapter's receive buffer) plus the struct itself.
+fn idle_cost(side: &str, held: isize) -> isize {
+    let cost = held + std::mem::size_of::<Connection>() as isize;
+    println!(
+        "idle established {side} connection: {held} heap bytes + {} inline = {cost} bytes",
+        std::mem::size_of::<Connection>()
+    );
+    cost
+}
+
 #[test]
 fn payloads_are_never_copied_and_idle_connections_are_small() {
     let now = Instant::now();
     let mut auth = authenticator(2, key(KEY), 3);
-    // Warm the authenticator's tables so that only the connection is measured.
+    let mut client_auth = authenticator(4, key(KEY), 5);
+    let mut server_auth = authenticator(6, key(KEY), 7);
+    // Warm the authenticators' tables so that only the connections are
+    // measured.
     drop(established(now, &mut auth, 8));
+    drop(established_client(now, &mut client_auth, &mut server_auth));
 
-    // An idle established connection: heap it still holds plus its own size.
+    // Idle established connections, each side: heap still held after the
+    // handshake plus the struct's own size. The client's figure also holds
+    // whatever both authenticators kept of its handshake (replay and
+    // reflection records), so it is an upper bound.
+    let region = Region::new(GLOBAL);
+    let (client, client_rx) = established_client(now, &mut client_auth, &mut server_auth);
+    let held = live(region.change()) - client_rx.capacity() as isize;
+    let cost = idle_cost("client", held);
+    assert!(cost <= 4096, "idle client connection costs {cost} bytes");
+    // Cross-check: what dropping it frees is what it owned.
+    let region = Region::new(GLOBAL);
+    drop(client);
+    let owned = region.change().bytes_deallocated as isize;
+    assert!(
+        owned <= held,
+        "the client owned {owned} heap bytes, more than the {held} its creation left"
+    );
+    drop(client_rx);
+
     let region = Region::new(GLOBAL);
     let (mut conn, mut rx) = established(now, &mut auth, 9);
     let rx_capacity = rx.capacity();
     let held = live(region.change()) - rx_capacity as isize;
-    let cost = held + std::mem::size_of::<Connection>() as isize;
-    println!(
-        "idle established connection: {held} heap bytes + {} inline = {cost} bytes",
-        std::mem::size_of::<Connection>()
-    );
-    assert!(cost <= 4096, "idle connection costs {cost} bytes");
+    let cost = idle_cost("server", held);
+    assert!(cost <= 4096, "idle server connection costs {cost} bytes");
 
-    // Receiving a 1 MiB frame: the payload handed out is the receive buffer.
+    // Receiving a 1 MiB frame: the payload handed out is the receive buffer,
+    // and nothing near its size is allocated (no copy of it).
     let payload = vec![0xabu8; 1 << 20];
     rx.reserve(14 + payload.len());
     rx.extend_from_slice(&Header::new(FrameType::Data, 1, 0, payload.len() as u32).encode());
