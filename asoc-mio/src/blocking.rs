@@ -134,10 +134,11 @@ impl MioConnection {
         Ok(Self { conn, rt, refused })
     }
 
-    /// What the handshake established.
-    #[must_use]
-    pub fn session(&self) -> Session {
-        self.conn.session()
+    getters! {
+        /// What the handshake established.
+        fn session(&self) -> Session = self.conn.session();
+        /// Why the connection closed, if it has.
+        fn close_reason(&self) -> Option<CloseReason> = self.conn.close_reason();
     }
 
     /// Opens an outgoing stream and returns its id.
@@ -169,10 +170,17 @@ impl MioConnection {
         result
     }
 
-    /// Sends `data` as one stream of frames of at most `chunk_size` bytes
-    /// (sharing its memory) and finishes it; returns the stream id.
-    pub fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> {
-        block_on(self.conn.send_tensor(data, chunk_size))
+    wait! {
+        /// Sends `data` as one stream of frames of at most `chunk_size`
+        /// bytes (sharing its memory) and finishes it; returns the stream id.
+        fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> =
+            self.conn.send_tensor(data, chunk_size);
+        /// Closes gracefully: what is queued is still written, then the
+        /// connection closes with [`CloseReason::Local`]. Returns once the
+        /// close is queued; see [`closed`](Self::closed).
+        fn close(&self) = self.conn.close();
+        /// Waits until the connection closed and says why.
+        fn closed(&self) -> CloseReason = self.conn.closed();
     }
 
     /// The next incoming stream, in the order they started; `None` once
@@ -186,24 +194,6 @@ impl MioConnection {
         self.rt
             .block_on_timeout(self.conn.accept_stream(), timeout)
             .map(RecvStream)
-    }
-
-    /// Closes gracefully: what is queued is still written, then the
-    /// connection closes with [`CloseReason::Local`]. Returns once the close
-    /// is queued; see [`closed`](Self::closed).
-    pub fn close(&self) {
-        block_on(self.conn.close());
-    }
-
-    /// Waits until the connection closed and says why.
-    pub fn closed(&self) -> CloseReason {
-        block_on(self.conn.closed())
-    }
-
-    /// Why the connection closed, if it has.
-    #[must_use]
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.conn.close_reason()
     }
 }
 
@@ -227,37 +217,25 @@ pub(crate) fn tcp(stream: std::net::TcpStream) -> io::Result<mio::net::TcpStream
 pub struct RecvStream(pub(crate) asoc_async::RecvStream);
 
 impl RecvStream {
-    /// The stream id (chosen by the sender).
-    #[must_use]
-    pub fn id(&self) -> u32 {
-        self.0.id()
+    getters! {
+        /// The stream id (chosen by the sender).
+        fn id(&self) -> u32 = self.0.id();
+        /// Payload bytes received so far.
+        fn bytes(&self) -> u64 = self.0.bytes();
+        /// DATA frames received so far.
+        fn frames(&self) -> u32 = self.0.frames();
     }
 
-    /// Payload bytes received so far.
-    #[must_use]
-    pub fn bytes(&self) -> u64 {
-        self.0.bytes()
-    }
-
-    /// DATA frames received so far.
-    #[must_use]
-    pub fn frames(&self) -> u32 {
-        self.0.frames()
-    }
-
-    /// The next chunk, waiting for it; `Ok(None)` once the stream ended with
-    /// its END; `Err` if the connection closed before.
-    pub fn chunk(&mut self) -> Result<Option<Bytes>, StreamError> {
-        block_on(self.0.chunk())
+    wait! {
+        /// The next chunk, waiting for it; `Ok(None)` once the stream ended
+        /// with its END; `Err` if the connection closed before.
+        fn chunk(&mut self) -> Result<Option<Bytes>, StreamError> = self.0.chunk();
+        /// Collects the whole stream into one buffer.
+        fn read_to_end(self) -> Result<Vec<u8>, StreamError> = self.0.read_to_end();
     }
 
     /// A chunk if one is already there, without waiting.
     pub fn try_chunk(&mut self) -> Option<Result<Option<Bytes>, StreamError>> {
         self.0.try_chunk()
-    }
-
-    /// Collects the whole stream into one buffer.
-    pub fn read_to_end(self) -> Result<Vec<u8>, StreamError> {
-        block_on(self.0.read_to_end())
     }
 }

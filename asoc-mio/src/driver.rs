@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
+
+pub use asoc_async::SharedAuthenticator;
 use std::time::Instant;
 
 use asoc_proto::connection::{CloseReason, Connection, ConnectionConfig, Event, SendError};
@@ -12,10 +14,6 @@ use asoc_proto::handshake::Authenticator;
 use bytes::{Bytes, BytesMut};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
-
-/// An [`Authenticator`] shared between threads, so that every connection it
-/// judges shares one replay cache.
-pub type SharedAuthenticator = Arc<Mutex<Authenticator>>;
 
 /// Bytes [`Driver::on_readable`] reads per call before it yields (see
 /// [`Driver::wants_read`]), unless changed with [`Driver::set_read_limit`].
@@ -302,12 +300,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     fn read_once(&mut self) -> io::Result<usize> {
         let need = self.conn.bytes_needed(&self.rx);
         self.rx.reserve(need.max(WINDOW));
-        let start = self.rx.len();
-        self.rx.resize(start + WINDOW, 0);
-        let result = self.io.read(&mut self.rx[start..]);
-        let n = result.as_ref().map_or(0, |n| *n);
-        self.rx.truncate(start + n);
-        result
+        crate::rt::read_zeroed(&mut self.io, &mut self.rx, WINDOW)
     }
 
     /// The source is writable: writes pending output (vectored, payloads not

@@ -161,7 +161,31 @@
 //!     .start()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![forbid(unsafe_code)]
+// One `unsafe` line, in `rt::recv_spare`: committing bytes the kernel
+// received into a buffer's spare capacity, so reads skip zeroing it.
+#![deny(unsafe_code)]
+
+/// Methods answered at once by an expression: `fn name(params) -> T = expr;`.
+macro_rules! getters {
+    ($($(#[$doc:meta])* fn $name:ident($($params:tt)*) -> $ret:ty = $call:expr;)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name($($params)*) -> $ret {
+            $call
+        }
+    )*};
+}
+
+/// Methods that wait for a future on the calling thread (never on the
+/// loop): `fn name(params) -> T = future;`.
+macro_rules! wait {
+    ($($(#[$doc:meta])* fn $name:ident($($params:tt)*) $(-> $ret:ty)? = $call:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name($($params)*) $(-> $ret)? {
+            futures_lite::future::block_on($call)
+        }
+    )*};
+}
 
 mod blocking;
 mod driver;

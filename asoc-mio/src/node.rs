@@ -38,17 +38,6 @@ macro_rules! builder {
     )*};
 }
 
-/// Queries answered by asoc-async's node.
-macro_rules! getters {
-    ($($(#[$doc:meta])* $name:ident -> $ty:ty;)*) => {$(
-        $(#[$doc])*
-        #[must_use]
-        pub fn $name(&self) -> $ty {
-            self.node().$name()
-        }
-    )*};
-}
-
 /// A new incoming stream and who sent it.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -207,23 +196,23 @@ impl Node {
 
     getters! {
         /// This node's id.
-        node_id -> Uuid;
+        fn node_id(&self) -> Uuid = self.node().node_id();
         /// The chunk size [`send`](Self::send) uses.
-        chunk_size -> usize;
+        fn chunk_size(&self) -> usize = self.node().chunk_size();
         /// The bound TCP address.
-        local_addr -> SocketAddr;
+        fn local_addr(&self) -> SocketAddr = self.node().local_addr();
         /// The bound UDP discovery address, when discovery is on.
-        discovery_addr -> Option<SocketAddr>;
+        fn discovery_addr(&self) -> Option<SocketAddr> = self.node().discovery_addr();
         /// Connections, established or still in their handshake.
-        peers -> Vec<PeerInfo>;
+        fn peers(&self) -> Vec<PeerInfo> = self.node().peers();
         /// Established connections only.
-        connected_peers -> Vec<PeerInfo>;
+        fn connected_peers(&self) -> Vec<PeerInfo> = self.node().connected_peers();
         /// The node's counters.
-        counters -> NodeCounters;
+        fn counters(&self) -> NodeCounters = self.node().counters();
         /// Events dropped because the application did not read them.
-        events_dropped -> u64;
+        fn events_dropped(&self) -> u64 = self.node().events_dropped();
         /// An event if one is waiting.
-        try_event -> Option<NodeEvent>;
+        fn try_event(&self) -> Option<NodeEvent> = self.node().try_event();
     }
 
     /// Dials `target` once, outside the reconnect schedule (trying each
@@ -247,11 +236,25 @@ impl Node {
         Ok(SendStream { inner, conn })
     }
 
-    /// Sends `data` to `peer` as one stream in chunks of the configured size
-    /// (no copy) and finishes it, waiting while the connection's send queue
-    /// is full. Returns the stream id.
-    pub fn send(&self, peer: PeerRef, data: Bytes) -> Result<u32, Error> {
-        block_on(self.node().send(peer, data))
+    wait! {
+        /// Sends `data` to `peer` as one stream in chunks of the configured
+        /// size (no copy) and finishes it, waiting while the connection's
+        /// send queue is full. Returns the stream id.
+        fn send(&self, peer: PeerRef, data: Bytes) -> Result<u32, Error> =
+            self.node().send(peer, data);
+        /// The next event, `None` after shutdown.
+        fn next_event(&self) -> Option<NodeEvent> = self.node().next_event();
+        /// Waits until at least `n` connections are established or `timeout`
+        /// passes; returns how many are.
+        fn wait_for_peers(&self, n: usize, timeout: Duration) -> usize =
+            self.node().wait_for_peers(n, timeout);
+        /// Shuts down gracefully: stops accepting, dialing and announcing,
+        /// waits up to `grace` for sends in flight to finish, then closes
+        /// every connection (queued frames are still written) and waits for
+        /// them to close until the deadline. Incoming streams and events
+        /// already queued can still be taken; then both report `None`. The
+        /// loop's thread ends once the last handle is dropped.
+        fn shutdown(&self, grace: Duration) = self.node().shutdown(grace);
     }
 
     /// Marks a send as in flight for graceful shutdown; keep the guard while
@@ -277,32 +280,11 @@ impl Node {
             .map(IncomingStream::from)
     }
 
-    /// The next event, `None` after shutdown.
-    pub fn next_event(&self) -> Option<NodeEvent> {
-        block_on(self.node().next_event())
-    }
-
     /// The next event, giving up after `timeout`.
     pub fn event_timeout(&self, timeout: Duration) -> Option<NodeEvent> {
         self.inner
             .rt
             .block_on_timeout(self.node().next_event(), timeout)
-    }
-
-    /// Waits until at least `n` connections are established or `timeout`
-    /// passes; returns how many are.
-    pub fn wait_for_peers(&self, n: usize, timeout: Duration) -> usize {
-        block_on(self.node().wait_for_peers(n, timeout))
-    }
-
-    /// Shuts down gracefully: stops accepting, dialing and announcing, waits
-    /// up to `grace` for sends in flight to finish, then closes every
-    /// connection (queued frames are still written) and waits for them to
-    /// close until the deadline. Incoming streams and events already queued
-    /// can still be taken; then both report `None`. The loop's thread ends
-    /// once the last handle is dropped.
-    pub fn shutdown(&self, grace: Duration) {
-        block_on(self.node().shutdown(grace));
     }
 }
 
@@ -329,34 +311,24 @@ pub struct SendStream {
 }
 
 impl SendStream {
-    /// The stream id.
-    #[must_use]
-    pub fn id(&self) -> u32 {
-        self.inner.id()
+    getters! {
+        /// The stream id.
+        fn id(&self) -> u32 = self.inner.id();
+        /// The connection it runs on.
+        fn conn(&self) -> ConnId = self.conn;
     }
 
-    /// The connection it runs on.
-    #[must_use]
-    pub fn conn(&self) -> ConnId {
-        self.conn
-    }
-
-    /// Queues one chunk as one DATA frame, waiting while the send queue is
-    /// full.
-    pub fn send(&mut self, chunk: Bytes) -> Result<(), Error> {
-        block_on(self.inner.send(chunk))
-    }
-
-    /// Queues `data` as DATA frames of at most `chunk_size` bytes, sharing
-    /// its memory.
-    pub fn send_chunked(&mut self, data: Bytes, chunk_size: usize) -> Result<(), Error> {
-        block_on(self.inner.send_chunked(data, chunk_size))
-    }
-
-    /// Sends END: the stream is complete. Fails, and sends no END, if any
-    /// chunk of the stream was refused, so the peer never takes a partial
-    /// tensor for a complete one.
-    pub fn finish(self) -> Result<(), Error> {
-        block_on(self.inner.finish())
+    wait! {
+        /// Queues one chunk as one DATA frame, waiting while the send queue
+        /// is full.
+        fn send(&mut self, chunk: Bytes) -> Result<(), Error> = self.inner.send(chunk);
+        /// Queues `data` as DATA frames of at most `chunk_size` bytes,
+        /// sharing its memory.
+        fn send_chunked(&mut self, data: Bytes, chunk_size: usize) -> Result<(), Error> =
+            self.inner.send_chunked(data, chunk_size);
+        /// Sends END: the stream is complete. Fails, and sends no END, if
+        /// any chunk of the stream was refused, so the peer never takes a
+        /// partial tensor for a complete one.
+        fn finish(self) -> Result<(), Error> = self.inner.finish();
     }
 }

@@ -8,6 +8,7 @@
 //! triggered, and an operation waits only after seeing `WouldBlock`;
 //! timers are an ordered map whose first deadline bounds the poll.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -16,10 +17,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use asoc_async::{BoxFuture, BoxFutureRef, Net, Runtime, Transport};
+use async_task::Runnable;
 use atomic_waker::AtomicWaker;
 use bytes::BytesMut;
 use mio::event::Source;
@@ -38,7 +40,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Tasks ready to run, and the means to wake the loop for them.
 struct Queue {
-    ready: Mutex<VecDeque<Arc<Task>>>,
+    ready: Mutex<VecDeque<Runnable>>,
     waker: mio::Waker,
     /// The loop is in (or about to enter) `poll`: wakes must reach it. The
     /// loop sets it before its last look at the queue, and the queue's lock
@@ -50,25 +52,6 @@ impl Queue {
     fn nudge(&self) {
         if self.parked.load(Ordering::SeqCst) {
             let _ = self.waker.wake();
-        }
-    }
-}
-
-struct Task {
-    future: Mutex<Option<BoxFuture<()>>>,
-    queued: AtomicBool,
-    queue: Arc<Queue>,
-}
-
-impl Wake for Task {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            lock(&self.queue.ready).push_back(self.clone());
-            self.queue.nudge();
         }
     }
 }
@@ -87,7 +70,8 @@ struct Reactor {
     next_token: AtomicUsize,
     timers: Mutex<BTreeMap<(Instant, u64), Waker>>,
     next_timer: AtomicU64,
-    tasks: AtomicUsize,
+    /// Held by every spawned future: the loop ends when only this is left.
+    tasks: Arc<()>,
     linger: Duration,
 }
 
@@ -130,7 +114,7 @@ impl Mio {
             next_token: AtomicUsize::new(1),
             timers: Mutex::new(BTreeMap::new()),
             next_timer: AtomicU64::new(0),
-            tasks: AtomicUsize::new(0),
+            tasks: Arc::new(()),
             linger,
         });
         let looped = reactor.clone();
@@ -161,18 +145,9 @@ fn run(mut poll: mio::Poll, reactor: Arc<Reactor>) {
     loop {
         let batch = std::mem::take(&mut *lock(&queue.ready));
         for task in batch {
-            task.queued.store(false, Ordering::Release);
-            let waker = Waker::from(task.clone());
-            let mut slot = lock(&task.future);
-            let done = slot
-                .as_mut()
-                .is_some_and(|f| f.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
-            if done {
-                *slot = None;
-                reactor.tasks.fetch_sub(1, Ordering::AcqRel);
-            }
+            task.run();
         }
-        if reactor.tasks.load(Ordering::Acquire) == 0 && Arc::strong_count(&reactor) == 1 {
+        if Arc::strong_count(&reactor.tasks) == 1 && Arc::strong_count(&reactor) == 1 {
             return;
         }
         queue.parked.store(true, Ordering::SeqCst);
@@ -208,13 +183,17 @@ fn run(mut poll: mio::Poll, reactor: Arc<Reactor>) {
 
 impl Runtime for Mio {
     fn spawn(&self, task: BoxFuture<()>) {
-        self.reactor.tasks.fetch_add(1, Ordering::AcqRel);
-        Arc::new(Task {
-            future: Mutex::new(Some(task)),
-            queued: AtomicBool::new(false),
-            queue: self.reactor.queue.clone(),
-        })
-        .wake();
+        let (live, queue) = (self.reactor.tasks.clone(), self.reactor.queue.clone());
+        let future = async move {
+            let _live = live;
+            task.await;
+        };
+        let (runnable, task) = async_task::spawn(future, move |runnable| {
+            lock(&queue.ready).push_back(runnable);
+            queue.nudge();
+        });
+        task.detach();
+        runnable.schedule();
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
@@ -293,6 +272,33 @@ pub(crate) fn poll_ready<T>(
     }
 }
 
+/// Reads once into the first `window` bytes of `buf`'s spare capacity,
+/// zeroed first: `Read` takes initialised memory.
+pub(crate) fn read_zeroed(
+    io: &mut impl Read,
+    buf: &mut BytesMut,
+    window: usize,
+) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + window, 0);
+    let result = io.read(&mut buf[start..]);
+    buf.truncate(start + result.as_ref().map_or(0, |n| (*n).min(window)));
+    result
+}
+
+/// Receives once from a TCP socket straight into the first `window` bytes
+/// of `buf`'s spare capacity, with no zeroing (it showed in profiles).
+#[allow(unsafe_code)]
+fn recv_spare(tcp: &TcpStream, buf: &mut BytesMut, window: usize) -> io::Result<usize> {
+    let spare = &mut buf.spare_capacity_mut()[..window];
+    let n = socket2::SockRef::from(tcp).recv(spare)?.min(window);
+    // SAFETY: `recv(2)` wrote the first `n` bytes of the spare capacity
+    // (socket2's `recv` never writes uninitialised bytes into its buffer),
+    // so the first `len + n` bytes of `buf` are initialised.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// The registration of one source; dropping it forgets the source's
 /// wakers (closing the source removes it from the poll).
 pub(crate) struct Reg {
@@ -348,22 +354,16 @@ impl<S: Source + Read + Write + Send + 'static> Transport for MioIo<S> {
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
-        // `Read` fills initialised memory: zero a bounded window of the
-        // spare capacity, read into it, keep what was read.
         let start = buf.len();
         if buf.capacity() == start {
             buf.reserve(READ_WINDOW);
         }
         let window = (buf.capacity() - start).min(READ_WINDOW).min(max.max(1));
-        buf.resize(start + window, 0);
-        let io = &mut self.io;
-        let res = poll_ready(&self.reg.state.read, cx, || io.read(&mut buf[start..]));
-        let n = match &res {
-            Poll::Ready(Ok(n)) => (*n).min(window),
-            _ => 0,
-        };
-        buf.truncate(start + n);
-        res.map_ok(|_| n)
+        let (io, waker) = (&mut self.io, &self.reg.state.read);
+        match (io as &mut dyn Any).downcast_mut::<TcpStream>() {
+            Some(tcp) => poll_ready(waker, cx, || recv_spare(tcp, buf, window)),
+            None => poll_ready(waker, cx, || read_zeroed(io, buf, window)),
+        }
     }
 
     fn poll_write_vectored(
@@ -448,16 +448,10 @@ impl Net for Mio {
         Box::pin(async move {
             let addrs = match target.parse::<SocketAddr>() {
                 Ok(addr) => vec![addr],
+                // A resolver may take seconds: never on the loop.
                 Err(_) => {
-                    // A resolver may take seconds: never on the loop.
-                    let (tx, rx) = async_channel::bounded(1);
-                    std::thread::Builder::new()
-                        .name("asoc-mio-resolve".into())
-                        .spawn(move || {
-                            let found = target.to_socket_addrs().map(Iterator::collect);
-                            let _ = tx.try_send(found);
-                        })?;
-                    rx.recv().await.map_err(io::Error::other)??
+                    ::blocking::unblock(move || target.to_socket_addrs().map(Iterator::collect))
+                        .await?
                 }
             };
             let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
