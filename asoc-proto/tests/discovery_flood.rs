@@ -32,13 +32,20 @@ use std::alloc::System;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use asoc_proto::auth::{community_hash, sign_announcement, ApiKey, KeyRing};
+use asoc_proto::auth::{community_hash, ApiKey, KeyRing};
 use asoc_proto::discovery::{
     Discovery, DiscoveryConfig, DiscoveryCounters, DiscoveryEvent, DropReason,
 };
-use asoc_proto::wire::Announcement;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use uuid::Uuid;
+
+// The generator of hostile datagrams, shared with the real-socket floods of
+// every adapter (asoc_async::scenarios::discovery_flood). asoc-proto cannot
+// depend on asoc-async, so the file is included by path.
+#[path = "../../asoc-async/src/scenarios/hostile.rs"]
+#[allow(dead_code)]
+mod hostile;
+use hostile::{signed, Attacker, Capture, Rng, WINDOW};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -51,55 +58,11 @@ const ME: Uuid = Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0001);
 /// Time between two flood datagrams: 10,000 per second.
 const STEP: Duration = Duration::from_micros(100);
 const ANNOUNCE: Duration = Duration::from_secs(3);
-const WINDOW: u64 = 60;
 const LEGIT_PEERS: usize = 3;
 const HEAP_GROWTH_LIMIT: isize = 1 << 20;
 
-/// SplitMix64: deterministic, dependency-free randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let r = self.next().to_le_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-    }
-}
-
 fn key(s: &str) -> ApiKey {
     ApiKey::new(s).unwrap()
-}
-
-fn signed(
-    key: &ApiKey,
-    community: [u8; 8],
-    node: Uuid,
-    port: u16,
-    timestamp: u64,
-    challenge: u32,
-) -> [u8; 50] {
-    let unsigned = Announcement {
-        community_hash: community,
-        node_id: node,
-        port,
-        timestamp: u32::try_from(timestamp).unwrap(),
-        challenge,
-        mac: [0; 16],
-    };
-    sign_announcement(key, unsigned).encode()
 }
 
 /// A legitimate peer: its id, address and every announcement it sent.
@@ -108,13 +71,6 @@ struct Peer {
     src: SocketAddr,
     next: Instant,
     sent: u32,
-}
-
-/// A captured legitimate announcement, as an eavesdropper would keep it.
-#[derive(Clone, Copy)]
-struct Capture {
-    bytes: [u8; 50],
-    timestamp: u64,
 }
 
 /// What the test predicts for each reason, from WIRE.md §7 alone.
@@ -191,135 +147,6 @@ fn attacker_src(rng: &mut Rng, peers: &[Peer]) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// One flood datagram and the reason WIRE.md §7 says it is dropped for.
-#[allow(clippy::too_many_arguments)]
-fn hostile(
-    rng: &mut Rng,
-    buf: &mut Vec<u8>,
-    unix: u64,
-    ours: [u8; 8],
-    theirs: [u8; 8],
-    captures: &[Capture],
-    own_echo: &[u8; 50],
-    attacker_key: &ApiKey,
-    real_key: &ApiKey,
-) -> DropReason {
-    buf.clear();
-    let random_node = |rng: &mut Rng| {
-        let id = Uuid::from_u128(u128::from(rng.next()) << 64 | u128::from(rng.next()));
-        assert_ne!(id, ME);
-        id
-    };
-    match rng.below(100) {
-        // Not 50 bytes: empty, truncated, padded, jumbo.
-        0..=14 => {
-            let len = match rng.below(4) {
-                0 => rng.below(50) as usize,
-                1 => 51 + rng.below(50) as usize,
-                2 => 49 + 2 * rng.below(2) as usize,
-                _ => 100 + rng.below(1373) as usize,
-            };
-            buf.resize(len, 0);
-            rng.fill(buf);
-            DropReason::WrongLength
-        }
-        // Another community, correctly signed (it shares the key) or not.
-        15..=29 => {
-            let bytes = if rng.below(2) == 0 {
-                signed(
-                    real_key,
-                    theirs,
-                    random_node(rng),
-                    9000,
-                    unix,
-                    rng.next() as u32,
-                )
-            } else {
-                let mut b = [0u8; 50];
-                rng.fill(&mut b);
-                if b[..8] == ours {
-                    b[0] ^= 1;
-                }
-                b
-            };
-            buf.extend_from_slice(&bytes);
-            DropReason::OtherCommunity
-        }
-        // Our community, wrongly signed: random MAC, the attacker's key, or a
-        // captured announcement with one bit flipped after the hash.
-        30..=49 => {
-            let bytes = match rng.below(3) {
-                0 => {
-                    let mut b = [0u8; 50];
-                    rng.fill(&mut b);
-                    b[..8].copy_from_slice(&ours);
-                    b
-                }
-                1 => signed(
-                    attacker_key,
-                    ours,
-                    random_node(rng),
-                    9000,
-                    unix,
-                    rng.next() as u32,
-                ),
-                _ => {
-                    let mut b = captures[rng.below(captures.len() as u64) as usize].bytes;
-                    let bit = 64 + rng.below(42 * 8) as usize;
-                    b[bit / 8] ^= 1 << (bit % 8);
-                    b
-                }
-            };
-            buf.extend_from_slice(&bytes);
-            DropReason::BadMac
-        }
-        // Correctly signed, more than 60 s old (an old capture, a slow clock).
-        50..=61 => {
-            let ts = unix - WINDOW - 1 - rng.below(1_000_000);
-            let bytes = signed(
-                real_key,
-                ours,
-                random_node(rng),
-                9000,
-                ts,
-                rng.next() as u32,
-            );
-            buf.extend_from_slice(&bytes);
-            DropReason::Stale
-        }
-        // Correctly signed, more than 60 s ahead (a fast clock, a pre-play).
-        62..=73 => {
-            let ts = unix + WINDOW + 1 + rng.below(1_000_000);
-            let bytes = signed(
-                real_key,
-                ours,
-                random_node(rng),
-                9000,
-                ts,
-                rng.next() as u32,
-            );
-            buf.extend_from_slice(&bytes);
-            DropReason::FutureDated
-        }
-        // A captured legitimate announcement, replayed verbatim: a replay
-        // while it is fresh, stale once it left the window.
-        74..=93 => {
-            let c = captures[rng.below(captures.len() as u64) as usize];
-            buf.extend_from_slice(&c.bytes);
-            if unix - c.timestamp > WINDOW {
-                DropReason::Stale
-            } else {
-                DropReason::Replayed
-            }
-        }
-        // Our own announcement reflected back at us.
-        _ => {
-            buf.extend_from_slice(own_echo);
-            DropReason::OwnNode
-        }
-    }
-}
-
 fn flood(datagrams: u64) {
     let keys = KeyRing::new(key(KEY));
     let real_key = key(KEY);
@@ -345,7 +172,14 @@ fn flood(datagrams: u64) {
     );
     let t0 = Instant::now();
     let mut d = Discovery::new(config, ME, 9000, [7; 32], t0);
-    let mut rng = Rng(0x0a50c_f100d);
+    let mut attacker = Attacker {
+        rng: Rng(0x0a50c_f100d),
+        ours,
+        theirs,
+        victim: ME,
+        real_key: real_key.clone(),
+        attacker_key,
+    };
     let mut peers: Vec<Peer> = (0..LEGIT_PEERS)
         .map(|i| Peer {
             node: Uuid::from_u128(0xbeef_0000 + i as u128),
@@ -423,18 +257,8 @@ fn flood(datagrams: u64) {
             d.handle_timeout(now);
             while d.poll_transmit(now, unix, &keys).is_some() {}
         }
-        let src = attacker_src(&mut rng, &peers);
-        let reason = hostile(
-            &mut rng,
-            &mut buf,
-            unix,
-            ours,
-            theirs,
-            &captures,
-            &own_echo,
-            &attacker_key,
-            &real_key,
-        );
+        let src = attacker_src(&mut attacker.rng, &peers);
+        let reason = attacker.datagram(&mut buf, unix, &captures, &own_echo);
         expected.count(reason);
         d.handle_datagram(now, unix, src, &buf, &keys);
         // Measured before the adapter drains the event queue.
