@@ -22,6 +22,8 @@ use asoc_proto::node::NodeEvent as ProtoEvent;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+pub mod hostile;
+
 use crate::tls::{client_config, server_config, ServerTrust, TlsConfig};
 use crate::{Net, Node, NodeBuilder, NodeEvent, PeerRef};
 
@@ -1322,4 +1324,459 @@ pub async fn many_senders<N: Net>(net: N, connections: usize, per_connection: u6
         growth as f64 / 1048576.0
     );
     growth
+}
+
+/// What the discovery flood needs from the node under attack, whatever its
+/// adapter (the mio `Node` wraps an async one behind a blocking API).
+pub trait FloodTarget: Send + Sync {
+    /// Its node id.
+    fn node_id(&self) -> uuid::Uuid;
+    /// Its bound UDP discovery address.
+    fn discovery_addr(&self) -> SocketAddr;
+    /// Its counters.
+    fn counters(&self) -> asoc_proto::node::NodeCounters;
+    /// An event if one is waiting.
+    fn try_event(&self) -> Option<NodeEvent>;
+    /// Its established connections.
+    fn connected(&self) -> usize;
+}
+
+impl<N: Net> FloodTarget for Node<N> {
+    fn node_id(&self) -> uuid::Uuid {
+        Node::node_id(self)
+    }
+    fn discovery_addr(&self) -> SocketAddr {
+        Node::discovery_addr(self).expect("discovery is on")
+    }
+    fn counters(&self) -> asoc_proto::node::NodeCounters {
+        Node::counters(self)
+    }
+    fn try_event(&self) -> Option<NodeEvent> {
+        Node::try_event(self)
+    }
+    fn connected(&self) -> usize {
+        self.connected_peers().len()
+    }
+}
+
+/// The sockets of a discovery flood, bound before its nodes start: the
+/// victim's and the legitimate peer's UDP addresses, and the eavesdropper's
+/// socket, to which both nodes also announce (unicast, never broadcast).
+pub struct DiscoveryFloodSetup {
+    /// The eavesdropper: it captures the victim's own announcements (to
+    /// reflect them) and the legitimate peer's (to replay them).
+    pub capture: std::net::UdpSocket,
+    /// The victim's discovery address.
+    pub victim: SocketAddr,
+    /// The legitimate peer's discovery address.
+    pub peer: SocketAddr,
+}
+
+impl DiscoveryFloodSetup {
+    /// Binds the eavesdropper and picks free discovery ports on 127.0.0.1.
+    pub fn new() -> Self {
+        let capture = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self {
+            capture,
+            victim: free_udp(),
+            peer: free_udp(),
+        }
+    }
+
+    /// The eavesdropper's address.
+    pub fn capture_addr(&self) -> SocketAddr {
+        self.capture.local_addr().unwrap()
+    }
+
+    /// The victim's discovery config: it announces only to the eavesdropper.
+    pub fn victim_config(&self) -> DiscoveryConfig {
+        flood_discovery(vec![self.capture_addr()])
+    }
+
+    /// The legitimate peer's: to the victim, then to the eavesdropper (in
+    /// that order, so a captured announcement is already queued at the
+    /// victim when the attacker sees it).
+    pub fn peer_config(&self) -> DiscoveryConfig {
+        flood_discovery(vec![self.victim, self.capture_addr()])
+    }
+
+    /// A newcomer's, announcing to the victim after the flood.
+    pub fn newcomer_config(&self) -> DiscoveryConfig {
+        flood_discovery(vec![self.victim])
+    }
+}
+
+impl Default for DiscoveryFloodSetup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Announcing every 1.5 s: under the 1 per second a node is honoured
+/// (WIRE.md §6) with room for timer jitter, so every legitimate
+/// announcement is accepted.
+fn flood_discovery(targets: Vec<SocketAddr>) -> DiscoveryConfig {
+    DiscoveryConfig::builder(COMMUNITY)
+        .announce_interval(Duration::from_millis(1500))
+        .unicast_targets(targets)
+        .build()
+        .unwrap()
+}
+
+/// What a discovery flood did.
+#[derive(Clone, Debug)]
+pub struct DiscoveryFloodReport {
+    /// Hostile datagrams sent.
+    pub sent: u64,
+    /// Of those, the ones the kernel dropped before the node read them
+    /// (receive buffer full): `sent` minus what the node counted.
+    pub lost: u64,
+    /// Time the flood took.
+    pub elapsed: Duration,
+    /// Drops the node counted during the flood, by reason, beside what the
+    /// attacker predicted from WIRE.md §7: (reason, counted, predicted).
+    pub by_reason: Vec<(&'static str, u64, u64)>,
+    /// Legitimate announcements the victim accepted during the flood.
+    pub legit_accepted: u64,
+    /// Peak growth of this process's resident memory during the flood.
+    pub rss_growth: u64,
+}
+
+/// The hostile drop reasons and their counters.
+fn hostile_counts(c: &asoc_proto::discovery::DiscoveryCounters) -> [(&'static str, u64); 7] {
+    [
+        ("wrong_length", c.wrong_length),
+        ("other_community", c.other_community),
+        ("bad_mac", c.bad_mac),
+        ("own_node", c.own_node),
+        ("stale", c.stale),
+        ("future_dated", c.future_dated),
+        ("replayed", c.replayed),
+    ]
+}
+
+fn reason_index(r: asoc_proto::discovery::DropReason) -> usize {
+    use asoc_proto::discovery::DropReason as R;
+    match r {
+        R::WrongLength => 0,
+        R::OtherCommunity => 1,
+        R::BadMac => 2,
+        R::OwnNode => 3,
+        R::Stale => 4,
+        R::FutureDated => 5,
+        R::Replayed => 6,
+        other => panic!("the attacker never predicts {other}"),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An event that means the flood made the victim learn, move, forget or
+/// dial a peer.
+fn is_peer_event(e: &NodeEvent) -> bool {
+    matches!(
+        e,
+        NodeEvent::Node(
+            ProtoEvent::PeerDiscovered { .. }
+                | ProtoEvent::PeerAddressChanged { .. }
+                | ProtoEvent::PeerExpired { .. }
+                | ProtoEvent::PeerConnected { .. }
+                | ProtoEvent::DialGaveUp { .. }
+        )
+    )
+}
+
+/// Datagrams sent before the attacker waits for the victim to count them:
+/// 64 datagrams of at most 1472 bytes stay well inside a default 208 KiB
+/// receive buffer, so the kernel has no reason to drop any.
+const FLOOD_BURST: u64 = 64;
+
+/// The flood itself, on the calling thread with std sockets: `datagrams`
+/// hostile discovery datagrams from 127.0.0.2–127.0.0.9 into `victim`,
+/// which announces to `setup`'s eavesdropper and has already heard from
+/// the legitimate peer `legit` (which keeps announcing to it throughout).
+///
+/// Checks: no peer event (discovered, moved, expired, connected, dial given
+/// up) during the flood; the victim's drop counters, by reason, equal what
+/// the attacker predicted from WIRE.md §7 (up to datagrams the kernel
+/// dropped, which must be under 1%); every datagram it received is counted
+/// as dropped or (the legitimate peer's) accepted; nothing reaches the
+/// tables' limits (the flood cannot fill the replay cache: only
+/// correctly signed, fresh announcements enter it, WIRE.md §5); the
+/// legitimate peer stays known and connected; resident memory grows by
+/// less than 64 MiB.
+pub fn discovery_flood_run(
+    victim: &dyn FloodTarget,
+    legit: uuid::Uuid,
+    setup: &DiscoveryFloodSetup,
+    datagrams: u64,
+) -> DiscoveryFloodReport {
+    use asoc_proto::auth::community_hash;
+    use hostile::{Attacker, Capture, Rng};
+
+    let target = victim.discovery_addr();
+    let me = victim.node_id();
+    setup.capture.set_nonblocking(true).unwrap();
+    let mut captures: Vec<(Instant, Capture)> = Vec::new();
+    let mut own_echo = None;
+    let mut discovered = false;
+    let mut buf = vec![0u8; 2048];
+    let mut drain_captures = |captures: &mut Vec<(Instant, Capture)>,
+                              own_echo: &mut Option<[u8; 50]>| {
+        while let Ok((n, _)) = setup.capture.recv_from(&mut buf) {
+            let Some(c) = Capture::of(&buf[..n]) else {
+                continue;
+            };
+            if c.node() == me {
+                *own_echo = Some(c.bytes);
+            } else if c.node() == legit {
+                captures.push((Instant::now(), c));
+            }
+        }
+        // Only announcements well inside the ±60 s window: their replays
+        // are replays, never stale, whatever the clocks' rounding.
+        let unix = unix_now();
+        captures.retain(|(_, c)| c.timestamp + 50 >= unix);
+    };
+    // Only replay what the victim has certainly read already: seen by the
+    // eavesdropper a second ago, after the victim got it.
+    let usable = |captures: &[(Instant, Capture)]| -> Vec<Capture> {
+        let now = Instant::now();
+        captures
+            .iter()
+            .filter(|(seen, _)| now.duration_since(*seen) >= Duration::from_secs(1))
+            .map(|(_, c)| *c)
+            .collect()
+    };
+
+    // Warm-up: the victim discovers the legitimate peer and connects to it;
+    // the eavesdropper has something to replay and to reflect.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        while let Some(e) = victim.try_event() {
+            if let NodeEvent::Node(ProtoEvent::PeerDiscovered { node, .. }) = e {
+                assert_eq!(node, legit, "only the legitimate peer is discovered");
+                discovered = true;
+            }
+        }
+        drain_captures(&mut captures, &mut own_echo);
+        if discovered
+            && own_echo.is_some()
+            && !usable(&captures).is_empty()
+            && victim.connected() == 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "warm-up: discovered {discovered}, echo {}, captures {}, connected {}",
+            own_echo.is_some(),
+            captures.len(),
+            victim.connected()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let own_echo = own_echo.unwrap();
+    // Let the connection's own events settle before the flood is watched.
+    std::thread::sleep(Duration::from_millis(200));
+    while victim.try_event().is_some() {}
+
+    let mut attacker = Attacker {
+        rng: Rng(0xd15c_0f10_0d00),
+        ours: community_hash(COMMUNITY),
+        theirs: community_hash("some-other-cluster"),
+        victim: me,
+        real_key: ApiKey::new(KEY).unwrap(),
+        attacker_key: ApiKey::new("fedcba9876543210fedcba9876543210").unwrap(),
+        skew: 5,
+    };
+    let flooders: Vec<std::net::UdpSocket> = (2..=9)
+        .map(|i| std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, i], 0))).unwrap())
+        .collect();
+    let counted = |victim: &dyn FloodTarget| {
+        let c = victim.counters().discovery.expect("discovery counters");
+        let hostile: u64 = hostile_counts(&c).iter().map(|(_, n)| n).sum();
+        (c, hostile)
+    };
+    let (before, hostile_before) = counted(victim);
+    let baseline = rss_bytes();
+    let mut peak = baseline;
+    let mut predicted = [0u64; 7];
+    let mut sent = 0u64;
+    let mut lost = 0u64;
+    let mut peer_events = Vec::new();
+    let mut dgram = Vec::with_capacity(2048);
+    let mut pick = Rng(0x5eed);
+    let mut replayable = usable(&captures);
+    let started = Instant::now();
+    let mut bursts = 0u64;
+    while sent < datagrams {
+        if bursts % 256 == 0 {
+            drain_captures(&mut captures, &mut Some(own_echo));
+            let fresh = usable(&captures);
+            if !fresh.is_empty() {
+                replayable = fresh;
+            }
+            peak = peak.max(rss_bytes());
+        }
+        bursts += 1;
+        let unix = unix_now();
+        let burst = FLOOD_BURST.min(datagrams - sent);
+        for _ in 0..burst {
+            let reason = attacker.datagram(&mut dgram, unix, &replayable, &own_echo);
+            predicted[reason_index(reason)] += 1;
+            let from = &flooders[pick.below(flooders.len() as u64) as usize];
+            from.send_to(&dgram, target).unwrap();
+        }
+        sent += burst;
+        // Wait for the victim to count them; what it never counts, the
+        // kernel dropped.
+        let wait_until = Instant::now() + Duration::from_millis(500);
+        loop {
+            let got = counted(victim).1 - hostile_before;
+            if got + lost >= sent {
+                break;
+            }
+            if Instant::now() >= wait_until {
+                lost = sent - got;
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        while let Some(e) = victim.try_event() {
+            if is_peer_event(&e) {
+                peer_events.push(e);
+            }
+        }
+    }
+    // Late arrivals, if any, are not lost.
+    std::thread::sleep(Duration::from_millis(200));
+    let elapsed = started.elapsed();
+    peak = peak.max(rss_bytes());
+    while let Some(e) = victim.try_event() {
+        if is_peer_event(&e) {
+            peer_events.push(e);
+        }
+    }
+    let (after, hostile_after) = counted(victim);
+    let arrived = hostile_after - hostile_before;
+    let lost = sent - arrived;
+    let by_reason: Vec<(&'static str, u64, u64)> = hostile_counts(&after)
+        .iter()
+        .zip(hostile_counts(&before))
+        .zip(predicted)
+        .map(|(((name, a), (_, b)), p)| (*name, a - b, p))
+        .collect();
+    let report = DiscoveryFloodReport {
+        sent,
+        lost,
+        elapsed,
+        by_reason: by_reason.clone(),
+        legit_accepted: after.accepted - before.accepted,
+        rss_growth: peak.saturating_sub(baseline),
+    };
+    println!(
+        "discovery flood: {sent} datagrams in {:.2} s ({:.0} per s), {lost} dropped by the kernel; counted by reason (counted/predicted): {}; legitimate announcements accepted meanwhile: {}; RSS growth {:.1} MiB",
+        elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64(),
+        by_reason
+            .iter()
+            .map(|(n, got, want)| format!("{n} {got}/{want}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        report.legit_accepted,
+        report.rss_growth as f64 / 1048576.0
+    );
+    assert!(peer_events.is_empty(), "the flood caused {peer_events:?}");
+    assert_eq!(predicted.iter().sum::<u64>(), sent);
+    assert!(lost <= sent / 100, "the kernel dropped {lost} of {sent}");
+    for (name, got, want) in &by_reason {
+        // A lost datagram is missing from its reason's count; nothing is
+        // ever counted under another reason than predicted.
+        assert!(
+            *got <= *want && *got + lost >= *want,
+            "{name}: counted {got}, predicted {want}, {lost} lost"
+        );
+        assert!(*want > 0, "the flood produced no {name}");
+    }
+    // Every datagram the victim read is accounted for: dropped by reason
+    // or accepted (the legitimate peer's).
+    assert_eq!(
+        after.received - before.received,
+        (after.dropped_total() - before.dropped_total()) + (after.accepted - before.accepted),
+        "{before:?} -> {after:?}"
+    );
+    for (name, b, a) in [
+        ("replay_cache_full", before.replay_cache_full, after.replay_cache_full),
+        ("source_table_full", before.source_table_full, after.source_table_full),
+        ("peer_table_full", before.peer_table_full, after.peer_table_full),
+        ("source_rate_limited", before.source_rate_limited, after.source_rate_limited),
+        ("expired", before.expired, after.expired),
+        ("events_lost", before.events_lost, after.events_lost),
+    ] {
+        assert_eq!(a, b, "{name} moved during the flood");
+    }
+    if elapsed > Duration::from_secs(4) {
+        assert!(
+            report.legit_accepted >= 1,
+            "the legitimate peer's announcements were accepted during the flood"
+        );
+    }
+    assert_eq!(victim.connected(), 1, "the legitimate peer is still connected");
+    assert!(
+        report.rss_growth < 64 << 20,
+        "memory grew {} bytes",
+        report.rss_growth
+    );
+    report
+}
+
+/// The discovery flood on an async adapter: a victim and a legitimate peer
+/// announcing to each other (unicast, 127.0.0.1), `datagrams` hostile
+/// datagrams (see [`discovery_flood_run`]), then a newcomer announcing to
+/// the victim is still discovered and connected.
+pub async fn discovery_flood<N: Net>(net: N, datagrams: u64) -> DiscoveryFloodReport {
+    let setup = DiscoveryFloodSetup::new();
+    let a = start(
+        &net,
+        builder(KEY).discovery(setup.victim, setup.victim_config()),
+    )
+    .await;
+    let b = start(&net, builder(KEY).discovery(setup.peer, setup.peer_config())).await;
+    let (tx, rx) = async_channel::bounded(1);
+    {
+        let (a, legit) = (a.clone(), b.node_id());
+        std::thread::spawn(move || {
+            let report = discovery_flood_run(&a, legit, &setup, datagrams);
+            let _ = tx.send_blocking((report, setup));
+        });
+    }
+    let (report, setup) = within(
+        &net,
+        Duration::from_secs(3600),
+        "the discovery flood",
+        rx.recv(),
+    )
+    .await
+    .expect("the flood thread panicked");
+    let c = start(
+        &net,
+        builder(KEY).discovery(free_udp(), setup.newcomer_config()),
+    )
+    .await;
+    let found = event(&net, &a, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDiscovered { .. }))
+    })
+    .await;
+    assert!(
+        matches!(found, NodeEvent::Node(ProtoEvent::PeerDiscovered { node, .. }) if node == c.node_id()),
+        "{found:?}"
+    );
+    assert_eq!(a.wait_for_peers(2, Duration::from_secs(20)).await, 2);
+    report
 }

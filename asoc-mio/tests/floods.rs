@@ -11,8 +11,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use asoc_async::scenarios::{connect_from, rss_bytes};
-use asoc_mio::MioConfig;
+use asoc_async::scenarios::{
+    connect_from, discovery_flood_run, rss_bytes, DiscoveryFloodReport, DiscoveryFloodSetup,
+    FloodTarget,
+};
+use asoc_mio::{MioConfig, Node, NodeEvent};
+use asoc_proto::node::NodeEvent as ProtoEvent;
 use asoc_proto::auth::{sign_hello, ApiKey};
 use asoc_proto::connection::ConnectionConfig;
 use common::{builder, pair, stream_verified, KEY, LIMIT};
@@ -173,6 +177,80 @@ fn silent_connections(count: usize) {
         c.auth_failures.timeout
     );
     assert!(handshaking >= 1, "the cap refused some");
+}
+
+/// The mio `Node` under the shared discovery flood.
+struct Victim(Node);
+
+impl FloodTarget for Victim {
+    fn node_id(&self) -> uuid::Uuid {
+        self.0.node_id()
+    }
+    fn discovery_addr(&self) -> SocketAddr {
+        self.0.discovery_addr().expect("discovery is on")
+    }
+    fn counters(&self) -> asoc_proto::node::NodeCounters {
+        self.0.counters()
+    }
+    fn try_event(&self) -> Option<NodeEvent> {
+        self.0.try_event()
+    }
+    fn connected(&self) -> usize {
+        self.0.connected_peers().len()
+    }
+}
+
+/// `datagrams` hostile discovery datagrams into a mio node that has
+/// discovered a legitimate peer (checks in `discovery_flood_run`), then a
+/// newcomer announcing to it is still discovered and connected.
+fn discovery_flood(datagrams: u64) -> DiscoveryFloodReport {
+    let setup = DiscoveryFloodSetup::new();
+    let disc = |b: asoc_mio::NodeBuilder, at, config| b.discovery(at, config);
+    let a = disc(scenario_builder(), setup.victim, setup.victim_config())
+        .start()
+        .unwrap();
+    let b = disc(scenario_builder(), setup.peer, setup.peer_config())
+        .start()
+        .unwrap();
+    let victim = Victim(a);
+    let report = discovery_flood_run(&victim, b.node_id(), &setup, datagrams);
+    let a = victim.0;
+    let newcomer_udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = disc(scenario_builder(), newcomer_udp, setup.newcomer_config())
+        .start()
+        .unwrap();
+    let found = common::event(&a, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDiscovered { .. }))
+    });
+    assert!(
+        matches!(found, NodeEvent::Node(ProtoEvent::PeerDiscovered { node, .. }) if node == c.node_id()),
+        "{found:?}"
+    );
+    assert_eq!(a.wait_for_peers(2, LIMIT), 2);
+    report
+}
+
+/// A node in the shared scenarios' community (the flood signs with it).
+fn scenario_builder() -> asoc_mio::NodeBuilder {
+    asoc_mio::NodeBuilder::new(
+        asoc_async::scenarios::COMMUNITY,
+        ApiKey::new(asoc_async::scenarios::KEY).unwrap(),
+    )
+    .bind("127.0.0.1:0".parse().unwrap())
+}
+
+#[test]
+fn hostile_discovery_datagrams_cause_no_peer_event_and_are_counted_by_reason() {
+    discovery_flood(50_000);
+}
+
+#[test]
+#[ignore = "full size: 1,000,000 hostile discovery datagrams"]
+fn full_discovery_flood() {
+    discovery_flood(1_000_000);
 }
 
 #[test]

@@ -179,6 +179,7 @@ fn flood(datagrams: u64) {
         victim: ME,
         real_key: real_key.clone(),
         attacker_key,
+        skew: 0,
     };
     let mut peers: Vec<Peer> = (0..LEGIT_PEERS)
         .map(|i| Peer {

@@ -32,3 +32,14 @@ fn full_wrong_key_flood() {
 fn full_silent_connections() {
     smol::block_on(s::silent_connections(Smol::global(), 10_000));
 }
+
+#[test]
+fn hostile_discovery_datagrams_cause_no_peer_event_and_are_counted_by_reason() {
+    smol::block_on(s::discovery_flood(Smol::global(), 50_000));
+}
+
+#[test]
+#[ignore = "full size: 1,000,000 hostile discovery datagrams"]
+fn full_discovery_flood() {
+    smol::block_on(s::discovery_flood(Smol::global(), 1_000_000));
+}

@@ -52,3 +52,14 @@ fn full_silent_connections() {
 fn full_thousand_senders() {
     run(|net| s::many_senders(net, 1_000, 8 << 20));
 }
+
+#[test]
+fn hostile_discovery_datagrams_cause_no_peer_event_and_are_counted_by_reason() {
+    run(|net| s::discovery_flood(net, 50_000));
+}
+
+#[test]
+#[ignore = "full size: 1,000,000 hostile discovery datagrams"]
+fn full_discovery_flood() {
+    run(|net| s::discovery_flood(net, 1_000_000));
+}

@@ -105,6 +105,10 @@ pub struct Attacker {
     pub real_key: ApiKey,
     /// The attacker's own key.
     pub attacker_key: ApiKey,
+    /// Extra seconds beyond the window for stale and future-dated
+    /// timestamps: 0 on a virtual clock, a few over real sockets, where the
+    /// receiver reads its clock a little after the attacker.
+    pub skew: u64,
 }
 
 impl Attacker {
@@ -186,7 +190,7 @@ impl Attacker {
             // Correctly signed, more than 60 s old (an old capture, a slow
             // clock).
             50..=61 => {
-                let ts = unix - WINDOW - 1 - rng.below(1_000_000);
+                let ts = unix - WINDOW - 1 - self.skew - rng.below(1_000_000);
                 let node = self.random_node();
                 let challenge = self.rng.next() as u32;
                 let bytes = signed(&self.real_key, self.ours, node, 9000, ts, challenge);
@@ -196,7 +200,7 @@ impl Attacker {
             // Correctly signed, more than 60 s ahead (a fast clock, a
             // pre-play).
             62..=73 => {
-                let ts = unix + WINDOW + 1 + rng.below(1_000_000);
+                let ts = unix + WINDOW + 1 + self.skew + rng.below(1_000_000);
                 let node = self.random_node();
                 let challenge = self.rng.next() as u32;
                 let bytes = signed(&self.real_key, self.ours, node, 9000, ts, challenge);
