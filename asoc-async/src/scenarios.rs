@@ -1716,10 +1716,26 @@ pub fn discovery_flood_run(
         "{before:?} -> {after:?}"
     );
     for (name, b, a) in [
-        ("replay_cache_full", before.replay_cache_full, after.replay_cache_full),
-        ("source_table_full", before.source_table_full, after.source_table_full),
-        ("peer_table_full", before.peer_table_full, after.peer_table_full),
-        ("source_rate_limited", before.source_rate_limited, after.source_rate_limited),
+        (
+            "replay_cache_full",
+            before.replay_cache_full,
+            after.replay_cache_full,
+        ),
+        (
+            "source_table_full",
+            before.source_table_full,
+            after.source_table_full,
+        ),
+        (
+            "peer_table_full",
+            before.peer_table_full,
+            after.peer_table_full,
+        ),
+        (
+            "source_rate_limited",
+            before.source_rate_limited,
+            after.source_rate_limited,
+        ),
         ("expired", before.expired, after.expired),
         ("events_lost", before.events_lost, after.events_lost),
     ] {
@@ -1731,7 +1747,11 @@ pub fn discovery_flood_run(
             "the legitimate peer's announcements were accepted during the flood"
         );
     }
-    assert_eq!(victim.connected(), 1, "the legitimate peer is still connected");
+    assert_eq!(
+        victim.connected(),
+        1,
+        "the legitimate peer is still connected"
+    );
     assert!(
         report.rss_growth < 64 << 20,
         "memory grew {} bytes",
@@ -1751,7 +1771,11 @@ pub async fn discovery_flood<N: Net>(net: N, datagrams: u64) -> DiscoveryFloodRe
         builder(KEY).discovery(setup.victim, setup.victim_config()),
     )
     .await;
-    let b = start(&net, builder(KEY).discovery(setup.peer, setup.peer_config())).await;
+    let b = start(
+        &net,
+        builder(KEY).discovery(setup.peer, setup.peer_config()),
+    )
+    .await;
     let (tx, rx) = async_channel::bounded(1);
     {
         let (a, legit) = (a.clone(), b.node_id());

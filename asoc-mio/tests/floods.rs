@@ -16,9 +16,9 @@ use asoc_async::scenarios::{
     FloodTarget,
 };
 use asoc_mio::{MioConfig, Node, NodeEvent};
-use asoc_proto::node::NodeEvent as ProtoEvent;
 use asoc_proto::auth::{sign_hello, ApiKey};
 use asoc_proto::connection::ConnectionConfig;
+use asoc_proto::node::NodeEvent as ProtoEvent;
 use common::{builder, pair, stream_verified, KEY, LIMIT};
 
 /// What a wrong-key flood did.
