@@ -620,8 +620,11 @@ fn run(lab: &Lab) {
     // broadcast within two intervals, reconnect over new connections (the
     // smaller id dials at once), and a tensor crosses the restored link in
     // both directions.
-    lab.link(cut, true);
+    // Taken before the command: on a loaded machine `ip` may return only
+    // after the first announcements crossed the restored link, and events
+    // read before a later timestamp would be missed.
     let restored_at = Instant::now();
+    lab.link(cut, true);
     let mut rediscovery_latency = Duration::ZERO;
     for &(a, b) in &pairs {
         if a != cut - 1 && b != cut - 1 {
