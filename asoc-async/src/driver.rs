@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use asoc_proto::auth::{KeyId, SessionToken};
 use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError};
+use asoc_proto::wire::HEADER_LEN;
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use uuid::Uuid;
@@ -85,8 +86,8 @@ const LARGE_FRAME: usize = 64 * 1024;
 /// Largest read window the driver grows to while reads keep filling it.
 const MAX_READ: usize = 1024 * 1024;
 /// Smallest buffer the pool allocates: one read of the largest window, or
-/// a frame of that size with the header of the next.
-const SLAB: usize = MAX_READ + 2 * asoc_proto::wire::HEADER_LEN;
+/// a frame of that size with its header and the header of the next.
+const SLAB: usize = MAX_READ + 4 * HEADER_LEN;
 /// Poll-loop rounds before yielding to other tasks.
 const ROUNDS: usize = 32;
 
@@ -219,15 +220,19 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         // not, so a busy connection reads in large batches and an idle one
         // holds a few KiB.
         let frame_rest = self.conn.bytes_needed(&self.rx);
-        // Inside a large frame, read exactly to its end: the buffer then
-        // splits cleanly and nothing of the next frame is copied when it
-        // grows. Small frames are read in batches of the window.
-        let max = if frame_rest >= LARGE_FRAME {
-            frame_rest
+        // Inside a large frame, read exactly to its end and the header of
+        // the next: the buffer then splits cleanly, and moving to the next
+        // buffer carries 14 bytes along, not the tail of this frame. The
+        // frame's whole size decides, so its last few KiB are not read
+        // with a full window either. Small frames are read in batches of
+        // the window.
+        let large = frame_rest > 0 && self.rx.len() + frame_rest >= LARGE_FRAME;
+        let max = if large {
+            frame_rest + HEADER_LEN
         } else if self.large_frames && self.rx.is_empty() {
             // Large frames have been arriving: read the next header alone,
             // then its payload exactly.
-            asoc_proto::wire::HEADER_LEN
+            HEADER_LEN
         } else {
             self.read_window
         };
@@ -236,7 +241,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         let room = max;
         let result = self.io.poll_read_into(cx, &mut self.rx, max);
         if let Poll::Ready(Ok(n)) = result {
-            if frame_rest >= LARGE_FRAME {
+            if large {
                 self.large_frames = true;
             } else if max == self.read_window {
                 self.large_frames = false;
