@@ -60,11 +60,13 @@ impl RxPool {
         if self.check_at.is_none() {
             self.check_at = Some(now + KEEP);
         }
-        // Oldest first: their payloads are the likeliest to be gone.
+        // Newest first: a recently used buffer is likelier to be in the CPU
+        // cache than one unused for a while, and a consumer that keeps up
+        // then cycles through two or three buffers, not the whole pool.
         let free = self
             .spare
             .iter_mut()
-            .position(|(b, _)| b.try_reclaim(total));
+            .rposition(|(b, _)| b.try_reclaim(total));
         let (mut next, size) = match free.and_then(|i| self.spare.remove(i)) {
             Some((b, size)) => {
                 self.held -= size;
