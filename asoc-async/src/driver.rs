@@ -88,9 +88,6 @@ const MAX_READ: usize = 1024 * 1024;
 /// Smallest buffer the pool allocates: one read of the largest window, or
 /// a frame of that size with its header and the header of the next.
 const SLAB: usize = MAX_READ + 4 * HEADER_LEN;
-/// Payload bytes delivered to receive streams after which the driver lets
-/// other tasks run.
-const YIELD_AFTER: usize = MAX_READ;
 /// Poll-loop rounds before yielding to other tasks.
 const ROUNDS: usize = 32;
 
@@ -397,7 +394,6 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let mut delivered = 0;
         for _ in 0..ROUNDS {
             let now = Instant::now();
             let mut progressed = false;
@@ -409,9 +405,6 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
             progressed |= this.poll_write(cx, now);
             progressed |= this.poll_read(cx, now);
             while let Some(event) = this.conn.poll_event() {
-                if let Event::Data { payload, .. } = &event {
-                    delivered += payload.len();
-                }
                 this.dispatch(event);
                 progressed = true;
             }
@@ -421,13 +414,6 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
             progressed |= this.poll_timer(cx);
             if !progressed {
                 return Poll::Pending;
-            }
-            if delivered >= YIELD_AFTER {
-                // Let the receivers take what was delivered before reading
-                // more: their payloads free the buffer the next read reuses
-                // while it is still in the CPU cache, instead of the driver
-                // filling the whole receive budget with cold memory first.
-                break;
             }
         }
         // Plenty of work left: let other tasks run, then continue.
