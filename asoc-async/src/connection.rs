@@ -121,6 +121,7 @@ where
         shutdown_done: false,
         read_window: 4 * 1024,
         large_frames: false,
+        pool: Default::default(),
         unflushed: false,
     };
     register(&cmd_tx, &shared, abort_tx);

@@ -14,12 +14,14 @@ use std::time::Instant;
 
 use asoc_proto::auth::{KeyId, SessionToken};
 use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError};
+use asoc_proto::wire::HEADER_LEN;
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use uuid::Uuid;
 
 use crate::error::StreamError;
 use crate::runtime::{BoxFuture, Runtime, Transport};
+use crate::rxpool::RxPool;
 use crate::stream::{Item, RecvBudget, RecvStream};
 
 /// Commands from the application to a connection's task.
@@ -83,6 +85,9 @@ const MIN_READ: usize = 4 * 1024;
 const LARGE_FRAME: usize = 64 * 1024;
 /// Largest read window the driver grows to while reads keep filling it.
 const MAX_READ: usize = 1024 * 1024;
+/// Smallest buffer the pool allocates: one read of the largest window, or
+/// a frame of that size with its header and the header of the next.
+const SLAB: usize = MAX_READ + 4 * HEADER_LEN;
 /// Poll-loop rounds before yielding to other tasks.
 const ROUNDS: usize = 32;
 
@@ -109,6 +114,8 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) shutdown_done: bool,
     pub(crate) read_window: usize,
     pub(crate) large_frames: bool,
+    /// Receive buffers kept for reuse while the connection is busy.
+    pub(crate) pool: RxPool,
     /// Bytes were written that the transport may still hold (a TLS layer
     /// buffers records); flushing is retried until it completes, even when
     /// nothing new is written, or the last records of a stream would sit
@@ -198,7 +205,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         progressed
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         if self.eof || self.closed.is_some() {
             return false;
         }
@@ -213,23 +220,28 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         // not, so a busy connection reads in large batches and an idle one
         // holds a few KiB.
         let frame_rest = self.conn.bytes_needed(&self.rx);
-        // Inside a large frame, read exactly to its end: the buffer then
-        // splits cleanly and nothing of the next frame is copied when it
-        // grows. Small frames are read in batches of the window.
-        let max = if frame_rest >= LARGE_FRAME {
-            frame_rest
+        // Inside a large frame, read exactly to its end and the header of
+        // the next: the buffer then splits cleanly, and moving to the next
+        // buffer carries 14 bytes along, not the tail of this frame. The
+        // frame's whole size decides, so its last few KiB are not read
+        // with a full window either. Small frames are read in batches of
+        // the window.
+        let large = frame_rest > 0 && self.rx.len() + frame_rest >= LARGE_FRAME;
+        let max = if large {
+            frame_rest + HEADER_LEN
         } else if self.large_frames && self.rx.is_empty() {
             // Large frames have been arriving: read the next header alone,
             // then its payload exactly.
-            asoc_proto::wire::HEADER_LEN
+            HEADER_LEN
         } else {
             self.read_window
         };
-        self.rx.reserve(max);
+        self.pool
+            .make_room(&mut self.rx, max, SLAB, self.budget.limit, now);
         let room = max;
         let result = self.io.poll_read_into(cx, &mut self.rx, max);
         if let Poll::Ready(Ok(n)) = result {
-            if frame_rest >= LARGE_FRAME {
+            if large {
                 self.large_frames = true;
             } else if max == self.read_window {
                 self.large_frames = false;
@@ -254,8 +266,9 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                     && self.rx.capacity() > 4 * MIN_READ
                     && self.read_window == MIN_READ
                 {
-                    // Gone quiet: give the large buffer back.
+                    // Gone quiet: give the large buffers back.
                     self.rx = BytesMut::new();
+                    self.pool.release();
                 }
                 true
             }
@@ -359,11 +372,16 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.conn.poll_timeout() else {
+        let protocol = self.conn.poll_timeout();
+        let Some(deadline) = [protocol, self.pool.deadline()].into_iter().flatten().min() else {
             self.sleep = None;
             return false;
         };
-        if self.sleep.as_ref().map(|(at, _)| *at) != Some(deadline) {
+        // The protocol's deadlines move with every frame (idle and stall
+        // clocks restart on progress). A timer that fires early is harmless
+        // (it is re-armed below), so it is only replaced when the deadline
+        // comes earlier, not re-created for every frame.
+        if self.sleep.as_ref().is_none_or(|(at, _)| *at > deadline) {
             self.sleep = Some((deadline, self.rt.sleep_until(deadline)));
         }
         let Some((_, sleep)) = self.sleep.as_mut() else {
@@ -373,7 +391,10 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             Poll::Ready(()) => {
                 self.sleep = None;
                 let now = Instant::now();
-                self.conn.handle_timeout(now);
+                if protocol.is_some_and(|at| at <= now) {
+                    self.conn.handle_timeout(now);
+                }
+                self.pool.expire(now, &mut self.rx);
                 true
             }
             Poll::Pending => false,
@@ -395,7 +416,7 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
             }
             progressed |= this.poll_commands(cx, now);
             progressed |= this.poll_write(cx, now);
-            progressed |= this.poll_read(cx);
+            progressed |= this.poll_read(cx, now);
             while let Some(event) = this.conn.poll_event() {
                 this.dispatch(event);
                 progressed = true;

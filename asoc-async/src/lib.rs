@@ -17,6 +17,7 @@ mod driver;
 mod error;
 mod node;
 mod runtime;
+mod rxpool;
 #[cfg(feature = "scenarios")]
 pub mod scenarios;
 mod stream;

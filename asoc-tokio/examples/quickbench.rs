@@ -1,5 +1,5 @@
 //! Quick throughput comparison on tokio: `cargo run --release -p asoc-tokio --example quickbench [chunk_kib] [streams] [connections]`.
-use asoc_async::bench::{compare, median, Workload};
+use asoc_async::bench::{asoc, compare, median, raw_tcp, Workload};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -21,6 +21,23 @@ fn main() {
         streams,
         connections,
     };
+    // QUICKBENCH_ONLY=asoc|raw runs one side alone (three runs), for a
+    // profiler to see nothing else.
+    if let Ok(only) = std::env::var("QUICKBENCH_ONLY") {
+        for i in 0..3u8 {
+            let rate = rt
+                .block_on(async {
+                    if only == "raw" {
+                        raw_tcp(&net, w).await
+                    } else {
+                        asoc(&net, w, i).await
+                    }
+                })
+                .unwrap();
+            println!("{only} {:8.1} MiB/s", rate / 1048576.0);
+        }
+        return;
+    }
     let samples = rt.block_on(compare(&net, w, 5)).unwrap();
     for s in &samples {
         println!(
