@@ -27,5 +27,5 @@ pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
 pub use error::{Error, StreamError};
 pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef};
-pub use runtime::{BoxFuture, BoxFutureRef, Net, Runtime, Transport};
+pub use runtime::{read_room, read_zeroed, BoxFuture, BoxFutureRef, Net, Runtime, Transport};
 pub use stream::{check_declared_len, RecvStream, SendStream};

@@ -46,6 +46,37 @@ pub trait Transport: Send + Unpin + 'static {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
+/// How many bytes one read into `buf` may take, for transports that read
+/// into initialised memory: at most `window` and at most `max` (at least
+/// one), within `buf`'s spare capacity, after reserving `window` bytes when
+/// there is no spare capacity at all.
+pub fn read_room(buf: &mut BytesMut, max: usize, window: usize) -> usize {
+    let start = buf.len();
+    if buf.capacity() == start {
+        buf.reserve(window);
+    }
+    (buf.capacity() - start).min(window).min(max.max(1))
+}
+
+/// Reads once with `read` into the first `room` bytes past the end of
+/// `buf`, zeroed first because `read` takes initialised memory, and keeps
+/// only what was read (`room` from [`read_room`]).
+pub fn read_zeroed(
+    buf: &mut BytesMut,
+    room: usize,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    let start = buf.len();
+    buf.resize(start + room, 0);
+    let result = read(buf.get_mut(start..).unwrap_or_default());
+    let n = match &result {
+        Poll::Ready(Ok(n)) => (*n).min(room),
+        _ => 0,
+    };
+    buf.truncate(start + n);
+    result.map_ok(|_| n)
+}
+
 /// A boxed, sendable future borrowing for `'a`.
 pub type BoxFutureRef<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -279,11 +279,11 @@ pub(crate) fn read_zeroed(
     buf: &mut BytesMut,
     window: usize,
 ) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + window, 0);
-    let result = io.read(&mut buf[start..]);
-    buf.truncate(start + result.as_ref().map_or(0, |n| (*n).min(window)));
-    result
+    match asoc_async::read_zeroed(buf, window, |spare| Poll::Ready(io.read(spare))) {
+        Poll::Ready(result) => result,
+        // The read above is synchronous and never pending.
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
 }
 
 /// Receives once from a TCP socket straight into the first `window` bytes
@@ -354,11 +354,7 @@ impl<S: Source + Read + Write + Send + 'static> Transport for MioIo<S> {
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
-        let start = buf.len();
-        if buf.capacity() == start {
-            buf.reserve(READ_WINDOW);
-        }
-        let window = (buf.capacity() - start).min(READ_WINDOW).min(max.max(1));
+        let window = asoc_async::read_room(buf, max, READ_WINDOW);
         let (io, waker) = (&mut self.io, &self.reg.state.read);
         match (io as &mut dyn Any).downcast_mut::<TcpStream>() {
             Some(tcp) => poll_ready(waker, cx, || recv_spare(tcp, buf, window)),

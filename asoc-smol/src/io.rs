@@ -26,21 +26,11 @@ where
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
-        // futures-io reads into initialised memory: zero a bounded window of
-        // the spare capacity, read into it, keep only what was read.
-        let start = buf.len();
-        if buf.capacity() == start {
-            buf.reserve(READ_WINDOW);
-        }
-        let window = (buf.capacity() - start).min(READ_WINDOW).min(max.max(1));
-        buf.resize(start + window, 0);
-        let res = Pin::new(&mut self.0).poll_read(cx, &mut buf[start..]);
-        let n = match &res {
-            Poll::Ready(Ok(n)) => (*n).min(window),
-            _ => 0,
-        };
-        buf.truncate(start + n);
-        res.map_ok(|_| n)
+        // futures-io reads into initialised memory.
+        let room = asoc_async::read_room(buf, max, READ_WINDOW);
+        asoc_async::read_zeroed(buf, room, |spare| {
+            Pin::new(&mut self.0).poll_read(cx, spare)
+        })
     }
 
     fn poll_write_vectored(
