@@ -1,7 +1,9 @@
 //! One authenticated connection over any transport, without a node.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Instant;
 
 use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionConfig};
@@ -90,6 +92,26 @@ where
     R: Runtime,
     J: Judge,
 {
+    let (driver, spawned) = prepare(rt, io, conn, judge, config, deliver, register);
+    rt.spawn(Box::pin(driver));
+    spawned
+}
+
+/// A connection's driver and the handles to it, not yet running.
+fn prepare<T, R, J>(
+    rt: &R,
+    io: T,
+    conn: ProtoConnection,
+    judge: J,
+    config: DriverConfig,
+    deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
+    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
+) -> (Driver<T, R, J>, Spawned)
+where
+    T: Transport,
+    R: Runtime,
+    J: Judge,
+{
     let (cmd_tx, cmd_rx) = async_channel::bounded(config.command_queue.max(1));
     let (in_tx, in_rx) = async_channel::unbounded();
     let deliver = deliver.unwrap_or_else(|| {
@@ -125,16 +147,20 @@ where
         unflushed: false,
     };
     register(&cmd_tx, &shared, abort_tx);
-    rt.spawn(Box::pin(driver));
-    Spawned {
+    let spawned = Spawned {
         cmds: cmd_tx,
         incoming: in_rx,
         ready: ready_rx,
         shared,
-    }
+    };
+    (driver, spawned)
 }
 
-/// Starts a connection's task and waits for its handshake.
+/// Runs the handshake in the caller's task, then moves the connection to a
+/// task of its own. A handshake is a few small frames, and running it here
+/// saves the caller two task switches (command in, outcome out) per
+/// set-up; dropping the caller's future before the outcome drops the
+/// half-open connection with it.
 async fn start<T, R, J>(
     rt: &R,
     io: T,
@@ -147,7 +173,17 @@ where
     R: Runtime,
     J: Judge,
 {
-    let spawned = spawn(rt, io, conn, judge, config, None, |_, _, _| {});
+    let (driver, spawned) = prepare(rt, io, conn, judge, config, None, |_, _, _| {});
+    let mut driver = Box::pin(driver);
+    let finished = std::future::poll_fn(|cx| match driver.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(true),
+        Poll::Pending if driver.ready.is_none() => Poll::Ready(false),
+        Poll::Pending => Poll::Pending,
+    })
+    .await;
+    if !finished {
+        rt.spawn(driver);
+    }
     match spawned.ready.recv().await {
         Ok(Ok(session)) => Ok(Connection {
             session,
