@@ -5,7 +5,15 @@
 use asoc_async::scenarios as s;
 use asoc_tokio::Tokio;
 
+/// Held by every test of this binary: each asserts on the growth of the
+/// whole process's resident memory, which another test moving hundreds of
+/// MiB at the same time would inflate.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run<F: std::future::Future<Output = T>, T>(f: impl FnOnce(Tokio) -> F) -> T {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
