@@ -13,10 +13,11 @@ mod node_harness;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use asoc_proto::auth::{AuthFailure, KeyId};
-use asoc_proto::connection::{CloseReason, Event};
+use asoc_proto::auth::{AuthFailure, KeyId, KeyRing};
+use asoc_proto::connection::{CloseReason, ConfigError, Event};
 use asoc_proto::dial::DialTarget;
 use asoc_proto::discovery::{DiscoveryConfig, DropReason};
+use asoc_proto::handshake::AuthenticatorConfig;
 use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerTraffic};
 use asoc_proto::policy::{PolicyConfig, Refusal};
 use asoc_proto::wire::{FrameType, Header};
@@ -640,6 +641,88 @@ fn a_nodes_own_hello_fed_back_to_it_is_refused_as_reflection() {
             "the node's own dial is untouched"
         );
     }
+}
+
+#[test]
+fn a_full_hello_replay_cache_fails_closed_and_forgets_nothing_early() {
+    let retention = Duration::from_secs(60);
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let auth = AuthenticatorConfig::new(node_id(0x0b), KeyRing::new(key(KEY)))
+            .hello_retention(retention)
+            .unwrap()
+            .hello_replay_capacity(2);
+        let mut b = node_with(config(0x0b, KEY).authenticator(auth), 0x0b, t0);
+        let mut a = node(0x0a, KEY, t0);
+        let mut attacker = node(0x0e, OTHER_KEY, t0);
+
+        // HELLOs whose MAC fails are never recorded, so they cannot fill it.
+        for i in 0..3 {
+            let link = Link::open(
+                &mut attacker,
+                &mut b,
+                t0,
+                addr(20 + i, 40_000),
+                server_addr(),
+            );
+            assert!(!link.unwrap().client.is_established());
+        }
+        // Two verified HELLOs do.
+        let first = Link::open(&mut a, &mut b, t0, addr(9, 40_000), server_addr()).unwrap();
+        assert!(first.is_established());
+        let hello = first.client.written[..50].to_vec();
+        let second = Link::open(&mut a, &mut b, t0, addr(9, 40_001), server_addr()).unwrap();
+        assert!(second.is_established());
+        drain(&mut b);
+
+        // A third, valid HELLO cannot be recorded: refused without a byte,
+        // reported and counted, and not held against its address.
+        let t1 = t0 + SECOND;
+        let from = addr(9, 40_002);
+        let third = Link::open(&mut a, &mut b, t1, from, server_addr()).unwrap();
+        assert!(!third.client.is_established());
+        assert!(third.server.written.is_empty());
+        assert_eq!(
+            third.server.close_reason,
+            Some(CloseReason::AuthFailed(AuthFailure::Capacity))
+        );
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&third.server, from, AuthFailure::Capacity)]
+        );
+        assert_eq!(b.counters().auth.replay_cache_full, 1);
+        assert_eq!(b.counters().policy.auth_failures.capacity, 1);
+
+        // Nothing was forgotten to make room: the first HELLO is still a
+        // replay a millisecond before its 60 s are over...
+        let t2 = t0 + retention - MS;
+        let from = addr(66, 40_000);
+        let mut replay = accept(&mut b, t2, from);
+        replay.input(&mut b, t2, &hello);
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&replay, from, AuthFailure::Replay)]
+        );
+        // ...and at 60 s both pairs expire and new HELLOs fit again.
+        let t3 = t0 + retention;
+        for port in [40_003, 40_004] {
+            let link = Link::open(&mut a, &mut b, t3, addr(9, port), server_addr()).unwrap();
+            assert!(link.is_established(), "chunk {chunk}, port {port}");
+        }
+        assert_eq!(b.counters().auth.replay_cache_full, 1);
+        assert_eq!(b.counters().auth.hellos_accepted, 4);
+    }
+}
+
+#[test]
+fn hello_retention_below_60_s_is_refused() {
+    let auth = || AuthenticatorConfig::new(node_id(1), KeyRing::new(key(KEY)));
+    assert_eq!(
+        auth().hello_retention(Duration::from_secs(60) - MS).err(),
+        Some(ConfigError::ReplayRetentionTooShort { secs: 59 })
+    );
+    assert!(auth().hello_retention(Duration::from_secs(60)).is_ok());
 }
 
 // ---- 7. static peers ------------------------------------------------------
