@@ -139,7 +139,7 @@ fn manifest_has_no_runtime_io_or_os_randomness_dependency() {
         if line.starts_with('[') {
             section = line.to_string();
         } else if section == "[dependencies]" {
-            if let Some((name, spec)) = line.split_once(|c| c == '=' || c == '.') {
+            if let Some((name, spec)) = line.split_once(['=', '.']) {
                 deps.push((name.trim().to_string(), spec.to_string()));
             }
         }
