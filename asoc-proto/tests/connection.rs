@@ -394,11 +394,13 @@ fn open_stream_idle_for_30_s_closes_and_is_incomplete() {
 
 #[test]
 fn established_connection_without_open_streams_has_no_idle_timer() {
-    let mut p = Pair::with_defaults(usize::MAX);
-    p.handshake();
-    assert_eq!(p.next_timeout(), None);
-    p.advance(Duration::from_secs(3600));
-    assert!(p.server.closed_reason().is_none());
+    for chunk in CHUNKINGS {
+        let mut p = Pair::with_defaults(chunk);
+        p.handshake();
+        assert_eq!(p.next_timeout(), None);
+        p.advance(Duration::from_secs(3600));
+        assert!(p.server.closed_reason().is_none());
+    }
 }
 
 // ----- receiver rules (WIRE.md §4) ----------------------------------------
@@ -946,15 +948,18 @@ fn oversized_chunks_are_refused_locally() {
 
 #[test]
 fn fixed_seeds_give_byte_identical_wire_output() {
-    let run = || {
-        let mut p = Pair::with_defaults(usize::MAX);
+    let run = |chunk| {
+        let mut p = Pair::with_defaults(chunk);
         p.handshake();
         send_stream(&mut p, true, &pattern(10_000, 3), 999);
         send_stream(&mut p, false, &pattern(5_000, 4), 777);
         p.drive();
         (p.client.wire_log, p.server.wire_log)
     };
-    assert_eq!(run(), run());
+    let whole = run(usize::MAX);
+    assert_eq!(whole, run(usize::MAX));
+    // How the input was cut into reads changes nothing on the wire.
+    assert!(run(1) == whole, "byte-by-byte delivery changed the output");
 }
 
 #[test]
