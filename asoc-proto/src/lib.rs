@@ -16,6 +16,10 @@
 //! | [`replay`] | bounded replay caches that fail closed |
 //! | [`connection`] | one TCP connection: handshake, streams, timers, backpressure |
 //! | [`handshake`] | the [`Authenticator`](handshake::Authenticator) that judges HELLO and ACCEPT |
+//! | [`discovery`] | UDP announcements: signing, the validation order of WIRE.md §7, rate limits, the peer table with expiry |
+//! | [`policy`] | per-IP admission shared by a node's connections: caps, lockout, attempt rate |
+//! | [`dial`] | static and discovered peers turned into dial decisions on the reconnect schedule |
+//! | [`node`] | one node: the pieces above together, with events and counters for every decision |
 //! | [`rng`] | the seeded ChaCha20 CSPRNG |
 //!
 //! ## The drive loop

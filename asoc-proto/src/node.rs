@@ -474,6 +474,7 @@ impl Node {
     }
 
     /// The next dial to make, if one is due.
+    #[must_use]
     pub fn poll_dial(&mut self, now: Instant) -> Option<Dial> {
         self.release_deferred_dials(now);
         self.dialer.poll_dial(now)
@@ -755,6 +756,7 @@ impl Node {
     }
 
     /// The next announcement to send, when one is due.
+    #[must_use]
     pub fn poll_datagram(&mut self, now: Instant, unix_now: u64) -> Option<DiscoveryTransmit> {
         let keys = self.auth.keys();
         self.discovery.as_mut()?.poll_transmit(now, unix_now, keys)

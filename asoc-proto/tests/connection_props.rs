@@ -12,11 +12,12 @@ use harness::{authenticator, key, KEY};
 use proptest::prelude::*;
 
 const MAX_PAYLOAD: u32 = 4096;
+const MAX_INCOMING_STREAMS: usize = 8;
 
 fn config() -> ConnectionConfig {
     ConnectionConfig::builder()
         .max_payload(MAX_PAYLOAD)
-        .max_incoming_streams(8)
+        .max_incoming_streams(MAX_INCOMING_STREAMS)
         .build()
         .unwrap()
 }
@@ -25,7 +26,7 @@ fn config() -> ConnectionConfig {
 /// states, mixed with raw garbage.
 fn piece() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        (
+        3 => (
             0u8..8,
             0u32..6,
             0u32..4,
@@ -38,11 +39,46 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
                 v.extend(payload);
                 v
             }),
-        proptest::collection::vec(any::<u8>(), 0..80),
+        1 => proptest::collection::vec(any::<u8>(), 0..80),
+        // First DATA frames of `n` new streams in a row: runs longer than
+        // the limit open more streams than it allows.
+        4 => (1u32..64, 1u32..12).prop_map(|(first, n)| {
+            let mut v = Vec::new();
+            for stream in first..first + n {
+                v.extend(Header::new(FrameType::Data, stream, 0, 1).encode());
+                v.push(0);
+            }
+            v
+        }),
     ]
 }
 
-fn feed(conn: &mut Connection, now: Instant, input: &[u8], cuts: &[usize], by_slice: bool) {
+/// Takes every pending event, checking what it may carry; counts streams
+/// reported incomplete, which are the streams open at the close.
+fn drain(conn: &mut Connection, incomplete: &mut usize) {
+    while let Some(e) = conn.poll_event() {
+        match e {
+            Event::Data { payload, .. } => assert!(payload.len() <= MAX_PAYLOAD as usize),
+            Event::StreamIncomplete { .. } => *incomplete += 1,
+            _ => {}
+        }
+    }
+    // A connection closes once, so every incomplete stream was open at the
+    // same time: never more than the configured limit.
+    assert!(
+        *incomplete <= MAX_INCOMING_STREAMS,
+        "{incomplete} streams open"
+    );
+}
+
+fn feed(
+    conn: &mut Connection,
+    now: Instant,
+    input: &[u8],
+    cuts: &[usize],
+    by_slice: bool,
+    incomplete: &mut usize,
+) {
     let mut buf = BytesMut::new();
     let mut rest = input;
     let mut i = 0;
@@ -64,15 +100,11 @@ fn feed(conn: &mut Connection, now: Instant, input: &[u8], cuts: &[usize], by_sl
             assert!(buf.len() <= HEADER_LEN + MAX_PAYLOAD as usize + n);
         }
         assert!(conn.buffered_input() <= HEADER_LEN + MAX_PAYLOAD as usize + n);
-        while let Some(e) = conn.poll_event() {
-            if let Event::Data { payload, .. } = e {
-                assert!(payload.len() <= MAX_PAYLOAD as usize);
-            }
-        }
+        drain(conn, incomplete);
     }
     conn.handle_timeout(now + Duration::from_secs(3600));
     conn.handle_eof(now);
-    while conn.poll_event().is_some() {}
+    drain(conn, incomplete);
     assert_eq!(
         conn.poll_timeout(),
         None,
@@ -101,9 +133,10 @@ proptest! {
         let mut conn = Connection::server(config(), now);
         // Feed in two halves with a verdict in between, as an adapter would.
         let mid = input.len().min(50);
-        feed_with_verdicts(&mut conn, &mut server_auth, now, &input[..mid], &cuts, by_slice);
-        feed_with_verdicts(&mut conn, &mut server_auth, now, &input[mid..], &cuts, by_slice);
-        feed(&mut conn, now, &[], &[], by_slice);
+        let mut open = 0;
+        feed_with_verdicts(&mut conn, &mut server_auth, now, &input[..mid], &cuts, by_slice, &mut open);
+        feed_with_verdicts(&mut conn, &mut server_auth, now, &input[mid..], &cuts, by_slice, &mut open);
+        feed(&mut conn, now, &[], &[], by_slice, &mut open);
     }
 
     #[test]
@@ -117,7 +150,9 @@ proptest! {
         let mut conn = auth.client(now, config());
         let mut sink = Vec::new();
         conn.write_to(now, &mut sink).unwrap();
-        feed_with_verdicts(&mut conn, &mut auth, now, &pieces.concat(), &cuts, by_slice);
+        let mut open = 0;
+        feed_with_verdicts(&mut conn, &mut auth, now, &pieces.concat(), &cuts, by_slice, &mut open);
+        feed(&mut conn, now, &[], &[], by_slice, &mut open);
     }
 }
 
@@ -128,6 +163,7 @@ fn feed_with_verdicts(
     input: &[u8],
     cuts: &[usize],
     by_slice: bool,
+    incomplete: &mut usize,
 ) {
     let mut buf = BytesMut::new();
     let mut rest = input;
@@ -149,7 +185,7 @@ fn feed_with_verdicts(
         }
         let _ = auth.drive(now, conn);
         assert!(conn.buffered_input() <= HEADER_LEN + MAX_PAYLOAD as usize + input.len());
-        while conn.poll_event().is_some() {}
+        drain(conn, incomplete);
         let mut sink = Vec::new();
         conn.write_to(now, &mut sink).unwrap();
     }

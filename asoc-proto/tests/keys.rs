@@ -238,6 +238,20 @@ fn assert_redacted(shown: &str, k: &ApiKey) {
 }
 
 #[test]
+fn key_material_is_wiped() {
+    // Removing the zeroize-on-drop derive (or returning derived keys in a
+    // plain array) stops this from compiling.
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+    let mut k = key("0123456789abcdef0123456789abcdef");
+    wiped_on_drop(&k);
+    wiped_on_drop(&asoc_proto::auth::derive_cluster_key(b"master", "cluster"));
+    wiped_on_drop(&generate_key_hex(&mut ChaCha20Rng::from_seed([3; 32])));
+    // What drop runs: the buffer is overwritten with zeros, then emptied.
+    zeroize::Zeroize::zeroize(&mut k);
+    assert!(k.is_empty());
+}
+
+#[test]
 fn api_key_debug_never_shows_key_bytes() {
     let mut keys = vec![
         key("super-secret-key-material"),

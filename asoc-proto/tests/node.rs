@@ -13,17 +13,18 @@ mod node_harness;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use asoc_proto::auth::{AuthFailure, KeyId};
-use asoc_proto::connection::{CloseReason, Event};
+use asoc_proto::auth::{AuthFailure, KeyId, KeyRing};
+use asoc_proto::connection::{CloseReason, ConfigError, Event};
 use asoc_proto::dial::DialTarget;
 use asoc_proto::discovery::{DiscoveryConfig, DropReason};
+use asoc_proto::handshake::AuthenticatorConfig;
 use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerTraffic};
 use asoc_proto::policy::{PolicyConfig, Refusal};
 use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
 use node_harness::{
-    accept, addr, config, drain, hello_frame, ip, key, node, node_id, node_with, pattern, End,
-    Link, KEY, OTHER_KEY,
+    accept, addr, config, drain, hello_frame, ip, key, node, node_id, node_with, pattern, pieces,
+    End, Link, CHUNKINGS, KEY, OTHER_KEY,
 };
 use proptest::prelude::*;
 
@@ -56,387 +57,402 @@ fn refused(from: SocketAddr, reason: AuthFailure) -> NodeEvent {
 
 #[test]
 fn two_nodes_connect_stream_and_disconnect_with_traffic_accounted() {
-    let t0 = Instant::now();
-    let (a_addr, b_addr) = (addr(9, 40_000), server_addr());
-    let mut a = node(0x0a, KEY, t0);
-    let mut b = node(0x0b, KEY, t0);
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let (a_addr, b_addr) = (addr(9, 40_000), server_addr());
+        let mut a = node(0x0a, KEY, t0);
+        let mut b = node(0x0b, KEY, t0);
 
-    let mut link = Link::open(&mut a, &mut b, t0, a_addr, b_addr).unwrap();
-    assert!(link.is_established());
-    let (cid, sid) = (link.client.id, link.server.id);
-    assert_eq!(
-        drain(&mut a),
-        vec![NodeEvent::PeerConnected {
-            conn: cid,
-            peer_node: None,
-            addr: b_addr,
-            direction: Direction::Outbound,
-            key: KeyId(0),
-        }]
-    );
-    assert_eq!(
-        drain(&mut b),
-        vec![NodeEvent::PeerConnected {
-            conn: sid,
-            peer_node: Some(node_id(0x0a)),
-            addr: a_addr,
-            direction: Direction::Inbound,
-            key: KeyId(0),
-        }]
-    );
-    let info = b.connection(sid).unwrap();
-    assert!(info.established);
-    assert_eq!(info.peer_node, Some(node_id(0x0a)));
-    assert_eq!((info.addr, info.direction), (a_addr, Direction::Inbound));
-    let info = a.connection(cid).unwrap();
-    assert!(info.established);
-    assert_eq!((info.addr, info.direction), (b_addr, Direction::Outbound));
-    assert_eq!(b.counters().auth.hellos_accepted, 1);
-    assert_eq!(a.counters().auth.accepts_verified, 1);
-    assert_eq!(b.counters().policy.admitted, 1);
-    assert_eq!(b.counters().policy.established, 1);
-    assert_eq!(a.counters().policy.outbound, 1);
-    assert_eq!(a.counters().policy.established, 1);
+        let mut link = Link::open(&mut a, &mut b, t0, a_addr, b_addr).unwrap();
+        assert!(link.is_established());
+        let (cid, sid) = (link.client.id, link.server.id);
+        assert_eq!(
+            drain(&mut a),
+            vec![NodeEvent::PeerConnected {
+                conn: cid,
+                peer_node: None,
+                addr: b_addr,
+                direction: Direction::Outbound,
+                key: KeyId(0),
+            }]
+        );
+        assert_eq!(
+            drain(&mut b),
+            vec![NodeEvent::PeerConnected {
+                conn: sid,
+                peer_node: Some(node_id(0x0a)),
+                addr: a_addr,
+                direction: Direction::Inbound,
+                key: KeyId(0),
+            }]
+        );
+        let info = b.connection(sid).unwrap();
+        assert!(info.established);
+        assert_eq!(info.peer_node, Some(node_id(0x0a)));
+        assert_eq!((info.addr, info.direction), (a_addr, Direction::Inbound));
+        let info = a.connection(cid).unwrap();
+        assert!(info.established);
+        assert_eq!((info.addr, info.direction), (b_addr, Direction::Outbound));
+        assert_eq!(b.counters().auth.hellos_accepted, 1);
+        assert_eq!(a.counters().auth.accepts_verified, 1);
+        assert_eq!(b.counters().policy.admitted, 1);
+        assert_eq!(b.counters().policy.established, 1);
+        assert_eq!(a.counters().policy.outbound, 1);
+        assert_eq!(a.counters().policy.established, 1);
 
-    // A stream of four chunks from the client arrives whole.
-    let t1 = t0 + SECOND;
-    let payload = pattern(100_000, 1);
-    let stream = link.client.conn.open_stream().unwrap();
-    for chunk in payload.chunks(30_000) {
-        link.client
-            .conn
-            .send(t1, stream, Bytes::copy_from_slice(chunk))
-            .unwrap();
+        // A stream of four chunks from the client arrives whole.
+        let t1 = t0 + SECOND;
+        let payload = pattern(100_000, 1);
+        let stream = link.client.conn.open_stream().unwrap();
+        for chunk in payload.chunks(30_000) {
+            link.client
+                .conn
+                .send(t1, stream, Bytes::copy_from_slice(chunk))
+                .unwrap();
+        }
+        link.client.conn.finish(t1, stream).unwrap();
+        link.pump(&mut a, &mut b, t1);
+        assert_eq!(link.server.received(stream), payload);
+        assert!(link.server.events.contains(&Event::StreamEnd {
+            stream,
+            frames: 4,
+            bytes: 100_000,
+        }));
+        // Live connections count as of their last drive.
+        let (c2s, s2c) = (
+            link.client.written.len() as u64,
+            link.server.written.len() as u64,
+        );
+        assert!(c2s > payload.len() as u64, "frames carry headers");
+        assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
+        assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
+        assert_eq!(
+            b.peer_traffic(&node_id(0x0a)),
+            Some(PeerTraffic {
+                bytes_in: 0,
+                bytes_out: 0,
+                connections: 1,
+            }),
+            "per-peer bytes are those of closed connections"
+        );
+
+        // The client closes; the server reads EOF.
+        let t2 = t0 + 2 * SECOND;
+        link.close_by_client(&mut a, &mut b, t2);
+        assert_eq!(link.client.close_reason, Some(CloseReason::Local));
+        assert_eq!(link.server.close_reason, Some(CloseReason::PeerClosed));
+        assert_eq!(
+            drain(&mut a),
+            vec![NodeEvent::PeerDisconnected {
+                conn: cid,
+                peer_node: None,
+                addr: b_addr,
+                direction: Direction::Outbound,
+                reason: CloseReason::Local,
+            }]
+        );
+        assert_eq!(
+            drain(&mut b),
+            vec![NodeEvent::PeerDisconnected {
+                conn: sid,
+                peer_node: Some(node_id(0x0a)),
+                addr: a_addr,
+                direction: Direction::Inbound,
+                reason: CloseReason::PeerClosed,
+            }]
+        );
+        assert_eq!(link.client.written.len() as u64, c2s, "nothing after close");
+        assert_eq!(
+            b.peer_traffic(&node_id(0x0a)),
+            Some(PeerTraffic {
+                bytes_in: c2s,
+                bytes_out: s2c,
+                connections: 1,
+            })
+        );
+        assert_eq!(link.server.conn.stats().bytes_in, c2s);
+        assert_eq!(
+            a.peer_traffic(&node_id(0x0b)),
+            None,
+            "v1 carries no server node id, so the client cannot attribute traffic"
+        );
+        assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
+        assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
+        assert_eq!(a.connections().count(), 0);
+        assert_eq!(b.connections().count(), 0);
+        assert!(b.connection(sid).is_none());
     }
-    link.client.conn.finish(t1, stream).unwrap();
-    link.pump(&mut a, &mut b, t1);
-    assert_eq!(link.server.received(stream), payload);
-    assert!(link.server.events.contains(&Event::StreamEnd {
-        stream,
-        frames: 4,
-        bytes: 100_000,
-    }));
-    // Live connections count as of their last drive.
-    let (c2s, s2c) = (
-        link.client.written.len() as u64,
-        link.server.written.len() as u64,
-    );
-    assert!(c2s > payload.len() as u64, "frames carry headers");
-    assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
-    assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
-    assert_eq!(
-        b.peer_traffic(&node_id(0x0a)),
-        Some(PeerTraffic {
-            bytes_in: 0,
-            bytes_out: 0,
-            connections: 1,
-        }),
-        "per-peer bytes are those of closed connections"
-    );
-
-    // The client closes; the server reads EOF.
-    let t2 = t0 + 2 * SECOND;
-    link.close_by_client(&mut a, &mut b, t2);
-    assert_eq!(link.client.close_reason, Some(CloseReason::Local));
-    assert_eq!(link.server.close_reason, Some(CloseReason::PeerClosed));
-    assert_eq!(
-        drain(&mut a),
-        vec![NodeEvent::PeerDisconnected {
-            conn: cid,
-            peer_node: None,
-            addr: b_addr,
-            direction: Direction::Outbound,
-            reason: CloseReason::Local,
-        }]
-    );
-    assert_eq!(
-        drain(&mut b),
-        vec![NodeEvent::PeerDisconnected {
-            conn: sid,
-            peer_node: Some(node_id(0x0a)),
-            addr: a_addr,
-            direction: Direction::Inbound,
-            reason: CloseReason::PeerClosed,
-        }]
-    );
-    assert_eq!(link.client.written.len() as u64, c2s, "nothing after close");
-    assert_eq!(
-        b.peer_traffic(&node_id(0x0a)),
-        Some(PeerTraffic {
-            bytes_in: c2s,
-            bytes_out: s2c,
-            connections: 1,
-        })
-    );
-    assert_eq!(link.server.conn.stats().bytes_in, c2s);
-    assert_eq!(
-        a.peer_traffic(&node_id(0x0b)),
-        None,
-        "v1 carries no server node id, so the client cannot attribute traffic"
-    );
-    assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
-    assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
-    assert_eq!(a.connections().count(), 0);
-    assert_eq!(b.connections().count(), 0);
-    assert!(b.connection(sid).is_none());
 }
 
 // ---- 2. wrong key ---------------------------------------------------------
 
 #[test]
 fn wrong_key_is_refused_without_a_byte_and_without_peer_connected() {
-    let t0 = Instant::now();
-    let a_addr = addr(9, 40_000);
-    let mut a = node(0x0a, OTHER_KEY, t0);
-    let mut b = node(0x0b, KEY, t0);
-    let link = Link::open(&mut a, &mut b, t0, a_addr, server_addr()).unwrap();
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let a_addr = addr(9, 40_000);
+        let mut a = node(0x0a, OTHER_KEY, t0);
+        let mut b = node(0x0b, KEY, t0);
+        let link = Link::open(&mut a, &mut b, t0, a_addr, server_addr()).unwrap();
 
-    assert_eq!(
-        drain(&mut b),
-        vec![auth_failed(&link.server, a_addr, AuthFailure::BadMac)]
-    );
-    assert!(link.server.written.is_empty(), "the server wrote nothing");
-    assert_eq!(
-        link.server.close_reason,
-        Some(CloseReason::AuthFailed(AuthFailure::BadMac))
-    );
-    assert!(!link.client.is_established());
-    assert_eq!(link.client.close_reason, Some(CloseReason::PeerClosed));
-    assert_eq!(
-        drain(&mut a),
-        vec![],
-        "a connection that never established neither connects nor disconnects"
-    );
-    let c = b.counters();
-    assert_eq!(c.auth.bad_mac, 1);
-    assert_eq!(c.auth.hellos_accepted, 0);
-    assert_eq!(c.policy.auth_failures.bad_mac, 1);
-    assert_eq!(c.policy.established, 0);
-    assert_eq!(b.connections().count(), 0);
-    assert_eq!(a.connections().count(), 0);
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&link.server, a_addr, AuthFailure::BadMac)]
+        );
+        assert!(link.server.written.is_empty(), "the server wrote nothing");
+        assert_eq!(
+            link.server.close_reason,
+            Some(CloseReason::AuthFailed(AuthFailure::BadMac))
+        );
+        assert!(!link.client.is_established());
+        assert_eq!(link.client.close_reason, Some(CloseReason::PeerClosed));
+        assert_eq!(
+            drain(&mut a),
+            vec![],
+            "a connection that never established neither connects nor disconnects"
+        );
+        let c = b.counters();
+        assert_eq!(c.auth.bad_mac, 1);
+        assert_eq!(c.auth.hellos_accepted, 0);
+        assert_eq!(c.policy.auth_failures.bad_mac, 1);
+        assert_eq!(c.policy.established, 0);
+        assert_eq!(b.connections().count(), 0);
+        assert_eq!(a.connections().count(), 0);
+    }
 }
 
 // ---- 3. lockout -----------------------------------------------------------
 
 #[test]
 fn five_bad_macs_lock_an_ip_out_for_ten_minutes_and_only_that_ip() {
-    let t0 = Instant::now();
-    let mut b = node(0x0b, KEY, t0);
-    let mut attacker = node(0x0e, OTHER_KEY, t0);
-    let mut a = node(0x0a, KEY, t0);
-    let lockout = Duration::from_secs(600);
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut b = node(0x0b, KEY, t0);
+        let mut attacker = node(0x0e, OTHER_KEY, t0);
+        let mut a = node(0x0a, KEY, t0);
+        let lockout = Duration::from_secs(600);
 
-    let mut now = t0;
-    for i in 0..5u16 {
-        now = t0 + SECOND * u32::from(i);
-        assert!(!b.is_locked_out(now, ip(9)), "attempt {i}");
-        let from = addr(9, 40_000 + i);
-        let link = Link::open(&mut attacker, &mut b, now, from, server_addr()).unwrap();
-        assert!(link.server.written.is_empty());
-        let mut expected = vec![auth_failed(&link.server, from, AuthFailure::BadMac)];
-        if i == 4 {
-            expected.push(NodeEvent::LockedOut {
-                ip: ip(9),
-                until: now + lockout,
-            });
+        let mut now = t0;
+        for i in 0..5u16 {
+            now = t0 + SECOND * u32::from(i);
+            assert!(!b.is_locked_out(now, ip(9)), "attempt {i}");
+            let from = addr(9, 40_000 + i);
+            let link = Link::open(&mut attacker, &mut b, now, from, server_addr()).unwrap();
+            assert!(link.server.written.is_empty());
+            let mut expected = vec![auth_failed(&link.server, from, AuthFailure::BadMac)];
+            if i == 4 {
+                expected.push(NodeEvent::LockedOut {
+                    ip: ip(9),
+                    until: now + lockout,
+                });
+            }
+            assert_eq!(drain(&mut b), expected, "attempt {i}");
         }
-        assert_eq!(drain(&mut b), expected, "attempt {i}");
+        let until = now + lockout;
+        assert!(b.is_locked_out(now, ip(9)));
+        assert_eq!(b.counters().policy.lockouts, 1);
+        assert_eq!(b.counters().auth.bad_mac, 5);
+
+        // The sixth socket is refused before a byte is read.
+        let t1 = now + SECOND;
+        let sixth = addr(9, 41_000);
+        assert_eq!(
+            b.accept(t1, sixth).err(),
+            Some(Refusal::LockedOut { until })
+        );
+        assert_eq!(drain(&mut b), vec![refused(sixth, AuthFailure::LockedOut)]);
+        assert_eq!(b.counters().policy.refused.locked_out, 1);
+        // Even with the right key.
+        assert_eq!(
+            Link::open(&mut a, &mut b, t1, addr(9, 41_001), server_addr()).err(),
+            Some(Refusal::LockedOut { until })
+        );
+        drain(&mut b);
+
+        // Another address is not affected.
+        let neighbour = addr(10, 40_000);
+        let link = Link::open(&mut a, &mut b, t1, neighbour, server_addr()).unwrap();
+        assert!(link.is_established());
+        assert!(matches!(
+            drain(&mut b).as_slice(),
+            [NodeEvent::PeerConnected { addr, .. }] if *addr == neighbour
+        ));
+
+        // Still locked a millisecond before the end; admitted at the end.
+        assert_eq!(
+            Link::open(&mut a, &mut b, until - MS, addr(9, 42_000), server_addr()).err(),
+            Some(Refusal::LockedOut { until })
+        );
+        drain(&mut b);
+        assert!(!b.is_locked_out(until, ip(9)));
+        let back = addr(9, 42_001);
+        let link = Link::open(&mut a, &mut b, until, back, server_addr()).unwrap();
+        assert!(link.is_established());
+        assert!(matches!(
+            drain(&mut b).as_slice(),
+            [NodeEvent::PeerConnected { addr, direction: Direction::Inbound, .. }] if *addr == back
+        ));
+        assert_eq!(b.counters().policy.refused.locked_out, 3);
     }
-    let until = now + lockout;
-    assert!(b.is_locked_out(now, ip(9)));
-    assert_eq!(b.counters().policy.lockouts, 1);
-    assert_eq!(b.counters().auth.bad_mac, 5);
-
-    // The sixth socket is refused before a byte is read.
-    let t1 = now + SECOND;
-    let sixth = addr(9, 41_000);
-    assert_eq!(
-        b.accept(t1, sixth).err(),
-        Some(Refusal::LockedOut { until })
-    );
-    assert_eq!(drain(&mut b), vec![refused(sixth, AuthFailure::LockedOut)]);
-    assert_eq!(b.counters().policy.refused.locked_out, 1);
-    // Even with the right key.
-    assert_eq!(
-        Link::open(&mut a, &mut b, t1, addr(9, 41_001), server_addr()).err(),
-        Some(Refusal::LockedOut { until })
-    );
-    drain(&mut b);
-
-    // Another address is not affected.
-    let neighbour = addr(10, 40_000);
-    let link = Link::open(&mut a, &mut b, t1, neighbour, server_addr()).unwrap();
-    assert!(link.is_established());
-    assert!(matches!(
-        drain(&mut b).as_slice(),
-        [NodeEvent::PeerConnected { addr, .. }] if *addr == neighbour
-    ));
-
-    // Still locked a millisecond before the end; admitted at the end.
-    assert_eq!(
-        Link::open(&mut a, &mut b, until - MS, addr(9, 42_000), server_addr()).err(),
-        Some(Refusal::LockedOut { until })
-    );
-    drain(&mut b);
-    assert!(!b.is_locked_out(until, ip(9)));
-    let back = addr(9, 42_001);
-    let link = Link::open(&mut a, &mut b, until, back, server_addr()).unwrap();
-    assert!(link.is_established());
-    assert!(matches!(
-        drain(&mut b).as_slice(),
-        [NodeEvent::PeerConnected { addr, direction: Direction::Inbound, .. }] if *addr == back
-    ));
-    assert_eq!(b.counters().policy.refused.locked_out, 3);
 }
 
 #[test]
 fn timeouts_and_malformed_first_frames_count_toward_lockout_but_peer_closes_do_not() {
-    let t0 = Instant::now();
-    let mut b = node(0x0b, KEY, t0);
-    let mut now = t0;
-    let mut port = 40_000;
-    let mut next_from = || {
-        port += 1;
-        addr(9, port)
-    };
-    let timeout = Duration::from_secs(10);
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut b = node(0x0b, KEY, t0);
+        let mut now = t0;
+        let mut port = 40_000;
+        let mut next_from = || {
+            port += 1;
+            addr(9, port)
+        };
+        let timeout = Duration::from_secs(10);
 
-    // Counted: a handshake that times out.
-    let time_out = |b: &mut Node, now: &mut Instant, from: SocketAddr| {
-        let mut e = accept(b, *now, from);
-        e.timeout(b, *now + timeout - MS);
-        assert!(!e.is_closed(), "the deadline is 10 s");
-        *now += timeout;
-        e.timeout(b, *now);
-        assert_eq!(e.close_reason, Some(CloseReason::HandshakeTimeout));
-        assert!(e.flush(*now).is_empty());
-        assert_eq!(
-            drain(b),
-            vec![auth_failed(&e, from, AuthFailure::Timeout)],
-            "reported through Node::closed"
-        );
-    };
-    // Counted: a first frame that is not a HELLO.
-    let malformed = |b: &mut Node, now: Instant, from: SocketAddr, bytes: &[u8]| {
-        let mut e = accept(b, now, from);
-        e.input(b, now, bytes);
-        assert!(matches!(
-            e.close_reason,
-            Some(CloseReason::MalformedHandshake(_))
-        ));
-        assert!(e.flush(now).is_empty());
-        assert_eq!(
-            drain(b),
-            vec![auth_failed(&e, from, AuthFailure::Malformed)]
-        );
-    };
-    // Not counted: connect and close without a byte.
-    let peer_closes = |b: &mut Node, now: Instant, from: SocketAddr| {
-        let mut e = accept(b, now, from);
-        e.eof(b, now);
-        assert_eq!(e.close_reason, Some(CloseReason::PeerClosed));
-        assert_eq!(drain(b), vec![], "a silent close is not an auth failure");
-    };
+        // Counted: a handshake that times out.
+        let time_out = |b: &mut Node, now: &mut Instant, from: SocketAddr| {
+            let mut e = accept(b, *now, from);
+            e.timeout(b, *now + timeout - MS);
+            assert!(!e.is_closed(), "the deadline is 10 s");
+            *now += timeout;
+            e.timeout(b, *now);
+            assert_eq!(e.close_reason, Some(CloseReason::HandshakeTimeout));
+            assert!(e.flush(*now).is_empty());
+            assert_eq!(
+                drain(b),
+                vec![auth_failed(&e, from, AuthFailure::Timeout)],
+                "reported through Node::closed"
+            );
+        };
+        // Counted: a first frame that is not a HELLO.
+        let malformed = |b: &mut Node, now: Instant, from: SocketAddr, bytes: &[u8]| {
+            let mut e = accept(b, now, from);
+            e.input(b, now, bytes);
+            assert!(matches!(
+                e.close_reason,
+                Some(CloseReason::MalformedHandshake(_))
+            ));
+            assert!(e.flush(now).is_empty());
+            assert_eq!(
+                drain(b),
+                vec![auth_failed(&e, from, AuthFailure::Malformed)]
+            );
+        };
+        // Not counted: connect and close without a byte.
+        let peer_closes = |b: &mut Node, now: Instant, from: SocketAddr| {
+            let mut e = accept(b, now, from);
+            e.eof(b, now);
+            assert_eq!(e.close_reason, Some(CloseReason::PeerClosed));
+            assert_eq!(drain(b), vec![], "a silent close is not an auth failure");
+        };
 
-    time_out(&mut b, &mut now, next_from());
-    for _ in 0..3 {
+        time_out(&mut b, &mut now, next_from());
+        for _ in 0..3 {
+            peer_closes(&mut b, now, next_from());
+        }
+        let data_header = Header::new(FrameType::Data, 1, 0, 4).encode();
+        malformed(&mut b, now, next_from(), &data_header);
+        time_out(&mut b, &mut now, next_from());
         peer_closes(&mut b, now, next_from());
-    }
-    let data_header = Header::new(FrameType::Data, 1, 0, 4).encode();
-    malformed(&mut b, now, next_from(), &data_header);
-    time_out(&mut b, &mut now, next_from());
-    peer_closes(&mut b, now, next_from());
-    malformed(&mut b, now, next_from(), &[0xff; 20]);
-    assert!(
-        !b.is_locked_out(now, ip(9)),
-        "four counted failures (and four silent closes) do not lock"
-    );
-    let p = b.counters().policy;
-    assert_eq!(
-        (
-            p.auth_failures.timeout,
-            p.auth_failures.malformed,
-            p.lockouts
-        ),
-        (2, 2, 0)
-    );
+        malformed(&mut b, now, next_from(), &[0xff; 20]);
+        assert!(
+            !b.is_locked_out(now, ip(9)),
+            "four counted failures (and four silent closes) do not lock"
+        );
+        let p = b.counters().policy;
+        assert_eq!(
+            (
+                p.auth_failures.timeout,
+                p.auth_failures.malformed,
+                p.lockouts
+            ),
+            (2, 2, 0)
+        );
 
-    // The fifth counted failure locks.
-    let from = next_from();
-    let mut e = accept(&mut b, now, from);
-    e.input(&mut b, now, &hello_frame(OTHER_KEY, node_id(0x0e), 1));
-    assert_eq!(
-        drain(&mut b),
-        vec![
-            auth_failed(&e, from, AuthFailure::BadMac),
-            NodeEvent::LockedOut {
-                ip: ip(9),
-                until: now + Duration::from_secs(600),
-            },
-        ]
-    );
-    assert!(b.is_locked_out(now, ip(9)));
-    assert_eq!(b.counters().policy.lockouts, 1);
+        // The fifth counted failure locks.
+        let from = next_from();
+        let mut e = accept(&mut b, now, from);
+        e.input(&mut b, now, &hello_frame(OTHER_KEY, node_id(0x0e), 1));
+        assert_eq!(
+            drain(&mut b),
+            vec![
+                auth_failed(&e, from, AuthFailure::BadMac),
+                NodeEvent::LockedOut {
+                    ip: ip(9),
+                    until: now + Duration::from_secs(600),
+                },
+            ]
+        );
+        assert!(b.is_locked_out(now, ip(9)));
+        assert_eq!(b.counters().policy.lockouts, 1);
+    }
 }
 
 // ---- 4. attempt rate ------------------------------------------------------
 
 #[test]
 fn the_101st_connection_per_hour_from_one_ip_is_refused_until_the_window_ends() {
-    let t0 = Instant::now();
-    let mut a = node(0x0a, KEY, t0);
-    let mut b = node(0x0b, KEY, t0);
-    for i in 0..100u16 {
-        let now = t0 + SECOND * u32::from(i);
-        let mut link = Link::open(&mut a, &mut b, now, addr(9, 40_000 + i), server_addr())
-            .unwrap_or_else(|r| panic!("attempt {i} refused: {r}"));
-        assert!(link.is_established(), "attempt {i}");
-        link.close_by_client(&mut a, &mut b, now);
-        assert_eq!(link.server.close_reason, Some(CloseReason::PeerClosed));
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut a = node(0x0a, KEY, t0);
+        let mut b = node(0x0b, KEY, t0);
+        for i in 0..100u16 {
+            let now = t0 + SECOND * u32::from(i);
+            let mut link = Link::open(&mut a, &mut b, now, addr(9, 40_000 + i), server_addr())
+                .unwrap_or_else(|r| panic!("attempt {i} refused: {r}"));
+            assert!(link.is_established(), "attempt {i}");
+            link.close_by_client(&mut a, &mut b, now);
+            assert_eq!(link.server.close_reason, Some(CloseReason::PeerClosed));
+        }
+        assert_eq!(b.counters().policy.admitted, 100);
+        assert_eq!(b.counters().policy.established, 100);
+        assert_eq!(b.connections().count(), 0);
+        drain(&mut b);
+
+        let late = t0 + SECOND * 100;
+        let from = addr(9, 50_000);
+        assert_eq!(
+            Link::open(&mut a, &mut b, late, from, server_addr()).err(),
+            Some(Refusal::RateLimited)
+        );
+        assert_eq!(drain(&mut b), vec![refused(from, AuthFailure::RateLimited)]);
+        assert_eq!(b.counters().policy.refused.rate_limited, 1);
+        assert!(
+            !b.is_locked_out(late, ip(9)),
+            "a rate refusal is no lockout"
+        );
+
+        // Another address has its own budget.
+        let link = Link::open(&mut a, &mut b, late, addr(10, 40_000), server_addr()).unwrap();
+        assert!(link.is_established());
+
+        // The window opened at the first attempt and lasts an hour.
+        let window_end = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            Link::open(
+                &mut a,
+                &mut b,
+                window_end - MS,
+                addr(9, 50_001),
+                server_addr()
+            )
+            .err(),
+            Some(Refusal::RateLimited)
+        );
+        drain(&mut b);
+        let link = Link::open(&mut a, &mut b, window_end, addr(9, 50_002), server_addr()).unwrap();
+        assert!(link.is_established());
+        assert!(matches!(
+            drain(&mut b).as_slice(),
+            [NodeEvent::PeerConnected { .. }]
+        ));
+        assert_eq!(b.counters().policy.refused.rate_limited, 2);
     }
-    assert_eq!(b.counters().policy.admitted, 100);
-    assert_eq!(b.counters().policy.established, 100);
-    assert_eq!(b.connections().count(), 0);
-    drain(&mut b);
-
-    let late = t0 + SECOND * 100;
-    let from = addr(9, 50_000);
-    assert_eq!(
-        Link::open(&mut a, &mut b, late, from, server_addr()).err(),
-        Some(Refusal::RateLimited)
-    );
-    assert_eq!(drain(&mut b), vec![refused(from, AuthFailure::RateLimited)]);
-    assert_eq!(b.counters().policy.refused.rate_limited, 1);
-    assert!(
-        !b.is_locked_out(late, ip(9)),
-        "a rate refusal is no lockout"
-    );
-
-    // Another address has its own budget.
-    let link = Link::open(&mut a, &mut b, late, addr(10, 40_000), server_addr()).unwrap();
-    assert!(link.is_established());
-
-    // The window opened at the first attempt and lasts an hour.
-    let window_end = t0 + Duration::from_secs(3600);
-    assert_eq!(
-        Link::open(
-            &mut a,
-            &mut b,
-            window_end - MS,
-            addr(9, 50_001),
-            server_addr()
-        )
-        .err(),
-        Some(Refusal::RateLimited)
-    );
-    drain(&mut b);
-    let link = Link::open(&mut a, &mut b, window_end, addr(9, 50_002), server_addr()).unwrap();
-    assert!(link.is_established());
-    assert!(matches!(
-        drain(&mut b).as_slice(),
-        [NodeEvent::PeerConnected { .. }]
-    ));
-    assert_eq!(b.counters().policy.refused.rate_limited, 2);
 }
 
 // ---- 5. caps --------------------------------------------------------------
@@ -551,74 +567,162 @@ fn connection_cap_covers_inbound_and_outbound_and_frees_on_close() {
 
 #[test]
 fn a_hello_replayed_on_a_new_connection_is_refused_as_replay() {
-    let t0 = Instant::now();
-    let mut a = node(0x0a, KEY, t0);
-    let mut b = node(0x0b, KEY, t0);
-    let link = Link::open(&mut a, &mut b, t0, addr(9, 40_000), server_addr()).unwrap();
-    assert!(link.is_established());
-    drain(&mut b);
-    let hello = link.client.written[..50].to_vec();
-    assert_eq!(
-        hello[1],
-        FrameType::Hello.to_byte(),
-        "captured the HELLO frame"
-    );
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut a = node(0x0a, KEY, t0);
+        let mut b = node(0x0b, KEY, t0);
+        let link = Link::open(&mut a, &mut b, t0, addr(9, 40_000), server_addr()).unwrap();
+        assert!(link.is_established());
+        drain(&mut b);
+        let hello = link.client.written[..50].to_vec();
+        assert_eq!(
+            hello[1],
+            FrameType::Hello.to_byte(),
+            "captured the HELLO frame"
+        );
 
-    // A recording of it, played back from elsewhere a little later...
-    let t1 = t0 + SECOND;
-    let from = addr(66, 40_000);
-    let mut replay = accept(&mut b, t1, from);
-    replay.input(&mut b, t1, &hello);
-    assert_eq!(
-        drain(&mut b),
-        vec![auth_failed(&replay, from, AuthFailure::Replay)]
-    );
-    assert!(replay.flush(t1).is_empty());
-    assert_eq!(
-        replay.close_reason,
-        Some(CloseReason::AuthFailed(AuthFailure::Replay))
-    );
-    // ...and near the end of the 10-minute retention.
-    let t2 = t0 + Duration::from_secs(599);
-    let from = addr(66, 40_001);
-    let mut replay = accept(&mut b, t2, from);
-    replay.input(&mut b, t2, &hello);
-    assert_eq!(
-        drain(&mut b),
-        vec![auth_failed(&replay, from, AuthFailure::Replay)]
-    );
-    assert_eq!(b.counters().auth.replays, 2);
-    assert_eq!(b.counters().policy.auth_failures.replay, 2);
-    assert_eq!(b.counters().auth.hellos_accepted, 1);
+        // A recording of it, played back from elsewhere a little later...
+        let t1 = t0 + SECOND;
+        let from = addr(66, 40_000);
+        let mut replay = accept(&mut b, t1, from);
+        replay.input(&mut b, t1, &hello);
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&replay, from, AuthFailure::Replay)]
+        );
+        assert!(replay.flush(t1).is_empty());
+        assert_eq!(
+            replay.close_reason,
+            Some(CloseReason::AuthFailed(AuthFailure::Replay))
+        );
+        // ...and near the end of the 10-minute retention.
+        let t2 = t0 + Duration::from_secs(599);
+        let from = addr(66, 40_001);
+        let mut replay = accept(&mut b, t2, from);
+        replay.input(&mut b, t2, &hello);
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&replay, from, AuthFailure::Replay)]
+        );
+        assert_eq!(b.counters().auth.replays, 2);
+        assert_eq!(b.counters().policy.auth_failures.replay, 2);
+        assert_eq!(b.counters().auth.hellos_accepted, 1);
+    }
 }
 
 #[test]
 fn a_nodes_own_hello_fed_back_to_it_is_refused_as_reflection() {
-    let t0 = Instant::now();
-    let mut b = node(0x0b, KEY, t0);
-    let (oid, oconn) = b.connect_to(t0, addr(77, 9000)).unwrap();
-    let mut own = End::new(oid, oconn);
-    let own_hello = own.flush(t0);
-    assert_eq!(own_hello.len(), 50);
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut b = node(0x0b, KEY, t0);
+        let (oid, oconn) = b.connect_to(t0, addr(77, 9000)).unwrap();
+        let mut own = End::new(oid, oconn);
+        let own_hello = own.flush(t0);
+        assert_eq!(own_hello.len(), 50);
 
-    let from = addr(77, 40_000);
-    let mut mirror = accept(&mut b, t0, from);
-    mirror.input(&mut b, t0, &own_hello);
+        let from = addr(77, 40_000);
+        let mut mirror = accept(&mut b, t0, from);
+        mirror.input(&mut b, t0, &own_hello);
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&mirror, from, AuthFailure::Reflection)]
+        );
+        assert!(mirror.flush(t0).is_empty());
+        assert_eq!(
+            mirror.close_reason,
+            Some(CloseReason::AuthFailed(AuthFailure::Reflection))
+        );
+        assert_eq!(b.counters().auth.reflections, 1);
+        assert_eq!(b.counters().policy.auth_failures.reflection, 1);
+        assert!(
+            b.connection(oid).is_some(),
+            "the node's own dial is untouched"
+        );
+    }
+}
+
+#[test]
+fn a_full_hello_replay_cache_fails_closed_and_forgets_nothing_early() {
+    let retention = Duration::from_secs(60);
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let auth = AuthenticatorConfig::new(node_id(0x0b), KeyRing::new(key(KEY)))
+            .hello_retention(retention)
+            .unwrap()
+            .hello_replay_capacity(2);
+        let mut b = node_with(config(0x0b, KEY).authenticator(auth), 0x0b, t0);
+        let mut a = node(0x0a, KEY, t0);
+        let mut attacker = node(0x0e, OTHER_KEY, t0);
+
+        // HELLOs whose MAC fails are never recorded, so they cannot fill it.
+        for i in 0..3 {
+            let link = Link::open(
+                &mut attacker,
+                &mut b,
+                t0,
+                addr(20 + i, 40_000),
+                server_addr(),
+            );
+            assert!(!link.unwrap().client.is_established());
+        }
+        // Two verified HELLOs do.
+        let first = Link::open(&mut a, &mut b, t0, addr(9, 40_000), server_addr()).unwrap();
+        assert!(first.is_established());
+        let hello = first.client.written[..50].to_vec();
+        let second = Link::open(&mut a, &mut b, t0, addr(9, 40_001), server_addr()).unwrap();
+        assert!(second.is_established());
+        drain(&mut b);
+
+        // A third, valid HELLO cannot be recorded: refused without a byte,
+        // reported and counted, and not held against its address.
+        let t1 = t0 + SECOND;
+        let from = addr(9, 40_002);
+        let third = Link::open(&mut a, &mut b, t1, from, server_addr()).unwrap();
+        assert!(!third.client.is_established());
+        assert!(third.server.written.is_empty());
+        assert_eq!(
+            third.server.close_reason,
+            Some(CloseReason::AuthFailed(AuthFailure::Capacity))
+        );
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&third.server, from, AuthFailure::Capacity)]
+        );
+        assert_eq!(b.counters().auth.replay_cache_full, 1);
+        assert_eq!(b.counters().policy.auth_failures.capacity, 1);
+
+        // Nothing was forgotten to make room: the first HELLO is still a
+        // replay a millisecond before its 60 s are over...
+        let t2 = t0 + retention - MS;
+        let from = addr(66, 40_000);
+        let mut replay = accept(&mut b, t2, from);
+        replay.input(&mut b, t2, &hello);
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&replay, from, AuthFailure::Replay)]
+        );
+        // ...and at 60 s both pairs expire and new HELLOs fit again.
+        let t3 = t0 + retention;
+        for port in [40_003, 40_004] {
+            let link = Link::open(&mut a, &mut b, t3, addr(9, port), server_addr()).unwrap();
+            assert!(link.is_established(), "chunk {chunk}, port {port}");
+        }
+        assert_eq!(b.counters().auth.replay_cache_full, 1);
+        assert_eq!(b.counters().auth.hellos_accepted, 4);
+    }
+}
+
+#[test]
+fn hello_retention_below_60_s_is_refused() {
+    let auth = || AuthenticatorConfig::new(node_id(1), KeyRing::new(key(KEY)));
     assert_eq!(
-        drain(&mut b),
-        vec![auth_failed(&mirror, from, AuthFailure::Reflection)]
+        auth().hello_retention(Duration::from_secs(60) - MS).err(),
+        Some(ConfigError::ReplayRetentionTooShort { secs: 59 })
     );
-    assert!(mirror.flush(t0).is_empty());
-    assert_eq!(
-        mirror.close_reason,
-        Some(CloseReason::AuthFailed(AuthFailure::Reflection))
-    );
-    assert_eq!(b.counters().auth.reflections, 1);
-    assert_eq!(b.counters().policy.auth_failures.reflection, 1);
-    assert!(
-        b.connection(oid).is_some(),
-        "the node's own dial is untouched"
-    );
+    assert!(auth().hello_retention(Duration::from_secs(60)).is_ok());
 }
 
 // ---- 7. static peers ------------------------------------------------------
@@ -1294,62 +1398,65 @@ fn announcements_of_another_community_are_dropped() {
 
 #[test]
 fn rotated_key_keeps_old_clients_in_during_the_grace_period_only() {
-    let t0 = Instant::now();
-    let mut b = node(0x0b, KEY, t0);
-    let mut old = node(0x0a, KEY, t0);
-    let mut new = node(0x0c, OTHER_KEY, t0);
-    let grace = Duration::from_secs(60);
-    assert_eq!(b.rotate_key(t0, key(OTHER_KEY), grace), KeyId(1));
-    assert_eq!(b.keys().current().0, KeyId(1));
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut b = node(0x0b, KEY, t0);
+        let mut old = node(0x0a, KEY, t0);
+        let mut new = node(0x0c, OTHER_KEY, t0);
+        let grace = Duration::from_secs(60);
+        assert_eq!(b.rotate_key(t0, key(OTHER_KEY), grace), KeyId(1));
+        assert_eq!(b.keys().current().0, KeyId(1));
 
-    let t1 = t0 + grace - MS;
-    let from_old = addr(10, 40_000);
-    let link = Link::open(&mut old, &mut b, t1, from_old, server_addr()).unwrap();
-    assert!(link.is_established(), "old key still accepted");
-    assert_eq!(
-        drain(&mut b),
-        vec![NodeEvent::PeerConnected {
-            conn: link.server.id,
-            peer_node: Some(node_id(0x0a)),
-            addr: from_old,
-            direction: Direction::Inbound,
-            key: KeyId(0),
-        }]
-    );
-    assert!(
-        matches!(
-            drain(&mut old).as_slice(),
-            [NodeEvent::PeerConnected { key: KeyId(0), .. }]
-        ),
-        "the ACCEPT is signed with the key the client used"
-    );
-    let from_new = addr(11, 40_000);
-    let link = Link::open(&mut new, &mut b, t1, from_new, server_addr()).unwrap();
-    assert!(link.is_established());
-    assert!(matches!(
-        drain(&mut b).as_slice(),
-        [NodeEvent::PeerConnected { key: KeyId(1), .. }]
-    ));
+        let t1 = t0 + grace - MS;
+        let from_old = addr(10, 40_000);
+        let link = Link::open(&mut old, &mut b, t1, from_old, server_addr()).unwrap();
+        assert!(link.is_established(), "old key still accepted");
+        assert_eq!(
+            drain(&mut b),
+            vec![NodeEvent::PeerConnected {
+                conn: link.server.id,
+                peer_node: Some(node_id(0x0a)),
+                addr: from_old,
+                direction: Direction::Inbound,
+                key: KeyId(0),
+            }]
+        );
+        assert!(
+            matches!(
+                drain(&mut old).as_slice(),
+                [NodeEvent::PeerConnected { key: KeyId(0), .. }]
+            ),
+            "the ACCEPT is signed with the key the client used"
+        );
+        let from_new = addr(11, 40_000);
+        let link = Link::open(&mut new, &mut b, t1, from_new, server_addr()).unwrap();
+        assert!(link.is_established());
+        assert!(matches!(
+            drain(&mut b).as_slice(),
+            [NodeEvent::PeerConnected { key: KeyId(1), .. }]
+        ));
 
-    // At the deadline the old key is refused, housekeeping or not.
-    let t2 = t0 + grace;
-    let link = Link::open(&mut old, &mut b, t2, addr(10, 40_001), server_addr()).unwrap();
-    assert!(!link.client.is_established());
-    assert_eq!(
-        drain(&mut b),
-        vec![auth_failed(
-            &link.server,
-            addr(10, 40_001),
-            AuthFailure::BadMac
-        )]
-    );
-    b.handle_timeout(t2);
-    assert_eq!(b.keys().accepted(t2).count(), 1);
-    let link = Link::open(&mut old, &mut b, t2, addr(10, 40_002), server_addr()).unwrap();
-    assert!(!link.client.is_established());
-    let link = Link::open(&mut new, &mut b, t2, addr(11, 40_001), server_addr()).unwrap();
-    assert!(link.is_established());
-    assert_eq!(b.counters().auth.bad_mac, 2);
+        // At the deadline the old key is refused, housekeeping or not.
+        let t2 = t0 + grace;
+        let link = Link::open(&mut old, &mut b, t2, addr(10, 40_001), server_addr()).unwrap();
+        assert!(!link.client.is_established());
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(
+                &link.server,
+                addr(10, 40_001),
+                AuthFailure::BadMac
+            )]
+        );
+        b.handle_timeout(t2);
+        assert_eq!(b.keys().accepted(t2).count(), 1);
+        let link = Link::open(&mut old, &mut b, t2, addr(10, 40_002), server_addr()).unwrap();
+        assert!(!link.client.is_established());
+        let link = Link::open(&mut new, &mut b, t2, addr(11, 40_001), server_addr()).unwrap();
+        assert!(link.is_established());
+        assert_eq!(b.counters().auth.bad_mac, 2);
+    }
 }
 
 // ---- 10. determinism ------------------------------------------------------

@@ -187,6 +187,38 @@ fn hundred_attempts_per_hour_then_refused_until_the_window_ends() {
 }
 
 #[test]
+fn default_caps_are_64_handshaking_and_1024_connections() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(PolicyConfig::default());
+    let mut slots = Vec::new();
+    // Distinct addresses, so that no per-IP rule is what refuses.
+    for i in 0..64 {
+        slots.push(p.admit(t0, ip(i)).unwrap_or_else(|e| panic!("{i}: {e}")));
+    }
+    assert_eq!(p.handshaking(), 64);
+    assert_eq!(
+        p.admit(t0, ip(64)),
+        Err(Refusal::TooManyHandshakes { max: 64 })
+    );
+    for s in slots.drain(..) {
+        p.established(t0, s);
+    }
+    for i in 64..1024 {
+        let s = p.admit(t0, ip(i)).unwrap_or_else(|e| panic!("{i}: {e}"));
+        p.established(t0, s);
+    }
+    assert_eq!((p.connections(), p.handshaking()), (1024, 0));
+    assert_eq!(
+        p.admit(t0, ip(1024)),
+        Err(Refusal::TooManyConnections { max: 1024 })
+    );
+    assert_eq!(
+        p.admit_outbound(),
+        Err(Refusal::TooManyConnections { max: 1024 })
+    );
+}
+
+#[test]
 fn connection_cap_counts_inbound_and_outbound() {
     let t0 = Instant::now();
     let config = PolicyConfig::builder()

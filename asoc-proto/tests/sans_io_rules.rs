@@ -20,7 +20,21 @@ const FORBIDDEN: &[(&str, &str)] = &[
         "std::sync::Mutex",
         "locks; the core is single-threaded state",
     ),
+    ("thread_rng", "asks the OS for randomness; take a seed"),
+    ("from_entropy", "asks the OS for randomness; take a seed"),
+    (
+        "std::thread",
+        "spawns or sleeps; the core is single-threaded state",
+    ),
+    ("std::fs", "does IO; adapters do that"),
+    (
+        "std::{",
+        "a grouped std import would hide `std::net` and the like",
+    ),
     ("tokio", "depends on a runtime; adapters do that"),
+    ("smol", "depends on a runtime; adapters do that"),
+    ("async_std", "depends on a runtime; adapters do that"),
+    ("mio::", "depends on an event loop; adapters do that"),
     ("unsafe ", "unsafe code is forbidden"),
 ];
 
@@ -97,6 +111,54 @@ fn src_has_no_io_clock_os_randomness_sleep_lock_runtime_or_unsafe() {
         "asoc-proto/src breaks the sans-IO rules (DESIGN.md §2):\n{}",
         all.join("\n")
     );
+}
+
+/// Crates that would bring IO, a clock, a runtime or OS randomness. The
+/// text scan above cannot see a dependency used through a re-export, so the
+/// manifest is checked too.
+const FORBIDDEN_DEPENDENCIES: &[&str] = &[
+    "tokio",
+    "smol",
+    "async-std",
+    "async-io",
+    "async-net",
+    "futures-io",
+    "mio",
+    "socket2",
+    "getrandom",
+    "rand",
+];
+
+#[test]
+fn manifest_has_no_runtime_io_or_os_randomness_dependency() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let mut section = String::new();
+    let mut deps = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_string();
+        } else if section == "[dependencies]" {
+            if let Some((name, spec)) = line.split_once(['=', '.']) {
+                deps.push((name.trim().to_string(), spec.to_string()));
+            }
+        }
+    }
+    assert!(
+        deps.iter().any(|(n, _)| n == "bytes"),
+        "{} has no [dependencies] the parser found: {deps:?}",
+        path.display()
+    );
+    for (name, spec) in &deps {
+        assert!(
+            !FORBIDDEN_DEPENDENCIES.contains(&name.as_str()),
+            "asoc-proto depends on `{name}` (DESIGN.md §2)"
+        );
+        assert!(
+            !spec.contains("getrandom") && !spec.contains("os_rng"),
+            "asoc-proto enables OS randomness on `{name}`: {spec}"
+        );
+    }
 }
 
 #[test]

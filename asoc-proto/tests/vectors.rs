@@ -96,6 +96,32 @@ fn community_hash_vectors() {
     }
 }
 
+#[test]
+fn community_hash_vectors_reject_every_bit_flip() {
+    let mut name_flips = 0;
+    for v in section("community_hash") {
+        let community = str_field(&v, "community");
+        let expected: [u8; 8] = hex_array(&v, "hash");
+        let own = community_hash(community);
+        // A received hash one bit off is another community.
+        for (bit, flipped) in single_bit_flips(&expected) {
+            assert!(!ct_eq(&own, &flipped), "{community:?}: hash bit {bit}");
+        }
+        // A community name one bit off hashes differently (flips that leave
+        // UTF-8 are not names).
+        for (bit, flipped) in single_bit_flips(community.as_bytes()) {
+            if let Ok(other) = String::from_utf8(flipped) {
+                assert!(
+                    !ct_eq(&community_hash(&other), &expected),
+                    "{community:?}: name bit {bit} ({other:?}) has the same hash"
+                );
+                name_flips += 1;
+            }
+        }
+    }
+    assert!(name_flips > 0, "no community name was flipped");
+}
+
 fn vector_header(v: &serde_json::Value) -> (Header, Vec<u8>) {
     let payload = hex_field(v, "payload");
     let version = u8::try_from(u64_field(v, "version")).expect("version is one byte");
@@ -211,6 +237,47 @@ fn frame_header_vectors_decode_back_to_back() {
     }
     assert_eq!(dec.decode(&mut buf), Ok(None));
     assert!(buf.is_empty());
+}
+
+/// Every 14 bytes are a header, so for a plain frame "rejected" means the
+/// flip never goes unnoticed: the decoder refuses it (version, limit), waits
+/// for bytes that never come (a longer length), or yields a frame that is
+/// not the vector's.
+#[test]
+fn frame_header_vectors_reject_every_bit_flip() {
+    for v in section("frame_header") {
+        let (header, payload) = vector_header(&v);
+        let frame = hex_field(&v, "frame");
+        for (bit, flipped) in single_bit_flips(&frame) {
+            let mut buf = BytesMut::from(&flipped[..]);
+            let mut dec = FrameDecoder::new(DEFAULT_MAX_PAYLOAD);
+            match dec.decode(&mut buf) {
+                Err(FrameError::UnsupportedVersion { .. }) => {
+                    assert_eq!(bit / 8, 0, "bit {bit}: version refused for a later byte")
+                }
+                Err(FrameError::PayloadTooLarge { declared, .. }) => {
+                    assert_ne!(declared, header.length, "bit {bit}")
+                }
+                Err(e) => panic!("bit {bit}: {e}"),
+                Ok(None) => assert!(
+                    Header::peek(&flipped).is_some_and(|h| h.length > header.length),
+                    "bit {bit}: the decoder waits although the frame is whole"
+                ),
+                Ok(Some(f)) => {
+                    let same = f.header == header && f.payload[..] == payload[..] && buf.is_empty();
+                    assert!(!same, "bit {bit} flipped decodes as the vector ({v})");
+                    // Each field lands where the layout says.
+                    match bit / 8 {
+                        1 => assert_ne!(f.header.frame_type, header.frame_type),
+                        2..=5 => assert_ne!(f.header.stream_id, header.stream_id),
+                        6..=9 => assert_ne!(f.header.seq, header.seq),
+                        10..=13 => assert!(f.header.length < header.length),
+                        _ => assert_ne!(&f.payload[..], &payload[..]),
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -441,6 +508,33 @@ fn pbkdf2_cluster_key_vectors() {
         let expected: [u8; 32] = hex_array(&v, "key");
         let derived = derive_cluster_key(&master, cluster);
         assert_eq!(hex::encode(*derived), hex::encode(expected), "{v}");
+    }
+}
+
+/// One flipped bit in the master key or in the cluster name gives another
+/// key. PBKDF2 at 100,000 iterations is slow, so each byte is flipped once
+/// (bit `byte % 8`) rather than each of its eight bits.
+#[test]
+fn pbkdf2_cluster_key_vectors_change_with_every_input_byte() {
+    for v in section("pbkdf2_cluster_key") {
+        let master = hex_field(&v, "master_key");
+        let cluster = str_field(&v, "cluster");
+        let expected: [u8; 32] = hex_array(&v, "key");
+        for i in 0..master.len() {
+            let mut m = master.clone();
+            m[i] ^= 1 << (i % 8);
+            assert_ne!(
+                *derive_cluster_key(&m, cluster),
+                expected,
+                "master byte {i}"
+            );
+        }
+        for i in 0..cluster.len() {
+            let mut c = cluster.as_bytes().to_vec();
+            c[i] ^= 1 << (i % 7);
+            let c = String::from_utf8(c).expect("ASCII stays UTF-8 below bit 7");
+            assert_ne!(*derive_cluster_key(&master, &c), expected, "cluster {c:?}");
+        }
     }
 }
 

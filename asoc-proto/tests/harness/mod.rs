@@ -147,8 +147,21 @@ impl Pair {
         server_key: ApiKey,
         chunk: usize,
     ) -> Self {
-        let now = Instant::now();
-        let mut client_auth = authenticator(1, client_key, 11);
+        Self::at(config, client_key, server_key, chunk, Instant::now(), 11)
+    }
+
+    /// A pair whose clock starts at `now`, with the client's randomness
+    /// (its HELLO challenge) seeded from `client_seed`: pairs with distinct
+    /// seeds send distinct HELLOs to a shared server authenticator.
+    pub fn at(
+        config: ConnectionConfig,
+        client_key: ApiKey,
+        server_key: ApiKey,
+        chunk: usize,
+        now: Instant,
+        client_seed: u8,
+    ) -> Self {
+        let mut client_auth = authenticator(1, client_key, client_seed);
         let server_auth = authenticator(2, server_key, 22);
         let client = client_auth.client(now, config);
         let server = Connection::server(config, now);

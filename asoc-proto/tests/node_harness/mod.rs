@@ -1,9 +1,11 @@
 //! An in-memory driver for [`Node`] tests: one connection end per node,
 //! bytes moved between them through memory, every input followed by
 //! [`Node::drive`], every `Closed` event reported with [`Node::closed`].
-//! Time is virtual: tests pick an epoch and add durations to it.
+//! Time is virtual: tests pick an epoch and add durations to it. Input is
+//! delivered whole or, under a [`pieces`] guard, in smaller reads.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
@@ -60,6 +62,31 @@ pub fn hello_frame(k: &str, node: Uuid, challenge: u32) -> Vec<u8> {
     sign_hello(&key(k), node, challenge).encode_frame().to_vec()
 }
 
+thread_local! {
+    static PIECE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Delivery granularities every scenario runs with: whole writes and one
+/// byte at a time.
+pub const CHUNKINGS: [usize; 2] = [usize::MAX, 1];
+
+/// Until the returned guard drops, every [`End::input`] on this thread
+/// delivers its bytes in reads of at most `n` bytes (1: byte by byte).
+#[must_use]
+pub fn pieces(n: usize) -> Pieces {
+    PIECE.with(|p| p.set(n));
+    Pieces(())
+}
+
+/// Restores whole-write delivery when dropped.
+pub struct Pieces(());
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        PIECE.with(|p| p.set(usize::MAX));
+    }
+}
+
 /// One end of a connection, attached to the node that owns it.
 pub struct End {
     pub id: ConnId,
@@ -103,11 +130,14 @@ impl End {
         }
     }
 
-    /// Bytes read from the transport.
+    /// Bytes read from the transport, delivered in reads of at most
+    /// [`pieces`] bytes.
     pub fn input(&mut self, node: &mut Node, now: Instant, bytes: &[u8]) {
-        self.rx.extend_from_slice(bytes);
-        self.conn.handle_input(now, &mut self.rx);
-        self.settle(node, now);
+        for piece in bytes.chunks(PIECE.with(Cell::get).max(1)) {
+            self.rx.extend_from_slice(piece);
+            self.conn.handle_input(now, &mut self.rx);
+            self.settle(node, now);
+        }
     }
 
     /// The transport reported end of file (once).
