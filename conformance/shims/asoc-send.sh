@@ -12,7 +12,7 @@
 # stream (to see what it does with a frame the suite sends next) or to
 # echo are not something it offers: exit 89, "unsupported".
 case "$ASOC_TESTCASE" in
-  R1-6.3/5|R1-8.1/3|R1-8.1/4|R1-9.2/14|R1-9.2/15) exit 89 ;;
+  R1-6.3/5|R1-8.1/3|R1-8.1/4|R1-9.2/14|R1-9.2/15|R1-9.2/16|R1-10.4/8) exit 89 ;;
 esac
 exec "${ASOC_BIN:-asoc}" send --runtime "${ASOC_RUNTIME:-tokio}" \
   --peer "$ASOC_HOST:$ASOC_PORT" "$ASOC_PAYLOAD_FILE"

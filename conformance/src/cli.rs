@@ -35,7 +35,9 @@ server mode:
   --echo                    the target echoes every completed stream back
   --handshake-timeout SECS  the target's handshake deadline (default 10)
   --max-payload BYTES       the target's maximum frame payload (default 16 MiB)
+  --idle-timeout SECS       the target's receive idle timeout on an open stream (default 30)
   --lockout N               the target's failed authentications before lockout (default 5)
+  --attempts-per-hour N     the target's connection attempts per IP per hour (default 100)
   --announce-listen ADDR    UDP address the target sends its announcements to
   --announce-interval SECS  the target's announce interval (default 3)
   --node-id UUID            the target's node id
@@ -65,6 +67,8 @@ struct Args {
     handshake_timeout: Option<f64>,
     max_payload: Option<u32>,
     lockout: Option<u32>,
+    idle_timeout: Option<f64>,
+    attempts_per_hour: Option<u32>,
     announce_listen: Option<String>,
     announce_interval: Option<f64>,
     node_id: Option<uuid::Uuid>,
@@ -113,6 +117,18 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
             "--lockout" => {
                 let v = value("--lockout")?;
                 a.lockout = Some(v.parse().map_err(|_| format!("--lockout: `{v}`"))?);
+            }
+            "--idle-timeout" => {
+                a.idle_timeout = Some(secs(value("--idle-timeout")?, "--idle-timeout")?);
+            }
+            "--attempts-per-hour" => {
+                let v = value("--attempts-per-hour")?;
+                a.attempts_per_hour = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--attempts-per-hour: `{v}`"))?,
+                );
             }
             "--announce-listen" => a.announce_listen = Some(value("--announce-listen")?),
             "--node-id" => {
@@ -236,6 +252,12 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
     }
     if let Some(l) = a.lockout {
         cfg.lockout_threshold = l;
+    }
+    if let Some(t) = a.idle_timeout {
+        cfg.idle_timeout = Duration::from_secs_f64(t);
+    }
+    if let Some(n) = a.attempts_per_hour {
+        cfg.attempts_per_hour = n;
     }
     let expectations = match &a.expectations {
         Some(p) => Expectations::parse(

@@ -20,6 +20,9 @@ pub struct TargetConfig {
     pub handshake_timeout: Duration,
     /// The implementation's maximum frame payload (default 16 MiB).
     pub max_payload: u32,
+    /// How long an open incoming stream may go without data before the
+    /// implementation closes the connection (default 30 s).
+    pub idle_timeout: Duration,
     /// Failed authentications per IP before the IP is refused (default 5).
     pub lockout_threshold: u32,
     /// Connection attempts per IP per hour (default 100).
@@ -45,6 +48,7 @@ impl TargetConfig {
             community: community.into(),
             handshake_timeout: Duration::from_secs(10),
             max_payload: 16 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(30),
             lockout_threshold: 5,
             attempts_per_hour: 100,
             announce_interval: Duration::from_secs(3),

@@ -107,3 +107,232 @@ fn failures_exit_1_and_known_deviations_do_not() {
     c.push("--strict");
     assert_eq!(run(&c), 1);
 }
+
+#[test]
+fn human_output_groups_by_section_and_ends_with_the_summary() {
+    let target = sloppy_server().to_string();
+    let key = tmp("key3", KEY);
+    let out = tmp("out.txt", "");
+    let code = run(&[
+        "server",
+        "--target",
+        &target,
+        "--api-key-file",
+        &key,
+        "--timeout",
+        "0.5",
+        "--quiet",
+        "0.2",
+        "--format",
+        "human",
+        "--output",
+        &out,
+        "R1-9.1/1",
+        "R1-9.1/2",
+        "R1-5.2",
+        "R1-6.2/1",
+        "--exclude",
+        "R1-5.2/2",
+    ]);
+    assert_eq!(code, 1);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Sections in document order, each under its heading; R1-5.2/2 excluded
+    // and R1-5.2/3 (client role) left out of server mode.
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("`{needle}` not in\n{text}"))
+    };
+    assert!(at("R1-5.2  HELLO Frame (RFC-0001 §5.2)") < at("R1-5.2/1 "));
+    assert!(at("R1-5.2/1 ") < at("R1-6.2  Stream Lifecycle"));
+    assert!(at("R1-6.2  Stream Lifecycle") < at("R1-6.2/1 "));
+    assert!(at("R1-6.2/1 ") < at("R1-9.1  Authentication Failures"));
+    assert!(
+        !text.contains("R1-5.2/2") && !text.contains("R1-5.2/3"),
+        "{text}"
+    );
+    // A failure shows the requirement, what was expected and what happened.
+    let fail = at("R1-9.1/1 ");
+    assert!(lines[fail].contains("[MUST] fail"), "{text}");
+    assert!(lines[fail + 1].contains("requirement: RFC-0001 §9.1"));
+    assert!(lines[fail + 2].contains("expected: close without sending a byte"));
+    assert!(lines[fail + 3].contains("actual:") && lines[fail + 3].contains("type 5"));
+    assert!(lines[at("R1-6.2/1 ")].contains("unsupported"), "{text}");
+    assert_eq!(
+        lines[lines.len() - 2],
+        "0 non-strict, 0 errors, 0 known deviations"
+    );
+    assert_eq!(lines[lines.len() - 1], "1 passed, 2 failed, 1 skipped");
+}
+
+#[test]
+fn errors_are_kept_apart_from_failures_and_exit_1() {
+    let target = sloppy_server().to_string();
+    let key = tmp("key4", KEY);
+    let json = tmp("err.json", "");
+    let junit = tmp("err.xml", "");
+    let base = [
+        "server",
+        "--target",
+        &target,
+        "--api-key-file",
+        &key,
+        "--timeout",
+        "0.5",
+        "--quiet",
+        "0.2",
+    ];
+    // The lockout case cannot even fail its authentications on purpose
+    // against a server that accepts every HELLO: harness trouble, `error`.
+    let mut a = base.to_vec();
+    a.extend([
+        "--format",
+        "json",
+        "--output",
+        &json,
+        "R1-10.4/4",
+        "R1-5.2/1",
+    ]);
+    assert_eq!(run(&a), 1);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cases = v.as_array().unwrap();
+    let err = cases.iter().find(|c| c["id"] == "R1-10.4/4").unwrap();
+    assert_eq!(err["outcome"], "error", "{err}");
+    assert!(err["expected"].is_null());
+    let ok = cases.iter().find(|c| c["id"] == "R1-5.2/1").unwrap();
+    for key in [
+        "id",
+        "section",
+        "title",
+        "requirement",
+        "level",
+        "role",
+        "transport",
+        "outcome",
+        "expected",
+        "actual",
+        "duration",
+        "known_deviation",
+    ] {
+        assert!(ok.get(key).is_some(), "{key} missing from {ok}");
+    }
+    assert_eq!(ok["level"], "MUST");
+    assert_eq!(ok["role"], "suite-dials");
+    assert_eq!(ok["transport"], "TCP");
+    assert!(ok["duration"].as_f64().unwrap() > 0.0);
+
+    let mut b = base.to_vec();
+    b.extend([
+        "--format",
+        "junit",
+        "--output",
+        &junit,
+        "R1-10.4/4",
+        "R1-5.2/1",
+    ]);
+    assert_eq!(run(&b), 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(
+        xml.matches("<testcase ").count(),
+        xml.matches("<testcase name=\"").count()
+    );
+    assert_eq!(xml.matches("<testcase ").count(), 2);
+    assert!(xml.contains("<error message=\"error (MUST)\""), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+}
+
+#[test]
+fn bad_option_values_exit_2() {
+    let key = tmp("key5", KEY);
+    // A reachable target and a case that passes: only the bad value can
+    // make the run exit 2.
+    let target = sloppy_server().to_string();
+    for bad in [
+        ["--timeout", "0"],
+        ["--idle-timeout", "soon"],
+        ["--attempts-per-hour", "0"],
+        ["--lockout", "-1"],
+        ["--node-id", "not-a-uuid"],
+        ["--format", "xml"],
+    ] {
+        let mut a = vec!["server", "--target", &target, "--api-key-file", &key];
+        a.extend(bad);
+        a.push("R1-5.2/1");
+        assert_eq!(run(&a), 2, "{bad:?}");
+    }
+    assert_eq!(
+        run(&[
+            "server",
+            "--target",
+            &target,
+            "--api-key-file",
+            &key,
+            "R1-5.2/1"
+        ]),
+        0
+    );
+    let missing = tmp("expect-bad.txt", "R1-9.1/1\n");
+    assert_eq!(
+        run(&[
+            "server",
+            "--target",
+            &target,
+            "--api-key-file",
+            &key,
+            "--expectations",
+            &missing,
+            "R1-5.2/1"
+        ]),
+        2,
+        "an expectation without a reason is a usage error"
+    );
+    // Client mode without --exec, server mode without --target.
+    assert_eq!(run(&["client", "--api-key-file", &key]), 2);
+    assert_eq!(run(&["server", "--api-key-file", &key]), 2);
+}
+
+/// `conformance --list …` with the crate's own binary.
+fn list(args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conformance"))
+        .arg("--list")
+        .args(args)
+        .env_remove("ASOC_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn list_selects_by_section_prefix_mode_and_exclude() {
+    let all = list(&[]);
+    assert_eq!(all.len(), conformance::cases::all().len());
+    let r1_9_1 = list(&["R1-9.1"]);
+    assert!(!r1_9_1.is_empty());
+    assert!(
+        r1_9_1.iter().all(|l| l.starts_with("R1-9.1/")),
+        "{r1_9_1:?}"
+    );
+    // `R1-1` is section 1 of RFC-0001, not the start of `R1-10.4`.
+    assert!(list(&["R1-1"]).is_empty());
+    let one = list(&["R1-5.2/3"]);
+    assert_eq!(one.len(), 1);
+    assert!(one[0].contains("MUST") && one[0].contains("impl-dials") && one[0].contains("TCP"));
+    // Client mode is the implementation-dials TCP cases; server mode the rest.
+    let client = list(&["client"]);
+    assert!(client
+        .iter()
+        .all(|l| l.contains(" impl-dials ") && l.contains(" TCP ")));
+    let server = list(&["server"]);
+    assert_eq!(client.len() + server.len(), all.len());
+    let excluded = list(&["R1-9.1", "--exclude", "R1-9.1/1*"]);
+    assert!(excluded.iter().all(|l| !l.starts_with("R1-9.1/1")));
+    assert_eq!(excluded.len(), r1_9_1.len() - 5, "{excluded:?}");
+}

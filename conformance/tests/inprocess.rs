@@ -3,7 +3,8 @@
 //! `ADAPTER::CASE-ID` (`cargo test -p conformance -- smol::R1-9`).
 //!
 //! The nodes run an echo task (every completed incoming stream is sent back
-//! on a new stream of the same connection), a 1 s handshake deadline and
+//! on a new stream of the same connection), a 1 s handshake deadline, a 2 s
+//! receive idle timeout and
 //! discovery on a loopback UDP port that announces, by unicast only, to a
 //! socket of the suite. Adding an adapter is one entry in [`ADAPTERS`].
 
@@ -27,6 +28,9 @@ const KEY: &str = "a3f5b8c9e2d4f7a1b6c8e9f0d3a5b7c9e1f3a5b7c9e1f3a5b7c9e1f3a5b7c
 const COMMUNITY: &str = "conformance-cluster";
 const HANDSHAKE: Duration = Duration::from_secs(1);
 const ANNOUNCE: Duration = Duration::from_millis(300);
+/// The receive idle timeout on an open stream, short so that R1-9.3/6 does
+/// not wait out the 30 s default.
+const IDLE: Duration = Duration::from_secs(2);
 
 /// The node a case needs, whatever the adapter: the common settings of
 /// [`builder`] plus these.
@@ -194,6 +198,7 @@ fn loopback() -> SocketAddr {
 fn connection() -> ConnectionConfig {
     ConnectionConfig::builder()
         .handshake_timeout(HANDSHAKE)
+        .receive_idle_timeout(IDLE)
         .build()
         .expect("connection config")
 }
@@ -344,6 +349,7 @@ fn config() -> TargetConfig {
     let mut cfg = TargetConfig::new(KEY, COMMUNITY);
     cfg.handshake_timeout = HANDSHAKE;
     cfg.announce_interval = ANNOUNCE;
+    cfg.idle_timeout = IDLE;
     cfg.echo = true;
     cfg
 }

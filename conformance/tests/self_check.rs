@@ -55,6 +55,7 @@ fn outcome(id: &str) -> Outcome {
     let mut cfg = TargetConfig::new(KEY, "self-check");
     cfg.timeout = Duration::from_millis(500);
     cfg.quiet = Duration::from_millis(200);
+    cfg.idle_timeout = Duration::from_millis(600);
     let case = conformance::cases::all()
         .into_iter()
         .find(|c| c.id == id)
@@ -82,6 +83,12 @@ fn a_missing_replay_cache_fails() {
 fn ignoring_protocol_errors_fails_must_and_should_differently() {
     assert_eq!(outcome("R1-9.2/11"), Outcome::Fail);
     assert_eq!(outcome("R1-9.2/8"), Outcome::NonStrict);
+    assert_eq!(outcome("R1-7.4/3"), Outcome::NonStrict);
+}
+
+#[test]
+fn a_missing_receive_idle_timeout_is_caught() {
+    assert_eq!(outcome("R1-9.3/6"), Outcome::NonStrict);
 }
 
 #[test]

@@ -42,6 +42,9 @@ pub(super) fn cases() -> Vec<Case> {
         case!("R1-4.3/6", Must, ImplDials, Udp, false, "Announcements carry the TCP port the node listens on",
             "RFC-0001 §4.3: Port (2 bytes): TCP port number (big-endian uint16), where node listens for connections.",
             |ctx| { let (d, _) = announcement(ctx)?; let port = u16::from_be_bytes([d[24], d[25]]); let tcp = ctx.endpoint()?.tcp.port(); if port == tcp { Ok(format!("port {port}")) } else { Err(Finding::fail(format!("port {tcp}"), format!("port {port}"))) } }),
+        case!("R1-4.3/7", Must, ImplDials, Udp, false, "Announcements carry the node's own id",
+            "RFC-0001 §4.3: Node UUID (16 bytes): RFC 4122 UUID in binary form; uniquely identifies the node; generated once per node instance. WIRE.md §1: node id | 16-byte RFC 4122 UUID, in binary on the wire.",
+            own_id),
         case!("R1-4.4/1", Must, SuiteDials, Udp, false, "A valid datagram makes the implementation dial the announced port",
             "WIRE.md §7: A valid message records or refreshes the peer as (node uuid, source IP of the datagram, port from the message). RFC-0001 §4.4: Record peer (node_id, ip, port).",
             |ctx| dials(ctx, |_| {})),
@@ -57,6 +60,9 @@ pub(super) fn cases() -> Vec<Case> {
         case!("R1-4.4/5", Must, SuiteDials, Udp, false, "The connection made after discovery starts with a valid HELLO",
             "RFC-0001 §5.1: Once peers are discovered (or configured), nodes establish TCP connections ... using a two-message handshake.",
             |ctx| { let d = Disc::new(ctx)?; let mut c = d.send_and_accept(ctx, &Datagram::new(&ctx.cfg.community, d.port()?))?.ok_or_else(|| Finding::fail("a dial to the announced port", "no connection"))?; read_hello(&mut c, ctx).map(|(n, _)| format!("HELLO from {n}")) }),
+        case!("R1-4.4/7", Must, SuiteDials, Udp, false, "The dial goes to the datagram's source address",
+            "WIRE.md §7: A valid message records or refreshes the peer as (node uuid, source IP of the datagram, port from the message).",
+            source_address),
         case!("R1-4.4/6", Info, ImplDials, Udp, false, "Interval between two announcements",
             "RFC-0001 §4.4: Node broadcasts discovery message every 3 seconds (default).",
             |ctx| { drain_announcements(ctx)?; announcement(ctx)?; let t = Instant::now(); announcement(ctx)?; Ok(format!("{:?} between announcements", t.elapsed())) }),
@@ -131,6 +137,55 @@ fn announcement_shape(ctx: &mut Ctx<'_>) -> CaseResult {
         ));
     }
     Ok("50 bytes, MAC verifies".into())
+}
+
+fn own_id(ctx: &mut Ctx<'_>) -> CaseResult {
+    let Some(own) = ctx.endpoint()?.node_id else {
+        return Err(Finding::Skip(
+            "the implementation's node id is not known (--node-id)".into(),
+        ));
+    };
+    let (d, _) = announcement(ctx)?;
+    match d.get(8..24) {
+        Some(id) if id == own.as_bytes() => Ok(format!("node id {own}")),
+        Some(id) => Err(Finding::fail(format!("node id {own}"), hex(id))),
+        None => Err(Finding::fail(
+            format!("node id {own} at bytes 8..24"),
+            format!("a datagram of {} bytes", d.len()),
+        )),
+    }
+}
+
+fn source_address(ctx: &mut Ctx<'_>) -> CaseResult {
+    let to = ctx.udp_target()?;
+    if !to.ip().is_loopback() {
+        return Err(Finding::Skip(
+            "needs a loopback target (a source address other than 127.0.0.1)".into(),
+        ));
+    }
+    let ip = ctx.sources.next();
+    let l = Listener::bind(ip)?;
+    let port = l.addr()?.port();
+    // The same port on 127.0.0.1 catches a dial to the wrong address.
+    let decoy = Listener::bind_addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)).ok();
+    let sock = udp_from(ip)?;
+    let g = Datagram::new(&ctx.cfg.community, port);
+    send_datagram(&sock, &g.encode(&ctx.cfg.key), to)?;
+    if l.accept_within(ctx.cfg.timeout)?.is_some() {
+        return Ok(format!("dialed {ip}:{port}, the datagram's source"));
+    }
+    let misdialed = match &decoy {
+        Some(d) => d.accept_within(Duration::ZERO)?.is_some(),
+        None => false,
+    };
+    Err(Finding::fail(
+        format!("a connection to {ip}:{port}"),
+        if misdialed {
+            format!("a connection to 127.0.0.1:{port} instead")
+        } else {
+            format!("none within {:?}", ctx.cfg.timeout)
+        },
+    ))
 }
 
 fn two_announcement_challenges(ctx: &mut Ctx<'_>) -> CaseResult {

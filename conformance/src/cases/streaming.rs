@@ -2,6 +2,8 @@
 //! (through the implementation's echo mode), protocol errors that close the
 //! connection, frames that must be skipped, and the payload limit.
 
+use std::time::Instant;
+
 use super::{case, closes_after, echoes, established, skipped_and_usable};
 use crate::case::{Case, CaseResult, Finding};
 use crate::target::Ctx;
@@ -45,6 +47,9 @@ pub(super) fn cases() -> Vec<Case> {
         case!("R1-7.4/2", Should, SuiteDials, Tcp, false, "END whose seq is not the DATA count closes the connection",
             "RFC-0001 §9.2: Invalid Sequence Number: Connection SHOULD be closed. WIRE.md §4: END frame whose seq is the number of DATA frames sent.",
             |ctx| { let mut f = frame(ty::DATA, 1, 0, b"x"); f.extend(frame(ty::END, 1, 5, &[])); closes_after(ctx, &f) }),
+        case!("R1-7.4/3", Should, SuiteDials, Tcp, false, "DATA continuing a stream after its END closes the connection",
+            "RFC-0001 §7.4: Receiver MUST close stream after END frame. WIRE.md §4: An id becomes free again after its END; a seq that is not the next expected one for its stream [is a protocol error that closes the connection].",
+            |ctx| { let mut f = frame(ty::DATA, 1, 0, b"a"); f.extend(frame(ty::END, 1, 1, &[])); f.extend(frame(ty::DATA, 1, 1, b"b")); closes_after(ctx, &f) }),
         case!("R1-9.2/1", Must, SuiteDials, Tcp, false, "Version 2 after the handshake closes the connection",
             "RFC-0001 §9.2: Invalid Frame Version: Connection MUST be closed.",
             |ctx| { let mut f = frame(ty::DATA, 1, 0, b"x"); f[0] = 2; closes_after(ctx, &f) }),
@@ -84,6 +89,9 @@ pub(super) fn cases() -> Vec<Case> {
         case!("R1-9.2/13", Must, SuiteDials, Tcp, false, "An unknown frame with a 256 KiB payload is skipped whole",
             "WIRE.md §4: An unknown type (6..=255) is skipped whole and the connection stays open.",
             |ctx| skipped_and_usable(ctx, &frame(77, 3, 9, &pattern(13, 256 * 1024)))),
+        case!("R1-9.3/6", Should, SuiteDials, Tcp, false, "A stream left without data past the receive idle timeout closes the connection",
+            "RFC-0001 §9.3: Receive Timeout: If no data received for >30 seconds on active stream, peer may be dead. Close connection. WIRE.md §6: receive idle timeout on an open stream | 30 s.",
+            idle_stream),
         case!("R1-10.4/1", Must, SuiteDials, Tcp, false, "A DATA length one above the local maximum closes the connection",
             "RFC-0001 §10.4: Enforce maximum frame size. Close connection if frame exceeds limit. WIRE.md §4: a payload longer than the local maximum.",
             |ctx| { let h = header(1, ty::DATA, 1, 0, ctx.cfg.max_payload.saturating_add(1)); closes_after(ctx, &h) }),
@@ -97,6 +105,26 @@ pub(super) fn cases() -> Vec<Case> {
             "RFC-0002 §5.3: Client stores token (but doesn't need to send it). Data frames have NO token overhead.",
             no_token),
     ]
+}
+
+fn idle_stream(ctx: &mut Ctx<'_>) -> CaseResult {
+    let idle = ctx.cfg.idle_timeout;
+    let mut c = established(ctx)?;
+    c.send(&frame(ty::DATA, 1, 0, b"one chunk, then nothing"))?;
+    let t = Instant::now();
+    // Not before its time: open for half the timeout ...
+    c.expect_open(idle / 2).map_err(|_| {
+        Finding::fail(
+            format!("the connection open until the idle timeout ({idle:?})"),
+            format!("closed after {:?}", t.elapsed()),
+        )
+    })?;
+    // ... and closed once it has passed.
+    c.expect_close(idle - idle / 2 + ctx.cfg.timeout)?;
+    Ok(format!(
+        "closed {:?} after the stream's last DATA",
+        t.elapsed()
+    ))
 }
 
 fn interleaved(ctx: &mut Ctx<'_>) -> CaseResult {
