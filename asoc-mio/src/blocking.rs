@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use asoc_async::{Connection, DriverConfig, Error, Runtime, Session, StreamError};
@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures_lite::future::block_on;
 use mio::event::Source;
 
-use crate::driver::{SharedAuthenticator, DEFAULT_READ_LIMIT};
-use crate::rt::{Mio, MioIo};
+use crate::driver::SharedAuthenticator;
+use crate::rt::{lock, Mio, MioIo};
 
 /// Settings of a [`MioConnection`] or of a [`Node`](crate::Node)'s
 /// connections.
@@ -27,11 +27,6 @@ pub struct MioConfig {
     /// application takes chunks. A slow consumer thus pushes back on the
     /// sender through TCP instead of growing memory.
     pub receive_buffer: usize,
-    /// Unused by the ready-made loop, whose connection tasks bound each turn
-    /// themselves (read windows of at most 1 MiB, a yield after 32 rounds);
-    /// kept so that existing code compiles. The [`Driver`](crate::Driver)
-    /// pieces take theirs from [`Driver::set_read_limit`](crate::Driver::set_read_limit).
-    pub read_limit: usize,
 }
 
 impl Default for MioConfig {
@@ -39,7 +34,6 @@ impl Default for MioConfig {
         Self {
             connection: ConnectionConfig::default(),
             receive_buffer: 32 * 1024 * 1024,
-            read_limit: DEFAULT_READ_LIMIT,
         }
     }
 }
@@ -52,13 +46,6 @@ impl MioConfig {
             ..DriverConfig::default()
         }
     }
-}
-
-pub(crate) fn blocking<T>(e: impl std::fmt::Display) -> Result<T, Error> {
-    Err(Error::Io(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        e.to_string(),
-    )))
 }
 
 /// An authenticated ASoc connection driven by a mio loop on its own thread.
@@ -124,13 +111,14 @@ impl MioConnection {
         S: Source + Read + Write + Send + 'static,
     {
         let rt = Mio::new("asoc-mio", config.connection.send_stall_timeout())?;
-        let io = MioIo::new(&rt, io)?;
-        let conn = if server {
-            block_on(Connection::accept(&rt, io, auth, config.driver()))?
-        } else {
-            block_on(Connection::connect(&rt, io, auth, config.driver()))?
-        };
-        let refused = Mutex::new(HashMap::new());
+        let (io, config) = (MioIo::new(&rt, io)?, config.driver());
+        let conn = block_on(async {
+            match server {
+                true => Connection::accept(&rt, io, auth, config).await,
+                false => Connection::connect(&rt, io, auth, config).await,
+            }
+        })?;
+        let refused = Mutex::default();
         Ok(Self { conn, rt, refused })
     }
 
@@ -151,11 +139,9 @@ impl MioConnection {
     /// for the socket instead of buffering a tensor whole. A refused chunk
     /// is reported by `finish`, and by every send after it.
     pub fn send(&self, stream: u32, chunk: Bytes) -> Result<(), Error> {
-        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = refused.get(&stream) {
-            return Err(Error::Send(e.clone()));
+        if let Some(e) = lock(&self.refused).get(&stream).cloned() {
+            return Err(Error::Send(e));
         }
-        drop(refused);
         block_on(self.conn.stream(stream).send(chunk))
     }
 
@@ -164,8 +150,7 @@ impl MioConnection {
     pub fn finish(&self, stream: u32) -> Result<(), Error> {
         let result = block_on(self.conn.stream(stream).finish());
         if let Err(Error::Send(e)) = &result {
-            let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-            refused.insert(stream, e.clone());
+            lock(&self.refused).insert(stream, e.clone());
         }
         result
     }
@@ -181,19 +166,16 @@ impl MioConnection {
         fn close(&self) = self.conn.close();
         /// Waits until the connection closed and says why.
         fn closed(&self) -> CloseReason = self.conn.closed();
+        /// The next incoming stream, in the order they started; `None` once
+        /// the connection closed and every stream was handed out.
+        fn recv_stream(&self) -> Option<RecvStream> = self.incoming();
+        /// Like [`recv_stream`](Self::recv_stream), giving up after `timeout`.
+        fn recv_stream_timeout(&self, timeout: Duration) -> Option<RecvStream> =
+            self.rt.within(timeout, self.incoming());
     }
 
-    /// The next incoming stream, in the order they started; `None` once
-    /// the connection closed and every stream was handed out.
-    pub fn recv_stream(&self) -> Option<RecvStream> {
-        block_on(self.conn.accept_stream()).map(RecvStream)
-    }
-
-    /// Like [`recv_stream`](Self::recv_stream), giving up after `timeout`.
-    pub fn recv_stream_timeout(&self, timeout: Duration) -> Option<RecvStream> {
-        self.rt
-            .block_on_timeout(self.conn.accept_stream(), timeout)
-            .map(RecvStream)
+    async fn incoming(&self) -> Option<RecvStream> {
+        self.conn.accept_stream().await.map(RecvStream)
     }
 }
 

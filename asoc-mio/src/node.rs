@@ -105,6 +105,14 @@ impl NodeBuilder {
         dial(config: DialConfig);
         /// Chunk size for [`Node::send`] (default 1 MiB).
         chunk_size(bytes: usize);
+        /// Runs accepted connections (`tls.server`) and dialed ones
+        /// (`tls.client`) inside TLS (RFC-0002 §9.2; build the configurations
+        /// with [`tls::server_config`](crate::tls::server_config) and
+        /// [`tls::client_config`](crate::tls::client_config)). A dialed peer is
+        /// verified for the host of its `host:port` target, or for its IP
+        /// address when connected by address. The TLS handshake runs within the
+        /// ASoc handshake timeout. Default: no TLS.
+        tls(tls: TlsConfig);
         /// A fixed seed for the protocol's randomness (tests); by default one
         /// is drawn from the OS.
         seed(seed: Seed);
@@ -124,31 +132,16 @@ impl NodeBuilder {
         self.map(|b| b.driver(config.driver()))
     }
 
-    /// Runs accepted connections (`tls.server`) and dialed ones
-    /// (`tls.client`) inside TLS (RFC-0002 §9.2; build the configurations
-    /// with [`tls::server_config`](crate::tls::server_config) and
-    /// [`tls::client_config`](crate::tls::client_config)). A dialed peer is
-    /// verified for the host of its `host:port` target, or for its IP
-    /// address when connected by address. The TLS handshake runs within the
-    /// ASoc handshake timeout. Default: no TLS.
-    #[must_use]
-    pub fn tls(self, tls: TlsConfig) -> Self {
-        self.map(|b| b.tls(tls))
-    }
-
-    /// The community string.
-    #[must_use]
-    pub fn community(&self) -> &str {
-        self.inner.community()
+    getters! {
+        /// The community string.
+        fn community(&self) -> &str = self.inner.community();
     }
 
     /// Binds the sockets and starts the node on a mio loop of its own
     /// thread.
     pub fn start(self) -> Result<Node, Error> {
-        let seed = crate::os_seed()?;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&crate::os_seed()?[..16]);
-        let id = uuid::Builder::from_random_bytes(id).into_uuid();
+        let (seed, id) = (crate::os_seed()?, crate::os_seed()?);
+        let id = uuid::Builder::from_random_bytes(std::array::from_fn(|i| id[i])).into_uuid();
         let linger = self.config.connection.send_stall_timeout();
         let rt = Mio::new("asoc-mio-node", linger)?;
         let node = block_on(self.inner.start(rt.clone(), seed, id))?;
@@ -255,6 +248,19 @@ impl Node {
         /// already queued can still be taken; then both report `None`. The
         /// loop's thread ends once the last handle is dropped.
         fn shutdown(&self, grace: Duration) = self.node().shutdown(grace);
+        /// The next incoming stream, `None` after shutdown.
+        fn accept_stream(&self) -> Option<IncomingStream> = self.incoming();
+        /// Like [`accept_stream`](Self::accept_stream), giving up after
+        /// `timeout`.
+        fn accept_stream_timeout(&self, timeout: Duration) -> Option<IncomingStream> =
+            self.inner.rt.within(timeout, self.incoming());
+        /// The next event, giving up after `timeout`.
+        fn event_timeout(&self, timeout: Duration) -> Option<NodeEvent> =
+            self.inner.rt.within(timeout, self.node().next_event());
+    }
+
+    async fn incoming(&self) -> Option<IncomingStream> {
+        self.node().accept_stream().await.map(IncomingStream::from)
     }
 
     /// Marks a send as in flight for graceful shutdown; keep the guard while
@@ -263,28 +269,6 @@ impl Node {
         SendGuard {
             _held: Box::new(self.node().send_guard()),
         }
-    }
-
-    /// The next incoming stream, `None` after shutdown.
-    pub fn accept_stream(&self) -> Option<IncomingStream> {
-        block_on(self.node().accept_stream()).map(IncomingStream::from)
-    }
-
-    /// Like [`accept_stream`](Self::accept_stream), giving up after
-    /// `timeout`.
-    pub fn accept_stream_timeout(&self, timeout: Duration) -> Option<IncomingStream> {
-        let next = self.node().accept_stream();
-        self.inner
-            .rt
-            .block_on_timeout(next, timeout)
-            .map(IncomingStream::from)
-    }
-
-    /// The next event, giving up after `timeout`.
-    pub fn event_timeout(&self, timeout: Duration) -> Option<NodeEvent> {
-        self.inner
-            .rt
-            .block_on_timeout(self.node().next_event(), timeout)
     }
 }
 
