@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use asoc_async::{Connection, DriverConfig, Error, Runtime, Session, StreamError};
-use asoc_proto::connection::{CloseReason, ConnectionConfig, SendError};
+use asoc_proto::connection::{CloseReason, SendError};
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use mio::event::Source;
@@ -17,36 +17,12 @@ use crate::driver::SharedAuthenticator;
 use crate::rt::{lock, Mio, MioIo};
 
 /// Settings of a [`MioConnection`] or of a [`Node`](crate::Node)'s
-/// connections.
-#[derive(Clone, Copy, Debug)]
-pub struct MioConfig {
-    /// Protocol limits and timers.
-    pub connection: ConnectionConfig,
-    /// Received bytes not yet taken by the application above which the loop
-    /// stops reading from the socket (default 32 MiB); it resumes as the
-    /// application takes chunks. A slow consumer thus pushes back on the
-    /// sender through TCP instead of growing memory.
-    pub receive_buffer: usize,
-}
-
-impl Default for MioConfig {
-    fn default() -> Self {
-        Self {
-            connection: ConnectionConfig::default(),
-            receive_buffer: 32 * 1024 * 1024,
-        }
-    }
-}
-
-impl MioConfig {
-    pub(crate) fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            connection: self.connection,
-            receive_buffer: self.receive_buffer,
-            ..DriverConfig::default()
-        }
-    }
-}
+/// connections, the same as on tokio and smol: protocol limits and timers,
+/// and the received bytes not yet taken by the application above which the
+/// loop stops reading from the socket (default 16 MiB; it resumes as the
+/// application takes chunks, so a slow consumer pushes back on the sender
+/// through TCP instead of growing memory).
+pub type MioConfig = DriverConfig;
 
 /// An authenticated ASoc connection driven by a mio loop on its own thread.
 /// Every method blocks the calling thread, never the loop; the handle is
@@ -111,7 +87,7 @@ impl MioConnection {
         S: Source + Read + Write + Send + 'static,
     {
         let rt = Mio::new("asoc-mio", config.connection.send_stall_timeout())?;
-        let (io, config) = (MioIo::new(&rt, io)?, config.driver());
+        let io = MioIo::new(&rt, io)?;
         let conn = block_on(async {
             match server {
                 true => Connection::accept(&rt, io, auth, config).await,

@@ -76,7 +76,7 @@ impl NodeBuilder {
     #[must_use]
     pub fn new(community: impl Into<String>, key: ApiKey) -> Self {
         let config = MioConfig::default();
-        let inner = asoc_async::NodeBuilder::new(community, key).driver(config.driver());
+        let inner = asoc_async::NodeBuilder::new(community, key).driver(config);
         Self { inner, config }
     }
 
@@ -129,7 +129,7 @@ impl NodeBuilder {
     #[must_use]
     pub fn connection(mut self, config: MioConfig) -> Self {
         self.config = config;
-        self.map(|b| b.driver(config.driver()))
+        self.map(|b| b.driver(config))
     }
 
     getters! {
