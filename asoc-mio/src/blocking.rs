@@ -105,11 +105,6 @@ impl MioConnection {
         fn close_reason(&self) -> Option<CloseReason> = self.conn.close_reason();
     }
 
-    /// Opens an outgoing stream and returns its id.
-    pub fn open_stream(&self) -> Result<u32, Error> {
-        Ok(block_on(self.conn.open_stream())?.id())
-    }
-
     /// Queues `chunk` (not copied) as one DATA frame of `stream`. Blocks
     /// while the connection's send queue is full, so a fast producer waits
     /// for the socket instead of buffering a tensor whole. A refused chunk
@@ -132,6 +127,8 @@ impl MioConnection {
     }
 
     wait! {
+        /// Opens an outgoing stream and returns its id.
+        fn open_stream(&self) -> Result<u32, Error> = async { Ok(self.conn.open_stream().await?.id()) };
         /// Sends `data` as one stream of frames of at most `chunk_size`
         /// bytes (sharing its memory) and finishes it; returns the stream id.
         fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> =
@@ -182,6 +179,8 @@ impl RecvStream {
         fn bytes(&self) -> u64 = self.0.bytes();
         /// DATA frames received so far.
         fn frames(&self) -> u32 = self.0.frames();
+        /// A chunk if one is already there, without waiting.
+        fn try_chunk(&mut self) -> Option<Result<Option<Bytes>, StreamError>> = self.0.try_chunk();
     }
 
     wait! {
@@ -190,10 +189,5 @@ impl RecvStream {
         fn chunk(&mut self) -> Result<Option<Bytes>, StreamError> = self.0.chunk();
         /// Collects the whole stream into one buffer.
         fn read_to_end(self) -> Result<Vec<u8>, StreamError> = self.0.read_to_end();
-    }
-
-    /// A chunk if one is already there, without waiting.
-    pub fn try_chunk(&mut self) -> Option<Result<Option<Bytes>, StreamError>> {
-        self.0.try_chunk()
     }
 }

@@ -329,7 +329,6 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// transport flushed (see [`on_writable`](Self::on_writable)).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let now = Instant::now();
         if self.linger.is_none() {
             match self.conn.poll_event()? {
                 // Only a graceful close ends with `Local`: the transport's
@@ -337,6 +336,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
                 Event::Closed {
                     reason: CloseReason::Local,
                 } => {
+                    let now = Instant::now();
                     self.linger = Some(now + self.conn.config().send_stall_timeout());
                     self.flush(now);
                 }
@@ -347,7 +347,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
                 other => return Some(other),
             }
         }
-        if self.io_pending && self.linger.is_some_and(|until| now < until) {
+        if self.io_pending && self.linger.is_some_and(|until| Instant::now() < until) {
             return None;
         }
         self.linger = None;

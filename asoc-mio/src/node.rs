@@ -151,6 +151,7 @@ impl NodeBuilder {
     }
 }
 
+#[derive(Debug)]
 struct Handle {
     node: asoc_async::Node<Mio>,
     rt: Mio,
@@ -171,15 +172,9 @@ impl Drop for Handle {
 /// A running node: a mio loop on its own thread behind blocking,
 /// thread-safe methods. Clones share the node; dropping the last one closes
 /// every connection gracefully.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Node {
     inner: Arc<Handle>,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.node.fmt(f)
-    }
 }
 
 impl Node {
@@ -263,24 +258,12 @@ impl Node {
         self.node().accept_stream().await.map(IncomingStream::from)
     }
 
-    /// Marks a send as in flight for graceful shutdown; keep the guard while
-    /// sending through a stream from [`open_stream`](Self::open_stream).
-    pub fn send_guard(&self) -> SendGuard {
-        SendGuard {
-            _held: Box::new(self.node().send_guard()),
-        }
-    }
-}
-
-/// Keeps [`Node::shutdown`] waiting (up to its grace) while alive.
-#[must_use]
-pub struct SendGuard {
-    _held: Box<dyn Send>,
-}
-
-impl std::fmt::Debug for SendGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SendGuard")
+    getters! {
+        /// Marks a send as in flight for graceful shutdown: while the guard
+        /// lives, [`shutdown`](Self::shutdown) waits for it (up to its
+        /// grace). Keep it while sending through a stream from
+        /// [`open_stream`](Self::open_stream).
+        fn send_guard(&self) -> impl Drop + Send + 'static = self.node().send_guard();
     }
 }
 
