@@ -82,18 +82,25 @@ struct Reactor {
 #[derive(Clone)]
 pub struct Mio {
     reactor: Arc<Reactor>,
+    /// Dropped after `reactor` (fields drop in order): the loop, nudged,
+    /// already sees this handle gone. Nudging from `Mio`'s own `drop`
+    /// would come before, and a loop checking in between would sleep on.
+    _nudge: Nudge,
+}
+
+/// Nudges the loop when dropped: the last handle may be going.
+#[derive(Clone)]
+struct Nudge(Arc<Queue>);
+
+impl Drop for Nudge {
+    fn drop(&mut self) {
+        self.0.nudge();
+    }
 }
 
 impl fmt::Debug for Mio {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mio").finish_non_exhaustive()
-    }
-}
-
-impl Drop for Mio {
-    fn drop(&mut self) {
-        // The last handle may be going: let the loop see whether to end.
-        self.reactor.queue.nudge();
     }
 }
 
@@ -121,7 +128,8 @@ impl Mio {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || run(poll, looped))?;
-        Ok(Self { reactor })
+        let _nudge = Nudge(reactor.queue.clone());
+        Ok(Self { reactor, _nudge })
     }
 
     /// `fut`'s output, or `None` once `timeout` passed.
@@ -296,8 +304,8 @@ fn recv_spare(tcp: &TcpStream, buf: &mut BytesMut, window: usize) -> io::Result<
 }
 
 impl<S> MioIo<S> {
-    /// Waits until `op` stops would-blocking on the source's `read` or
-    /// write readiness.
+    /// Runs `op` on the source until it stops would-blocking, waiting for
+    /// read readiness (`read`) or write readiness in between.
     async fn ready<T>(&self, read: bool, mut op: impl FnMut(&S) -> io::Result<T>) -> io::Result<T> {
         let state = &self.reg.state;
         let waker = if read { &state.read } else { &state.write };
