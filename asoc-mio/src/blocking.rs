@@ -4,62 +4,25 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use asoc_async::{Connection, DriverConfig, Error, Runtime, Session, StreamError};
-use asoc_proto::connection::{CloseReason, ConnectionConfig, SendError};
+use asoc_proto::connection::{CloseReason, SendError};
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use mio::event::Source;
 
-use crate::driver::{SharedAuthenticator, DEFAULT_READ_LIMIT};
-use crate::rt::{Mio, MioIo};
+use crate::driver::SharedAuthenticator;
+use crate::rt::{lock, Mio, MioIo};
 
 /// Settings of a [`MioConnection`] or of a [`Node`](crate::Node)'s
-/// connections.
-#[derive(Clone, Copy, Debug)]
-pub struct MioConfig {
-    /// Protocol limits and timers.
-    pub connection: ConnectionConfig,
-    /// Received bytes not yet taken by the application above which the loop
-    /// stops reading from the socket (default 32 MiB); it resumes as the
-    /// application takes chunks. A slow consumer thus pushes back on the
-    /// sender through TCP instead of growing memory.
-    pub receive_buffer: usize,
-    /// Unused by the ready-made loop, whose connection tasks bound each turn
-    /// themselves (read windows of at most 1 MiB, a yield after 32 rounds);
-    /// kept so that existing code compiles. The [`Driver`](crate::Driver)
-    /// pieces take theirs from [`Driver::set_read_limit`](crate::Driver::set_read_limit).
-    pub read_limit: usize,
-}
-
-impl Default for MioConfig {
-    fn default() -> Self {
-        Self {
-            connection: ConnectionConfig::default(),
-            receive_buffer: 32 * 1024 * 1024,
-            read_limit: DEFAULT_READ_LIMIT,
-        }
-    }
-}
-
-impl MioConfig {
-    pub(crate) fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            connection: self.connection,
-            receive_buffer: self.receive_buffer,
-            ..DriverConfig::default()
-        }
-    }
-}
-
-pub(crate) fn blocking<T>(e: impl std::fmt::Display) -> Result<T, Error> {
-    Err(Error::Io(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        e.to_string(),
-    )))
-}
+/// connections, the same as on tokio and smol: protocol limits and timers,
+/// and the received bytes not yet taken by the application above which the
+/// loop stops reading from the socket (default 16 MiB; it resumes as the
+/// application takes chunks, so a slow consumer pushes back on the sender
+/// through TCP instead of growing memory).
+pub type MioConfig = DriverConfig;
 
 /// An authenticated ASoc connection driven by a mio loop on its own thread.
 /// Every method blocks the calling thread, never the loop; the handle is
@@ -125,12 +88,13 @@ impl MioConnection {
     {
         let rt = Mio::new("asoc-mio", config.connection.send_stall_timeout())?;
         let io = MioIo::new(&rt, io)?;
-        let conn = if server {
-            block_on(Connection::accept(&rt, io, auth, config.driver()))?
-        } else {
-            block_on(Connection::connect(&rt, io, auth, config.driver()))?
-        };
-        let refused = Mutex::new(HashMap::new());
+        let conn = block_on(async {
+            match server {
+                true => Connection::accept(&rt, io, auth, config).await,
+                false => Connection::connect(&rt, io, auth, config).await,
+            }
+        })?;
+        let refused = Mutex::default();
         Ok(Self { conn, rt, refused })
     }
 
@@ -141,21 +105,14 @@ impl MioConnection {
         fn close_reason(&self) -> Option<CloseReason> = self.conn.close_reason();
     }
 
-    /// Opens an outgoing stream and returns its id.
-    pub fn open_stream(&self) -> Result<u32, Error> {
-        Ok(block_on(self.conn.open_stream())?.id())
-    }
-
     /// Queues `chunk` (not copied) as one DATA frame of `stream`. Blocks
     /// while the connection's send queue is full, so a fast producer waits
     /// for the socket instead of buffering a tensor whole. A refused chunk
     /// is reported by `finish`, and by every send after it.
     pub fn send(&self, stream: u32, chunk: Bytes) -> Result<(), Error> {
-        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = refused.get(&stream) {
-            return Err(Error::Send(e.clone()));
+        if let Some(e) = lock(&self.refused).get(&stream).cloned() {
+            return Err(Error::Send(e));
         }
-        drop(refused);
         block_on(self.conn.stream(stream).send(chunk))
     }
 
@@ -164,13 +121,14 @@ impl MioConnection {
     pub fn finish(&self, stream: u32) -> Result<(), Error> {
         let result = block_on(self.conn.stream(stream).finish());
         if let Err(Error::Send(e)) = &result {
-            let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-            refused.insert(stream, e.clone());
+            lock(&self.refused).insert(stream, e.clone());
         }
         result
     }
 
     wait! {
+        /// Opens an outgoing stream and returns its id.
+        fn open_stream(&self) -> Result<u32, Error> = async { Ok(self.conn.open_stream().await?.id()) };
         /// Sends `data` as one stream of frames of at most `chunk_size`
         /// bytes (sharing its memory) and finishes it; returns the stream id.
         fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> =
@@ -181,19 +139,16 @@ impl MioConnection {
         fn close(&self) = self.conn.close();
         /// Waits until the connection closed and says why.
         fn closed(&self) -> CloseReason = self.conn.closed();
+        /// The next incoming stream, in the order they started; `None` once
+        /// the connection closed and every stream was handed out.
+        fn recv_stream(&self) -> Option<RecvStream> = self.incoming();
+        /// Like [`recv_stream`](Self::recv_stream), giving up after `timeout`.
+        fn recv_stream_timeout(&self, timeout: Duration) -> Option<RecvStream> =
+            self.rt.within(timeout, self.incoming());
     }
 
-    /// The next incoming stream, in the order they started; `None` once
-    /// the connection closed and every stream was handed out.
-    pub fn recv_stream(&self) -> Option<RecvStream> {
-        block_on(self.conn.accept_stream()).map(RecvStream)
-    }
-
-    /// Like [`recv_stream`](Self::recv_stream), giving up after `timeout`.
-    pub fn recv_stream_timeout(&self, timeout: Duration) -> Option<RecvStream> {
-        self.rt
-            .block_on_timeout(self.conn.accept_stream(), timeout)
-            .map(RecvStream)
+    async fn incoming(&self) -> Option<RecvStream> {
+        self.conn.accept_stream().await.map(RecvStream)
     }
 }
 
@@ -224,6 +179,8 @@ impl RecvStream {
         fn bytes(&self) -> u64 = self.0.bytes();
         /// DATA frames received so far.
         fn frames(&self) -> u32 = self.0.frames();
+        /// A chunk if one is already there, without waiting.
+        fn try_chunk(&mut self) -> Option<Result<Option<Bytes>, StreamError>> = self.0.try_chunk();
     }
 
     wait! {
@@ -232,10 +189,5 @@ impl RecvStream {
         fn chunk(&mut self) -> Result<Option<Bytes>, StreamError> = self.0.chunk();
         /// Collects the whole stream into one buffer.
         fn read_to_end(self) -> Result<Vec<u8>, StreamError> = self.0.read_to_end();
-    }
-
-    /// A chunk if one is already there, without waiting.
-    pub fn try_chunk(&mut self) -> Option<Result<Option<Bytes>, StreamError>> {
-        self.0.try_chunk()
     }
 }

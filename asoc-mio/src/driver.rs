@@ -4,11 +4,10 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, PoisonError};
-
-pub use asoc_async::SharedAuthenticator;
+use std::sync::PoisonError;
 use std::time::Instant;
 
+pub use asoc_async::SharedAuthenticator;
 use asoc_proto::connection::{CloseReason, Connection, ConnectionConfig, Event, SendError};
 use asoc_proto::handshake::Authenticator;
 use bytes::{Bytes, BytesMut};
@@ -42,7 +41,7 @@ impl AuthHandle for Rc<RefCell<Authenticator>> {
     }
 }
 
-impl AuthHandle for Arc<Mutex<Authenticator>> {
+impl AuthHandle for SharedAuthenticator {
     fn with_auth<R>(&self, f: impl FnOnce(&mut Authenticator) -> R) -> R {
         f(&mut self.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -165,20 +164,18 @@ pub struct Driver<S, A = SharedAuthenticator> {
     conn: Connection,
     auth: A,
     rx: BytesMut,
-    registration: Option<Registry>,
+    registry: Option<Registry>,
     read_limit: usize,
+    /// The last `on_readable` stopped at its read limit.
     more_to_read: bool,
     eof: bool,
     /// The transport's last `flush` would block: it holds output of its own
     /// (TLS records, for one).
     io_pending: bool,
-    /// [`close`](Driver::close) was called: once closed, the transport's
-    /// own output is still flushed before `Closed` is reported.
-    graceful: bool,
-    /// Until when a graceful close waits for the transport's output.
-    linger_until: Option<Instant>,
-    /// `Closed`, held back while the transport flushes.
-    held: Option<Event>,
+    /// A graceful close completed in the protocol: its `Closed` is held
+    /// back until the transport flushed its own output, or until this
+    /// deadline (the send-stall timeout) gives up on it.
+    linger: Option<Instant>,
 }
 
 impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
@@ -206,18 +203,14 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
             conn,
             auth,
             rx: BytesMut::new(),
-            registration: None,
+            registry: None,
             read_limit: DEFAULT_READ_LIMIT,
             more_to_read: false,
             eof: false,
             io_pending: false,
-            graceful: false,
-            linger_until: None,
-            held: None,
+            linger: None,
         }
     }
-
-    // ----- registration ------------------------------------------------------
 
     /// Registers the source with `registry` under `token`, for reading and
     /// writing at once (edge-triggered: an event only when readiness comes
@@ -225,44 +218,18 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// closed.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let own = registry.try_clone()?;
-        let both = Interest::READABLE | Interest::WRITABLE;
-        registry.register(&mut self.io, token, both)?;
-        self.registration = Some(own);
+        registry.register(&mut self.io, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.registry = Some(own);
         Ok(())
     }
 
     /// Removes the source from its registry (the driver does this itself
-    /// once the connection closed).
+    /// once it reported `Closed`).
     pub fn deregister(&mut self) -> io::Result<()> {
-        match self.registration.take() {
-            Some(registry) => registry.deregister(&mut self.io),
-            None => Ok(()),
-        }
+        self.registry
+            .take()
+            .map_or(Ok(()), |r| r.deregister(&mut self.io))
     }
-
-    /// Closed gracefully, and the transport still flushing its own output.
-    fn lingering(&self) -> bool {
-        self.conn.is_closed() && self.graceful && self.io_pending
-    }
-
-    /// Once closed, deregisters (after a graceful close, once the
-    /// transport flushed its own output or the send-stall timeout gave up
-    /// on it).
-    fn settle(&mut self, now: Instant) {
-        if !self.conn.is_closed() {
-            return;
-        }
-        // The transport's output goes out within the send-stall timeout.
-        let stall = self.conn.config().send_stall_timeout();
-        let until = *self.linger_until.get_or_insert(now + stall);
-        if !self.lingering() || now >= until {
-            self.io_pending = false;
-            self.linger_until = None;
-            let _ = self.deregister();
-        }
-    }
-
-    // ----- readiness and time ------------------------------------------------
 
     /// The source is readable: reads until it would block, hits EOF, or the
     /// read limit of this call is used up (then [`wants_read`](Self::wants_read)
@@ -271,13 +238,11 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// server's ACCEPT, for one).
     pub fn on_readable(&mut self, now: Instant) {
         let mut left = self.read_limit;
-        self.more_to_read = false;
-        while !self.eof && !self.conn.is_closed() {
-            if left == 0 {
-                self.more_to_read = true;
-                break;
-            }
-            match self.read_once() {
+        while left > 0 && !self.eof && !self.conn.is_closed() {
+            // Room for the whole frame in progress, read in bounded windows.
+            self.rx
+                .reserve(self.conn.bytes_needed(&self.rx).max(WINDOW));
+            match crate::rt::read_zeroed(&mut self.io, &mut self.rx, WINDOW) {
                 Ok(0) => {
                     self.eof = true;
                     self.conn.handle_eof(now);
@@ -292,15 +257,8 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
                 Err(_) => self.conn.handle_transport_error(now),
             }
         }
+        self.more_to_read = left == 0;
         self.flush(now);
-    }
-
-    /// Reads once into a bounded window at the end of the receive buffer,
-    /// having reserved room for the whole frame in progress.
-    fn read_once(&mut self) -> io::Result<usize> {
-        let need = self.conn.bytes_needed(&self.rx);
-        self.rx.reserve(need.max(WINDOW));
-        crate::rt::read_zeroed(&mut self.io, &mut self.rx, WINDOW)
     }
 
     /// The source is writable: writes pending output (vectored, payloads not
@@ -320,24 +278,21 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     fn flush(&mut self, now: Instant) {
         if self.conn.pending_output() > 0 {
             match self.conn.write_to(now, &mut self.io) {
-                Ok(_) => {}
                 // A connect still in progress: the writable event follows.
-                Err(e) if would_block(&e) => {}
-                Err(_) => self.conn.handle_transport_error(now),
+                Err(e) if !would_block(&e) => self.conn.handle_transport_error(now),
+                _ => {}
             }
         }
-        if !self.conn.is_closed() || (self.graceful && self.registration.is_some()) {
-            match self.io.flush() {
-                Ok(()) => self.io_pending = false,
-                Err(e) if would_block(&e) => self.io_pending = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.io_pending = true,
+        if !self.conn.is_closed() || self.linger.is_some() {
+            self.io_pending = match self.io.flush() {
+                Ok(()) => false,
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => true,
                 Err(_) => {
-                    self.io_pending = false;
                     self.conn.handle_transport_error(now);
+                    false
                 }
-            }
+            };
         }
-        self.settle(now);
     }
 
     /// The deadline of [`next_deadline`](Self::next_deadline) passed (calling
@@ -347,21 +302,14 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
         self.flush(now);
     }
 
-    /// When [`on_timeout`](Self::on_timeout) must be called next, if ever.
-    #[must_use]
-    pub fn next_deadline(&self) -> Option<Instant> {
-        if self.lingering() {
-            return self.linger_until;
-        }
-        self.conn.poll_timeout()
-    }
-
-    /// Whether [`on_readable`](Self::on_readable) stopped at its read limit
-    /// with data possibly left in the socket. mio reports readiness once per
-    /// edge, so call `on_readable` again without waiting for an event.
-    #[must_use]
-    pub fn wants_read(&self) -> bool {
-        self.more_to_read && !self.eof && !self.conn.is_closed()
+    getters! {
+        /// When [`on_timeout`](Self::on_timeout) must be called next, if ever.
+        fn next_deadline(&self) -> Option<Instant> =
+            self.linger.or_else(|| self.conn.poll_timeout());
+        /// Whether [`on_readable`](Self::on_readable) stopped at its read limit
+        /// with data possibly left in the socket. mio reports readiness once per
+        /// edge, so call `on_readable` again without waiting for an event.
+        fn wants_read(&self) -> bool = self.more_to_read && !self.eof && !self.conn.is_closed();
     }
 
     /// Sets how many bytes one [`on_readable`](Self::on_readable) call reads
@@ -374,32 +322,40 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
 
     /// The next event of the connection: `Established`, `Data`, `StreamEnd`,
     /// `StreamIncomplete`, `Closed`, ... (see [`Event`]). Drain until `None`
-    /// after every call above.
+    /// after every call above. Once it returned `Closed`, the source is
+    /// deregistered.
     ///
     /// After a graceful [`close`](Self::close), `Closed` comes once the
     /// transport flushed (see [`on_writable`](Self::on_writable)).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.lingering() {
-            if self.held.is_none() {
-                match self.conn.poll_event()? {
-                    Event::Closed { reason } if reason != CloseReason::Local => {
-                        // Not a graceful end after all (the stall timeout
-                        // cut the drain, say): nothing more to flush.
-                        self.graceful = false;
-                        self.settle(Instant::now());
-                        return Some(Event::Closed { reason });
-                    }
-                    closed @ Event::Closed { .. } => self.held = Some(closed),
-                    other => return Some(other),
+        if self.linger.is_none() {
+            match self.conn.poll_event()? {
+                // Only a graceful close ends with `Local`: the transport's
+                // own output still goes out, within the send-stall timeout.
+                Event::Closed {
+                    reason: CloseReason::Local,
+                } => {
+                    let now = Instant::now();
+                    self.linger = Some(now + self.conn.config().send_stall_timeout());
+                    self.flush(now);
                 }
+                closed @ Event::Closed { .. } => {
+                    let _ = self.deregister();
+                    return Some(closed);
+                }
+                other => return Some(other),
             }
+        }
+        if self.io_pending && self.linger.is_some_and(|until| Instant::now() < until) {
             return None;
         }
-        self.held.take().or_else(|| self.conn.poll_event())
+        self.linger = None;
+        let _ = self.deregister();
+        Some(Event::Closed {
+            reason: CloseReason::Local,
+        })
     }
-
-    // ----- commands ------------------------------------------------------------
 
     /// Opens an outgoing stream (once established) and returns its id.
     pub fn open_stream(&mut self) -> Result<u32, SendError> {
@@ -411,61 +367,44 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// backpressure: retry after [`on_writable`](Self::on_writable) drained
     /// output (see [`can_send`](Self::can_send)).
     pub fn send(&mut self, stream: u32, chunk: Bytes) -> Result<(), SendError> {
-        let now = Instant::now();
-        self.conn.send(now, stream, chunk)?;
-        self.flush(now);
-        Ok(())
+        self.command(|conn, now| conn.send(now, stream, chunk))
     }
 
     /// Queues the END frame of `stream`.
     pub fn finish(&mut self, stream: u32) -> Result<(), SendError> {
-        let now = Instant::now();
-        self.conn.finish(now, stream)?;
-        self.flush(now);
-        Ok(())
+        self.command(|conn, now| conn.finish(now, stream))
     }
 
     /// Closes gracefully: what is queued is still written, then
     /// `Closed { reason: Local }`.
     pub fn close(&mut self) {
+        let _ = self.command(|conn, now| {
+            conn.close(now);
+            Ok(())
+        });
+    }
+
+    fn command<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, Instant) -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
         let now = Instant::now();
-        if !self.conn.is_closed() {
-            self.graceful = true;
-        }
-        self.conn.close(now);
+        let done = f(&mut self.conn, now)?;
         self.flush(now);
+        Ok(done)
     }
 
-    // ----- queries -------------------------------------------------------------
-
-    /// Whether [`send`](Self::send) would accept a chunk now.
-    #[must_use]
-    pub fn can_send(&self) -> bool {
-        self.conn.can_send()
-    }
-
-    /// Whether the connection is closed.
-    #[must_use]
-    pub fn is_closed(&self) -> bool {
-        self.conn.is_closed()
-    }
-
-    /// The protocol state machine, for queries (role, session, stats, ...).
-    #[must_use]
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// The authenticator handle (or other [`Judge`]).
-    #[must_use]
-    pub fn auth(&self) -> &A {
-        &self.auth
-    }
-
-    /// The transport.
-    #[must_use]
-    pub fn get_ref(&self) -> &S {
-        &self.io
+    getters! {
+        /// Whether [`send`](Self::send) would accept a chunk now.
+        fn can_send(&self) -> bool = self.conn.can_send();
+        /// Whether the connection is closed.
+        fn is_closed(&self) -> bool = self.conn.is_closed();
+        /// The protocol state machine, for queries (role, session, stats, ...).
+        fn connection(&self) -> &Connection = &self.conn;
+        /// The authenticator handle (or other [`Judge`]).
+        fn auth(&self) -> &A = &self.auth;
+        /// The transport.
+        fn get_ref(&self) -> &S = &self.io;
     }
 
     /// The transport, mutably (reading or writing it directly corrupts the
@@ -481,6 +420,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     }
 }
 
+/// `NotConnected` is a connect still in progress.
 fn would_block(e: &io::Error) -> bool {
     matches!(
         e.kind(),

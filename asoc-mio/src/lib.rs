@@ -202,9 +202,7 @@ use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use asoc_proto::rng::Seed;
 pub use blocking::{MioConfig, MioConnection, RecvStream};
 pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
-pub use node::{
-    IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendGuard, SendStream,
-};
+pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendStream};
 pub use rt::{Mio, MioIo};
 pub use tls::TlsStream;
 

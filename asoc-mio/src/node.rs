@@ -76,7 +76,7 @@ impl NodeBuilder {
     #[must_use]
     pub fn new(community: impl Into<String>, key: ApiKey) -> Self {
         let config = MioConfig::default();
-        let inner = asoc_async::NodeBuilder::new(community, key).driver(config.driver());
+        let inner = asoc_async::NodeBuilder::new(community, key).driver(config);
         Self { inner, config }
     }
 
@@ -105,6 +105,14 @@ impl NodeBuilder {
         dial(config: DialConfig);
         /// Chunk size for [`Node::send`] (default 1 MiB).
         chunk_size(bytes: usize);
+        /// Runs accepted connections (`tls.server`) and dialed ones
+        /// (`tls.client`) inside TLS (RFC-0002 §9.2; build the configurations
+        /// with [`tls::server_config`](crate::tls::server_config) and
+        /// [`tls::client_config`](crate::tls::client_config)). A dialed peer is
+        /// verified for the host of its `host:port` target, or for its IP
+        /// address when connected by address. The TLS handshake runs within the
+        /// ASoc handshake timeout. Default: no TLS.
+        tls(tls: TlsConfig);
         /// A fixed seed for the protocol's randomness (tests); by default one
         /// is drawn from the OS.
         seed(seed: Seed);
@@ -121,34 +129,19 @@ impl NodeBuilder {
     #[must_use]
     pub fn connection(mut self, config: MioConfig) -> Self {
         self.config = config;
-        self.map(|b| b.driver(config.driver()))
+        self.map(|b| b.driver(config))
     }
 
-    /// Runs accepted connections (`tls.server`) and dialed ones
-    /// (`tls.client`) inside TLS (RFC-0002 §9.2; build the configurations
-    /// with [`tls::server_config`](crate::tls::server_config) and
-    /// [`tls::client_config`](crate::tls::client_config)). A dialed peer is
-    /// verified for the host of its `host:port` target, or for its IP
-    /// address when connected by address. The TLS handshake runs within the
-    /// ASoc handshake timeout. Default: no TLS.
-    #[must_use]
-    pub fn tls(self, tls: TlsConfig) -> Self {
-        self.map(|b| b.tls(tls))
-    }
-
-    /// The community string.
-    #[must_use]
-    pub fn community(&self) -> &str {
-        self.inner.community()
+    getters! {
+        /// The community string.
+        fn community(&self) -> &str = self.inner.community();
     }
 
     /// Binds the sockets and starts the node on a mio loop of its own
     /// thread.
     pub fn start(self) -> Result<Node, Error> {
-        let seed = crate::os_seed()?;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&crate::os_seed()?[..16]);
-        let id = uuid::Builder::from_random_bytes(id).into_uuid();
+        let (seed, id) = (crate::os_seed()?, crate::os_seed()?);
+        let id = uuid::Builder::from_random_bytes(std::array::from_fn(|i| id[i])).into_uuid();
         let linger = self.config.connection.send_stall_timeout();
         let rt = Mio::new("asoc-mio-node", linger)?;
         let node = block_on(self.inner.start(rt.clone(), seed, id))?;
@@ -158,6 +151,7 @@ impl NodeBuilder {
     }
 }
 
+#[derive(Debug)]
 struct Handle {
     node: asoc_async::Node<Mio>,
     rt: Mio,
@@ -178,15 +172,9 @@ impl Drop for Handle {
 /// A running node: a mio loop on its own thread behind blocking,
 /// thread-safe methods. Clones share the node; dropping the last one closes
 /// every connection gracefully.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Node {
     inner: Arc<Handle>,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.node.fmt(f)
-    }
 }
 
 impl Node {
@@ -255,48 +243,27 @@ impl Node {
         /// already queued can still be taken; then both report `None`. The
         /// loop's thread ends once the last handle is dropped.
         fn shutdown(&self, grace: Duration) = self.node().shutdown(grace);
+        /// The next incoming stream, `None` after shutdown.
+        fn accept_stream(&self) -> Option<IncomingStream> = self.incoming();
+        /// Like [`accept_stream`](Self::accept_stream), giving up after
+        /// `timeout`.
+        fn accept_stream_timeout(&self, timeout: Duration) -> Option<IncomingStream> =
+            self.inner.rt.within(timeout, self.incoming());
+        /// The next event, giving up after `timeout`.
+        fn event_timeout(&self, timeout: Duration) -> Option<NodeEvent> =
+            self.inner.rt.within(timeout, self.node().next_event());
     }
 
-    /// Marks a send as in flight for graceful shutdown; keep the guard while
-    /// sending through a stream from [`open_stream`](Self::open_stream).
-    pub fn send_guard(&self) -> SendGuard {
-        SendGuard {
-            _held: Box::new(self.node().send_guard()),
-        }
+    async fn incoming(&self) -> Option<IncomingStream> {
+        self.node().accept_stream().await.map(IncomingStream::from)
     }
 
-    /// The next incoming stream, `None` after shutdown.
-    pub fn accept_stream(&self) -> Option<IncomingStream> {
-        block_on(self.node().accept_stream()).map(IncomingStream::from)
-    }
-
-    /// Like [`accept_stream`](Self::accept_stream), giving up after
-    /// `timeout`.
-    pub fn accept_stream_timeout(&self, timeout: Duration) -> Option<IncomingStream> {
-        let next = self.node().accept_stream();
-        self.inner
-            .rt
-            .block_on_timeout(next, timeout)
-            .map(IncomingStream::from)
-    }
-
-    /// The next event, giving up after `timeout`.
-    pub fn event_timeout(&self, timeout: Duration) -> Option<NodeEvent> {
-        self.inner
-            .rt
-            .block_on_timeout(self.node().next_event(), timeout)
-    }
-}
-
-/// Keeps [`Node::shutdown`] waiting (up to its grace) while alive.
-#[must_use]
-pub struct SendGuard {
-    _held: Box<dyn Send>,
-}
-
-impl std::fmt::Debug for SendGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SendGuard")
+    getters! {
+        /// Marks a send as in flight for graceful shutdown: while the guard
+        /// lives, [`shutdown`](Self::shutdown) waits for it (up to its
+        /// grace). Keep it while sending through a stream from
+        /// [`open_stream`](Self::open_stream).
+        fn send_guard(&self) -> impl Drop + Send + 'static = self.node().send_guard();
     }
 }
 

@@ -34,7 +34,7 @@ const WAKER: Token = Token(0);
 /// At most this much spare capacity is zeroed and offered per read.
 const READ_WINDOW: usize = 256 * 1024;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -82,18 +82,25 @@ struct Reactor {
 #[derive(Clone)]
 pub struct Mio {
     reactor: Arc<Reactor>,
+    /// Dropped after `reactor` (fields drop in order): the loop, nudged,
+    /// already sees this handle gone. Nudging from `Mio`'s own `drop`
+    /// would come before, and a loop checking in between would sleep on.
+    _nudge: Nudge,
+}
+
+/// Nudges the loop when dropped: the last handle may be going.
+#[derive(Clone)]
+struct Nudge(Arc<Queue>);
+
+impl Drop for Nudge {
+    fn drop(&mut self) {
+        self.0.nudge();
+    }
 }
 
 impl fmt::Debug for Mio {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mio").finish_non_exhaustive()
-    }
-}
-
-impl Drop for Mio {
-    fn drop(&mut self) {
-        // The last handle may be going: let the loop see whether to end.
-        self.reactor.queue.nudge();
     }
 }
 
@@ -121,21 +128,22 @@ impl Mio {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || run(poll, looped))?;
-        Ok(Self { reactor })
+        let _nudge = Nudge(reactor.queue.clone());
+        Ok(Self { reactor, _nudge })
     }
 
-    /// Runs `fut` on the calling thread, giving up with `None` after
-    /// `timeout`.
-    pub(crate) fn block_on_timeout<T>(
+    /// `fut`'s output, or `None` once `timeout` passed.
+    pub(crate) async fn within<T>(
         &self,
-        fut: impl Future<Output = Option<T>>,
         timeout: Duration,
+        fut: impl Future<Output = Option<T>>,
     ) -> Option<T> {
-        let sleep = self.sleep_until(Instant::now() + timeout);
-        futures_lite::future::block_on(futures_lite::future::or(fut, async {
+        let sleep = Sleep::new(self, Instant::now() + timeout);
+        futures_lite::future::or(fut, async {
             sleep.await;
             None
-        }))
+        })
+        .await
     }
 }
 
@@ -201,16 +209,18 @@ impl Runtime for Mio {
     }
 }
 
+/// A timer of the loop: its key (deadline, then a unique number) in the
+/// timer map while a task waits on it.
 pub(crate) struct Sleep {
     rt: Mio,
-    deadline: Instant,
-    key: Option<(Instant, u64)>,
+    key: (Instant, u64),
 }
 
 impl Sleep {
     fn new(rt: &Mio, deadline: Instant) -> Self {
-        let (rt, key) = (rt.clone(), None);
-        Self { rt, deadline, key }
+        let id = rt.reactor.next_timer.fetch_add(1, Ordering::Relaxed);
+        let (rt, key) = (rt.clone(), (deadline, id));
+        Self { rt, key }
     }
 }
 
@@ -218,21 +228,17 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let reactor = &this.rt.reactor;
-        if Instant::now() >= this.deadline {
-            if let Some(key) = this.key.take() {
-                lock(&reactor.timers).remove(&key);
-            }
+        let reactor = &self.rt.reactor;
+        let mut timers = lock(&reactor.timers);
+        if Instant::now() >= self.key.0 {
+            timers.remove(&self.key);
             return Poll::Ready(());
         }
-        let deadline = this.deadline;
-        let key = *this
-            .key
-            .get_or_insert_with(|| (deadline, reactor.next_timer.fetch_add(1, Ordering::Relaxed)));
-        let mut timers = lock(&reactor.timers);
-        if !timers.get(&key).is_some_and(|w| w.will_wake(cx.waker())) {
-            timers.insert(key, cx.waker().clone());
+        if !timers
+            .get(&self.key)
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            timers.insert(self.key, cx.waker().clone());
         }
         drop(timers);
         // A sleeping loop must recompute its timeout.
@@ -243,9 +249,7 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            lock(&self.rt.reactor.timers).remove(&key);
-        }
+        lock(&self.rt.reactor.timers).remove(&self.key);
     }
 }
 
@@ -297,6 +301,16 @@ fn recv_spare(tcp: &TcpStream, buf: &mut BytesMut, window: usize) -> io::Result<
     // so the first `len + n` bytes of `buf` are initialised.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+impl<S> MioIo<S> {
+    /// Runs `op` on the source until it stops would-blocking, waiting for
+    /// read readiness (`read`) or write readiness in between.
+    async fn ready<T>(&self, read: bool, mut op: impl FnMut(&S) -> io::Result<T>) -> io::Result<T> {
+        let state = &self.reg.state;
+        let waker = if read { &state.read } else { &state.write };
+        poll_fn(|cx| poll_ready(waker, cx, || op(&self.io))).await
+    }
 }
 
 /// The registration of one source; dropping it forgets the source's
@@ -394,18 +408,16 @@ impl MioIo<TcpStream> {
     /// Connects to `addr` without blocking the loop.
     async fn connect(rt: &Mio, addr: SocketAddr) -> io::Result<Self> {
         let this = Self::new(rt, TcpStream::connect(addr)?)?;
-        poll_fn(|cx| {
-            poll_ready(&this.reg.state.write, cx, || {
-                if let Some(e) = this.io.take_error()? {
-                    return Err(e);
+        this.ready(false, |io| {
+            if let Some(e) = io.take_error()? {
+                return Err(e);
+            }
+            match io.peer_addr() {
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    Err(io::ErrorKind::WouldBlock.into())
                 }
-                match this.io.peer_addr() {
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    other => other.map(drop),
-                }
-            })
+                other => other.map(drop),
+            }
         })
         .await?;
         this.io.set_nodelay(true)?;
@@ -431,9 +443,7 @@ impl Net for Mio {
         listener: &Self::Listener,
     ) -> BoxFutureRef<'_, io::Result<(Self::Stream, SocketAddr)>> {
         Box::pin(async move {
-            let (stream, from) =
-                poll_fn(|cx| poll_ready(&listener.reg.state.read, cx, || listener.io.accept()))
-                    .await?;
+            let (stream, from) = listener.ready(true, TcpListener::accept).await?;
             stream.set_nodelay(true)?;
             Ok((MioIo::new(&listener.reg.rt, stream)?, from))
         })
@@ -477,9 +487,7 @@ impl Net for Mio {
         udp: &'a Self::Udp,
         buf: &'a mut [u8],
     ) -> BoxFutureRef<'a, io::Result<(usize, SocketAddr)>> {
-        Box::pin(poll_fn(move |cx| {
-            poll_ready(&udp.reg.state.read, cx, || udp.io.recv_from(buf))
-        }))
+        Box::pin(udp.ready(true, |io| io.recv_from(buf)))
     }
 
     fn send_to<'a>(
@@ -487,9 +495,7 @@ impl Net for Mio {
         data: &'a [u8],
         to: SocketAddr,
     ) -> BoxFutureRef<'a, io::Result<usize>> {
-        Box::pin(poll_fn(move |cx| {
-            poll_ready(&udp.reg.state.write, cx, || udp.io.send_to(data, to))
-        }))
+        Box::pin(udp.ready(false, move |io| io.send_to(data, to)))
     }
 
     fn tls_accept(

@@ -26,9 +26,17 @@ use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
-use crate::blocking::{blocking, tcp};
+use crate::blocking::tcp;
 use crate::rt::{poll_ready, MioIo};
 use crate::{MioConfig, MioConnection, SharedAuthenticator};
+
+/// A configuration error as the blocking API's error.
+fn blocking<T>(e: impl std::fmt::Display) -> Result<T, Error> {
+    Err(Error::Io(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        e.to_string(),
+    )))
+}
 
 impl MioConnection {
     /// Connects over TCP to `target` (`host:port`) inside TLS with `tls`

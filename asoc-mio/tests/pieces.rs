@@ -312,3 +312,90 @@ fn wrong_key_in_the_pieces_server_writes_nothing() {
     assert_eq!(client_closed, Some(CloseReason::PeerClosed));
     assert_eq!(client.connection().stats().bytes_in, 0);
 }
+
+/// A transport that buffers output of its own, like TLS: `write` takes
+/// everything into a buffer that only `flush` pushes to the socket
+/// (`WouldBlock` while some is left).
+struct Holding {
+    io: mio::net::UnixStream,
+    held: Vec<u8>,
+}
+
+impl Read for Holding {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.io.read(buf)
+    }
+}
+
+impl Write for Holding {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.held.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        while !self.held.is_empty() {
+            let n = self.io.write(&self.held)?;
+            self.held.drain(..n);
+        }
+        Ok(())
+    }
+}
+
+impl Source for Holding {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        self.io.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        self.io.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        self.io.deregister(registry)
+    }
+}
+
+#[test]
+fn a_graceful_close_waits_for_output_the_transport_still_holds() {
+    let (a, b) = mio::net::UnixStream::pair().unwrap();
+    let hold = |io| Holding {
+        io,
+        held: Vec::new(),
+    };
+    let mut poll = Poll::new().unwrap();
+    let now = Instant::now();
+    let config = ConnectionConfig::default();
+    let mut drivers = [
+        Some(Driver::client(hold(a), auth(1, KEY), config, now)),
+        Some(Driver::server(hold(b), auth(2, KEY), config, now)),
+    ];
+    for (i, d) in drivers.iter_mut().enumerate() {
+        d.as_mut()
+            .unwrap()
+            .register(poll.registry(), Token(i))
+            .unwrap();
+    }
+    // The client closes as soon as its tensor is queued, with most of it
+    // still in the transport's buffer: `run` drops the transport on
+    // `Closed`, so the tensor arrives whole only if `Closed` waited.
+    let tensor = pattern(16 << 20, 4);
+    let digest = Sha256::digest(&tensor).to_vec();
+    let mut sides = [Side::sending(tensor, 1 << 20), Side::default()];
+    sides[0].close_when_received = 0;
+    sides[1].close_when_received = usize::MAX;
+    run(&mut poll, &mut drivers, &mut sides);
+    assert_eq!(sides[0].closed, Some(CloseReason::Local));
+    assert_eq!(sides[1].complete, HashMap::from([(1, (16, digest))]));
+    assert_eq!(sides[1].closed, Some(CloseReason::PeerClosed));
+}

@@ -283,3 +283,45 @@ fn a_silent_client_is_dropped_at_the_protocol_handshake_deadline() {
         Err(Error::Handshake(CloseReason::HandshakeTimeout))
     ));
 }
+
+/// Waits (bounded, not timed) until a thread named `name` exists or not.
+#[cfg(target_os = "linux")]
+fn thread_named(name: &str, exists: bool) -> bool {
+    for _ in 0..1000 {
+        let found = std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+            let comm = std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap_or_default();
+            comm.trim_end() == name
+        });
+        if found == exists {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_loop_thread_ends_once_every_handle_and_task_is_gone() {
+    use asoc_async::Runtime;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    const NAME: &str = "mio-loop-end";
+    let rt = asoc_mio::Mio::new(NAME, Duration::from_secs(1)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let (sleeper, flag) = (rt.clone(), done.clone());
+    rt.spawn(Box::pin(async move {
+        while !flag.load(Ordering::SeqCst) {
+            let tick = Instant::now() + Duration::from_millis(10);
+            sleeper.sleep_until(tick).await;
+        }
+    }));
+    // Every handle outside the task is gone: the task keeps the loop.
+    drop(rt);
+    assert!(thread_named(NAME, true), "the loop thread never ran");
+    done.store(true, Ordering::SeqCst);
+    assert!(
+        thread_named(NAME, false),
+        "the loop thread is still running"
+    );
+}
