@@ -193,6 +193,18 @@ fn plan(args: &BenchArgs) -> CliResult<Vec<Case>> {
             target: 0.7,
         });
     }
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|name| !cases.iter().any(|c| c.name == name.as_str()))
+    {
+        return Err(CliError::usage(format!(
+            "--only: no bench named {unknown:?} in this plan"
+        )));
+    }
+    if !args.only.is_empty() {
+        cases.retain(|c| args.only.iter().any(|name| name == c.name));
+    }
     for c in &cases {
         if let Kind::Throughput(w) = c.kind {
             if w.bytes / (w.streams as u64) == 0 {
