@@ -123,6 +123,7 @@ where
         large_frames: false,
         pool: Default::default(),
         unflushed: false,
+        delivered: 0,
     };
     register(&cmd_tx, &shared, abort_tx);
     rt.spawn(Box::pin(driver));
