@@ -227,7 +227,14 @@ fn only_runs_the_named_benches_and_refuses_unknown_names() {
     assert_fails(&out, 2, "no bench named \"one-strem\"");
     // Small frames are not part of a plan with a chunk size of its own.
     let out = asoc()
-        .args(["bench", "--quick", "--chunk-size", "64KiB", "--only", "small-frames"])
+        .args([
+            "bench",
+            "--quick",
+            "--chunk-size",
+            "64KiB",
+            "--only",
+            "small-frames",
+        ])
         .output()
         .unwrap();
     assert_fails(&out, 2, "small-frames");

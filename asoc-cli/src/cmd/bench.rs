@@ -372,9 +372,7 @@ impl Job for Bench {
                 let t0 = process_cpu();
                 let baseline = match case.kind {
                     Kind::Throughput(w) => ab::raw_tcp(&net, w).await,
-                    Kind::Setup { count, in_flight } => {
-                        ab::raw_setup(&net, count, in_flight).await
-                    }
+                    Kind::Setup { count, in_flight } => ab::raw_setup(&net, count, in_flight).await,
                 };
                 let t1 = process_cpu();
                 let asoc = match case.kind {
@@ -411,9 +409,7 @@ impl Job for Bench {
                 let t1 = process_cpu();
                 let asoc = match case.kind {
                     Kind::Throughput(w) => on_mio::asoc(w, seed),
-                    Kind::Setup { count, in_flight } => {
-                        on_mio::asoc_setup(count, in_flight, seed)
-                    }
+                    Kind::Setup { count, in_flight } => on_mio::asoc_setup(count, in_flight, seed),
                 };
                 let t2 = process_cpu();
                 let s = Sample {
