@@ -145,6 +145,7 @@ where
         large_frames: false,
         pool: Default::default(),
         unflushed: false,
+        delivered: 0,
     };
     register(&cmd_tx, &shared, abort_tx);
     let spawned = Spawned {

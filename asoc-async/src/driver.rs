@@ -90,6 +90,10 @@ const MAX_READ: usize = 1024 * 1024;
 const SLAB: usize = MAX_READ + 4 * HEADER_LEN;
 /// Poll-loop rounds before yielding to other tasks.
 const ROUNDS: usize = 32;
+/// Payload bytes delivered to receive streams and not yet taken from which
+/// a driver that just delivered yields at once, so the consumers run and
+/// drop them before the next read.
+const YIELD_BEHIND: usize = 2 * 1024 * 1024;
 
 pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) conn: Connection,
@@ -121,6 +125,8 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     /// nothing new is written, or the last records of a stream would sit
     /// in the buffer until the peer's idle timer gives up.
     pub(crate) unflushed: bool,
+    /// Payload bytes delivered since the task last yielded.
+    pub(crate) delivered: usize,
 }
 
 impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
@@ -319,6 +325,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 let tx = self.stream_tx(stream);
                 if tx.try_send(Item::Data(payload)).is_ok() {
                     self.budget.buffered.fetch_add(len, Ordering::AcqRel);
+                    self.delivered += len;
                 }
             }
             Event::StreamEnd { stream, .. } => {
@@ -426,9 +433,21 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
             }
             progressed |= this.poll_timer(cx);
             if !progressed {
+                this.delivered = 0;
                 return Poll::Pending;
             }
+            if this.delivered > 0 && this.budget.buffered.load(Ordering::Acquire) >= YIELD_BEHIND {
+                // The consumers are behind (they wait for this worker, as
+                // with many busy connections on few cores): let them run
+                // now. A payload keeps its receive buffer from reuse until
+                // dropped, so reading on would move every frame into memory
+                // of its own (up to the receive budget, 16 MiB per
+                // connection), cold in the cache, where consumers that keep
+                // up let the driver cycle through two or three buffers.
+                break;
+            }
         }
+        this.delivered = 0;
         // Plenty of work left: let other tasks run, then continue.
         cx.waker().wake_by_ref();
         Poll::Pending

@@ -272,6 +272,11 @@ pub(crate) struct BenchArgs {
     /// Parallel connections of the many-connections bench instead of 8.
     #[arg(long, value_name = "N")]
     pub(crate) connections: Option<usize>,
+    /// Runs only the named benches (one-stream, small-frames, many-streams,
+    /// many-connections, setup, setup-parallel); repeat or separate with
+    /// commas. All of them by default.
+    #[arg(long, value_name = "BENCH", value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
     /// Baseline/ASoc pairs per bench (at least 5 unless --quick).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub(crate) pairs: usize,

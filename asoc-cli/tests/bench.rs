@@ -200,3 +200,42 @@ fn too_few_pairs_or_zero_counts_are_usage_errors() {
         .unwrap();
     assert_fails(&out, 2, "--chunk-size");
 }
+
+#[test]
+fn only_runs_the_named_benches_and_refuses_unknown_names() {
+    let lines = bench(&[
+        "--runtime",
+        "smol",
+        "--quick",
+        "--pairs",
+        "1",
+        "--size",
+        "1MiB",
+        "--only",
+        "many-connections,one-stream",
+        "--only",
+        "setup",
+        "--json",
+    ]);
+    let names: Vec<&str> = lines.iter().map(|v| v["bench"].as_str().unwrap()).collect();
+    // In plan order, whatever the order of the flags.
+    assert_eq!(names, ["one-stream", "many-connections", "setup"]);
+    let out = asoc()
+        .args(["bench", "--quick", "--only", "one-strem"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "no bench named \"one-strem\"");
+    // Small frames are not part of a plan with a chunk size of its own.
+    let out = asoc()
+        .args([
+            "bench",
+            "--quick",
+            "--chunk-size",
+            "64KiB",
+            "--only",
+            "small-frames",
+        ])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "small-frames");
+}

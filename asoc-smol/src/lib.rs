@@ -66,7 +66,7 @@ pub use asoc_async::{
     PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
 };
 pub use asoc_proto;
-pub use io::FuturesIo;
+pub use io::{FuturesIo, TcpIo};
 pub use runtime::Smol;
 pub use stream_io::{copy_into, send_reader, StreamReader};
 
@@ -130,6 +130,12 @@ pub async fn connect_on<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let mut io = Some(io);
+    if let Some(tcp) = take_tcp(&mut io) {
+        return Connection::connect(rt, tcp, auth, config).await;
+    }
+    // `io` is only emptied when it was taken as TCP above.
+    let io = io.ok_or(Error::Gone)?;
     Connection::connect(rt, FuturesIo(io), auth, config).await
 }
 
@@ -143,5 +149,21 @@ pub async fn accept_on<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let mut io = Some(io);
+    if let Some(tcp) = take_tcp(&mut io) {
+        return Connection::accept(rt, tcp, auth, config).await;
+    }
+    // `io` is only emptied when it was taken as TCP above.
+    let io = io.ok_or(Error::Gone)?;
     Connection::accept(rt, FuturesIo(io), auth, config).await
+}
+
+/// Takes the stream out of `io` as a [`TcpIo`] when it is smol's TCP
+/// stream, whose reads can wait for readiness before zeroing their window;
+/// otherwise leaves it.
+fn take_tcp<T: 'static>(io: &mut Option<T>) -> Option<TcpIo> {
+    (io as &mut dyn std::any::Any)
+        .downcast_mut::<Option<async_net::TcpStream>>()
+        .and_then(Option::take)
+        .map(TcpIo::new)
 }

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use asoc_async::{BoxFuture, BoxFutureRef, Net, Transport};
 use async_net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::io::FuturesIo;
+use crate::io::{FuturesIo, TcpIo};
 use crate::runtime::Smol;
 
 impl Net for Smol {
-    type Stream = FuturesIo<TcpStream>;
+    type Stream = TcpIo;
     type Listener = TcpListener;
     type Udp = UdpSocket;
 
@@ -26,7 +26,7 @@ impl Net for Smol {
         Box::pin(async move {
             let (stream, from) = listener.accept().await?;
             stream.set_nodelay(true)?;
-            Ok((FuturesIo(stream), from))
+            Ok((TcpIo::new(stream), from))
         })
     }
 
@@ -36,7 +36,7 @@ impl Net for Smol {
             let stream = TcpStream::connect(target.as_str()).await?;
             stream.set_nodelay(true)?;
             let to = stream.peer_addr()?;
-            Ok((FuturesIo(stream), to))
+            Ok((TcpIo::new(stream), to))
         })
     }
 
@@ -74,7 +74,7 @@ impl Net for Smol {
     ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
         Box::pin(async move {
             let tls = futures_rustls::TlsAcceptor::from(config)
-                .accept(io.0)
+                .accept(io.into_inner())
                 .await?;
             Ok(Box::new(FuturesIo(tls)) as Box<dyn Transport>)
         })
@@ -88,7 +88,7 @@ impl Net for Smol {
     ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
         Box::pin(async move {
             let tls = futures_rustls::TlsConnector::from(config)
-                .connect(name, io.0)
+                .connect(name, io.into_inner())
                 .await?;
             Ok(Box::new(FuturesIo(tls)) as Box<dyn Transport>)
         })

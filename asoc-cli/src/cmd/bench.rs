@@ -193,6 +193,18 @@ fn plan(args: &BenchArgs) -> CliResult<Vec<Case>> {
             target: 0.7,
         });
     }
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|name| !cases.iter().any(|c| c.name == name.as_str()))
+    {
+        return Err(CliError::usage(format!(
+            "--only: no bench named {unknown:?} in this plan"
+        )));
+    }
+    if !args.only.is_empty() {
+        cases.retain(|c| args.only.iter().any(|name| name == c.name));
+    }
     for c in &cases {
         if let Kind::Throughput(w) = c.kind {
             if w.bytes / (w.streams as u64) == 0 {
@@ -283,13 +295,18 @@ struct Bench {
 
 impl Bench {
     /// Reports one pair on stderr.
-    fn progress(&self, case: &Case, i: usize, s: &Sample) {
+    /// Reports one pair on stderr, with the CPU time per byte (or per
+    /// set-up) of ASoc over the baseline's when the process CPU time is
+    /// known: on a loaded machine rates swing with the CPU share each run
+    /// gets, while the CPU a run costs barely moves.
+    fn progress(&self, case: &Case, i: usize, s: &Sample, cpu: Option<f64>) {
         let (a, b, unit) = match case.kind {
             Kind::Throughput(_) => (s.asoc / MIB, s.baseline / MIB, "MiB/s"),
             Kind::Setup { .. } => (s.asoc, s.baseline, "/s"),
         };
+        let cpu = cpu.map_or(String::new(), |c| format!(", CPU per unit {c:.3}x"));
         eprintln!(
-            "asoc bench: {} {} pair {}/{}: asoc {a:.0} {unit}, baseline {b:.0} {unit}, ratio {:.3}",
+            "asoc bench: {} {} pair {}/{}: asoc {a:.0} {unit}, baseline {b:.0} {unit}, ratio {:.3}{cpu}",
             case.name,
             self.runtime.name(),
             i + 1,
@@ -316,6 +333,28 @@ impl Bench {
     }
 }
 
+/// CPU time (user and system) of this process so far, threads that ended
+/// included, in Linux clock ticks (`/proc/self/stat`); `None` elsewhere.
+/// Ticks are coarse (10 ms), a throughput run costs hundreds of them.
+fn process_cpu() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name in parentheses may hold spaces: count from its end.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user = fields.next()?.parse::<u64>().ok()?;
+    let system = fields.next()?.parse::<u64>().ok()?;
+    Some(user + system)
+}
+
+/// The CPU time one unit of the ASoc run (`t1`..`t2`) took over one unit
+/// of the baseline run (`t0`..`t1`); both runs move the same bytes or
+/// make the same set-ups, so the units cancel.
+fn cpu_ratio(t0: Option<u64>, t1: Option<u64>, t2: Option<u64>) -> Option<f64> {
+    let (t0, t1, t2) = (t0?, t1?, t2?);
+    let baseline = t1.checked_sub(t0).filter(|&d| d > 0)?;
+    Some(t2.checked_sub(t1)? as f64 / baseline as f64)
+}
+
 fn failed(case: &Case, e: impl std::fmt::Display) -> CliError {
     CliError::runtime(format!("bench {}: {e}", case.name))
 }
@@ -330,23 +369,24 @@ impl Job for Bench {
             for i in 0..self.pairs {
                 let seed = i as u8;
                 // Baseline first, then ASoc: A B A B … over the pairs.
-                let s = match case.kind {
-                    Kind::Throughput(w) => {
-                        let baseline = ab::raw_tcp(&net, w).await;
-                        let asoc = ab::asoc(&net, w, seed).await;
-                        (baseline, asoc)
-                    }
+                let t0 = process_cpu();
+                let baseline = match case.kind {
+                    Kind::Throughput(w) => ab::raw_tcp(&net, w).await,
+                    Kind::Setup { count, in_flight } => ab::raw_setup(&net, count, in_flight).await,
+                };
+                let t1 = process_cpu();
+                let asoc = match case.kind {
+                    Kind::Throughput(w) => ab::asoc(&net, w, seed).await,
                     Kind::Setup { count, in_flight } => {
-                        let baseline = ab::raw_setup(&net, count, in_flight).await;
-                        let asoc = ab::asoc_setup(&net, count, in_flight, seed).await;
-                        (baseline, asoc)
+                        ab::asoc_setup(&net, count, in_flight, seed).await
                     }
                 };
+                let t2 = process_cpu();
                 let s = Sample {
-                    baseline: s.0.map_err(|e| failed(&case, e))?,
-                    asoc: s.1.map_err(|e| failed(&case, e))?,
+                    baseline: baseline.map_err(|e| failed(&case, e))?,
+                    asoc: asoc.map_err(|e| failed(&case, e))?,
                 };
-                self.progress(&case, i, &s);
+                self.progress(&case, i, &s, cpu_ratio(t0, t1, t2));
                 samples.push(s);
             }
             rows.push(self.finish(case, &samples)?);
@@ -361,18 +401,22 @@ impl Job for Bench {
             for i in 0..self.pairs {
                 let seed = i as u8;
                 // Baseline first, then ASoc: A B A B … over the pairs.
-                let (baseline, asoc) = match case.kind {
-                    Kind::Throughput(w) => (on_mio::raw_tcp(w), on_mio::asoc(w, seed)),
-                    Kind::Setup { count, in_flight } => (
-                        on_mio::raw_setup(count, in_flight),
-                        on_mio::asoc_setup(count, in_flight, seed),
-                    ),
+                let t0 = process_cpu();
+                let baseline = match case.kind {
+                    Kind::Throughput(w) => on_mio::raw_tcp(w),
+                    Kind::Setup { count, in_flight } => on_mio::raw_setup(count, in_flight),
                 };
+                let t1 = process_cpu();
+                let asoc = match case.kind {
+                    Kind::Throughput(w) => on_mio::asoc(w, seed),
+                    Kind::Setup { count, in_flight } => on_mio::asoc_setup(count, in_flight, seed),
+                };
+                let t2 = process_cpu();
                 let s = Sample {
                     baseline: baseline.map_err(|e| failed(&case, e))?,
                     asoc: asoc.map_err(|e| failed(&case, e))?,
                 };
-                self.progress(&case, i, &s);
+                self.progress(&case, i, &s, cpu_ratio(t0, t1, t2));
                 samples.push(s);
             }
             rows.push(self.finish(case, &samples)?);
