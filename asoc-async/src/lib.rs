@@ -9,7 +9,10 @@
 //!
 //! Nothing here makes a protocol decision: who may connect, what is valid,
 //! when to time out and when to reconnect all come from `asoc-proto`.
-#![forbid(unsafe_code)]
+// One `unsafe` line, in `runtime::recv_spare`: committing the bytes the
+// kernel received into a buffer's spare capacity, so that the TCP reads of
+// asoc-smol and asoc-mio need not zero that capacity first.
+#![deny(unsafe_code)]
 
 pub mod bench;
 mod connection;
@@ -27,5 +30,7 @@ pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
 pub use error::{Error, StreamError};
 pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef};
-pub use runtime::{read_room, read_zeroed, BoxFuture, BoxFutureRef, Net, Runtime, Transport};
+pub use runtime::{
+    read_room, read_zeroed, recv_spare, BoxFuture, BoxFutureRef, Net, RawSocket, Runtime, Transport,
+};
 pub use stream::{check_declared_len, RecvStream, SendStream};

@@ -246,7 +246,7 @@ pub(crate) enum BenchRuntime {
     All,
     /// tokio's multi-threaded runtime (asoc-tokio).
     Tokio,
-    /// smol's global executor (asoc-smol).
+    /// A smol executor run by one thread per core (asoc-smol).
     Smol,
     /// A raw mio event loop (asoc-mio).
     Mio,

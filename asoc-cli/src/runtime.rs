@@ -14,7 +14,7 @@ use crate::error::{CliError, CliResult};
 pub(crate) enum RuntimeKind {
     /// tokio's multi-threaded runtime (asoc-tokio).
     Tokio,
-    /// smol's global executor (asoc-smol).
+    /// A smol executor run by one thread per core (asoc-smol).
     Smol,
     /// async-std's executor over the smol reactor (asoc-smol).
     AsyncStd,
@@ -67,7 +67,23 @@ pub(crate) fn run<J: Job>(kind: RuntimeKind, job: J) -> CliResult<J::Output> {
             rt.shutdown_background();
             out
         }
-        RuntimeKind::Smol => smol::block_on(job.run(asoc_smol::Smol::global())),
+        RuntimeKind::Smol => {
+            // smol's global executor runs tasks on one thread unless
+            // SMOL_THREADS says otherwise, where tokio's runtime has one per
+            // core; this one has one per core too (this thread included).
+            let executor = std::sync::Arc::new(smol::Executor::new());
+            let (_stop, stopped) = async_channel::bounded::<()>(1);
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            for i in 1..cores {
+                let (executor, stopped) = (executor.clone(), stopped.clone());
+                std::thread::Builder::new()
+                    .name(format!("smol-{i}"))
+                    .spawn(move || smol::block_on(executor.run(stopped.recv())))
+                    .map_err(|e| CliError::runtime(format!("cannot start smol: {e}")))?;
+            }
+            let net = asoc_smol::Smol::from_executor(executor.clone());
+            smol::block_on(executor.run(job.run(net)))
+        }
         RuntimeKind::AsyncStd => {
             let net = asoc_smol::Smol::with_spawner(|task| {
                 async_std::task::spawn(task);

@@ -161,9 +161,7 @@
 //!     .start()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-// One `unsafe` line, in `rt::recv_spare`: committing bytes the kernel
-// received into a buffer's spare capacity, so reads skip zeroing it.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 /// Methods answered at once by an expression: `fn name(params) -> T = expr;`.
 macro_rules! getters {

@@ -290,19 +290,6 @@ pub(crate) fn read_zeroed(
     }
 }
 
-/// Receives once from a TCP socket straight into the first `window` bytes
-/// of `buf`'s spare capacity, with no zeroing (it showed in profiles).
-#[allow(unsafe_code)]
-fn recv_spare(tcp: &TcpStream, buf: &mut BytesMut, window: usize) -> io::Result<usize> {
-    let spare = &mut buf.spare_capacity_mut()[..window];
-    let n = socket2::SockRef::from(tcp).recv(spare)?.min(window);
-    // SAFETY: `recv(2)` wrote the first `n` bytes of the spare capacity
-    // (socket2's `recv` never writes uninitialised bytes into its buffer),
-    // so the first `len + n` bytes of `buf` are initialised.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
-}
-
 impl<S> MioIo<S> {
     /// Runs `op` on the source until it stops would-blocking, waiting for
     /// read readiness (`read`) or write readiness in between.
@@ -371,7 +358,7 @@ impl<S: Source + Read + Write + Send + 'static> Transport for MioIo<S> {
         let window = asoc_async::read_room(buf, max, READ_WINDOW);
         let (io, waker) = (&mut self.io, &self.reg.state.read);
         match (io as &mut dyn Any).downcast_mut::<TcpStream>() {
-            Some(tcp) => poll_ready(waker, cx, || recv_spare(tcp, buf, window)),
+            Some(tcp) => poll_ready(waker, cx, || asoc_async::recv_spare(tcp, buf, window)),
             None => poll_ready(waker, cx, || read_zeroed(io, buf, window)),
         }
     }

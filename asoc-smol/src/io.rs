@@ -1,7 +1,7 @@
 //! Any futures-io byte stream behind `asoc_async::Transport`, and smol's
 //! TCP stream with reads that wait for readiness before zeroing memory.
 
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::net::TcpStream as StdTcpStream;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,13 +63,13 @@ where
 /// smol's TCP stream as an ASoc transport (what nodes on [`Smol`](crate::Smol)
 /// use).
 ///
-/// A read zeroes its window (the socket reads into initialised memory, and
-/// asoc-smol has no `unsafe`) only when it is likely to find data: after a
-/// read that found the socket empty, or took less than it was offered, it
-/// first waits for the reactor to report the socket readable. Plain
-/// futures-io reads zeroed up to 256 KiB on every attempt, also when the
-/// driver task was woken for something else; that was 18% of a receiving
-/// node's CPU.
+/// Reads receive straight into the receive buffer's spare capacity
+/// ([`asoc_async::recv_spare`]), where futures-io reads would zero up to
+/// 256 KiB first on every attempt, also when the driver task was woken for
+/// something else (18% of a receiving node's CPU). After a read that found
+/// the socket empty, or took less than it was offered, the next one first
+/// waits for the reactor to report the socket readable, saving a syscall
+/// that would find nothing.
 #[derive(Debug)]
 pub struct TcpIo {
     stream: TcpStream,
@@ -126,22 +126,17 @@ impl Transport for TcpIo {
             }
             let room = asoc_async::read_room(buf, max, READ_WINDOW);
             let socket = self.raw.get_ref();
-            let result = asoc_async::read_zeroed(buf, room, |spare| {
-                Poll::Ready((&mut &*socket).read(spare))
-            });
-            match result {
-                Poll::Ready(Ok(n)) => {
+            match asoc_async::recv_spare(socket, buf, room) {
+                Ok(n) => {
                     // A TCP read returns less than offered only when the
                     // receive queue had less: the next one would find it
                     // empty unless more arrived since.
                     self.drained = n < room;
                     return Poll::Ready(Ok(n));
                 }
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.drained = true;
-                }
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
