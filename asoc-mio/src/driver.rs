@@ -18,10 +18,14 @@ use mio::{Interest, Registry, Token};
 /// [`Driver::wants_read`]), unless changed with [`Driver::set_read_limit`].
 pub const DEFAULT_READ_LIMIT: usize = 4 * 1024 * 1024;
 
-/// Bytes offered to one `read` call. The window is zero-filled before each
-/// read (no `unsafe`), so it stays small; room for a large frame is reserved
-/// up front without filling it.
+/// Most bytes offered to one `read` call. The window is zero-filled before
+/// each read (no `unsafe`), so it stays small; room for a large frame is
+/// reserved up front without filling it.
 const WINDOW: usize = 128 * 1024;
+/// The first window: a handshake's frames are 50 bytes, and zeroing (and
+/// allocating) 128 KiB for them, twice per `on_readable`, cost more than
+/// the handshake itself.
+const FIRST_WINDOW: usize = 4 * 1024;
 
 /// Access to the [`Authenticator`] that gives a connection its handshake
 /// verdict. Implemented for the two ways of sharing one:
@@ -168,6 +172,9 @@ pub struct Driver<S, A = SharedAuthenticator> {
     read_limit: usize,
     /// The last `on_readable` stopped at its read limit.
     more_to_read: bool,
+    /// Bytes offered to the next read: doubles up to [`WINDOW`] each time
+    /// a read fills it.
+    window: usize,
     eof: bool,
     /// The transport's last `flush` would block: it holds output of its own
     /// (TLS records, for one).
@@ -206,6 +213,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
             registry: None,
             read_limit: DEFAULT_READ_LIMIT,
             more_to_read: false,
+            window: FIRST_WINDOW,
             eof: false,
             io_pending: false,
             linger: None,
@@ -241,13 +249,16 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
         while left > 0 && !self.eof && !self.conn.is_closed() {
             // Room for the whole frame in progress, read in bounded windows.
             self.rx
-                .reserve(self.conn.bytes_needed(&self.rx).max(WINDOW));
-            match crate::rt::read_zeroed(&mut self.io, &mut self.rx, WINDOW) {
+                .reserve(self.conn.bytes_needed(&self.rx).max(self.window));
+            match crate::rt::read_zeroed(&mut self.io, &mut self.rx, self.window) {
                 Ok(0) => {
                     self.eof = true;
                     self.conn.handle_eof(now);
                 }
                 Ok(n) => {
+                    if n == self.window {
+                        self.window = (n * 2).min(WINDOW);
+                    }
                     left = left.saturating_sub(n);
                     self.conn.handle_input(now, &mut self.rx);
                     self.auth.judge(now, &mut self.conn);
