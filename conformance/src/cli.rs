@@ -157,7 +157,9 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
             "--dial-failures" => {
                 a.dial_failures = Some(count(value("--dial-failures")?, "--dial-failures")?);
             }
-            "--peer-expiry" => a.peer_expiry = Some(secs(value("--peer-expiry")?, "--peer-expiry")?),
+            "--peer-expiry" => {
+                a.peer_expiry = Some(secs(value("--peer-expiry")?, "--peer-expiry")?)
+            }
             "--attempts-per-hour" => {
                 let v = value("--attempts-per-hour")?;
                 a.attempts_per_hour = Some(

@@ -391,8 +391,7 @@ fn a_client_that_exits_non_zero_after_a_clean_case_fails() {
     assert_eq!((code, outcome.as_str()), (1, "fail"), "{actual}");
     assert!(actual.contains("exit status: 1"), "{actual}");
     // 89 after the same wire behaviour still means unsupported.
-    let (code, outcome, actual) =
-        client_case(&format!("{shim}; exit 89"), "R1-5.4/3", "exit-89");
+    let (code, outcome, actual) = client_case(&format!("{shim}; exit 89"), "R1-5.4/3", "exit-89");
     assert_eq!((code, outcome.as_str()), (0, "unsupported"), "{actual}");
     // A case where the client is meant to fail does not judge the status: the
     // shim exits 1 after refusing a bad ACCEPT, and the case passes.

@@ -94,8 +94,11 @@ fn handshaken(ctx: &mut Ctx<'_>, payload: Option<&[u8]>) -> Result<(Conn, Socket
 }
 
 /// Closes `c` after the suite played a valid server to the end: a client
-/// program must then exit with success.
-fn clean_exit(ctx: &mut Ctx<'_>, c: Conn) -> Result<(), Finding> {
+/// program must then exit with success. A one-shot client closes by itself
+/// once its stream is out; the suite lets it close first (for `--quiet`),
+/// so that who closes first is never a race the client is judged on.
+fn clean_exit(ctx: &mut Ctx<'_>, mut c: Conn) -> Result<(), Finding> {
+    let _ = c.expect_close(ctx.cfg.quiet);
     drop(c);
     ctx.imp.expect_clean_exit(ctx.cfg.timeout)
 }

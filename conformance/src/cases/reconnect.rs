@@ -74,8 +74,11 @@ fn first_dial(ctx: &mut Ctx<'_>, a: &Announced) -> Result<Conn, Finding> {
 /// Reads the HELLO of dial `n` and closes without an ACCEPT: a failed dial.
 /// Returns when the close went out.
 fn fail_dial(ctx: &mut Ctx<'_>, mut c: Conn, n: u32) -> Result<Instant, Finding> {
-    read_hello(&mut c, ctx)
-        .map_err(|e| Finding::Error(format!("inconclusive: dial {n} sent no valid HELLO ({e:?})")))?;
+    read_hello(&mut c, ctx).map_err(|e| {
+        Finding::Error(format!(
+            "inconclusive: dial {n} sent no valid HELLO ({e:?})"
+        ))
+    })?;
     drop(c);
     Ok(Instant::now())
 }
@@ -202,7 +205,10 @@ fn gives_up(ctx: &mut Ctx<'_>) -> CaseResult {
     match next_dial(&a, failed_at, watch)? {
         Some((_, w)) => Err(Finding::fail(
             format!("no dial after {max} consecutive failed dials"),
-            format!("dial {} came {w:?} after failure {max} (waits before: {waits:?})", max + 1),
+            format!(
+                "dial {} came {w:?} after failure {max} (waits before: {waits:?})",
+                max + 1
+            ),
         )),
         None => Ok(format!(
             "{max} dials failed (waits {waits:?}); no dial within {watch:?} after the last{}",

@@ -235,7 +235,11 @@ fn drain_echo(
     result?;
     let waited = quiet_since.elapsed();
     if ended {
-        let how = if c.is_closed() { "then closed" } else { "still open" };
+        let how = if c.is_closed() {
+            "then closed"
+        } else {
+            "still open"
+        };
         return Err(Finding::fail(
             format!(
                 "the connection closed once sending made no progress for {:?}",
