@@ -166,6 +166,12 @@ pub(crate) struct ListenArgs {
     /// Largest frame payload accepted.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub(crate) max_frame: u64,
+    /// Close a connection whose sending makes no progress for this long.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) stall_timeout: Duration,
+    /// Most connections, inbound and outbound together; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub(crate) max_connections: usize,
     /// Do not compute SHA-256 of incoming streams (reported as null).
     #[arg(long)]
     pub(crate) no_digest: bool,

@@ -34,6 +34,8 @@ fn every_command_has_help() {
         "--discovery-bind",
         "--announce-to",
         "--max-frame",
+        "--stall-timeout",
+        "--max-connections",
     ] {
         assert!(stdout(&out).contains(flag), "{flag}");
     }
@@ -107,6 +109,11 @@ fn bad_addresses_sizes_durations_and_runtimes_are_usage_errors() {
             "--chunk-size",
         ),
         (&["listen", "--handshake-timeout", "soon"], "not a duration"),
+        (&["listen", "--stall-timeout", "0s"], "--stall-timeout"),
+        (
+            &["listen", "--bind", "127.0.0.1:0", "--max-connections", "0"],
+            "--max-connections",
+        ),
         (&["listen", "--runtime", "glommio"], "glommio"),
         (
             &["listen", "--bind", "127.0.0.1:0", "--discovery"],

@@ -36,6 +36,15 @@ server mode:
   --handshake-timeout SECS  the target's handshake deadline (default 10)
   --max-payload BYTES       the target's maximum frame payload (default 16 MiB)
   --idle-timeout SECS       the target's receive idle timeout on an open stream (default 30)
+  --stall-timeout SECS      the target's send stall timeout (default 10)
+  --max-connections N       the target's cap on concurrent connections (its case is
+                            skipped without it)
+  --retry-min SECS          the target's shortest first re-dial delay (default 1)
+  --retry-max SECS          the target's longest first re-dial delay (default 5)
+  --max-backoff SECS        the target's longest wait between two dials (default 60)
+  --dial-failures N         failed dials after which the target drops a discovered
+                            peer (default 3)
+  --peer-expiry SECS        the target's discovered-peer expiry (default 15)
   --lockout N               the target's failed authentications before lockout (default 5)
   --attempts-per-hour N     the target's connection attempts per IP per hour (default 100)
   --announce-listen ADDR    UDP address the target sends its announcements to
@@ -68,6 +77,13 @@ struct Args {
     max_payload: Option<u32>,
     lockout: Option<u32>,
     idle_timeout: Option<f64>,
+    stall_timeout: Option<f64>,
+    max_connections: Option<u32>,
+    retry_min: Option<f64>,
+    retry_max: Option<f64>,
+    max_backoff: Option<f64>,
+    dial_failures: Option<u32>,
+    peer_expiry: Option<f64>,
     attempts_per_hour: Option<u32>,
     announce_listen: Option<String>,
     announce_interval: Option<f64>,
@@ -87,6 +103,12 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
                 .ok()
                 .filter(|s| *s > 0.0 && s.is_finite())
                 .ok_or_else(|| format!("{name}: `{v}` is not a positive number of seconds"))
+        };
+        let count = |v: String, name: &str| -> Result<u32, String> {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{name}: `{v}` is not a positive whole number"))
         };
         match arg.as_str() {
             "-h" | "--help" => return Err(String::new()),
@@ -120,6 +142,23 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
             }
             "--idle-timeout" => {
                 a.idle_timeout = Some(secs(value("--idle-timeout")?, "--idle-timeout")?);
+            }
+            "--stall-timeout" => {
+                a.stall_timeout = Some(secs(value("--stall-timeout")?, "--stall-timeout")?);
+            }
+            "--max-connections" => {
+                a.max_connections = Some(count(value("--max-connections")?, "--max-connections")?);
+            }
+            "--retry-min" => a.retry_min = Some(secs(value("--retry-min")?, "--retry-min")?),
+            "--retry-max" => a.retry_max = Some(secs(value("--retry-max")?, "--retry-max")?),
+            "--max-backoff" => {
+                a.max_backoff = Some(secs(value("--max-backoff")?, "--max-backoff")?);
+            }
+            "--dial-failures" => {
+                a.dial_failures = Some(count(value("--dial-failures")?, "--dial-failures")?);
+            }
+            "--peer-expiry" => {
+                a.peer_expiry = Some(secs(value("--peer-expiry")?, "--peer-expiry")?)
             }
             "--attempts-per-hour" => {
                 let v = value("--attempts-per-hour")?;
@@ -258,6 +297,24 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
     }
     if let Some(n) = a.attempts_per_hour {
         cfg.attempts_per_hour = n;
+    }
+    if let Some(t) = a.stall_timeout {
+        cfg.stall_timeout = Duration::from_secs_f64(t);
+    }
+    cfg.max_connections = a.max_connections;
+    let secs = |t: Option<f64>, default: Duration| t.map_or(default, Duration::from_secs_f64);
+    cfg.retry_min = secs(a.retry_min, cfg.retry_min);
+    cfg.retry_max = secs(a.retry_max, cfg.retry_max);
+    cfg.max_backoff = secs(a.max_backoff, cfg.max_backoff);
+    cfg.peer_expiry = secs(a.peer_expiry, cfg.peer_expiry);
+    if cfg.retry_min > cfg.retry_max || cfg.retry_max > cfg.max_backoff {
+        return Err(format!(
+            "--retry-min ({:?}) ≤ --retry-max ({:?}) ≤ --max-backoff ({:?}) does not hold",
+            cfg.retry_min, cfg.retry_max, cfg.max_backoff
+        ));
+    }
+    if let Some(n) = a.dial_failures {
+        cfg.dial_failures = n;
     }
     let expectations = match &a.expectations {
         Some(p) => Expectations::parse(
@@ -522,6 +579,30 @@ impl Implementation for LiveClient {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn expect_clean_exit(&mut self, within: Duration) -> Result<(), Finding> {
+        let deadline = Instant::now() + within;
+        loop {
+            self.poll();
+            if self.statuses.iter().all(Option::is_some) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.said_unsupported() {
+            return Err(Finding::Unsupported(
+                "the client program does not support this case (exit 89)".into(),
+            ));
+        }
+        // A program still running is not judged: only an exit status is.
+        match self.statuses.iter().flatten().find(|s| !s.success()) {
+            None => Ok(()),
+            Some(status) => Err(Finding::fail(
+                "the client program exits 0: the suite played a valid server to the end",
+                format!("the case held on the wire, but the client program ended with {status}"),
+            )),
         }
     }
 

@@ -28,6 +28,7 @@ pub const SECTIONS: &[Section] = &[
     s("R1-9.1", "Authentication Failures", "WIRE.md §3"),
     s("R1-9.2", "Protocol Violations", "WIRE.md §4"),
     s("R1-9.3", "Timeout Handling", "WIRE.md §3, §6"),
+    s("R1-9.4", "Reconnection Strategy", "WIRE.md §6"),
     s("R1-10.4", "Denial of Service", "WIRE.md §6"),
     s("R2-3.3", "Community Hash Function", "WIRE.md §1"),
     s("R2-4.2", "HMAC-Based Authentication", "WIRE.md §1, §3"),

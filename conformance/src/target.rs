@@ -23,6 +23,24 @@ pub struct TargetConfig {
     /// How long an open incoming stream may go without data before the
     /// implementation closes the connection (default 30 s).
     pub idle_timeout: Duration,
+    /// How long the implementation's sending may make no progress before it
+    /// closes the connection (default 10 s).
+    pub stall_timeout: Duration,
+    /// The implementation's cap on concurrent connections, when the suite is
+    /// told it (the 1024 default is not worth opening in a case).
+    pub max_connections: Option<u32>,
+    /// Shortest first re-dial delay (default 1 s).
+    pub retry_min: Duration,
+    /// Longest first re-dial delay (default 5 s).
+    pub retry_max: Duration,
+    /// Longest wait between two dials of one peer (default 60 s).
+    pub max_backoff: Duration,
+    /// Consecutive failed dials after which a discovered peer is dropped
+    /// (default 3).
+    pub dial_failures: u32,
+    /// How long a discovered peer is kept without a valid message (default
+    /// 15 s).
+    pub peer_expiry: Duration,
     /// Failed authentications per IP before the IP is refused (default 5).
     pub lockout_threshold: u32,
     /// Connection attempts per IP per hour (default 100).
@@ -49,6 +67,13 @@ impl TargetConfig {
             handshake_timeout: Duration::from_secs(10),
             max_payload: 16 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(10),
+            max_connections: None,
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(60),
+            dial_failures: 3,
+            peer_expiry: Duration::from_secs(15),
             lockout_threshold: 5,
             attempts_per_hour: 100,
             announce_interval: Duration::from_secs(3),
@@ -97,6 +122,15 @@ pub trait Implementation {
     /// that already gave up (exit 89) does not cost the whole wait.
     fn gave_up(&mut self) -> Option<Finding> {
         None
+    }
+
+    /// Called by a client-role case after the suite played a valid server
+    /// to the end and closed the connection: a client program must then
+    /// exit with success within `within` (89 still means `unsupported`).
+    /// Nodes in the same process have no exit status to judge.
+    fn expect_clean_exit(&mut self, within: Duration) -> Result<(), Finding> {
+        let _ = within;
+        Ok(())
     }
 }
 

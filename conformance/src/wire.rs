@@ -484,6 +484,27 @@ impl Conn {
         self.closed
     }
 
+    /// A second handle on the socket, so that another thread can write
+    /// while this one reads, or does not.
+    pub fn writer(&self) -> Result<TcpStream, Finding> {
+        self.s
+            .try_clone()
+            .map_err(|e| Finding::error(format!("clone socket: {e}")))
+    }
+
+    /// Caps the socket's receive buffer (which also stops the kernel from
+    /// growing it), so that a peer's sending stalls soon after the suite
+    /// stops reading.
+    pub fn limit_receive_buffer(&self, bytes: usize) {
+        let _ = socket2::SockRef::from(&self.s).set_recv_buffer_size(bytes);
+    }
+
+    /// Shuts both directions down, which also wakes a writer blocked on a
+    /// full socket.
+    pub fn shutdown(&self) {
+        let _ = self.s.shutdown(std::net::Shutdown::Both);
+    }
+
     /// Runs the client side of the handshake with a fresh node id and
     /// challenge; returns the ACCEPT payload.
     pub fn handshake(&mut self, ctx: &Ctx<'_>) -> Result<Vec<u8>, Finding> {

@@ -336,3 +336,65 @@ fn list_selects_by_section_prefix_mode_and_exclude() {
     assert!(excluded.iter().all(|l| !l.starts_with("R1-9.1/1")));
     assert_eq!(excluded.len(), r1_9_1.len() - 5, "{excluded:?}");
 }
+
+fn python3() -> bool {
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 not found; the client exit status is not checked");
+    }
+    ok
+}
+
+/// The outcome and `actual` of one case run in client mode with `exec`.
+fn client_case(exec: &str, id: &str, name: &str) -> (i32, String, String) {
+    let key = tmp(&format!("key-{name}"), KEY);
+    let json = tmp(&format!("{name}.json"), "");
+    let code = run(&[
+        "client",
+        "--exec",
+        exec,
+        "--api-key-file",
+        &key,
+        "--format",
+        "json",
+        "--output",
+        &json,
+        id,
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let c = &v.as_array().unwrap()[0];
+    (
+        code,
+        c["outcome"].as_str().unwrap().to_string(),
+        c["actual"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn a_client_that_exits_non_zero_after_a_clean_case_fails() {
+    if !python3() {
+        return;
+    }
+    let shim = format!(
+        "python3 '{}/shims/asoc_client.py'",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    // The Python shim, as is: the case passes.
+    let (code, outcome, actual) = client_case(&shim, "R1-5.4/2", "exit-0");
+    assert_eq!((code, outcome.as_str()), (0, "pass"), "{actual}");
+    // The same client, right on the wire, but exiting 1 afterwards.
+    let (code, outcome, actual) = client_case(&format!("{shim}; exit 1"), "R1-5.4/2", "exit-1");
+    assert_eq!((code, outcome.as_str()), (1, "fail"), "{actual}");
+    assert!(actual.contains("exit status: 1"), "{actual}");
+    // 89 after the same wire behaviour still means unsupported.
+    let (code, outcome, actual) = client_case(&format!("{shim}; exit 89"), "R1-5.4/3", "exit-89");
+    assert_eq!((code, outcome.as_str()), (0, "unsupported"), "{actual}");
+    // A case where the client is meant to fail does not judge the status: the
+    // shim exits 1 after refusing a bad ACCEPT, and the case passes.
+    let (code, outcome, actual) = client_case(&shim, "R1-5.3/1", "refuses");
+    assert_eq!((code, outcome.as_str()), (0, "pass"), "{actual}");
+}

@@ -48,7 +48,7 @@ pub(super) fn cases() -> Vec<Case> {
             client_odd_ids),
         case!("R1-6.3/5", Must, ImplDials, Tcp, true, "The client accepts an odd stream id from the server side",
             "WIRE.md §4: receivers MUST NOT reject an id for its parity (the Python implementation uses odd ids on both sides).",
-            |ctx| { ctx.require_echo()?; let (mut c, _) = handshaken(ctx, None)?; usable(ctx, &mut c) }),
+            |ctx| { ctx.require_echo()?; let (mut c, _) = handshaken(ctx, None)?; let r = usable(ctx, &mut c)?; clean_exit(ctx, c)?; Ok(r) }),
         case!("R1-8.1/3", Must, ImplDials, Tcp, false, "A HELLO from the server after the ACCEPT makes the client close",
             "WIRE.md §4: Receiver rules once ESTABLISHED, each a protocol error that closes the connection: ... HELLO or ACCEPT again.",
             |ctx| { let f = wire::hello_frame(&ctx.cfg.key, &wire::uuid_v4(), wire::challenge()); closes_after_established(ctx, &f) }),
@@ -57,7 +57,7 @@ pub(super) fn cases() -> Vec<Case> {
             |ctx| { let f = accept_frame(&ctx.cfg.key); closes_after_established(ctx, &f) }),
         case!("R1-9.2/14", Must, ImplDials, Tcp, false, "The client skips an unknown frame type from the server",
             "RFC-0001 §9.2: Invalid Frame Type: Frame MUST be ignored. Connection remains open.",
-            |ctx| { let (mut c, _) = handshaken(ctx, None)?; c.send(&frame(42, 0, 0, b"future"))?; usable(ctx, &mut c) }),
+            |ctx| { let (mut c, _) = handshaken(ctx, None)?; c.send(&frame(42, 0, 0, b"future"))?; let r = usable(ctx, &mut c)?; clean_exit(ctx, c)?; Ok(r) }),
         case!("R1-9.2/15", Must, ImplDials, Tcp, false, "DATA on stream 0 from the server makes the client close",
             "WIRE.md §4: Receiver rules once ESTABLISHED, each a protocol error that closes the connection: ... DATA or END on stream 0.",
             |ctx| closes_after_established(ctx, &frame(ty::DATA, 0, 0, b"x"))),
@@ -91,6 +91,16 @@ fn handshaken(ctx: &mut Ctx<'_>, payload: Option<&[u8]>) -> Result<(Conn, Socket
     read_hello(&mut c, ctx)?;
     c.send(&accept_frame(&ctx.cfg.key))?;
     Ok((c, a))
+}
+
+/// Closes `c` after the suite played a valid server to the end: a client
+/// program must then exit with success. A one-shot client closes by itself
+/// once its stream is out; the suite lets it close first (for `--quiet`),
+/// so that who closes first is never a race the client is judged on.
+fn clean_exit(ctx: &mut Ctx<'_>, mut c: Conn) -> Result<(), Finding> {
+    let _ = c.expect_close(ctx.cfg.quiet);
+    drop(c);
+    ctx.imp.expect_clean_exit(ctx.cfg.timeout)
 }
 
 fn client_closes(ctx: &mut Ctx<'_>, answer: &[u8]) -> CaseResult {
@@ -138,6 +148,7 @@ fn client_payload(ctx: &mut Ctx<'_>) -> CaseResult {
     let s = Streams::collect(&mut c, 1, ctx.cfg.timeout + ctx.cfg.timeout)?;
     s.expect_payloads(&[&payload])?;
     let (id, _, n) = &s.done[0];
+    clean_exit(ctx, c)?;
     Ok(format!("stream {id}: {n} DATA frames, intact"))
 }
 
@@ -149,6 +160,7 @@ fn accept_slowly(ctx: &mut Ctx<'_>) -> CaseResult {
     c.send_slowly(&a, std::time::Duration::from_millis(3))?;
     let s = Streams::collect(&mut c, 1, ctx.cfg.timeout + ctx.cfg.timeout)?;
     s.expect_payloads(&[&payload])?;
+    clean_exit(ctx, c)?;
     Ok("accepted; the tensor followed".into())
 }
 
@@ -157,6 +169,7 @@ fn client_odd_ids(ctx: &mut Ctx<'_>) -> CaseResult {
     let (mut c, _) = handshaken(ctx, Some(&payload))?;
     let s = Streams::collect(&mut c, 1, ctx.cfg.timeout + ctx.cfg.timeout)?;
     let id = s.done[0].0;
+    clean_exit(ctx, c)?;
     if id % 2 == 1 {
         Ok(format!("stream {id}"))
     } else {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use super::case;
 use crate::case::{Case, CaseResult, Finding};
 use crate::target::Ctx;
-use crate::wire::{challenge, hello_frame, uuid_v4, Conn};
+use crate::wire::{self, challenge, hello_frame, ty, uuid_v4, Conn, Observed, Streams};
 
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -20,6 +20,9 @@ pub(super) fn cases() -> Vec<Case> {
         case!("R1-10.4/6", Should, SuiteDials, Tcp, false, "One failure fewer than the limit does not lock an address out",
             "WIRE.md §6: failed authentications per IP before that IP is refused | 5 (not fewer).",
             |ctx| { let src = loopback_source(ctx)?; fail_auth(ctx, src, ctx.cfg.lockout_threshold.saturating_sub(1))?; let mut c = Conn::connect_src(ctx, src)?; c.handshake(ctx)?; Ok("still accepted".into()) }),
+        case!("R1-10.4/9", Must, SuiteDials, Tcp, false, "A connection beyond the concurrent-connection cap gets no ACCEPT; the others stay usable",
+            "RFC-0001 §10.4: Limit concurrent connections. WIRE.md §6: max concurrent connections | 1024 (configurable).",
+            connection_cap),
         case!("R2-10.2/2", Should, SuiteDials, Tcp, false, "Connection attempts above the hourly limit from one address are refused",
             "RFC-0002 §10.2: if connections_from_ip > 100 per hour: reject_connection(). WIRE.md §6: connection attempts per IP per hour | 100.",
             attempt_rate),
@@ -68,4 +71,76 @@ fn attempt_rate(ctx: &mut Ctx<'_>) -> CaseResult {
         })?;
     }
     refused_from(ctx, src)
+}
+
+fn connection_cap(ctx: &mut Ctx<'_>) -> CaseResult {
+    let Some(n) = ctx.cfg.max_connections else {
+        return Err(Finding::Skip(
+            "the target's connection cap is not known (--max-connections)".into(),
+        ));
+    };
+    // Each from an address of its own: only the cap, not a per-address
+    // limit, can refuse them.
+    let mut open = Vec::new();
+    for i in 0..n {
+        let mut c = Conn::connect(ctx)?;
+        c.handshake(ctx).map_err(|e| {
+            Finding::Error(format!(
+                "inconclusive: connection {} of {n} was not accepted ({e:?}); \
+                 is the cap lower, or does the target hold connections of its own?",
+                i + 1
+            ))
+        })?;
+        open.push(c);
+    }
+    let to = ctx.endpoint()?.tcp;
+    let src = ctx.source_for(to);
+    let extra = match Conn::connect_from(to, src, ctx.cfg.timeout) {
+        Err(e) => format!("refused by TCP ({e})"),
+        Ok(mut c) => {
+            c.send(&hello_frame(&ctx.cfg.key, &uuid_v4(), challenge()))?;
+            match c.next(ctx.cfg.timeout)? {
+                Observed::Closed { .. } => "closed without an ACCEPT".to_string(),
+                Observed::Silent { .. } => {
+                    format!("left without an ACCEPT for {:?}", ctx.cfg.timeout)
+                }
+                Observed::Frame(f) => {
+                    let what = if f.ty == ty::ACCEPT {
+                        "an ACCEPT".to_string()
+                    } else {
+                        f.describe()
+                    };
+                    return Err(Finding::fail(
+                        format!("connection {} refused or closed without an ACCEPT", n + 1),
+                        what,
+                    ));
+                }
+            }
+        }
+    };
+    // The first n are untouched by the refusal: each still carries a stream.
+    let payload = wire::pattern(41, 500);
+    for c in &mut open {
+        c.send(&wire::stream_frames(1, &[&payload]))?;
+    }
+    if !ctx.cfg.echo {
+        std::thread::sleep(ctx.cfg.quiet);
+    }
+    for (i, c) in open.iter_mut().enumerate() {
+        let usable = if ctx.cfg.echo {
+            Streams::collect(c, 1, ctx.cfg.timeout).and_then(|s| s.expect_payloads(&[&payload]))
+        } else {
+            c.expect_open(std::time::Duration::from_millis(10))
+        };
+        usable.map_err(|e| {
+            Finding::fail(
+                format!("the first {n} connections still usable"),
+                format!("connection {}: {e:?}", i + 1),
+            )
+        })?;
+    }
+    Ok(format!(
+        "{n} connections accepted; connection {}: {extra}; the first {n} still usable",
+        n + 1
+    ))
 }

@@ -11,6 +11,7 @@ mod client;
 mod discovery;
 mod handshake;
 mod limits;
+mod reconnect;
 mod streaming;
 
 /// Builds a [`Case`]: `case!(id, LEVEL, Role, Transport, echo?, title, requirement, fn)`.
@@ -39,6 +40,7 @@ pub fn all() -> Vec<Case> {
     v.extend(client::cases());
     v.extend(streaming::cases());
     v.extend(limits::cases());
+    v.extend(reconnect::cases());
     v.sort_by(|a, b| {
         let key = |c: &Case| {
             let nums: Vec<u32> = c

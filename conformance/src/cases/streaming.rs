@@ -2,12 +2,15 @@
 //! (through the implementation's echo mode), protocol errors that close the
 //! connection, frames that must be skipped, and the payload limit.
 
-use std::time::Instant;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{case, closes_after, echoes, established, skipped_and_usable};
 use crate::case::{Case, CaseResult, Finding};
 use crate::target::Ctx;
-use crate::wire::{frame, header, pattern, stream_frames, ty, Streams};
+use crate::wire::{frame, header, pattern, stream_frames, ty, Conn, Observed, Streams};
 
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -92,6 +95,9 @@ pub(super) fn cases() -> Vec<Case> {
         case!("R1-9.3/6", Should, SuiteDials, Tcp, false, "A stream left without data past the receive idle timeout closes the connection",
             "RFC-0001 §9.3: Receive Timeout: If no data received for >30 seconds on active stream, peer may be dead. Close connection. WIRE.md §6: receive idle timeout on an open stream | 30 s.",
             idle_stream),
+        case!("R1-9.3/7", Should, SuiteDials, Tcp, true, "An echo the suite stops reading is closed after the send stall timeout",
+            "RFC-0001 §9.3: Send Timeout: If send blocks for >10 seconds, close connection. WIRE.md §6: send stall timeout | 10 s.",
+            send_stall),
         case!("R1-10.4/1", Must, SuiteDials, Tcp, false, "A DATA length one above the local maximum closes the connection",
             "RFC-0001 §10.4: Enforce maximum frame size. Close connection if frame exceeds limit. WIRE.md §4: a payload longer than the local maximum.",
             |ctx| { let h = header(1, ty::DATA, 1, 0, ctx.cfg.max_payload.saturating_add(1)); closes_after(ctx, &h) }),
@@ -124,6 +130,131 @@ fn idle_stream(ctx: &mut Ctx<'_>) -> CaseResult {
     Ok(format!(
         "closed {:?} after the stream's last DATA",
         t.elapsed()
+    ))
+}
+
+/// Bytes of the stream the send-stall case sends: far more than loopback
+/// socket buffers on both sides hold (Linux grows a send buffer to 4 MiB by
+/// default), so the echo cannot finish while the suite does not read.
+const STALL_BYTES: usize = 32 << 20;
+
+fn send_stall(ctx: &mut Ctx<'_>) -> CaseResult {
+    ctx.require_echo()?;
+    let stall = ctx.cfg.stall_timeout;
+    let c = established(ctx)?;
+    c.limit_receive_buffer(64 * 1024);
+    let chunk = pattern(40, 1 << 20);
+    let chunks = STALL_BYTES / chunk.len();
+    let mut w = c.writer()?;
+    let start = Instant::now();
+    // Milliseconds since `start` of the writer's last progress.
+    let progress = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (chunk, progress) = (chunk.clone(), Arc::clone(&progress));
+        std::thread::spawn(move || -> bool {
+            for seq in 0..chunks {
+                let mut f = header(1, ty::DATA, 1, seq as u32, chunk.len() as u32).to_vec();
+                f.extend_from_slice(&chunk);
+                for piece in f.chunks(64 * 1024) {
+                    if w.write_all(piece).is_err() {
+                        return false;
+                    }
+                    progress.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+            }
+            let ok = w.write_all(&frame(ty::END, 1, chunks as u32, &[])).is_ok();
+            progress.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            ok
+        })
+    };
+    // The implementation's send stalls at the latest once the suite's writes
+    // stop making progress (an echo that sends while it reads stops reading
+    // when its sending blocks; one that sends after the END starts then).
+    // Wait out the stall timeout plus the margin from there, reading nothing.
+    let wait = stall + ctx.cfg.timeout;
+    let cap = start + wait + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let last = Duration::from_millis(progress.load(Ordering::Relaxed));
+        if start.elapsed().saturating_sub(last) >= wait || Instant::now() >= cap {
+            break;
+        }
+    }
+    let quiet_since = start + Duration::from_millis(progress.load(Ordering::Relaxed));
+    let sent_all = writer.is_finished();
+    let r = drain_echo(ctx, c, &chunk, chunks, quiet_since, sent_all);
+    let _ = writer.join();
+    r
+}
+
+/// Reads what the implementation echoes after the suite stopped reading:
+/// a close before the echo is complete passes.
+fn drain_echo(
+    ctx: &Ctx<'_>,
+    mut c: Conn,
+    chunk: &[u8],
+    chunks: usize,
+    quiet_since: Instant,
+    sent_all: bool,
+) -> CaseResult {
+    let total = chunk.len() * chunks;
+    let mut echoed = 0usize;
+    let mut ended = false;
+    let result = loop {
+        match c.next(ctx.cfg.timeout)? {
+            Observed::Frame(f) if f.ty == ty::DATA && f.stream != 0 => {
+                let ok = f
+                    .payload
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| chunk[(echoed + i) % chunk.len()] == *b);
+                if !ok {
+                    break Err(Finding::fail(
+                        "the echo intact up to the close",
+                        format!("echoed bytes differ near offset {echoed}"),
+                    ));
+                }
+                echoed += f.payload.len();
+            }
+            Observed::Frame(f) if f.ty == ty::END && f.stream != 0 => {
+                ended = true;
+                break Ok(());
+            }
+            Observed::Frame(_) => {}
+            Observed::Closed { .. } => break Ok(()),
+            Observed::Silent { .. } => {
+                break Err(Finding::Error(format!(
+                    "inconclusive: neither a close nor more echo within {:?} of reading again \
+                     ({echoed} of {total} bytes echoed)",
+                    ctx.cfg.timeout
+                )))
+            }
+        }
+    };
+    c.shutdown();
+    result?;
+    let waited = quiet_since.elapsed();
+    if ended {
+        let how = if c.is_closed() {
+            "then closed"
+        } else {
+            "still open"
+        };
+        return Err(Finding::fail(
+            format!(
+                "the connection closed once sending made no progress for {:?}",
+                ctx.cfg.stall_timeout
+            ),
+            format!("the whole {total}-byte echo arrived once the suite read again, {waited:?} after the suite stopped reading ({how})"),
+        ));
+    }
+    Ok(format!(
+        "closed before the echo was complete: {echoed} of {total} bytes echoed{}",
+        if sent_all {
+            ""
+        } else {
+            "; the implementation had stopped reading the stream"
+        }
     ))
 }
 

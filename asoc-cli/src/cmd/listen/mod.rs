@@ -14,6 +14,7 @@ use asoc_async::{DriverConfig, Error, Net, Node, NodeBuilder};
 use asoc_proto::auth::ApiKey;
 use asoc_proto::connection::ConnectionConfig;
 use asoc_proto::discovery::DiscoveryConfig;
+use asoc_proto::policy::PolicyConfig;
 use serde_json::json;
 
 use crate::cli::ListenArgs;
@@ -35,6 +36,7 @@ pub(crate) struct Listen {
     community: String,
     peers: Vec<String>,
     driver: DriverConfig,
+    policy: PolicyConfig,
     key: ApiKey,
     tls: TlsConfig,
     out: Out,
@@ -71,8 +73,23 @@ impl Listen {
         let connection = ConnectionConfig::builder()
             .handshake_timeout(args.handshake_timeout)
             .max_payload(max_frame)
+            .send_stall_timeout(args.stall_timeout)
             .build()
-            .map_err(|e| CliError::usage(format!("--handshake-timeout / --max-frame: {e}")))?;
+            .map_err(|e| {
+                CliError::usage(format!(
+                    "--handshake-timeout / --max-frame / --stall-timeout: {e}"
+                ))
+            })?;
+        // The handshake cap may not exceed the connection cap.
+        let policy = PolicyConfig::builder()
+            .max_connections(args.max_connections)
+            .max_handshaking(
+                PolicyConfig::default()
+                    .max_handshaking()
+                    .min(args.max_connections),
+            )
+            .build()
+            .map_err(|e| CliError::usage(format!("--max-connections: {e}")))?;
         let out_dir = args.out.as_deref().map(prepare_dir).transpose()?;
         Ok(Self {
             bind: args.bind,
@@ -83,6 +100,7 @@ impl Listen {
                 connection,
                 ..DriverConfig::default()
             },
+            policy,
             key,
             tls: tls::node(&args.tls, &args.tls_client)?,
             out: Out::new(args.json),
@@ -103,6 +121,7 @@ impl Listen {
         let mut b = NodeBuilder::new(self.community.clone(), self.key.clone())
             .bind(self.bind)
             .driver(self.driver)
+            .policy(self.policy.clone())
             .tls(self.tls.clone());
         if let Some((bind, config)) = &self.discovery {
             b = b.discovery(*bind, config.clone());

@@ -70,6 +70,7 @@ fn start(listen: &Listen) -> CliResult<Node> {
             connection: listen.driver.connection,
             ..MioConfig::default()
         })
+        .policy(listen.policy.clone())
         .seed(seed)
         .node_id(id)
         .tls(listen.tls.clone());
