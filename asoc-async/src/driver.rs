@@ -81,6 +81,10 @@ impl Shared {
 
 /// Smallest read window: what an idle connection holds.
 const MIN_READ: usize = 4 * 1024;
+/// Read size while the driver holds no read window: a small allocation
+/// (glibc serves it from its small bins without consolidating them), kept
+/// while waiting.
+const FIRST_READ: usize = 256;
 /// Remaining frame bytes from which a read stops at the frame's end.
 const LARGE_FRAME: usize = 64 * 1024;
 /// Largest read window the driver grows to while reads keep filling it.
@@ -239,20 +243,31 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             // Large frames have been arriving: read the next header alone,
             // then its payload exactly.
             HEADER_LEN
+        } else if self.rx.is_empty() && self.rx.capacity() < MIN_READ {
+            // Holding no window (quiet, or a handshake): read into a few
+            // hundred bytes first. Most such reads find nothing, or one
+            // small frame, and a 4 KiB allocation for each cost more than
+            // the set-up's handshake: glibc consolidates its free lists
+            // before every allocation of 1 KiB or more. A burst that fills
+            // this read goes on with the full window.
+            FIRST_READ
         } else {
             self.read_window
         };
         self.pool
             .make_room(&mut self.rx, max, SLAB, self.budget.limit, now);
         let room = max;
+        let probe = !large && max == FIRST_READ;
         let result = self.io.poll_read_into(cx, &mut self.rx, max);
-        if let Poll::Ready(Ok(n)) = result {
+        // A small first read says nothing about the window the traffic
+        // needs.
+        if let (Poll::Ready(Ok(n)), false) = (&result, probe) {
             if large {
                 self.large_frames = true;
             } else if max == self.read_window {
                 self.large_frames = false;
             }
-            self.read_window = if n >= room {
+            self.read_window = if *n >= room {
                 (self.read_window * 2).min(MAX_READ)
             } else {
                 (self.read_window / 2).max(MIN_READ)
@@ -284,14 +299,14 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             }
             Poll::Pending => {
                 if self.rx.is_empty()
-                    && self.rx.capacity() > 0
+                    && self.rx.capacity() > FIRST_READ
                     && self.read_window == MIN_READ
                     && !self.large_frames
                 {
-                    // Quiet and nothing half-read: hold no read buffer while
+                    // Quiet and nothing half-read: hold no read window while
                     // waiting (issue 6, target 7: an idle connection's 4 KiB
-                    // window was half its memory). The next read reserves
-                    // it again.
+                    // window was half its memory). The next read takes a
+                    // small buffer first; one of that size is kept.
                     self.rx = BytesMut::new();
                 }
                 false
