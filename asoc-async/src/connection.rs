@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionConfig};
@@ -157,6 +157,39 @@ where
     (driver, spawned)
 }
 
+/// The waker a handshake run in the caller's task registers: it wakes the
+/// caller until the connection moves to its own task, then nothing. Without
+/// it the wakers left behind in the command channel and the timer woke the
+/// caller's task once more (the first command, e.g. `close`, did), and
+/// tokio answers such a wake-up of a running task by waking another worker
+/// thread: a futex round trip per set-up for nothing.
+#[derive(Default)]
+struct Handoff(Mutex<Option<Waker>>);
+
+impl Handoff {
+    fn set(&self, waker: Option<&Waker>) {
+        if let Ok(mut slot) = self.0.lock() {
+            match (slot.as_mut(), waker) {
+                (Some(held), Some(w)) if held.will_wake(w) => {}
+                _ => *slot = waker.cloned(),
+            }
+        }
+    }
+}
+
+impl Wake for Handoff {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waker = self.0.lock().ok().and_then(|slot| slot.clone());
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
 /// Runs the handshake in the caller's task, then moves the connection to a
 /// task of its own. A handshake is a few small frames, and running it here
 /// saves the caller two task switches (command in, outcome out) per
@@ -176,12 +209,20 @@ where
 {
     let (driver, spawned) = prepare(rt, io, conn, judge, config, None, |_, _, _| {});
     let mut driver = Box::pin(driver);
-    let finished = std::future::poll_fn(|cx| match driver.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(true),
-        Poll::Pending if driver.ready.is_none() => Poll::Ready(false),
-        Poll::Pending => Poll::Pending,
+    let handoff = Arc::new(Handoff::default());
+    let waker = Waker::from(handoff.clone());
+    let finished = std::future::poll_fn(|cx| {
+        handoff.set(Some(cx.waker()));
+        match driver.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(()) => Poll::Ready(true),
+            Poll::Pending if driver.ready.is_none() => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
     })
     .await;
+    // The driver's wakers registered so far (channels, socket, timer) now
+    // wake nothing; its task registers its own when first polled.
+    handoff.set(None);
     if !finished {
         rt.spawn(driver);
     }
