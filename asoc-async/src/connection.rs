@@ -65,62 +65,53 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
-/// The handles of a connection whose task is running.
-pub(crate) struct Spawned {
-    pub(crate) cmds: async_channel::Sender<Cmd>,
-    pub(crate) incoming: async_channel::Receiver<RecvStream>,
-    pub(crate) ready: async_channel::Receiver<Result<Session, CloseReason>>,
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// Starts a connection's task. New incoming streams go to `deliver` when
-/// given, else to the returned `incoming` channel. `register` sees the
-/// command channel, the shared state and the sender of close-at-once orders
-/// before the task starts, so that a handle to the connection exists before
-/// any of its streams is delivered.
+/// Starts a connection's task for a node: new incoming streams go to
+/// `deliver`. `register` sees the command channel, the shared state and
+/// the sender of close-at-once orders before the task starts, so that a
+/// handle to the connection exists before any of its streams is delivered.
+/// The node learns the handshake's outcome through its judge.
 pub(crate) fn spawn<T, R, J>(
     rt: &R,
     io: T,
     conn: ProtoConnection,
     judge: J,
     config: DriverConfig,
-    deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
+    deliver: Box<dyn FnMut(RecvStream) + Send>,
     register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
-) -> Spawned
-where
+) where
     T: Transport,
     R: Runtime,
     J: Judge,
 {
-    let (driver, spawned) = prepare(rt, io, conn, judge, config, deliver, register);
+    let (abort_tx, abort_rx) = async_channel::bounded(1);
+    let (driver, cmds, shared) =
+        prepare(rt, io, conn, judge, config, deliver, Some(abort_rx), false);
+    register(&cmds, &shared, abort_tx);
     rt.spawn(Box::pin(driver));
-    spawned
 }
 
-/// A connection's driver and the handles to it, not yet running.
+/// A connection's driver, not yet running, with its command channel and
+/// shared state. Only what the caller uses is created: every channel costs
+/// allocations (its own and, on its first notification, each of its
+/// events'), several per connection set-up. `outcome` says whether the
+/// driver keeps the handshake's outcome for [`start`].
+#[allow(clippy::too_many_arguments)]
 fn prepare<T, R, J>(
     rt: &R,
     io: T,
     conn: ProtoConnection,
     judge: J,
     config: DriverConfig,
-    deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
-    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
-) -> (Driver<T, R, J>, Spawned)
+    deliver: Box<dyn FnMut(RecvStream) + Send>,
+    abort: Option<async_channel::Receiver<CloseReason>>,
+    outcome: bool,
+) -> (Driver<T, R, J>, async_channel::Sender<Cmd>, Arc<Shared>)
 where
     T: Transport,
     R: Runtime,
     J: Judge,
 {
     let (cmd_tx, cmd_rx) = async_channel::bounded(config.command_queue.max(1));
-    let (in_tx, in_rx) = async_channel::unbounded();
-    let deliver = deliver.unwrap_or_else(|| {
-        Box::new(move |s: RecvStream| {
-            let _ = in_tx.try_send(s);
-        })
-    });
-    let (ready_tx, ready_rx) = async_channel::bounded(1);
-    let (abort_tx, abort_rx) = async_channel::bounded(1);
     let shared = Arc::new(Shared::default());
     let driver = Driver {
         conn,
@@ -129,9 +120,9 @@ where
         judge,
         rx: bytes::BytesMut::new(),
         cmds: Box::pin(cmd_rx),
-        abort: Box::pin(abort_rx),
+        abort: abort.map(Box::pin),
         deliver,
-        ready: Some(ready_tx),
+        outcome: outcome.then_some(None),
         budget: RecvBudget::new(config.receive_buffer),
         shared: shared.clone(),
         streams: Default::default(),
@@ -147,14 +138,7 @@ where
         unflushed: false,
         delivered: 0,
     };
-    register(&cmd_tx, &shared, abort_tx);
-    let spawned = Spawned {
-        cmds: cmd_tx,
-        incoming: in_rx,
-        ready: ready_rx,
-        shared,
-    };
-    (driver, spawned)
+    (driver, cmd_tx, shared)
 }
 
 /// The waker a handshake run in the caller's task registers: it wakes the
@@ -207,7 +191,11 @@ where
     R: Runtime,
     J: Judge,
 {
-    let (driver, spawned) = prepare(rt, io, conn, judge, config, None, |_, _, _| {});
+    let (in_tx, in_rx) = async_channel::unbounded();
+    let deliver = Box::new(move |s: RecvStream| {
+        let _ = in_tx.try_send(s);
+    });
+    let (driver, cmds, shared) = prepare(rt, io, conn, judge, config, deliver, None, true);
     let mut driver = Box::pin(driver);
     let handoff = Arc::new(Handoff::default());
     let waker = Waker::from(handoff.clone());
@@ -215,7 +203,7 @@ where
         handoff.set(Some(cx.waker()));
         match driver.as_mut().poll(&mut Context::from_waker(&waker)) {
             Poll::Ready(()) => Poll::Ready(true),
-            Poll::Pending if driver.ready.is_none() => Poll::Ready(false),
+            Poll::Pending if !driver.awaits_outcome() => Poll::Ready(false),
             Poll::Pending => Poll::Pending,
         }
     })
@@ -223,18 +211,19 @@ where
     // The driver's wakers registered so far (channels, socket, timer) now
     // wake nothing; its task registers its own when first polled.
     handoff.set(None);
+    let outcome = driver.outcome.take().flatten();
     if !finished {
         rt.spawn(driver);
     }
-    match spawned.ready.recv().await {
-        Ok(Ok(session)) => Ok(Connection {
+    match outcome {
+        Some(Ok(session)) => Ok(Connection {
             session,
-            cmds: spawned.cmds,
-            incoming: spawned.incoming,
-            shared: spawned.shared,
+            cmds,
+            incoming: in_rx,
+            shared,
         }),
-        Ok(Err(reason)) => Err(Error::Handshake(reason)),
-        Err(_) => Err(Error::Gone),
+        Some(Err(reason)) => Err(Error::Handshake(reason)),
+        None => Err(Error::Gone),
     }
 }
 

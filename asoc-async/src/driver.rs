@@ -108,9 +108,13 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) cmds: Pin<Box<async_channel::Receiver<Cmd>>>,
     /// Close-at-once orders of the node (a peer expired): apart from the
     /// commands, which may wait behind a full send queue or the handshake.
-    pub(crate) abort: Pin<Box<async_channel::Receiver<CloseReason>>>,
+    /// `None` for a connection without a node.
+    pub(crate) abort: Option<Pin<Box<async_channel::Receiver<CloseReason>>>>,
     pub(crate) deliver: Box<dyn FnMut(RecvStream) + Send>,
-    pub(crate) ready: Option<async_channel::Sender<Result<Session, CloseReason>>>,
+    /// The handshake's outcome for a caller that waits for it: `Some(None)`
+    /// until the handshake ends, then `Some(Some(_))` until taken; `None`
+    /// when nobody waits (a node hears through its judge).
+    pub(crate) outcome: Option<Option<Result<Session, CloseReason>>>,
     pub(crate) budget: Arc<RecvBudget>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) streams: HashMap<u32, async_channel::Sender<Item>>,
@@ -134,6 +138,12 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
 }
 
 impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
+    /// Whether a caller waits for the handshake's outcome and it has not
+    /// come yet.
+    pub(crate) fn awaits_outcome(&self) -> bool {
+        matches!(self.outcome, Some(None))
+    }
+
     fn apply(&mut self, now: Instant, cmd: Cmd) {
         match cmd {
             Cmd::Open(reply) => {
@@ -324,8 +334,8 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             } => {
                 self.shared.established.store(true, Ordering::Release);
                 self.shared.on_change.notify(usize::MAX);
-                if let Some(ready) = self.ready.take() {
-                    let _ = ready.try_send(Ok(Session {
+                if let Some(slot @ None) = self.outcome.as_mut() {
+                    *slot = Some(Ok(Session {
                         role: self.conn.role(),
                         peer_node,
                         token: session,
@@ -367,8 +377,8 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                         reason: reason.clone(),
                     }));
                 }
-                if let Some(ready) = self.ready.take() {
-                    let _ = ready.try_send(Err(reason.clone()));
+                if let Some(slot @ None) = self.outcome.as_mut() {
+                    *slot = Some(Err(reason.clone()));
                 }
                 self.closed = Some(reason);
             }
@@ -432,7 +442,9 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
         for _ in 0..ROUNDS {
             let now = Instant::now();
             let mut progressed = false;
-            if let Poll::Ready(Some(reason)) = this.abort.as_mut().poll_next(cx) {
+            if let Some(Poll::Ready(Some(reason))) =
+                this.abort.as_mut().map(|a| a.as_mut().poll_next(cx))
+            {
                 this.conn.abort(now, reason);
                 progressed = true;
             }
