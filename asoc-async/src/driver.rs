@@ -253,9 +253,13 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             // Large frames have been arriving: read the next header alone,
             // then its payload exactly.
             HEADER_LEN
-        } else if self.rx.is_empty() && self.rx.capacity() < MIN_READ {
+        } else if self.rx.is_empty()
+            && self.rx.capacity() <= FIRST_READ
+            && self.read_window == MIN_READ
+        {
             // Holding no window (quiet, or a handshake): read into a few
-            // hundred bytes first. Most such reads find nothing, or one
+            // hundred bytes first. A busy connection (its window grown)
+            // never does. Most such reads find nothing, or one
             // small frame, and a 4 KiB allocation for each cost more than
             // the set-up's handshake: glibc consolidates its free lists
             // before every allocation of 1 KiB or more. A burst that fills

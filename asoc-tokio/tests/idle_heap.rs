@@ -59,7 +59,7 @@ async fn an_idle_connection_holds_no_read_buffer() {
     const WARM: usize = 64;
     const N: usize = 64;
     // Each end's read window is 4 KiB; with it held, a connection (both
-    // ends) costs about 16 KiB of heap, without it about 10 KiB.
+    // ends) costs about 16 KiB of heap, without it about 9 KiB.
     const BUDGET: i64 = 12 * 1024;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (client, server) = (auth(1), auth(2));
