@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionConfig};
@@ -65,62 +65,53 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
-/// The handles of a connection whose task is running.
-pub(crate) struct Spawned {
-    pub(crate) cmds: async_channel::Sender<Cmd>,
-    pub(crate) incoming: async_channel::Receiver<RecvStream>,
-    pub(crate) ready: async_channel::Receiver<Result<Session, CloseReason>>,
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// Starts a connection's task. New incoming streams go to `deliver` when
-/// given, else to the returned `incoming` channel. `register` sees the
-/// command channel, the shared state and the sender of close-at-once orders
-/// before the task starts, so that a handle to the connection exists before
-/// any of its streams is delivered.
+/// Starts a connection's task for a node: new incoming streams go to
+/// `deliver`. `register` sees the command channel, the shared state and
+/// the sender of close-at-once orders before the task starts, so that a
+/// handle to the connection exists before any of its streams is delivered.
+/// The node learns the handshake's outcome through its judge.
 pub(crate) fn spawn<T, R, J>(
     rt: &R,
     io: T,
     conn: ProtoConnection,
     judge: J,
     config: DriverConfig,
-    deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
+    deliver: Box<dyn FnMut(RecvStream) + Send>,
     register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
-) -> Spawned
-where
+) where
     T: Transport,
     R: Runtime,
     J: Judge,
 {
-    let (driver, spawned) = prepare(rt, io, conn, judge, config, deliver, register);
+    let (abort_tx, abort_rx) = async_channel::bounded(1);
+    let (driver, cmds, shared) =
+        prepare(rt, io, conn, judge, config, deliver, Some(abort_rx), false);
+    register(&cmds, &shared, abort_tx);
     rt.spawn(Box::pin(driver));
-    spawned
 }
 
-/// A connection's driver and the handles to it, not yet running.
+/// A connection's driver, not yet running, with its command channel and
+/// shared state. Only what the caller uses is created: every channel costs
+/// allocations (its own and, on its first notification, each of its
+/// events'), several per connection set-up. `outcome` says whether the
+/// driver keeps the handshake's outcome for [`start`].
+#[allow(clippy::too_many_arguments)]
 fn prepare<T, R, J>(
     rt: &R,
     io: T,
     conn: ProtoConnection,
     judge: J,
     config: DriverConfig,
-    deliver: Option<Box<dyn FnMut(RecvStream) + Send>>,
-    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
-) -> (Driver<T, R, J>, Spawned)
+    deliver: Box<dyn FnMut(RecvStream) + Send>,
+    abort: Option<async_channel::Receiver<CloseReason>>,
+    outcome: bool,
+) -> (Driver<T, R, J>, async_channel::Sender<Cmd>, Arc<Shared>)
 where
     T: Transport,
     R: Runtime,
     J: Judge,
 {
     let (cmd_tx, cmd_rx) = async_channel::bounded(config.command_queue.max(1));
-    let (in_tx, in_rx) = async_channel::unbounded();
-    let deliver = deliver.unwrap_or_else(|| {
-        Box::new(move |s: RecvStream| {
-            let _ = in_tx.try_send(s);
-        })
-    });
-    let (ready_tx, ready_rx) = async_channel::bounded(1);
-    let (abort_tx, abort_rx) = async_channel::bounded(1);
     let shared = Arc::new(Shared::default());
     let driver = Driver {
         conn,
@@ -129,9 +120,9 @@ where
         judge,
         rx: bytes::BytesMut::new(),
         cmds: Box::pin(cmd_rx),
-        abort: Box::pin(abort_rx),
+        abort: abort.map(Box::pin),
         deliver,
-        ready: Some(ready_tx),
+        outcome: outcome.then_some(None),
         budget: RecvBudget::new(config.receive_buffer),
         shared: shared.clone(),
         streams: Default::default(),
@@ -147,14 +138,40 @@ where
         unflushed: false,
         delivered: 0,
     };
-    register(&cmd_tx, &shared, abort_tx);
-    let spawned = Spawned {
-        cmds: cmd_tx,
-        incoming: in_rx,
-        ready: ready_rx,
-        shared,
-    };
-    (driver, spawned)
+    (driver, cmd_tx, shared)
+}
+
+/// The waker a handshake run in the caller's task registers: it wakes the
+/// caller until the connection moves to its own task, then nothing. Without
+/// it the wakers left behind in the command channel and the timer woke the
+/// caller's task once more (the first command, e.g. `close`, did), and
+/// tokio answers such a wake-up of a running task by waking another worker
+/// thread: a futex round trip per set-up for nothing.
+#[derive(Default)]
+struct Handoff(Mutex<Option<Waker>>);
+
+impl Handoff {
+    fn set(&self, waker: Option<&Waker>) {
+        if let Ok(mut slot) = self.0.lock() {
+            match (slot.as_mut(), waker) {
+                (Some(held), Some(w)) if held.will_wake(w) => {}
+                _ => *slot = waker.cloned(),
+            }
+        }
+    }
+}
+
+impl Wake for Handoff {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waker = self.0.lock().ok().and_then(|slot| slot.clone());
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// Runs the handshake in the caller's task, then moves the connection to a
@@ -174,26 +191,39 @@ where
     R: Runtime,
     J: Judge,
 {
-    let (driver, spawned) = prepare(rt, io, conn, judge, config, None, |_, _, _| {});
+    let (in_tx, in_rx) = async_channel::unbounded();
+    let deliver = Box::new(move |s: RecvStream| {
+        let _ = in_tx.try_send(s);
+    });
+    let (driver, cmds, shared) = prepare(rt, io, conn, judge, config, deliver, None, true);
     let mut driver = Box::pin(driver);
-    let finished = std::future::poll_fn(|cx| match driver.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(true),
-        Poll::Pending if driver.ready.is_none() => Poll::Ready(false),
-        Poll::Pending => Poll::Pending,
+    let handoff = Arc::new(Handoff::default());
+    let waker = Waker::from(handoff.clone());
+    let finished = std::future::poll_fn(|cx| {
+        handoff.set(Some(cx.waker()));
+        match driver.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(()) => Poll::Ready(true),
+            Poll::Pending if !driver.awaits_outcome() => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
     })
     .await;
+    // The driver's wakers registered so far (channels, socket, timer) now
+    // wake nothing; its task registers its own when first polled.
+    handoff.set(None);
+    let outcome = driver.outcome.take().flatten();
     if !finished {
         rt.spawn(driver);
     }
-    match spawned.ready.recv().await {
-        Ok(Ok(session)) => Ok(Connection {
+    match outcome {
+        Some(Ok(session)) => Ok(Connection {
             session,
-            cmds: spawned.cmds,
-            incoming: spawned.incoming,
-            shared: spawned.shared,
+            cmds,
+            incoming: in_rx,
+            shared,
         }),
-        Ok(Err(reason)) => Err(Error::Handshake(reason)),
-        Err(_) => Err(Error::Gone),
+        Some(Err(reason)) => Err(Error::Handshake(reason)),
+        None => Err(Error::Gone),
     }
 }
 

@@ -81,6 +81,10 @@ impl Shared {
 
 /// Smallest read window: what an idle connection holds.
 const MIN_READ: usize = 4 * 1024;
+/// Read size while the driver holds no read window: a small allocation
+/// (glibc serves it from its small bins without consolidating them), kept
+/// while waiting.
+const FIRST_READ: usize = 256;
 /// Remaining frame bytes from which a read stops at the frame's end.
 const LARGE_FRAME: usize = 64 * 1024;
 /// Largest read window the driver grows to while reads keep filling it.
@@ -104,9 +108,13 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) cmds: Pin<Box<async_channel::Receiver<Cmd>>>,
     /// Close-at-once orders of the node (a peer expired): apart from the
     /// commands, which may wait behind a full send queue or the handshake.
-    pub(crate) abort: Pin<Box<async_channel::Receiver<CloseReason>>>,
+    /// `None` for a connection without a node.
+    pub(crate) abort: Option<Pin<Box<async_channel::Receiver<CloseReason>>>>,
     pub(crate) deliver: Box<dyn FnMut(RecvStream) + Send>,
-    pub(crate) ready: Option<async_channel::Sender<Result<Session, CloseReason>>>,
+    /// The handshake's outcome for a caller that waits for it: `Some(None)`
+    /// until the handshake ends, then `Some(Some(_))` until taken; `None`
+    /// when nobody waits (a node hears through its judge).
+    pub(crate) outcome: Option<Option<Result<Session, CloseReason>>>,
     pub(crate) budget: Arc<RecvBudget>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) streams: HashMap<u32, async_channel::Sender<Item>>,
@@ -130,6 +138,12 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
 }
 
 impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
+    /// Whether a caller waits for the handshake's outcome and it has not
+    /// come yet.
+    pub(crate) fn awaits_outcome(&self) -> bool {
+        matches!(self.outcome, Some(None))
+    }
+
     fn apply(&mut self, now: Instant, cmd: Cmd) {
         match cmd {
             Cmd::Open(reply) => {
@@ -239,20 +253,35 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             // Large frames have been arriving: read the next header alone,
             // then its payload exactly.
             HEADER_LEN
+        } else if self.rx.is_empty()
+            && self.rx.capacity() <= FIRST_READ
+            && self.read_window == MIN_READ
+        {
+            // Holding no window (quiet, or a handshake): read into a few
+            // hundred bytes first. A busy connection (its window grown)
+            // never does. Most such reads find nothing, or one
+            // small frame, and a 4 KiB allocation for each cost more than
+            // the set-up's handshake: glibc consolidates its free lists
+            // before every allocation of 1 KiB or more. A burst that fills
+            // this read goes on with the full window.
+            FIRST_READ
         } else {
             self.read_window
         };
         self.pool
             .make_room(&mut self.rx, max, SLAB, self.budget.limit, now);
         let room = max;
+        let probe = !large && max == FIRST_READ;
         let result = self.io.poll_read_into(cx, &mut self.rx, max);
-        if let Poll::Ready(Ok(n)) = result {
+        // A small first read says nothing about the window the traffic
+        // needs.
+        if let (Poll::Ready(Ok(n)), false) = (&result, probe) {
             if large {
                 self.large_frames = true;
             } else if max == self.read_window {
                 self.large_frames = false;
             }
-            self.read_window = if n >= room {
+            self.read_window = if *n >= room {
                 (self.read_window * 2).min(MAX_READ)
             } else {
                 (self.read_window / 2).max(MIN_READ)
@@ -284,14 +313,14 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             }
             Poll::Pending => {
                 if self.rx.is_empty()
-                    && self.rx.capacity() > 0
+                    && self.rx.capacity() > FIRST_READ
                     && self.read_window == MIN_READ
                     && !self.large_frames
                 {
-                    // Quiet and nothing half-read: hold no read buffer while
+                    // Quiet and nothing half-read: hold no read window while
                     // waiting (issue 6, target 7: an idle connection's 4 KiB
-                    // window was half its memory). The next read reserves
-                    // it again.
+                    // window was half its memory). The next read takes a
+                    // small buffer first; one of that size is kept.
                     self.rx = BytesMut::new();
                 }
                 false
@@ -309,8 +338,8 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
             } => {
                 self.shared.established.store(true, Ordering::Release);
                 self.shared.on_change.notify(usize::MAX);
-                if let Some(ready) = self.ready.take() {
-                    let _ = ready.try_send(Ok(Session {
+                if let Some(slot @ None) = self.outcome.as_mut() {
+                    *slot = Some(Ok(Session {
                         role: self.conn.role(),
                         peer_node,
                         token: session,
@@ -352,8 +381,8 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                         reason: reason.clone(),
                     }));
                 }
-                if let Some(ready) = self.ready.take() {
-                    let _ = ready.try_send(Err(reason.clone()));
+                if let Some(slot @ None) = self.outcome.as_mut() {
+                    *slot = Some(Err(reason.clone()));
                 }
                 self.closed = Some(reason);
             }
@@ -417,7 +446,9 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
         for _ in 0..ROUNDS {
             let now = Instant::now();
             let mut progressed = false;
-            if let Poll::Ready(Some(reason)) = this.abort.as_mut().poll_next(cx) {
+            if let Some(Poll::Ready(Some(reason))) =
+                this.abort.as_mut().map(|a| a.as_mut().poll_next(cx))
+            {
                 this.conn.abort(now, reason);
                 progressed = true;
             }

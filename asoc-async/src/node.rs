@@ -430,13 +430,13 @@ impl<N: Net> Inner<N> {
         };
         // Registered before the task starts: a stream it delivers may be
         // answered at once, and the answer looks the connection up here.
-        let _ = spawn(
+        spawn(
             &self.net,
             io,
             conn,
             judge,
             self.driver,
-            Some(deliver),
+            deliver,
             |cmds, shared, abort| {
                 self.peers().insert(
                     id,
