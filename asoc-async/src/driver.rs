@@ -71,11 +71,19 @@ pub(crate) struct Shared {
     pub(crate) established: std::sync::atomic::AtomicBool,
     pub(crate) closed: Mutex<Option<CloseReason>>,
     pub(crate) on_change: event_listener::Event,
+    /// Streams a chunk of which the protocol refused, with why, so that
+    /// every handle's later `send` on them fails at once.
+    pub(crate) refused: Mutex<HashMap<u32, SendError>>,
 }
 
 impl Shared {
     pub(crate) fn reason(&self) -> Option<CloseReason> {
         self.closed.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    /// Why stream `id` takes no more chunks, if a chunk of it was refused.
+    pub(crate) fn refused(&self, id: u32) -> Option<SendError> {
+        self.refused.lock().ok()?.get(&id).cloned()
     }
 }
 
@@ -150,15 +158,23 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 let _ = reply.try_send(self.conn.open_stream());
             }
             Cmd::Data { stream, chunk } => {
-                // A refused chunk poisons its stream: it must never be
+                // A refused chunk poisons its stream for good: it is never
                 // finished, or the peer would take a shortened tensor for a
-                // complete one. The sender hears it at `finish`.
+                // complete one, and nothing more of it is sent, or the peer
+                // would get bytes after a hole. Senders hear it at their
+                // next `send` or at `finish`, on every adapter alike.
+                if self.poisoned.contains_key(&stream) {
+                    return;
+                }
                 if let Err(e) = self.conn.send(now, stream, chunk) {
+                    if let Ok(mut refused) = self.shared.refused.lock() {
+                        refused.insert(stream, e.clone());
+                    }
                     self.poisoned.insert(stream, e);
                 }
             }
             Cmd::Finish { stream, reply } => {
-                let result = match self.poisoned.remove(&stream) {
+                let result = match self.poisoned.get(&stream).cloned() {
                     Some(e) => Err(e),
                     None => self.conn.finish(now, stream),
                 };

@@ -987,8 +987,10 @@ pub async fn static_peer_restart<N: Net>(net: N) -> Duration {
 }
 
 /// A chunk the protocol refuses (here: larger than the maximum payload)
-/// makes `finish` fail and no END is sent: the receiver never sees a
-/// shortened tensor as complete, and reports it incomplete at close.
+/// poisons its stream: no later chunk of it is sent (the receiver never
+/// gets bytes after a hole), `send` fails once the refusal is known,
+/// `finish` fails and no END is sent, so the receiver never sees a
+/// shortened tensor as complete and reports it incomplete at close.
 pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     use asoc_proto::connection::{ConnectionConfig, SendError};
     let small = crate::DriverConfig {
@@ -1002,7 +1004,20 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     let mut s = a.open_stream(route(&a, &b)).await.unwrap();
     s.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
     s.send(Bytes::from(vec![2u8; 2 << 20])).await.unwrap();
-    s.send(Bytes::from(vec![3u8; 1000])).await.unwrap();
+    // Queued before or after the task saw the refusal: either way never sent.
+    match s.send(Bytes::from(vec![3u8; 1000])).await {
+        Ok(()) | Err(crate::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        Err(e) => panic!("send after a refused chunk: {e}"),
+    }
+    let mut again = a.open_stream(route(&a, &b)).await.unwrap();
+    again.send(Bytes::from_static(b"after")).await.unwrap();
+    again.finish().await.unwrap();
+    // Commands run in order, so the refusal is known by now; the other
+    // stream was unaffected.
+    match s.send(Bytes::from(vec![4u8; 1000])).await {
+        Err(crate::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        other => panic!("send on a poisoned stream: {other:?}"),
+    }
     let err = s.finish().await.unwrap_err();
     assert!(
         matches!(err, crate::Error::Send(SendError::PayloadTooLarge { .. })),
@@ -1019,7 +1034,7 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     a.shutdown(Duration::from_secs(5)).await;
     let got = incoming.stream.read_to_end().await;
     assert!(
-        matches!(got, Err(crate::StreamError::Incomplete { bytes: 2000, .. })),
+        matches!(got, Err(crate::StreamError::Incomplete { bytes: 1000, .. })),
         "{got:?}"
     );
 }

@@ -70,8 +70,14 @@ impl SendStream {
         self.id
     }
 
-    /// Queues one chunk as one DATA frame.
+    /// Queues one chunk as one DATA frame. Fails with the protocol's
+    /// refusal once a chunk of this stream was refused (the stream then
+    /// takes no more chunks and [`finish`](Self::finish) fails with it too);
+    /// a refusal not yet seen by the connection's task shows at `finish`.
     pub async fn send(&mut self, chunk: Bytes) -> Result<(), Error> {
+        if let Some(e) = self.shared.refused(self.id) {
+            return Err(Error::Send(e));
+        }
         self.cmds
             .send(Cmd::Data {
                 stream: self.id,

@@ -1,20 +1,18 @@
 //! One connection on a ready-made loop: asoc-async's connection task on a
 //! [`Mio`] loop of its own thread, behind a blocking, thread-safe handle.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use asoc_async::{Connection, DriverConfig, Error, Runtime, Session, StreamError};
-use asoc_proto::connection::{CloseReason, SendError};
+use asoc_proto::connection::CloseReason;
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use mio::event::Source;
 
 use crate::driver::SharedAuthenticator;
-use crate::rt::{lock, Mio, MioIo};
+use crate::rt::{Mio, MioIo};
 
 /// Settings of a [`MioConnection`] or of a [`Node`](crate::Node)'s
 /// connections, the same as on tokio and smol: protocol limits and timers,
@@ -34,8 +32,6 @@ pub type MioConfig = DriverConfig;
 pub struct MioConnection {
     conn: Connection,
     rt: Mio,
-    /// Streams whose `finish` was refused: every later send fails the same.
-    refused: Mutex<HashMap<u32, SendError>>,
 }
 
 impl MioConnection {
@@ -94,8 +90,7 @@ impl MioConnection {
                 false => Connection::connect(&rt, io, auth, config).await,
             }
         })?;
-        let refused = Mutex::default();
-        Ok(Self { conn, rt, refused })
+        Ok(Self { conn, rt })
     }
 
     getters! {
@@ -105,25 +100,18 @@ impl MioConnection {
         fn close_reason(&self) -> Option<CloseReason> = self.conn.close_reason();
     }
 
-    /// Queues `chunk` (not copied) as one DATA frame of `stream`. Blocks
-    /// while the connection's send queue is full, so a fast producer waits
-    /// for the socket instead of buffering a tensor whole. A refused chunk
-    /// is reported by `finish`, and by every send after it.
-    pub fn send(&self, stream: u32, chunk: Bytes) -> Result<(), Error> {
-        if let Some(e) = lock(&self.refused).get(&stream).cloned() {
-            return Err(Error::Send(e));
-        }
-        block_on(self.conn.stream(stream).send(chunk))
-    }
-
-    /// Queues the END frame of `stream` behind its chunks: the stream is
-    /// complete. Fails, and sends no END, if one of its chunks was refused.
-    pub fn finish(&self, stream: u32) -> Result<(), Error> {
-        let result = block_on(self.conn.stream(stream).finish());
-        if let Err(Error::Send(e)) = &result {
-            lock(&self.refused).insert(stream, e.clone());
-        }
-        result
+    wait! {
+        /// Queues `chunk` (not copied) as one DATA frame of `stream`. Blocks
+        /// while the connection's send queue is full, so a fast producer
+        /// waits for the socket instead of buffering a tensor whole. A
+        /// refused chunk poisons its stream: nothing more of it is sent, and
+        /// `finish` fails, as does every send once the refusal is known.
+        fn send(&self, stream: u32, chunk: Bytes) -> Result<(), Error> =
+            self.conn.stream(stream).send(chunk);
+        /// Queues the END frame of `stream` behind its chunks: the stream is
+        /// complete. Fails, and sends no END, if one of its chunks was
+        /// refused.
+        fn finish(&self, stream: u32) -> Result<(), Error> = self.conn.stream(stream).finish();
     }
 
     wait! {
