@@ -1,6 +1,5 @@
 //! One authenticated connection over any transport, without a node.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -127,7 +126,6 @@ where
         shared: shared.clone(),
         streams: Default::default(),
         held: None,
-        poisoned: HashMap::new(),
         sleep: None,
         eof: false,
         closed: None,

@@ -71,9 +71,14 @@ pub(crate) struct Shared {
     pub(crate) established: std::sync::atomic::AtomicBool,
     pub(crate) closed: Mutex<Option<CloseReason>>,
     pub(crate) on_change: event_listener::Event,
-    /// Streams a chunk of which the protocol refused, with why, so that
-    /// every handle's later `send` on them fails at once.
-    pub(crate) refused: Mutex<HashMap<u32, SendError>>,
+    /// Streams a chunk of which the protocol refused, with why: the task
+    /// sends nothing more of them, and every handle's later `send` on them
+    /// fails at once.
+    refused: Mutex<HashMap<u32, SendError>>,
+    /// Whether `refused` has any entry, so that the check every chunk makes
+    /// (in `send` and in the task) is one load, not a lock, while no stream
+    /// was ever refused.
+    any_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -83,7 +88,18 @@ impl Shared {
 
     /// Why stream `id` takes no more chunks, if a chunk of it was refused.
     pub(crate) fn refused(&self, id: u32) -> Option<SendError> {
+        if !self.any_refused.load(Ordering::Acquire) {
+            return None;
+        }
         self.refused.lock().ok()?.get(&id).cloned()
+    }
+
+    /// Records that a chunk of stream `id` was refused.
+    fn refuse(&self, id: u32, why: SendError) {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.insert(id, why);
+            self.any_refused.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -127,7 +143,6 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) streams: HashMap<u32, async_channel::Sender<Item>>,
     pub(crate) held: Option<Cmd>,
-    pub(crate) poisoned: HashMap<u32, SendError>,
     pub(crate) sleep: Option<(Instant, BoxFuture<()>)>,
     pub(crate) eof: bool,
     pub(crate) closed: Option<CloseReason>,
@@ -163,18 +178,15 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 // complete one, and nothing more of it is sent, or the peer
                 // would get bytes after a hole. Senders hear it at their
                 // next `send` or at `finish`, on every adapter alike.
-                if self.poisoned.contains_key(&stream) {
+                if self.shared.refused(stream).is_some() {
                     return;
                 }
                 if let Err(e) = self.conn.send(now, stream, chunk) {
-                    if let Ok(mut refused) = self.shared.refused.lock() {
-                        refused.insert(stream, e.clone());
-                    }
-                    self.poisoned.insert(stream, e);
+                    self.shared.refuse(stream, e);
                 }
             }
             Cmd::Finish { stream, reply } => {
-                let result = match self.poisoned.get(&stream).cloned() {
+                let result = match self.shared.refused(stream) {
                     Some(e) => Err(e),
                     None => self.conn.finish(now, stream),
                 };
