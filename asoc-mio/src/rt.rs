@@ -31,7 +31,8 @@ use mio::{Events, Interest, Token};
 use crate::tls::TlsStream;
 
 const WAKER: Token = Token(0);
-/// At most this much spare capacity is zeroed and offered per read.
+/// At most this much spare capacity is offered per read (and zeroed first
+/// for sources other than TCP streams, which read into initialised memory).
 const READ_WINDOW: usize = 256 * 1024;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

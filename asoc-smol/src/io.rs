@@ -1,5 +1,5 @@
 //! Any futures-io byte stream behind `asoc_async::Transport`, and smol's
-//! TCP stream with reads that wait for readiness before zeroing memory.
+//! TCP stream with reads straight into spare capacity.
 
 use std::io::{self, IoSlice};
 use std::net::TcpStream as StdTcpStream;
@@ -13,7 +13,8 @@ use async_net::TcpStream;
 use bytes::BytesMut;
 use futures_io::{AsyncRead, AsyncWrite};
 
-/// At most this much spare capacity is zeroed and offered per read.
+/// At most this much spare capacity is offered per read (and zeroed first
+/// by `FuturesIo`, whose reads take initialised memory).
 const READ_WINDOW: usize = 256 * 1024;
 
 /// Any futures-io byte stream (smol or async-std TCP, Unix sockets,
@@ -21,9 +22,9 @@ const READ_WINDOW: usize = 256 * 1024;
 ///
 /// futures-io reads take initialised memory, so every read zeroes its
 /// window first, including reads that then find nothing to read. For
-/// `async_net::TcpStream` use [`TcpIo`], which zeroes only once the socket
-/// is readable ([`connect`](crate::connect) and [`accept`](crate::accept)
-/// pick it by themselves).
+/// `async_net::TcpStream` use [`TcpIo`], which zeroes nothing
+/// ([`connect`](crate::connect) and [`accept`](crate::accept) pick it by
+/// themselves).
 #[derive(Debug)]
 pub struct FuturesIo<T>(pub T);
 

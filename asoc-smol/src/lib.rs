@@ -159,8 +159,7 @@ where
 }
 
 /// Takes the stream out of `io` as a [`TcpIo`] when it is smol's TCP
-/// stream, whose reads can wait for readiness before zeroing their window;
-/// otherwise leaves it.
+/// stream, whose reads need not zero their window; otherwise leaves it.
 fn take_tcp<T: 'static>(io: &mut Option<T>) -> Option<TcpIo> {
     (io as &mut dyn std::any::Any)
         .downcast_mut::<Option<async_net::TcpStream>>()
