@@ -363,3 +363,48 @@ impl Sample {
         self.asoc / self.baseline
     }
 }
+
+/// The body of the adapters' `quickbench` examples, a profiling aid beside
+/// `asoc bench`: throughput of 2 GiB with `[chunk_kib] [streams]
+/// [connections]` from `args` (default 1024 1 1), five baseline/ASoc pairs
+/// and their median. With `QUICKBENCH_ONLY=asoc|raw` in the environment it
+/// runs one side alone, three times, for a profiler to see nothing else.
+pub async fn quickbench<N: Net>(net: &N, args: impl Iterator<Item = String>) -> Result<(), Error> {
+    let args: Vec<usize> = args.filter_map(|a| a.parse().ok()).collect();
+    let w = Workload {
+        bytes: 2 << 30,
+        chunk: args.first().copied().unwrap_or(1024) << 10,
+        streams: args.get(1).copied().unwrap_or(1),
+        connections: args.get(2).copied().unwrap_or(1),
+    };
+    const MIB: f64 = 1048576.0;
+    if let Ok(only) = std::env::var("QUICKBENCH_ONLY") {
+        for i in 0..3u8 {
+            let rate = if only == "raw" {
+                raw_tcp(net, w).await?
+            } else {
+                asoc(net, w, i).await?
+            };
+            println!("{only} {:8.1} MiB/s", rate / MIB);
+        }
+        return Ok(());
+    }
+    let samples = compare(net, w, 5).await?;
+    for s in &samples {
+        println!(
+            "asoc {:8.1} MiB/s  raw {:8.1} MiB/s  ratio {:.3}",
+            s.asoc / MIB,
+            s.baseline / MIB,
+            s.ratio()
+        );
+    }
+    if let Some(m) = median(&samples) {
+        println!(
+            "median pair: asoc {:.1} MiB/s raw {:.1} MiB/s ratio {:.3}",
+            m.asoc / MIB,
+            m.baseline / MIB,
+            m.ratio()
+        );
+    }
+    Ok(())
+}
