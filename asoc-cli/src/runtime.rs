@@ -1,11 +1,11 @@
 //! `--runtime`: which adapter runs a command. Every command that opens
-//! sockets is a [`Job`] written once over [`asoc_async::Net`]; adding an
-//! async runtime is one arm in [`run`]. asoc-mio's API is blocking, so each
-//! job also has a blocking body for it, [`Job::run_mio`].
+//! sockets is a [`Job`] written once over [`asoc_async::Net`]; adding a
+//! runtime is one arm in [`run`].
 
 use std::future::Future;
+use std::time::Duration;
 
-use asoc_async::Net;
+use asoc_async::{DriverConfig, Net};
 
 use crate::error::{CliError, CliResult};
 
@@ -41,16 +41,29 @@ pub(crate) trait Job {
     /// Runs the command with `net`, inside the runtime.
     fn run<N: Net>(self, net: N) -> impl Future<Output = CliResult<Self::Output>>;
 
-    /// Runs the command on asoc-mio's blocking node and connection
-    /// (`--runtime mio`), with the same output as [`run`](Self::run).
+    /// How long a closed connection may wait for its transport's buffered
+    /// output (TLS records) on the mio loop: the send-stall timeout of the
+    /// command's connections, as asoc-mio's own node and connection use.
+    fn linger(&self) -> Duration {
+        DriverConfig::default().connection.send_stall_timeout()
+    }
+
+    /// Runs the command on asoc-mio's loop (`--runtime mio`).
     fn run_mio(self) -> CliResult<Self::Output>
     where
         Self: Sized,
     {
-        Err(CliError::usage(
-            "the mio runtime is not available for this command yet",
-        ))
+        on_mio(self)
     }
+}
+
+/// Runs `job` on a mio loop: the loop thread owns the sockets and runs the
+/// tasks, and the command itself waits on this thread, as a caller of
+/// asoc-mio's blocking node does. The loop ends once its last task does.
+fn on_mio<J: Job>(job: J) -> CliResult<J::Output> {
+    let net = asoc_mio::Mio::new("asoc-mio", job.linger())
+        .map_err(|e| CliError::runtime(format!("cannot start mio: {e}")))?;
+    futures_lite::future::block_on(job.run(net))
 }
 
 /// Starts `kind` and runs `job` to completion on it.

@@ -20,8 +20,6 @@ use crate::reader::{Item, Source};
 use crate::runtime::{until, Job, RuntimeKind};
 use crate::{os, secrets, tls};
 
-mod on_mio;
-
 /// Largest chunk: the default maximum frame payload of receivers (WIRE.md §6).
 const MAX_CHUNK: u64 = 16 << 20;
 
@@ -227,9 +225,5 @@ impl Job for Send {
         }
         conn.close().await;
         self.closed(&conn.closed().await)
-    }
-
-    fn run_mio(self) -> CliResult {
-        on_mio::run(self)
     }
 }
