@@ -5,7 +5,6 @@ mod cli;
 mod cmd;
 mod error;
 mod events;
-mod mio_rt;
 mod net_errors;
 mod os;
 mod output;

@@ -28,8 +28,7 @@ pub(super) struct Settings {
     pub(super) echo: bool,
 }
 
-/// How streams are stored and reported, whatever the runtime: the async
-/// handlers below and the blocking ones of `--runtime mio` share it.
+/// How streams are stored and reported.
 #[derive(Clone, Debug)]
 pub(super) struct Report {
     out: Out,

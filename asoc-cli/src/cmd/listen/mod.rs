@@ -2,7 +2,6 @@
 //! happens; incoming streams are handled in [`incoming`].
 
 mod incoming;
-mod on_mio;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -200,8 +199,8 @@ impl Job for Listen {
         Ok(())
     }
 
-    fn run_mio(self) -> CliResult {
-        on_mio::run(self)
+    fn linger(&self) -> Duration {
+        self.driver.connection.send_stall_timeout()
     }
 }
 
