@@ -18,8 +18,6 @@ use crate::output::Out;
 use crate::runtime::{until, Job, RuntimeKind};
 use crate::{os, secrets};
 
-mod on_mio;
-
 /// A checked `discover` command, ready to run.
 pub(crate) struct Discover {
     bind: SocketAddr,
@@ -131,10 +129,6 @@ impl Job for Discover {
         }
         self.list(&discovery);
         Ok(())
-    }
-
-    fn run_mio(self) -> CliResult {
-        on_mio::run(self)
     }
 }
 
