@@ -19,8 +19,6 @@ use crate::output::hex;
 use crate::progress::Progress;
 use crate::runtime::{spawn, Job, RuntimeKind};
 
-mod on_mio;
-
 const COMMUNITY: &str = "asoc-demo";
 
 /// A checked `demo` command, ready to run.
@@ -141,10 +139,6 @@ impl Job for Demo {
         sender.shutdown(Duration::from_secs(5)).await;
         receiver.shutdown(Duration::from_secs(5)).await;
         self.report(handshake_bytes, &sent, &got, secs)
-    }
-
-    fn run_mio(self) -> CliResult {
-        on_mio::run(self)
     }
 }
 
