@@ -254,7 +254,7 @@ pub(crate) enum BenchRuntime {
     Tokio,
     /// A smol executor run by one thread per core (asoc-smol).
     Smol,
-    /// A raw mio event loop (asoc-mio).
+    /// asoc-mio's own mio loop, on a thread of its own (asoc-mio).
     Mio,
 }
 

@@ -18,7 +18,7 @@ pub(crate) enum RuntimeKind {
     Smol,
     /// async-std's executor over the smol reactor (asoc-smol).
     AsyncStd,
-    /// A raw mio event loop (asoc-mio).
+    /// asoc-mio's own mio loop, on a thread of its own (asoc-mio).
     Mio,
 }
 
@@ -46,14 +46,6 @@ pub(crate) trait Job {
     /// command's connections, as asoc-mio's own node and connection use.
     fn linger(&self) -> Duration {
         DriverConfig::default().connection.send_stall_timeout()
-    }
-
-    /// Runs the command on asoc-mio's loop (`--runtime mio`).
-    fn run_mio(self) -> CliResult<Self::Output>
-    where
-        Self: Sized,
-    {
-        on_mio(self)
     }
 }
 
@@ -103,7 +95,7 @@ pub(crate) fn run<J: Job>(kind: RuntimeKind, job: J) -> CliResult<J::Output> {
             });
             async_std::task::block_on(job.run(net))
         }
-        RuntimeKind::Mio => job.run_mio(),
+        RuntimeKind::Mio => on_mio(job),
     }
 }
 

@@ -4,8 +4,7 @@
 //! on a shared machine hits both sides alike and the printed ratio is
 //! exactly the quotient of the printed rates.
 //!
-//! The async runtimes use [`asoc_async::bench`]; mio has its own loops in
-//! [`on_mio`], with the same shapes.
+//! Every runtime, mio included, runs [`asoc_async::bench`].
 
 use asoc_async::bench::{self as ab, Sample, Workload};
 use asoc_async::Net;
@@ -15,8 +14,6 @@ use crate::cli::{BenchArgs, BenchRuntime};
 use crate::error::{CliError, CliResult};
 use crate::output::Out;
 use crate::runtime::{self, Job, RuntimeKind};
-
-mod on_mio;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -380,36 +377,6 @@ impl Job for Bench {
                     Kind::Setup { count, in_flight } => {
                         ab::asoc_setup(&net, count, in_flight, seed).await
                     }
-                };
-                let t2 = process_cpu();
-                let s = Sample {
-                    baseline: baseline.map_err(|e| failed(&case, e))?,
-                    asoc: asoc.map_err(|e| failed(&case, e))?,
-                };
-                self.progress(&case, i, &s, cpu_ratio(t0, t1, t2));
-                samples.push(s);
-            }
-            rows.push(self.finish(case, &samples)?);
-        }
-        Ok(rows)
-    }
-
-    fn run_mio(self) -> CliResult<Vec<Row>> {
-        let mut rows = Vec::new();
-        for case in self.cases.clone() {
-            let mut samples = Vec::with_capacity(self.pairs);
-            for i in 0..self.pairs {
-                let seed = i as u8;
-                // Baseline first, then ASoc: A B A B … over the pairs.
-                let t0 = process_cpu();
-                let baseline = match case.kind {
-                    Kind::Throughput(w) => on_mio::raw_tcp(w),
-                    Kind::Setup { count, in_flight } => on_mio::raw_setup(count, in_flight),
-                };
-                let t1 = process_cpu();
-                let asoc = match case.kind {
-                    Kind::Throughput(w) => on_mio::asoc(w, seed),
-                    Kind::Setup { count, in_flight } => on_mio::asoc_setup(count, in_flight, seed),
                 };
                 let t2 = process_cpu();
                 let s = Sample {
