@@ -20,9 +20,8 @@ pub(crate) fn print(out: Out, event: &NodeEvent) {
     }
 }
 
-/// Prints one decision of the protocol's node; shared by every runtime's
-/// node (asoc-mio's events wrap the same [`ProtoEvent`]).
-pub(crate) fn print_proto(out: Out, e: &ProtoEvent) {
+/// Prints one decision of the protocol's node.
+fn print_proto(out: Out, e: &ProtoEvent) {
     match e {
         ProtoEvent::PeerConnected {
             peer_node,
