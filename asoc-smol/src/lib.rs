@@ -82,13 +82,8 @@ pub async fn start(builder: NodeBuilder) -> Result<Node, Error> {
 /// Starts a node whose tasks run on `rt` (an executor of your own, or
 /// async-std's through [`Smol::with_spawner`]).
 pub async fn start_on(rt: Smol, builder: NodeBuilder) -> Result<Node, Error> {
-    let mut seed = [0u8; 32];
-    let mut id = [0u8; 16];
-    getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    getrandom::getrandom(&mut id).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    builder
-        .start(rt, seed, uuid::Builder::from_random_bytes(id).into_uuid())
-        .await
+    let (seed, node_id) = (asoc_async::os_seed()?, asoc_async::os_node_id()?);
+    builder.start(rt, seed, node_id).await
 }
 
 use futures_io::{AsyncRead, AsyncWrite};
