@@ -125,13 +125,7 @@ pub async fn connect_on<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut io = Some(io);
-    if let Some(tcp) = take_tcp(&mut io) {
-        return Connection::connect(rt, tcp, auth, config).await;
-    }
-    // `io` is only emptied when it was taken as TCP above.
-    let io = io.ok_or(Error::Gone)?;
-    Connection::connect(rt, FuturesIo(io), auth, config).await
+    Connection::connect(rt, transport(io)?, auth, config).await
 }
 
 /// Like [`accept`], with the connection's task spawned by `rt`.
@@ -144,20 +138,22 @@ pub async fn accept_on<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut io = Some(io);
-    if let Some(tcp) = take_tcp(&mut io) {
-        return Connection::accept(rt, tcp, auth, config).await;
-    }
-    // `io` is only emptied when it was taken as TCP above.
-    let io = io.ok_or(Error::Gone)?;
-    Connection::accept(rt, FuturesIo(io), auth, config).await
+    Connection::accept(rt, transport(io)?, auth, config).await
 }
 
-/// Takes the stream out of `io` as a [`TcpIo`] when it is smol's TCP
-/// stream, whose reads need not zero their window; otherwise leaves it.
-fn take_tcp<T: 'static>(io: &mut Option<T>) -> Option<TcpIo> {
-    (io as &mut dyn std::any::Any)
+/// `io` as a transport: a [`TcpIo`] when it is smol's TCP stream, whose
+/// reads need not zero their window, otherwise a [`FuturesIo`].
+fn transport<T>(io: T) -> Result<Box<dyn asoc_async::Transport>, Error>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut io = Some(io);
+    let tcp = (&mut io as &mut dyn std::any::Any)
         .downcast_mut::<Option<async_net::TcpStream>>()
-        .and_then(Option::take)
-        .map(TcpIo::new)
+        .and_then(Option::take);
+    if let Some(tcp) = tcp {
+        return Ok(Box::new(TcpIo::new(tcp)));
+    }
+    // `io` is only emptied when it was taken as TCP above.
+    Ok(Box::new(FuturesIo(io.ok_or(Error::Gone)?)))
 }

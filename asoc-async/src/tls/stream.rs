@@ -125,8 +125,18 @@ impl<S: Read + Write> TlsStream<S> {
     /// [`Read::read`] but into the buffer's spare capacity, which need not
     /// be zeroed first.
     pub fn read_into(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        self.read_plaintext(max.max(1), |_, chunk| buf.extend_from_slice(chunk))
+    }
+
+    /// Hands at most `max` decrypted bytes to `put` (with how many it got
+    /// before), reading records from `S` while none are decrypted and `S`
+    /// has some; returns how many it handed over.
+    fn read_plaintext(
+        &mut self,
+        max: usize,
+        mut put: impl FnMut(usize, &[u8]),
+    ) -> io::Result<usize> {
         self.check()?;
-        let max = max.max(1);
         let mut filled = 0;
         loop {
             if filled == max {
@@ -137,42 +147,24 @@ impl<S: Read + Write> TlsStream<S> {
                 Ok([]) => return Ok(filled),
                 Ok(chunk) => {
                     let n = chunk.len().min(max - filled);
-                    buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    put(filled, chunk.get(..n).unwrap_or_default());
                     self.tls.reader().consume(n);
                     filled += n;
                     continue;
                 }
-                Err(e) => {
-                    if let Some(done) = Self::plaintext_gap(e, filled)? {
-                        return Ok(done);
-                    }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if filled > 0 && e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(filled)
                 }
+                Err(e) => return Err(e),
             }
-            if let Some(done) = self.refill(filled)? {
-                return Ok(done);
+            match self.read_records() {
+                Ok(_) => {}
+                // Hand out what was decrypted; the error comes again next
+                // time (a failed session remembers it, a socket repeats it).
+                Err(_) if filled > 0 => return Ok(filled),
+                Err(e) => return Err(e),
             }
-        }
-    }
-
-    /// What a reader does when rustls has no plaintext: read more records
-    /// (`None`), or return what it has (`Some`), or fail.
-    fn plaintext_gap(e: io::Error, filled: usize) -> io::Result<Option<usize>> {
-        match e.kind() {
-            io::ErrorKind::WouldBlock => Ok(None),
-            io::ErrorKind::UnexpectedEof if filled > 0 => Ok(Some(filled)),
-            _ => Err(e),
-        }
-    }
-
-    /// Reads records for a reader that holds `filled` bytes: `Some` when it
-    /// should return them now.
-    fn refill(&mut self, filled: usize) -> io::Result<Option<usize>> {
-        match self.read_records() {
-            Ok(_) => Ok(None),
-            // Hand out what was decrypted; the error comes again next time
-            // (a failed session remembers it, a socket repeats it).
-            Err(_) if filled > 0 => Ok(Some(filled)),
-            Err(e) => Err(e),
         }
     }
 
@@ -233,30 +225,11 @@ impl<S: Read + Write> TlsStream<S> {
 
 impl<S: Read + Write> Read for TlsStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.check()?;
-        let mut filled = 0;
-        loop {
-            let rest = buf.get_mut(filled..).unwrap_or(&mut []);
-            if rest.is_empty() {
-                return Ok(filled);
+        self.read_plaintext(buf.len(), |at, chunk| {
+            if let Some(dst) = buf.get_mut(at..at + chunk.len()) {
+                dst.copy_from_slice(chunk);
             }
-            match self.tls.reader().read(rest) {
-                // `close_notify` received and everything before it taken.
-                Ok(0) => return Ok(filled),
-                Ok(n) => {
-                    filled += n;
-                    continue;
-                }
-                Err(e) => {
-                    if let Some(done) = Self::plaintext_gap(e, filled)? {
-                        return Ok(done);
-                    }
-                }
-            }
-            if let Some(done) = self.refill(filled)? {
-                return Ok(done);
-            }
-        }
+        })
     }
 }
 
