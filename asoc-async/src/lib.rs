@@ -17,6 +17,7 @@
 pub mod bench;
 mod connection;
 mod driver;
+mod entropy;
 mod error;
 mod node;
 mod runtime;
@@ -24,13 +25,17 @@ mod rxpool;
 #[cfg(feature = "scenarios")]
 pub mod scenarios;
 mod stream;
+mod stream_io;
 pub mod tls;
 
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
+pub use entropy::{os_node_id, os_seed};
 pub use error::{Error, StreamError};
 pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef};
 pub use runtime::{
-    read_room, read_zeroed, recv_spare, BoxFuture, BoxFutureRef, Net, RawSocket, Runtime, Transport,
+    race, read_room, read_zeroed, recv_spare, BoxFuture, BoxFutureRef, Net, RawSocket, Runtime,
+    Transport,
 };
 pub use stream::{check_declared_len, RecvStream, SendStream};
+pub use stream_io::{copy_into, send_reader, ReadInto, StreamBytes};

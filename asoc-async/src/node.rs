@@ -9,7 +9,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
@@ -26,9 +25,9 @@ use uuid::Uuid;
 use crate::connection::{spawn, DriverConfig};
 use crate::driver::{Cmd, Judge, Shared};
 use crate::error::Error;
-use crate::runtime::{Net, Transport};
+use crate::runtime::{race, Net, Transport};
 use crate::stream::{RecvStream, SendStream};
-use crate::tls::{server_name, TlsConfig};
+use crate::tls::{self, server_name, TlsConfig};
 
 /// Something that happened on a node, for the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -780,20 +779,6 @@ impl<N: Net> Drop for SendGuard<N> {
     }
 }
 
-/// Completes when either future does.
-async fn race<A: Future, B: Future>(a: A, b: B) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx: &mut Context<'_>| {
-        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -807,21 +792,7 @@ async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
         if inner.is_stopping() {
             return;
         }
-        let mut accepted = None;
-        {
-            let accept = N::accept(&listener);
-            let mut accept = std::pin::pin!(accept);
-            let mut stop = std::pin::pin!(stop);
-            std::future::poll_fn(|cx: &mut Context<'_>| {
-                if let Poll::Ready(r) = accept.as_mut().poll(cx) {
-                    accepted = Some(r);
-                    return Poll::Ready(());
-                }
-                stop.as_mut().poll(cx).map(|_| ())
-            })
-            .await;
-        }
-        let Some(result) = accepted else {
+        let Some(result) = race(N::accept(&listener), stop).await else {
             return;
         };
         let Ok((io, addr)) = result else {
@@ -862,21 +833,7 @@ async fn datagram_loop<N: Net>(inner: Arc<Inner<N>>, udp: Arc<N::Udp>) {
         if inner.is_stopping() {
             return;
         }
-        let mut got = None;
-        {
-            let recv = N::recv_from(&udp, &mut buf);
-            let mut recv = std::pin::pin!(recv);
-            let mut stop = std::pin::pin!(stop);
-            std::future::poll_fn(|cx: &mut Context<'_>| {
-                if let Poll::Ready(r) = recv.as_mut().poll(cx) {
-                    got = Some(r);
-                    return Poll::Ready(());
-                }
-                stop.as_mut().poll(cx).map(|_| ())
-            })
-            .await;
-        }
-        match got {
+        match race(N::recv_from(&udp, &mut buf), stop).await {
             None => return,
             Some(Ok((n, src))) => {
                 let datagram = buf.get(..n).unwrap_or(&[]);
@@ -946,22 +903,10 @@ async fn tls_accept<N: Net>(
     conn: ProtoConnection,
 ) {
     let deadline = conn.poll_timeout().unwrap_or_else(Instant::now);
-    let mut done = None;
-    {
-        let handshake = inner.net.tls_accept(io, config);
-        let mut handshake = std::pin::pin!(handshake);
-        let mut timer = inner.net.sleep_until(deadline);
-        std::future::poll_fn(|cx: &mut Context<'_>| {
-            if let Poll::Ready(r) = handshake.as_mut().poll(cx) {
-                done = Some(r);
-                return Poll::Ready(());
-            }
-            timer.as_mut().poll(cx)
-        })
-        .await;
-    }
-    match done {
-        Some(Ok(tls)) => inner.run_connection(tls, id, conn),
+    let linger = inner.driver.connection.send_stall_timeout();
+    let handshake = tls::accept(&inner.net, io, config, linger);
+    match race(handshake, inner.net.sleep_until(deadline)).await {
+        Some(Ok(tls)) => inner.run_connection(Box::new(tls), id, conn),
         failed => {
             let reason = if failed.is_none() {
                 CloseReason::HandshakeTimeout
@@ -987,22 +932,10 @@ async fn dial_transport<N: Net>(
             let name =
                 server_name(&target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let deadline = Instant::now() + inner.driver.connection.handshake_timeout();
-            let mut done = None;
-            {
-                let handshake = inner.net.tls_connect(io, config, name);
-                let mut handshake = std::pin::pin!(handshake);
-                let mut timer = inner.net.sleep_until(deadline);
-                std::future::poll_fn(|cx: &mut Context<'_>| {
-                    if let Poll::Ready(r) = handshake.as_mut().poll(cx) {
-                        done = Some(r);
-                        return Poll::Ready(());
-                    }
-                    timer.as_mut().poll(cx)
-                })
-                .await;
-            }
-            match done {
-                Some(r) => Ok((r?, addr)),
+            let linger = inner.driver.connection.send_stall_timeout();
+            let handshake = tls::connect(&inner.net, io, config, name, linger);
+            match race(handshake, inner.net.sleep_until(deadline)).await {
+                Some(r) => Ok((Box::new(r?), addr)),
                 None => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "TLS handshake timed out",

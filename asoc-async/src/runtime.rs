@@ -113,6 +113,8 @@ pub fn recv_spare<S: RawSocket>(socket: &S, buf: &mut BytesMut, room: usize) -> 
 pub type BoxFutureRef<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Sockets of one runtime, for nodes: TCP listen/accept/connect and UDP.
+/// TLS is no part of it: it is a layer over any [`Transport`]
+/// ([`tls`](crate::tls)).
 pub trait Net: Runtime {
     /// A connected TCP stream.
     type Stream: Transport;
@@ -150,19 +152,6 @@ pub trait Net: Runtime {
         data: &'a [u8],
         to: std::net::SocketAddr,
     ) -> BoxFutureRef<'a, io::Result<usize>>;
-    /// Runs the server side of a TLS handshake over `io`.
-    fn tls_accept(
-        &self,
-        io: Self::Stream,
-        config: std::sync::Arc<rustls::ServerConfig>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>>;
-    /// Runs the client side of a TLS handshake over `io`, verifying `name`.
-    fn tls_connect(
-        &self,
-        io: Self::Stream,
-        config: std::sync::Arc<rustls::ClientConfig>,
-        name: rustls::pki_types::ServerName<'static>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>>;
 }
 
 impl Transport for Box<dyn Transport> {
@@ -190,4 +179,17 @@ impl Transport for Box<dyn Transport> {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_shutdown(cx)
     }
+}
+
+/// `a`'s output, or `None` when `b` completes first (`a` is polled first).
+pub async fn race<A: Future, B: Future>(a: A, b: B) -> Option<A::Output> {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        b.as_mut().poll(cx).map(|_| None)
+    })
+    .await
 }

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{ApiKey, AuthFailure};
@@ -75,18 +74,10 @@ pub async fn within<N: Net, T>(
     what: &str,
     fut: impl Future<Output = T>,
 ) -> T {
-    let mut fut = std::pin::pin!(fut);
-    let mut timer = net.sleep_until(Instant::now() + limit);
-    std::future::poll_fn(|cx: &mut Context<'_>| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(v);
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            panic!("timed out after {limit:?}: {what}");
-        }
-        Poll::Pending
-    })
-    .await
+    match crate::race(fut, net.sleep_until(Instant::now() + limit)).await {
+        Some(v) => v,
+        None => panic!("timed out after {limit:?}: {what}"),
+    }
 }
 
 /// Deterministic bytes for chunk `index` of stream `seed`.

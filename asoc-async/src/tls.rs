@@ -1,6 +1,16 @@
-//! The TLS wrapper of RFC-0002 §9.2 on rustls: configurations built from PEM
-//! files. The ASoc bytes inside TLS are unchanged; TLS adds confidentiality
-//! and, with client certificates, mutual authentication.
+//! The TLS wrapper of RFC-0002 §9.2 on rustls, for every adapter: a layer
+//! over any [`Transport`](crate::Transport) ([`TlsTransport`], set up by
+//! [`accept`] and [`connect`]), the session it runs ([`TlsStream`], also
+//! what asoc-mio runs over its sources), and the configurations, built
+//! from PEM files (a CA file or a pinned certificate; client certificates
+//! for mutual TLS). The ASoc bytes inside TLS are unchanged; TLS adds
+//! confidentiality and, with client certificates, mutual authentication.
+
+mod stream;
+mod transport;
+
+pub use stream::TlsStream;
+pub use transport::{accept, connect, TlsTransport};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,7 +64,8 @@ pub enum ServerTrust {
     Pinned(PathBuf),
 }
 
-/// Client and server TLS settings of a node.
+/// Client and server TLS settings of a node: the TLS layer it puts over
+/// the connections it accepts (with `server`) and dials (with `client`).
 #[derive(Clone, Debug, Default)]
 pub struct TlsConfig {
     /// Used on accepted connections.

@@ -207,9 +207,7 @@ pub use tls::TlsStream;
 /// A 32-byte seed for an [`Authenticator`] from the operating system's
 /// CSPRNG.
 pub fn os_seed() -> io::Result<Seed> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(seed)
+    asoc_async::os_seed()
 }
 
 /// An [`Authenticator`] for `config`, seeded from the OS, ready to share

@@ -140,8 +140,7 @@ impl NodeBuilder {
     /// Binds the sockets and starts the node on a mio loop of its own
     /// thread.
     pub fn start(self) -> Result<Node, Error> {
-        let (seed, id) = (crate::os_seed()?, crate::os_seed()?);
-        let id = uuid::Builder::from_random_bytes(std::array::from_fn(|i| id[i])).into_uuid();
+        let (seed, id) = (asoc_async::os_seed()?, asoc_async::os_node_id()?);
         let linger = self.config.connection.send_stall_timeout();
         let rt = Mio::new("asoc-mio-node", linger)?;
         let node = block_on(self.inner.start(rt.clone(), seed, id))?;

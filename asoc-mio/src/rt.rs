@@ -28,8 +28,6 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Token};
 
-use crate::tls::TlsStream;
-
 const WAKER: Token = Token(0);
 /// At most this much spare capacity is offered per read (and zeroed first
 /// for sources other than TCP streams, which read into initialised memory).
@@ -59,9 +57,9 @@ impl Queue {
 
 /// The wakers of one registered source.
 #[derive(Default)]
-pub(crate) struct IoState {
-    pub(crate) read: AtomicWaker,
-    pub(crate) write: AtomicWaker,
+struct IoState {
+    read: AtomicWaker,
+    write: AtomicWaker,
 }
 
 struct Reactor {
@@ -256,7 +254,7 @@ impl Drop for Sleep {
 
 /// Runs `op`; on `WouldBlock` registers the task and tries once more, so a
 /// readiness edge between the two is never missed.
-pub(crate) fn poll_ready<T>(
+fn poll_ready<T>(
     waker: &AtomicWaker,
     cx: &mut Context<'_>,
     mut op: impl FnMut() -> io::Result<T>,
@@ -303,10 +301,10 @@ impl<S> MioIo<S> {
 
 /// The registration of one source; dropping it forgets the source's
 /// wakers (closing the source removes it from the poll).
-pub(crate) struct Reg {
+struct Reg {
     rt: Mio,
     token: usize,
-    pub(crate) state: Arc<IoState>,
+    state: Arc<IoState>,
 }
 
 impl Drop for Reg {
@@ -318,9 +316,9 @@ impl Drop for Reg {
 /// A mio source registered with a [`Mio`] loop, for both directions at
 /// once; for byte streams, an asoc-async `Transport`.
 pub struct MioIo<S> {
-    pub(crate) io: S,
-    pub(crate) reg: Reg,
-    pub(crate) linger: Option<Sleep>,
+    io: S,
+    reg: Reg,
+    linger: Option<Sleep>,
 }
 
 // Nothing is pinned through a `MioIo`: the source moves freely.
@@ -484,22 +482,5 @@ impl Net for Mio {
         to: SocketAddr,
     ) -> BoxFutureRef<'a, io::Result<usize>> {
         Box::pin(udp.ready(false, move |io| io.send_to(data, to)))
-    }
-
-    fn tls_accept(
-        &self,
-        io: Self::Stream,
-        config: Arc<rustls::ServerConfig>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
-        Box::pin(io.into_tls(|s| TlsStream::server(s, config)))
-    }
-
-    fn tls_connect(
-        &self,
-        io: Self::Stream,
-        config: Arc<rustls::ClientConfig>,
-        name: rustls::pki_types::ServerName<'static>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
-        Box::pin(io.into_tls(|s| TlsStream::client(s, config, name)))
     }
 }

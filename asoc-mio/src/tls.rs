@@ -1,8 +1,10 @@
 //! The TLS wrapper of RFC-0002 §9.2 for mio: [`TlsStream`] runs rustls
 //! over any non-blocking mio source and is itself a source that reads and
-//! writes, so a [`Driver`](crate::Driver), a [`MioConnection`]
-//! or a [`Node`](crate::Node) runs over it unchanged. The ASoc bytes inside
-//! TLS are exactly those of a plain connection.
+//! writes, so a [`Driver`](crate::Driver) or a [`MioConnection`] runs over
+//! it unchanged. The ASoc bytes inside TLS are exactly those of a plain
+//! connection. It is `asoc_async::tls::TlsStream`, the session every
+//! adapter runs (a node on [`Mio`](crate::Mio) runs it as
+//! `asoc_async::tls::TlsTransport`), made a mio source.
 //!
 //! The configurations come from PEM files through the functions re-exported
 //! here from `asoc_async::tls` (shared with the tokio and smol adapters):
@@ -11,7 +13,6 @@
 //! certificate, optionally a client identity), and [`server_name`] for a
 //! dial target.
 
-use std::future::poll_fn;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -20,14 +21,13 @@ pub use asoc_async::tls::{
     client_config, load_certs, load_key, server_config, server_name, ServerTrust, TlsConfig,
     TlsError,
 };
-use asoc_async::{Error, Transport};
+use asoc_async::Error;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use rustls::{ClientConfig, Connection, ServerConfig};
 
 use crate::blocking::tcp;
-use crate::rt::{poll_ready, MioIo};
 use crate::{MioConfig, MioConnection, SharedAuthenticator};
 
 /// A configuration error as the blocking API's error.
@@ -72,28 +72,10 @@ impl MioConnection {
     }
 }
 
-impl MioIo<mio::net::TcpStream> {
-    /// The same registration with the stream inside TLS, once the TLS
-    /// handshake completed.
-    pub(crate) async fn into_tls(
-        self,
-        wrap: impl FnOnce(mio::net::TcpStream) -> Result<TlsStream<mio::net::TcpStream>, rustls::Error>,
-    ) -> io::Result<Box<dyn Transport>> {
-        let MioIo { io, reg, linger } = self;
-        let io = wrap(io).map_err(io::Error::other)?;
-        let mut tls = MioIo { io, reg, linger };
-        poll_fn(|cx| {
-            tls.reg.state.write.register(cx.waker());
-            let io = &mut tls.io;
-            poll_ready(&tls.reg.state.read, cx, || io.complete_handshake())
-        })
-        .await?;
-        Ok(Box::new(tls))
-    }
-}
-
 /// A rustls session over a non-blocking mio source `S` (usually a
 /// `mio::net::TcpStream`): a [`Source`] that reads and writes plaintext.
+///
+/// Reads, writes and flushes are those of `asoc_async::tls::TlsStream`:
 ///
 /// - [`Read`] drains decrypted bytes, and when there are none reads TLS
 ///   records from `S` (answering handshake messages at once) until the
@@ -115,12 +97,7 @@ impl MioIo<mio::net::TcpStream> {
 /// Dropping the stream sends `close_notify` as far as `S` takes it without
 /// blocking.
 #[derive(Debug)]
-pub struct TlsStream<S: Write> {
-    io: S,
-    tls: Connection,
-    /// A TLS error already seen; every later read or write reports it.
-    failed: Option<rustls::Error>,
-}
+pub struct TlsStream<S: Write>(asoc_async::tls::TlsStream<S>);
 
 impl<S: Read + Write> TlsStream<S> {
     /// The client side over a connected `io`, verifying the server as
@@ -130,186 +107,75 @@ impl<S: Read + Write> TlsStream<S> {
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<Self, rustls::Error> {
-        let tls = ClientConnection::new(config, name)?;
-        Ok(Self::from_connection(io, tls.into()))
+        asoc_async::tls::TlsStream::client(io, config, name).map(Self)
     }
 
     /// The server side over a freshly accepted `io`.
     pub fn server(io: S, config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
-        let tls = ServerConnection::new(config)?;
-        Ok(Self::from_connection(io, tls.into()))
+        asoc_async::tls::TlsStream::server(io, config).map(Self)
     }
 
     /// Runs an already set up rustls connection over `io`.
     pub fn from_connection(io: S, tls: Connection) -> Self {
-        Self {
-            io,
-            tls,
-            failed: None,
-        }
+        Self(asoc_async::tls::TlsStream::from_connection(io, tls))
     }
 
     /// Whether TLS records are buffered that `S` has not taken yet (a
     /// [`flush`](Write::flush) would block).
     #[must_use]
     pub fn wants_write(&self) -> bool {
-        self.tls.wants_write()
+        self.0.wants_write()
     }
 
     /// Whether the TLS handshake is still running.
     #[must_use]
     pub fn is_handshaking(&self) -> bool {
-        self.tls.is_handshaking()
+        self.0.is_handshaking()
     }
 
     /// The rustls session (peer certificates, negotiated version, ...).
     #[must_use]
     pub fn session(&self) -> &Connection {
-        &self.tls
+        self.0.session()
     }
 
     /// The transport.
     #[must_use]
     pub fn get_ref(&self) -> &S {
-        &self.io
+        self.0.get_ref()
     }
 
     /// The transport, mutably (reading or writing it directly corrupts the
     /// session).
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.io
+        self.0.get_mut()
     }
 
     /// Advances the TLS handshake as far as `S` allows without blocking:
     /// `Ok(())` once it completed and its records are written, `WouldBlock`
     /// while it waits for the peer or for room in `S`.
     pub fn complete_handshake(&mut self) -> io::Result<()> {
-        if let Some(e) = &self.failed {
-            return Err(Self::tls_error(e));
-        }
-        self.push_records()?;
-        while self.tls.is_handshaking() {
-            if !self.read_records()? {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            self.push_records()?;
-        }
-        Ok(())
-    }
-
-    fn tls_error(e: &rustls::Error) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, e.clone())
-    }
-
-    /// Writes buffered records until none are left or `S` would block.
-    fn push_records(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.io) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Like [`push_records`](Self::push_records), a `WouldBlock` being no
-    /// failure (the records stay buffered; `wants_write` says so).
-    fn push_records_nonblocking(&mut self) -> io::Result<()> {
-        match self.push_records() {
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Reads TLS records from `S` once and processes them. `Ok(false)` when
-    /// `S` is at its end.
-    fn read_records(&mut self) -> io::Result<bool> {
-        let n = loop {
-            match self.tls.read_tls(&mut self.io) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other?,
-            }
-        };
-        if let Err(e) = self.tls.process_new_packets() {
-            // Tell the peer why (the alert is queued), as far as it goes.
-            let _ = self.push_records();
-            let err = Self::tls_error(&e);
-            self.failed = Some(e);
-            return Err(err);
-        }
-        // Handshake answers, key updates, session tickets.
-        self.push_records_nonblocking()?;
-        Ok(n > 0)
+        self.0.complete_handshake()
     }
 }
 
 impl<S: Read + Write> Read for TlsStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(e) = &self.failed {
-            return Err(Self::tls_error(e));
-        }
-        let mut filled = 0;
-        loop {
-            let rest = buf.get_mut(filled..).unwrap_or(&mut []);
-            if rest.is_empty() {
-                return Ok(filled);
-            }
-            match self.tls.reader().read(rest) {
-                // `close_notify` received and everything before it taken.
-                Ok(0) => return Ok(filled),
-                Ok(n) => {
-                    filled += n;
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if filled > 0 && e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Ok(filled)
-                }
-                Err(e) => return Err(e),
-            }
-            match self.read_records() {
-                Ok(_) => {}
-                // Hand out what was decrypted; the error comes again next
-                // time (a failed session remembers it, a socket repeats it).
-                Err(_) if filled > 0 => return Ok(filled),
-                Err(e) => return Err(e),
-            }
-        }
+        self.0.read(buf)
     }
 }
 
 impl<S: Read + Write> Write for TlsStream<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
+        self.0.write(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if let Some(e) = &self.failed {
-            return Err(Self::tls_error(e));
-        }
-        if bufs.iter().all(|b| b.is_empty()) {
-            return Ok(0);
-        }
-        // Records of earlier writes first; nothing new is taken while they
-        // do not fit, so what rustls buffers stays bounded.
-        self.push_records()?;
-        let n = self.tls.writer().write_vectored(bufs)?;
-        if n == 0 {
-            // Plaintext held for the handshake reached rustls' limit.
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.push_records_nonblocking()?;
-        Ok(n)
+        self.0.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if let Some(e) = &self.failed {
-            return Err(Self::tls_error(e));
-        }
-        self.push_records()?;
-        self.io.flush()
+        self.0.flush()
     }
 }
 
@@ -320,7 +186,7 @@ impl<S: Source + Write> Source for TlsStream<S> {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.io.register(registry, token, interests)
+        self.0.get_mut().register(registry, token, interests)
     }
 
     fn reregister(
@@ -329,24 +195,10 @@ impl<S: Source + Write> Source for TlsStream<S> {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.io.reregister(registry, token, interests)
+        self.0.get_mut().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.io.deregister(registry)
-    }
-}
-
-impl<S: Write> Drop for TlsStream<S> {
-    fn drop(&mut self) {
-        if self.failed.is_none() {
-            self.tls.send_close_notify();
-            while self.tls.wants_write() {
-                match self.tls.write_tls(&mut self.io) {
-                    Ok(n) if n > 0 => {}
-                    _ => break,
-                }
-            }
-        }
+        self.0.get_mut().deregister(registry)
     }
 }

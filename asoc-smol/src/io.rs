@@ -17,8 +17,8 @@ use futures_io::{AsyncRead, AsyncWrite};
 /// by `FuturesIo`, whose reads take initialised memory).
 const READ_WINDOW: usize = 256 * 1024;
 
-/// Any futures-io byte stream (smol or async-std TCP, Unix sockets,
-/// `futures-rustls` TLS, ...) as an ASoc transport.
+/// Any futures-io byte stream (smol or async-std TCP, Unix sockets, a TLS
+/// stream, ...) as an ASoc transport.
 ///
 /// futures-io reads take initialised memory, so every read zeroes its
 /// window first, including reads that then find nothing to read. For

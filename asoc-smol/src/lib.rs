@@ -82,13 +82,8 @@ pub async fn start(builder: NodeBuilder) -> Result<Node, Error> {
 /// Starts a node whose tasks run on `rt` (an executor of your own, or
 /// async-std's through [`Smol::with_spawner`]).
 pub async fn start_on(rt: Smol, builder: NodeBuilder) -> Result<Node, Error> {
-    let mut seed = [0u8; 32];
-    let mut id = [0u8; 16];
-    getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    getrandom::getrandom(&mut id).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    builder
-        .start(rt, seed, uuid::Builder::from_random_bytes(id).into_uuid())
-        .await
+    let (seed, node_id) = (asoc_async::os_seed()?, asoc_async::os_node_id()?);
+    builder.start(rt, seed, node_id).await
 }
 
 use futures_io::{AsyncRead, AsyncWrite};
@@ -130,13 +125,7 @@ pub async fn connect_on<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut io = Some(io);
-    if let Some(tcp) = take_tcp(&mut io) {
-        return Connection::connect(rt, tcp, auth, config).await;
-    }
-    // `io` is only emptied when it was taken as TCP above.
-    let io = io.ok_or(Error::Gone)?;
-    Connection::connect(rt, FuturesIo(io), auth, config).await
+    Connection::connect(rt, transport(io)?, auth, config).await
 }
 
 /// Like [`accept`], with the connection's task spawned by `rt`.
@@ -149,20 +138,22 @@ pub async fn accept_on<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut io = Some(io);
-    if let Some(tcp) = take_tcp(&mut io) {
-        return Connection::accept(rt, tcp, auth, config).await;
-    }
-    // `io` is only emptied when it was taken as TCP above.
-    let io = io.ok_or(Error::Gone)?;
-    Connection::accept(rt, FuturesIo(io), auth, config).await
+    Connection::accept(rt, transport(io)?, auth, config).await
 }
 
-/// Takes the stream out of `io` as a [`TcpIo`] when it is smol's TCP
-/// stream, whose reads need not zero their window; otherwise leaves it.
-fn take_tcp<T: 'static>(io: &mut Option<T>) -> Option<TcpIo> {
-    (io as &mut dyn std::any::Any)
+/// `io` as a transport: a [`TcpIo`] when it is smol's TCP stream, whose
+/// reads need not zero their window, otherwise a [`FuturesIo`].
+fn transport<T>(io: T) -> Result<Box<dyn asoc_async::Transport>, Error>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut io = Some(io);
+    let tcp = (&mut io as &mut dyn std::any::Any)
         .downcast_mut::<Option<async_net::TcpStream>>()
-        .and_then(Option::take)
-        .map(TcpIo::new)
+        .and_then(Option::take);
+    if let Some(tcp) = tcp {
+        return Ok(Box::new(TcpIo::new(tcp)));
+    }
+    // `io` is only emptied when it was taken as TCP above.
+    Ok(Box::new(FuturesIo(io.ok_or(Error::Gone)?)))
 }

@@ -3,10 +3,10 @@
 use std::io;
 use std::net::SocketAddr;
 
-use asoc_async::{BoxFuture, BoxFutureRef, Net, Transport};
+use asoc_async::{BoxFuture, BoxFutureRef, Net};
 use async_net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::io::{FuturesIo, TcpIo};
+use crate::io::TcpIo;
 use crate::runtime::Smol;
 
 impl Net for Smol {
@@ -65,32 +65,5 @@ impl Net for Smol {
         to: SocketAddr,
     ) -> BoxFutureRef<'a, io::Result<usize>> {
         Box::pin(udp.send_to(data, to))
-    }
-
-    fn tls_accept(
-        &self,
-        io: Self::Stream,
-        config: std::sync::Arc<rustls::ServerConfig>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
-        Box::pin(async move {
-            let tls = futures_rustls::TlsAcceptor::from(config)
-                .accept(io.into_inner())
-                .await?;
-            Ok(Box::new(FuturesIo(tls)) as Box<dyn Transport>)
-        })
-    }
-
-    fn tls_connect(
-        &self,
-        io: Self::Stream,
-        config: std::sync::Arc<rustls::ClientConfig>,
-        name: rustls::pki_types::ServerName<'static>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
-        Box::pin(async move {
-            let tls = futures_rustls::TlsConnector::from(config)
-                .connect(name, io.into_inner())
-                .await?;
-            Ok(Box::new(FuturesIo(tls)) as Box<dyn Transport>)
-        })
     }
 }

@@ -1,15 +1,56 @@
-//! Tensors from and to futures-io readers.
+//! Tensors from and to futures-io readers: asoc-async's copy loop and
+//! stream reader behind futures-io's `AsyncRead`.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use asoc_async::{check_declared_len, Error, PeerRef, RecvStream, SendStream};
-use bytes::{Buf, Bytes, BytesMut};
+use asoc_async::{Error, PeerRef, ReadInto, RecvStream, SendStream, StreamBytes};
+use bytes::BytesMut;
 use futures_io::AsyncRead;
-use futures_lite::AsyncReadExt;
 
 use crate::Node;
+
+/// The least a read zeroes and offers.
+const MIN_WINDOW: usize = 16 * 1024;
+
+/// A futures-io reader for [`asoc_async::copy_into`]. Its reads take
+/// initialised memory, so each zeroes what it offers first; the offer
+/// follows what the reader returns (doubling while reads fill it), so
+/// that a reader returning small pieces does not have a whole chunk zeroed
+/// for each.
+struct Chunked<R> {
+    reader: R,
+    window: usize,
+}
+
+impl<R: AsyncRead + Unpin> ReadInto for Chunked<R> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        let room = max.clamp(1, self.window);
+        let reader = &mut self.reader;
+        let n = ready!(asoc_async::read_zeroed(buf, room, |spare| {
+            Pin::new(reader).poll_read(cx, spare)
+        }))?;
+        self.window = if n >= room {
+            room.saturating_mul(2)
+        } else {
+            n.saturating_mul(2).max(MIN_WINDOW)
+        };
+        Poll::Ready(Ok(n))
+    }
+}
+
+fn chunked<R>(reader: R) -> Chunked<R> {
+    Chunked {
+        reader,
+        window: MIN_WINDOW,
+    }
+}
 
 /// Sends everything `reader` yields to `peer` as one stream, in chunks of
 /// the node's chunk size. With `len`, the reader must yield exactly that
@@ -24,69 +65,33 @@ pub async fn send_reader<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let _guard = node.send_guard();
-    let stream = node.open_stream(peer).await?;
-    let id = stream.id();
-    copy_into(stream, reader, node.chunk_size(), len).await?;
-    Ok(id)
+    asoc_async::send_reader(node, peer, chunked(reader), len).await
 }
 
 /// Copies `reader` into `stream` in `chunk_size` pieces and finishes it
 /// (see [`send_reader`] for `len`).
 pub async fn copy_into<R>(
-    mut stream: SendStream,
-    mut reader: R,
+    stream: SendStream,
+    reader: R,
     chunk_size: usize,
     len: Option<u64>,
 ) -> Result<u64, Error>
 where
     R: AsyncRead + Unpin,
 {
-    let chunk_size = chunk_size.max(1);
-    let mut sent = 0u64;
-    loop {
-        // futures-io reads need initialised memory: one zeroed chunk each.
-        let mut buf = BytesMut::zeroed(chunk_size);
-        let mut filled = 0;
-        while filled < chunk_size {
-            let n = reader.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        buf.truncate(filled);
-        sent += filled as u64;
-        check_declared_len(sent, len, false)?;
-        stream.send(buf.freeze()).await?;
-        if filled < chunk_size {
-            break;
-        }
-    }
-    check_declared_len(sent, len, true)?;
-    stream.finish().await?;
-    Ok(sent)
+    asoc_async::copy_into(stream, chunked(reader), chunk_size, len).await
 }
 
 /// An incoming stream as a futures-io reader. Reading past a cut-off stream
 /// fails with `UnexpectedEof`, never a clean end.
 #[derive(Debug)]
-pub struct StreamReader {
-    stream: RecvStream,
-    current: Bytes,
-}
+pub struct StreamReader(StreamBytes);
 
 impl StreamReader {
     /// Wraps `stream`.
     #[must_use]
     pub fn new(stream: RecvStream) -> Self {
-        Self {
-            stream,
-            current: Bytes::new(),
-        }
+        Self(StreamBytes::new(stream))
     }
 }
 
@@ -96,22 +101,6 @@ impl AsyncRead for StreamReader {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        while this.current.is_empty() {
-            match this.stream.poll_chunk(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(Some(chunk))) => this.current = chunk,
-                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(0)),
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)));
-                }
-            }
-        }
-        let n = this.current.len().min(buf.len());
-        if let (Some(dst), Some(src)) = (buf.get_mut(..n), this.current.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        this.current.advance(n);
-        Poll::Ready(Ok(n))
+        self.get_mut().0.poll_read(cx, buf)
     }
 }

@@ -69,12 +69,7 @@ where
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
-        // Reads into uninitialised spare capacity: no zeroing, no copy.
-        if buf.capacity() == buf.len() {
-            buf.reserve(max.clamp(1, 64 * 1024));
-        }
-        let mut limited = bytes::BufMut::limit(buf, max.max(1));
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, &mut limited)
+        asoc_async::ReadInto::poll_read_into(self, cx, buf, max)
     }
 
     fn poll_write_vectored(
@@ -151,30 +146,5 @@ impl asoc_async::Net for Tokio {
         to: SocketAddr,
     ) -> BoxFutureRef<'a, io::Result<usize>> {
         Box::pin(udp.send_to(data, to))
-    }
-
-    fn tls_accept(
-        &self,
-        io: Self::Stream,
-        config: std::sync::Arc<rustls::ServerConfig>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
-        Box::pin(async move {
-            let tls = tokio_rustls::TlsAcceptor::from(config).accept(io.0).await?;
-            Ok(Box::new(TokioIo(tls)) as Box<dyn Transport>)
-        })
-    }
-
-    fn tls_connect(
-        &self,
-        io: Self::Stream,
-        config: std::sync::Arc<rustls::ClientConfig>,
-        name: rustls::pki_types::ServerName<'static>,
-    ) -> BoxFuture<io::Result<Box<dyn Transport>>> {
-        Box::pin(async move {
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, io.0)
-                .await?;
-            Ok(Box::new(TokioIo(tls)) as Box<dyn Transport>)
-        })
     }
 }

@@ -43,16 +43,8 @@ pub type Node = asoc_async::Node<Tokio>;
 /// Starts a node on the current tokio runtime, with an OS-drawn seed and
 /// (unless the builder set one) a random v4 node id.
 pub async fn start(builder: NodeBuilder) -> Result<Node, Error> {
-    let (seed, node_id) = os_entropy()?;
+    let (seed, node_id) = (asoc_async::os_seed()?, asoc_async::os_node_id()?);
     builder.start(Tokio::current(), seed, node_id).await
-}
-
-fn os_entropy() -> Result<([u8; 32], uuid::Uuid), Error> {
-    let mut seed = [0u8; 32];
-    let mut id = [0u8; 16];
-    getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    getrandom::getrandom(&mut id).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    Ok((seed, uuid::Builder::from_random_bytes(id).into_uuid()))
 }
 
 /// Opens the client side of an ASoc connection over any tokio transport

@@ -1,14 +1,31 @@
-//! Tensors from and to tokio readers.
+//! Tensors from and to tokio readers: asoc-async's copy loop and stream
+//! reader behind tokio's `AsyncRead`.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use asoc_async::{check_declared_len, Error, PeerRef, RecvStream, SendStream};
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use asoc_async::{Error, PeerRef, ReadInto, RecvStream, SendStream, StreamBytes};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::Node;
+use crate::{Node, TokioIo};
+
+impl<T: AsyncRead + Unpin> ReadInto for TokioIo<T> {
+    /// Reads into uninitialised spare capacity: no zeroing, no copy.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(max.clamp(1, 64 * 1024));
+        }
+        let mut limited = bytes::BufMut::limit(buf, max.max(1));
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, &mut limited)
+    }
+}
 
 /// Sends everything `reader` yields to `peer` as one stream, in chunks of
 /// the node's chunk size. With `len`, the reader must yield exactly that
@@ -23,65 +40,33 @@ pub async fn send_reader<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let _guard = node.send_guard();
-    let stream = node.open_stream(peer).await?;
-    let id = stream.id();
-    copy_into(stream, reader, node.chunk_size(), len).await?;
-    Ok(id)
+    asoc_async::send_reader(node, peer, TokioIo(reader), len).await
 }
 
 /// Copies `reader` into `stream` in `chunk_size` pieces and finishes it
 /// (see [`send_reader`] for `len`).
 pub async fn copy_into<R>(
-    mut stream: SendStream,
-    mut reader: R,
+    stream: SendStream,
+    reader: R,
     chunk_size: usize,
     len: Option<u64>,
 ) -> Result<u64, Error>
 where
     R: AsyncRead + Unpin,
 {
-    let chunk_size = chunk_size.max(1);
-    let mut sent = 0u64;
-    let mut buf = BytesMut::with_capacity(chunk_size);
-    loop {
-        buf.reserve(chunk_size.saturating_sub(buf.capacity()));
-        while buf.len() < chunk_size {
-            let limit = chunk_size - buf.len();
-            let n = (&mut reader).take(limit as u64).read_buf(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-        }
-        if buf.is_empty() {
-            break;
-        }
-        let chunk = buf.split().freeze();
-        sent += chunk.len() as u64;
-        check_declared_len(sent, len, false)?;
-        stream.send(chunk).await?;
-    }
-    check_declared_len(sent, len, true)?;
-    stream.finish().await?;
-    Ok(sent)
+    asoc_async::copy_into(stream, TokioIo(reader), chunk_size, len).await
 }
 
 /// An incoming stream as a tokio reader. Reading past a cut-off stream
 /// fails with `UnexpectedEof`, never a clean end.
 #[derive(Debug)]
-pub struct StreamReader {
-    stream: RecvStream,
-    current: Bytes,
-}
+pub struct StreamReader(StreamBytes);
 
 impl StreamReader {
     /// Wraps `stream`.
     #[must_use]
     pub fn new(stream: RecvStream) -> Self {
-        Self {
-            stream,
-            current: Bytes::new(),
-        }
+        Self(StreamBytes::new(stream))
     }
 }
 
@@ -91,20 +76,11 @@ impl AsyncRead for StreamReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        while this.current.is_empty() {
-            match this.stream.poll_chunk(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(Some(chunk))) => this.current = chunk,
-                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)));
-                }
-            }
-        }
-        let n = this.current.len().min(buf.remaining());
-        buf.put_slice(this.current.get(..n).unwrap_or(&[]));
-        this.current.advance(n);
+        let this = &mut self.get_mut().0;
+        let available = ready!(this.poll_fill_buf(cx))?;
+        let n = available.len().min(buf.remaining());
+        buf.put_slice(available.get(..n).unwrap_or_default());
+        this.consume(n);
         Poll::Ready(Ok(()))
     }
 }

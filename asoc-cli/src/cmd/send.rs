@@ -81,8 +81,10 @@ impl Send {
                 let name = asoc_async::tls::server_name(&self.peer)
                     .map_err(|e| CliError::usage(e.to_string()))?;
                 let deadline = Instant::now() + Duration::from_secs(10);
-                match until(net, deadline, net.tls_connect(io, config.clone(), name)).await {
-                    Some(Ok(io)) => io,
+                let linger = DriverConfig::default().connection.send_stall_timeout();
+                let handshake = asoc_async::tls::connect(net, io, config.clone(), name, linger);
+                match until(net, deadline, handshake).await {
+                    Some(Ok(io)) => Box::new(io),
                     Some(Err(e)) => {
                         return Err(CliError::auth(format!(
                             "TLS handshake with {} failed: {e}",
