@@ -1,18 +1,21 @@
-//! The only places the CLI takes entropy and node ids from the OS.
+//! The only places the CLI takes entropy and node ids from the OS, with the
+//! CLI's error for a machine that has none.
 
 use asoc_proto::rng::Seed;
 use uuid::Uuid;
 
+use crate::error::CliError;
+
+fn no_randomness(e: std::io::Error) -> CliError {
+    CliError::runtime(format!("no OS randomness: {e}"))
+}
+
 /// 32 bytes from the OS CSPRNG, to seed asoc-proto's generator.
-pub(crate) fn seed() -> Result<Seed, getrandom::Error> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed)?;
-    Ok(seed)
+pub(crate) fn seed() -> Result<Seed, CliError> {
+    asoc_async::os_seed().map_err(no_randomness)
 }
 
 /// A random (version 4) node id.
-pub(crate) fn node_id() -> Result<Uuid, getrandom::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes)?;
-    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
+pub(crate) fn node_id() -> Result<Uuid, CliError> {
+    asoc_async::os_node_id().map_err(no_randomness)
 }

@@ -118,10 +118,5 @@ pub(crate) async fn until<N: Net, T>(
     deadline: std::time::Instant,
     fut: impl Future<Output = T>,
 ) -> Option<T> {
-    let timer = net.sleep_until(deadline);
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        timer.await;
-        None
-    })
-    .await
+    asoc_async::race(fut, net.sleep_until(deadline)).await
 }

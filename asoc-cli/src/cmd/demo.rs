@@ -53,7 +53,7 @@ impl Demo {
 
     /// A fresh key, held in memory only.
     fn key() -> CliResult<ApiKey> {
-        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let seed = os::seed()?;
         Ok(ApiKey::generate(Rng::from_seed(seed).inner()))
     }
 
@@ -101,8 +101,8 @@ impl Demo {
 }
 
 async fn start<N: Net>(net: &N, builder: NodeBuilder) -> CliResult<Node<N>> {
-    let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
-    let id = os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+    let seed = os::seed()?;
+    let id = os::node_id()?;
     builder
         .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .start(net.clone(), seed, id)

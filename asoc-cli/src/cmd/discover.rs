@@ -53,8 +53,8 @@ impl Discover {
 
     /// The socket is bound to `bound`: the listening starts now.
     fn begin(&self, bound: SocketAddr) -> CliResult<(Discovery, Instant)> {
-        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
-        let id = os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let seed = os::seed()?;
+        let id = os::node_id()?;
         let start = Instant::now();
         let discovery = Discovery::new(self.config.clone(), id, 0, seed, start);
         self.out.note(|| {

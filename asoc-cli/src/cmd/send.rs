@@ -100,8 +100,7 @@ impl Send {
                 }
             }
         };
-        let node =
-            os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let node = os::node_id()?;
         let auth = self.authenticator(node)?;
         let conn = Connection::connect(net, io, &auth, DriverConfig::default())
             .await
@@ -115,7 +114,7 @@ impl Send {
 
     /// The authenticator of our side of the handshake, as node `node`.
     fn authenticator(&self, node: uuid::Uuid) -> CliResult<Arc<Mutex<Authenticator>>> {
-        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let seed = os::seed()?;
         Ok(Arc::new(Mutex::new(Authenticator::new(
             AuthenticatorConfig::new(node, KeyRing::new(self.key.clone())),
             seed,

@@ -132,8 +132,8 @@ impl Listen {
     }
 
     async fn start<N: Net>(&self, net: &N) -> CliResult<Node<N>> {
-        let seed = os::seed().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
-        let id = os::node_id().map_err(|e| CliError::runtime(format!("no OS randomness: {e}")))?;
+        let seed = os::seed()?;
+        let id = os::node_id()?;
         self.builder()
             .start(net.clone(), seed, id)
             .await
