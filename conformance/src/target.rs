@@ -146,10 +146,8 @@ impl Sources {
     /// live target within its lockout period use different addresses.
     #[must_use]
     pub fn new() -> Self {
-        let mut b = [0u8; 4];
-        let _ = getrandom::getrandom(&mut b);
         Self {
-            next: AtomicU32::new(u32::from_be_bytes(b) % 0x00f0_0000),
+            next: AtomicU32::new(u32::from_be_bytes(crate::wire::random()) % 0x00f0_0000),
         }
     }
 
