@@ -35,7 +35,7 @@ enum Kind {
 struct Case {
     name: &'static str,
     kind: Kind,
-    /// The ratio asoc / baseline the issue asks for.
+    /// The ratio asoc / baseline this bench must reach to count as met.
     target: f64,
 }
 
