@@ -346,7 +346,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                     && !self.large_frames
                 {
                     // Quiet and nothing half-read: hold no read window while
-                    // waiting (issue 6, target 7: an idle connection's 4 KiB
+                    // waiting (idle memory is the budget: an idle connection's 4 KiB
                     // window was half its memory). The next read takes a
                     // small buffer first; one of that size is kept.
                     self.rx = BytesMut::new();

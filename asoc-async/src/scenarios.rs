@@ -1626,7 +1626,7 @@ pub fn discovery_flood_run(
     let started = Instant::now();
     let mut bursts = 0u64;
     while sent < datagrams {
-        if bursts % 256 == 0 {
+        if bursts.is_multiple_of(256) {
             drain_captures(&mut captures, &mut Some(own_echo));
             let fresh = usable(&captures);
             if !fresh.is_empty() {

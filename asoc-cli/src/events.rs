@@ -1,5 +1,5 @@
 //! The node's events as `asoc listen` prints them (the JSON shapes are
-//! part of the command's interface; see issue 5 / README).
+//! part of the command's interface; see docs/cli.md).
 
 use std::net::SocketAddr;
 

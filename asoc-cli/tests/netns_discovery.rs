@@ -1,4 +1,4 @@
-//! Issue 7, "Real multi-host discovery": four `asoc listen --discovery`
+//! Real multi-host discovery: four `asoc listen --discovery`
 //! nodes (tokio, smol, async-std, mio), each in its own network namespace,
 //! joined by a bridge, find each other by real UDP broadcast to
 //! 255.255.255.255:9999, connect, and exchange SHA-256-verified tensors; a

@@ -1,4 +1,4 @@
-//! Issue 7's faults on the mio `Node` (the async adapters run the same
+//! The faults on the mio `Node` (the async adapters run the same
 //! scenarios from `asoc_async::scenarios`): a sender killed mid-stream, a
 //! reset mid-frame, a half-closed socket, a close right after ACCEPT,
 //! slowloris clients, and a static peer that restarts. The stalled reader

@@ -1,4 +1,4 @@
-//! Issue 7's floods on the mio `Node` (the async adapters run the same from
+//! The floods on the mio `Node` (the async adapters run the same from
 //! `asoc_async::scenarios`). The CI-sized versions run by default; the
 //! full-sized ones are `#[ignore]`d and run with
 //! `cargo test --release -p asoc-mio --test floods -- --ignored --nocapture --test-threads 1`.

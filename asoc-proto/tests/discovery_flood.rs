@@ -1,4 +1,4 @@
-//! Issue 7, "Floods": a hostile datagram flood into one [`Discovery`]
+//! A hostile datagram flood into one [`Discovery`]
 //! (WIRE.md §5–§7), on a virtual clock.
 //!
 //! Three legitimate peers announce every 3 s from their own addresses while

@@ -460,7 +460,7 @@ proptest! {
         let mut outbound_ok = 0u64;
         let pick = |open: &Vec<(SlotId, bool, Hs)>, released: &Vec<SlotId>, i: usize| {
             // Mostly live slots, sometimes stale ones.
-            if i % 4 == 0 && !released.is_empty() {
+            if i.is_multiple_of(4) && !released.is_empty() {
                 released.get(i / 4 % released.len()).copied()
             } else {
                 open.get(i % open.len().max(1)).map(|s| s.0)

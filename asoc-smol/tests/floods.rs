@@ -1,4 +1,4 @@
-//! Floods (issue 7) on smol's executor, from `asoc_async::scenarios` like
+//! Floods and load on smol's executor, from `asoc_async::scenarios` like
 //! tokio's. The CI-sized versions run by default; the full-sized ones are
 //! `#[ignore]`d and run with
 //! `cargo test --release -p asoc-smol --test floods -- --ignored --nocapture --test-threads 1`.

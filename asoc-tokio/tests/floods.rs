@@ -1,4 +1,4 @@
-//! Floods and load (issue 7) on tokio. The CI-sized versions run by
+//! Floods and load on tokio: a node keeps serving legitimate peers. The CI-sized versions run by
 //! default; the full-sized ones are `#[ignore]`d and run with
 //! `cargo test --release -p asoc-tokio --test floods -- --ignored --nocapture --test-threads 1`.
 

@@ -1,4 +1,4 @@
-//! Issue 6, target 7: what idle authenticated connections cost in process
+//! The idle-connection memory budget: what idle authenticated connections cost in process
 //! memory. This process holds the client ends of 10,000 connections and a
 //! copy of itself, started as a child, the server ends: each process then
 //! needs only 10,000 descriptors (a common hard limit is 20,000, too few

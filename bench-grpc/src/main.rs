@@ -1,4 +1,4 @@
-//! Issue 6, target 8: the same single-stream transfer of 1 MiB messages
+//! Is ASoc faster than gRPC? The same single-stream transfer of 1 MiB messages
 //! through gRPC (tonic, client streaming of a protobuf `bytes` field),
 //! through asoc-tokio, and as plain 1 MiB TCP writes, on one tokio runtime
 //! in the same run. The three take turns (raw, ASoc, tonic, raw, ...) so

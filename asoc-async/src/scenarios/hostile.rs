@@ -1,4 +1,4 @@
-//! Hostile discovery datagrams (issue 7, "Floods"), each with the reason
+//! Hostile discovery datagrams for the flood tests, each with the reason
 //! WIRE.md §7 says a receiver drops it for.
 //!
 //! Shared by asoc-proto's sans-IO flood (`asoc-proto/tests/discovery_flood.rs`,

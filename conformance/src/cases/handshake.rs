@@ -208,7 +208,7 @@ fn trickle(ctx: &mut Ctx<'_>) -> CaseResult {
 
 fn hex_decoded_key(ctx: &mut Ctx<'_>) -> CaseResult {
     let key = &ctx.cfg.key;
-    if key.len() % 2 != 0 || key.is_empty() || !key.iter().all(u8::is_ascii_hexdigit) {
+    if !key.len().is_multiple_of(2) || key.is_empty() || !key.iter().all(u8::is_ascii_hexdigit) {
         return Err(Finding::Skip(
             "the configured key is not a hex string".into(),
         ));
