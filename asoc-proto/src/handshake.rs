@@ -101,6 +101,7 @@ pub enum HandshakeOutcome {
 
 /// Counters of an [`Authenticator`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuthCounters {
     /// HELLOs verified and accepted.
     pub hellos_accepted: u64,
