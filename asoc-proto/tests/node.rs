@@ -647,10 +647,11 @@ fn a_full_hello_replay_cache_fails_closed_and_forgets_nothing_early() {
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
         let t0 = Instant::now();
-        let auth = AuthenticatorConfig::new(node_id(0x0b), KeyRing::new(key(KEY)))
+        let auth = AuthenticatorConfig::builder(node_id(0x0b), KeyRing::new(key(KEY)))
             .hello_retention(retention)
-            .unwrap()
-            .hello_replay_capacity(2);
+            .hello_replay_capacity(2)
+            .build()
+            .unwrap();
         let mut b = node_with(config(0x0b, KEY).authenticator(auth), 0x0b, t0);
         let mut a = node(0x0a, KEY, t0);
         let mut attacker = node(0x0e, OTHER_KEY, t0);
@@ -715,12 +716,18 @@ fn a_full_hello_replay_cache_fails_closed_and_forgets_nothing_early() {
 
 #[test]
 fn hello_retention_below_60_s_is_refused() {
-    let auth = || AuthenticatorConfig::new(node_id(1), KeyRing::new(key(KEY)));
+    let auth = || AuthenticatorConfig::builder(node_id(1), KeyRing::new(key(KEY)));
     assert_eq!(
-        auth().hello_retention(Duration::from_secs(60) - MS).err(),
+        auth()
+            .hello_retention(Duration::from_secs(60) - MS)
+            .build()
+            .err(),
         Some(ConfigError::ReplayRetentionTooShort { secs: 59 })
     );
-    assert!(auth().hello_retention(Duration::from_secs(60)).is_ok());
+    assert!(auth()
+        .hello_retention(Duration::from_secs(60))
+        .build()
+        .is_ok());
 }
 
 // ---- 7. static peers ------------------------------------------------------
