@@ -262,10 +262,11 @@ impl NodeBuilder {
         };
         let mut auth = asoc_proto::handshake::AuthenticatorConfig::new(node_id, keys.clone());
         if let Some((retention, capacity)) = self.hello_replay {
-            auth = auth
+            auth = asoc_proto::handshake::AuthenticatorConfig::builder(node_id, keys.clone())
                 .hello_retention(retention)
-                .map_err(|e| Error::Config(e.to_string()))?
-                .hello_replay_capacity(capacity);
+                .hello_replay_capacity(capacity)
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?;
         }
         let mut config = NodeConfig::new(node_id, keys)
             .authenticator(auth)

@@ -466,6 +466,7 @@ pub enum DiscoveryEvent {
 
 /// One announcement to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DiscoveryTransmit {
     /// The signed 50-byte datagram.
     pub datagram: [u8; ANNOUNCEMENT_LEN],

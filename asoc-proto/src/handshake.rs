@@ -48,39 +48,69 @@ impl AuthenticatorConfig {
         }
     }
 
-    /// How long an accepted HELLO's (node, challenge) is remembered; at
-    /// least 60 s (RFC-0002 §4.3).
-    pub fn hello_retention(mut self, retention: Duration) -> Result<Self, ConfigError> {
-        if retention < Duration::from_secs(60) {
-            return Err(ConfigError::ReplayRetentionTooShort {
-                secs: retention.as_secs(),
-            });
-        }
-        self.hello_retention = retention;
-        Ok(self)
-    }
-
-    /// How many HELLO pairs may be remembered at once. When full, new HELLOs
-    /// are refused (fail closed) until old pairs expire.
-    #[must_use]
-    pub fn hello_replay_capacity(mut self, capacity: usize) -> Self {
-        self.hello_replay_capacity = capacity;
-        self
-    }
-
-    /// How many challenges sent as a client are remembered for the
-    /// reflection guard, and for how long.
-    #[must_use]
-    pub fn reflection_guard(mut self, capacity: usize, retention: Duration) -> Self {
-        self.reflection_capacity = capacity;
-        self.reflection_retention = retention;
-        self
+    /// A builder starting from the defaults of [`new`](Self::new); its
+    /// [`build`](AuthenticatorConfigBuilder::build) checks the settings.
+    pub fn builder(node_id: Uuid, keys: KeyRing) -> AuthenticatorConfigBuilder {
+        AuthenticatorConfigBuilder(Self::new(node_id, keys))
     }
 
     /// This node's id.
     #[must_use]
     pub fn node_id(&self) -> Uuid {
         self.node_id
+    }
+
+    /// How long an accepted HELLO's (node, challenge) is remembered.
+    #[must_use]
+    pub fn hello_retention(&self) -> Duration {
+        self.hello_retention
+    }
+
+    /// How many HELLO pairs may be remembered at once.
+    #[must_use]
+    pub fn hello_replay_capacity(&self) -> usize {
+        self.hello_replay_capacity
+    }
+}
+
+/// Builds an [`AuthenticatorConfig`]; every setter takes any value and
+/// [`build`](Self::build) refuses the ones the protocol forbids.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AuthenticatorConfigBuilder(AuthenticatorConfig);
+
+impl AuthenticatorConfigBuilder {
+    /// How long an accepted HELLO's (node, challenge) is remembered; at
+    /// least 60 s (RFC-0002 §4.3), checked by [`build`](Self::build).
+    pub fn hello_retention(mut self, retention: Duration) -> Self {
+        self.0.hello_retention = retention;
+        self
+    }
+
+    /// How many HELLO pairs may be remembered at once. When full, new HELLOs
+    /// are refused (fail closed) until old pairs expire.
+    pub fn hello_replay_capacity(mut self, capacity: usize) -> Self {
+        self.0.hello_replay_capacity = capacity;
+        self
+    }
+
+    /// How many challenges sent as a client are remembered for the
+    /// reflection guard, and for how long.
+    pub fn reflection_guard(mut self, capacity: usize, retention: Duration) -> Self {
+        self.0.reflection_capacity = capacity;
+        self.0.reflection_retention = retention;
+        self
+    }
+
+    /// The settings, or why they are refused: a HELLO retention below 60 s
+    /// would let a recorded HELLO be replayed inside its timestamp window.
+    pub fn build(self) -> Result<AuthenticatorConfig, ConfigError> {
+        if self.0.hello_retention < Duration::from_secs(60) {
+            return Err(ConfigError::ReplayRetentionTooShort {
+                secs: self.0.hello_retention.as_secs(),
+            });
+        }
+        Ok(self.0)
     }
 }
 
@@ -101,6 +131,7 @@ pub enum HandshakeOutcome {
 
 /// Counters of an [`Authenticator`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuthCounters {
     /// HELLOs verified and accepted.
     pub hellos_accepted: u64,

@@ -112,6 +112,8 @@
 //! and fail closed when full; on every authentication failure the server
 //! closes without sending a byte.
 #![forbid(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 #![cfg_attr(
     not(test),
     deny(

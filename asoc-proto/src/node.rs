@@ -181,6 +181,7 @@ impl ConnId {
 
 /// Who opened a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // a connection is either dialed or accepted
 pub enum Direction {
     /// The peer dialed us; we are the server.
     Inbound,
@@ -333,6 +334,7 @@ pub struct NodeCounters {
 
 /// Traffic exchanged with one peer node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerTraffic {
     /// Bytes received from the peer over connections that closed.
     pub bytes_in: u64,

@@ -361,6 +361,7 @@ impl fmt::Display for SlotId {
 
 /// A lockout that [`Policy::auth_failed`] just imposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lockout {
     /// The address as tracked (IPv6 masked to the configured prefix).
     pub ip: IpAddr,

@@ -33,6 +33,12 @@ const MS: Duration = Duration::from_millis(1);
 /// Wall-clock seconds given to discovery; any value works.
 const UNIX: u64 = 1_800_000_000;
 
+/// A peer's traffic as `(bytes_in, bytes_out, connections)`, for comparisons
+/// (the struct is `#[non_exhaustive]`, so tests cannot build one).
+fn traffic(t: PeerTraffic) -> (u64, u64, u64) {
+    (t.bytes_in, t.bytes_out, t.connections)
+}
+
 fn server_addr() -> SocketAddr {
     addr(1, 9000)
 }
@@ -128,12 +134,8 @@ fn two_nodes_connect_stream_and_disconnect_with_traffic_accounted() {
         assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
         assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
         assert_eq!(
-            b.peer_traffic(&node_id(0x0a)),
-            Some(PeerTraffic {
-                bytes_in: 0,
-                bytes_out: 0,
-                connections: 1,
-            }),
+            b.peer_traffic(&node_id(0x0a)).map(traffic),
+            Some((0, 0, 1)),
             "per-peer bytes are those of closed connections"
         );
 
@@ -164,12 +166,8 @@ fn two_nodes_connect_stream_and_disconnect_with_traffic_accounted() {
         );
         assert_eq!(link.client.written.len() as u64, c2s, "nothing after close");
         assert_eq!(
-            b.peer_traffic(&node_id(0x0a)),
-            Some(PeerTraffic {
-                bytes_in: c2s,
-                bytes_out: s2c,
-                connections: 1,
-            })
+            b.peer_traffic(&node_id(0x0a)).map(traffic),
+            Some((c2s, s2c, 1))
         );
         assert_eq!(link.server.conn.stats().bytes_in, c2s);
         assert_eq!(
@@ -649,10 +647,11 @@ fn a_full_hello_replay_cache_fails_closed_and_forgets_nothing_early() {
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
         let t0 = Instant::now();
-        let auth = AuthenticatorConfig::new(node_id(0x0b), KeyRing::new(key(KEY)))
+        let auth = AuthenticatorConfig::builder(node_id(0x0b), KeyRing::new(key(KEY)))
             .hello_retention(retention)
-            .unwrap()
-            .hello_replay_capacity(2);
+            .hello_replay_capacity(2)
+            .build()
+            .unwrap();
         let mut b = node_with(config(0x0b, KEY).authenticator(auth), 0x0b, t0);
         let mut a = node(0x0a, KEY, t0);
         let mut attacker = node(0x0e, OTHER_KEY, t0);
@@ -717,12 +716,18 @@ fn a_full_hello_replay_cache_fails_closed_and_forgets_nothing_early() {
 
 #[test]
 fn hello_retention_below_60_s_is_refused() {
-    let auth = || AuthenticatorConfig::new(node_id(1), KeyRing::new(key(KEY)));
+    let auth = || AuthenticatorConfig::builder(node_id(1), KeyRing::new(key(KEY)));
     assert_eq!(
-        auth().hello_retention(Duration::from_secs(60) - MS).err(),
+        auth()
+            .hello_retention(Duration::from_secs(60) - MS)
+            .build()
+            .err(),
         Some(ConfigError::ReplayRetentionTooShort { secs: 59 })
     );
-    assert!(auth().hello_retention(Duration::from_secs(60)).is_ok());
+    assert!(auth()
+        .hello_retention(Duration::from_secs(60))
+        .build()
+        .is_ok());
 }
 
 // ---- 7. static peers ------------------------------------------------------
@@ -1019,20 +1024,12 @@ fn a_connection_established_and_closed_before_the_deadline_still_cancels_the_def
         link.server.written.len() as u64,
     );
     assert_eq!(
-        small.peer_traffic(&node_id(0xf0)),
-        Some(PeerTraffic {
-            bytes_in: s2c,
-            bytes_out: c2s,
-            connections: 1,
-        })
+        small.peer_traffic(&node_id(0xf0)).map(traffic),
+        Some((s2c, c2s, 1))
     );
     assert_eq!(
-        large.peer_traffic(&node_id(0x01)),
-        Some(PeerTraffic {
-            bytes_in: c2s,
-            bytes_out: s2c,
-            connections: 1,
-        })
+        large.peer_traffic(&node_id(0x01)).map(traffic),
+        Some((c2s, s2c, 1))
     );
     assert!(
         large.poll_dial(t0 + 6 * SECOND).is_none(),

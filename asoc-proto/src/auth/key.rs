@@ -139,6 +139,7 @@ pub fn derive_cluster_key(master_key: &[u8], cluster: &str) -> Zeroizing<[u8; 32
 /// Identifies one key of a [`KeyRing`]: 0 for the first key, then one more
 /// for every rotation. Events name the key that verified a message by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[allow(clippy::exhaustive_structs)] // the position in the key ring is the whole id
 pub struct KeyId(pub u32);
 
 impl fmt::Display for KeyId {

@@ -11,6 +11,7 @@ use crate::wire::Accept;
 
 /// A session token and its 8-byte MAC, as carried in ACCEPT.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_structs)] // the two fields of ACCEPT's payload, fixed by the wire format
 pub struct SessionToken {
     /// 8 random bytes.
     pub token: [u8; 8],

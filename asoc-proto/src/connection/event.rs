@@ -11,6 +11,7 @@ use crate::wire::{FrameError, FrameType};
 /// Which end of the TCP connection this is. The side that opened it is the
 /// client (WIRE.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // a connection has exactly two ends
 pub enum Role {
     /// Opened the connection; sends HELLO, expects ACCEPT.
     Client,

@@ -83,6 +83,7 @@ enum State {
 
 /// Counters of one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionStats {
     /// Bytes consumed from the transport (whole frames, headers included).
     pub bytes_in: u64,

@@ -10,6 +10,7 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
 
 /// One decoded frame. `payload` shares the receive buffer's memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::exhaustive_structs)] // a frame is its header and its payload, nothing more
 pub struct Frame {
     /// The frame's header.
     pub header: Header,

@@ -13,6 +13,7 @@ pub const VERSION: u8 = 1;
 /// Types 0 and 6..=255 are carried as [`FrameType::Unknown`] so that a
 /// receiver can skip them whole, as RFC-0001 §9.2 requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // every type byte already has a variant (`Unknown` carries the rest)
 pub enum FrameType {
     /// Type 1: a chunk of a tensor stream.
     Data,
@@ -71,6 +72,7 @@ impl fmt::Display for FrameType {
 
 /// A decoded frame header. All fields are big-endian on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_structs)] // the five header fields, fixed by the wire format
 pub struct Header {
     /// Protocol version byte; [`VERSION`] for every frame this crate sends.
     pub version: u8,

@@ -22,6 +22,7 @@ pub const ACCEPT_HEADER: Header = Header::new(FrameType::Accept, 0, 0, ACCEPT_LE
 
 /// A HELLO payload: `node_uuid(16) | MAC(key, node_uuid || challenge, 16) | challenge(4)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::exhaustive_structs)] // the three fields of HELLO's payload, fixed by the wire format
 pub struct Hello {
     /// The client's node id.
     pub node_id: Uuid,
@@ -80,6 +81,7 @@ impl Hello {
 
 /// An ACCEPT payload: `session_token(8) | MAC(key, session_token, 8)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::exhaustive_structs)] // the two fields of ACCEPT's payload, fixed by the wire format
 pub struct Accept {
     /// The random session token.
     pub token: [u8; 8],
@@ -122,6 +124,7 @@ impl Accept {
 
 /// A discovery datagram (WIRE.md §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::exhaustive_structs)] // the fields of a v1 announcement, fixed by the wire format
 pub struct Announcement {
     /// First 8 bytes of SHA-256 of the community string.
     pub community_hash: [u8; 8],
