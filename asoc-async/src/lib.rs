@@ -14,15 +14,12 @@
 // asoc-smol and asoc-mio need not zero that capacity first.
 #![deny(unsafe_code)]
 
-pub mod bench;
 mod connection;
 mod driver;
 mod error;
 mod node;
 mod runtime;
 mod rxpool;
-#[cfg(feature = "scenarios")]
-pub mod scenarios;
 mod stream;
 pub mod tls;
 

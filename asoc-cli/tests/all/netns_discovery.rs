@@ -34,7 +34,7 @@
 //! The announce interval is the default 3 s (`asoc listen` has no flag for
 //! it) and the peer expiry the default 15 s.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};

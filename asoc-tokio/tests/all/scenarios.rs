@@ -1,6 +1,5 @@
-//! The shared adapter scenarios (asoc_async::scenarios) on tokio.
+//! The shared adapter scenarios (asoc_testkit::scenarios) on tokio.
 
-use asoc_async::scenarios as s;
 use asoc_tokio::Tokio;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -17,69 +16,4 @@ fn run<F: std::future::Future<Output = ()>>(f: impl FnOnce(Tokio) -> F) {
     rt.block_on(f(handle));
 }
 
-#[test]
-fn one_gib_in_1_mib_chunks_sha256_verified() {
-    run(|net| s::large_transfer(net, 1 << 30));
-}
-
-#[test]
-fn sixty_four_concurrent_streams_each_way() {
-    run(|net| s::concurrent_streams(net, 64));
-}
-
-#[test]
-fn wrong_key_refused_with_reason() {
-    run(s::wrong_key);
-}
-
-#[test]
-fn discovery_over_loopback_with_unicast_targets() {
-    run(s::discovery_unicast);
-}
-
-#[test]
-fn fifty_node_full_mesh() {
-    run(|net| s::full_mesh(net, 50));
-}
-
-#[test]
-fn graceful_shutdown() {
-    run(s::graceful_shutdown);
-}
-
-#[test]
-fn tls_with_a_pinned_self_signed_certificate() {
-    run(s::tls_pinned);
-}
-
-#[test]
-fn mutual_tls() {
-    run(s::tls_mutual);
-}
-
-#[test]
-fn sender_killed_mid_stream_is_incomplete() {
-    run(s::sender_killed_mid_stream);
-}
-
-#[test]
-fn resets_half_closes_and_close_after_accept() {
-    run(s::abrupt_endings);
-}
-
-#[test]
-fn slowloris_clients_are_closed_at_the_deadline_while_a_peer_streams() {
-    run(|net| s::slowloris(net, 60));
-}
-
-#[test]
-fn static_peer_restart_reconnects_on_schedule() {
-    run(|net| async move {
-        s::static_peer_restart(net).await;
-    });
-}
-
-#[test]
-fn a_refused_chunk_never_lets_the_stream_complete() {
-    run(s::refused_chunk_never_completes);
-}
+asoc_testkit::scenarios!(run);

@@ -15,10 +15,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener as StdListener, TcpStream as St
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use asoc_async::bench::{bench_authenticator, Workload, KEY, SETUP_REPLY, SETUP_REQUEST};
 use asoc_mio::{Driver, Node, NodeBuilder, PeerRef, SharedAuthenticator};
 use asoc_proto::auth::ApiKey;
 use asoc_proto::connection::{CloseReason, ConnectionConfig, Event};
+use asoc_testkit::bench::{bench_authenticator, Workload, KEY, SETUP_REPLY, SETUP_REQUEST};
 use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
