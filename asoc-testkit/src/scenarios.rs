@@ -1,5 +1,5 @@
 //! Behaviour every adapter must show, written once and run by each
-//! adapter's tests on its own runtime (feature `scenarios`). All traffic
+//! adapter's tests on its own runtime (`scenarios!`, `floods!`). All traffic
 //! stays on 127.0.0.1; discovery uses unicast targets only.
 #![allow(
     clippy::unwrap_used,

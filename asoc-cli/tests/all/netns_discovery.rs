@@ -28,7 +28,7 @@
 //! Where namespaces are unavailable (not root, no `ip`, or setting up the
 //! namespaces fails) the test prints why and passes; with
 //! `ASOC_REQUIRE_NETNS=1` it fails instead. Run it alone with
-//! `cargo test -p asoc-cli --test netns_discovery -- --nocapture`
+//! `cargo test -p asoc-cli --test all netns_discovery:: -- --nocapture`
 //! (about 21 s: most of it is the 15 s expiry).
 //!
 //! The announce interval is the default 3 s (`asoc listen` has no flag for
