@@ -3,16 +3,16 @@
 //! Test and measurement code every ASoc adapter shares, kept out of the
 //! libraries so that they expose only what applications use:
 //!
-//! - [`scenarios`]: the behaviour every adapter must show (verified large
-//!   transfers, concurrent streams, wrong keys, discovery, meshes, TLS,
-//!   faults, floods, backpressure), each an `async fn` generic over
-//!   [`asoc_async::Net`], so one body runs on tokio, smol, async-std's
+//! - [`scenarios`](mod@scenarios): the behaviour every adapter must show
+//!   (verified large transfers, concurrent streams, wrong keys, discovery,
+//!   meshes, TLS, faults, floods, backpressure), each an `async fn` generic
+//!   over [`asoc_async::Net`], so one body runs on tokio, smol, async-std's
 //!   executor and mio.
 //! - [`scenarios!`] and [`floods!`]: expand to one `#[test]` per scenario on
 //!   the runtime the calling test crate names, so an adapter's test binary
 //!   runs every shared scenario without copying the list.
-//! - [`bench`]: the throughput and connection-rate measurements behind
-//!   `asoc bench`.
+//! - [`bench`](mod@bench): the throughput and connection-rate measurements
+//!   behind `asoc bench`.
 //!
 //! Not published; adapters take it as a dev-dependency.
 
