@@ -1,3 +1,5 @@
+// A test binary of its own: its counting allocator measures the whole
+// process's heap, which other tests would allocate into.
 //! Issue 7, "Floods": a hostile datagram flood into one [`Discovery`]
 //! (WIRE.md §5–§7), on a virtual clock.
 //!
