@@ -14,7 +14,6 @@
 // asoc-smol and asoc-mio need not zero that capacity first.
 #![deny(unsafe_code)]
 
-pub mod bench;
 mod connection;
 mod driver;
 mod entropy;
@@ -22,8 +21,6 @@ mod error;
 mod node;
 mod runtime;
 mod rxpool;
-#[cfg(feature = "scenarios")]
-pub mod scenarios;
 mod stream;
 mod stream_io;
 pub mod tls;

@@ -1,3 +1,5 @@
+// A test binary of its own: its counting allocator measures the whole
+// process's heap, which other tests would allocate into.
 //! A hostile datagram flood into one [`Discovery`]
 //! (WIRE.md §5–§7), on a virtual clock.
 //!
@@ -40,9 +42,9 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use uuid::Uuid;
 
 // The generator of hostile datagrams, shared with the real-socket floods of
-// every adapter (asoc_async::scenarios::discovery_flood). asoc-proto cannot
+// every adapter (asoc_testkit::scenarios::discovery_flood). asoc-proto cannot
 // depend on asoc-async, so the file is included by path.
-#[path = "../../asoc-async/src/scenarios/hostile.rs"]
+#[path = "../../asoc-testkit/src/scenarios/hostile.rs"]
 #[allow(dead_code)]
 mod hostile;
 use hostile::{signed, Attacker, Capture, Rng, WINDOW};

@@ -5,7 +5,7 @@
 
 fn main() -> Result<(), asoc_async::Error> {
     let net = asoc_smol::Smol::global();
-    smol::block_on(asoc_async::bench::quickbench(
+    smol::block_on(asoc_testkit::bench::quickbench(
         &net,
         std::env::args().skip(1),
     ))

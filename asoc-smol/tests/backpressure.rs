@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use asoc_async::scenarios as s;
 use asoc_smol::Smol;
+use asoc_testkit::scenarios as s;
 
 #[test]
 fn four_gib_to_a_stalled_reader_keeps_memory_bounded_and_the_stall_timeout_closes() {

@@ -9,7 +9,7 @@ fn main() -> Result<(), asoc_async::Error> {
         .enable_all()
         .build()?;
     let net = asoc_tokio::Tokio::from_handle(rt.handle().clone());
-    rt.block_on(asoc_async::bench::quickbench(
+    rt.block_on(asoc_testkit::bench::quickbench(
         &net,
         std::env::args().skip(1),
     ))

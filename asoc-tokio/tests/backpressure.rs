@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use asoc_async::scenarios as s;
+use asoc_testkit::scenarios as s;
 use asoc_tokio::Tokio;
 
 #[test]

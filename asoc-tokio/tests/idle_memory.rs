@@ -1,3 +1,5 @@
+// A test binary of its own: it measures the whole process's memory and
+// file descriptors, and runs a copy of itself as the server side.
 //! The idle-connection memory budget: what idle authenticated connections cost in process
 //! memory. This process holds the client ends of 10,000 connections and a
 //! copy of itself, started as a child, the server ends: each process then

@@ -1,3 +1,5 @@
+// A binary of its own: a libtest-mimic harness (`harness = false`), one
+// trial per adapter and case.
 //! The in-process runner: every case against a fresh node of every adapter
 //! on 127.0.0.1:0, one libtest-mimic trial per adapter × case, named
 //! `ADAPTER::CASE-ID` (`cargo test -p conformance -- smol::R1-9`).

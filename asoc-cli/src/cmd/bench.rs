@@ -4,10 +4,10 @@
 //! on a shared machine hits both sides alike and the printed ratio is
 //! exactly the quotient of the printed rates.
 //!
-//! Every runtime, mio included, runs [`asoc_async::bench`].
+//! Every runtime, mio included, runs [`asoc_testkit::bench`].
 
-use asoc_async::bench::{self as ab, Sample, Workload};
 use asoc_async::Net;
+use asoc_testkit::bench::{self as ab, Sample, Workload};
 use serde_json::{json, Value};
 
 use crate::cli::{BenchArgs, BenchRuntime};
@@ -149,7 +149,7 @@ fn plan(args: &BenchArgs) -> CliResult<Vec<Case>> {
     };
     let total = |default: u64| args.size.unwrap_or(default);
     let workload = |bytes: u64, chunk: usize, streams: usize, connections: usize| {
-        // Per connection; `asoc_async::bench` splits it over the streams.
+        // Per connection; `asoc_testkit::bench` splits it over the streams.
         Workload {
             bytes: bytes / connections as u64,
             chunk,

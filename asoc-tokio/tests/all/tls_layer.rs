@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use asoc_async::scenarios::TestPki;
 use asoc_async::tls::{self, client_config, server_config, server_name, ServerTrust};
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+use asoc_testkit::scenarios::TestPki;
 use asoc_tokio::{Connection, DriverConfig, SharedAuthenticator, Tokio, TokioIo};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};

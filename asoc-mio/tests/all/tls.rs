@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use asoc_async::scenarios::TestPki;
 use asoc_mio::tls::{client_config, server_config, ServerTrust, TlsConfig};
 use asoc_mio::{MioConfig, MioConnection, Node, NodeBuilder, PeerRef};
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
 use asoc_proto::handshake::AuthenticatorConfig;
+use asoc_testkit::scenarios::TestPki;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

@@ -2,7 +2,7 @@
 //! JSON lines carry every field, the rates are positive and the ratio is
 //! the quotient of the reported rates. No timing is asserted.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

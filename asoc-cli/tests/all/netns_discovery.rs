@@ -28,13 +28,13 @@
 //! Where namespaces are unavailable (not root, no `ip`, or setting up the
 //! namespaces fails) the test prints why and passes; with
 //! `ASOC_REQUIRE_NETNS=1` it fails instead. Run it alone with
-//! `cargo test -p asoc-cli --test netns_discovery -- --nocapture`
+//! `cargo test -p asoc-cli --test all netns_discovery:: -- --nocapture`
 //! (about 21 s: most of it is the 15 s expiry).
 //!
 //! The announce interval is the default 3 s (`asoc listen` has no flag for
 //! it) and the peer expiry the default 15 s.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};

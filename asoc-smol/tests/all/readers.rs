@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use asoc_async::scenarios as s;
 use asoc_smol::Smol;
+use asoc_testkit::scenarios as s;
 use futures_lite::AsyncReadExt;
 
 #[test]

@@ -1,7 +1,7 @@
 //! Byte-exact agreement with the Python implementation, through the shared
 //! vectors in `shared/vectors/asoc-v1.json` (WIRE.md §1–§3, §7).
 
-mod common;
+use crate::common;
 
 use asoc_proto::auth::{
     community_hash, ct_eq, derive_cluster_key, sign_announcement, sign_hello, verify_announcement,

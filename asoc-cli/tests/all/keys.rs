@@ -1,6 +1,6 @@
 //! keygen, derive-key and where keys may come from.
 
-mod common;
+use crate::common;
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,6 @@
 //! Discovery over loopback with unicast announce targets (never broadcast).
 
-mod common;
+use crate::common;
 
 use common::*;
 

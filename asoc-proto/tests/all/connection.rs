@@ -1,7 +1,7 @@
 //! Connection scenarios on the virtual-clock pair harness. Every scenario
 //! runs twice: with whole writes delivered at once and one byte at a time.
 
-mod harness;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 

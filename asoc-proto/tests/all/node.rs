@@ -8,7 +8,7 @@
 //! schedule of static peers, discovery-driven dialing, key rotation and
 //! determinism (WIRE.md §3, §5–§7; RFC-0002 §4.3, §10.2; DESIGN.md §2, §5).
 
-mod node_harness;
+use crate::node_harness;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Arbitrary input into client and server connections: no panic, and the
 //! connection never holds more input than one frame's limit.
 
-mod harness;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! API keys, key generation, key rotation and session tokens
 //! (WIRE.md §1, RFC-0002 §4.5, §5, §8).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

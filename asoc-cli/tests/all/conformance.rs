@@ -15,7 +15,7 @@
 //! Every run writes a JSON report and the tests judge it case by case, not
 //! only the exit code.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! The command's conventions: --help everywhere, one-line errors with the
 //! documented exit codes for every bad input, and the demo.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::Stdio;

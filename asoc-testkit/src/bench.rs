@@ -13,7 +13,9 @@ use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use bytes::{Bytes, BytesMut};
 
-use crate::{BoxFuture, Connection, DriverConfig, Error, Net, NodeBuilder, PeerRef, Transport};
+use asoc_async::{
+    BoxFuture, Connection, DriverConfig, Error, Net, NodeBuilder, PeerRef, Transport,
+};
 
 /// The key every bench node and connection shares.
 pub const KEY: &str = "bench-key-0123456789abcdef";
@@ -279,7 +281,7 @@ pub async fn raw_setup<N: Net>(net: &N, count: usize, in_flight: usize) -> Resul
 
 /// An authenticator for `node` holding [`KEY`], shared by every
 /// connection of one side so that replays are caught across them.
-pub fn bench_authenticator(node: u8, seed: u8) -> Result<crate::SharedAuthenticator, Error> {
+pub fn bench_authenticator(node: u8, seed: u8) -> Result<asoc_async::SharedAuthenticator, Error> {
     let key = ApiKey::new(KEY).map_err(|e| Error::Config(e.to_string()))?;
     let config = AuthenticatorConfig::new(uuid::Uuid::from_bytes([node; 16]), KeyRing::new(key));
     Ok(Arc::new(Mutex::new(Authenticator::new(

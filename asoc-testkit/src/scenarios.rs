@@ -1,5 +1,5 @@
 //! Behaviour every adapter must show, written once and run by each
-//! adapter's tests on its own runtime (feature `scenarios`). All traffic
+//! adapter's tests on its own runtime (`scenarios!`, `floods!`). All traffic
 //! stays on 127.0.0.1; discovery uses unicast targets only.
 #![allow(
     clippy::unwrap_used,
@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 pub mod hostile;
 
-use crate::tls::{client_config, server_config, ServerTrust, TlsConfig};
-use crate::{Net, Node, NodeBuilder, NodeEvent, PeerRef};
+use asoc_async::tls::{client_config, server_config, ServerTrust, TlsConfig};
+use asoc_async::{Net, Node, NodeBuilder, NodeEvent, PeerRef};
 
 /// The key every scenario node shares (unless a scenario says otherwise).
 pub const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -74,7 +74,7 @@ pub async fn within<N: Net, T>(
     what: &str,
     fut: impl Future<Output = T>,
 ) -> T {
-    match crate::race(fut, net.sleep_until(Instant::now() + limit)).await {
+    match asoc_async::race(fut, net.sleep_until(Instant::now() + limit)).await {
         Some(v) => v,
         None => panic!("timed out after {limit:?}: {what}"),
     }
@@ -679,12 +679,12 @@ pub fn stalled_reader(key: &str) -> (SocketAddr, async_channel::Sender<()>) {
 pub async fn stalled_reader_backpressure<N: Net>(net: N, total: u64, stall: Duration) -> u64 {
     use asoc_proto::connection::{CloseReason, ConnectionConfig};
     let (addr, release) = stalled_reader(KEY);
-    let driver = crate::DriverConfig {
+    let driver = asoc_async::DriverConfig {
         connection: ConnectionConfig::builder()
             .send_stall_timeout(stall)
             .build()
             .unwrap(),
-        ..crate::DriverConfig::default()
+        ..asoc_async::DriverConfig::default()
     };
     let a = start(&net, builder(KEY).driver(driver)).await;
     let peer = a.connect(addr.to_string()).await.unwrap();
@@ -732,7 +732,7 @@ pub async fn stalled_reader_backpressure<N: Net>(net: N, total: u64, stall: Dura
     );
     assert!(waited >= stall, "closed only after the stall timeout");
     assert!(
-        matches!(err, crate::Error::Closed(CloseReason::SendStall)),
+        matches!(err, asoc_async::Error::Closed(CloseReason::SendStall)),
         "{err}"
     );
     drop(release);
@@ -798,7 +798,7 @@ pub async fn sender_killed_mid_stream<N: Net>(net: N) {
     .unwrap();
     let result = incoming.stream.read_to_end().await;
     assert!(
-        matches!(result, Err(crate::StreamError::Incomplete { bytes, .. }) if bytes == 4 * (64 << 10)),
+        matches!(result, Err(asoc_async::StreamError::Incomplete { bytes, .. }) if bytes == 4 * (64 << 10)),
         "{result:?}"
     );
     let e = event(&net, &b, |e| {
@@ -879,12 +879,12 @@ pub async fn slowloris<N: Net>(net: N, hanging: usize) {
     use asoc_proto::connection::ConnectionConfig;
     use std::io::{Read, Write};
     let deadline = Duration::from_secs(3);
-    let driver = crate::DriverConfig {
+    let driver = asoc_async::DriverConfig {
         connection: ConnectionConfig::builder()
             .handshake_timeout(deadline)
             .build()
             .unwrap(),
-        ..crate::DriverConfig::default()
+        ..asoc_async::DriverConfig::default()
     };
     let b = start(&net, builder(KEY).driver(driver)).await;
     let addr = b.local_addr();
@@ -984,12 +984,12 @@ pub async fn static_peer_restart<N: Net>(net: N) -> Duration {
 /// shortened tensor as complete and reports it incomplete at close.
 pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     use asoc_proto::connection::{ConnectionConfig, SendError};
-    let small = crate::DriverConfig {
+    let small = asoc_async::DriverConfig {
         connection: ConnectionConfig::builder()
             .max_payload(1 << 20)
             .build()
             .unwrap(),
-        ..crate::DriverConfig::default()
+        ..asoc_async::DriverConfig::default()
     };
     let (a, b) = pair(&net, &net, builder(KEY).driver(small), builder(KEY)).await;
     let mut s = a.open_stream(route(&a, &b)).await.unwrap();
@@ -997,7 +997,7 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     s.send(Bytes::from(vec![2u8; 2 << 20])).await.unwrap();
     // Queued before or after the task saw the refusal: either way never sent.
     match s.send(Bytes::from(vec![3u8; 1000])).await {
-        Ok(()) | Err(crate::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        Ok(()) | Err(asoc_async::Error::Send(SendError::PayloadTooLarge { .. })) => {}
         Err(e) => panic!("send after a refused chunk: {e}"),
     }
     let mut again = a.open_stream(route(&a, &b)).await.unwrap();
@@ -1006,12 +1006,15 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     // Commands run in order, so the refusal is known by now; the other
     // stream was unaffected.
     match s.send(Bytes::from(vec![4u8; 1000])).await {
-        Err(crate::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        Err(asoc_async::Error::Send(SendError::PayloadTooLarge { .. })) => {}
         other => panic!("send on a poisoned stream: {other:?}"),
     }
     let err = s.finish().await.unwrap_err();
     assert!(
-        matches!(err, crate::Error::Send(SendError::PayloadTooLarge { .. })),
+        matches!(
+            err,
+            asoc_async::Error::Send(SendError::PayloadTooLarge { .. })
+        ),
         "{err}"
     );
     let incoming = within(
@@ -1025,7 +1028,10 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     a.shutdown(Duration::from_secs(5)).await;
     let got = incoming.stream.read_to_end().await;
     assert!(
-        matches!(got, Err(crate::StreamError::Incomplete { bytes: 1000, .. })),
+        matches!(
+            got,
+            Err(asoc_async::StreamError::Incomplete { bytes: 1000, .. })
+        ),
         "{got:?}"
     );
 }
@@ -1164,12 +1170,12 @@ pub async fn silent_connections<N: Net>(net: N, count: usize) {
     use asoc_proto::connection::ConnectionConfig;
     use std::io::Read;
     let deadline = Duration::from_secs(2);
-    let driver = crate::DriverConfig {
+    let driver = asoc_async::DriverConfig {
         connection: ConnectionConfig::builder()
             .handshake_timeout(deadline)
             .build()
             .unwrap(),
-        ..crate::DriverConfig::default()
+        ..asoc_async::DriverConfig::default()
     };
     let b = start(&net, builder(KEY).driver(driver)).await;
     let target = b.local_addr();
@@ -1232,7 +1238,7 @@ pub async fn many_senders<N: Net>(net: N, connections: usize, per_connection: u6
     use asoc_proto::connection::ConnectionConfig;
     // Per-connection buffers sized for many connections: at most a few MiB
     // in flight per connection on each side.
-    let tight = crate::DriverConfig {
+    let tight = asoc_async::DriverConfig {
         connection: ConnectionConfig::builder()
             .send_high_water(1 << 20)
             .build()

@@ -2,7 +2,7 @@
 //! JSON events and the `--out` files; refusals, cut-off senders, limits,
 //! echo, static peers and TLS.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

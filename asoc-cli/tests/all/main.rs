@@ -1,0 +1,13 @@
+//! The `asoc` binary's tests, one test binary: each test runs `asoc`
+//! processes and checks their output.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bench;
+mod cli;
+mod conformance;
+mod discovery;
+mod keys;
+mod netns_discovery;
+mod transfer;

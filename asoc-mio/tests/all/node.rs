@@ -1,0 +1,145 @@
+//! The blocking mio `Node` over loopback: what it adds to asoc-async's node
+//! (the application's own connect, peers by address and name, the state
+//! after shutdown). All traffic stays on 127.0.0.1.
+
+use std::time::{Duration, Instant};
+
+use asoc_mio::{Error, Node, NodeBuilder, NodeEvent, PeerRef};
+use asoc_proto::auth::ApiKey;
+use asoc_proto::node::{Direction, NodeEvent as ProtoEvent};
+use bytes::Bytes;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+const COMMUNITY: &str = "mio-cluster";
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn builder(key: &str) -> NodeBuilder {
+    NodeBuilder::new(COMMUNITY, ApiKey::new(key).unwrap()).bind("127.0.0.1:0".parse().unwrap())
+}
+
+fn start(b: NodeBuilder) -> Node {
+    b.start().unwrap()
+}
+
+/// Deterministic bytes for chunk `index` of stream `seed`.
+fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ index.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The established connection from `from` to `to`, whichever side dialed.
+fn route(from: &Node, to: &Node) -> PeerRef {
+    let (id, addr) = (to.node_id(), to.local_addr());
+    from.connected_peers()
+        .into_iter()
+        .find(|p| p.peer_node == Some(id) || p.addr == addr)
+        .map(|p| PeerRef::Conn(p.id))
+        .unwrap_or_else(|| panic!("no connection to {id}"))
+}
+
+/// The next event matching `pred` (panics after 20 s without one).
+fn event(node: &Node, pred: impl Fn(&NodeEvent) -> bool) -> NodeEvent {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = node.event_timeout(left).expect("no matching event in time");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+/// `b`, then `a` with `b` as its static peer; both connected.
+fn pair() -> (Node, Node) {
+    let b = start(builder(KEY));
+    let a = start(builder(KEY).static_peer(b.local_addr().to_string()));
+    assert_eq!(a.wait_for_peers(1, LIMIT), 1, "a connected");
+    assert_eq!(b.wait_for_peers(1, LIMIT), 1, "b connected");
+    (a, b)
+}
+
+// The shared scenarios (`scenarios.rs`) run the wrong key, the graceful
+// shutdown and the rest on `Mio` through asoc-async's node; these check
+// what the blocking node adds on top.
+
+#[test]
+fn wrong_key_the_applications_own_connect_fails_with_a_handshake_error() {
+    let b = start(builder(KEY));
+    let a = start(builder("another-key-0123456789abcdef"));
+    let err = a.connect(b.local_addr()).unwrap_err();
+    assert!(matches!(err, Error::Handshake(_)), "{err}");
+    assert!(a.connected_peers().is_empty());
+    assert!(b.connected_peers().is_empty());
+}
+
+#[test]
+fn application_connect_and_unknown_peer() {
+    let b = start(builder(KEY));
+    let a = start(builder(KEY));
+    assert!(matches!(
+        a.send(PeerRef::Node(b.node_id()), Bytes::from_static(b"x")),
+        Err(Error::UnknownPeer(_))
+    ));
+    let info = a.connect(b.local_addr()).unwrap();
+    assert!(info.established);
+    assert_eq!(info.direction, Direction::Outbound);
+    assert_eq!(info.addr, b.local_addr());
+    assert_eq!(b.wait_for_peers(1, LIMIT), 1);
+    let payload = Bytes::from(chunk(5, 0, 100_000));
+    a.send(PeerRef::Addr(b.local_addr()), payload.clone())
+        .unwrap();
+    let incoming = b.accept_stream_timeout(LIMIT).unwrap();
+    assert_eq!(incoming.peer_node, Some(a.node_id()));
+    assert!(incoming.stream.read_to_end().unwrap() == payload);
+    // Back over the same connection, found by node id on b's side.
+    b.send(PeerRef::Node(a.node_id()), payload.clone()).unwrap();
+    assert!(
+        a.accept_stream_timeout(LIMIT)
+            .unwrap()
+            .stream
+            .read_to_end()
+            .unwrap()
+            == payload
+    );
+}
+
+#[test]
+fn after_a_graceful_shutdown_no_streams_events_end_and_sends_fail() {
+    let (a, b) = pair();
+    a.shutdown(Duration::from_secs(20));
+    event(&b, |e| {
+        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+    });
+    assert!(a.connected_peers().is_empty());
+    assert!(a.accept_stream().is_none());
+    while a.next_event().is_some() {}
+    assert!(a.send(PeerRef::Addr(b.local_addr()), Bytes::new()).is_err());
+}
+
+#[test]
+fn a_static_peer_given_as_a_name_is_resolved_off_the_loop() {
+    // "127.1" is not a Rust `SocketAddr`, so the node resolves it like a
+    // host name (getaddrinfo reads it as 127.0.0.1 without any lookup).
+    let b = start(builder(KEY));
+    let a = start(builder(KEY).static_peer(format!("127.1:{}", b.local_addr().port())));
+    assert_eq!(a.wait_for_peers(1, LIMIT), 1);
+    assert_eq!(a.connected_peers()[0].addr, b.local_addr());
+    let payload = Bytes::from(chunk(11, 0, 1 << 20));
+    a.send(route(&a, &b), payload.clone()).unwrap();
+    let got = b
+        .accept_stream_timeout(LIMIT)
+        .unwrap()
+        .stream
+        .read_to_end()
+        .unwrap();
+    assert!(got == payload);
+}

@@ -1,0 +1,23 @@
+//! asoc-proto's integration tests, one binary: the codecs, connection, node,
+//! discovery, policy and key rules against the specs, on virtual clocks.
+//! The counting-allocator checks (`zero_copy.rs`, `discovery_flood.rs`) are
+//! binaries of their own: they measure the whole process's heap.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../harness/mod.rs"]
+mod harness;
+#[path = "../node_harness/mod.rs"]
+mod node_harness;
+
+mod codec_props;
+mod connection;
+mod connection_props;
+mod dial;
+mod discovery;
+mod keys;
+mod node;
+mod policy;
+mod replay;
+mod sans_io_rules;
+mod vectors;

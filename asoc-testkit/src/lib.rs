@@ -1,0 +1,194 @@
+//! # asoc-testkit
+//!
+//! Test and measurement code every ASoc adapter shares, kept out of the
+//! libraries so that they expose only what applications use:
+//!
+//! - [`scenarios`](mod@scenarios): the behaviour every adapter must show
+//!   (verified large transfers, concurrent streams, wrong keys, discovery,
+//!   meshes, TLS, faults, floods, backpressure), each an `async fn` generic
+//!   over [`asoc_async::Net`], so one body runs on tokio, smol, async-std's
+//!   executor and mio.
+//! - [`scenarios!`] and [`floods!`]: expand to one `#[test]` per scenario on
+//!   the runtime the calling test crate names, so an adapter's test binary
+//!   runs every shared scenario without copying the list.
+//! - [`bench`](mod@bench): the throughput and connection-rate measurements
+//!   behind `asoc bench`.
+//!
+//! Not published; adapters take it as a dev-dependency.
+
+pub mod bench;
+pub mod scenarios;
+
+/// One `#[test]` per shared scenario, each run through `$run`.
+///
+/// `$run` is a function (or path to one) that takes a closure from the
+/// runtime's [`Net`](asoc_async::Net) handle to a future, and runs that
+/// future to completion on a runtime of its own: for tokio,
+///
+/// ```ignore
+/// fn run<F: std::future::Future<Output = ()>>(f: impl FnOnce(asoc_tokio::Tokio) -> F) {
+///     let rt = tokio::runtime::Runtime::new().unwrap();
+///     let net = asoc_tokio::Tokio::from_handle(rt.handle().clone());
+///     rt.block_on(f(net));
+/// }
+/// asoc_testkit::scenarios!(run);
+/// ```
+///
+/// Invoke it once per runtime, in a module of its own when one binary runs
+/// several (`mod smol { asoc_testkit::scenarios!(super::on_smol); }`). The
+/// floods and the stalled reader measure the whole process's memory and are
+/// not here: see [`floods!`].
+#[macro_export]
+macro_rules! scenarios {
+    ($run:expr) => {
+        #[test]
+        fn one_gib_in_1_mib_chunks_sha256_verified() {
+            $run(|net| $crate::scenarios::large_transfer(net, 1 << 30));
+        }
+
+        #[test]
+        fn sixty_four_concurrent_streams_each_way() {
+            $run(|net| $crate::scenarios::concurrent_streams(net, 64));
+        }
+
+        #[test]
+        fn wrong_key_refused_with_reason() {
+            $run($crate::scenarios::wrong_key);
+        }
+
+        #[test]
+        fn discovery_over_loopback_with_unicast_targets() {
+            $run($crate::scenarios::discovery_unicast);
+        }
+
+        #[test]
+        fn fifty_node_full_mesh() {
+            $run(|net| $crate::scenarios::full_mesh(net, 50));
+        }
+
+        #[test]
+        fn graceful_shutdown() {
+            $run($crate::scenarios::graceful_shutdown);
+        }
+
+        #[test]
+        fn tls_with_a_pinned_self_signed_certificate() {
+            $run($crate::scenarios::tls_pinned);
+        }
+
+        #[test]
+        fn mutual_tls() {
+            $run($crate::scenarios::tls_mutual);
+        }
+
+        #[test]
+        fn sender_killed_mid_stream_is_incomplete() {
+            $run($crate::scenarios::sender_killed_mid_stream);
+        }
+
+        #[test]
+        fn resets_half_closes_and_close_after_accept() {
+            $run($crate::scenarios::abrupt_endings);
+        }
+
+        #[test]
+        fn slowloris_clients_are_closed_at_the_deadline_while_a_peer_streams() {
+            $run(|net| $crate::scenarios::slowloris(net, 60));
+        }
+
+        #[test]
+        fn static_peer_restart_reconnects_on_schedule() {
+            $run(|net| async move {
+                $crate::scenarios::static_peer_restart(net).await;
+            });
+        }
+
+        #[test]
+        fn a_refused_chunk_never_lets_the_stream_complete() {
+            $run($crate::scenarios::refused_chunk_never_completes);
+        }
+    };
+}
+
+/// One `#[test]` per flood scenario, each run through `$run` like
+/// [`scenarios!`], except that `$run` must pass the future's output back
+/// (`fn run<F: Future<Output = T>, T>(f: impl FnOnce(N) -> F) -> T`).
+///
+/// Every flood asserts on the growth of the whole process's resident
+/// memory, so the expansion holds one process-wide lock around each test,
+/// and a binary that uses it should hold nothing else that moves much
+/// data. The CI-sized floods run by default; the full-sized ones are
+/// `#[ignore]`d, to be run with
+/// `cargo test --release -p CRATE --test floods -- --ignored --nocapture --test-threads 1`.
+#[macro_export]
+macro_rules! floods {
+    ($run:expr) => {
+        /// Held by every test of this binary: each asserts on the growth of
+        /// the whole process's resident memory, which another test moving
+        /// hundreds of MiB at the same time would inflate.
+        static ONE_AT_A_TIME: ::std::sync::Mutex<()> = ::std::sync::Mutex::new(());
+
+        fn alone() -> ::std::sync::MutexGuard<'static, ()> {
+            ONE_AT_A_TIME
+                .lock()
+                .unwrap_or_else(::std::sync::PoisonError::into_inner)
+        }
+
+        #[test]
+        fn wrong_key_flood_locks_the_flooder_out_and_the_legitimate_transfer_completes() {
+            let _alone = alone();
+            $run(|net| $crate::scenarios::wrong_key_flood(net, 1_000, 256 << 20));
+        }
+
+        #[test]
+        fn silent_connections_hold_the_pre_handshake_cap_and_close_at_the_deadline() {
+            let _alone = alone();
+            $run(|net| $crate::scenarios::silent_connections(net, 1_000));
+        }
+
+        #[test]
+        fn a_hundred_senders_of_8_mib_lose_nothing() {
+            let _alone = alone();
+            $run(|net| $crate::scenarios::many_senders(net, 100, 8 << 20));
+        }
+
+        #[test]
+        fn hostile_discovery_datagrams_cause_no_peer_event_and_are_counted_by_reason() {
+            let _alone = alone();
+            $run(|net| $crate::scenarios::discovery_flood(net, 50_000));
+        }
+
+        #[test]
+        #[ignore = "full size: 10,000 attempts against a 1 GiB transfer"]
+        fn full_wrong_key_flood() {
+            let _alone = alone();
+            let r = $run(|net| $crate::scenarios::wrong_key_flood(net, 10_000, 1 << 30));
+            assert!(
+                r.loaded >= 0.8 * r.unloaded,
+                "throughput under flood {:.2}x",
+                r.loaded / r.unloaded
+            );
+        }
+
+        #[test]
+        #[ignore = "full size: 10,000 silent connections"]
+        fn full_silent_connections() {
+            let _alone = alone();
+            $run(|net| $crate::scenarios::silent_connections(net, 10_000));
+        }
+
+        #[test]
+        #[ignore = "full size: 1,000 senders x 8 MiB = 8 GiB"]
+        fn full_thousand_senders() {
+            let _alone = alone();
+            $run(|net| $crate::scenarios::many_senders(net, 1_000, 8 << 20));
+        }
+
+        #[test]
+        #[ignore = "full size: 1,000,000 hostile discovery datagrams"]
+        fn full_discovery_flood() {
+            let _alone = alone();
+            $run(|net| $crate::scenarios::discovery_flood(net, 1_000_000));
+        }
+    };
+}
