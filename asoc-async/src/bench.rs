@@ -123,7 +123,7 @@ pub async fn raw_tcp<N: Net>(net: &N, w: Workload) -> Result<f64, Error> {
 /// ASoc: `connections` pairs of nodes, each sending `bytes` over `streams`
 /// concurrent streams in `chunk`-byte frames to a receiver that discards.
 pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> {
-    let key = ApiKey::new(KEY).map_err(|e| Error::Config(e.to_string()))?;
+    let key = ApiKey::new(KEY)?;
     let mut pairs = Vec::new();
     for i in 0..w.connections {
         let b = NodeBuilder::new("bench", key.clone()).bind(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -168,8 +168,7 @@ pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> 
                 while let Some(c) = incoming
                     .stream
                     .chunk()
-                    .await
-                    .map_err(|e| Error::Config(e.to_string()))?
+                    .await?
                 {
                     n += c.len() as u64;
                 }
@@ -280,7 +279,7 @@ pub async fn raw_setup<N: Net>(net: &N, count: usize, in_flight: usize) -> Resul
 /// An authenticator for `node` holding [`KEY`], shared by every
 /// connection of one side so that replays are caught across them.
 pub fn bench_authenticator(node: u8, seed: u8) -> Result<crate::SharedAuthenticator, Error> {
-    let key = ApiKey::new(KEY).map_err(|e| Error::Config(e.to_string()))?;
+    let key = ApiKey::new(KEY)?;
     let config = AuthenticatorConfig::new(uuid::Uuid::from_bytes([node; 16]), KeyRing::new(key));
     Ok(Arc::new(Mutex::new(Authenticator::new(
         config,

@@ -29,7 +29,9 @@ pub mod tls;
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
 pub use error::{Error, StreamError};
-pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef};
+pub use node::{
+    IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef, DROP_GRACE,
+};
 pub use runtime::{
     read_room, read_zeroed, recv_spare, BoxFuture, BoxFutureRef, Net, RawSocket, Runtime, Transport,
 };

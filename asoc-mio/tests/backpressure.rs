@@ -7,7 +7,6 @@ use asoc_async::scenarios::{rss_bytes, stalled_reader};
 use asoc_mio::{Error, MioConfig, NodeBuilder, NodeEvent, PeerRef};
 use asoc_proto::auth::ApiKey;
 use asoc_proto::connection::{CloseReason, ConnectionConfig};
-use asoc_proto::node::NodeEvent as ProtoEvent;
 use bytes::Bytes;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -85,7 +84,7 @@ fn four_gib_to_a_stalled_reader_keeps_memory_bounded_and_the_stall_timeout_close
     let disconnected = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match node.event_timeout(left).expect("a disconnect event") {
-            NodeEvent::Node(ProtoEvent::PeerDisconnected { reason, .. }) => break reason,
+            NodeEvent::PeerDisconnected { reason, .. } => break reason,
             _ => continue,
         }
     };

@@ -15,7 +15,6 @@ use asoc_async::scenarios::{chunk, raw_client, set_linger_zero};
 use asoc_mio::{MioConfig, NodeEvent, StreamError};
 use asoc_proto::auth::{sign_hello, ApiKey};
 use asoc_proto::connection::ConnectionConfig;
-use asoc_proto::node::NodeEvent as ProtoEvent;
 use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
 use common::{builder, event, stream_verified, KEY, LIMIT};
@@ -83,7 +82,7 @@ fn resets_half_closes_and_close_after_accept_are_disconnects() {
     drop(sock);
     for _ in 0..3 {
         event(&b, |e| {
-            matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+            matches!(e, NodeEvent::PeerDisconnected { .. })
         });
     }
     assert!(b.connected_peers().is_empty());
@@ -172,7 +171,7 @@ fn a_restarted_static_peer_is_reconnected_on_the_backoff_schedule() {
     drop(b);
     let dropped = Instant::now();
     event(&a, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+        matches!(e, NodeEvent::PeerDisconnected { .. })
     });
     let b2 = builder(KEY).bind(port_addr).start().unwrap();
     assert_eq!(

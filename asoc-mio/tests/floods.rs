@@ -18,7 +18,6 @@ use asoc_async::scenarios::{
 use asoc_mio::{MioConfig, Node, NodeEvent};
 use asoc_proto::auth::{sign_hello, ApiKey};
 use asoc_proto::connection::ConnectionConfig;
-use asoc_proto::node::NodeEvent as ProtoEvent;
 use common::{builder, pair, stream_verified, KEY, LIMIT};
 
 /// What a wrong-key flood did.
@@ -223,10 +222,10 @@ fn discovery_flood(datagrams: u64) -> DiscoveryFloodReport {
         .start()
         .unwrap();
     let found = common::event(&a, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDiscovered { .. }))
+        matches!(e, NodeEvent::PeerDiscovered { .. })
     });
     assert!(
-        matches!(found, NodeEvent::Node(ProtoEvent::PeerDiscovered { node, .. }) if node == c.node_id()),
+        matches!(found, NodeEvent::PeerDiscovered { node, .. } if node == c.node_id()),
         "{found:?}"
     );
     assert_eq!(a.wait_for_peers(2, LIMIT), 2);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use asoc_mio::{Error, Node, NodeBuilder, NodeEvent, PeerRef};
 use asoc_proto::auth::{ApiKey, AuthFailure};
 use asoc_proto::discovery::DiscoveryConfig;
-use asoc_proto::node::{Direction, NodeEvent as ProtoEvent};
+use asoc_proto::node::Direction;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -178,16 +178,16 @@ fn wrong_key_no_connection_and_bad_mac_on_the_server() {
     let b = start(builder(KEY));
     let a = start(builder("another-key-0123456789abcdef").static_peer(b.local_addr().to_string()));
     let e = event(&b, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::AuthFailed { .. }))
+        matches!(e, NodeEvent::AuthFailed { .. })
     });
     assert!(
         matches!(
             e,
-            NodeEvent::Node(ProtoEvent::AuthFailed {
+            NodeEvent::AuthFailed {
                 reason: AuthFailure::BadMac,
                 conn: Some(_),
                 ..
-            })
+            }
         ),
         "{e:?}"
     );
@@ -252,10 +252,10 @@ fn discovery_over_loopback_with_unicast_targets() {
     let b = start(builder(KEY).discovery(ub, disc(ua)));
     assert_eq!(a.discovery_addr(), Some(ua));
     let found = event(&a, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDiscovered { .. }))
+        matches!(e, NodeEvent::PeerDiscovered { .. })
     });
     assert!(
-        matches!(found, NodeEvent::Node(ProtoEvent::PeerDiscovered { node, addr, .. }) if node == b.node_id() && addr == b.local_addr()),
+        matches!(found, NodeEvent::PeerDiscovered { node, addr, .. } if node == b.node_id() && addr == b.local_addr()),
         "{found:?}"
     );
     assert_eq!(a.wait_for_peers(1, LIMIT), 1);
@@ -365,7 +365,7 @@ fn graceful_shutdown_finishes_the_send_in_flight() {
     );
     assert!(reader.join().unwrap().unwrap() == data[..]);
     event(&b, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+        matches!(e, NodeEvent::PeerDisconnected { .. })
     });
     assert!(a.connected_peers().is_empty());
     assert!(

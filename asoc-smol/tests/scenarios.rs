@@ -80,3 +80,15 @@ both!(
     a_refused_chunk_never_lets_the_stream_complete,
     s::refused_chunk_never_completes
 );
+both!(
+    stats_stay_current_while_an_established_connection_streams,
+    s::lifecycle::stats_stay_current
+);
+both!(
+    shutdown_waits_for_a_stream_still_being_written,
+    s::lifecycle::shutdown_waits_for_open_streams
+);
+both!(
+    dropping_the_last_handle_shuts_the_node_down,
+    s::lifecycle::dropping_the_last_handle_shuts_down
+);

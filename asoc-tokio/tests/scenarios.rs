@@ -83,3 +83,18 @@ fn static_peer_restart_reconnects_on_schedule() {
 fn a_refused_chunk_never_lets_the_stream_complete() {
     run(s::refused_chunk_never_completes);
 }
+
+#[test]
+fn stats_stay_current_while_an_established_connection_streams() {
+    run(s::lifecycle::stats_stay_current);
+}
+
+#[test]
+fn shutdown_waits_for_a_stream_still_being_written() {
+    run(s::lifecycle::shutdown_waits_for_open_streams);
+}
+
+#[test]
+fn dropping_the_last_handle_shuts_the_node_down() {
+    run(s::lifecycle::dropping_the_last_handle_shuts_down);
+}

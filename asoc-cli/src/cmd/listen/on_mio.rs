@@ -30,9 +30,7 @@ pub(super) fn run(listen: Listen) -> CliResult {
         let (node, out) = (node.clone(), listen.out);
         move || {
             while let Some(event) = node.next_event() {
-                if let NodeEvent::Node(e) = &event {
-                    events::print_proto(out, e);
-                }
+                events::print(out, &event);
             }
         }
     })
