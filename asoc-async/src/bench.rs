@@ -165,11 +165,7 @@ pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> 
             tasks.push(spawn(net, async move {
                 let mut incoming = rx.accept_stream().await.ok_or(Error::Gone)?;
                 let mut n = 0u64;
-                while let Some(c) = incoming
-                    .stream
-                    .chunk()
-                    .await?
-                {
+                while let Some(c) = incoming.stream.chunk().await? {
                     n += c.len() as u64;
                 }
                 Ok(n)

@@ -13,15 +13,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::connection::{
-    CloseReason, Connection as ProtoConnection, ConnectionStats, Event,
-};
+use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionStats, Event};
 use asoc_proto::dial::{Dial, DialTarget};
 use asoc_proto::discovery::DiscoveryConfig;
-use asoc_proto::node::{
-    ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig,
-};
 pub use asoc_proto::node::PeerRef;
+use asoc_proto::node::{ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig};
 use asoc_proto::rng::Seed;
 use bytes::Bytes;
 use uuid::Uuid;
@@ -1073,6 +1069,13 @@ async fn dial_one<N: Net>(inner: Arc<Inner<N>>, dial: Dial) {
 pub type PeerDirection = Direction;
 
 impl<N: Net> Node<N> {
+    /// Waits up to `timeout` for an established connection; returns the
+    /// oldest one, or `None` when none completed its handshake in time.
+    pub async fn wait_for_peer(&self, timeout: Duration) -> Option<PeerInfo> {
+        self.wait_for_peers(1, timeout).await;
+        self.connected_peers().into_iter().next()
+    }
+
     /// Waits until at least `n` connections are established or `timeout`
     /// passes; returns how many are. Woken by every connection that
     /// completes its handshake or closes.

@@ -280,10 +280,7 @@ pub async fn wrong_key<N: Net>(net: N) {
         builder("another-key-0123456789abcdef").static_peer(b.local_addr().to_string()),
     )
     .await;
-    let e = event(&net, &b, |e| {
-        matches!(e, NodeEvent::AuthFailed { .. })
-    })
-    .await;
+    let e = event(&net, &b, |e| matches!(e, NodeEvent::AuthFailed { .. })).await;
     assert!(
         matches!(
             e,
@@ -321,10 +318,7 @@ pub async fn discovery_unicast<N: Net>(net: N) {
     };
     let a = start(&net, builder(KEY).discovery(ua, disc(ub))).await;
     let b = start(&net, builder(KEY).discovery(ub, disc(ua))).await;
-    let found = event(&net, &a, |e| {
-        matches!(e, NodeEvent::PeerDiscovered { .. })
-    })
-    .await;
+    let found = event(&net, &a, |e| matches!(e, NodeEvent::PeerDiscovered { .. })).await;
     assert!(
         matches!(found, NodeEvent::PeerDiscovered { node, addr, .. } if node == b.node_id() && addr == b.local_addr())
     );
@@ -1499,10 +1493,10 @@ fn is_peer_event(e: &NodeEvent) -> bool {
     matches!(
         e,
         NodeEvent::PeerDiscovered { .. }
-                | NodeEvent::PeerAddressChanged { .. }
-                | NodeEvent::PeerExpired { .. }
-                | NodeEvent::PeerConnected { .. }
-                | NodeEvent::DialGaveUp { .. }
+            | NodeEvent::PeerAddressChanged { .. }
+            | NodeEvent::PeerExpired { .. }
+            | NodeEvent::PeerConnected { .. }
+            | NodeEvent::DialGaveUp { .. }
     )
 }
 
@@ -1810,10 +1804,7 @@ pub async fn discovery_flood<N: Net>(net: N, datagrams: u64) -> DiscoveryFloodRe
         builder(KEY).discovery(free_udp(), setup.newcomer_config()),
     )
     .await;
-    let found = event(&net, &a, |e| {
-        matches!(e, NodeEvent::PeerDiscovered { .. })
-    })
-    .await;
+    let found = event(&net, &a, |e| matches!(e, NodeEvent::PeerDiscovered { .. })).await;
     assert!(
         matches!(found, NodeEvent::PeerDiscovered { node, .. } if node == c.node_id()),
         "{found:?}"

@@ -18,7 +18,7 @@
 //!   or [`accept`](MioConnection::accept), [`open_stream`](MioConnection::open_stream),
 //!   [`send`](MioConnection::send) (blocks while the send queue is full),
 //!   [`finish`](MioConnection::finish),
-//!   [`recv_stream`](MioConnection::recv_stream) then
+//!   [`accept_stream`](MioConnection::accept_stream) then
 //!   [`RecvStream::chunk`], [`close`](MioConnection::close),
 //!   [`closed`](MioConnection::closed). Received bytes the application has
 //!   not taken are bounded ([`MioConfig::receive_buffer`]): the loop stops
@@ -114,7 +114,7 @@
 //! let server = std::thread::spawn(move || {
 //!     let conn = MioConnection::accept(&listener, &server_auth, MioConfig::default()).unwrap();
 //!     assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
-//!     let stream = conn.recv_stream().unwrap();
+//!     let stream = conn.accept_stream().unwrap();
 //!     let tensor = stream.read_to_end().unwrap(); // Err if the stream was cut off
 //!     assert_eq!(conn.closed(), CloseReason::PeerClosed);
 //!     tensor

@@ -222,6 +222,10 @@ impl Node {
             self.node().send(peer, data);
         /// The next event, `None` after shutdown.
         fn next_event(&self) -> Option<NodeEvent> = self.node().next_event();
+        /// Waits up to `timeout` for an established connection; returns the
+        /// oldest one, or `None` when none completed its handshake in time.
+        fn wait_for_peer(&self, timeout: Duration) -> Option<PeerInfo> =
+            self.node().wait_for_peer(timeout);
         /// Waits until at least `n` connections are established or `timeout`
         /// passes; returns how many are.
         fn wait_for_peers(&self, n: usize, timeout: Duration) -> usize =
@@ -242,8 +246,8 @@ impl Node {
         /// `timeout`.
         fn accept_stream_timeout(&self, timeout: Duration) -> Option<IncomingStream> =
             self.inner.rt.within(timeout, self.incoming());
-        /// The next event, giving up after `timeout`.
-        fn event_timeout(&self, timeout: Duration) -> Option<NodeEvent> =
+        /// Like [`next_event`](Self::next_event), giving up after `timeout`.
+        fn next_event_timeout(&self, timeout: Duration) -> Option<NodeEvent> =
             self.inner.rt.within(timeout, self.node().next_event());
     }
 

@@ -83,7 +83,7 @@ fn four_gib_to_a_stalled_reader_keeps_memory_bounded_and_the_stall_timeout_close
     let deadline = Instant::now() + Duration::from_secs(20);
     let disconnected = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match node.event_timeout(left).expect("a disconnect event") {
+        match node.next_event_timeout(left).expect("a disconnect event") {
             NodeEvent::PeerDisconnected { reason, .. } => break reason,
             _ => continue,
         }

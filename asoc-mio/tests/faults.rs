@@ -81,9 +81,7 @@ fn resets_half_closes_and_close_after_accept_are_disconnects() {
     set_linger_zero(&sock);
     drop(sock);
     for _ in 0..3 {
-        event(&b, |e| {
-            matches!(e, NodeEvent::PeerDisconnected { .. })
-        });
+        event(&b, |e| matches!(e, NodeEvent::PeerDisconnected { .. }));
     }
     assert!(b.connected_peers().is_empty());
     // Still serving.
@@ -170,9 +168,7 @@ fn a_restarted_static_peer_is_reconnected_on_the_backoff_schedule() {
     b.shutdown(Duration::from_secs(5));
     drop(b);
     let dropped = Instant::now();
-    event(&a, |e| {
-        matches!(e, NodeEvent::PeerDisconnected { .. })
-    });
+    event(&a, |e| matches!(e, NodeEvent::PeerDisconnected { .. }));
     let b2 = builder(KEY).bind(port_addr).start().unwrap();
     assert_eq!(
         a.wait_for_peers(1, Duration::from_secs(70)),

@@ -221,9 +221,7 @@ fn discovery_flood(datagrams: u64) -> DiscoveryFloodReport {
     let c = disc(scenario_builder(), newcomer_udp, setup.newcomer_config())
         .start()
         .unwrap();
-    let found = common::event(&a, |e| {
-        matches!(e, NodeEvent::PeerDiscovered { .. })
-    });
+    let found = common::event(&a, |e| matches!(e, NodeEvent::PeerDiscovered { .. }));
     assert!(
         matches!(found, NodeEvent::PeerDiscovered { node, .. } if node == c.node_id()),
         "{found:?}"

@@ -5,7 +5,7 @@
 //! and draws seeds and node ids from the OS.
 //!
 //! ```no_run
-//! use asoc_tokio::{asoc_proto::auth::ApiKey, NodeBuilder, PeerRef};
+//! use asoc_tokio::{asoc_proto::auth::ApiKey, NodeBuilder};
 //! # async fn run() -> Result<(), asoc_tokio::Error> {
 //! let key = ApiKey::new(&std::env::var("ASOC_API_KEY").unwrap()).unwrap();
 //! let node = asoc_tokio::start(
@@ -14,9 +14,9 @@
 //!         .static_peer("10.0.0.2:9000"),
 //! )
 //! .await?;
-//! node.wait_for_peers(1, std::time::Duration::from_secs(10)).await;
-//! let peer = node.connected_peers()[0].id;
-//! node.send(PeerRef::Conn(peer), bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+//! if let Some(peer) = node.wait_for_peer(std::time::Duration::from_secs(10)).await {
+//!     node.send(peer.id, bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+//! }
 //! while let Some(incoming) = node.accept_stream().await {
 //!     let data = incoming.stream.read_to_end().await;
 //!     println!("{} bytes from {}", data.map(|d| d.len()).unwrap_or(0), incoming.addr);
@@ -45,6 +45,18 @@ pub type Node = asoc_async::Node<Tokio>;
 pub async fn start(builder: NodeBuilder) -> Result<Node, Error> {
     let (seed, node_id) = os_entropy()?;
     builder.start(Tokio::current(), seed, node_id).await
+}
+
+/// An [`Authenticator`](asoc_proto::handshake::Authenticator) for `config`,
+/// seeded from the OS, ready to share between the connections of
+/// [`connect`] and [`accept`].
+pub fn shared_authenticator(
+    config: asoc_proto::handshake::AuthenticatorConfig,
+) -> Result<SharedAuthenticator, Error> {
+    let (seed, _) = os_entropy()?;
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(
+        asoc_proto::handshake::Authenticator::new(config, seed),
+    )))
 }
 
 fn os_entropy() -> Result<([u8; 32], uuid::Uuid), Error> {

@@ -84,7 +84,10 @@ pub async fn shutdown_waits_for_open_streams<N: Net>(net: N) {
     };
     let stopping = {
         let a = a.clone();
-        spawn(&net, async move { a.shutdown(Duration::from_secs(20)).await })
+        spawn(
+            &net,
+            async move { a.shutdown(Duration::from_secs(20)).await },
+        )
     };
     // The shutdown has begun once the listener is closed.
     let addr = a.local_addr();
@@ -101,7 +104,10 @@ pub async fn shutdown_waits_for_open_streams<N: Net>(net: N) {
     stream.finish().await.unwrap();
     stopping.await;
     let expected: Vec<u8> = (0..CHUNKS).flat_map(|i| chunk(5, i, 1 << 20)).collect();
-    assert!(reader.await.unwrap() == expected, "the stream arrived whole");
+    assert!(
+        reader.await.unwrap() == expected,
+        "the stream arrived whole"
+    );
     assert!(a.connected_peers().is_empty());
 }
 

@@ -33,7 +33,9 @@ pub fn event(node: &Node, pred: impl Fn(&NodeEvent) -> bool) -> NodeEvent {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let e = node.event_timeout(left).expect("no matching event in time");
+        let e = node
+            .next_event_timeout(left)
+            .expect("no matching event in time");
         if pred(&e) {
             return e;
         }
