@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use asoc_mio::{IncomingStream, MioConfig, Node, NodeBuilder, NodeEvent, PeerRef, StreamError};
+use asoc_mio::{IncomingStream, MioConfig, Node, NodeBuilder, PeerRef, StreamError};
 use asoc_proto::node::ConnId;
 use bytes::Bytes;
 use futures_lite::future::block_on;
