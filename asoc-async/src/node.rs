@@ -584,7 +584,8 @@ impl<N: Net> Node<N> {
         self.inner.udp_addr
     }
 
-    /// Connections, established or still in their handshake.
+    /// Connections, established or still in their handshake, with their
+    /// counters as of each connection task's last poll.
     #[must_use]
     pub fn peers(&self) -> Vec<PeerInfo> {
         let mut v: Vec<PeerInfo> = self.inner.proto_synced().connections().collect();
