@@ -467,6 +467,10 @@ impl<N: Net> Judge for NodeJudge<N> {
             proto.drive(now, self.id, conn);
             self.inner.pump(&mut proto);
         }
+        // Before the handshake's verdict is announced: whoever then reads
+        // the counters (through the node, which takes them from here) sees
+        // the handshake's bytes.
+        self.settled(conn);
     }
 
     fn closed(&mut self, now: Instant, conn: &ProtoConnection, reason: &CloseReason) {
