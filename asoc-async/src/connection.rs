@@ -271,6 +271,7 @@ impl Connection {
             id,
             cmds: self.cmds.clone(),
             shared: self.shared.clone(),
+            in_flight: None,
         })
     }
 
@@ -282,6 +283,7 @@ impl Connection {
             id,
             cmds: self.cmds.clone(),
             shared: self.shared.clone(),
+            in_flight: None,
         }
     }
 

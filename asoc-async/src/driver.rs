@@ -50,6 +50,11 @@ pub(crate) trait Judge: Send + Unpin + 'static {
     fn observe(&mut self, event: &Event) {
         let _ = event;
     }
+    /// Whenever a poll of the connection's task ends: its counters may
+    /// have changed since the last input (bytes written count too).
+    fn settled(&mut self, conn: &Connection) {
+        let _ = conn;
+    }
 }
 
 /// What the handshake established.
@@ -493,6 +498,7 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
             progressed |= this.poll_timer(cx);
             if !progressed {
                 this.delivered = 0;
+                this.judge.settled(&this.conn);
                 return Poll::Pending;
             }
             if this.delivered > 0 && this.budget.buffered.load(Ordering::Acquire) >= YIELD_BEHIND {
@@ -507,6 +513,7 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
             }
         }
         this.delivered = 0;
+        this.judge.settled(&this.conn);
         // Plenty of work left: let other tasks run, then continue.
         cx.waker().wake_by_ref();
         Poll::Pending

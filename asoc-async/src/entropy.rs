@@ -21,3 +21,13 @@ pub fn os_seed() -> io::Result<Seed> {
 pub fn os_node_id() -> io::Result<Uuid> {
     Ok(uuid::Builder::from_random_bytes(os_random()?).into_uuid())
 }
+
+/// An [`Authenticator`](asoc_proto::handshake::Authenticator) for `config`,
+/// seeded from the OS CSPRNG, ready to share between the connections (and
+/// threads) of one program so that one replay cache covers them all.
+pub fn shared_authenticator(
+    config: asoc_proto::handshake::AuthenticatorConfig,
+) -> io::Result<crate::SharedAuthenticator> {
+    let auth = asoc_proto::handshake::Authenticator::new(config, os_seed()?);
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(auth)))
+}

@@ -1,6 +1,8 @@
 //! Errors of the async API.
 
-use asoc_proto::connection::{CloseReason, SendError};
+use asoc_proto::auth::KeyError;
+use asoc_proto::connection::{CloseReason, ConfigError, SendError};
+use asoc_proto::node::PeerRef;
 use asoc_proto::policy::Refusal;
 
 /// Why an operation on a connection or node failed.
@@ -25,12 +27,18 @@ pub enum Error {
     /// The transport failed.
     #[error("transport error: {0}")]
     Io(#[from] std::io::Error),
-    /// No such peer or connection.
-    #[error("unknown peer {0}")]
-    UnknownPeer(String),
+    /// No established connection matches the peer named.
+    #[error("no established connection to {0}")]
+    UnknownPeer(PeerRef),
     /// A configuration value was refused.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    /// An API key was refused.
+    #[error("invalid API key: {0}")]
+    Key(#[from] KeyError),
+    /// An incoming stream did not complete.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 /// Why an incoming stream did not complete.

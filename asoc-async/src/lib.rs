@@ -27,9 +27,11 @@ pub mod tls;
 
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
-pub use entropy::{os_node_id, os_seed};
+pub use entropy::{os_node_id, os_seed, shared_authenticator};
 pub use error::{Error, StreamError};
-pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef};
+pub use node::{
+    IncomingStream, Node, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef, DROP_GRACE,
+};
 pub use runtime::{
     race, read_room, read_zeroed, recv_spare, BoxFuture, BoxFutureRef, Net, RawSocket, Runtime,
     Transport,

@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, Event};
+use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionStats, Event};
 use asoc_proto::dial::{Dial, DialTarget};
 use asoc_proto::discovery::DiscoveryConfig;
-use asoc_proto::node::{
-    ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig, NodeEvent as ProtoEvent,
-};
+pub use asoc_proto::node::PeerRef;
+use asoc_proto::node::{ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig};
 use asoc_proto::rng::Seed;
 use bytes::Bytes;
 use uuid::Uuid;
@@ -29,44 +28,11 @@ use crate::runtime::{race, Net, Transport};
 use crate::stream::{RecvStream, SendStream};
 use crate::tls::{self, server_name, TlsConfig};
 
-/// Something that happened on a node, for the application.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// A decision of the protocol core: peer connected or disconnected,
-    /// authentication failed, lockout, peer discovered or expired, ...
-    Node(ProtoEvent),
-    /// An incoming stream ended with its END: it is complete.
-    StreamComplete {
-        /// The connection.
-        conn: ConnId,
-        /// The peer's node id when known.
-        peer_node: Option<Uuid>,
-        /// The peer's address.
-        addr: SocketAddr,
-        /// Stream id.
-        stream: u32,
-        /// DATA frames.
-        frames: u32,
-        /// Payload bytes.
-        bytes: u64,
-    },
-    /// An incoming stream was cut off by its connection closing.
-    StreamIncomplete {
-        /// The connection.
-        conn: ConnId,
-        /// The peer's node id when known.
-        peer_node: Option<Uuid>,
-        /// The peer's address.
-        addr: SocketAddr,
-        /// Stream id.
-        stream: u32,
-        /// Payload bytes received before the cut.
-        bytes: u64,
-        /// Why the connection closed.
-        reason: CloseReason,
-    },
-}
+/// Something that happened on a node: a peer connected or disconnected,
+/// authentication failed, a lockout, a peer discovered or expired, an
+/// incoming stream complete or cut off. The protocol node's own event
+/// type: every adapter reports the same events with the same fields.
+pub use asoc_proto::node::NodeEvent;
 
 /// A new incoming stream and who sent it.
 #[derive(Debug)]
@@ -82,23 +48,12 @@ pub struct IncomingStream {
     pub stream: RecvStream,
 }
 
-/// Which peer to send to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerRef {
-    /// A connection by id.
-    Conn(ConnId),
-    /// Any established connection to this node id.
-    Node(Uuid),
-    /// Any established connection to this address.
-    Addr(SocketAddr),
-}
-
 /// How a node is set up. Defaults follow WIRE.md §6: TCP on 0.0.0.0:9000,
 /// no discovery, no static peers, 1 MiB chunks.
 #[derive(Clone, Debug)]
 pub struct NodeBuilder {
     community: String,
-    keys: Option<KeyRing>,
+    keys: KeyRing,
     node_id: Option<Uuid>,
     bind: SocketAddr,
     discovery_bind: Option<SocketAddr>,
@@ -120,7 +75,7 @@ impl NodeBuilder {
     pub fn new(community: impl Into<String>, key: ApiKey) -> Self {
         Self {
             community: community.into(),
-            keys: Some(KeyRing::new(key)),
+            keys: KeyRing::new(key),
             node_id: None,
             bind: SocketAddr::from(([0, 0, 0, 0], 9000)),
             discovery_bind: None,
@@ -157,7 +112,7 @@ impl NodeBuilder {
     /// Uses a key ring (current key plus previous keys still accepted).
     #[must_use]
     pub fn keys(mut self, keys: KeyRing) -> Self {
-        self.keys = Some(keys);
+        self.keys = keys;
         self
     }
 
@@ -246,9 +201,7 @@ impl NodeBuilder {
     /// `node_id` fill in what the builder left unset; adapters draw them
     /// from the OS.
     pub async fn start<N: Net>(self, net: N, seed: Seed, node_id: Uuid) -> Result<Node<N>, Error> {
-        let keys = self
-            .keys
-            .ok_or_else(|| Error::Config("an API key is required".into()))?;
+        let keys = self.keys;
         let node_id = self.node_id.unwrap_or(node_id);
         let listener = net.bind_tcp(self.bind).await?;
         let tcp_addr = N::tcp_local_addr(&listener)?;
@@ -265,8 +218,7 @@ impl NodeBuilder {
             auth = asoc_proto::handshake::AuthenticatorConfig::builder(node_id, keys.clone())
                 .hello_retention(retention)
                 .hello_replay_capacity(capacity)
-                .build()
-                .map_err(|e| Error::Config(e.to_string()))?;
+                .build()?;
         }
         let mut config = NodeConfig::new(node_id, keys)
             .authenticator(auth)
@@ -296,6 +248,7 @@ impl NodeBuilder {
                 Instant::now(),
             )),
             wake: event_listener::Event::new(),
+            peers_changed: event_listener::Event::new(),
             peers: Mutex::new(HashMap::new()),
             events_tx,
             events_rx,
@@ -315,7 +268,10 @@ impl NodeBuilder {
             tasks_alive: AtomicUsize::new(0),
             tls: self.tls,
         });
-        let node = Node { inner };
+        let node = Node {
+            last: Arc::new(LastHandle(inner.clone())),
+            inner,
+        };
         node.spawn_task(accept_loop(node.inner.clone(), listener));
         if let Some(udp) = udp {
             let udp = Arc::new(udp);
@@ -333,6 +289,8 @@ struct PeerHandle {
     shared: Arc<Shared>,
     /// Carries the node's close-at-once orders to the connection's task.
     abort: async_channel::Sender<CloseReason>,
+    /// The connection's counters as its task last saw them.
+    stats: Arc<Mutex<ConnectionStats>>,
 }
 
 struct Inner<N: Net> {
@@ -340,6 +298,8 @@ struct Inner<N: Net> {
     proto: Mutex<ProtoNode>,
     /// Wakes the control loop: a dial or timer may be due earlier.
     wake: event_listener::Event,
+    /// Notified whenever a connection completes its handshake or closes.
+    peers_changed: event_listener::Event,
     peers: Mutex<HashMap<ConnId, PeerHandle>>,
     events_tx: async_channel::Sender<NodeEvent>,
     events_rx: async_channel::Receiver<NodeEvent>,
@@ -375,6 +335,26 @@ impl<N: Net> Inner<N> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Hands every running connection's latest counters to the protocol
+    /// node, which keeps them only as fresh as it is told: it judges a
+    /// connection (and so sees it) only while the connection handshakes.
+    fn sync_stats(&self, proto: &mut ProtoNode) {
+        for (id, peer) in self.peers().iter() {
+            let stats = *peer
+                .stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            proto.record_stats(*id, stats);
+        }
+    }
+
+    /// The protocol node with every connection's counters current.
+    fn proto_synced(&self) -> MutexGuard<'_, ProtoNode> {
+        let mut proto = self.proto();
+        self.sync_stats(&mut proto);
+        proto
+    }
+
     fn emit(&self, event: NodeEvent) {
         if self.events_queued.load(Ordering::Acquire) >= self.max_events {
             self.events_dropped.fetch_add(1, Ordering::Relaxed);
@@ -397,8 +377,16 @@ impl<N: Net> Inner<N> {
                 let _ = peer.abort.try_send(order.reason);
             }
         }
+        let mut peers_changed = false;
         while let Some(e) = proto.poll_event() {
-            self.emit(NodeEvent::Node(e));
+            peers_changed |= matches!(
+                e,
+                NodeEvent::PeerConnected { .. } | NodeEvent::PeerDisconnected { .. }
+            );
+            self.emit(e);
+        }
+        if peers_changed {
+            self.peers_changed.notify(usize::MAX);
         }
     }
 
@@ -423,10 +411,11 @@ impl<N: Net> Inner<N> {
                 stream,
             });
         });
+        let stats = Arc::new(Mutex::new(conn.stats()));
         let judge = NodeJudge {
             inner: self.clone(),
             id,
-            addr: info.addr,
+            stats: stats.clone(),
         };
         // Registered before the task starts: a stream it delivers may be
         // answered at once, and the answer looks the connection up here.
@@ -444,6 +433,7 @@ impl<N: Net> Inner<N> {
                         cmds: cmds.clone(),
                         shared: shared.clone(),
                         abort,
+                        stats,
                     },
                 );
             },
@@ -455,10 +445,21 @@ impl<N: Net> Inner<N> {
 struct NodeJudge<N: Net> {
     inner: Arc<Inner<N>>,
     id: ConnId,
-    addr: SocketAddr,
+    /// Shared with the node's handle of this connection, read when the
+    /// application asks for counters.
+    stats: Arc<Mutex<ConnectionStats>>,
 }
 
 impl<N: Net> Judge for NodeJudge<N> {
+    fn settled(&mut self, conn: &ProtoConnection) {
+        // This connection's own lock, not the node's: every connection
+        // updates it on every poll.
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = conn.stats();
+    }
+
     fn drive(&mut self, now: Instant, conn: &mut ProtoConnection) {
         // Once established the node has nothing to decide per input.
         if conn.is_handshaking() {
@@ -466,6 +467,10 @@ impl<N: Net> Judge for NodeJudge<N> {
             proto.drive(now, self.id, conn);
             self.inner.pump(&mut proto);
         }
+        // Before the handshake's verdict is announced: whoever then reads
+        // the counters (through the node, which takes them from here) sees
+        // the handshake's bytes.
+        self.settled(conn);
     }
 
     fn closed(&mut self, now: Instant, conn: &ProtoConnection, reason: &CloseReason) {
@@ -480,39 +485,15 @@ impl<N: Net> Judge for NodeJudge<N> {
     }
 
     fn observe(&mut self, event: &Event) {
-        let peer_node = || {
-            self.inner
-                .proto()
-                .connection(self.id)
-                .and_then(|i| i.peer_node)
-        };
-        match event {
-            Event::StreamEnd {
-                stream,
-                frames,
-                bytes,
-            } => self.inner.emit(NodeEvent::StreamComplete {
-                conn: self.id,
-                peer_node: peer_node(),
-                addr: self.addr,
-                stream: *stream,
-                frames: *frames,
-                bytes: *bytes,
-            }),
-            Event::StreamIncomplete {
-                stream,
-                bytes,
-                reason,
-                ..
-            } => self.inner.emit(NodeEvent::StreamIncomplete {
-                conn: self.id,
-                peer_node: peer_node(),
-                addr: self.addr,
-                stream: *stream,
-                bytes: *bytes,
-                reason: reason.clone(),
-            }),
-            _ => {}
+        // Only stream endings become node events: skip the node's lock for
+        // the data in between.
+        if matches!(
+            event,
+            Event::StreamEnd { .. } | Event::StreamIncomplete { .. }
+        ) {
+            let mut proto = self.inner.proto();
+            proto.observe(self.id, event);
+            self.inner.pump(&mut proto);
         }
     }
 }
@@ -520,15 +501,43 @@ impl<N: Net> Judge for NodeJudge<N> {
 /// What a node knows of a connected peer.
 pub type PeerInfo = ConnectionInfo;
 
-/// A running node; clones share it.
+/// How long the shutdown that dropping a node's last handle starts waits
+/// for sends in flight and for connections to close (the protocol's own
+/// timers end a stalled connection anyway).
+pub const DROP_GRACE: Duration = Duration::from_secs(30);
+
+/// A running node; clones share it. Dropping the last clone shuts the node
+/// down gracefully, as [`shutdown`](Self::shutdown) with [`DROP_GRACE`]
+/// does, in a task of the node's runtime: the listener closes, no more
+/// dials or announcements go out, and every connection closes cleanly once
+/// the sends in flight are done.
 pub struct Node<N: Net> {
     inner: Arc<Inner<N>>,
+    /// Shared by the application's handles only (the node's own tasks hold
+    /// `inner`), so that its drop is the last handle's.
+    last: Arc<LastHandle<N>>,
 }
 
 impl<N: Net> Clone for Node<N> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            last: self.last.clone(),
+        }
+    }
+}
+
+struct LastHandle<N: Net>(Arc<Inner<N>>);
+
+impl<N: Net> Drop for LastHandle<N> {
+    fn drop(&mut self) {
+        // Nobody can ask for a shutdown any more; the node's tasks would
+        // otherwise keep it listening and dialing for ever.
+        if !self.0.is_stopping() {
+            let inner = self.0.clone();
+            self.0
+                .net
+                .spawn(Box::pin(async move { inner.shutdown(DROP_GRACE).await }));
         }
     }
 }
@@ -579,10 +588,11 @@ impl<N: Net> Node<N> {
         self.inner.udp_addr
     }
 
-    /// Connections, established or still in their handshake.
+    /// Connections, established or still in their handshake, with their
+    /// counters as of each connection task's last poll.
     #[must_use]
     pub fn peers(&self) -> Vec<PeerInfo> {
-        let mut v: Vec<PeerInfo> = self.inner.proto().connections().collect();
+        let mut v: Vec<PeerInfo> = self.inner.proto_synced().connections().collect();
         v.sort_by_key(|p| p.id);
         v
     }
@@ -596,7 +606,7 @@ impl<N: Net> Node<N> {
     /// The node's counters.
     #[must_use]
     pub fn counters(&self) -> asoc_proto::node::NodeCounters {
-        self.inner.proto().counters()
+        self.inner.proto_synced().counters()
     }
 
     /// Events dropped because the application did not read them.
@@ -627,7 +637,7 @@ impl<N: Net> Node<N> {
         loop {
             let listener = shared.on_change.listen();
             if shared.established.load(Ordering::Acquire) {
-                if let Some(info) = self.inner.proto().connection(id) {
+                if let Some(info) = self.inner.proto_synced().connection(id) {
                     return Ok(info);
                 }
             }
@@ -638,32 +648,26 @@ impl<N: Net> Node<N> {
         }
     }
 
-    /// The established connection `peer` names (the lowest id when several
-    /// match).
+    /// The established connection `peer` names, chosen by the protocol
+    /// node's rule ([`asoc_proto::node::Node::resolve`]: the oldest match).
     pub fn resolve(&self, peer: PeerRef) -> Result<ConnId, Error> {
-        let proto = self.inner.proto();
-        let found = proto
-            .connections()
-            .filter(|c| c.established)
-            .filter(|c| match peer {
-                PeerRef::Conn(id) => c.id == id,
-                PeerRef::Node(node) => c.peer_node == Some(node),
-                PeerRef::Addr(addr) => c.addr == addr,
-            })
-            .map(|c| c.id)
-            .min();
-        found.ok_or_else(|| Error::UnknownPeer(format!("{peer:?}")))
+        self.inner
+            .proto()
+            .resolve(peer)
+            .ok_or(Error::UnknownPeer(peer))
     }
 
-    /// Opens a stream to `peer`.
-    pub async fn open_stream(&self, peer: PeerRef) -> Result<SendStream, Error> {
+    /// Opens a stream to `peer`. Until it is finished or dropped, the
+    /// stream counts as a send in flight: a graceful shutdown waits for it.
+    pub async fn open_stream(&self, peer: impl Into<PeerRef>) -> Result<SendStream, Error> {
+        let peer = peer.into();
         let id = self.resolve(peer)?;
         let (cmds, shared) = self
             .inner
             .peers()
             .get(&id)
             .map(|p| (p.cmds.clone(), p.shared.clone()))
-            .ok_or_else(|| Error::UnknownPeer(format!("{peer:?}")))?;
+            .ok_or(Error::UnknownPeer(peer))?;
         let gone = |shared: &Shared| shared.reason().map_or(Error::Gone, Error::Closed);
         let (tx, rx) = async_channel::bounded(1);
         cmds.send(Cmd::Open(tx)).await.map_err(|_| gone(&shared))?;
@@ -672,12 +676,13 @@ impl<N: Net> Node<N> {
             id: stream,
             cmds,
             shared,
+            in_flight: Some(InFlight(Box::new(SendGuard::new(&self.inner)))),
         })
     }
 
     /// Sends `data` to `peer` as one stream in chunks of the configured size
     /// (no copy) and finishes it. Returns the stream id.
-    pub async fn send(&self, peer: PeerRef, data: Bytes) -> Result<u32, Error> {
+    pub async fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<u32, Error> {
         let _guard = SendGuard::new(&self.inner);
         let mut s = self.open_stream(peer).await?;
         let id = s.id();
@@ -686,8 +691,10 @@ impl<N: Net> Node<N> {
         Ok(id)
     }
 
-    /// Marks a send as in flight for graceful shutdown; keep the guard while
-    /// sending through a stream from [`open_stream`](Self::open_stream).
+    /// Marks a send as in flight for graceful shutdown: while the guard
+    /// lives, [`shutdown`](Self::shutdown) waits for it (up to its grace).
+    /// Streams from [`open_stream`](Self::open_stream) count by themselves;
+    /// this covers work before a stream is opened.
     #[must_use]
     pub fn send_guard(&self) -> impl Drop + Send + 'static {
         SendGuard::new(&self.inner)
@@ -712,23 +719,32 @@ impl<N: Net> Node<N> {
         Some(e)
     }
 
-    /// Shuts down gracefully: stops accepting and dialing, waits up to
-    /// `grace` for sends in flight to finish, then closes every connection
-    /// (queued frames are still written) and waits for them to close.
+    /// Shuts down gracefully: stops accepting, dialing and announcing,
+    /// waits up to `grace` for sends in flight to finish (every
+    /// [`send`](Self::send) not yet returned and every stream from
+    /// [`open_stream`](Self::open_stream) not yet finished or dropped), then
+    /// closes every connection (queued frames are still written) and waits
+    /// for them to close until the deadline. Incoming streams and events
+    /// already queued can still be taken; then both report `None`.
     pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown(grace).await;
+    }
+}
+
+impl<N: Net> Inner<N> {
+    async fn shutdown(self: &Arc<Self>, grace: Duration) {
         let deadline = Instant::now() + grace;
-        self.inner.stopping.store(true, Ordering::Release);
-        self.inner.stop.notify(usize::MAX);
-        self.inner.wake.notify(usize::MAX);
-        while self.inner.active_sends.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            let listener = self.inner.sends_done.listen();
-            if self.inner.active_sends.load(Ordering::Acquire) == 0 {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify(usize::MAX);
+        self.wake.notify(usize::MAX);
+        while self.active_sends.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            let listener = self.sends_done.listen();
+            if self.active_sends.load(Ordering::Acquire) == 0 {
                 break;
             }
-            race(listener, self.inner.net.sleep_until(deadline)).await;
+            race(listener, self.net.sleep_until(deadline)).await;
         }
         let handles: Vec<(async_channel::Sender<Cmd>, Arc<Shared>)> = self
-            .inner
             .peers()
             .values()
             .map(|p| (p.cmds.clone(), p.shared.clone()))
@@ -737,7 +753,7 @@ impl<N: Net> Node<N> {
             let _ = cmds.try_send(Cmd::Close);
             // A full queue: the close goes in as soon as there is room.
             if cmds.is_full() {
-                let _ = race(cmds.send(Cmd::Close), self.inner.net.sleep_until(deadline)).await;
+                let _ = race(cmds.send(Cmd::Close), self.net.sleep_until(deadline)).await;
             }
         }
         for (_, shared) in handles {
@@ -746,20 +762,30 @@ impl<N: Net> Node<N> {
                 if shared.reason().is_some() {
                     break;
                 }
-                race(listener, self.inner.net.sleep_until(deadline)).await;
+                race(listener, self.net.sleep_until(deadline)).await;
             }
         }
         // The accept, datagram and control loops end on the stop signal,
         // closing the listener and the UDP socket.
-        while self.inner.tasks_alive.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            let listener = self.inner.stop.listen();
-            if self.inner.tasks_alive.load(Ordering::Acquire) == 0 {
+        while self.tasks_alive.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            let listener = self.stop.listen();
+            if self.tasks_alive.load(Ordering::Acquire) == 0 {
                 break;
             }
-            race(listener, self.inner.net.sleep_until(deadline)).await;
+            race(listener, self.net.sleep_until(deadline)).await;
         }
-        self.inner.incoming_tx.close();
-        self.inner.events_tx.close();
+        self.incoming_tx.close();
+        self.events_tx.close();
+    }
+}
+
+/// Keeps a stream opened through a node counted as a send in flight, so
+/// that a graceful shutdown waits for it; dropped with the stream.
+pub(crate) struct InFlight(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
     }
 }
 
@@ -982,19 +1008,25 @@ async fn dial_one<N: Net>(inner: Arc<Inner<N>>, dial: Dial) {
 pub type PeerDirection = Direction;
 
 impl<N: Net> Node<N> {
+    /// Waits up to `timeout` for an established connection; returns the
+    /// oldest one, or `None` when none completed its handshake in time.
+    pub async fn wait_for_peer(&self, timeout: Duration) -> Option<PeerInfo> {
+        self.wait_for_peers(1, timeout).await;
+        self.connected_peers().into_iter().next()
+    }
+
     /// Waits until at least `n` connections are established or `timeout`
-    /// passes; returns how many are.
+    /// passes; returns how many are. Woken by every connection that
+    /// completes its handshake or closes.
     pub async fn wait_for_peers(&self, n: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
+            let changed = self.inner.peers_changed.listen();
             let count = self.connected_peers().len();
             if count >= n || Instant::now() >= deadline {
                 return count;
             }
-            self.inner
-                .net
-                .sleep_until((Instant::now() + Duration::from_millis(5)).min(deadline))
-                .await;
+            race(changed, self.inner.net.sleep_until(deadline)).await;
         }
     }
 }

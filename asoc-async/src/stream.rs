@@ -61,6 +61,10 @@ pub struct SendStream {
     pub(crate) id: u32,
     pub(crate) cmds: async_channel::Sender<Cmd>,
     pub(crate) shared: Arc<crate::driver::Shared>,
+    /// Counts the stream as a send in flight of the node it was opened
+    /// through, until it is finished or dropped; held only to be dropped.
+    #[allow(dead_code)]
+    pub(crate) in_flight: Option<crate::node::InFlight>,
 }
 
 impl SendStream {

@@ -3,9 +3,8 @@
 
 use std::net::SocketAddr;
 
-use asoc_async::NodeEvent;
 use asoc_proto::connection::CloseReason;
-use asoc_proto::node::{Direction, NodeEvent as ProtoEvent};
+use asoc_proto::node::{Direction, NodeEvent};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -14,16 +13,10 @@ use crate::output::Out;
 /// Prints one node event. Stream completion is printed by the stream
 /// handler instead (it knows the SHA-256 and the file); events outside the
 /// documented set are printed in human mode only.
-pub(crate) fn print(out: Out, event: &NodeEvent) {
-    if let NodeEvent::Node(e) = event {
-        print_proto(out, e);
-    }
-}
-
-/// Prints one decision of the protocol's node.
-fn print_proto(out: Out, e: &ProtoEvent) {
+/// Every runtime's node reports the same [`NodeEvent`].
+pub(crate) fn print(out: Out, e: &NodeEvent) {
     match e {
-        ProtoEvent::PeerConnected {
+        NodeEvent::PeerConnected {
             peer_node,
             addr,
             direction,
@@ -40,7 +33,7 @@ fn print_proto(out: Out, e: &ProtoEvent) {
                 )
             },
         ),
-        ProtoEvent::PeerDisconnected {
+        NodeEvent::PeerDisconnected {
             peer_node,
             addr,
             reason,
@@ -59,25 +52,27 @@ fn print_proto(out: Out, e: &ProtoEvent) {
                 || format!("peer disconnected: {} {addr} ({reason})", shown(*peer_node)),
             );
         }
-        ProtoEvent::AuthFailed { addr, reason, .. } => out.emit(
+        NodeEvent::AuthFailed { addr, reason, .. } => out.emit(
             json!({"event": "auth_failed", "addr": addr.to_string(), "reason": reason.as_str()}),
             || format!("authentication failed: {addr} ({})", reason.as_str()),
         ),
-        ProtoEvent::PeerDiscovered { node, addr, .. } => {
+        NodeEvent::PeerDiscovered { node, addr, .. } => {
             discovery(out, "peer_discovered", *node, *addr)
         }
-        ProtoEvent::PeerExpired { node, addr } => discovery(out, "peer_expired", *node, *addr),
-        ProtoEvent::LockedOut { ip, .. } => {
+        NodeEvent::PeerExpired { node, addr } => discovery(out, "peer_expired", *node, *addr),
+        NodeEvent::LockedOut { ip, .. } => {
             out.note(|| format!("locked out: {ip} after repeated authentication failures"));
         }
-        ProtoEvent::PeerAddressChanged { node, old, new } => {
+        NodeEvent::PeerAddressChanged { node, old, new } => {
             out.note(|| format!("peer {node} moved from {old} to {new}"));
         }
-        ProtoEvent::DialGaveUp { node, failures, .. } => {
+        NodeEvent::DialGaveUp { node, failures, .. } => {
             out.note(|| {
                 format!("gave up dialing discovered peer {node} after {failures} failures")
             });
         }
+        // Printed by the stream handler.
+        NodeEvent::StreamComplete { .. } | NodeEvent::StreamIncomplete { .. } => {}
         _ => {}
     }
 }

@@ -129,9 +129,9 @@ impl MioConnection {
         fn closed(&self) -> CloseReason = self.conn.closed();
         /// The next incoming stream, in the order they started; `None` once
         /// the connection closed and every stream was handed out.
-        fn recv_stream(&self) -> Option<RecvStream> = self.incoming();
-        /// Like [`recv_stream`](Self::recv_stream), giving up after `timeout`.
-        fn recv_stream_timeout(&self, timeout: Duration) -> Option<RecvStream> =
+        fn accept_stream(&self) -> Option<RecvStream> = self.incoming();
+        /// Like [`accept_stream`](Self::accept_stream), giving up after `timeout`.
+        fn accept_stream_timeout(&self, timeout: Duration) -> Option<RecvStream> =
             self.rt.within(timeout, self.incoming());
     }
 

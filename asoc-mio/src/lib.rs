@@ -18,7 +18,7 @@
 //!   or [`accept`](MioConnection::accept), [`open_stream`](MioConnection::open_stream),
 //!   [`send`](MioConnection::send) (blocks while the send queue is full),
 //!   [`finish`](MioConnection::finish),
-//!   [`recv_stream`](MioConnection::recv_stream) then
+//!   [`accept_stream`](MioConnection::accept_stream) then
 //!   [`RecvStream::chunk`], [`close`](MioConnection::close),
 //!   [`closed`](MioConnection::closed). Received bytes the application has
 //!   not taken are bounded ([`MioConfig::receive_buffer`]): the loop stops
@@ -114,7 +114,7 @@
 //! let server = std::thread::spawn(move || {
 //!     let conn = MioConnection::accept(&listener, &server_auth, MioConfig::default()).unwrap();
 //!     assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
-//!     let stream = conn.recv_stream().unwrap();
+//!     let stream = conn.accept_stream().unwrap();
 //!     let tensor = stream.read_to_end().unwrap(); // Err if the stream was cut off
 //!     assert_eq!(conn.closed(), CloseReason::PeerClosed);
 //!     tensor
@@ -192,11 +192,11 @@ mod rt;
 pub mod tls;
 
 use std::io;
-use std::sync::{Arc, Mutex};
 
-pub use asoc_async::{Error, Session, StreamError};
+pub use asoc_async::{shared_authenticator, Error, Session, StreamError};
 pub use asoc_proto;
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+#[cfg(doc)]
+use asoc_proto::handshake::Authenticator;
 use asoc_proto::rng::Seed;
 pub use blocking::{MioConfig, MioConnection, RecvStream};
 pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
@@ -208,10 +208,4 @@ pub use tls::TlsStream;
 /// CSPRNG.
 pub fn os_seed() -> io::Result<Seed> {
     asoc_async::os_seed()
-}
-
-/// An [`Authenticator`] for `config`, seeded from the OS, ready to share
-/// between connections and threads.
-pub fn shared_authenticator(config: AuthenticatorConfig) -> io::Result<SharedAuthenticator> {
-    Ok(Arc::new(Mutex::new(Authenticator::new(config, os_seed()?))))
 }

@@ -23,10 +23,6 @@ use crate::blocking::{MioConfig, RecvStream};
 use crate::rt::Mio;
 use crate::tls::TlsConfig;
 
-/// How long the shutdown that dropping the last handle starts may wait for
-/// connections to close (the protocol's own timers end them anyway).
-const DROP_GRACE: Duration = Duration::from_secs(30);
-
 /// Builder methods handing their arguments to asoc-async's builder.
 macro_rules! builder {
     ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
@@ -150,27 +146,21 @@ impl NodeBuilder {
     }
 }
 
+/// Dropping it drops the asoc-async node's last handle, which shuts the
+/// node down gracefully on the loop (as on every runtime); the loop's
+/// thread ends once its connections are closed.
 #[derive(Debug)]
 struct Handle {
     node: asoc_async::Node<Mio>,
     rt: Mio,
 }
 
-impl Drop for Handle {
-    fn drop(&mut self) {
-        // Every handle is gone: close every connection gracefully; the loop's
-        // thread ends once they are closed.
-        let node = self.node.clone();
-        asoc_async::Runtime::spawn(
-            &self.rt,
-            Box::pin(async move { node.shutdown(DROP_GRACE).await }),
-        );
-    }
-}
-
 /// A running node: a mio loop on its own thread behind blocking,
-/// thread-safe methods. Clones share the node; dropping the last one closes
-/// every connection gracefully.
+/// thread-safe methods. Clones share the node; dropping the last one shuts
+/// it down gracefully, as [`shutdown`](Self::shutdown) with
+/// [`DROP_GRACE`](asoc_async::DROP_GRACE) does: the listener closes, no
+/// more dials go out, and every connection closes cleanly once the sends
+/// in flight are done.
 #[derive(Clone, Debug)]
 pub struct Node {
     inner: Arc<Handle>,
@@ -217,8 +207,8 @@ impl Node {
     }
 
     /// Opens a stream to `peer`.
-    pub fn open_stream(&self, peer: PeerRef) -> Result<SendStream, Error> {
-        let conn = self.node().resolve(peer)?;
+    pub fn open_stream(&self, peer: impl Into<PeerRef>) -> Result<SendStream, Error> {
+        let conn = self.node().resolve(peer.into())?;
         let inner = block_on(self.node().open_stream(PeerRef::Conn(conn)))?;
         Ok(SendStream { inner, conn })
     }
@@ -227,16 +217,23 @@ impl Node {
         /// Sends `data` to `peer` as one stream in chunks of the configured
         /// size (no copy) and finishes it, waiting while the connection's
         /// send queue is full. Returns the stream id.
-        fn send(&self, peer: PeerRef, data: Bytes) -> Result<u32, Error> =
+        fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<u32, Error> =
             self.node().send(peer, data);
         /// The next event, `None` after shutdown.
         fn next_event(&self) -> Option<NodeEvent> = self.node().next_event();
+        /// Waits up to `timeout` for an established connection; returns the
+        /// oldest one, or `None` when none completed its handshake in time.
+        fn wait_for_peer(&self, timeout: Duration) -> Option<PeerInfo> =
+            self.node().wait_for_peer(timeout);
         /// Waits until at least `n` connections are established or `timeout`
         /// passes; returns how many are.
         fn wait_for_peers(&self, n: usize, timeout: Duration) -> usize =
             self.node().wait_for_peers(n, timeout);
         /// Shuts down gracefully: stops accepting, dialing and announcing,
-        /// waits up to `grace` for sends in flight to finish, then closes
+        /// waits up to `grace` for sends in flight to finish (every `send`
+        /// not yet returned, every stream from
+        /// [`open_stream`](Self::open_stream) not yet finished or dropped),
+        /// then closes
         /// every connection (queued frames are still written) and waits for
         /// them to close until the deadline. Incoming streams and events
         /// already queued can still be taken; then both report `None`. The
@@ -248,8 +245,8 @@ impl Node {
         /// `timeout`.
         fn accept_stream_timeout(&self, timeout: Duration) -> Option<IncomingStream> =
             self.inner.rt.within(timeout, self.incoming());
-        /// The next event, giving up after `timeout`.
-        fn event_timeout(&self, timeout: Duration) -> Option<NodeEvent> =
+        /// Like [`next_event`](Self::next_event), giving up after `timeout`.
+        fn next_event_timeout(&self, timeout: Duration) -> Option<NodeEvent> =
             self.inner.rt.within(timeout, self.node().next_event());
     }
 
@@ -260,8 +257,8 @@ impl Node {
     getters! {
         /// Marks a send as in flight for graceful shutdown: while the guard
         /// lives, [`shutdown`](Self::shutdown) waits for it (up to its
-        /// grace). Keep it while sending through a stream from
-        /// [`open_stream`](Self::open_stream).
+        /// grace). Streams from [`open_stream`](Self::open_stream) count by
+        /// themselves; this covers work before a stream is opened.
         fn send_guard(&self) -> impl Drop + Send + 'static = self.node().send_guard();
     }
 }

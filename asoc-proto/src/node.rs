@@ -26,6 +26,10 @@
 //!   [`poll_close`](Node::poll_close) and
 //!   [`abort`](Connection::abort) each connection named with the reason
 //!   given (then report its `Closed` with [`closed`](Node::closed) as usual).
+//! - Connection events: hand each to [`observe`](Node::observe) (it reports
+//!   the end of incoming streams as node events).
+//! - Operations naming a peer: [`resolve`](Node::resolve) picks the
+//!   connection.
 //! - Drain [`poll_event`](Node::poll_event) after each of the above.
 
 use core::net::SocketAddr;
@@ -36,7 +40,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::auth::{ApiKey, AuthFailure, KeyId, KeyRing};
-use crate::connection::{CloseReason, Connection, ConnectionConfig, ConnectionStats};
+use crate::connection::{CloseReason, Connection, ConnectionConfig, ConnectionStats, Event};
 use crate::dial::{Dial, DialConfig, DialEvent, DialTarget, Dialer, PeerId};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryTransmit, DropReason};
 use crate::handshake::{AuthCounters, Authenticator, AuthenticatorConfig, HandshakeOutcome};
@@ -179,6 +183,47 @@ impl ConnId {
     }
 }
 
+/// Names the peer an operation is for; [`Node::resolve`] turns it into
+/// one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerRef {
+    /// A connection by id.
+    Conn(ConnId),
+    /// Any established connection to this node id.
+    Node(Uuid),
+    /// Any established connection to this remote address.
+    Addr(SocketAddr),
+}
+
+impl From<ConnId> for PeerRef {
+    fn from(id: ConnId) -> Self {
+        Self::Conn(id)
+    }
+}
+
+impl From<Uuid> for PeerRef {
+    fn from(node: Uuid) -> Self {
+        Self::Node(node)
+    }
+}
+
+impl From<SocketAddr> for PeerRef {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Addr(addr)
+    }
+}
+
+impl core::fmt::Display for PeerRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Conn(id) => write!(f, "connection {}", id.as_u64()),
+            Self::Node(node) => write!(f, "node {node}"),
+            Self::Addr(addr) => write!(f, "address {addr}"),
+        }
+    }
+}
+
 /// Who opened a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(clippy::exhaustive_enums)] // a connection is either dialed or accepted
@@ -217,7 +262,8 @@ pub struct ConnectionInfo {
     pub peer: Option<PeerId>,
     /// Whether the handshake completed.
     pub established: bool,
-    /// The connection's counters as of the last [`Node::drive`].
+    /// The connection's counters as of the last [`Node::drive`] or
+    /// [`Node::record_stats`].
     pub stats: ConnectionStats,
 }
 
@@ -311,6 +357,39 @@ pub enum NodeEvent {
         /// Consecutive failures.
         failures: u32,
     },
+    /// An incoming stream ended with its END: it is complete. Reported from
+    /// the connection's events handed to [`Node::observe`].
+    StreamComplete {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Stream id.
+        stream: u32,
+        /// DATA frames.
+        frames: u32,
+        /// Payload bytes.
+        bytes: u64,
+    },
+    /// An incoming stream was cut off by its connection closing: what was
+    /// received MUST NOT be used as a complete tensor. Reported from the
+    /// connection's events handed to [`Node::observe`].
+    StreamIncomplete {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Stream id.
+        stream: u32,
+        /// Payload bytes received before the cut.
+        bytes: u64,
+        /// Why the connection closed.
+        reason: CloseReason,
+    },
 }
 
 /// All counters of a node.
@@ -324,7 +403,7 @@ pub struct NodeCounters {
     /// Discovery, when enabled.
     pub discovery: Option<crate::discovery::DiscoveryCounters>,
     /// Payload and frame bytes over connections that have closed, plus live
-    /// ones as of their last `drive`.
+    /// ones as of their last `drive` or `record_stats`.
     pub bytes_in: u64,
     /// See `bytes_in`.
     pub bytes_out: u64,
@@ -615,6 +694,56 @@ impl Node {
         }
     }
 
+    /// Hands the node an event connection `id` produced, before its
+    /// `Closed` is reported with [`closed`](Self::closed): the end of each
+    /// incoming stream, complete or cut off, becomes a node event naming
+    /// the peer. Other events are the connection's own business.
+    pub fn observe(&mut self, id: ConnId, event: &Event) {
+        let Some(info) = self.conns.get(&id).map(|e| e.info) else {
+            return;
+        };
+        match event {
+            Event::StreamEnd {
+                stream,
+                frames,
+                bytes,
+            } => self.push(NodeEvent::StreamComplete {
+                conn: id,
+                peer_node: info.peer_node,
+                addr: info.addr,
+                stream: *stream,
+                frames: *frames,
+                bytes: *bytes,
+            }),
+            Event::StreamIncomplete {
+                stream,
+                bytes,
+                reason,
+                ..
+            } => self.push(NodeEvent::StreamIncomplete {
+                conn: id,
+                peer_node: info.peer_node,
+                addr: info.addr,
+                stream: *stream,
+                bytes: *bytes,
+                reason: reason.clone(),
+            }),
+            _ => {}
+        }
+    }
+
+    /// Records connection `id`'s current counters. [`drive`](Self::drive)
+    /// records them too; an adapter that stops calling `drive` once the
+    /// handshake is over (there is nothing left to judge) calls this instead
+    /// whenever the connection has moved bytes, so that
+    /// [`connections`](Self::connections) and [`counters`](Self::counters)
+    /// stay current for the connection's whole life.
+    pub fn record_stats(&mut self, id: ConnId, stats: ConnectionStats) {
+        if let Some(entry) = self.conns.get_mut(&id) {
+            entry.info.stats = stats;
+        }
+    }
+
     /// Call once connection `id` has closed (after its `Closed` event), with
     /// the reason and its final counters.
     pub fn closed(
@@ -671,6 +800,40 @@ impl Node {
     /// The node's open connections.
     pub fn connections(&self) -> impl Iterator<Item = ConnectionInfo> + '_ {
         self.conns.values().map(|e| e.info)
+    }
+
+    /// The connection an operation on `peer` uses, `None` when no
+    /// established connection matches.
+    ///
+    /// The rule, the same on every adapter: only connections whose
+    /// handshake completed count (a stream cannot be opened before it);
+    /// [`PeerRef::Conn`] names exactly that connection, [`PeerRef::Node`]
+    /// any connection whose peer node id is known to be that one, and
+    /// [`PeerRef::Addr`] any connection whose remote address is that one.
+    /// When several match, the oldest (lowest [`ConnId`]) wins: it is the
+    /// one the peer has known longest, and the choice does not change while
+    /// it lives, so consecutive sends to one peer share one connection and
+    /// stay in order.
+    #[must_use]
+    pub fn resolve(&self, peer: PeerRef) -> Option<ConnId> {
+        if let PeerRef::Conn(id) = peer {
+            return self
+                .conns
+                .get(&id)
+                .filter(|e| e.info.established)
+                .map(|e| e.info.id);
+        }
+        self.conns
+            .values()
+            .map(|e| &e.info)
+            .filter(|c| c.established)
+            .filter(|c| match peer {
+                PeerRef::Conn(id) => c.id == id,
+                PeerRef::Node(node) => c.peer_node == Some(node),
+                PeerRef::Addr(addr) => c.addr == addr,
+            })
+            .map(|c| c.id)
+            .min()
     }
 
     /// One connection's info.

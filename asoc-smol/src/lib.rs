@@ -17,35 +17,33 @@
 //! A server and a client over loopback TCP; the client sends one tensor.
 //!
 //! ```
-//! use std::sync::{Arc, Mutex};
-//!
 //! use asoc_smol::asoc_proto::auth::{ApiKey, KeyRing};
-//! use asoc_smol::asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
-//! use asoc_smol::{DriverConfig, SharedAuthenticator};
+//! use asoc_smol::asoc_proto::handshake::AuthenticatorConfig;
+//! use asoc_smol::{DriverConfig, Error, SharedAuthenticator};
 //! use async_net::{TcpListener, TcpStream};
 //! use bytes::Bytes;
-//! use uuid::Uuid;
 //!
-//! fn auth(node: u8) -> SharedAuthenticator {
-//!     let key = ApiKey::new("0123456789abcdef0123456789abcdef").unwrap();
-//!     let config = AuthenticatorConfig::new(Uuid::from_bytes([node; 16]), KeyRing::new(key));
-//!     // The seed must come from a secure random source in real use.
-//!     Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
+//! fn auth(node: u128) -> Result<SharedAuthenticator, Error> {
+//!     let key = ApiKey::new("0123456789abcdef0123456789abcdef")?;
+//!     let config = AuthenticatorConfig::new(uuid::Uuid::from_u128(node), KeyRing::new(key));
+//!     // Seeded from the OS.
+//!     asoc_smol::shared_authenticator(config)
 //! }
 //!
 //! smol::block_on(async {
+//!     let (server_auth, client_auth) = (auth(2)?, auth(1)?);
 //!     let listener = TcpListener::bind("127.0.0.1:0").await?;
 //!     let addr = listener.local_addr()?;
 //!     let server = smol::spawn(async move {
 //!         let (sock, _) = listener.accept().await?;
-//!         let conn = asoc_smol::accept(sock, &auth(2), DriverConfig::default()).await?;
+//!         let conn = asoc_smol::accept(sock, &server_auth, DriverConfig::default()).await?;
 //!         let stream = conn.accept_stream().await.expect("one stream");
 //!         let data = stream.read_to_end().await.expect("complete stream");
 //!         Ok::<_, asoc_smol::Error>(data)
 //!     });
 //!
 //!     let sock = TcpStream::connect(addr).await?;
-//!     let conn = asoc_smol::connect(sock, &auth(1), DriverConfig::default()).await?;
+//!     let conn = asoc_smol::connect(sock, &client_auth, DriverConfig::default()).await?;
 //!     conn.send_tensor(Bytes::from(vec![7u8; 100_000]), 16 * 1024).await?;
 //!     assert_eq!(server.await?, vec![7u8; 100_000]);
 //!     conn.close().await;
@@ -62,8 +60,9 @@ mod runtime;
 mod stream_io;
 
 pub use asoc_async::{
-    tls, Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
-    PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
+    shared_authenticator, tls, Connection, DriverConfig, Error, IncomingStream, NodeBuilder,
+    NodeEvent, PeerDirection, PeerInfo, PeerRef, RecvStream, SendStream, Session,
+    SharedAuthenticator, StreamError,
 };
 pub use asoc_proto;
 pub use io::{FuturesIo, TcpIo};

@@ -125,7 +125,7 @@ pub async fn raw_tcp<N: Net>(net: &N, w: Workload) -> Result<f64, Error> {
 /// ASoc: `connections` pairs of nodes, each sending `bytes` over `streams`
 /// concurrent streams in `chunk`-byte frames to a receiver that discards.
 pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> {
-    let key = ApiKey::new(KEY).map_err(|e| Error::Config(e.to_string()))?;
+    let key = ApiKey::new(KEY)?;
     let mut pairs = Vec::new();
     for i in 0..w.connections {
         let b = NodeBuilder::new("bench", key.clone()).bind(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -167,12 +167,7 @@ pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> 
             tasks.push(spawn(net, async move {
                 let mut incoming = rx.accept_stream().await.ok_or(Error::Gone)?;
                 let mut n = 0u64;
-                while let Some(c) = incoming
-                    .stream
-                    .chunk()
-                    .await
-                    .map_err(|e| Error::Config(e.to_string()))?
-                {
+                while let Some(c) = incoming.stream.chunk().await? {
                     n += c.len() as u64;
                 }
                 Ok(n)
@@ -282,7 +277,7 @@ pub async fn raw_setup<N: Net>(net: &N, count: usize, in_flight: usize) -> Resul
 /// An authenticator for `node` holding [`KEY`], shared by every
 /// connection of one side so that replays are caught across them.
 pub fn bench_authenticator(node: u8, seed: u8) -> Result<asoc_async::SharedAuthenticator, Error> {
-    let key = ApiKey::new(KEY).map_err(|e| Error::Config(e.to_string()))?;
+    let key = ApiKey::new(KEY)?;
     let config = AuthenticatorConfig::new(uuid::Uuid::from_bytes([node; 16]), KeyRing::new(key));
     Ok(Arc::new(Mutex::new(Authenticator::new(
         config,

@@ -107,6 +107,21 @@ macro_rules! scenarios {
         fn a_refused_chunk_never_lets_the_stream_complete() {
             $run($crate::scenarios::refused_chunk_never_completes);
         }
+
+        #[test]
+        fn stats_stay_current_while_an_established_connection_streams() {
+            $run($crate::scenarios::lifecycle::stats_stay_current);
+        }
+
+        #[test]
+        fn shutdown_waits_for_a_stream_still_being_written() {
+            $run($crate::scenarios::lifecycle::shutdown_waits_for_open_streams);
+        }
+
+        #[test]
+        fn dropping_the_last_handle_shuts_the_node_down() {
+            $run($crate::scenarios::lifecycle::dropping_the_last_handle_shuts_down);
+        }
     };
 }
 

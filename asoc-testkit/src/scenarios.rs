@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{ApiKey, AuthFailure};
 use asoc_proto::discovery::DiscoveryConfig;
-use asoc_proto::node::NodeEvent as ProtoEvent;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub mod hostile;
+pub mod lifecycle;
 
 use asoc_async::tls::{client_config, server_config, ServerTrust, TlsConfig};
 use asoc_async::{Net, Node, NodeBuilder, NodeEvent, PeerRef};
@@ -271,18 +271,15 @@ pub async fn wrong_key<N: Net>(net: N) {
         builder("another-key-0123456789abcdef").static_peer(b.local_addr().to_string()),
     )
     .await;
-    let e = event(&net, &b, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::AuthFailed { .. }))
-    })
-    .await;
+    let e = event(&net, &b, |e| matches!(e, NodeEvent::AuthFailed { .. })).await;
     assert!(
         matches!(
             e,
-            NodeEvent::Node(ProtoEvent::AuthFailed {
+            NodeEvent::AuthFailed {
                 reason: AuthFailure::BadMac,
                 conn: Some(_),
                 ..
-            })
+            }
         ),
         "{e:?}"
     );
@@ -312,12 +309,9 @@ pub async fn discovery_unicast<N: Net>(net: N) {
     };
     let a = start(&net, builder(KEY).discovery(ua, disc(ub))).await;
     let b = start(&net, builder(KEY).discovery(ub, disc(ua))).await;
-    let found = event(&net, &a, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDiscovered { .. }))
-    })
-    .await;
+    let found = event(&net, &a, |e| matches!(e, NodeEvent::PeerDiscovered { .. })).await;
     assert!(
-        matches!(found, NodeEvent::Node(ProtoEvent::PeerDiscovered { node, addr, .. }) if node == b.node_id() && addr == b.local_addr())
+        matches!(found, NodeEvent::PeerDiscovered { node, addr, .. } if node == b.node_id() && addr == b.local_addr())
     );
     assert_eq!(a.wait_for_peers(1, Duration::from_secs(10)).await, 1);
     assert_eq!(b.wait_for_peers(1, Duration::from_secs(10)).await, 1);
@@ -441,7 +435,7 @@ pub async fn graceful_shutdown<N: Net>(net: N) {
     assert!(sender.await.is_ok(), "the send in flight finished");
     assert!(reader.await.unwrap() == data[..]);
     event(&net, &b, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+        matches!(e, NodeEvent::PeerDisconnected { .. })
     })
     .await;
     assert!(a.connected_peers().is_empty());
@@ -717,16 +711,16 @@ pub async fn stalled_reader_backpressure<N: Net>(net: N, total: u64, stall: Dura
     );
     assert!(growth < 64 << 20, "memory grew {growth} bytes");
     let reason = event(&net, &a, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+        matches!(e, NodeEvent::PeerDisconnected { .. })
     })
     .await;
     assert!(
         matches!(
             reason,
-            NodeEvent::Node(ProtoEvent::PeerDisconnected {
+            NodeEvent::PeerDisconnected {
                 reason: CloseReason::SendStall,
                 ..
-            })
+            }
         ),
         "{reason:?}"
     );
@@ -851,8 +845,8 @@ pub async fn abrupt_endings<N: Net>(net: N) {
     drop(sock);
     let mut disconnects = 0;
     while disconnects < 3 {
-        if let NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }) = event(&net, &b, |e| {
-            matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+        if let NodeEvent::PeerDisconnected { .. } = event(&net, &b, |e| {
+            matches!(e, NodeEvent::PeerDisconnected { .. })
         })
         .await
         {
@@ -954,7 +948,7 @@ pub async fn static_peer_restart<N: Net>(net: N) -> Duration {
     b.shutdown(Duration::from_secs(5)).await;
     let dropped = Instant::now();
     event(&net, &a, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
+        matches!(e, NodeEvent::PeerDisconnected { .. })
     })
     .await;
     let b2 = start(&net, builder(KEY).bind(port_addr)).await;
@@ -1495,13 +1489,11 @@ fn unix_now() -> u64 {
 fn is_peer_event(e: &NodeEvent) -> bool {
     matches!(
         e,
-        NodeEvent::Node(
-            ProtoEvent::PeerDiscovered { .. }
-                | ProtoEvent::PeerAddressChanged { .. }
-                | ProtoEvent::PeerExpired { .. }
-                | ProtoEvent::PeerConnected { .. }
-                | ProtoEvent::DialGaveUp { .. }
-        )
+        NodeEvent::PeerDiscovered { .. }
+            | NodeEvent::PeerAddressChanged { .. }
+            | NodeEvent::PeerExpired { .. }
+            | NodeEvent::PeerConnected { .. }
+            | NodeEvent::DialGaveUp { .. }
     )
 }
 
@@ -1575,7 +1567,7 @@ pub fn discovery_flood_run(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         while let Some(e) = victim.try_event() {
-            if let NodeEvent::Node(ProtoEvent::PeerDiscovered { node, .. }) = e {
+            if let NodeEvent::PeerDiscovered { node, .. } = e {
                 assert_eq!(node, legit, "only the legitimate peer is discovered");
                 discovered = true;
             }
@@ -1809,12 +1801,9 @@ pub async fn discovery_flood<N: Net>(net: N, datagrams: u64) -> DiscoveryFloodRe
         builder(KEY).discovery(free_udp(), setup.newcomer_config()),
     )
     .await;
-    let found = event(&net, &a, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDiscovered { .. }))
-    })
-    .await;
+    let found = event(&net, &a, |e| matches!(e, NodeEvent::PeerDiscovered { .. })).await;
     assert!(
-        matches!(found, NodeEvent::Node(ProtoEvent::PeerDiscovered { node, .. }) if node == c.node_id()),
+        matches!(found, NodeEvent::PeerDiscovered { node, .. } if node == c.node_id()),
         "{found:?}"
     );
     assert_eq!(a.wait_for_peers(2, Duration::from_secs(20)).await, 2);

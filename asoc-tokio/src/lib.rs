@@ -5,7 +5,7 @@
 //! and draws seeds and node ids from the OS.
 //!
 //! ```no_run
-//! use asoc_tokio::{asoc_proto::auth::ApiKey, NodeBuilder, PeerRef};
+//! use asoc_tokio::{asoc_proto::auth::ApiKey, NodeBuilder};
 //! # async fn run() -> Result<(), asoc_tokio::Error> {
 //! let key = ApiKey::new(&std::env::var("ASOC_API_KEY").unwrap()).unwrap();
 //! let node = asoc_tokio::start(
@@ -14,9 +14,9 @@
 //!         .static_peer("10.0.0.2:9000"),
 //! )
 //! .await?;
-//! node.wait_for_peers(1, std::time::Duration::from_secs(10)).await;
-//! let peer = node.connected_peers()[0].id;
-//! node.send(PeerRef::Conn(peer), bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+//! if let Some(peer) = node.wait_for_peer(std::time::Duration::from_secs(10)).await {
+//!     node.send(peer.id, bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+//! }
 //! while let Some(incoming) = node.accept_stream().await {
 //!     let data = incoming.stream.read_to_end().await;
 //!     println!("{} bytes from {}", data.map(|d| d.len()).unwrap_or(0), incoming.addr);
@@ -28,6 +28,7 @@
 mod io;
 mod stream_io;
 
+pub use asoc_async::shared_authenticator;
 pub use asoc_async::tls;
 pub use asoc_async::{
     Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,

@@ -2,11 +2,12 @@
 //! (the application's own connect, peers by address and name, the state
 //! after shutdown). All traffic stays on 127.0.0.1.
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use asoc_mio::{Error, Node, NodeBuilder, NodeEvent, PeerRef};
 use asoc_proto::auth::ApiKey;
-use asoc_proto::node::{Direction, NodeEvent as ProtoEvent};
+use asoc_proto::node::Direction;
 use bytes::Bytes;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -51,7 +52,9 @@ fn event(node: &Node, pred: impl Fn(&NodeEvent) -> bool) -> NodeEvent {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let e = node.event_timeout(left).expect("no matching event in time");
+        let e = node
+            .next_event_timeout(left)
+            .expect("no matching event in time");
         if pred(&e) {
             return e;
         }
@@ -116,9 +119,7 @@ fn application_connect_and_unknown_peer() {
 fn after_a_graceful_shutdown_no_streams_events_end_and_sends_fail() {
     let (a, b) = pair();
     a.shutdown(Duration::from_secs(20));
-    event(&b, |e| {
-        matches!(e, NodeEvent::Node(ProtoEvent::PeerDisconnected { .. }))
-    });
+    event(&b, |e| matches!(e, NodeEvent::PeerDisconnected { .. }));
     assert!(a.connected_peers().is_empty());
     assert!(a.accept_stream().is_none());
     while a.next_event().is_some() {}
@@ -142,4 +143,103 @@ fn a_static_peer_given_as_a_name_is_resolved_off_the_loop() {
         .read_to_end()
         .unwrap();
     assert!(got == payload);
+}
+
+/// Waits until `done` holds, checking again every 10 ms for at most 20 s.
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn dropping_the_last_handle_shuts_the_node_down() {
+    let (a, b) = pair();
+    let addr = a.local_addr();
+    let other = a.clone();
+    drop(a);
+    // A handle is left: the node runs on.
+    assert_eq!(other.connected_peers().len(), 1);
+    drop(other);
+    let closed = event(&b, |e| matches!(e, NodeEvent::PeerDisconnected { .. }));
+    assert!(
+        matches!(
+            closed,
+            NodeEvent::PeerDisconnected {
+                reason: asoc_proto::connection::CloseReason::PeerClosed,
+                ..
+            }
+        ),
+        "closed cleanly: {closed:?}"
+    );
+    until("the dropped node's port refuses connections", || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+}
+
+#[test]
+fn stats_stay_current_while_an_established_connection_streams() {
+    const TOTAL: u64 = 8 << 20;
+    let (a, b) = pair();
+    let (to_b, to_a) = (route(&a, &b), route(&b, &a));
+    let stats = |node: &Node, peer: PeerRef| {
+        let PeerRef::Conn(id) = peer else {
+            unreachable!("route names connections")
+        };
+        node.peers().into_iter().find(|p| p.id == id).unwrap().stats
+    };
+    let (sent0, got0) = (stats(&a, to_b), stats(&b, to_a));
+    let reader = {
+        let b = b.clone();
+        thread::spawn(move || {
+            let incoming = b.accept_stream_timeout(LIMIT).unwrap();
+            incoming.stream.read_to_end().unwrap().len() as u64
+        })
+    };
+    a.send(to_b, Bytes::from(chunk(11, 0, TOTAL as usize)))
+        .unwrap();
+    assert_eq!(reader.join().unwrap(), TOTAL);
+    until("the sender's counters show the stream", || {
+        let s = stats(&a, to_b);
+        s.payload_out - sent0.payload_out >= TOTAL && s.bytes_out - sent0.bytes_out >= TOTAL
+    });
+    until("the receiver's counters show the stream", || {
+        let s = stats(&b, to_a);
+        s.payload_in - got0.payload_in >= TOTAL && s.bytes_in - got0.bytes_in >= TOTAL
+    });
+}
+
+#[test]
+fn shutdown_waits_for_a_stream_still_being_written() {
+    const CHUNKS: u64 = 8;
+    let (a, b) = pair();
+    let mut stream = a.open_stream(route(&a, &b)).unwrap();
+    stream.send(Bytes::from(chunk(5, 0, 1 << 20))).unwrap();
+    let reader = {
+        let b = b.clone();
+        thread::spawn(move || {
+            let incoming = b.accept_stream_timeout(LIMIT).unwrap();
+            incoming.stream.read_to_end()
+        })
+    };
+    let stopping = {
+        let a = a.clone();
+        thread::spawn(move || a.shutdown(Duration::from_secs(20)))
+    };
+    let addr = a.local_addr();
+    until("the listener closes", || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+    for i in 1..CHUNKS {
+        stream.send(Bytes::from(chunk(5, i, 1 << 20))).unwrap();
+    }
+    stream.finish().unwrap();
+    stopping.join().unwrap();
+    let expected: Vec<u8> = (0..CHUNKS).flat_map(|i| chunk(5, i, 1 << 20)).collect();
+    assert!(
+        reader.join().unwrap().unwrap() == expected,
+        "the stream arrived whole"
+    );
 }

@@ -54,7 +54,7 @@ fn handshake_and_a_verified_256_mib_stream_over_loopback() {
     assert_eq!(client.session().token, server.session().token);
 
     let receiver = std::thread::spawn(move || {
-        let mut stream = server.recv_stream().unwrap();
+        let mut stream = server.accept_stream().unwrap();
         let mut hasher = Sha256::new();
         while let Some(chunk) = stream.chunk().unwrap() {
             hasher.update(&chunk);
@@ -82,7 +82,7 @@ fn exchange(conn: Arc<MioConnection>, salt: u32) -> (HashMap<u32, Vec<u8>>, Hash
         let receiving = s.spawn(|| {
             let mut readers = Vec::new();
             for _ in 0..64 {
-                let mut stream = conn.recv_stream().unwrap();
+                let mut stream = conn.accept_stream().unwrap();
                 readers.push(std::thread::spawn(move || {
                     let mut hasher = Sha256::new();
                     while let Some(chunk) = stream.chunk().unwrap() {
@@ -146,7 +146,7 @@ fn a_small_receive_buffer_pauses_reading_and_loses_nothing() {
         client.send_tensor(Bytes::from(data), 16 << 10).unwrap();
         client
     });
-    let mut stream = server.recv_stream().unwrap();
+    let mut stream = server.accept_stream().unwrap();
     let mut hasher = Sha256::new();
     while let Some(chunk) = stream.chunk().unwrap() {
         hasher.update(&chunk);
@@ -229,8 +229,8 @@ fn a_refused_chunk_is_reported_and_its_stream_never_completes() {
     ));
     // Other streams are unaffected.
     let ok = client.send_tensor(Bytes::from_static(b"fine"), 2).unwrap();
-    let mut cut = server.recv_stream().unwrap();
-    let fine = server.recv_stream().unwrap();
+    let mut cut = server.accept_stream().unwrap();
+    let fine = server.accept_stream().unwrap();
     assert_eq!((cut.id(), fine.id()), (s, ok));
     assert_eq!(fine.read_to_end().unwrap(), b"fine");
     assert_eq!(cut.chunk().unwrap().unwrap().len(), 1024);
@@ -250,11 +250,11 @@ fn dropping_the_handle_closes_gracefully() {
         .send_tensor(Bytes::from_static(b"last words"), 4)
         .unwrap();
     drop(client);
-    let stream = server.recv_stream().unwrap();
+    let stream = server.accept_stream().unwrap();
     assert_eq!(stream.id(), id);
     assert_eq!(stream.read_to_end().unwrap(), b"last words");
     assert_eq!(server.closed(), CloseReason::PeerClosed);
-    assert!(server.recv_stream().is_none());
+    assert!(server.accept_stream().is_none());
     assert!(matches!(
         server.open_stream(),
         Err(Error::Closed(CloseReason::PeerClosed))

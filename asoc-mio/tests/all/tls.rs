@@ -241,7 +241,7 @@ fn one_mio_connection_inside_tls_delivers_everything_before_a_graceful_close() {
             MioConnection::accept_tls(&listener, server_tls, &server_auth, MioConfig::default())
                 .unwrap();
         assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
-        let mut stream = conn.recv_stream().unwrap();
+        let mut stream = conn.accept_stream().unwrap();
         let mut h = Sha256::new();
         let mut n = 0u64;
         // Slowly at first, so the sender's TLS records back up.
@@ -450,7 +450,7 @@ fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
     };
     let server = thread::spawn(move || {
         let conn = MioConnection::server(b, &server_auth, small).unwrap();
-        let mut stream = conn.recv_stream().unwrap();
+        let mut stream = conn.accept_stream().unwrap();
         thread::sleep(Duration::from_millis(500));
         let mut h = Sha256::new();
         let mut n = 0u64;

@@ -18,7 +18,7 @@ use asoc_proto::connection::{CloseReason, ConfigError, Event};
 use asoc_proto::dial::DialTarget;
 use asoc_proto::discovery::{DiscoveryConfig, DropReason};
 use asoc_proto::handshake::AuthenticatorConfig;
-use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerTraffic};
+use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerRef, PeerTraffic};
 use asoc_proto::policy::{PolicyConfig, Refusal};
 use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
@@ -1666,4 +1666,150 @@ proptest! {
             }
         }
     }
+}
+
+// ---- peer resolution ---------------------------------------------------------
+
+#[test]
+fn a_peer_resolves_to_its_oldest_established_connection_only() {
+    let t0 = Instant::now();
+    let (a1, a2, a3) = (addr(9, 40_001), addr(9, 40_002), addr(9, 40_003));
+    let mut a = node(0x0a, KEY, t0);
+    let mut b = node(0x0b, KEY, t0);
+
+    // A socket still in its handshake is no peer yet, whatever names it.
+    let pending = accept(&mut b, t0, a3);
+    assert_eq!(b.resolve(PeerRef::Conn(pending.id)), None);
+    assert_eq!(b.resolve(PeerRef::Addr(a3)), None);
+
+    let mut first = Link::open(&mut a, &mut b, t0, a1, server_addr()).unwrap();
+    let mut second = Link::open(&mut a, &mut b, t0, a2, server_addr()).unwrap();
+    assert!(first.is_established() && second.is_established());
+    let (s1, s2) = (first.server.id, second.server.id);
+    assert!(s1 < s2);
+
+    // By node id: both match (inbound connections carry the HELLO's id);
+    // the oldest wins.
+    assert_eq!(b.resolve(PeerRef::Node(node_id(0x0a))), Some(s1));
+    // By address and by id: exactly the one named.
+    assert_eq!(b.resolve(PeerRef::Addr(a2)), Some(s2));
+    assert_eq!(b.resolve(PeerRef::Conn(s2)), Some(s2));
+    assert_eq!(b.resolve(s2.into()), Some(s2));
+    assert_eq!(b.resolve(a1.into()), Some(s1));
+    // Nothing matches: no connection to that node, none from that address.
+    assert_eq!(b.resolve(PeerRef::Node(node_id(0x0c))), None);
+    assert_eq!(b.resolve(node_id(0x0c).into()), None);
+    assert_eq!(b.resolve(PeerRef::Addr(addr(9, 40_009))), None);
+    // The client's connections to b learned no node id (v1 tells it only
+    // to the server): by node id they do not resolve, by address they do,
+    // to the oldest.
+    assert_eq!(a.resolve(PeerRef::Node(node_id(0x0b))), None);
+    assert_eq!(
+        a.resolve(PeerRef::Addr(server_addr())),
+        Some(first.client.id)
+    );
+
+    // The oldest closes: the next one takes over; the closed id names
+    // nothing any more.
+    first.close_by_client(&mut a, &mut b, t0 + SECOND);
+    assert!(first.server.is_closed());
+    assert_eq!(b.resolve(PeerRef::Node(node_id(0x0a))), Some(s2));
+    assert_eq!(b.resolve(PeerRef::Conn(s1)), None);
+    assert_eq!(
+        a.resolve(PeerRef::Addr(server_addr())),
+        Some(second.client.id)
+    );
+
+    second.close_by_client(&mut a, &mut b, t0 + SECOND);
+    assert_eq!(b.resolve(PeerRef::Node(node_id(0x0a))), None);
+}
+
+#[test]
+fn peer_refs_convert_from_ids_node_ids_and_addresses() {
+    let t0 = Instant::now();
+    let mut a = node(0x0a, KEY, t0);
+    let (id, _conn) = a.connect_to(t0, server_addr()).unwrap();
+    assert_eq!(PeerRef::from(id), PeerRef::Conn(id));
+    assert_eq!(PeerRef::from(node_id(3)), PeerRef::Node(node_id(3)));
+    assert_eq!(PeerRef::from(server_addr()), PeerRef::Addr(server_addr()));
+    assert_eq!(
+        PeerRef::Addr(server_addr()).to_string(),
+        "address 127.0.0.1:9000"
+    );
+}
+
+// ---- connection events the node reports ----------------------------------------
+
+#[test]
+fn stream_endings_handed_to_the_node_become_node_events_naming_the_peer() {
+    let t0 = Instant::now();
+    let a_addr = addr(9, 40_010);
+    let mut a = node(0x0a, KEY, t0);
+    let mut b = node(0x0b, KEY, t0);
+    let mut link = Link::open(&mut a, &mut b, t0, a_addr, server_addr()).unwrap();
+    let sid = link.server.id;
+    drain(&mut b);
+
+    let done = link.client.conn.open_stream().unwrap();
+    link.client
+        .conn
+        .send(t0, done, Bytes::from_static(&[1; 1000]))
+        .unwrap();
+    link.client.conn.finish(t0, done).unwrap();
+    let cut = link.client.conn.open_stream().unwrap();
+    link.client
+        .conn
+        .send(t0, cut, Bytes::from_static(&[2; 300]))
+        .unwrap();
+    link.pump(&mut a, &mut b, t0);
+    for e in &link.server.events {
+        b.observe(sid, e);
+    }
+    // The peer goes away with `cut` open; the adapter hands over each event
+    // before reporting the close.
+    link.server.conn.handle_eof(t0);
+    while let Some(e) = link.server.conn.poll_event() {
+        match &e {
+            Event::Closed { reason } => b.closed(t0, sid, reason, link.server.conn.stats()),
+            other => b.observe(sid, other),
+        }
+    }
+    assert_eq!(
+        drain(&mut b),
+        vec![
+            NodeEvent::StreamComplete {
+                conn: sid,
+                peer_node: Some(node_id(0x0a)),
+                addr: a_addr,
+                stream: done,
+                frames: 1,
+                bytes: 1000,
+            },
+            NodeEvent::StreamIncomplete {
+                conn: sid,
+                peer_node: Some(node_id(0x0a)),
+                addr: a_addr,
+                stream: cut,
+                bytes: 300,
+                reason: CloseReason::PeerClosed,
+            },
+            NodeEvent::PeerDisconnected {
+                conn: sid,
+                peer_node: Some(node_id(0x0a)),
+                addr: a_addr,
+                direction: Direction::Inbound,
+                reason: CloseReason::PeerClosed,
+            },
+        ]
+    );
+    // A connection the node no longer knows reports nothing.
+    b.observe(
+        sid,
+        &Event::StreamEnd {
+            stream: done,
+            frames: 1,
+            bytes: 1000,
+        },
+    );
+    assert_eq!(drain(&mut b), vec![]);
 }
