@@ -71,13 +71,13 @@ pub(crate) struct Shared {
     pub(crate) established: std::sync::atomic::AtomicBool,
     pub(crate) closed: Mutex<Option<CloseReason>>,
     pub(crate) on_change: event_listener::Event,
-    /// Streams a chunk of which the protocol refused, with why: the task
-    /// sends nothing more of them, and every handle's later `send` on them
-    /// fails at once.
-    refused: Mutex<HashMap<u32, SendError>>,
-    /// Whether `refused` has any entry, so that the check every chunk makes
-    /// (in `send` and in the task) is one load, not a lock, while no stream
-    /// was ever refused.
+    /// What the protocol answered the task's last refused command on a
+    /// stream: the answer every later command on it gets (the protocol
+    /// decides; see `asoc_proto::connection::Connection::send`), kept for
+    /// the stream's handles, whose chunks reach the task only later.
+    refusals: Mutex<HashMap<u32, SendError>>,
+    /// Whether `refusals` has any entry, so that the check every `send`
+    /// makes is one load, not a lock, while no chunk was ever refused.
     any_refused: std::sync::atomic::AtomicBool,
 }
 
@@ -86,18 +86,18 @@ impl Shared {
         self.closed.lock().map(|g| g.clone()).unwrap_or(None)
     }
 
-    /// Why stream `id` takes no more chunks, if a chunk of it was refused.
-    pub(crate) fn refused(&self, id: u32) -> Option<SendError> {
+    /// The protocol's refusal of stream `id`'s commands, if it refused one.
+    pub(crate) fn refusal(&self, id: u32) -> Option<SendError> {
         if !self.any_refused.load(Ordering::Acquire) {
             return None;
         }
-        self.refused.lock().ok()?.get(&id).cloned()
+        self.refusals.lock().ok()?.get(&id).cloned()
     }
 
-    /// Records that a chunk of stream `id` was refused.
-    fn refuse(&self, id: u32, why: SendError) {
-        if let Ok(mut refused) = self.refused.lock() {
-            refused.insert(id, why);
+    /// Keeps the protocol's answer to a refused command on stream `id`.
+    fn report(&self, id: u32, answer: SendError) {
+        if let Ok(mut refusals) = self.refusals.lock() {
+            refusals.insert(id, answer);
             self.any_refused.store(true, Ordering::Release);
         }
     }
@@ -173,24 +173,17 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 let _ = reply.try_send(self.conn.open_stream());
             }
             Cmd::Data { stream, chunk } => {
-                // A refused chunk poisons its stream for good: it is never
-                // finished, or the peer would take a shortened tensor for a
-                // complete one, and nothing more of it is sent, or the peer
-                // would get bytes after a hole. Senders hear it at their
-                // next `send` or at `finish`, on every adapter alike.
-                if self.shared.refused(stream).is_some() {
-                    return;
-                }
+                // The handle's `send` returned before this ran, so the
+                // refusal goes to the stream's handles for their next
+                // command: the answer the protocol gives every later
+                // command on the stream (a refused chunk poisons it).
                 if let Err(e) = self.conn.send(now, stream, chunk) {
-                    self.shared.refuse(stream, e);
+                    let answer = self.conn.poisoned(stream).unwrap_or(e);
+                    self.shared.report(stream, answer);
                 }
             }
             Cmd::Finish { stream, reply } => {
-                let result = match self.shared.refused(stream) {
-                    Some(e) => Err(e),
-                    None => self.conn.finish(now, stream),
-                };
-                let _ = reply.try_send(result);
+                let _ = reply.try_send(self.conn.finish(now, stream));
             }
             Cmd::Close => self.conn.close(now),
         }

@@ -1006,7 +1006,7 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     s.send(Bytes::from(vec![2u8; 2 << 20])).await.unwrap();
     // Queued before or after the task saw the refusal: either way never sent.
     match s.send(Bytes::from(vec![3u8; 1000])).await {
-        Ok(()) | Err(crate::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        Ok(()) | Err(crate::Error::Send(SendError::Poisoned { .. })) => {}
         Err(e) => panic!("send after a refused chunk: {e}"),
     }
     let mut again = a.open_stream(route(&a, &b)).await.unwrap();
@@ -1015,12 +1015,14 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     // Commands run in order, so the refusal is known by now; the other
     // stream was unaffected.
     match s.send(Bytes::from(vec![4u8; 1000])).await {
-        Err(crate::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        Err(crate::Error::Send(SendError::Poisoned { stream, refused }))
+            if stream == s.id() && matches!(*refused, SendError::PayloadTooLarge { .. }) => {}
         other => panic!("send on a poisoned stream: {other:?}"),
     }
     let err = s.finish().await.unwrap_err();
     assert!(
-        matches!(err, crate::Error::Send(SendError::PayloadTooLarge { .. })),
+        matches!(&err, crate::Error::Send(SendError::Poisoned { refused, .. })
+            if matches!(**refused, SendError::PayloadTooLarge { .. })),
         "{err}"
     );
     let incoming = within(

@@ -70,12 +70,15 @@ impl SendStream {
         self.id
     }
 
-    /// Queues one chunk as one DATA frame. Fails with the protocol's
-    /// refusal once a chunk of this stream was refused (the stream then
-    /// takes no more chunks and [`finish`](Self::finish) fails with it too);
-    /// a refusal not yet seen by the connection's task shows at `finish`.
+    /// Queues one chunk as one DATA frame. The connection's task hands it
+    /// to the protocol later, so a refused chunk (too large, say) shows at
+    /// the stream's next command: a chunk refused by the protocol poisons
+    /// its stream, and once the task saw that, `send` and
+    /// [`finish`](Self::finish) fail with the protocol's
+    /// [`SendError::Poisoned`](asoc_proto::connection::SendError::Poisoned);
+    /// nothing more of the stream is sent and it never completes.
     pub async fn send(&mut self, chunk: Bytes) -> Result<(), Error> {
-        if let Some(e) = self.shared.refused(self.id) {
+        if let Some(e) = self.shared.refusal(self.id) {
             return Err(Error::Send(e));
         }
         self.cmds
@@ -106,8 +109,9 @@ impl SendStream {
     }
 
     /// Sends END: the stream is complete. Fails, and sends no END, if any
-    /// chunk of the stream was refused (too large, connection closing), so
-    /// the peer never takes a partial tensor for a complete one.
+    /// chunk of the stream was refused (the protocol's
+    /// [`SendError::Poisoned`](asoc_proto::connection::SendError::Poisoned)),
+    /// so the peer never takes a partial tensor for a complete one.
     pub async fn finish(self) -> Result<(), Error> {
         let (reply, answer) = async_channel::bounded(1);
         self.cmds

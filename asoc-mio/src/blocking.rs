@@ -105,7 +105,8 @@ impl MioConnection {
         /// while the connection's send queue is full, so a fast producer
         /// waits for the socket instead of buffering a tensor whole. A
         /// refused chunk poisons its stream: nothing more of it is sent, and
-        /// `finish` fails, as does every send once the refusal is known.
+        /// `finish` fails, as does every send once the refusal is known,
+        /// with the protocol's `SendError::Poisoned`.
         fn send(&self, stream: u32, chunk: Bytes) -> Result<(), Error> =
             self.conn.stream(stream).send(chunk);
         /// Queues the END frame of `stream` behind its chunks: the stream is

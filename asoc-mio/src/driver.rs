@@ -376,12 +376,17 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// Queues `chunk` (not copied) as one DATA frame of `stream` and writes
     /// as much as the socket takes. [`SendError::WouldBlock`] is
     /// backpressure: retry after [`on_writable`](Self::on_writable) drained
-    /// output (see [`can_send`](Self::can_send)).
+    /// output (see [`can_send`](Self::can_send)). Any other refusal of a
+    /// chunk poisons its stream: later `send` and [`finish`](Self::finish)
+    /// on it fail with [`SendError::Poisoned`] and nothing more of it is
+    /// written (see [`Connection::send`]).
     pub fn send(&mut self, stream: u32, chunk: Bytes) -> Result<(), SendError> {
         self.command(|conn, now| conn.send(now, stream, chunk))
     }
 
-    /// Queues the END frame of `stream`.
+    /// Queues the END frame of `stream`; fails with
+    /// [`SendError::Poisoned`], sending nothing, once a chunk of it was
+    /// refused.
     pub fn finish(&mut self, stream: u32) -> Result<(), SendError> {
         self.command(|conn, now| conn.finish(now, stream))
     }

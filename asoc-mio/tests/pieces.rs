@@ -399,3 +399,85 @@ fn a_graceful_close_waits_for_output_the_transport_still_holds() {
     assert_eq!(sides[1].complete, HashMap::from([(1, (16, digest))]));
     assert_eq!(sides[1].closed, Some(CloseReason::PeerClosed));
 }
+
+#[test]
+fn the_driver_forwards_the_protocols_poisoning_of_a_refused_stream() {
+    let (a, b) = mio::net::UnixStream::pair().unwrap();
+    let mut poll = Poll::new().unwrap();
+    let now = Instant::now();
+    let config = ConnectionConfig::builder()
+        .max_payload(1024)
+        .build()
+        .unwrap();
+    let mut client = Driver::client(a, auth(1, KEY), config, now);
+    let mut server = Driver::server(b, auth(2, KEY), config, now);
+    client.register(poll.registry(), Token(0)).unwrap();
+    server.register(poll.registry(), Token(1)).unwrap();
+    let mut events = Events::with_capacity(4);
+    let mut server_events = Vec::new();
+    let mut stream = None;
+    // Bounded: a hang fails the test instead of running forever.
+    for _ in 0..10_000 {
+        if server_events
+            .iter()
+            .any(|e| matches!(e, Event::StreamEnd { .. }))
+        {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_secs(10)))
+            .unwrap();
+        let now = Instant::now();
+        for ev in events.iter() {
+            let d = if ev.token() == Token(0) {
+                &mut client
+            } else {
+                &mut server
+            };
+            d.on_readable(now);
+            d.on_writable(now);
+        }
+        while let Some(event) = server.poll_event() {
+            server_events.push(event);
+        }
+        while let Some(event) = client.poll_event() {
+            if !matches!(event, Event::Established { .. }) {
+                continue;
+            }
+            let s = client.open_stream().unwrap();
+            client.send(s, Bytes::from_static(b"head")).unwrap();
+            assert!(matches!(
+                client.send(s, Bytes::from(vec![0u8; 1025])),
+                Err(SendError::PayloadTooLarge { .. })
+            ));
+            let poisoned = client.connection().poisoned(s).unwrap();
+            assert!(matches!(&poisoned, SendError::Poisoned { stream, .. } if *stream == s));
+            assert_eq!(
+                client.send(s, Bytes::from_static(b"tail")),
+                Err(poisoned.clone())
+            );
+            assert_eq!(client.finish(s), Err(poisoned));
+            let fine = client.open_stream().unwrap();
+            client.send(fine, Bytes::from_static(b"fine")).unwrap();
+            client.finish(fine).unwrap();
+            stream = Some((s, fine));
+        }
+    }
+    let (s, fine) = stream.expect("established");
+    let data = |id: u32| -> Vec<u8> {
+        server_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Data {
+                    stream, payload, ..
+                } if *stream == id => Some(payload.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    assert_eq!(data(s), b"head");
+    assert_eq!(data(fine), b"fine");
+    assert!(server_events
+        .iter()
+        .all(|e| !matches!(e, Event::StreamEnd { stream, .. } if *stream == s)));
+}

@@ -219,14 +219,15 @@ fn a_refused_chunk_is_reported_and_its_stream_never_completes() {
     client.send(s, Bytes::from(vec![1u8; 1024])).unwrap();
     // Refused by asoc-proto; the handle learns it on the next call.
     client.send(s, Bytes::from(vec![2u8; 2 << 20])).unwrap();
-    match client.finish(s) {
-        Err(Error::Send(SendError::PayloadTooLarge { .. })) => {}
-        other => panic!("finish: {other:?}"),
-    }
-    assert!(matches!(
-        client.send(s, Bytes::from_static(b"x")),
-        Err(Error::Send(SendError::PayloadTooLarge { .. }))
-    ));
+    let poisoned = |r: Result<(), Error>| match r {
+        Err(Error::Send(SendError::Poisoned { stream, refused })) => {
+            stream == s && matches!(*refused, SendError::PayloadTooLarge { .. })
+        }
+        _ => false,
+    };
+    let finished = client.finish(s);
+    assert!(poisoned(finished), "finish after a refused chunk");
+    assert!(poisoned(client.send(s, Bytes::from_static(b"x"))));
     // Other streams are unaffected.
     let ok = client.send_tensor(Bytes::from_static(b"fine"), 2).unwrap();
     let mut cut = server.recv_stream().unwrap();

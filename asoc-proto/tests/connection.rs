@@ -947,6 +947,91 @@ fn oversized_chunks_are_refused_locally() {
 }
 
 #[test]
+fn a_refused_chunk_poisons_its_stream_and_nothing_more_of_it_is_written() {
+    for chunk in CHUNKINGS {
+        let config = ConnectionConfig::builder()
+            .max_payload(1024)
+            .build()
+            .unwrap();
+        let mut p = Pair::new(config, key(KEY), key(KEY), chunk);
+        p.handshake();
+        let s = p.client.conn.open_stream().unwrap();
+        let now = p.now;
+        let conn = &mut p.client.conn;
+        conn.send(now, s, Bytes::from_static(b"before")).unwrap();
+        let too_large = SendError::PayloadTooLarge {
+            len: 1025,
+            max: 1024,
+        };
+        assert_eq!(
+            conn.send(now, s, Bytes::from(vec![0u8; 1025])),
+            Err(too_large.clone())
+        );
+        let poisoned = SendError::Poisoned {
+            stream: s,
+            refused: Box::new(too_large),
+        };
+        assert_eq!(conn.poisoned(s), Some(poisoned.clone()));
+        assert_eq!(
+            conn.send(now, s, Bytes::from_static(b"after")),
+            Err(poisoned.clone())
+        );
+        assert_eq!(conn.finish(now, s), Err(poisoned.clone()));
+        // The poisoned stream keeps its id: the peer still holds it open.
+        let other = conn.open_stream().unwrap();
+        assert_ne!(other, s);
+        assert_eq!(conn.poisoned(other), None);
+        conn.send(now, other, Bytes::from_static(b"fine")).unwrap();
+        conn.finish(now, other).unwrap();
+        p.drive();
+        assert_eq!(p.server.received(s), b"before");
+        assert_eq!(stream_end(&p.server.events, s), None);
+        assert_eq!(stream_end(&p.server.events, other), Some((1, 4)));
+        // Still refused once everything was written.
+        let now = p.now;
+        assert_eq!(p.client.conn.finish(now, s), Err(poisoned));
+        p.client.conn.close(now);
+        p.drive();
+        assert!(p.client.events.contains(&Event::SendAborted { stream: s }));
+        p.deliver_eof_to_server();
+        assert!(p.server.events.contains(&Event::StreamIncomplete {
+            stream: s,
+            frames: 1,
+            bytes: 6,
+            reason: CloseReason::PeerClosed,
+        }));
+    }
+}
+
+#[test]
+fn backpressure_does_not_poison_a_stream() {
+    let config = ConnectionConfig::builder()
+        .send_high_water(1024)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(config, key(KEY), key(KEY), usize::MAX);
+    p.handshake();
+    p.client.write_capacity = Some(0);
+    let s = p.client.conn.open_stream().unwrap();
+    let piece = Bytes::from(vec![5u8; 600]);
+    let now = p.now;
+    p.client.conn.send(now, s, piece.clone()).unwrap();
+    p.client.conn.send(now, s, piece.clone()).unwrap();
+    assert_eq!(
+        p.client.conn.send(now, s, piece.clone()),
+        Err(SendError::WouldBlock { high_water: 1024 })
+    );
+    assert_eq!(p.client.conn.poisoned(s), None);
+    p.client.write_capacity = None;
+    p.drive();
+    let now = p.now;
+    p.client.conn.send(now, s, piece).unwrap();
+    p.client.conn.finish(now, s).unwrap();
+    p.drive();
+    assert_eq!(stream_end(&p.server.events, s), Some((3, 1800)));
+}
+
+#[test]
 fn fixed_seeds_give_byte_identical_wire_output() {
     let run = |chunk| {
         let mut p = Pair::with_defaults(chunk);

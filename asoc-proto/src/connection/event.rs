@@ -250,7 +250,8 @@ pub enum SendError {
         /// The id given.
         stream: u32,
     },
-    /// The chunk is larger than the configured maximum payload.
+    /// The chunk is larger than the configured maximum payload; this
+    /// poisons the stream (see [`SendError::Poisoned`]).
     #[error("chunk of {len} bytes exceeds the maximum payload of {max} bytes")]
     PayloadTooLarge {
         /// Chunk length.
@@ -258,11 +259,24 @@ pub enum SendError {
         /// The maximum.
         max: u32,
     },
-    /// The stream already carries 2^32-1 DATA frames; only `finish` remains.
-    #[error("stream {stream} has reached 2^32-1 frames; finish it")]
+    /// The stream already carries 2^32-1 DATA frames. The chunk was
+    /// refused, which poisons the stream (see [`SendError::Poisoned`]).
+    #[error("stream {stream} has reached 2^32-1 DATA frames; it takes no more")]
     StreamTooLong {
         /// Stream id.
         stream: u32,
+    },
+    /// An earlier chunk of the stream was refused (too large, too many
+    /// frames), so its data has a hole: nothing more of it is sent and it
+    /// is never finished, lest the peer take a shortened tensor for a
+    /// complete one. The peer sees it incomplete when the connection
+    /// closes.
+    #[error("stream {stream} takes no more chunks and cannot be finished: an earlier chunk was refused: {refused}")]
+    Poisoned {
+        /// Stream id.
+        stream: u32,
+        /// Why the earlier chunk was refused.
+        refused: Box<SendError>,
     },
     /// As many outgoing streams are open as the configuration allows.
     #[error("{max} outgoing streams are already open")]

@@ -434,31 +434,48 @@ impl Connection {
         Ok(self.outgoing.open())
     }
 
-    /// Queues one DATA frame carrying `chunk` (not copied). Refuses with
-    /// [`SendError::WouldBlock`] while the queue is above the high-water mark.
+    /// Queues one DATA frame carrying `chunk` (not copied).
+    ///
+    /// [`SendError::WouldBlock`] is backpressure: the chunk was not taken,
+    /// retry once output drained. Any other refusal of a chunk of an open
+    /// stream ([`SendError::PayloadTooLarge`], [`SendError::StreamTooLong`])
+    /// poisons the stream: the chunk is lost, so nothing more of the stream
+    /// is written (the peer would get bytes after a hole) and it is never
+    /// finished (the peer would take a shortened tensor for a complete one).
+    /// Later `send` and [`finish`](Self::finish) calls on it fail with
+    /// [`SendError::Poisoned`]; the peer sees the stream incomplete when
+    /// the connection closes, this side an [`Event::SendAborted`].
     pub fn send(&mut self, now: Instant, stream: u32, chunk: Bytes) -> Result<(), SendError> {
         self.check_sendable()?;
         let max = self.config.max_payload;
-        let len = u32::try_from(chunk.len())
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or(SendError::PayloadTooLarge {
-                len: chunk.len(),
-                max,
-            })?;
-        if self.queue.pending() >= self.config.send_high_water {
-            return Err(SendError::WouldBlock {
-                high_water: self.config.send_high_water,
-            });
-        }
+        let high_water = self.config.send_high_water;
+        let blocked = self.queue.pending() >= high_water;
         let out = self
             .outgoing
             .get_mut(stream)
             .ok_or(SendError::UnknownStream { stream })?;
+        if let Some(refused) = &out.refused {
+            return Err(SendError::Poisoned {
+                stream,
+                refused: refused.clone(),
+            });
+        }
+        let Some(len) = u32::try_from(chunk.len()).ok().filter(|l| *l <= max) else {
+            return Err(poison(
+                out,
+                SendError::PayloadTooLarge {
+                    len: chunk.len(),
+                    max,
+                },
+            ));
+        };
+        if blocked {
+            return Err(SendError::WouldBlock { high_water });
+        }
         let seq = out.next_seq;
         // END's seq counts the DATA frames, so at most u32::MAX of them.
         if seq == u32::MAX {
-            return Err(SendError::StreamTooLong { stream });
+            return Err(poison(out, SendError::StreamTooLong { stream }));
         }
         out.next_seq = seq + 1;
         self.stats.payload_out += u64::from(len);
@@ -468,8 +485,14 @@ impl Connection {
 
     /// Queues the END frame of `stream`; the id is free again afterwards.
     /// END is accepted even above the high-water mark, being 14 bytes.
+    /// A poisoned stream (see [`send`](Self::send)) is not finished: this
+    /// fails with [`SendError::Poisoned`] and the stream stays open until
+    /// the connection closes.
     pub fn finish(&mut self, now: Instant, stream: u32) -> Result<(), SendError> {
         self.check_sendable()?;
+        if let Some(e) = self.poisoned(stream) {
+            return Err(e);
+        }
         let out = self
             .outgoing
             .remove(stream)
@@ -480,6 +503,17 @@ impl Connection {
             Bytes::new(),
         );
         Ok(())
+    }
+
+    /// The error every later [`send`](Self::send) and
+    /// [`finish`](Self::finish) on `stream` fails with, if a chunk of it
+    /// was refused ([`SendError::Poisoned`]); `None` for a healthy or
+    /// unknown stream. Adapters that queue chunks ahead of the connection
+    /// hand it to the stream's owner.
+    #[must_use]
+    pub fn poisoned(&self, stream: u32) -> Option<SendError> {
+        let refused = self.outgoing.get(stream)?.refused.clone()?;
+        Some(SendError::Poisoned { stream, refused })
     }
 
     /// Closes gracefully: nothing new is accepted, what is queued is still
@@ -822,4 +856,10 @@ impl Connection {
             }
         }
     }
+}
+
+/// Marks `out` poisoned by the refusal `why` and returns it.
+fn poison(out: &mut streams::Outgoing, why: SendError) -> SendError {
+    out.refused = Some(Box::new(why.clone()));
+    why
 }

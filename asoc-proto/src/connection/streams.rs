@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::SendError;
+
 /// An incoming stream that has received DATA but no END yet.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Incoming {
@@ -12,9 +14,15 @@ pub(crate) struct Incoming {
 }
 
 /// An outgoing stream that has not been finished.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Outgoing {
     pub(crate) next_seq: u32,
+    /// Why a chunk of this stream was refused, once one was: the stream is
+    /// then poisoned. Nothing more of it is written, or the peer would get
+    /// bytes after a hole, and it is never finished, or the peer would take
+    /// a shortened tensor for a complete one. It stays open (its id is not
+    /// reused: the peer still holds it open) until the connection closes.
+    pub(crate) refused: Option<Box<SendError>>,
 }
 
 /// Stream ids this side chose and has not finished, and the allocator for
@@ -50,10 +58,20 @@ impl OutgoingStreams {
                 None => 2 - (id & 1),
             };
             if id != 0 && !self.open.contains_key(&id) {
-                self.open.insert(id, Outgoing { next_seq: 0 });
+                self.open.insert(
+                    id,
+                    Outgoing {
+                        next_seq: 0,
+                        refused: None,
+                    },
+                );
                 return id;
             }
         }
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Option<&Outgoing> {
+        self.open.get(&id)
     }
 
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Outgoing> {
