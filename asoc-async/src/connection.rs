@@ -9,6 +9,7 @@ use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, Connect
 use asoc_proto::handshake::Authenticator;
 use bytes::Bytes;
 
+use crate::drive::Core;
 use crate::driver::{Cmd, Driver, Judge, Session, Shared};
 use crate::error::Error;
 use crate::runtime::{Runtime, Transport};
@@ -117,7 +118,6 @@ where
         io,
         rt: rt.clone(),
         judge,
-        rx: bytes::BytesMut::new(),
         cmds: Box::pin(cmd_rx),
         abort: abort.map(Box::pin),
         deliver,
@@ -127,13 +127,9 @@ where
         streams: Default::default(),
         held: None,
         sleep: None,
-        eof: false,
         closed: None,
         shutdown_done: false,
-        read_window: 4 * 1024,
-        large_frames: false,
-        pool: Default::default(),
-        unflushed: false,
+        core: Core::new(config.receive_buffer),
         delivered: 0,
     };
     (driver, cmd_tx, shared)

@@ -16,6 +16,7 @@
 
 pub mod bench;
 mod connection;
+pub mod drive;
 mod driver;
 mod error;
 mod node;
