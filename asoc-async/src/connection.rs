@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionConfig};
+use asoc_proto::connection::{
+    CloseReason, Connection as ProtoConnection, ConnectionConfig, StreamId,
+};
 use asoc_proto::handshake::Authenticator;
 use bytes::Bytes;
 
@@ -273,7 +275,7 @@ impl Connection {
     /// A handle to outgoing stream `id`, opened earlier through any handle
     /// of this connection (for APIs that name streams by id).
     #[must_use]
-    pub fn stream(&self, id: u32) -> SendStream {
+    pub fn stream(&self, id: StreamId) -> SendStream {
         SendStream {
             id,
             cmds: self.cmds.clone(),
@@ -283,7 +285,7 @@ impl Connection {
 
     /// Sends `data` as one stream of `chunk_size`-byte frames and finishes
     /// it; returns the stream id.
-    pub async fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> {
+    pub async fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<StreamId, Error> {
         let mut s = self.open_stream().await?;
         let id = s.id();
         s.send_chunked(data, chunk_size).await?;

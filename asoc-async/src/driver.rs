@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use asoc_proto::auth::{KeyId, SessionToken};
-use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError};
+use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError, StreamId};
 use bytes::Bytes;
 use futures_core::Stream;
 use uuid::Uuid;
@@ -25,13 +25,13 @@ use crate::stream::{Item, RecvBudget, RecvStream};
 /// Commands from the application to a connection's task.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    Open(async_channel::Sender<Result<u32, SendError>>),
+    Open(async_channel::Sender<Result<StreamId, SendError>>),
     Data {
-        stream: u32,
+        stream: StreamId,
         chunk: Bytes,
     },
     Finish {
-        stream: u32,
+        stream: StreamId,
         reply: async_channel::Sender<Result<(), SendError>>,
     },
     Close,
@@ -73,7 +73,7 @@ pub(crate) struct Shared {
     /// stream: the answer every later command on it gets (the protocol
     /// decides; see `asoc_proto::connection::Connection::send`), kept for
     /// the stream's handles, whose chunks reach the task only later.
-    refusals: Mutex<HashMap<u32, SendError>>,
+    refusals: Mutex<HashMap<StreamId, SendError>>,
     /// Whether `refusals` has any entry, so that the check every `send`
     /// makes is one load, not a lock, while no chunk was ever refused.
     any_refused: std::sync::atomic::AtomicBool,
@@ -85,7 +85,7 @@ impl Shared {
     }
 
     /// The protocol's refusal of stream `id`'s commands, if it refused one.
-    pub(crate) fn refusal(&self, id: u32) -> Option<SendError> {
+    pub(crate) fn refusal(&self, id: StreamId) -> Option<SendError> {
         if !self.any_refused.load(Ordering::Acquire) {
             return None;
         }
@@ -93,7 +93,7 @@ impl Shared {
     }
 
     /// Keeps the protocol's answer to a refused command on stream `id`.
-    fn report(&self, id: u32, answer: SendError) {
+    fn report(&self, id: StreamId, answer: SendError) {
         if let Ok(mut refusals) = self.refusals.lock() {
             refusals.insert(id, answer);
             self.any_refused.store(true, Ordering::Release);
@@ -125,7 +125,7 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) outcome: Option<Option<Result<Session, CloseReason>>>,
     pub(crate) budget: Arc<RecvBudget>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) streams: HashMap<u32, async_channel::Sender<Item>>,
+    pub(crate) streams: HashMap<StreamId, async_channel::Sender<Item>>,
     pub(crate) held: Option<Cmd>,
     pub(crate) sleep: Option<(Instant, BoxFuture<()>)>,
     pub(crate) closed: Option<CloseReason>,
@@ -284,7 +284,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         }
     }
 
-    fn stream_tx(&mut self, stream: u32) -> async_channel::Sender<Item> {
+    fn stream_tx(&mut self, stream: StreamId) -> async_channel::Sender<Item> {
         if let Some(tx) = self.streams.get(&stream) {
             return tx.clone();
         }

@@ -27,6 +27,7 @@ pub mod scenarios;
 mod stream;
 pub mod tls;
 
+pub use asoc_proto::connection::StreamId;
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
 pub use error::{Error, StreamError};

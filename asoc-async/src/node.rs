@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, Event};
+use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, Event, StreamId};
 use asoc_proto::dial::{Dial, DialTarget};
 use asoc_proto::discovery::DiscoveryConfig;
 use asoc_proto::node::{
@@ -46,7 +46,7 @@ pub enum NodeEvent {
         /// The peer's address.
         addr: SocketAddr,
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
         /// DATA frames.
         frames: u32,
         /// Payload bytes.
@@ -61,7 +61,7 @@ pub enum NodeEvent {
         /// The peer's address.
         addr: SocketAddr,
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
         /// Payload bytes received before the cut.
         bytes: u64,
         /// Why the connection closed.
@@ -677,7 +677,7 @@ impl<N: Net> Node<N> {
 
     /// Sends `data` to `peer` as one stream in chunks of the configured size
     /// (no copy) and finishes it. Returns the stream id.
-    pub async fn send(&self, peer: PeerRef, data: Bytes) -> Result<u32, Error> {
+    pub async fn send(&self, peer: PeerRef, data: Bytes) -> Result<StreamId, Error> {
         let _guard = SendGuard::new(&self.inner);
         let mut s = self.open_stream(peer).await?;
         let id = s.id();

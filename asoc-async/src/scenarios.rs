@@ -792,7 +792,8 @@ pub async fn sender_killed_mid_stream<N: Net>(net: N) {
     conn.write_to(now, &mut sock).unwrap();
     // Half a frame more, then the process "dies".
     sock.write_all(
-        &asoc_proto::wire::Header::new(asoc_proto::wire::FrameType::Data, s, 4, 1000).encode(),
+        &asoc_proto::wire::Header::new(asoc_proto::wire::FrameType::Data, s.get(), 4, 1000)
+            .encode(),
     )
     .unwrap();
     sock.write_all(&[0u8; 10]).unwrap();

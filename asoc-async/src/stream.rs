@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use asoc_proto::connection::StreamId;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use futures_core::Stream;
@@ -58,7 +59,7 @@ pub(crate) enum Item {
 /// incomplete when the connection closes.
 #[derive(Debug)]
 pub struct SendStream {
-    pub(crate) id: u32,
+    pub(crate) id: StreamId,
     pub(crate) cmds: async_channel::Sender<Cmd>,
     pub(crate) shared: Arc<crate::driver::Shared>,
 }
@@ -66,7 +67,7 @@ pub struct SendStream {
 impl SendStream {
     /// The stream id.
     #[must_use]
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> StreamId {
         self.id
     }
 
@@ -132,7 +133,7 @@ impl SendStream {
 /// the connection closed first.
 #[derive(Debug)]
 pub struct RecvStream {
-    pub(crate) id: u32,
+    pub(crate) id: StreamId,
     pub(crate) items: Pin<Box<async_channel::Receiver<Item>>>,
     pub(crate) budget: Arc<RecvBudget>,
     pub(crate) bytes: u64,
@@ -143,7 +144,7 @@ pub struct RecvStream {
 impl RecvStream {
     /// The stream id (chosen by the sender).
     #[must_use]
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> StreamId {
         self.id
     }
 

@@ -12,7 +12,9 @@ use asoc_async::drive::{Core, Received};
 use asoc_async::DriverConfig;
 
 pub use asoc_async::SharedAuthenticator;
-use asoc_proto::connection::{CloseReason, Connection, ConnectionConfig, Event, SendError};
+use asoc_proto::connection::{
+    CloseReason, Connection, ConnectionConfig, Event, SendError, StreamId,
+};
 use asoc_proto::handshake::Authenticator;
 use bytes::{Bytes, BytesMut};
 use mio::event::Source;
@@ -346,7 +348,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     }
 
     /// Opens an outgoing stream (once established) and returns its id.
-    pub fn open_stream(&mut self) -> Result<u32, SendError> {
+    pub fn open_stream(&mut self) -> Result<StreamId, SendError> {
         self.conn.open_stream()
     }
 
@@ -357,14 +359,14 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// chunk poisons its stream: later `send` and [`finish`](Self::finish)
     /// on it fail with [`SendError::Poisoned`] and nothing more of it is
     /// written (see [`Connection::send`]).
-    pub fn send(&mut self, stream: u32, chunk: Bytes) -> Result<(), SendError> {
+    pub fn send(&mut self, stream: StreamId, chunk: Bytes) -> Result<(), SendError> {
         self.command(|conn, now| conn.send(now, stream, chunk))
     }
 
     /// Queues the END frame of `stream`; fails with
     /// [`SendError::Poisoned`], sending nothing, once a chunk of it was
     /// refused.
-    pub fn finish(&mut self, stream: u32) -> Result<(), SendError> {
+    pub fn finish(&mut self, stream: StreamId) -> Result<(), SendError> {
         self.command(|conn, now| conn.finish(now, stream))
     }
 

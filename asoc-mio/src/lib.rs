@@ -194,7 +194,7 @@ pub mod tls;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-pub use asoc_async::{Error, Session, StreamError};
+pub use asoc_async::{Error, Session, StreamError, StreamId};
 pub use asoc_proto;
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use asoc_proto::rng::Seed;

@@ -32,7 +32,7 @@ fn sender_killed_mid_stream_is_incomplete_never_complete() {
     }
     conn.write_to(now, &mut sock).unwrap();
     // Half a frame more, then the process "dies".
-    sock.write_all(&Header::new(FrameType::Data, s, 4, 1000).encode())
+    sock.write_all(&Header::new(FrameType::Data, s.get(), 4, 1000).encode())
         .unwrap();
     sock.write_all(&[0u8; 10]).unwrap();
     drop(sock);

@@ -133,3 +133,9 @@ pub mod replay;
 pub mod rng;
 mod time;
 pub mod wire;
+
+pub use connection::{
+    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionConfigBuilder,
+    ConnectionStats, Event, HandshakeMessage, HandshakeStateError, ProtocolError, Role, SendError,
+    StreamId,
+};

@@ -37,6 +37,7 @@
 mod config;
 mod event;
 mod send_queue;
+mod stream_id;
 mod streams;
 
 use std::collections::{HashMap, VecDeque};
@@ -48,6 +49,7 @@ use uuid::Uuid;
 
 pub use config::{ConfigError, ConnectionConfig, ConnectionConfigBuilder};
 pub use event::{CloseReason, Event, HandshakeStateError, ProtocolError, Role, SendError};
+pub use stream_id::StreamId;
 
 use self::send_queue::SendQueue;
 use self::streams::{Incoming, OutgoingStreams};
@@ -111,7 +113,7 @@ pub struct Connection {
     /// Start of the current no-progress period of pending output.
     last_write_progress: Instant,
     handshake_deadline: Instant,
-    incoming: HashMap<u32, Incoming>,
+    incoming: HashMap<StreamId, Incoming>,
     outgoing: OutgoingStreams,
     events: VecDeque<Event>,
     peer_node: Option<Uuid>,
@@ -424,7 +426,7 @@ impl Connection {
     // ----- commands ---------------------------------------------------------
 
     /// Opens an outgoing stream and returns its id (client odd, server even).
-    pub fn open_stream(&mut self) -> Result<u32, SendError> {
+    pub fn open_stream(&mut self) -> Result<StreamId, SendError> {
         self.check_sendable()?;
         if self.outgoing.len() >= self.config.max_outgoing_streams {
             return Err(SendError::TooManyStreams {
@@ -445,7 +447,7 @@ impl Connection {
     /// Later `send` and [`finish`](Self::finish) calls on it fail with
     /// [`SendError::Poisoned`]; the peer sees the stream incomplete when
     /// the connection closes, this side an [`Event::SendAborted`].
-    pub fn send(&mut self, now: Instant, stream: u32, chunk: Bytes) -> Result<(), SendError> {
+    pub fn send(&mut self, now: Instant, stream: StreamId, chunk: Bytes) -> Result<(), SendError> {
         self.check_sendable()?;
         let max = self.config.max_payload;
         let high_water = self.config.send_high_water;
@@ -479,7 +481,11 @@ impl Connection {
         }
         out.next_seq = seq + 1;
         self.stats.payload_out += u64::from(len);
-        self.enqueue(now, Header::new(FrameType::Data, stream, seq, len), chunk);
+        self.enqueue(
+            now,
+            Header::new(FrameType::Data, stream.get(), seq, len),
+            chunk,
+        );
         Ok(())
     }
 
@@ -488,7 +494,7 @@ impl Connection {
     /// A poisoned stream (see [`send`](Self::send)) is not finished: this
     /// fails with [`SendError::Poisoned`] and the stream stays open until
     /// the connection closes.
-    pub fn finish(&mut self, now: Instant, stream: u32) -> Result<(), SendError> {
+    pub fn finish(&mut self, now: Instant, stream: StreamId) -> Result<(), SendError> {
         self.check_sendable()?;
         if let Some(e) = self.poisoned(stream) {
             return Err(e);
@@ -499,7 +505,7 @@ impl Connection {
             .ok_or(SendError::UnknownStream { stream })?;
         self.enqueue(
             now,
-            Header::new(FrameType::End, stream, out.next_seq, 0),
+            Header::new(FrameType::End, stream.get(), out.next_seq, 0),
             Bytes::new(),
         );
         Ok(())
@@ -511,7 +517,7 @@ impl Connection {
     /// unknown stream. Adapters that queue chunks ahead of the connection
     /// hand it to the stream's owner.
     #[must_use]
-    pub fn poisoned(&self, stream: u32) -> Option<SendError> {
+    pub fn poisoned(&self, stream: StreamId) -> Option<SendError> {
         let refused = self.outgoing.get(stream)?.refused.clone()?;
         Some(SendError::Poisoned { stream, refused })
     }
@@ -699,12 +705,13 @@ impl Connection {
             // The decoder already pinned the exact first header.
             return Ok(());
         }
+        let id = StreamId::new(h.stream_id);
         match h.frame_type {
             FrameType::Data => {
                 if h.stream_id == 0 {
                     return Err(ProtocolError::DataOnStreamZero);
                 }
-                let expected = match self.incoming.get(&h.stream_id) {
+                let expected = match self.incoming.get(&id) {
                     Some(s) => s.next_seq,
                     None => {
                         if self.incoming.len() >= self.config.max_incoming_streams {
@@ -717,16 +724,14 @@ impl Connection {
                 };
                 if h.seq != expected {
                     return Err(ProtocolError::SequenceGap {
-                        stream: h.stream_id,
+                        stream: id,
                         frame_type: FrameType::Data,
                         expected,
                         got: h.seq,
                     });
                 }
                 if expected == u32::MAX {
-                    return Err(ProtocolError::StreamTooLong {
-                        stream: h.stream_id,
-                    });
+                    return Err(ProtocolError::StreamTooLong { stream: id });
                 }
                 Ok(())
             }
@@ -736,14 +741,14 @@ impl Connection {
                 }
                 if h.length != 0 {
                     return Err(ProtocolError::EndWithPayload {
-                        stream: h.stream_id,
+                        stream: id,
                         length: h.length,
                     });
                 }
-                let expected = self.incoming.get(&h.stream_id).map_or(0, |s| s.next_seq);
+                let expected = self.incoming.get(&id).map_or(0, |s| s.next_seq);
                 if h.seq != expected {
                     return Err(ProtocolError::SequenceGap {
-                        stream: h.stream_id,
+                        stream: id,
                         frame_type: FrameType::End,
                         expected,
                         got: h.seq,
@@ -781,7 +786,7 @@ impl Connection {
     }
 
     fn on_stream_frame(&mut self, now: Instant, header: Header, payload: Bytes) {
-        let stream = header.stream_id;
+        let stream = StreamId::new(header.stream_id);
         match header.frame_type {
             FrameType::Data => {
                 let len = payload.len() as u64;
@@ -820,7 +825,7 @@ impl Connection {
     }
 
     fn abort_streams(&mut self, reason: &CloseReason) {
-        let mut cut: Vec<(u32, Incoming)> = self.incoming.drain().collect();
+        let mut cut: Vec<(StreamId, Incoming)> = self.incoming.drain().collect();
         cut.sort_unstable_by_key(|(id, _)| *id);
         for (stream, s) in cut {
             self.events.push_back(Event::StreamIncomplete {
