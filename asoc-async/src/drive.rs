@@ -306,11 +306,13 @@ impl Core {
     }
 
     /// When the loop must call [`on_timeout`](Self::on_timeout) next, if
-    /// ever: the connection's own deadline, the linger's, or the pool's
-    /// check for receive memory to give back.
+    /// ever: the connection's own deadline, the linger's, or, while the
+    /// connection is open, the pool's check for receive memory to give
+    /// back (a closed connection's memory goes with its driver).
     #[must_use]
     pub fn deadline(&self, conn: &Connection) -> Option<Instant> {
-        [conn.poll_timeout(), self.pool.deadline(), self.linger]
+        let pool = self.pool.deadline().filter(|_| !conn.is_closed());
+        [conn.poll_timeout(), pool, self.linger]
             .into_iter()
             .flatten()
             .min()
