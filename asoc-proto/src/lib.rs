@@ -24,7 +24,7 @@
 //!
 //! ## The drive loop
 //!
-//! A [`Connection`](connection::Connection) never blocks and never holds a
+//! A [`Connection`] never blocks and never holds a
 //! key. The program that owns the transport feeds it input, gives it
 //! handshake verdicts through an [`Authenticator`](handshake::Authenticator),
 //! writes what it wants written, takes its events and arms its timer. This
