@@ -328,3 +328,126 @@ impl Core {
         self.pool.expire(now, &mut self.rx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use asoc_proto::auth::{ApiKey, KeyRing};
+    use asoc_proto::connection::{CloseReason, ConnectionConfig, Event};
+    use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// A client connection with its HELLO queued.
+    fn client(now: Instant) -> Connection {
+        let keys = KeyRing::new(ApiKey::new("0123456789abcdef0123456789abcdef").unwrap());
+        let config = AuthenticatorConfig::new(Uuid::from_bytes([1; 16]), keys);
+        Authenticator::new(config, [1; 32]).client(now, ConnectionConfig::default())
+    }
+
+    fn closed_reason(conn: &mut Connection) -> Option<CloseReason> {
+        std::iter::from_fn(|| conn.poll_event()).find_map(|e| match e {
+            Event::Closed { reason } => Some(reason),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn writes_consume_what_the_transport_took_and_stop_where_it_would_block() {
+        let now = Instant::now();
+        let mut conn = client(now);
+        let mut core = Core::new(1 << 20);
+        let queued = conn.pending_output();
+        assert!(queued > 10);
+        let mut calls = 0;
+        let progressed = core.write(&mut conn, now, |bufs| {
+            calls += 1;
+            assert!(bufs.iter().map(|b| b.len()).sum::<usize>() >= 10);
+            match calls {
+                1 => Poll::Ready(Ok(10)),
+                _ => Poll::Pending,
+            }
+        });
+        assert!(progressed);
+        assert_eq!(calls, 2);
+        assert_eq!(conn.pending_output(), queued - 10);
+        // Written bytes wait for a flush until one completes.
+        assert!(core.unflushed());
+        assert!(!core.flush(&mut conn, now, || Poll::Pending));
+        assert!(core.unflushed());
+        assert!(!core.flush(&mut conn, now, || Poll::Ready(Ok(()))));
+        assert!(!core.unflushed());
+        let mut flushes = 0;
+        core.flush(&mut conn, now, || {
+            flushes += 1;
+            Poll::Ready(Ok(()))
+        });
+        assert_eq!(flushes, 0, "nothing to flush");
+    }
+
+    #[test]
+    fn a_write_of_zero_bytes_or_a_failed_flush_is_a_transport_failure() {
+        let now = Instant::now();
+        let mut conn = client(now);
+        let mut core = Core::new(1 << 20);
+        assert!(core.write(&mut conn, now, |_| Poll::Ready(Ok(0))));
+        assert_eq!(closed_reason(&mut conn), Some(CloseReason::Transport));
+
+        let mut conn = client(now);
+        let mut core = Core::new(1 << 20);
+        core.write(&mut conn, now, |bufs| {
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        });
+        assert_eq!(conn.pending_output(), 0);
+        let failed = core.flush(&mut conn, now, || {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        });
+        assert!(failed);
+        assert_eq!(closed_reason(&mut conn), Some(CloseReason::Transport));
+    }
+
+    #[test]
+    fn an_idle_connection_reads_small_and_hears_the_end() {
+        let now = Instant::now();
+        let mut conn = Connection::server(ConnectionConfig::default(), now);
+        let mut core = Core::new(1 << 20);
+        let mut asked = 0;
+        let pending = core.read(&mut conn, now, |buf, max| {
+            asked = max;
+            assert!(buf.capacity() - buf.len() >= max);
+            Poll::Pending
+        });
+        assert!(pending.is_pending());
+        assert_eq!(asked, FIRST_READ);
+        assert_eq!(
+            core.read(&mut conn, now, |_, _| Poll::Ready(Ok(0))),
+            Poll::Ready(Received::Eof)
+        );
+        assert!(core.at_eof());
+        assert_eq!(closed_reason(&mut conn), Some(CloseReason::PeerClosed));
+    }
+
+    #[test]
+    fn the_linger_lasts_the_send_stall_timeout_and_keeps_its_first_deadline() {
+        let now = Instant::now();
+        let config = ConnectionConfig::builder()
+            .send_stall_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let mut conn = Connection::server(config, now);
+        conn.abort(now, CloseReason::Local);
+        let mut core = Core::new(1 << 20);
+        assert_eq!(core.deadline(&conn), None);
+        core.start_linger(&conn, now);
+        let until = now + Duration::from_secs(3);
+        core.start_linger(&conn, now + Duration::from_secs(1));
+        assert_eq!(core.linger_deadline(), Some(until));
+        assert_eq!(core.deadline(&conn), Some(until));
+        assert!(core.lingering(now));
+        assert!(!core.lingering(until));
+        core.end_linger();
+        assert_eq!(core.deadline(&conn), None);
+    }
+}
