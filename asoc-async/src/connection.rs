@@ -5,10 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionConfig};
+use asoc_proto::connection::{
+    CloseReason, Connection as ProtoConnection, ConnectionConfig, StreamId,
+};
 use asoc_proto::handshake::Authenticator;
 use bytes::Bytes;
 
+use crate::drive::Core;
 use crate::driver::{Cmd, Driver, Judge, Session, Shared};
 use crate::error::Error;
 use crate::runtime::{Runtime, Transport};
@@ -117,7 +120,6 @@ where
         io,
         rt: rt.clone(),
         judge,
-        rx: bytes::BytesMut::new(),
         cmds: Box::pin(cmd_rx),
         abort: abort.map(Box::pin),
         deliver,
@@ -127,13 +129,9 @@ where
         streams: Default::default(),
         held: None,
         sleep: None,
-        eof: false,
         closed: None,
         shutdown_done: false,
-        read_window: 4 * 1024,
-        large_frames: false,
-        pool: Default::default(),
-        unflushed: false,
+        core: Core::new(config.receive_buffer),
         delivered: 0,
     };
     (driver, cmd_tx, shared)
@@ -278,7 +276,7 @@ impl Connection {
     /// A handle to outgoing stream `id`, opened earlier through any handle
     /// of this connection (for APIs that name streams by id).
     #[must_use]
-    pub fn stream(&self, id: u32) -> SendStream {
+    pub fn stream(&self, id: StreamId) -> SendStream {
         SendStream {
             id,
             cmds: self.cmds.clone(),
@@ -289,7 +287,7 @@ impl Connection {
 
     /// Sends `data` as one stream of `chunk_size`-byte frames and finishes
     /// it; returns the stream id.
-    pub async fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> {
+    pub async fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<StreamId, Error> {
         let mut s = self.open_stream().await?;
         let id = s.id();
         s.send_chunked(data, chunk_size).await?;

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,27 +12,26 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use asoc_proto::auth::{KeyId, SessionToken};
-use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError};
-use asoc_proto::wire::HEADER_LEN;
-use bytes::{Bytes, BytesMut};
+use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError, StreamId};
+use bytes::Bytes;
 use futures_core::Stream;
 use uuid::Uuid;
 
+use crate::drive::{Core, Received};
 use crate::error::StreamError;
 use crate::runtime::{BoxFuture, Runtime, Transport};
-use crate::rxpool::RxPool;
 use crate::stream::{Item, RecvBudget, RecvStream};
 
 /// Commands from the application to a connection's task.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    Open(async_channel::Sender<Result<u32, SendError>>),
+    Open(async_channel::Sender<Result<StreamId, SendError>>),
     Data {
-        stream: u32,
+        stream: StreamId,
         chunk: Bytes,
     },
     Finish {
-        stream: u32,
+        stream: StreamId,
         reply: async_channel::Sender<Result<(), SendError>>,
     },
     Close,
@@ -76,13 +74,13 @@ pub(crate) struct Shared {
     pub(crate) established: std::sync::atomic::AtomicBool,
     pub(crate) closed: Mutex<Option<CloseReason>>,
     pub(crate) on_change: event_listener::Event,
-    /// Streams a chunk of which the protocol refused, with why: the task
-    /// sends nothing more of them, and every handle's later `send` on them
-    /// fails at once.
-    refused: Mutex<HashMap<u32, SendError>>,
-    /// Whether `refused` has any entry, so that the check every chunk makes
-    /// (in `send` and in the task) is one load, not a lock, while no stream
-    /// was ever refused.
+    /// What the protocol answered the task's last refused command on a
+    /// stream: the answer every later command on it gets (the protocol
+    /// decides; see `asoc_proto::connection::Connection::send`), kept for
+    /// the stream's handles, whose chunks reach the task only later.
+    refusals: Mutex<HashMap<StreamId, SendError>>,
+    /// Whether `refusals` has any entry, so that the check every `send`
+    /// makes is one load, not a lock, while no chunk was ever refused.
     any_refused: std::sync::atomic::AtomicBool,
 }
 
@@ -91,36 +89,23 @@ impl Shared {
         self.closed.lock().map(|g| g.clone()).unwrap_or(None)
     }
 
-    /// Why stream `id` takes no more chunks, if a chunk of it was refused.
-    pub(crate) fn refused(&self, id: u32) -> Option<SendError> {
+    /// The protocol's refusal of stream `id`'s commands, if it refused one.
+    pub(crate) fn refusal(&self, id: StreamId) -> Option<SendError> {
         if !self.any_refused.load(Ordering::Acquire) {
             return None;
         }
-        self.refused.lock().ok()?.get(&id).cloned()
+        self.refusals.lock().ok()?.get(&id).cloned()
     }
 
-    /// Records that a chunk of stream `id` was refused.
-    fn refuse(&self, id: u32, why: SendError) {
-        if let Ok(mut refused) = self.refused.lock() {
-            refused.insert(id, why);
+    /// Keeps the protocol's answer to a refused command on stream `id`.
+    fn report(&self, id: StreamId, answer: SendError) {
+        if let Ok(mut refusals) = self.refusals.lock() {
+            refusals.insert(id, answer);
             self.any_refused.store(true, Ordering::Release);
         }
     }
 }
 
-/// Smallest read window: what an idle connection holds.
-const MIN_READ: usize = 4 * 1024;
-/// Read size while the driver holds no read window: a small allocation
-/// (glibc serves it from its small bins without consolidating them), kept
-/// while waiting.
-const FIRST_READ: usize = 256;
-/// Remaining frame bytes from which a read stops at the frame's end.
-const LARGE_FRAME: usize = 64 * 1024;
-/// Largest read window the driver grows to while reads keep filling it.
-const MAX_READ: usize = 1024 * 1024;
-/// Smallest buffer the pool allocates: one read of the largest window, or
-/// a frame of that size with its header and the header of the next.
-const SLAB: usize = MAX_READ + 4 * HEADER_LEN;
 /// Poll-loop rounds before yielding to other tasks.
 const ROUNDS: usize = 32;
 /// Payload bytes delivered to receive streams and not yet taken from which
@@ -133,7 +118,6 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) io: T,
     pub(crate) rt: R,
     pub(crate) judge: J,
-    pub(crate) rx: BytesMut,
     pub(crate) cmds: Pin<Box<async_channel::Receiver<Cmd>>>,
     /// Close-at-once orders of the node (a peer expired): apart from the
     /// commands, which may wait behind a full send queue or the handshake.
@@ -146,21 +130,13 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     pub(crate) outcome: Option<Option<Result<Session, CloseReason>>>,
     pub(crate) budget: Arc<RecvBudget>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) streams: HashMap<u32, async_channel::Sender<Item>>,
+    pub(crate) streams: HashMap<StreamId, async_channel::Sender<Item>>,
     pub(crate) held: Option<Cmd>,
     pub(crate) sleep: Option<(Instant, BoxFuture<()>)>,
-    pub(crate) eof: bool,
     pub(crate) closed: Option<CloseReason>,
     pub(crate) shutdown_done: bool,
-    pub(crate) read_window: usize,
-    pub(crate) large_frames: bool,
-    /// Receive buffers kept for reuse while the connection is busy.
-    pub(crate) pool: RxPool,
-    /// Bytes were written that the transport may still hold (a TLS layer
-    /// buffers records); flushing is retried until it completes, even when
-    /// nothing new is written, or the last records of a stream would sit
-    /// in the buffer until the peer's idle timer gives up.
-    pub(crate) unflushed: bool,
+    /// Receive buffer and read sizing, writes, flushing, linger, timer.
+    pub(crate) core: Core,
     /// Payload bytes delivered since the task last yielded.
     pub(crate) delivered: usize,
 }
@@ -178,24 +154,17 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 let _ = reply.try_send(self.conn.open_stream());
             }
             Cmd::Data { stream, chunk } => {
-                // A refused chunk poisons its stream for good: it is never
-                // finished, or the peer would take a shortened tensor for a
-                // complete one, and nothing more of it is sent, or the peer
-                // would get bytes after a hole. Senders hear it at their
-                // next `send` or at `finish`, on every adapter alike.
-                if self.shared.refused(stream).is_some() {
-                    return;
-                }
+                // The handle's `send` returned before this ran, so the
+                // refusal goes to the stream's handles for their next
+                // command: the answer the protocol gives every later
+                // command on the stream (a refused chunk poisons it).
                 if let Err(e) = self.conn.send(now, stream, chunk) {
-                    self.shared.refuse(stream, e);
+                    let answer = self.conn.poisoned(stream).unwrap_or(e);
+                    self.shared.report(stream, answer);
                 }
             }
             Cmd::Finish { stream, reply } => {
-                let result = match self.shared.refused(stream) {
-                    Some(e) => Err(e),
-                    None => self.conn.finish(now, stream),
-                };
-                let _ = reply.try_send(result);
+                let _ = reply.try_send(self.conn.finish(now, stream));
             }
             Cmd::Close => self.conn.close(now),
         }
@@ -226,40 +195,16 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        let mut progressed = false;
-        while self.conn.pending_output() > 0 {
-            let mut slots = [IoSlice::new(&[]); 64];
-            let n = self.conn.transmit_slices(&mut slots);
-            let filled = slots.get(..n).unwrap_or(&[]);
-            match self.io.poll_write_vectored(cx, filled) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    self.conn.handle_transport_error(now);
-                    return true;
-                }
-                Poll::Ready(Ok(written)) => {
-                    self.conn.handle_written(now, written);
-                    progressed = true;
-                }
-                Poll::Pending => break,
-            }
-        }
-        self.unflushed |= progressed;
-        if self.unflushed {
-            match self.io.poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => {
-                    self.unflushed = false;
-                    self.conn.handle_transport_error(now);
-                    return true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        progressed
+        let io = &mut self.io;
+        let wrote = self
+            .core
+            .write(&mut self.conn, now, |bufs| io.poll_write_vectored(cx, bufs));
+        let failed = self.core.flush(&mut self.conn, now, || io.poll_flush(cx));
+        wrote || failed
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        if self.eof || self.closed.is_some() {
+        if self.core.at_eof() || self.closed.is_some() {
             return false;
         }
         if self.budget.is_full() {
@@ -269,95 +214,16 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 return false;
             }
         }
-        // The window grows while reads fill it and shrinks back when they do
-        // not, so a busy connection reads in large batches and an idle one
-        // holds a few KiB.
-        let frame_rest = self.conn.bytes_needed(&self.rx);
-        // Inside a large frame, read exactly to its end and the header of
-        // the next: the buffer then splits cleanly, and moving to the next
-        // buffer carries 14 bytes along, not the tail of this frame. The
-        // frame's whole size decides, so its last few KiB are not read
-        // with a full window either. Small frames are read in batches of
-        // the window.
-        let large = frame_rest > 0 && self.rx.len() + frame_rest >= LARGE_FRAME;
-        let max = if large {
-            frame_rest + HEADER_LEN
-        } else if self.large_frames && self.rx.is_empty() {
-            // Large frames have been arriving: read the next header alone,
-            // then its payload exactly.
-            HEADER_LEN
-        } else if self.rx.is_empty()
-            && self.rx.capacity() <= FIRST_READ
-            && self.read_window == MIN_READ
-        {
-            // Holding no window (quiet, or a handshake): read into a few
-            // hundred bytes first. A busy connection (its window grown)
-            // never does. Most such reads find nothing, or one
-            // small frame, and a 4 KiB allocation for each cost more than
-            // the set-up's handshake: glibc consolidates its free lists
-            // before every allocation of 1 KiB or more. A burst that fills
-            // this read goes on with the full window.
-            FIRST_READ
-        } else {
-            self.read_window
-        };
-        self.pool
-            .make_room(&mut self.rx, max, SLAB, self.budget.limit, now);
-        let room = max;
-        let probe = !large && max == FIRST_READ;
-        let result = self.io.poll_read_into(cx, &mut self.rx, max);
-        // A small first read says nothing about the window the traffic
-        // needs.
-        if let (Poll::Ready(Ok(n)), false) = (&result, probe) {
-            if large {
-                self.large_frames = true;
-            } else if max == self.read_window {
-                self.large_frames = false;
-            }
-            self.read_window = if *n >= room {
-                (self.read_window * 2).min(MAX_READ)
-            } else {
-                (self.read_window / 2).max(MIN_READ)
-            };
-        }
-        match result {
-            Poll::Ready(Ok(0)) => {
-                self.eof = true;
-                self.conn.handle_eof(Instant::now());
-                true
-            }
-            Poll::Ready(Ok(_)) => {
-                let now = Instant::now();
-                self.conn.handle_input(now, &mut self.rx);
+        let io = &mut self.io;
+        match self.core.read(&mut self.conn, now, |buf, max| {
+            io.poll_read_into(cx, buf, max)
+        }) {
+            Poll::Ready(Received::Input(_)) => {
                 self.judge.drive(now, &mut self.conn);
-                if self.rx.is_empty()
-                    && self.rx.capacity() > 4 * MIN_READ
-                    && self.read_window == MIN_READ
-                {
-                    // Gone quiet: give the large buffers back.
-                    self.rx = BytesMut::new();
-                    self.pool.release();
-                }
                 true
             }
-            Poll::Ready(Err(_)) => {
-                self.conn.handle_transport_error(Instant::now());
-                true
-            }
-            Poll::Pending => {
-                if self.rx.is_empty()
-                    && self.rx.capacity() > FIRST_READ
-                    && self.read_window == MIN_READ
-                    && !self.large_frames
-                {
-                    // Quiet and nothing half-read: hold no read window while
-                    // waiting (idle memory is the budget: an idle connection's 4 KiB
-                    // window was half its memory). The next read takes a
-                    // small buffer first; one of that size is kept.
-                    self.rx = BytesMut::new();
-                }
-                false
-            }
+            Poll::Ready(_) => true,
+            Poll::Pending => false,
         }
     }
 
@@ -423,7 +289,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         }
     }
 
-    fn stream_tx(&mut self, stream: u32) -> async_channel::Sender<Item> {
+    fn stream_tx(&mut self, stream: StreamId) -> async_channel::Sender<Item> {
         if let Some(tx) = self.streams.get(&stream) {
             return tx.clone();
         }
@@ -441,15 +307,23 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let protocol = self.conn.poll_timeout();
-        let Some(deadline) = [protocol, self.pool.deadline()].into_iter().flatten().min() else {
+        let Some(deadline) = self.core.deadline(&self.conn) else {
             self.sleep = None;
             return false;
         };
+        if !self.poll_sleep(cx, deadline) {
+            return false;
+        }
+        self.core.on_timeout(&mut self.conn, Instant::now());
+        true
+    }
+
+    /// Waits for `deadline`; whether it passed.
+    fn poll_sleep(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
         // The protocol's deadlines move with every frame (idle and stall
         // clocks restart on progress). A timer that fires early is harmless
-        // (it is re-armed below), so it is only replaced when the deadline
-        // comes earlier, not re-created for every frame.
+        // (it is re-armed), so it is only replaced when the deadline comes
+        // earlier, not re-created for every frame.
         if self.sleep.as_ref().is_none_or(|(at, _)| *at > deadline) {
             self.sleep = Some((deadline, self.rt.sleep_until(deadline)));
         }
@@ -459,11 +333,6 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 self.sleep = None;
-                let now = Instant::now();
-                if protocol.is_some_and(|at| at <= now) {
-                    self.conn.handle_timeout(now);
-                }
-                self.pool.expire(now, &mut self.rx);
                 true
             }
             Poll::Pending => false,
@@ -526,8 +395,22 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
     /// nothing), and wake everyone waiting on the connection.
     fn poll_finish(&mut self, cx: &mut Context<'_>, reason: &CloseReason) -> Poll<()> {
         if !self.shutdown_done {
-            if self.io.poll_shutdown(cx).is_pending() {
-                return Poll::Pending;
+            self.core.start_linger(&self.conn, Instant::now());
+            // A transport holding output the peer does not take (TLS
+            // records to a stalled reader) is given up on at the linger's
+            // end. The timer may be one armed earlier, for an earlier
+            // deadline: the linger is checked again whenever it fires.
+            while self.io.poll_shutdown(cx).is_pending() {
+                let Some(until) = self
+                    .core
+                    .linger_deadline()
+                    .filter(|_| self.core.lingering(Instant::now()))
+                else {
+                    break;
+                };
+                if !self.poll_sleep(cx, until) {
+                    return Poll::Pending;
+                }
             }
             self.shutdown_done = true;
             self.judge.closed(Instant::now(), &self.conn, reason);

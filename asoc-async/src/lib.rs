@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 mod connection;
+pub mod drive;
 mod driver;
 mod entropy;
 mod error;
@@ -25,6 +26,7 @@ mod stream;
 mod stream_io;
 pub mod tls;
 
+pub use asoc_proto::connection::StreamId;
 pub use connection::{Connection, DriverConfig, SharedAuthenticator};
 pub use driver::Session;
 pub use entropy::{os_node_id, os_seed, shared_authenticator};

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::connection::{CloseReason, Connection as ProtoConnection, ConnectionStats, Event};
+use asoc_proto::connection::{
+    CloseReason, Connection as ProtoConnection, ConnectionStats, Event, StreamId,
+};
 use asoc_proto::dial::{Dial, DialTarget};
 use asoc_proto::discovery::DiscoveryConfig;
 pub use asoc_proto::node::PeerRef;
@@ -682,7 +684,7 @@ impl<N: Net> Node<N> {
 
     /// Sends `data` to `peer` as one stream in chunks of the configured size
     /// (no copy) and finishes it. Returns the stream id.
-    pub async fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<u32, Error> {
+    pub async fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<StreamId, Error> {
         let _guard = SendGuard::new(&self.inner);
         let mut s = self.open_stream(peer).await?;
         let id = s.id();

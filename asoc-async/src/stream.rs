@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use asoc_proto::connection::StreamId;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use futures_core::Stream;
@@ -58,7 +59,7 @@ pub(crate) enum Item {
 /// incomplete when the connection closes.
 #[derive(Debug)]
 pub struct SendStream {
-    pub(crate) id: u32,
+    pub(crate) id: StreamId,
     pub(crate) cmds: async_channel::Sender<Cmd>,
     pub(crate) shared: Arc<crate::driver::Shared>,
     /// Counts the stream as a send in flight of the node it was opened
@@ -70,16 +71,19 @@ pub struct SendStream {
 impl SendStream {
     /// The stream id.
     #[must_use]
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> StreamId {
         self.id
     }
 
-    /// Queues one chunk as one DATA frame. Fails with the protocol's
-    /// refusal once a chunk of this stream was refused (the stream then
-    /// takes no more chunks and [`finish`](Self::finish) fails with it too);
-    /// a refusal not yet seen by the connection's task shows at `finish`.
+    /// Queues one chunk as one DATA frame. The connection's task hands it
+    /// to the protocol later, so a refused chunk (too large, say) shows at
+    /// the stream's next command: a chunk refused by the protocol poisons
+    /// its stream, and once the task saw that, `send` and
+    /// [`finish`](Self::finish) fail with the protocol's
+    /// [`SendError::Poisoned`](asoc_proto::connection::SendError::Poisoned);
+    /// nothing more of the stream is sent and it never completes.
     pub async fn send(&mut self, chunk: Bytes) -> Result<(), Error> {
-        if let Some(e) = self.shared.refused(self.id) {
+        if let Some(e) = self.shared.refusal(self.id) {
             return Err(Error::Send(e));
         }
         self.cmds
@@ -110,8 +114,9 @@ impl SendStream {
     }
 
     /// Sends END: the stream is complete. Fails, and sends no END, if any
-    /// chunk of the stream was refused (too large, connection closing), so
-    /// the peer never takes a partial tensor for a complete one.
+    /// chunk of the stream was refused (the protocol's
+    /// [`SendError::Poisoned`](asoc_proto::connection::SendError::Poisoned)),
+    /// so the peer never takes a partial tensor for a complete one.
     pub async fn finish(self) -> Result<(), Error> {
         let (reply, answer) = async_channel::bounded(1);
         self.cmds
@@ -132,7 +137,7 @@ impl SendStream {
 /// the connection closed first.
 #[derive(Debug)]
 pub struct RecvStream {
-    pub(crate) id: u32,
+    pub(crate) id: StreamId,
     pub(crate) items: Pin<Box<async_channel::Receiver<Item>>>,
     pub(crate) budget: Arc<RecvBudget>,
     pub(crate) bytes: u64,
@@ -143,7 +148,7 @@ pub struct RecvStream {
 impl RecvStream {
     /// The stream id (chosen by the sender).
     #[must_use]
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> StreamId {
         self.id
     }
 

@@ -34,7 +34,7 @@ pub async fn send_reader<N: Net, R: ReadInto>(
     peer: PeerRef,
     reader: R,
     len: Option<u64>,
-) -> Result<u32, Error> {
+) -> Result<asoc_proto::connection::StreamId, Error> {
     let _guard = node.send_guard();
     let stream = node.open_stream(peer).await?;
     let id = stream.id();

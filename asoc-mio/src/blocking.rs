@@ -6,7 +6,7 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::time::Duration;
 
 use asoc_async::{Connection, DriverConfig, Error, Runtime, Session, StreamError};
-use asoc_proto::connection::CloseReason;
+use asoc_proto::connection::{CloseReason, StreamId};
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use mio::event::Source;
@@ -105,21 +105,22 @@ impl MioConnection {
         /// while the connection's send queue is full, so a fast producer
         /// waits for the socket instead of buffering a tensor whole. A
         /// refused chunk poisons its stream: nothing more of it is sent, and
-        /// `finish` fails, as does every send once the refusal is known.
-        fn send(&self, stream: u32, chunk: Bytes) -> Result<(), Error> =
+        /// `finish` fails, as does every send once the refusal is known,
+        /// with the protocol's `SendError::Poisoned`.
+        fn send(&self, stream: StreamId, chunk: Bytes) -> Result<(), Error> =
             self.conn.stream(stream).send(chunk);
         /// Queues the END frame of `stream` behind its chunks: the stream is
         /// complete. Fails, and sends no END, if one of its chunks was
         /// refused.
-        fn finish(&self, stream: u32) -> Result<(), Error> = self.conn.stream(stream).finish();
+        fn finish(&self, stream: StreamId) -> Result<(), Error> = self.conn.stream(stream).finish();
     }
 
     wait! {
         /// Opens an outgoing stream and returns its id.
-        fn open_stream(&self) -> Result<u32, Error> = async { Ok(self.conn.open_stream().await?.id()) };
+        fn open_stream(&self) -> Result<StreamId, Error> = async { Ok(self.conn.open_stream().await?.id()) };
         /// Sends `data` as one stream of frames of at most `chunk_size`
         /// bytes (sharing its memory) and finishes it; returns the stream id.
-        fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<u32, Error> =
+        fn send_tensor(&self, data: Bytes, chunk_size: usize) -> Result<StreamId, Error> =
             self.conn.send_tensor(data, chunk_size);
         /// Closes gracefully: what is queued is still written, then the
         /// connection closes with [`CloseReason::Local`]. Returns once the
@@ -162,7 +163,7 @@ pub struct RecvStream(pub(crate) asoc_async::RecvStream);
 impl RecvStream {
     getters! {
         /// The stream id (chosen by the sender).
-        fn id(&self) -> u32 = self.0.id();
+        fn id(&self) -> StreamId = self.0.id();
         /// Payload bytes received so far.
         fn bytes(&self) -> u64 = self.0.bytes();
         /// DATA frames received so far.

@@ -2,13 +2,19 @@
 //! connection, fed readiness events and timer expiries.
 
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::rc::Rc;
 use std::sync::PoisonError;
+use std::task::Poll;
 use std::time::Instant;
 
+use asoc_async::drive::{Core, Received};
+use asoc_async::DriverConfig;
+
 pub use asoc_async::SharedAuthenticator;
-use asoc_proto::connection::{CloseReason, Connection, ConnectionConfig, Event, SendError};
+use asoc_proto::connection::{
+    CloseReason, Connection, ConnectionConfig, Event, SendError, StreamId,
+};
 use asoc_proto::handshake::Authenticator;
 use bytes::{Bytes, BytesMut};
 use mio::event::Source;
@@ -19,13 +25,9 @@ use mio::{Interest, Registry, Token};
 pub const DEFAULT_READ_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Most bytes offered to one `read` call. The window is zero-filled before
-/// each read (no `unsafe`), so it stays small; room for a large frame is
-/// reserved up front without filling it.
-const WINDOW: usize = 128 * 1024;
-/// The first window: a handshake's frames are 50 bytes, and zeroing (and
-/// allocating) 128 KiB for them, twice per `on_readable`, cost more than
-/// the handshake itself.
-const FIRST_WINDOW: usize = 4 * 1024;
+/// each read (a plain `Read` takes initialised memory), so it stays
+/// smaller than the largest read the drive core asks for.
+const ZEROED_WINDOW: usize = 128 * 1024;
 
 /// Access to the [`Authenticator`] that gives a connection its handshake
 /// verdict. Implemented for the two ways of sharing one:
@@ -167,22 +169,15 @@ pub struct Driver<S, A = SharedAuthenticator> {
     io: S,
     conn: Connection,
     auth: A,
-    rx: BytesMut,
     registry: Option<Registry>,
     read_limit: usize,
     /// The last `on_readable` stopped at its read limit.
     more_to_read: bool,
-    /// Bytes offered to the next read: doubles up to [`WINDOW`] each time
-    /// a read fills it.
-    window: usize,
-    eof: bool,
-    /// The transport's last `flush` would block: it holds output of its own
-    /// (TLS records, for one).
-    io_pending: bool,
-    /// A graceful close completed in the protocol: its `Closed` is held
-    /// back until the transport flushed its own output, or until this
-    /// deadline (the send-stall timeout) gives up on it.
-    linger: Option<Instant>,
+    /// The drive loop asoc-async runs too: receive buffer and read sizing,
+    /// vectored writes, flushing, and the linger of a graceful close, whose
+    /// `Closed` is held back until the transport flushed its own output
+    /// (TLS records), or until the send-stall timeout gives up on it.
+    core: Core,
 }
 
 impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
@@ -209,14 +204,10 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
             io,
             conn,
             auth,
-            rx: BytesMut::new(),
             registry: None,
             read_limit: DEFAULT_READ_LIMIT,
             more_to_read: false,
-            window: FIRST_WINDOW,
-            eof: false,
-            io_pending: false,
-            linger: None,
+            core: Core::new(DriverConfig::default().receive_buffer),
         }
     }
 
@@ -246,26 +237,18 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// server's ACCEPT, for one).
     pub fn on_readable(&mut self, now: Instant) {
         let mut left = self.read_limit;
-        while left > 0 && !self.eof && !self.conn.is_closed() {
-            // Room for the whole frame in progress, read in bounded windows.
-            self.rx
-                .reserve(self.conn.bytes_needed(&self.rx).max(self.window));
-            match crate::rt::read_zeroed(&mut self.io, &mut self.rx, self.window) {
-                Ok(0) => {
-                    self.eof = true;
-                    self.conn.handle_eof(now);
-                }
-                Ok(n) => {
-                    if n == self.window {
-                        self.window = (n * 2).min(WINDOW);
-                    }
+        while left > 0 && !self.core.at_eof() && !self.conn.is_closed() {
+            let io = &mut self.io;
+            match self
+                .core
+                .read(&mut self.conn, now, |buf, max| read_once(io, buf, max))
+            {
+                Poll::Ready(Received::Input(n)) => {
                     left = left.saturating_sub(n);
-                    self.conn.handle_input(now, &mut self.rx);
                     self.auth.judge(now, &mut self.conn);
                 }
-                Err(e) if would_block(&e) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => self.conn.handle_transport_error(now),
+                Poll::Ready(_) => {}
+                Poll::Pending => break,
             }
         }
         self.more_to_read = left == 0;
@@ -287,40 +270,36 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     }
 
     fn flush(&mut self, now: Instant) {
-        if self.conn.pending_output() > 0 {
-            match self.conn.write_to(now, &mut self.io) {
-                // A connect still in progress: the writable event follows.
-                Err(e) if !would_block(&e) => self.conn.handle_transport_error(now),
-                _ => {}
-            }
-        }
-        if !self.conn.is_closed() || self.linger.is_some() {
-            self.io_pending = match self.io.flush() {
-                Ok(()) => false,
-                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => true,
-                Err(_) => {
-                    self.conn.handle_transport_error(now);
-                    false
+        let io = &mut self.io;
+        self.core
+            .write(&mut self.conn, now, |bufs| write_once(io, bufs));
+        if !self.conn.is_closed() || self.core.linger_deadline().is_some() {
+            // A plain `Write` gives no sign of output it holds itself.
+            self.core.expect_flush();
+            self.core.flush(&mut self.conn, now, || match io.flush() {
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    Poll::Pending
                 }
-            };
+                other => Poll::Ready(other),
+            });
         }
     }
 
     /// The deadline of [`next_deadline`](Self::next_deadline) passed (calling
     /// early is harmless).
     pub fn on_timeout(&mut self, now: Instant) {
-        self.conn.handle_timeout(now);
+        self.core.on_timeout(&mut self.conn, now);
         self.flush(now);
     }
 
     getters! {
         /// When [`on_timeout`](Self::on_timeout) must be called next, if ever.
-        fn next_deadline(&self) -> Option<Instant> =
-            self.linger.or_else(|| self.conn.poll_timeout());
+        fn next_deadline(&self) -> Option<Instant> = self.core.deadline(&self.conn);
         /// Whether [`on_readable`](Self::on_readable) stopped at its read limit
         /// with data possibly left in the socket. mio reports readiness once per
         /// edge, so call `on_readable` again without waiting for an event.
-        fn wants_read(&self) -> bool = self.more_to_read && !self.eof && !self.conn.is_closed();
+        fn wants_read(&self) -> bool =
+            self.more_to_read && !self.core.at_eof() && !self.conn.is_closed();
     }
 
     /// Sets how many bytes one [`on_readable`](Self::on_readable) call reads
@@ -340,7 +319,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     /// transport flushed (see [`on_writable`](Self::on_writable)).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.linger.is_none() {
+        if self.core.linger_deadline().is_none() {
             match self.conn.poll_event()? {
                 // Only a graceful close ends with `Local`: the transport's
                 // own output still goes out, within the send-stall timeout.
@@ -348,7 +327,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
                     reason: CloseReason::Local,
                 } => {
                     let now = Instant::now();
-                    self.linger = Some(now + self.conn.config().send_stall_timeout());
+                    self.core.start_linger(&self.conn, now);
                     self.flush(now);
                 }
                 closed @ Event::Closed { .. } => {
@@ -358,10 +337,10 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
                 other => return Some(other),
             }
         }
-        if self.io_pending && self.linger.is_some_and(|until| Instant::now() < until) {
+        if self.core.unflushed() && self.core.lingering(Instant::now()) {
             return None;
         }
-        self.linger = None;
+        self.core.end_linger();
         let _ = self.deregister();
         Some(Event::Closed {
             reason: CloseReason::Local,
@@ -369,20 +348,25 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     }
 
     /// Opens an outgoing stream (once established) and returns its id.
-    pub fn open_stream(&mut self) -> Result<u32, SendError> {
+    pub fn open_stream(&mut self) -> Result<StreamId, SendError> {
         self.conn.open_stream()
     }
 
     /// Queues `chunk` (not copied) as one DATA frame of `stream` and writes
     /// as much as the socket takes. [`SendError::WouldBlock`] is
     /// backpressure: retry after [`on_writable`](Self::on_writable) drained
-    /// output (see [`can_send`](Self::can_send)).
-    pub fn send(&mut self, stream: u32, chunk: Bytes) -> Result<(), SendError> {
+    /// output (see [`can_send`](Self::can_send)). Any other refusal of a
+    /// chunk poisons its stream: later `send` and [`finish`](Self::finish)
+    /// on it fail with [`SendError::Poisoned`] and nothing more of it is
+    /// written (see [`Connection::send`]).
+    pub fn send(&mut self, stream: StreamId, chunk: Bytes) -> Result<(), SendError> {
         self.command(|conn, now| conn.send(now, stream, chunk))
     }
 
-    /// Queues the END frame of `stream`.
-    pub fn finish(&mut self, stream: u32) -> Result<(), SendError> {
+    /// Queues the END frame of `stream`; fails with
+    /// [`SendError::Poisoned`], sending nothing, once a chunk of it was
+    /// refused.
+    pub fn finish(&mut self, stream: StreamId) -> Result<(), SendError> {
         self.command(|conn, now| conn.finish(now, stream))
     }
 
@@ -428,6 +412,31 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
     pub fn into_inner(mut self) -> S {
         let _ = self.deregister();
         self.io
+    }
+}
+
+/// Reads once from `io` into `buf` (at most `max` bytes, zeroed first);
+/// `Poll::Pending` where it would block.
+fn read_once(io: &mut impl Read, buf: &mut BytesMut, max: usize) -> Poll<io::Result<usize>> {
+    let room = asoc_async::read_room(buf, max, ZEROED_WINDOW);
+    loop {
+        match crate::rt::read_zeroed(io, buf, room) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if would_block(&e) => return Poll::Pending,
+            other => return Poll::Ready(other),
+        }
+    }
+}
+
+/// Writes `bufs` to `io` once (vectored); `Poll::Pending` where it would
+/// block.
+fn write_once(io: &mut impl Write, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    loop {
+        match io.write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if would_block(&e) => return Poll::Pending,
+            other => return Poll::Ready(other),
+        }
     }
 }
 

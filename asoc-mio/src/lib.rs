@@ -193,7 +193,7 @@ pub mod tls;
 
 use std::io;
 
-pub use asoc_async::{shared_authenticator, Error, Session, StreamError};
+pub use asoc_async::{shared_authenticator, Error, Session, StreamError, StreamId};
 pub use asoc_proto;
 #[cfg(doc)]
 use asoc_proto::handshake::Authenticator;

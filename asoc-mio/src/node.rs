@@ -217,7 +217,7 @@ impl Node {
         /// Sends `data` to `peer` as one stream in chunks of the configured
         /// size (no copy) and finishes it, waiting while the connection's
         /// send queue is full. Returns the stream id.
-        fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<u32, Error> =
+        fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<asoc_proto::connection::StreamId, Error> =
             self.node().send(peer, data);
         /// The next event, `None` after shutdown.
         fn next_event(&self) -> Option<NodeEvent> = self.node().next_event();
@@ -276,7 +276,7 @@ pub struct SendStream {
 impl SendStream {
     getters! {
         /// The stream id.
-        fn id(&self) -> u32 = self.inner.id();
+        fn id(&self) -> asoc_proto::connection::StreamId = self.inner.id();
         /// The connection it runs on.
         fn conn(&self) -> ConnId = self.conn;
     }

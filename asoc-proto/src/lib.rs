@@ -24,7 +24,7 @@
 //!
 //! ## The drive loop
 //!
-//! A [`Connection`](connection::Connection) never blocks and never holds a
+//! A [`Connection`] never blocks and never holds a
 //! key. The program that owns the transport feeds it input, gives it
 //! handshake verdicts through an [`Authenticator`](handshake::Authenticator),
 //! writes what it wants written, takes its events and arms its timer. This
@@ -34,7 +34,7 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use asoc_proto::auth::{ApiKey, KeyRing};
-//! use asoc_proto::connection::{Connection, ConnectionConfig, Event};
+//! use asoc_proto::connection::{Connection, ConnectionConfig, Event, StreamId};
 //! use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 //! use bytes::{Bytes, BytesMut};
 //! use uuid::Uuid;
@@ -93,7 +93,8 @@
 //!     now += Duration::from_millis(1);
 //! }
 //! assert_eq!(received, b"tensor bytes here");
-//! assert_eq!(stream, Some((1, 3))); // client streams are odd; END's seq counts 3 DATA frames
+//! // Client streams are odd; END's seq counts 3 DATA frames.
+//! assert_eq!(stream, Some((StreamId::new(1), 3)));
 //! ```
 //!
 //! The rules: `handle_*` methods are inputs and never fail (protocol failures
@@ -135,3 +136,9 @@ pub mod replay;
 pub mod rng;
 mod time;
 pub mod wire;
+
+pub use connection::{
+    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionConfigBuilder,
+    ConnectionStats, Event, HandshakeMessage, HandshakeStateError, ProtocolError, Role, SendError,
+    StreamId,
+};

@@ -367,7 +367,7 @@ pub enum NodeEvent {
         /// The peer's address.
         addr: SocketAddr,
         /// Stream id.
-        stream: u32,
+        stream: crate::connection::StreamId,
         /// DATA frames.
         frames: u32,
         /// Payload bytes.
@@ -384,7 +384,7 @@ pub enum NodeEvent {
         /// The peer's address.
         addr: SocketAddr,
         /// Stream id.
-        stream: u32,
+        stream: crate::connection::StreamId,
         /// Payload bytes received before the cut.
         bytes: u64,
         /// Why the connection closed.

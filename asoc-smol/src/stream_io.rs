@@ -61,7 +61,7 @@ pub async fn send_reader<R>(
     peer: PeerRef,
     reader: R,
     len: Option<u64>,
-) -> Result<u32, Error>
+) -> Result<asoc_proto::connection::StreamId, Error>
 where
     R: AsyncRead + Unpin,
 {

@@ -777,7 +777,8 @@ pub async fn sender_killed_mid_stream<N: Net>(net: N) {
     conn.write_to(now, &mut sock).unwrap();
     // Half a frame more, then the process "dies".
     sock.write_all(
-        &asoc_proto::wire::Header::new(asoc_proto::wire::FrameType::Data, s, 4, 1000).encode(),
+        &asoc_proto::wire::Header::new(asoc_proto::wire::FrameType::Data, s.get(), 4, 1000)
+            .encode(),
     )
     .unwrap();
     sock.write_all(&[0u8; 10]).unwrap();
@@ -991,7 +992,7 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     s.send(Bytes::from(vec![2u8; 2 << 20])).await.unwrap();
     // Queued before or after the task saw the refusal: either way never sent.
     match s.send(Bytes::from(vec![3u8; 1000])).await {
-        Ok(()) | Err(asoc_async::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        Ok(()) | Err(asoc_async::Error::Send(SendError::Poisoned { .. })) => {}
         Err(e) => panic!("send after a refused chunk: {e}"),
     }
     let mut again = a.open_stream(route(&a, &b)).await.unwrap();
@@ -1000,15 +1001,14 @@ pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     // Commands run in order, so the refusal is known by now; the other
     // stream was unaffected.
     match s.send(Bytes::from(vec![4u8; 1000])).await {
-        Err(asoc_async::Error::Send(SendError::PayloadTooLarge { .. })) => {}
+        Err(asoc_async::Error::Send(SendError::Poisoned { stream, refused }))
+            if stream == s.id() && matches!(*refused, SendError::PayloadTooLarge { .. }) => {}
         other => panic!("send on a poisoned stream: {other:?}"),
     }
     let err = s.finish().await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            asoc_async::Error::Send(SendError::PayloadTooLarge { .. })
-        ),
+        matches!(&err, asoc_async::Error::Send(SendError::Poisoned { refused, .. })
+            if matches!(**refused, SendError::PayloadTooLarge { .. })),
         "{err}"
     );
     let incoming = within(

@@ -2,6 +2,7 @@
 //! stream per input in order, then a clean close. Exit 0 only once every
 //! END was written and the connection closed cleanly.
 
+use asoc_proto::connection::StreamId;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -183,9 +184,9 @@ impl Send {
     }
 
     /// A stream was sent whole, END included.
-    fn sent(&self, name: &str, id: u32, (bytes, frames): (u64, u64), digest: &[u8; 32]) {
+    fn sent(&self, name: &str, id: StreamId, (bytes, frames): (u64, u64), digest: &[u8; 32]) {
         self.out.emit(
-            json!({"event": "stream_sent", "file": name, "stream": id, "frames": frames,
+            json!({"event": "stream_sent", "file": name, "stream": id.get(), "frames": frames,
                    "bytes": bytes, "sha256": hex(digest)}),
             || {
                 format!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use asoc_mio::{AuthHandle, Driver};
 use asoc_proto::auth::{ApiKey, AuthFailure, KeyRing};
-use asoc_proto::connection::{CloseReason, ConnectionConfig, Event, SendError};
+use asoc_proto::connection::{CloseReason, ConnectionConfig, Event, SendError, StreamId};
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
 use bytes::Bytes;
 use mio::event::Source;
@@ -33,9 +33,9 @@ fn auth(node: u8, key: &str) -> LocalAuth {
 #[derive(Default)]
 struct Side {
     to_send: Option<(Vec<u8>, usize)>,
-    sending: Option<(u32, usize)>,
-    received: HashMap<u32, Sha256>,
-    complete: HashMap<u32, (u32, Vec<u8>)>,
+    sending: Option<(StreamId, usize)>,
+    received: HashMap<StreamId, Sha256>,
+    complete: HashMap<StreamId, (u32, Vec<u8>)>,
     established: bool,
     closed: Option<CloseReason>,
     close_when_received: usize,
@@ -199,8 +199,14 @@ fn unix_socket_pair_with_the_driver_pieces_both_directions() {
     run(&mut poll, &mut drivers, &mut sides);
     let [client, server] = sides;
     assert!(client.established && server.established);
-    assert_eq!(server.complete, HashMap::from([(1, (24, up_digest))]));
-    assert_eq!(client.complete, HashMap::from([(2, (64, down_digest))]));
+    assert_eq!(
+        server.complete,
+        HashMap::from([(StreamId::new(1), (24, up_digest))])
+    );
+    assert_eq!(
+        client.complete,
+        HashMap::from([(StreamId::new(2), (64, down_digest))])
+    );
     assert_eq!(client.closed, Some(CloseReason::Local));
     assert_eq!(server.closed, Some(CloseReason::PeerClosed));
 }
@@ -253,7 +259,10 @@ fn tcp_in_a_user_owned_poll_loop() {
     sides[1].close_when_received = 1;
     sides[0].close_when_received = usize::MAX;
     run(&mut poll, &mut drivers, &mut sides);
-    assert_eq!(sides[1].complete, HashMap::from([(1, (8, digest))]));
+    assert_eq!(
+        sides[1].complete,
+        HashMap::from([(StreamId::new(1), (8, digest))])
+    );
     assert_eq!(sides[1].closed, Some(CloseReason::Local));
     assert_eq!(sides[0].closed, Some(CloseReason::PeerClosed));
     assert_eq!(server_auth.borrow().counters().hellos_accepted, 1);
@@ -396,6 +405,91 @@ fn a_graceful_close_waits_for_output_the_transport_still_holds() {
     sides[1].close_when_received = usize::MAX;
     run(&mut poll, &mut drivers, &mut sides);
     assert_eq!(sides[0].closed, Some(CloseReason::Local));
-    assert_eq!(sides[1].complete, HashMap::from([(1, (16, digest))]));
+    assert_eq!(
+        sides[1].complete,
+        HashMap::from([(StreamId::new(1), (16, digest))])
+    );
     assert_eq!(sides[1].closed, Some(CloseReason::PeerClosed));
+}
+
+#[test]
+fn the_driver_forwards_the_protocols_poisoning_of_a_refused_stream() {
+    let (a, b) = mio::net::UnixStream::pair().unwrap();
+    let mut poll = Poll::new().unwrap();
+    let now = Instant::now();
+    let config = ConnectionConfig::builder()
+        .max_payload(1024)
+        .build()
+        .unwrap();
+    let mut client = Driver::client(a, auth(1, KEY), config, now);
+    let mut server = Driver::server(b, auth(2, KEY), config, now);
+    client.register(poll.registry(), Token(0)).unwrap();
+    server.register(poll.registry(), Token(1)).unwrap();
+    let mut events = Events::with_capacity(4);
+    let mut server_events = Vec::new();
+    let mut stream = None;
+    // Bounded: a hang fails the test instead of running forever.
+    for _ in 0..10_000 {
+        if server_events
+            .iter()
+            .any(|e| matches!(e, Event::StreamEnd { .. }))
+        {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_secs(10)))
+            .unwrap();
+        let now = Instant::now();
+        for ev in events.iter() {
+            let d = if ev.token() == Token(0) {
+                &mut client
+            } else {
+                &mut server
+            };
+            d.on_readable(now);
+            d.on_writable(now);
+        }
+        while let Some(event) = server.poll_event() {
+            server_events.push(event);
+        }
+        while let Some(event) = client.poll_event() {
+            if !matches!(event, Event::Established { .. }) {
+                continue;
+            }
+            let s = client.open_stream().unwrap();
+            client.send(s, Bytes::from_static(b"head")).unwrap();
+            assert!(matches!(
+                client.send(s, Bytes::from(vec![0u8; 1025])),
+                Err(SendError::PayloadTooLarge { .. })
+            ));
+            let poisoned = client.connection().poisoned(s).unwrap();
+            assert!(matches!(&poisoned, SendError::Poisoned { stream, .. } if *stream == s));
+            assert_eq!(
+                client.send(s, Bytes::from_static(b"tail")),
+                Err(poisoned.clone())
+            );
+            assert_eq!(client.finish(s), Err(poisoned));
+            let fine = client.open_stream().unwrap();
+            client.send(fine, Bytes::from_static(b"fine")).unwrap();
+            client.finish(fine).unwrap();
+            stream = Some((s, fine));
+        }
+    }
+    let (s, fine) = stream.expect("established");
+    let data = |id: StreamId| -> Vec<u8> {
+        server_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Data {
+                    stream, payload, ..
+                } if *stream == id => Some(payload.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    assert_eq!(data(s), b"head");
+    assert_eq!(data(fine), b"fine");
+    assert!(server_events
+        .iter()
+        .all(|e| !matches!(e, Event::StreamEnd { stream, .. } if *stream == s)));
 }

@@ -6,6 +6,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use asoc_mio::StreamId;
 use asoc_mio::{Error, MioConfig, MioConnection, SharedAuthenticator, StreamError};
 use asoc_proto::auth::{ApiKey, AuthFailure, KeyRing};
 use asoc_proto::connection::{CloseReason, ConnectionConfig, SendError};
@@ -77,7 +78,10 @@ fn handshake_and_a_verified_256_mib_stream_over_loopback() {
 /// Sends 64 streams from 64 threads on one side while verifying the 64 the
 /// other side sends, each in its own thread; returns digests sent and
 /// received by stream id.
-fn exchange(conn: Arc<MioConnection>, salt: u32) -> (HashMap<u32, Vec<u8>>, HashMap<u32, Vec<u8>>) {
+fn exchange(
+    conn: Arc<MioConnection>,
+    salt: u32,
+) -> (HashMap<StreamId, Vec<u8>>, HashMap<StreamId, Vec<u8>>) {
     std::thread::scope(|s| {
         let receiving = s.spawn(|| {
             let mut readers = Vec::new();
@@ -123,8 +127,8 @@ fn sixty_four_concurrent_streams_in_both_directions_all_verified() {
     let (client_sent, client_received) = client_side.join().unwrap();
     assert_eq!(client_sent.len(), 64);
     assert_eq!(server_sent.len(), 64);
-    assert!(client_sent.keys().all(|id| id % 2 == 1));
-    assert!(server_sent.keys().all(|id| id % 2 == 0));
+    assert!(client_sent.keys().all(|id| id.get() % 2 == 1));
+    assert!(server_sent.keys().all(|id| id.get() % 2 == 0));
     assert_eq!(server_received, client_sent);
     assert_eq!(client_received, server_sent);
     client.close();
@@ -219,14 +223,15 @@ fn a_refused_chunk_is_reported_and_its_stream_never_completes() {
     client.send(s, Bytes::from(vec![1u8; 1024])).unwrap();
     // Refused by asoc-proto; the handle learns it on the next call.
     client.send(s, Bytes::from(vec![2u8; 2 << 20])).unwrap();
-    match client.finish(s) {
-        Err(Error::Send(SendError::PayloadTooLarge { .. })) => {}
-        other => panic!("finish: {other:?}"),
-    }
-    assert!(matches!(
-        client.send(s, Bytes::from_static(b"x")),
-        Err(Error::Send(SendError::PayloadTooLarge { .. }))
-    ));
+    let poisoned = |r: Result<(), Error>| match r {
+        Err(Error::Send(SendError::Poisoned { stream, refused })) => {
+            stream == s && matches!(*refused, SendError::PayloadTooLarge { .. })
+        }
+        _ => false,
+    };
+    let finished = client.finish(s);
+    assert!(poisoned(finished), "finish after a refused chunk");
+    assert!(poisoned(client.send(s, Bytes::from_static(b"x"))));
     // Other streams are unaffected.
     let ok = client.send_tensor(Bytes::from_static(b"fine"), 2).unwrap();
     let mut cut = server.accept_stream().unwrap();

@@ -5,6 +5,7 @@ use core::fmt;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::StreamId;
 use crate::auth::{AuthFailure, KeyId, SessionToken};
 use crate::wire::{FrameError, FrameType};
 
@@ -37,7 +38,7 @@ pub enum Event {
     /// A chunk of an incoming stream, in order.
     Data {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
         /// Sequence number, 0 for the first chunk.
         seq: u32,
         /// The chunk; a view of the receive buffer.
@@ -46,7 +47,7 @@ pub enum Event {
     /// An incoming stream ended with its END frame: every chunk arrived.
     StreamEnd {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
         /// DATA frames received.
         frames: u32,
         /// Payload bytes received.
@@ -56,7 +57,7 @@ pub enum Event {
     /// END. Its data MUST NOT be treated as a complete tensor.
     StreamIncomplete {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
         /// DATA frames received.
         frames: u32,
         /// Payload bytes received.
@@ -68,7 +69,7 @@ pub enum Event {
     /// closed first.
     SendAborted {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
     },
     /// A frame of unknown type, or a CONTROL frame this side does not
     /// understand, was skipped whole (RFC-0001 §9.2).
@@ -76,7 +77,7 @@ pub enum Event {
         /// Its type.
         frame_type: FrameType,
         /// Its stream id.
-        stream: u32,
+        stream: StreamId,
         /// Its payload length.
         length: u32,
     },
@@ -111,7 +112,7 @@ pub enum ProtocolError {
     #[error("stream {stream}: {frame_type} frame has seq {got}, expected {expected}")]
     SequenceGap {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
         /// DATA or END.
         frame_type: FrameType,
         /// The next sequence number.
@@ -123,13 +124,13 @@ pub enum ProtocolError {
     #[error("stream {stream} has 2^32-1 DATA frames; only END may follow")]
     StreamTooLong {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
     },
     /// END MUST have an empty payload.
     #[error("END frame on stream {stream} declares a {length}-byte payload; END MUST be empty")]
     EndWithPayload {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
         /// Declared length.
         length: u32,
     },
@@ -160,7 +161,7 @@ pub enum CloseReason {
     /// An open incoming stream received nothing for the receive-idle timeout.
     ReceiveIdle {
         /// The idle stream.
-        stream: u32,
+        stream: StreamId,
     },
     /// The peer closed its side of the connection.
     PeerClosed,
@@ -249,9 +250,10 @@ pub enum SendError {
     #[error("stream {stream} is not an open outgoing stream")]
     UnknownStream {
         /// The id given.
-        stream: u32,
+        stream: StreamId,
     },
-    /// The chunk is larger than the configured maximum payload.
+    /// The chunk is larger than the configured maximum payload; this
+    /// poisons the stream (see [`SendError::Poisoned`]).
     #[error("chunk of {len} bytes exceeds the maximum payload of {max} bytes")]
     PayloadTooLarge {
         /// Chunk length.
@@ -259,11 +261,24 @@ pub enum SendError {
         /// The maximum.
         max: u32,
     },
-    /// The stream already carries 2^32-1 DATA frames; only `finish` remains.
-    #[error("stream {stream} has reached 2^32-1 frames; finish it")]
+    /// The stream already carries 2^32-1 DATA frames. The chunk was
+    /// refused, which poisons the stream (see [`SendError::Poisoned`]).
+    #[error("stream {stream} has reached 2^32-1 DATA frames; it takes no more")]
     StreamTooLong {
         /// Stream id.
-        stream: u32,
+        stream: StreamId,
+    },
+    /// An earlier chunk of the stream was refused (too large, too many
+    /// frames), so its data has a hole: nothing more of it is sent and it
+    /// is never finished, lest the peer take a shortened tensor for a
+    /// complete one. The peer sees it incomplete when the connection
+    /// closes.
+    #[error("stream {stream} takes no more chunks and cannot be finished: an earlier chunk was refused: {refused}")]
+    Poisoned {
+        /// Stream id.
+        stream: StreamId,
+        /// Why the earlier chunk was refused.
+        refused: Box<SendError>,
     },
     /// As many outgoing streams are open as the configuration allows.
     #[error("{max} outgoing streams are already open")]

@@ -37,6 +37,7 @@
 mod config;
 mod event;
 mod send_queue;
+mod stream_id;
 mod streams;
 
 use std::collections::{HashMap, VecDeque};
@@ -48,6 +49,7 @@ use uuid::Uuid;
 
 pub use config::{ConfigError, ConnectionConfig, ConnectionConfigBuilder};
 pub use event::{CloseReason, Event, HandshakeStateError, ProtocolError, Role, SendError};
+pub use stream_id::StreamId;
 
 use self::send_queue::SendQueue;
 use self::streams::{Incoming, OutgoingStreams};
@@ -112,7 +114,7 @@ pub struct Connection {
     /// Start of the current no-progress period of pending output.
     last_write_progress: Instant,
     handshake_deadline: Instant,
-    incoming: HashMap<u32, Incoming>,
+    incoming: HashMap<StreamId, Incoming>,
     outgoing: OutgoingStreams,
     events: VecDeque<Event>,
     peer_node: Option<Uuid>,
@@ -425,7 +427,7 @@ impl Connection {
     // ----- commands ---------------------------------------------------------
 
     /// Opens an outgoing stream and returns its id (client odd, server even).
-    pub fn open_stream(&mut self) -> Result<u32, SendError> {
+    pub fn open_stream(&mut self) -> Result<StreamId, SendError> {
         self.check_sendable()?;
         if self.outgoing.len() >= self.config.max_outgoing_streams {
             return Err(SendError::TooManyStreams {
@@ -435,52 +437,90 @@ impl Connection {
         Ok(self.outgoing.open())
     }
 
-    /// Queues one DATA frame carrying `chunk` (not copied). Refuses with
-    /// [`SendError::WouldBlock`] while the queue is above the high-water mark.
-    pub fn send(&mut self, now: Instant, stream: u32, chunk: Bytes) -> Result<(), SendError> {
+    /// Queues one DATA frame carrying `chunk` (not copied).
+    ///
+    /// [`SendError::WouldBlock`] is backpressure: the chunk was not taken,
+    /// retry once output drained. Any other refusal of a chunk of an open
+    /// stream ([`SendError::PayloadTooLarge`], [`SendError::StreamTooLong`])
+    /// poisons the stream: the chunk is lost, so nothing more of the stream
+    /// is written (the peer would get bytes after a hole) and it is never
+    /// finished (the peer would take a shortened tensor for a complete one).
+    /// Later `send` and [`finish`](Self::finish) calls on it fail with
+    /// [`SendError::Poisoned`]; the peer sees the stream incomplete when
+    /// the connection closes, this side an [`Event::SendAborted`].
+    pub fn send(&mut self, now: Instant, stream: StreamId, chunk: Bytes) -> Result<(), SendError> {
         self.check_sendable()?;
         let max = self.config.max_payload;
-        let len = u32::try_from(chunk.len())
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or(SendError::PayloadTooLarge {
-                len: chunk.len(),
-                max,
-            })?;
-        if self.queue.pending() >= self.config.send_high_water {
-            return Err(SendError::WouldBlock {
-                high_water: self.config.send_high_water,
-            });
-        }
+        let high_water = self.config.send_high_water;
+        let blocked = self.queue.pending() >= high_water;
         let out = self
             .outgoing
             .get_mut(stream)
             .ok_or(SendError::UnknownStream { stream })?;
+        if let Some(refused) = &out.refused {
+            return Err(SendError::Poisoned {
+                stream,
+                refused: refused.clone(),
+            });
+        }
+        let Some(len) = u32::try_from(chunk.len()).ok().filter(|l| *l <= max) else {
+            return Err(poison(
+                out,
+                SendError::PayloadTooLarge {
+                    len: chunk.len(),
+                    max,
+                },
+            ));
+        };
+        if blocked {
+            return Err(SendError::WouldBlock { high_water });
+        }
         let seq = out.next_seq;
         // END's seq counts the DATA frames, so at most u32::MAX of them.
         if seq == u32::MAX {
-            return Err(SendError::StreamTooLong { stream });
+            return Err(poison(out, SendError::StreamTooLong { stream }));
         }
         out.next_seq = seq + 1;
         self.stats.payload_out += u64::from(len);
-        self.enqueue(now, Header::new(FrameType::Data, stream, seq, len), chunk);
+        self.enqueue(
+            now,
+            Header::new(FrameType::Data, stream.get(), seq, len),
+            chunk,
+        );
         Ok(())
     }
 
     /// Queues the END frame of `stream`; the id is free again afterwards.
     /// END is accepted even above the high-water mark, being 14 bytes.
-    pub fn finish(&mut self, now: Instant, stream: u32) -> Result<(), SendError> {
+    /// A poisoned stream (see [`send`](Self::send)) is not finished: this
+    /// fails with [`SendError::Poisoned`] and the stream stays open until
+    /// the connection closes.
+    pub fn finish(&mut self, now: Instant, stream: StreamId) -> Result<(), SendError> {
         self.check_sendable()?;
+        if let Some(e) = self.poisoned(stream) {
+            return Err(e);
+        }
         let out = self
             .outgoing
             .remove(stream)
             .ok_or(SendError::UnknownStream { stream })?;
         self.enqueue(
             now,
-            Header::new(FrameType::End, stream, out.next_seq, 0),
+            Header::new(FrameType::End, stream.get(), out.next_seq, 0),
             Bytes::new(),
         );
         Ok(())
+    }
+
+    /// The error every later [`send`](Self::send) and
+    /// [`finish`](Self::finish) on `stream` fails with, if a chunk of it
+    /// was refused ([`SendError::Poisoned`]); `None` for a healthy or
+    /// unknown stream. Adapters that queue chunks ahead of the connection
+    /// hand it to the stream's owner.
+    #[must_use]
+    pub fn poisoned(&self, stream: StreamId) -> Option<SendError> {
+        let refused = self.outgoing.get(stream)?.refused.clone()?;
+        Some(SendError::Poisoned { stream, refused })
     }
 
     /// Closes gracefully: nothing new is accepted, what is queued is still
@@ -666,12 +706,13 @@ impl Connection {
             // The decoder already pinned the exact first header.
             return Ok(());
         }
+        let id = StreamId::new(h.stream_id);
         match h.frame_type {
             FrameType::Data => {
                 if h.stream_id == 0 {
                     return Err(ProtocolError::DataOnStreamZero);
                 }
-                let expected = match self.incoming.get(&h.stream_id) {
+                let expected = match self.incoming.get(&id) {
                     Some(s) => s.next_seq,
                     None => {
                         if self.incoming.len() >= self.config.max_incoming_streams {
@@ -684,16 +725,14 @@ impl Connection {
                 };
                 if h.seq != expected {
                     return Err(ProtocolError::SequenceGap {
-                        stream: h.stream_id,
+                        stream: id,
                         frame_type: FrameType::Data,
                         expected,
                         got: h.seq,
                     });
                 }
                 if expected == u32::MAX {
-                    return Err(ProtocolError::StreamTooLong {
-                        stream: h.stream_id,
-                    });
+                    return Err(ProtocolError::StreamTooLong { stream: id });
                 }
                 Ok(())
             }
@@ -703,14 +742,14 @@ impl Connection {
                 }
                 if h.length != 0 {
                     return Err(ProtocolError::EndWithPayload {
-                        stream: h.stream_id,
+                        stream: id,
                         length: h.length,
                     });
                 }
-                let expected = self.incoming.get(&h.stream_id).map_or(0, |s| s.next_seq);
+                let expected = self.incoming.get(&id).map_or(0, |s| s.next_seq);
                 if h.seq != expected {
                     return Err(ProtocolError::SequenceGap {
-                        stream: h.stream_id,
+                        stream: id,
                         frame_type: FrameType::End,
                         expected,
                         got: h.seq,
@@ -748,7 +787,7 @@ impl Connection {
     }
 
     fn on_stream_frame(&mut self, now: Instant, header: Header, payload: Bytes) {
-        let stream = header.stream_id;
+        let stream = StreamId::new(header.stream_id);
         match header.frame_type {
             FrameType::Data => {
                 let len = payload.len() as u64;
@@ -787,7 +826,7 @@ impl Connection {
     }
 
     fn abort_streams(&mut self, reason: &CloseReason) {
-        let mut cut: Vec<(u32, Incoming)> = self.incoming.drain().collect();
+        let mut cut: Vec<(StreamId, Incoming)> = self.incoming.drain().collect();
         cut.sort_unstable_by_key(|(id, _)| *id);
         for (stream, s) in cut {
             self.events.push_back(Event::StreamIncomplete {
@@ -823,4 +862,10 @@ impl Connection {
             }
         }
     }
+}
+
+/// Marks `out` poisoned by the refusal `why` and returns it.
+fn poison(out: &mut streams::Outgoing, why: SendError) -> SendError {
+    out.refused = Some(Box::new(why.clone()));
+    why
 }

@@ -6,7 +6,9 @@ use crate::harness;
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{sign_hello, ApiKey, AuthFailure, KeyId};
-use asoc_proto::connection::{CloseReason, ConnectionConfig, Event, ProtocolError, SendError};
+use asoc_proto::connection::{
+    CloseReason, ConnectionConfig, Event, ProtocolError, SendError, StreamId,
+};
 use asoc_proto::handshake::HandshakeOutcome;
 use asoc_proto::wire::{FrameError, FrameType, Header, HEADER_LEN};
 use bytes::Bytes;
@@ -23,7 +25,7 @@ fn frame(t: FrameType, stream: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Sends `data` on a new stream of `side` in `chunk`-byte pieces, driving
 /// the pair whenever the send queue pushes back.
-fn send_stream(pair: &mut Pair, from_client: bool, data: &[u8], chunk: usize) -> u32 {
+fn send_stream(pair: &mut Pair, from_client: bool, data: &[u8], chunk: usize) -> StreamId {
     let data = Bytes::copy_from_slice(data);
     let stream = if from_client {
         pair.client.conn.open_stream()
@@ -56,7 +58,7 @@ fn send_stream(pair: &mut Pair, from_client: bool, data: &[u8], chunk: usize) ->
     stream
 }
 
-fn stream_end(events: &[Event], stream: u32) -> Option<(u32, u64)> {
+fn stream_end(events: &[Event], stream: StreamId) -> Option<(u32, u64)> {
     events.iter().find_map(|e| match e {
         Event::StreamEnd {
             stream: s,
@@ -182,7 +184,7 @@ fn hundred_interleaved_streams_in_both_directions() {
             );
             assert!(rx.received(*id) == *data, "stream {id}");
             assert_eq!(
-                id % 2,
+                id.get() % 2,
                 u32::from(*from_client),
                 "client ids odd, server ids even"
             );
@@ -201,7 +203,7 @@ fn empty_tensor_is_a_lone_end_with_seq_zero() {
         p.drive();
         assert_eq!(
             &p.client.wire_log[before..],
-            &frame(FrameType::End, s, 0, b"")[..]
+            &frame(FrameType::End, s.get(), 0, b"")[..]
         );
         assert_eq!(stream_end(&p.server.events, s), Some((0, 0)));
         assert!(!p
@@ -220,8 +222,8 @@ fn stream_ids_are_reusable_after_end() {
         let a = send_stream(&mut p, true, b"first", 100);
         p.drive();
         // The receiver accepts seq 0 again on the same id once END closed it.
-        p.inject_to_server(&frame(FrameType::Data, a, 0, b"again"));
-        p.inject_to_server(&frame(FrameType::End, a, 1, b""));
+        p.inject_to_server(&frame(FrameType::Data, a.get(), 0, b"again"));
+        p.inject_to_server(&frame(FrameType::End, a.get(), 1, b""));
         let ends = p
             .server
             .events
@@ -474,7 +476,7 @@ fn sequence_gaps_close() {
     assert_protocol_error(
         &frame(FrameType::Data, 1, 1, b"x"),
         ProtocolError::SequenceGap {
-            stream: 1,
+            stream: StreamId::new(1),
             frame_type: FrameType::Data,
             expected: 0,
             got: 1,
@@ -485,7 +487,7 @@ fn sequence_gaps_close() {
     assert_protocol_error(
         &bytes,
         ProtocolError::SequenceGap {
-            stream: 1,
+            stream: StreamId::new(1),
             frame_type: FrameType::Data,
             expected: 1,
             got: 2,
@@ -496,7 +498,7 @@ fn sequence_gaps_close() {
     assert_protocol_error(
         &bytes,
         ProtocolError::SequenceGap {
-            stream: 1,
+            stream: StreamId::new(1),
             frame_type: FrameType::End,
             expected: 1,
             got: 5,
@@ -526,7 +528,7 @@ fn end_with_payload_closes_from_its_header() {
     assert_protocol_error(
         &head,
         ProtocolError::EndWithPayload {
-            stream: 3,
+            stream: StreamId::new(3),
             length: 5,
         },
     );
@@ -556,7 +558,7 @@ fn too_many_open_incoming_streams_close() {
             .events
             .iter()
             .filter_map(|e| match e {
-                Event::StreamIncomplete { stream, .. } => Some(*stream),
+                Event::StreamIncomplete { stream, .. } => Some(stream.get()),
                 _ => None,
             })
             .collect();
@@ -571,14 +573,14 @@ fn violation_reports_open_streams_incomplete_never_complete() {
     for (chunk, _, events) in violation(&bytes) {
         assert!(
             events.contains(&Event::StreamIncomplete {
-                stream: 7,
+                stream: StreamId::new(7),
                 frames: 1,
                 bytes: 3,
                 reason: CloseReason::Protocol(ProtocolError::DataOnStreamZero),
             }),
             "chunk {chunk}"
         );
-        assert!(stream_end(&events, 7).is_none());
+        assert!(stream_end(&events, StreamId::new(7)).is_none());
     }
 }
 
@@ -601,8 +603,8 @@ fn unknown_types_and_control_frames_are_skipped_whole() {
             .filter(|e| matches!(e, Event::FrameSkipped { .. }))
             .count();
         assert_eq!(skipped, 3);
-        assert_eq!(p.server.received(1), b"kept");
-        assert_eq!(stream_end(&p.server.events, 1), Some((1, 4)));
+        assert_eq!(p.server.received(StreamId::new(1)), b"kept");
+        assert_eq!(stream_end(&p.server.events, StreamId::new(1)), Some((1, 4)));
     }
 }
 
@@ -612,7 +614,7 @@ fn receiver_accepts_any_stream_id_parity() {
     bytes.extend(frame(FrameType::End, 2, 1, b""));
     for (_, reason, events) in violation(&bytes) {
         assert_eq!(reason, None);
-        assert_eq!(stream_end(&events, 2), Some((1, 16)));
+        assert_eq!(stream_end(&events, StreamId::new(2)), Some((1, 16)));
     }
 }
 
@@ -941,9 +943,96 @@ fn oversized_chunks_are_refused_locally() {
         })
     );
     assert_eq!(
-        p.client.conn.send(p.now, 99, Bytes::new()),
-        Err(SendError::UnknownStream { stream: 99 })
+        p.client.conn.send(p.now, StreamId::new(99), Bytes::new()),
+        Err(SendError::UnknownStream {
+            stream: StreamId::new(99)
+        })
     );
+}
+
+#[test]
+fn a_refused_chunk_poisons_its_stream_and_nothing_more_of_it_is_written() {
+    for chunk in CHUNKINGS {
+        let config = ConnectionConfig::builder()
+            .max_payload(1024)
+            .build()
+            .unwrap();
+        let mut p = Pair::new(config, key(KEY), key(KEY), chunk);
+        p.handshake();
+        let s = p.client.conn.open_stream().unwrap();
+        let now = p.now;
+        let conn = &mut p.client.conn;
+        conn.send(now, s, Bytes::from_static(b"before")).unwrap();
+        let too_large = SendError::PayloadTooLarge {
+            len: 1025,
+            max: 1024,
+        };
+        assert_eq!(
+            conn.send(now, s, Bytes::from(vec![0u8; 1025])),
+            Err(too_large.clone())
+        );
+        let poisoned = SendError::Poisoned {
+            stream: s,
+            refused: Box::new(too_large),
+        };
+        assert_eq!(conn.poisoned(s), Some(poisoned.clone()));
+        assert_eq!(
+            conn.send(now, s, Bytes::from_static(b"after")),
+            Err(poisoned.clone())
+        );
+        assert_eq!(conn.finish(now, s), Err(poisoned.clone()));
+        // The poisoned stream keeps its id: the peer still holds it open.
+        let other = conn.open_stream().unwrap();
+        assert_ne!(other, s);
+        assert_eq!(conn.poisoned(other), None);
+        conn.send(now, other, Bytes::from_static(b"fine")).unwrap();
+        conn.finish(now, other).unwrap();
+        p.drive();
+        assert_eq!(p.server.received(s), b"before");
+        assert_eq!(stream_end(&p.server.events, s), None);
+        assert_eq!(stream_end(&p.server.events, other), Some((1, 4)));
+        // Still refused once everything was written.
+        let now = p.now;
+        assert_eq!(p.client.conn.finish(now, s), Err(poisoned));
+        p.client.conn.close(now);
+        p.drive();
+        assert!(p.client.events.contains(&Event::SendAborted { stream: s }));
+        p.deliver_eof_to_server();
+        assert!(p.server.events.contains(&Event::StreamIncomplete {
+            stream: s,
+            frames: 1,
+            bytes: 6,
+            reason: CloseReason::PeerClosed,
+        }));
+    }
+}
+
+#[test]
+fn backpressure_does_not_poison_a_stream() {
+    let config = ConnectionConfig::builder()
+        .send_high_water(1024)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(config, key(KEY), key(KEY), usize::MAX);
+    p.handshake();
+    p.client.write_capacity = Some(0);
+    let s = p.client.conn.open_stream().unwrap();
+    let piece = Bytes::from(vec![5u8; 600]);
+    let now = p.now;
+    p.client.conn.send(now, s, piece.clone()).unwrap();
+    p.client.conn.send(now, s, piece.clone()).unwrap();
+    assert_eq!(
+        p.client.conn.send(now, s, piece.clone()),
+        Err(SendError::WouldBlock { high_water: 1024 })
+    );
+    assert_eq!(p.client.conn.poisoned(s), None);
+    p.client.write_capacity = None;
+    p.drive();
+    let now = p.now;
+    p.client.conn.send(now, s, piece).unwrap();
+    p.client.conn.finish(now, s).unwrap();
+    p.drive();
+    assert_eq!(stream_end(&p.server.events, s), Some((3, 1800)));
 }
 
 #[test]

@@ -116,7 +116,7 @@ impl Side {
     }
 
     /// Concatenated payloads received on `stream`.
-    pub fn received(&self, stream: u32) -> Vec<u8> {
+    pub fn received(&self, stream: asoc_proto::connection::StreamId) -> Vec<u8> {
         let mut out = Vec::new();
         for e in &self.events {
             if let Event::Data {

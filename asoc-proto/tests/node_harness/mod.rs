@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use asoc_proto::auth::{sign_hello, ApiKey, KeyRing};
-use asoc_proto::connection::{CloseReason, Connection, Event};
+use asoc_proto::connection::{CloseReason, Connection, Event, StreamId};
 use asoc_proto::dial::Dial;
 use asoc_proto::node::{ConnId, Node, NodeConfig, NodeEvent};
 use asoc_proto::policy::Refusal;
@@ -180,7 +180,7 @@ impl End {
     }
 
     /// Concatenated payloads received on `stream`.
-    pub fn received(&self, stream: u32) -> Vec<u8> {
+    pub fn received(&self, stream: StreamId) -> Vec<u8> {
         let mut out = Vec::new();
         for e in &self.events {
             if let Event::Data {

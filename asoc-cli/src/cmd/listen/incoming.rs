@@ -2,6 +2,7 @@
 //! written) as its chunks arrive, reported complete or incomplete, and
 //! with `--echo` sent back to its sender.
 
+use asoc_proto::connection::StreamId;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -146,7 +147,7 @@ impl Report {
         &self,
         peer_node: Option<Uuid>,
         addr: SocketAddr,
-        id: u32,
+        id: StreamId,
         (bytes, frames): (u64, u32),
         sink: io::Result<Finished>,
     ) -> bool {
@@ -156,7 +157,7 @@ impl Report {
                 let file = done.file.map(|f| f.display().to_string());
                 self.out.emit(
                     json!({"event": "stream_complete", "peer": peer(peer_node),
-                           "addr": addr.to_string(), "stream": id, "frames": frames,
+                           "addr": addr.to_string(), "stream": id.get(), "frames": frames,
                            "bytes": bytes, "sha256": sha}),
                     || {
                         let mut line = format!(
@@ -183,7 +184,7 @@ impl Report {
     }
 
     /// Where a new stream's bytes go: hashed and, with `--out`, written.
-    pub(super) fn sink(&self, peer_node: Option<Uuid>, addr: SocketAddr, id: u32) -> Sink {
+    pub(super) fn sink(&self, peer_node: Option<Uuid>, addr: SocketAddr, id: StreamId) -> Sink {
         let target = self
             .settings
             .out_dir
@@ -204,13 +205,13 @@ impl Report {
         &self,
         peer_node: Option<Uuid>,
         addr: SocketAddr,
-        id: u32,
+        id: StreamId,
         bytes: u64,
         reason: &str,
     ) {
         self.out.emit(
             json!({"event": "stream_incomplete", "peer": peer(peer_node),
-                   "addr": addr.to_string(), "stream": id, "bytes": bytes, "reason": reason}),
+                   "addr": addr.to_string(), "stream": id.get(), "bytes": bytes, "reason": reason}),
             || {
                 format!(
                     "stream {id} from {} {addr} INCOMPLETE after {bytes} bytes ({reason})",
@@ -222,7 +223,7 @@ impl Report {
 
     /// Reports how sending a stream back to `addr` went: our stream id, or
     /// why it failed.
-    pub(super) fn echoed(&self, addr: SocketAddr, result: Result<u32, String>) {
+    pub(super) fn echoed(&self, addr: SocketAddr, result: Result<StreamId, String>) {
         match result {
             Ok(id) => self
                 .out
