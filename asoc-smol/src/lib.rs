@@ -27,7 +27,7 @@
 //!     let key = ApiKey::new("0123456789abcdef0123456789abcdef")?;
 //!     let config = AuthenticatorConfig::new(uuid::Uuid::from_u128(node), KeyRing::new(key));
 //!     // Seeded from the OS.
-//!     asoc_smol::shared_authenticator(config)
+//!     Ok(asoc_smol::shared_authenticator(config)?)
 //! }
 //!
 //! smol::block_on(async {
