@@ -142,3 +142,11 @@ pub use connection::{
     ConnectionStats, Event, HandshakeMessage, HandshakeStateError, ProtocolError, Role, SendError,
     StreamId,
 };
+pub use auth::{ApiKey, AuthFailure, KeyError, KeyId, KeyRing};
+pub use dial::{DialConfig, DialTarget};
+pub use discovery::DiscoveryConfig;
+pub use handshake::{Authenticator, AuthenticatorConfig, AuthenticatorConfigBuilder};
+pub use node::{ConnId, Node, NodeConfig, NodeEvent, PeerRef};
+pub use policy::PolicyConfig;
+pub use rng::Seed;
+pub use wire::{Frame, FrameDecoder, FrameError, FrameType, Header};
