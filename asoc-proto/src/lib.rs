@@ -15,7 +15,7 @@
 //! | [`auth`] | API keys, the key ring for rotation, truncated HMACs, community hash, session tokens, PBKDF2 cluster keys |
 //! | [`replay`] | bounded replay caches that fail closed |
 //! | [`connection`] | one TCP connection: handshake, streams, timers, backpressure |
-//! | [`handshake`] | the [`Authenticator`](handshake::Authenticator) that judges HELLO and ACCEPT |
+//! | [`handshake`] | the [`Authenticator`] that judges HELLO and ACCEPT |
 //! | [`discovery`] | UDP announcements: signing, the validation order of WIRE.md §7, rate limits, the peer table with expiry |
 //! | [`policy`] | per-IP admission shared by a node's connections: caps, lockout, attempt rate |
 //! | [`dial`] | static and discovered peers turned into dial decisions on the reconnect schedule |
@@ -26,7 +26,7 @@
 //!
 //! A [`Connection`] never blocks and never holds a
 //! key. The program that owns the transport feeds it input, gives it
-//! handshake verdicts through an [`Authenticator`](handshake::Authenticator),
+//! handshake verdicts through an [`Authenticator`],
 //! writes what it wants written, takes its events and arms its timer. This
 //! complete example runs a client and a server in memory, with a byte vector
 //! standing in for each direction of a TCP connection:
@@ -137,12 +137,12 @@ pub mod rng;
 mod time;
 pub mod wire;
 
+pub use auth::{ApiKey, AuthFailure, KeyError, KeyId, KeyRing};
 pub use connection::{
     CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionConfigBuilder,
     ConnectionStats, Event, HandshakeMessage, HandshakeStateError, ProtocolError, Role, SendError,
     StreamId,
 };
-pub use auth::{ApiKey, AuthFailure, KeyError, KeyId, KeyRing};
 pub use dial::{DialConfig, DialTarget};
 pub use discovery::DiscoveryConfig;
 pub use handshake::{Authenticator, AuthenticatorConfig, AuthenticatorConfigBuilder};
