@@ -95,6 +95,27 @@ pub fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The SHA-256 of chunks `0..count` of stream `seed`, `len` bytes each:
+/// what a receiver of them hashes.
+pub fn chunks_digest(seed: u64, count: u64, len: usize) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for i in 0..count {
+        h.update(chunk(seed, i, len));
+    }
+    h.finalize().to_vec()
+}
+
+/// How many bytes `stream` carries to its end, and their SHA-256.
+pub async fn hashed(stream: &mut asoc_async::RecvStream) -> (u64, Vec<u8>) {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(c) = stream.chunk().await.unwrap() {
+        n += c.len() as u64;
+        h.update(&c);
+    }
+    (n, h.finalize().to_vec())
+}
+
 /// The established connection from `from` to `to`, whichever side dialed.
 pub fn route<A: Net, B: Net>(from: &Node<A>, to: &Node<B>) -> PeerRef {
     let (id, addr) = (to.node_id(), to.local_addr());
@@ -154,13 +175,7 @@ async fn stream_verified<A: Net, B: Net>(a: &Node<A>, b: &Node<B>, b_net: &B, to
         let b = b.clone();
         spawn(b_net, async move {
             let mut incoming = b.accept_stream().await.unwrap();
-            let mut h = Sha256::new();
-            let mut n = 0u64;
-            while let Some(c) = incoming.stream.chunk().await.unwrap() {
-                n += c.len() as u64;
-                h.update(&c);
-            }
-            (n, h.finalize())
+            hashed(&mut incoming.stream).await
         })
     };
     let guard = a.send_guard();
@@ -180,7 +195,11 @@ async fn stream_verified<A: Net, B: Net>(a: &Node<A>, b: &Node<B>, b_net: &B, to
     drop(guard);
     let (n, digest) = receiver.await;
     assert_eq!(n, total);
-    assert_eq!(digest, h.finalize(), "SHA-256 of the received tensor");
+    assert_eq!(
+        digest,
+        h.finalize().to_vec(),
+        "SHA-256 of the received tensor"
+    );
 }
 
 /// Two nodes on loopback: handshake, then `total` bytes in 1 MiB chunks,

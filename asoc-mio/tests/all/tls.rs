@@ -13,9 +13,10 @@ use asoc_mio::{MioConfig, MioConnection, Node, NodeBuilder, PeerRef};
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
 use asoc_proto::handshake::AuthenticatorConfig;
-use asoc_testkit::scenarios::TestPki;
+use asoc_testkit::scenarios::{chunk, chunks_digest, TestPki};
+
+use crate::common::{hashed, route};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -31,37 +32,8 @@ fn builder() -> NodeBuilder {
     NodeBuilder::new(COMMUNITY, key()).bind("127.0.0.1:0".parse().unwrap())
 }
 
-/// Deterministic bytes for chunk `index` of stream `seed`.
-fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ index.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn expected_digest(seed: u64, total: u64) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for i in 0..total / CHUNK as u64 {
-        h.update(chunk(seed, i, CHUNK));
-    }
-    h.finalize().to_vec()
-}
-
-/// The established connection from `from` to `to`, whichever side dialed.
-fn route(from: &Node, to: &Node) -> PeerRef {
-    let (id, addr) = (to.node_id(), to.local_addr());
-    from.connected_peers()
-        .into_iter()
-        .find(|p| p.peer_node == Some(id) || p.addr == addr)
-        .map(|p| PeerRef::Conn(p.id))
-        .unwrap_or_else(|| panic!("no connection to {id}"))
+    chunks_digest(seed, total / CHUNK as u64, CHUNK)
 }
 
 /// `total` bytes from `from` to `to` in 1 MiB chunks; the receiver's byte
@@ -75,17 +47,9 @@ fn stream_verified(from: &Node, to: &Node, seed: u64, total: u64) {
         s.finish().unwrap();
     });
     let mut incoming = to.accept_stream_timeout(LIMIT).expect("a stream arrives");
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(c) = incoming.stream.chunk().unwrap() {
-        n += c.len() as u64;
-        h.update(&c);
-    }
+    let received = hashed(&mut incoming.stream);
     sender.join().unwrap();
-    assert_eq!(
-        (n, h.finalize().to_vec()),
-        (total, expected_digest(seed, total))
-    );
+    assert_eq!(received, (total, expected_digest(seed, total)));
 }
 
 /// `b` with `b_tls`, then `a` with `a_tls` dialing it; both connected.
@@ -242,15 +206,9 @@ fn one_mio_connection_inside_tls_delivers_everything_before_a_graceful_close() {
                 .unwrap();
         assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
         let mut stream = conn.accept_stream().unwrap();
-        let mut h = Sha256::new();
-        let mut n = 0u64;
         // Slowly at first, so the sender's TLS records back up.
         thread::sleep(Duration::from_millis(300));
-        while let Some(c) = stream.chunk().unwrap() {
-            n += c.len() as u64;
-            h.update(&c);
-        }
-        ((n, h.finalize().to_vec()), conn.closed())
+        (hashed(&mut stream), conn.closed())
     });
     // The CA-signed certificate names localhost and 127.0.0.1.
     let target = format!("localhost:{port}");
@@ -317,13 +275,7 @@ fn mio_and_tokio_nodes_talk_over_tls_both_ways() {
             let t = tokio_node.clone();
             rt.spawn(async move {
                 let mut incoming = t.accept_stream().await.unwrap();
-                let mut h = Sha256::new();
-                let mut n = 0u64;
-                while let Some(c) = incoming.stream.chunk().await.unwrap() {
-                    n += c.len() as u64;
-                    h.update(&c);
-                }
-                (n, h.finalize().to_vec())
+                asoc_testkit::scenarios::hashed(&mut incoming.stream).await
             })
         };
         let mut s = m.open_stream(PeerRef::Conn(peer)).unwrap();
@@ -359,17 +311,9 @@ fn mio_and_tokio_nodes_talk_over_tls_both_ways() {
             })
         };
         let mut incoming = m.accept_stream_timeout(LIMIT).unwrap();
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        while let Some(c) = incoming.stream.chunk().unwrap() {
-            n += c.len() as u64;
-            h.update(&c);
-        }
+        let received = hashed(&mut incoming.stream);
         rt.block_on(sender).unwrap();
-        assert_eq!(
-            (n, h.finalize().to_vec()),
-            (TOTAL, expected_digest(seed + 100, TOTAL))
-        );
+        assert_eq!(received, (TOTAL, expected_digest(seed + 100, TOTAL)));
     }
     mio.shutdown(Duration::from_secs(5));
     mio2.shutdown(Duration::from_secs(5));
@@ -452,13 +396,7 @@ fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
         let conn = MioConnection::server(b, &server_auth, small).unwrap();
         let mut stream = conn.accept_stream().unwrap();
         thread::sleep(Duration::from_millis(500));
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        while let Some(c) = stream.chunk().unwrap() {
-            n += c.len() as u64;
-            h.update(&c);
-        }
-        ((n, h.finalize().to_vec()), conn.closed())
+        (hashed(&mut stream), conn.closed())
     });
     let io = Holding {
         io: a,
