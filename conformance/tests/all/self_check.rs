@@ -16,7 +16,7 @@ use conformance::run::{run_case, Outcome};
 use conformance::target::{Endpoint, Implementation, Sources, TargetConfig};
 use conformance::wire::{accept_frame, challenge, frame, hello_frame, ty, uuid_v4};
 
-const KEY: &str = "0123456789abcdef0123456789abcdef";
+use crate::sloppy::{sloppy_server, KEY};
 
 struct Sloppy(SocketAddr);
 
@@ -34,25 +34,6 @@ impl Implementation for Sloppy {
     fn announcements(&mut self) -> Option<&UdpSocket> {
         None
     }
-}
-
-fn sloppy_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut hello = [0u8; 50];
-                if s.read_exact(&mut hello).is_ok() {
-                    let _ = s.write_all(&accept_frame(KEY.as_bytes()));
-                }
-                let mut sink = [0u8; 4096];
-                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
 }
 
 fn config() -> TargetConfig {
