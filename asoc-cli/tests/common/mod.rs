@@ -30,6 +30,14 @@ pub fn with_key(key: &str) -> Command {
     c
 }
 
+/// `asoc send --runtime runtime --peer peer` with `ASOC_API_KEY` set to
+/// `key`; the caller adds the other options and the inputs.
+pub fn send(key: &str, runtime: &str, peer: &str) -> Command {
+    let mut c = with_key(key);
+    c.args(["send", "--runtime", runtime, "--peer", peer]);
+    c
+}
+
 /// A fresh key from `asoc keygen`.
 pub fn keygen() -> String {
     let out = asoc().arg("keygen").output().unwrap();
