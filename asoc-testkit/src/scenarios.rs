@@ -116,6 +116,27 @@ pub async fn hashed(stream: &mut asoc_async::RecvStream) -> (u64, Vec<u8>) {
     (n, h.finalize().to_vec())
 }
 
+/// An authenticator for one side of a bare connection: node id
+/// `[node; 16]`, `key`, and `[node; 32]` as its random seed, so that the two
+/// sides differ and a run repeats exactly.
+pub fn connection_auth(node: u8, key: &str) -> asoc_async::SharedAuthenticator {
+    let config = asoc_proto::handshake::AuthenticatorConfig::new(
+        uuid::Uuid::from_bytes([node; 16]),
+        asoc_proto::auth::KeyRing::new(ApiKey::new(key).unwrap()),
+    );
+    std::sync::Arc::new(std::sync::Mutex::new(
+        asoc_proto::handshake::Authenticator::new(config, [node; 32]),
+    ))
+}
+
+/// `len` bytes of a fixed pattern that does not repeat within a chunk's
+/// small pieces: a tensor whose SHA-256 tells a reordered or lost piece.
+pub fn tensor(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
 /// The established connection from `from` to `to`, whichever side dialed.
 pub fn route<A: Net, B: Net>(from: &Node<A>, to: &Node<B>) -> PeerRef {
     let (id, addr) = (to.node_id(), to.local_addr());

@@ -3,27 +3,19 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use asoc_mio::StreamId;
-use asoc_mio::{Error, MioConfig, MioConnection, SharedAuthenticator, StreamError};
-use asoc_proto::auth::{ApiKey, AuthFailure, KeyRing};
+use asoc_mio::{Error, MioConfig, MioConnection, StreamError};
+use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::{CloseReason, ConnectionConfig, SendError};
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+use asoc_testkit::scenarios::connection_auth;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-fn auth(node: u8, key: &str) -> SharedAuthenticator {
-    let config = AuthenticatorConfig::new(
-        Uuid::from_bytes([node; 16]),
-        KeyRing::new(ApiKey::new(key).unwrap()),
-    );
-    Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
-}
 
 fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()
@@ -34,9 +26,9 @@ fn pair(config: MioConfig) -> (MioConnection, MioConnection) {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
-        MioConnection::accept(&listener, &auth(2, KEY), config).unwrap()
+        MioConnection::accept(&listener, &connection_auth(2, KEY), config).unwrap()
     });
-    let client = MioConnection::connect(addr, &auth(1, KEY), config).unwrap();
+    let client = MioConnection::connect(addr, &connection_auth(1, KEY), config).unwrap();
     (client, server.join().unwrap())
 }
 
@@ -166,11 +158,11 @@ fn wrong_key_no_connection_and_the_server_closes_with_bad_mac() {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
-        MioConnection::accept(&listener, &auth(2, KEY), MioConfig::default())
+        MioConnection::accept(&listener, &connection_auth(2, KEY), MioConfig::default())
     });
     let client = MioConnection::connect(
         addr,
-        &auth(1, "a-completely-different-key"),
+        &connection_auth(1, "a-completely-different-key"),
         MioConfig::default(),
     );
     match server.join().unwrap() {
@@ -188,11 +180,11 @@ fn wrong_key_the_server_writes_not_a_single_byte() {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
-        MioConnection::accept(&listener, &auth(2, KEY), MioConfig::default())
+        MioConnection::accept(&listener, &connection_auth(2, KEY), MioConfig::default())
     });
     // A raw client: a HELLO under the wrong key, then read until EOF.
     let mut sock = TcpStream::connect(addr).unwrap();
-    let mut hello = auth(1, "a-completely-different-key")
+    let mut hello = connection_auth(1, "a-completely-different-key")
         .lock()
         .unwrap()
         .client(Instant::now(), ConnectionConfig::default());
@@ -277,8 +269,9 @@ fn a_silent_client_is_dropped_at_the_protocol_handshake_deadline() {
     };
     let listener = listener();
     let addr = listener.local_addr().unwrap();
-    let server =
-        std::thread::spawn(move || MioConnection::accept(&listener, &auth(2, KEY), config));
+    let server = std::thread::spawn(move || {
+        MioConnection::accept(&listener, &connection_auth(2, KEY), config)
+    });
     let mut sock = TcpStream::connect(addr).unwrap();
     let mut received = Vec::new();
     sock.read_to_end(&mut received).unwrap();
