@@ -15,7 +15,7 @@ use asoc_proto::connection::CloseReason;
 use asoc_proto::handshake::AuthenticatorConfig;
 use asoc_testkit::scenarios::{chunk, chunks_digest, TestPki};
 
-use crate::common::{hashed, route};
+use crate::common::{hashed, route, Holding};
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -55,14 +55,19 @@ fn stream_verified(from: &Node, to: &Node, seed: u64, total: u64) {
 /// `b` with `b_tls`, then `a` with `a_tls` dialing it; both connected.
 fn pair(a_tls: TlsConfig, b_tls: TlsConfig) -> (Node, Node) {
     let b = builder().tls(b_tls).start().unwrap();
-    let a = builder()
-        .tls(a_tls)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let a = dialing(&b, a_tls);
     assert_eq!(a.wait_for_peers(1, LIMIT), 1, "a connected");
     assert_eq!(b.wait_for_peers(1, LIMIT), 1, "b connected");
     (a, b)
+}
+
+/// A node with `tls` that dials `b`.
+fn dialing(b: &Node, tls: TlsConfig) -> Node {
+    builder()
+        .tls(tls)
+        .static_peer(b.local_addr().to_string())
+        .start()
+        .unwrap()
 }
 
 fn server_only(cert: &str, key: &str, client_ca: Option<&str>, pki: &TestPki) -> TlsConfig {
@@ -92,11 +97,7 @@ fn pinned_self_signed_certificate_carries_verified_streams_and_a_wrong_pin_never
     stream_verified(&b, &a, 2, 32 << 20);
 
     let wrong = client_only(&ServerTrust::Pinned(pki.path("other.pem")), None, &pki);
-    let c = builder()
-        .tls(wrong)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let c = dialing(&b, wrong);
     assert_eq!(
         c.wait_for_peers(1, Duration::from_secs(2)),
         0,
@@ -119,11 +120,7 @@ fn mutual_tls_admits_a_ca_signed_client_and_refuses_one_without_a_certificate() 
     stream_verified(&b, &a, 4, 16 << 20);
 
     let anonymous = client_only(&trust, None, &pki);
-    let c = builder()
-        .tls(anonymous)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let c = dialing(&b, anonymous);
     assert_eq!(
         c.wait_for_peers(1, Duration::from_secs(2)),
         0,
@@ -146,11 +143,7 @@ fn a_client_trusting_another_ca_never_connects() {
     let server = server_only("self.pem", "self.key", None, &pki);
     let client = client_only(&ServerTrust::CaFile(pki.path("ca.pem")), None, &pki);
     let b = builder().tls(server).start().unwrap();
-    let a = builder()
-        .tls(client)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let a = dialing(&b, client);
     assert_eq!(a.wait_for_peers(1, Duration::from_secs(2)), 0);
     assert_eq!(b.connected_peers().len(), 0);
     a.shutdown(Duration::from_secs(5));
@@ -173,10 +166,7 @@ fn a_plain_client_is_not_let_into_a_tls_node() {
         .tls(server_only("self.pem", "self.key", None, &pki))
         .start()
         .unwrap();
-    let a = builder()
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let a = dialing(&b, TlsConfig::default());
     assert_eq!(a.wait_for_peers(1, Duration::from_secs(2)), 0);
     assert_eq!(b.connected_peers().len(), 0);
     a.shutdown(Duration::from_secs(5));
@@ -320,59 +310,6 @@ fn mio_and_tokio_nodes_talk_over_tls_both_ways() {
     rt.block_on(tokio_node.shutdown(Duration::from_secs(5)));
 }
 
-/// A transport that, like TLS, holds output of its own: writes are taken
-/// whole into a buffer, which only `flush` pushes to the socket
-/// (`WouldBlock` while some is left).
-struct Holding {
-    io: mio::net::UnixStream,
-    held: Vec<u8>,
-}
-
-impl std::io::Read for Holding {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.io.read(buf)
-    }
-}
-
-impl std::io::Write for Holding {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.held.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        while !self.held.is_empty() {
-            let n = self.io.write(&self.held)?;
-            self.held.drain(..n);
-        }
-        Ok(())
-    }
-}
-
-impl mio::event::Source for Holding {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> std::io::Result<()> {
-        self.io.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> std::io::Result<()> {
-        self.io.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
-        self.io.deregister(registry)
-    }
-}
-
 #[test]
 fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
     const TOTAL: u64 = 16 << 20;
@@ -398,11 +335,7 @@ fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
         thread::sleep(Duration::from_millis(500));
         (hashed(&mut stream), conn.closed())
     });
-    let io = Holding {
-        io: a,
-        held: Vec::new(),
-    };
-    let conn = MioConnection::client(io, &client_auth, MioConfig::default()).unwrap();
+    let conn = MioConnection::client(Holding::new(a), &client_auth, MioConfig::default()).unwrap();
     let s = conn.open_stream().unwrap();
     for i in 0..TOTAL / CHUNK as u64 {
         conn.send(s, Bytes::from(chunk(10, i, CHUNK))).unwrap();
