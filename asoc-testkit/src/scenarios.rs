@@ -907,20 +907,24 @@ pub fn set_linger_zero(sock: &std::net::TcpStream) {
         .unwrap();
 }
 
-/// Slowloris: `hanging` clients each send their HELLO one byte per second;
-/// meanwhile a legitimate peer connects and streams; every hanging client
-/// is closed at the handshake deadline.
-pub async fn slowloris<N: Net>(net: N, hanging: usize) {
-    use asoc_proto::connection::ConnectionConfig;
-    use std::io::{Read, Write};
-    let deadline = Duration::from_secs(3);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
+/// The default driver, with handshakes cut off after `deadline`.
+fn handshake_deadline(deadline: Duration) -> asoc_async::DriverConfig {
+    asoc_async::DriverConfig {
+        connection: asoc_proto::connection::ConnectionConfig::builder()
             .handshake_timeout(deadline)
             .build()
             .unwrap(),
         ..asoc_async::DriverConfig::default()
-    };
+    }
+}
+
+/// Slowloris: `hanging` clients each send their HELLO one byte per second;
+/// meanwhile a legitimate peer connects and streams; every hanging client
+/// is closed at the handshake deadline.
+pub async fn slowloris<N: Net>(net: N, hanging: usize) {
+    use std::io::{Read, Write};
+    let deadline = Duration::from_secs(3);
+    let driver = handshake_deadline(deadline);
     let b = start(&net, builder(KEY).driver(driver)).await;
     let addr = b.local_addr();
     let started = Instant::now();
@@ -1201,16 +1205,9 @@ pub async fn wrong_key_flood<N: Net>(net: N, attempts: usize, bytes: u64) -> Flo
 /// (the rest are refused at once), every admitted one is closed at the
 /// handshake deadline, and a legitimate peer still gets in.
 pub async fn silent_connections<N: Net>(net: N, count: usize) {
-    use asoc_proto::connection::ConnectionConfig;
     use std::io::Read;
     let deadline = Duration::from_secs(2);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .handshake_timeout(deadline)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let driver = handshake_deadline(deadline);
     let b = start(&net, builder(KEY).driver(driver)).await;
     let target = b.local_addr();
     let mut socks = Vec::with_capacity(count);
