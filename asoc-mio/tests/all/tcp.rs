@@ -10,7 +10,7 @@ use asoc_mio::StreamId;
 use asoc_mio::{Error, MioConfig, MioConnection, StreamError};
 use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::{CloseReason, ConnectionConfig, SendError};
-use asoc_testkit::scenarios::connection_auth;
+use asoc_testkit::scenarios::connection_auth as auth;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -26,9 +26,9 @@ fn pair(config: MioConfig) -> (MioConnection, MioConnection) {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
-        MioConnection::accept(&listener, &connection_auth(2, KEY), config).unwrap()
+        MioConnection::accept(&listener, &auth(2, KEY), config).unwrap()
     });
-    let client = MioConnection::connect(addr, &connection_auth(1, KEY), config).unwrap();
+    let client = MioConnection::connect(addr, &auth(1, KEY), config).unwrap();
     (client, server.join().unwrap())
 }
 
@@ -158,11 +158,11 @@ fn wrong_key_no_connection_and_the_server_closes_with_bad_mac() {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
-        MioConnection::accept(&listener, &connection_auth(2, KEY), MioConfig::default())
+        MioConnection::accept(&listener, &auth(2, KEY), MioConfig::default())
     });
     let client = MioConnection::connect(
         addr,
-        &connection_auth(1, "a-completely-different-key"),
+        &auth(1, "a-completely-different-key"),
         MioConfig::default(),
     );
     match server.join().unwrap() {
@@ -180,11 +180,11 @@ fn wrong_key_the_server_writes_not_a_single_byte() {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
-        MioConnection::accept(&listener, &connection_auth(2, KEY), MioConfig::default())
+        MioConnection::accept(&listener, &auth(2, KEY), MioConfig::default())
     });
     // A raw client: a HELLO under the wrong key, then read until EOF.
     let mut sock = TcpStream::connect(addr).unwrap();
-    let mut hello = connection_auth(1, "a-completely-different-key")
+    let mut hello = auth(1, "a-completely-different-key")
         .lock()
         .unwrap()
         .client(Instant::now(), ConnectionConfig::default());
@@ -269,9 +269,8 @@ fn a_silent_client_is_dropped_at_the_protocol_handshake_deadline() {
     };
     let listener = listener();
     let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        MioConnection::accept(&listener, &connection_auth(2, KEY), config)
-    });
+    let server =
+        std::thread::spawn(move || MioConnection::accept(&listener, &auth(2, KEY), config));
     let mut sock = TcpStream::connect(addr).unwrap();
     let mut received = Vec::new();
     sock.read_to_end(&mut received).unwrap();

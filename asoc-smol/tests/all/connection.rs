@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use asoc_proto::connection::CloseReason;
 use asoc_smol::{DriverConfig, Error, Smol};
-use asoc_testkit::scenarios::{connection_auth, hashed, tensor};
+use asoc_testkit::scenarios::{connection_auth as auth, hashed, tensor};
 use async_executor::Executor;
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -63,28 +63,18 @@ fn async_std_rt() -> Smol {
 
 async fn stream_scenario(rt: Smol, server_io: impl Io, client_io: impl Io, size: usize) {
     let server = async {
-        let conn = asoc_smol::accept_on(
-            &rt,
-            server_io,
-            &connection_auth(2, KEY),
-            DriverConfig::default(),
-        )
-        .await
-        .unwrap();
+        let conn = asoc_smol::accept_on(&rt, server_io, &auth(2, KEY), DriverConfig::default())
+            .await
+            .unwrap();
         assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
         let mut stream = conn.accept_stream().await.unwrap();
         let (n, digest) = hashed(&mut stream).await;
         (n, stream.frames(), digest)
     };
     let client = async {
-        let conn = asoc_smol::connect_on(
-            &rt,
-            client_io,
-            &connection_auth(1, KEY),
-            DriverConfig::default(),
-        )
-        .await
-        .unwrap();
+        let conn = asoc_smol::connect_on(&rt, client_io, &auth(1, KEY), DriverConfig::default())
+            .await
+            .unwrap();
         let data = tensor(size);
         let expected = Sha256::digest(&data).to_vec();
         conn.send_tensor(Bytes::from(data), MIB).await.unwrap();
@@ -134,10 +124,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
 async fn wrong_key_scenario(rt: Smol, server_io: impl Io, client_io: impl Io) {
     let received = Arc::new(AtomicUsize::new(0));
     let client_io = Counting(client_io, received.clone());
-    let (server_auth, client_auth) = (
-        connection_auth(2, KEY),
-        connection_auth(1, "a-completely-different-key"),
-    );
+    let (server_auth, client_auth) = (auth(2, KEY), auth(1, "a-completely-different-key"));
     let server = asoc_smol::accept_on(&rt, server_io, &server_auth, DriverConfig::default());
     let client = asoc_smol::connect_on(&rt, client_io, &client_auth, DriverConfig::default());
     let (server, client) = zip(server, client).await;

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use asoc_async::{Connection, Net};
 use asoc_smol::{DriverConfig, Smol};
-use asoc_testkit::scenarios::connection_auth;
+use asoc_testkit::scenarios::connection_auth as auth;
 use bytes::Bytes;
 use futures_lite::future::zip;
 
@@ -32,14 +32,9 @@ async fn tcp_scenario(rt: Smol) {
     assert!(from.ip().is_loopback());
 
     let server = async {
-        let conn = Connection::accept(
-            &rt,
-            server_io,
-            &connection_auth(2, KEY),
-            DriverConfig::default(),
-        )
-        .await
-        .unwrap();
+        let conn = Connection::accept(&rt, server_io, &auth(2, KEY), DriverConfig::default())
+            .await
+            .unwrap();
         conn.accept_stream()
             .await
             .unwrap()
@@ -48,14 +43,9 @@ async fn tcp_scenario(rt: Smol) {
             .unwrap()
     };
     let client = async {
-        let conn = Connection::connect(
-            &rt,
-            client_io,
-            &connection_auth(1, KEY),
-            DriverConfig::default(),
-        )
-        .await
-        .unwrap();
+        let conn = Connection::connect(&rt, client_io, &auth(1, KEY), DriverConfig::default())
+            .await
+            .unwrap();
         conn.send_tensor(Bytes::from_static(b"over Net"), 3)
             .await
             .unwrap();

@@ -1,7 +1,7 @@
 //! One connection over real loopback TCP.
 
 use asoc_proto::connection::CloseReason;
-use asoc_testkit::scenarios::{connection_auth, hashed, tensor};
+use asoc_testkit::scenarios::{connection_auth as auth, hashed, tensor};
 use asoc_tokio::{DriverConfig, Error};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -14,7 +14,7 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 async fn handshake_and_a_verified_256_mib_stream_over_loopback() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server_auth = connection_auth(2, KEY);
+    let server_auth = auth(2, KEY);
     let server = tokio::spawn(async move {
         let (sock, _) = listener.accept().await.unwrap();
         let conn = asoc_tokio::accept(sock, &server_auth, DriverConfig::default())
@@ -26,7 +26,7 @@ async fn handshake_and_a_verified_256_mib_stream_over_loopback() {
         (n, stream.frames(), digest)
     });
     let sock = TcpStream::connect(addr).await.unwrap();
-    let conn = asoc_tokio::connect(sock, &connection_auth(1, KEY), DriverConfig::default())
+    let conn = asoc_tokio::connect(sock, &auth(1, KEY), DriverConfig::default())
         .await
         .unwrap();
     let data = tensor(256 << 20);
@@ -46,12 +46,12 @@ async fn wrong_key_is_refused_and_the_server_sends_nothing() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (sock, _) = listener.accept().await.unwrap();
-        asoc_tokio::accept(sock, &connection_auth(2, KEY), DriverConfig::default()).await
+        asoc_tokio::accept(sock, &auth(2, KEY), DriverConfig::default()).await
     });
     let sock = TcpStream::connect(addr).await.unwrap();
     let client = asoc_tokio::connect(
         sock,
-        &connection_auth(1, "a-completely-different-key"),
+        &auth(1, "a-completely-different-key"),
         DriverConfig::default(),
     )
     .await;
@@ -152,7 +152,7 @@ async fn output_a_transport_holds_is_flushed_even_when_nothing_new_is_written() 
             held: Vec::new(),
             deferred: false,
         };
-        let conn = asoc_tokio::accept(io, &connection_auth(2, KEY), DriverConfig::default())
+        let conn = asoc_tokio::accept(io, &auth(2, KEY), DriverConfig::default())
             .await
             .unwrap();
         let mut stream = conn.accept_stream().await.unwrap();
@@ -169,7 +169,7 @@ async fn output_a_transport_holds_is_flushed_even_when_nothing_new_is_written() 
         held: Vec::new(),
         deferred: false,
     };
-    let conn = asoc_tokio::connect(io, &connection_auth(1, KEY), DriverConfig::default())
+    let conn = asoc_tokio::connect(io, &auth(1, KEY), DriverConfig::default())
         .await
         .unwrap();
     let data = tensor((3 << 20) + 12_345);
@@ -207,7 +207,7 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
         };
         // Never takes a stream: reading stops at 64 KiB, so the client's
         // commands pile up behind its high-water mark.
-        let conn = asoc_tokio::accept(sock, &connection_auth(2, KEY), config)
+        let conn = asoc_tokio::accept(sock, &auth(2, KEY), config)
             .await
             .unwrap();
         close_rx.await.unwrap();
@@ -219,7 +219,7 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
         ..DriverConfig::default()
     };
     let sock = TcpStream::connect(addr).await.unwrap();
-    let conn = asoc_tokio::connect(sock, &connection_auth(1, KEY), config)
+    let conn = asoc_tokio::connect(sock, &auth(1, KEY), config)
         .await
         .unwrap();
     let mut stream = conn.open_stream().await.unwrap();

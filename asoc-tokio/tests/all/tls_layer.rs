@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use asoc_async::tls::{self, client_config, server_config, server_name, ServerTrust};
 use asoc_proto::connection::CloseReason;
-use asoc_testkit::scenarios::{connection_auth, hashed, tensor, TestPki};
+use asoc_testkit::scenarios::{connection_auth as auth, hashed, tensor, TestPki};
 use asoc_tokio::{Connection, DriverConfig, Tokio, TokioIo};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -29,10 +29,9 @@ async fn a_tensor_crosses_tls_over_an_in_memory_pipe_and_the_close_is_clean() {
             let io = tls::accept(&rt, TokioIo(b), server_tls, LINGER)
                 .await
                 .unwrap();
-            let conn =
-                Connection::accept(&rt, io, &connection_auth(2, KEY), DriverConfig::default())
-                    .await
-                    .unwrap();
+            let conn = Connection::accept(&rt, io, &auth(2, KEY), DriverConfig::default())
+                .await
+                .unwrap();
             let mut stream = conn.accept_stream().await.unwrap();
             let (n, digest) = hashed(&mut stream).await;
             ((n, digest), conn.closed().await)
@@ -43,7 +42,7 @@ async fn a_tensor_crosses_tls_over_an_in_memory_pipe_and_the_close_is_clean() {
         .await
         .unwrap();
     assert!(!io.session().is_handshaking());
-    let conn = Connection::connect(&rt, io, &connection_auth(1, KEY), DriverConfig::default())
+    let conn = Connection::connect(&rt, io, &auth(1, KEY), DriverConfig::default())
         .await
         .unwrap();
     let data = tensor(8 << 20);
