@@ -591,19 +591,26 @@ pub async fn tls_pinned<N: Net>(net: N) {
         server: None,
         client: Some(client_config(&ServerTrust::Pinned(pki.path("other.pem")), None).unwrap()),
     };
+    let _c = never_connects(&net, &b, wrong, "a wrong pin never connects").await;
+    assert_eq!(b.connected_peers().len(), 1);
+}
+
+/// A node with `tls` dialing `b`, which has not connected within half a
+/// second (`why` says why it must not).
+async fn never_connects<N: Net>(net: &N, b: &Node<N>, tls: TlsConfig, why: &str) -> Node<N> {
     let c = start(
-        &net,
+        net,
         builder(KEY)
-            .tls(wrong)
+            .tls(tls)
             .static_peer(b.local_addr().to_string()),
     )
     .await;
     assert_eq!(
         c.wait_for_peers(1, Duration::from_millis(500)).await,
         0,
-        "a wrong pin never connects"
+        "{why}"
     );
-    assert_eq!(b.connected_peers().len(), 1);
+    c
 }
 
 /// Mutual TLS against a CA: a client with a certificate from the CA gets
@@ -644,18 +651,7 @@ pub async fn tls_mutual<N: Net>(net: N) {
         server: None,
         client: Some(client_config(&trust, None).unwrap()),
     };
-    let c = start(
-        &net,
-        builder(KEY)
-            .tls(anonymous)
-            .static_peer(b.local_addr().to_string()),
-    )
-    .await;
-    assert_eq!(
-        c.wait_for_peers(1, Duration::from_millis(500)).await,
-        0,
-        "no client certificate, no connection"
-    );
+    let _c = never_connects(&net, &b, anonymous, "no client certificate, no connection").await;
 }
 
 /// Resident memory of this process in bytes (Linux), 0 where unknown.
