@@ -213,17 +213,9 @@ impl Drop for Listener {
     }
 }
 
-/// Deterministic bytes.
+/// Deterministic bytes: the testkit's chunk 0 of stream `seed`.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    asoc_testkit::scenarios::chunk(seed, 0, len)
 }
 
 /// SHA-256 hex of `data`.

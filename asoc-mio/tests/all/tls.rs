@@ -52,6 +52,15 @@ fn stream_verified(from: &Node, to: &Node, seed: u64, total: u64) {
     assert_eq!(received, (total, expected_digest(seed, total)));
 }
 
+/// One stream of `total` bytes on `conn`, chunks of stream `seed`.
+fn send_chunks(conn: &MioConnection, seed: u64, total: u64) {
+    let s = conn.open_stream().unwrap();
+    for i in 0..total / CHUNK as u64 {
+        conn.send(s, Bytes::from(chunk(seed, i, CHUNK))).unwrap();
+    }
+    conn.finish(s).unwrap();
+}
+
 /// `b` with `b_tls`, then `a` with `a_tls` dialing it; both connected.
 fn pair(a_tls: TlsConfig, b_tls: TlsConfig) -> (Node, Node) {
     let b = builder().tls(b_tls).start().unwrap();
@@ -209,11 +218,7 @@ fn one_mio_connection_inside_tls_delivers_everything_before_a_graceful_close() {
         MioConfig::default(),
     )
     .unwrap();
-    let s = conn.open_stream().unwrap();
-    for i in 0..TOTAL / CHUNK as u64 {
-        conn.send(s, Bytes::from(chunk(7, i, CHUNK))).unwrap();
-    }
-    conn.finish(s).unwrap();
+    send_chunks(&conn, 7, TOTAL);
     // Graceful: the records still inside rustls go out before the close.
     conn.close();
     assert_eq!(conn.closed(), CloseReason::Local);
@@ -336,11 +341,7 @@ fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
         (hashed(&mut stream), conn.closed())
     });
     let conn = MioConnection::client(Holding::new(a), &client_auth, MioConfig::default()).unwrap();
-    let s = conn.open_stream().unwrap();
-    for i in 0..TOTAL / CHUNK as u64 {
-        conn.send(s, Bytes::from(chunk(10, i, CHUNK))).unwrap();
-    }
-    conn.finish(s).unwrap();
+    send_chunks(&conn, 10, TOTAL);
     conn.close();
     assert_eq!(conn.closed(), CloseReason::Local);
     let (received, reason) = server.join().unwrap();
