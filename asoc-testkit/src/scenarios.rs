@@ -137,6 +137,21 @@ pub fn tensor(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// What sending a reader of 10 bytes (`short`) and one of 12 (`long`) with
+/// a declared length of 11 must fail with.
+pub fn assert_declared_len_errors(short: &asoc_async::Error, long: &asoc_async::Error) {
+    assert!(
+        short
+            .to_string()
+            .contains("ended after 10 of the declared 11 bytes"),
+        "{short}"
+    );
+    assert!(
+        long.to_string().contains("more than the declared 11"),
+        "{long}"
+    );
+}
+
 /// The established connection from `from` to `to`, whichever side dialed.
 pub fn route<A: Net, B: Net>(from: &Node<A>, to: &Node<B>) -> PeerRef {
     let (id, addr) = (to.node_id(), to.local_addr());
