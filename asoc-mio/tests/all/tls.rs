@@ -52,6 +52,16 @@ fn stream_verified(from: &Node, to: &Node, seed: u64, total: u64) {
     assert_eq!(received, (total, expected_digest(seed, total)));
 }
 
+/// A connection authenticator for node id `[id; 16]` with the test key,
+/// seeded from the OS as the adapter seeds it.
+fn auth(id: u8) -> asoc_mio::SharedAuthenticator {
+    asoc_mio::shared_authenticator(AuthenticatorConfig::new(
+        Uuid::from_bytes([id; 16]),
+        KeyRing::new(key()),
+    ))
+    .unwrap()
+}
+
 /// One stream of `total` bytes on `conn`, chunks of stream `seed`.
 fn send_chunks(conn: &MioConnection, seed: u64, total: u64) {
     let s = conn.open_stream().unwrap();
@@ -186,14 +196,6 @@ fn a_plain_client_is_not_let_into_a_tls_node() {
 fn one_mio_connection_inside_tls_delivers_everything_before_a_graceful_close() {
     const TOTAL: u64 = 64 << 20;
     let pki = TestPki::new();
-    let keys = KeyRing::new(key());
-    let auth = |id: u8| {
-        asoc_mio::shared_authenticator(AuthenticatorConfig::new(
-            Uuid::from_bytes([id; 16]),
-            keys.clone(),
-        ))
-        .unwrap()
-    };
     let (server_auth, client_auth) = (auth(2), auth(1));
     let server_tls = server_config(&pki.path("server.pem"), &pki.path("server.key"), None).unwrap();
     let client_tls = client_config(&ServerTrust::CaFile(pki.path("ca.pem")), None).unwrap();
@@ -318,14 +320,6 @@ fn mio_and_tokio_nodes_talk_over_tls_both_ways() {
 #[test]
 fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
     const TOTAL: u64 = 16 << 20;
-    let keys = KeyRing::new(key());
-    let auth = |id: u8| {
-        asoc_mio::shared_authenticator(AuthenticatorConfig::new(
-            Uuid::from_bytes([id; 16]),
-            keys.clone(),
-        ))
-        .unwrap()
-    };
     let (server_auth, client_auth) = (auth(2), auth(1));
     let (a, b) = mio::net::UnixStream::pair().unwrap();
     // The server's loop stops reading above 1 MiB not taken, so the
