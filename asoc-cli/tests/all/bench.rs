@@ -62,7 +62,7 @@ fn uint(v: &Value, field: &str) -> u64 {
 
 /// Checks one runtime's lines; returns them by bench name.
 fn check(lines: &[Value], runtime: &str, streams: u64, connections: u64) {
-    let names = bench_names(&lines);
+    let names = bench_names(lines);
     let expected: Vec<&str> = THROUGHPUT.iter().chain(&SETUP).copied().collect();
     assert_eq!(names, expected);
     for v in lines {
