@@ -129,8 +129,9 @@ pub fn connection_auth(node: u8, key: &str) -> asoc_async::SharedAuthenticator {
     ))
 }
 
-/// `len` bytes of a fixed pattern that does not repeat within a chunk's
-/// small pieces: a tensor whose SHA-256 tells a reordered or lost piece.
+/// A test tensor of `len` bytes (under 4 GiB): a multiplicative hash of
+/// each byte's index, uneven enough that a lost or reordered piece changes
+/// its SHA-256.
 pub fn tensor(len: usize) -> Vec<u8> {
     (0..len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
