@@ -95,6 +95,64 @@ pub fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The SHA-256 of chunks `0..count` of stream `seed`, `len` bytes each:
+/// what a receiver of them hashes.
+pub fn chunks_digest(seed: u64, count: u64, len: usize) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for i in 0..count {
+        h.update(chunk(seed, i, len));
+    }
+    h.finalize().to_vec()
+}
+
+/// How many bytes `stream` carries to its end, and their SHA-256.
+pub async fn hashed(stream: &mut asoc_async::RecvStream) -> (u64, Vec<u8>) {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(c) = stream.chunk().await.unwrap() {
+        n += c.len() as u64;
+        h.update(&c);
+    }
+    (n, h.finalize().to_vec())
+}
+
+/// An authenticator for one side of a bare connection: node id
+/// `[node; 16]`, `key`, and `[node; 32]` as its random seed, so that the two
+/// sides differ and a run repeats exactly.
+pub fn connection_auth(node: u8, key: &str) -> asoc_async::SharedAuthenticator {
+    let config = asoc_proto::handshake::AuthenticatorConfig::new(
+        uuid::Uuid::from_bytes([node; 16]),
+        asoc_proto::auth::KeyRing::new(ApiKey::new(key).unwrap()),
+    );
+    std::sync::Arc::new(std::sync::Mutex::new(
+        asoc_proto::handshake::Authenticator::new(config, [node; 32]),
+    ))
+}
+
+/// A test tensor of `len` bytes (under 4 GiB): a multiplicative hash of
+/// each byte's index, uneven enough that a lost or reordered piece changes
+/// its SHA-256.
+pub fn tensor(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// What sending a reader of 10 bytes (`short`) and one of 12 (`long`) with
+/// a declared length of 11 must fail with.
+pub fn assert_declared_len_errors(short: &asoc_async::Error, long: &asoc_async::Error) {
+    assert!(
+        short
+            .to_string()
+            .contains("ended after 10 of the declared 11 bytes"),
+        "{short}"
+    );
+    assert!(
+        long.to_string().contains("more than the declared 11"),
+        "{long}"
+    );
+}
+
 /// The established connection from `from` to `to`, whichever side dialed.
 pub fn route<A: Net, B: Net>(from: &Node<A>, to: &Node<B>) -> PeerRef {
     let (id, addr) = (to.node_id(), to.local_addr());
@@ -154,13 +212,7 @@ async fn stream_verified<A: Net, B: Net>(a: &Node<A>, b: &Node<B>, b_net: &B, to
         let b = b.clone();
         spawn(b_net, async move {
             let mut incoming = b.accept_stream().await.unwrap();
-            let mut h = Sha256::new();
-            let mut n = 0u64;
-            while let Some(c) = incoming.stream.chunk().await.unwrap() {
-                n += c.len() as u64;
-                h.update(&c);
-            }
-            (n, h.finalize())
+            hashed(&mut incoming.stream).await
         })
     };
     let guard = a.send_guard();
@@ -180,7 +232,11 @@ async fn stream_verified<A: Net, B: Net>(a: &Node<A>, b: &Node<B>, b_net: &B, to
     drop(guard);
     let (n, digest) = receiver.await;
     assert_eq!(n, total);
-    assert_eq!(digest, h.finalize(), "SHA-256 of the received tensor");
+    assert_eq!(
+        digest,
+        h.finalize().to_vec(),
+        "SHA-256 of the received tensor"
+    );
 }
 
 /// Two nodes on loopback: handshake, then `total` bytes in 1 MiB chunks,
@@ -551,19 +607,26 @@ pub async fn tls_pinned<N: Net>(net: N) {
         server: None,
         client: Some(client_config(&ServerTrust::Pinned(pki.path("other.pem")), None).unwrap()),
     };
+    let _c = never_connects(&net, &b, wrong, "a wrong pin never connects").await;
+    assert_eq!(b.connected_peers().len(), 1);
+}
+
+/// A node with `tls` dialing `b`, which has not connected within half a
+/// second (`why` says why it must not).
+async fn never_connects<N: Net>(net: &N, b: &Node<N>, tls: TlsConfig, why: &str) -> Node<N> {
     let c = start(
-        &net,
+        net,
         builder(KEY)
-            .tls(wrong)
+            .tls(tls)
             .static_peer(b.local_addr().to_string()),
     )
     .await;
     assert_eq!(
         c.wait_for_peers(1, Duration::from_millis(500)).await,
         0,
-        "a wrong pin never connects"
+        "{why}"
     );
-    assert_eq!(b.connected_peers().len(), 1);
+    c
 }
 
 /// Mutual TLS against a CA: a client with a certificate from the CA gets
@@ -604,18 +667,7 @@ pub async fn tls_mutual<N: Net>(net: N) {
         server: None,
         client: Some(client_config(&trust, None).unwrap()),
     };
-    let c = start(
-        &net,
-        builder(KEY)
-            .tls(anonymous)
-            .static_peer(b.local_addr().to_string()),
-    )
-    .await;
-    assert_eq!(
-        c.wait_for_peers(1, Duration::from_millis(500)).await,
-        0,
-        "no client certificate, no connection"
-    );
+    let _c = never_connects(&net, &b, anonymous, "no client certificate, no connection").await;
 }
 
 /// Resident memory of this process in bytes (Linux), 0 where unknown.
@@ -867,20 +919,24 @@ pub fn set_linger_zero(sock: &std::net::TcpStream) {
         .unwrap();
 }
 
-/// Slowloris: `hanging` clients each send their HELLO one byte per second;
-/// meanwhile a legitimate peer connects and streams; every hanging client
-/// is closed at the handshake deadline.
-pub async fn slowloris<N: Net>(net: N, hanging: usize) {
-    use asoc_proto::connection::ConnectionConfig;
-    use std::io::{Read, Write};
-    let deadline = Duration::from_secs(3);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
+/// The default driver, with handshakes cut off after `deadline`.
+fn handshake_deadline(deadline: Duration) -> asoc_async::DriverConfig {
+    asoc_async::DriverConfig {
+        connection: asoc_proto::connection::ConnectionConfig::builder()
             .handshake_timeout(deadline)
             .build()
             .unwrap(),
         ..asoc_async::DriverConfig::default()
-    };
+    }
+}
+
+/// Slowloris: `hanging` clients each send their HELLO one byte per second;
+/// meanwhile a legitimate peer connects and streams; every hanging client
+/// is closed at the handshake deadline.
+pub async fn slowloris<N: Net>(net: N, hanging: usize) {
+    use std::io::{Read, Write};
+    let deadline = Duration::from_secs(3);
+    let driver = handshake_deadline(deadline);
     let b = start(&net, builder(KEY).driver(driver)).await;
     let addr = b.local_addr();
     let started = Instant::now();
@@ -1161,16 +1217,9 @@ pub async fn wrong_key_flood<N: Net>(net: N, attempts: usize, bytes: u64) -> Flo
 /// (the rest are refused at once), every admitted one is closed at the
 /// handshake deadline, and a legitimate peer still gets in.
 pub async fn silent_connections<N: Net>(net: N, count: usize) {
-    use asoc_proto::connection::ConnectionConfig;
     use std::io::Read;
     let deadline = Duration::from_secs(2);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .handshake_timeout(deadline)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let driver = handshake_deadline(deadline);
     let b = start(&net, builder(KEY).driver(driver)).await;
     let target = b.local_addr();
     let mut socks = Vec::with_capacity(count);

@@ -25,6 +25,27 @@ fn bench(args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The JSON rows of a quick run of one 1 MiB pair on smol, with `extra`.
+fn one_small_pair_on_smol(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "--runtime",
+        "smol",
+        "--quick",
+        "--pairs",
+        "1",
+        "--size",
+        "1MiB",
+    ];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    bench(&args)
+}
+
+/// The `bench` field of each row.
+fn bench_names(lines: &[Value]) -> Vec<&str> {
+    lines.iter().map(|v| v["bench"].as_str().unwrap()).collect()
+}
+
 fn positive(v: &Value, field: &str) -> f64 {
     let x = v[field]
         .as_f64()
@@ -41,7 +62,7 @@ fn uint(v: &Value, field: &str) -> u64 {
 
 /// Checks one runtime's lines; returns them by bench name.
 fn check(lines: &[Value], runtime: &str, streams: u64, connections: u64) {
-    let names: Vec<&str> = lines.iter().map(|v| v["bench"].as_str().unwrap()).collect();
+    let names = bench_names(lines);
     let expected: Vec<&str> = THROUGHPUT.iter().chain(&SETUP).copied().collect();
     assert_eq!(names, expected);
     for v in lines {
@@ -111,19 +132,8 @@ fn quick_json_on_mio() {
 
 #[test]
 fn chunk_size_replaces_the_large_frames_and_drops_small_frames() {
-    let lines = bench(&[
-        "--runtime",
-        "smol",
-        "--quick",
-        "--pairs",
-        "1",
-        "--size",
-        "1MiB",
-        "--chunk-size",
-        "64KiB",
-        "--json",
-    ]);
-    let names: Vec<&str> = lines.iter().map(|v| v["bench"].as_str().unwrap()).collect();
+    let lines = one_small_pair_on_smol(&["--chunk-size", "64KiB"]);
+    let names = bench_names(&lines);
     assert_eq!(
         names,
         [
@@ -203,21 +213,9 @@ fn too_few_pairs_or_zero_counts_are_usage_errors() {
 
 #[test]
 fn only_runs_the_named_benches_and_refuses_unknown_names() {
-    let lines = bench(&[
-        "--runtime",
-        "smol",
-        "--quick",
-        "--pairs",
-        "1",
-        "--size",
-        "1MiB",
-        "--only",
-        "many-connections,one-stream",
-        "--only",
-        "setup",
-        "--json",
-    ]);
-    let names: Vec<&str> = lines.iter().map(|v| v["bench"].as_str().unwrap()).collect();
+    let lines =
+        one_small_pair_on_smol(&["--only", "many-connections,one-stream", "--only", "setup"]);
+    let names = bench_names(&lines);
     // In plan order, whatever the order of the flags.
     assert_eq!(names, ["one-stream", "many-connections", "setup"]);
     let out = asoc()

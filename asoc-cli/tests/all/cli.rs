@@ -188,8 +188,8 @@ fn an_unreachable_peer_is_a_runtime_failure() {
         l.local_addr().unwrap().to_string()
     };
     for runtime in RUNTIMES {
-        let out = with_key(&keygen())
-            .args(["send", "--runtime", runtime, "--peer", &addr, "-"])
+        let out = send(&keygen(), runtime, &addr)
+            .arg("-")
             .stdin(Stdio::null())
             .output()
             .unwrap();

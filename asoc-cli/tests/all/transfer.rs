@@ -22,17 +22,8 @@ fn listen_and_send(runtime: &str) {
     let small = pattern(1000, 8);
     std::fs::write(in_dir.join("big.bin"), &big).unwrap();
     std::fs::write(in_dir.join("empty.bin"), b"").unwrap();
-    let mut send = with_key(&key)
-        .args([
-            "send",
-            "--json",
-            "--chunk-size",
-            "256KiB",
-            "--runtime",
-            runtime,
-            "--peer",
-        ])
-        .arg(&listener.addr)
+    let mut send = send(&key, runtime, &listener.addr)
+        .args(["--json", "--chunk-size", "256KiB"])
         .arg(in_dir.join("big.bin"))
         .arg(in_dir.join("empty.bin"))
         .arg("-")
@@ -99,8 +90,8 @@ fn listen_and_send_verified_on_mio() {
 
 fn wrong_key(runtime: &str) {
     let mut listener = Listener::start(&keygen(), runtime, &[]);
-    let out = with_key(&keygen())
-        .args(["send", "--runtime", runtime, "--peer", &listener.addr, "-"])
+    let out = send(&keygen(), runtime, &listener.addr)
+        .arg("-")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -124,17 +115,8 @@ fn interrupted(runtime: &str) {
     let key = keygen();
     let out_dir = temp_dir(&format!("cut-{runtime}"));
     let mut listener = Listener::start(&key, runtime, &["--out", out_dir.to_str().unwrap()]);
-    let mut send = with_key(&key)
-        .args([
-            "send",
-            "--chunk-size",
-            "64KiB",
-            "--runtime",
-            runtime,
-            "--peer",
-            &listener.addr,
-            "-",
-        ])
+    let mut send = send(&key, runtime, &listener.addr)
+        .args(["--chunk-size", "64KiB", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -176,8 +158,8 @@ fn no_digest(runtime: &str) {
         runtime,
         &["--no-digest", "--out", out_dir.to_str().unwrap()],
     );
-    let mut send = with_key(&key)
-        .args(["send", "--runtime", runtime, "--peer", &listener.addr, "-"])
+    let mut send = send(&key, runtime, &listener.addr)
+        .arg("-")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -212,9 +194,8 @@ fn max_frame(runtime: &str) {
     // Far more than socket buffers hold: the sender is still writing when
     // the listener closes, so it always sees the connection fail.
     std::fs::write(&input, pattern(32 << 20, 9)).unwrap();
-    let out = with_key(&key)
-        .args(["send", "--chunk-size", "1MiB", "--runtime", runtime])
-        .args(["--peer", &listener.addr])
+    let out = send(&key, runtime, &listener.addr)
+        .args(["--chunk-size", "1MiB"])
         .arg(&input)
         .output()
         .unwrap();
@@ -344,16 +325,8 @@ fn tls_listen(listener_runtime: &str) {
         ],
     );
     for runtime in RUNTIMES {
-        let mut send = with_key(&key)
-            .args([
-                "send",
-                "--json",
-                "--runtime",
-                runtime,
-                "--peer",
-                &listener.addr,
-                "--tls-pin",
-            ])
+        let mut send = send(&key, runtime, &listener.addr)
+            .args(["--json", "--tls-pin"])
             .arg(&cert)
             .arg("-")
             .stdin(Stdio::piped())
@@ -376,23 +349,16 @@ fn tls_listen(listener_runtime: &str) {
     }
     for runtime in RUNTIMES {
         // Without TLS the listener never sees a HELLO: a handshake failure.
-        let out = with_key(&key)
-            .args(["send", "--runtime", runtime, "--peer", &listener.addr, "-"])
+        let out = send(&key, runtime, &listener.addr)
+            .arg("-")
             .stdin(Stdio::null())
             .output()
             .unwrap();
         assert_fails(&out, 3, "handshake");
         // A pin of another certificate: the TLS handshake fails.
         let (other, _) = self_signed(&format!("{listener_runtime}-other-{runtime}"));
-        let out = with_key(&key)
-            .args([
-                "send",
-                "--runtime",
-                runtime,
-                "--peer",
-                &listener.addr,
-                "--tls-pin",
-            ])
+        let out = send(&key, runtime, &listener.addr)
+            .arg("--tls-pin")
             .arg(&other)
             .arg("-")
             .stdin(Stdio::null())

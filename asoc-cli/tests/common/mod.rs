@@ -30,6 +30,14 @@ pub fn with_key(key: &str) -> Command {
     c
 }
 
+/// `asoc send --runtime runtime --peer peer` with `ASOC_API_KEY` set to
+/// `key`; the caller adds the other options and the inputs.
+pub fn send(key: &str, runtime: &str, peer: &str) -> Command {
+    let mut c = with_key(key);
+    c.args(["send", "--runtime", runtime, "--peer", peer]);
+    c
+}
+
 /// A fresh key from `asoc keygen`.
 pub fn keygen() -> String {
     let out = asoc().arg("keygen").output().unwrap();
@@ -205,17 +213,9 @@ impl Drop for Listener {
     }
 }
 
-/// Deterministic bytes.
+/// Deterministic bytes: the testkit's chunk 0 of stream `seed`.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    asoc_testkit::scenarios::chunk(seed, 0, len)
 }
 
 /// SHA-256 hex of `data`.

@@ -9,8 +9,10 @@ use asoc_async::{Net, Node as AsyncNode, NodeBuilder as AsyncBuilder};
 use asoc_mio::{Node as MioNode, NodeBuilder as MioBuilder, PeerRef};
 use asoc_proto::auth::ApiKey;
 use asoc_proto::node::ConnId;
+use asoc_testkit::scenarios::{chunk, chunks_digest};
+
+use crate::common::hashed;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const COMMUNITY: &str = "cross-cluster";
@@ -53,27 +55,8 @@ fn async_builder() -> AsyncBuilder {
     AsyncBuilder::new(COMMUNITY, key()).bind("127.0.0.1:0".parse().unwrap())
 }
 
-/// Deterministic bytes for chunk `index` of stream `seed`.
-fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ index.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn expected_digest(seed: u64) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for i in 0..TOTAL / CHUNK as u64 {
-        h.update(chunk(seed, i, CHUNK));
-    }
-    h.finalize().to_vec()
+    chunks_digest(seed, TOTAL / CHUNK as u64, CHUNK)
 }
 
 /// Both nodes connected; the connection ids on each side.
@@ -109,13 +92,7 @@ fn both_ways<N: Net, E: Exec>(mio: &MioNode, other: &AsyncNode<N>, exec: &E) {
         thread::spawn(move || {
             exec.block_on(async move {
                 let mut incoming = other.accept_stream().await.unwrap();
-                let mut h = Sha256::new();
-                let mut n = 0u64;
-                while let Some(c) = incoming.stream.chunk().await.unwrap() {
-                    n += c.len() as u64;
-                    h.update(&c);
-                }
-                (n, h.finalize().to_vec())
+                asoc_testkit::scenarios::hashed(&mut incoming.stream).await
             })
         })
     };
@@ -143,14 +120,9 @@ fn both_ways<N: Net, E: Exec>(mio: &MioNode, other: &AsyncNode<N>, exec: &E) {
         })
     };
     let mut incoming = mio.accept_stream_timeout(LIMIT).unwrap();
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(c) = incoming.stream.chunk().unwrap() {
-        n += c.len() as u64;
-        h.update(&c);
-    }
+    let received = hashed(&mut incoming.stream);
     sender.join().unwrap();
-    assert_eq!((n, h.finalize().to_vec()), (TOTAL, expected_digest(2)));
+    assert_eq!(received, (TOTAL, expected_digest(2)));
 }
 
 fn tokio_runtime() -> tokio::runtime::Runtime {

@@ -4,6 +4,7 @@
 //! stalled reader (`floods.rs`, `backpressure.rs`) are binaries of their
 //! own: they measure the whole process's resident memory.
 
+mod common;
 mod cross;
 mod node;
 mod pieces;

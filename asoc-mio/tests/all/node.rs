@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use asoc_mio::{Error, Node, NodeBuilder, NodeEvent, PeerRef};
 use asoc_proto::auth::ApiKey;
 use asoc_proto::node::Direction;
+use asoc_testkit::scenarios::chunk;
 use bytes::Bytes;
+
+use crate::common::route;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const COMMUNITY: &str = "mio-cluster";
@@ -20,31 +23,6 @@ fn builder(key: &str) -> NodeBuilder {
 
 fn start(b: NodeBuilder) -> Node {
     b.start().unwrap()
-}
-
-/// Deterministic bytes for chunk `index` of stream `seed`.
-fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ index.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// The established connection from `from` to `to`, whichever side dialed.
-fn route(from: &Node, to: &Node) -> PeerRef {
-    let (id, addr) = (to.node_id(), to.local_addr());
-    from.connected_peers()
-        .into_iter()
-        .find(|p| p.peer_node == Some(id) || p.addr == addr)
-        .map(|p| PeerRef::Conn(p.id))
-        .unwrap_or_else(|| panic!("no connection to {id}"))
 }
 
 /// The next event matching `pred` (panics after 20 s without one).

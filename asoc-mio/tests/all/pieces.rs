@@ -16,6 +16,8 @@ use mio::{Events, Poll, Token};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::common::Holding;
+
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
 type LocalAuth = Rc<RefCell<Authenticator>>;
@@ -322,72 +324,15 @@ fn wrong_key_in_the_pieces_server_writes_nothing() {
     assert_eq!(client.connection().stats().bytes_in, 0);
 }
 
-/// A transport that buffers output of its own, like TLS: `write` takes
-/// everything into a buffer that only `flush` pushes to the socket
-/// (`WouldBlock` while some is left).
-struct Holding {
-    io: mio::net::UnixStream,
-    held: Vec<u8>,
-}
-
-impl Read for Holding {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.io.read(buf)
-    }
-}
-
-impl Write for Holding {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.held.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        while !self.held.is_empty() {
-            let n = self.io.write(&self.held)?;
-            self.held.drain(..n);
-        }
-        Ok(())
-    }
-}
-
-impl Source for Holding {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: Token,
-        interests: mio::Interest,
-    ) -> std::io::Result<()> {
-        self.io.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: Token,
-        interests: mio::Interest,
-    ) -> std::io::Result<()> {
-        self.io.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
-        self.io.deregister(registry)
-    }
-}
-
 #[test]
 fn a_graceful_close_waits_for_output_the_transport_still_holds() {
     let (a, b) = mio::net::UnixStream::pair().unwrap();
-    let hold = |io| Holding {
-        io,
-        held: Vec::new(),
-    };
     let mut poll = Poll::new().unwrap();
     let now = Instant::now();
     let config = ConnectionConfig::default();
     let mut drivers = [
-        Some(Driver::client(hold(a), auth(1, KEY), config, now)),
-        Some(Driver::server(hold(b), auth(2, KEY), config, now)),
+        Some(Driver::client(Holding::new(a), auth(1, KEY), config, now)),
+        Some(Driver::server(Holding::new(b), auth(2, KEY), config, now)),
     ];
     for (i, d) in drivers.iter_mut().enumerate() {
         d.as_mut()

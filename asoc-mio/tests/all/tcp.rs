@@ -3,27 +3,19 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use asoc_mio::StreamId;
-use asoc_mio::{Error, MioConfig, MioConnection, SharedAuthenticator, StreamError};
-use asoc_proto::auth::{ApiKey, AuthFailure, KeyRing};
+use asoc_mio::{Error, MioConfig, MioConnection, StreamError};
+use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::{CloseReason, ConnectionConfig, SendError};
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+use asoc_testkit::scenarios::connection_auth as auth;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-fn auth(node: u8, key: &str) -> SharedAuthenticator {
-    let config = AuthenticatorConfig::new(
-        Uuid::from_bytes([node; 16]),
-        KeyRing::new(ApiKey::new(key).unwrap()),
-    );
-    Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
-}
 
 fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()

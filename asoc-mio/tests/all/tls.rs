@@ -13,9 +13,10 @@ use asoc_mio::{MioConfig, MioConnection, Node, NodeBuilder, PeerRef};
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
 use asoc_proto::handshake::AuthenticatorConfig;
-use asoc_testkit::scenarios::TestPki;
+use asoc_testkit::scenarios::{chunk, chunks_digest, TestPki};
+
+use crate::common::{hashed, route, Holding};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -31,37 +32,8 @@ fn builder() -> NodeBuilder {
     NodeBuilder::new(COMMUNITY, key()).bind("127.0.0.1:0".parse().unwrap())
 }
 
-/// Deterministic bytes for chunk `index` of stream `seed`.
-fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ index.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn expected_digest(seed: u64, total: u64) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for i in 0..total / CHUNK as u64 {
-        h.update(chunk(seed, i, CHUNK));
-    }
-    h.finalize().to_vec()
-}
-
-/// The established connection from `from` to `to`, whichever side dialed.
-fn route(from: &Node, to: &Node) -> PeerRef {
-    let (id, addr) = (to.node_id(), to.local_addr());
-    from.connected_peers()
-        .into_iter()
-        .find(|p| p.peer_node == Some(id) || p.addr == addr)
-        .map(|p| PeerRef::Conn(p.id))
-        .unwrap_or_else(|| panic!("no connection to {id}"))
+    chunks_digest(seed, total / CHUNK as u64, CHUNK)
 }
 
 /// `total` bytes from `from` to `to` in 1 MiB chunks; the receiver's byte
@@ -75,30 +47,46 @@ fn stream_verified(from: &Node, to: &Node, seed: u64, total: u64) {
         s.finish().unwrap();
     });
     let mut incoming = to.accept_stream_timeout(LIMIT).expect("a stream arrives");
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(c) = incoming.stream.chunk().unwrap() {
-        n += c.len() as u64;
-        h.update(&c);
-    }
+    let received = hashed(&mut incoming.stream);
     sender.join().unwrap();
-    assert_eq!(
-        (n, h.finalize().to_vec()),
-        (total, expected_digest(seed, total))
-    );
+    assert_eq!(received, (total, expected_digest(seed, total)));
+}
+
+/// A connection authenticator for node id `[id; 16]` with the test key,
+/// seeded from the OS as the adapter seeds it.
+fn auth(id: u8) -> asoc_mio::SharedAuthenticator {
+    asoc_mio::shared_authenticator(AuthenticatorConfig::new(
+        Uuid::from_bytes([id; 16]),
+        KeyRing::new(key()),
+    ))
+    .unwrap()
+}
+
+/// One stream of `total` bytes on `conn`, chunks of stream `seed`.
+fn send_chunks(conn: &MioConnection, seed: u64, total: u64) {
+    let s = conn.open_stream().unwrap();
+    for i in 0..total / CHUNK as u64 {
+        conn.send(s, Bytes::from(chunk(seed, i, CHUNK))).unwrap();
+    }
+    conn.finish(s).unwrap();
 }
 
 /// `b` with `b_tls`, then `a` with `a_tls` dialing it; both connected.
 fn pair(a_tls: TlsConfig, b_tls: TlsConfig) -> (Node, Node) {
     let b = builder().tls(b_tls).start().unwrap();
-    let a = builder()
-        .tls(a_tls)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let a = dialing(&b, a_tls);
     assert_eq!(a.wait_for_peers(1, LIMIT), 1, "a connected");
     assert_eq!(b.wait_for_peers(1, LIMIT), 1, "b connected");
     (a, b)
+}
+
+/// A node with `tls` that dials `b`.
+fn dialing(b: &Node, tls: TlsConfig) -> Node {
+    builder()
+        .tls(tls)
+        .static_peer(b.local_addr().to_string())
+        .start()
+        .unwrap()
 }
 
 fn server_only(cert: &str, key: &str, client_ca: Option<&str>, pki: &TestPki) -> TlsConfig {
@@ -128,11 +116,7 @@ fn pinned_self_signed_certificate_carries_verified_streams_and_a_wrong_pin_never
     stream_verified(&b, &a, 2, 32 << 20);
 
     let wrong = client_only(&ServerTrust::Pinned(pki.path("other.pem")), None, &pki);
-    let c = builder()
-        .tls(wrong)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let c = dialing(&b, wrong);
     assert_eq!(
         c.wait_for_peers(1, Duration::from_secs(2)),
         0,
@@ -155,11 +139,7 @@ fn mutual_tls_admits_a_ca_signed_client_and_refuses_one_without_a_certificate() 
     stream_verified(&b, &a, 4, 16 << 20);
 
     let anonymous = client_only(&trust, None, &pki);
-    let c = builder()
-        .tls(anonymous)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let c = dialing(&b, anonymous);
     assert_eq!(
         c.wait_for_peers(1, Duration::from_secs(2)),
         0,
@@ -182,11 +162,7 @@ fn a_client_trusting_another_ca_never_connects() {
     let server = server_only("self.pem", "self.key", None, &pki);
     let client = client_only(&ServerTrust::CaFile(pki.path("ca.pem")), None, &pki);
     let b = builder().tls(server).start().unwrap();
-    let a = builder()
-        .tls(client)
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let a = dialing(&b, client);
     assert_eq!(a.wait_for_peers(1, Duration::from_secs(2)), 0);
     assert_eq!(b.connected_peers().len(), 0);
     a.shutdown(Duration::from_secs(5));
@@ -209,10 +185,7 @@ fn a_plain_client_is_not_let_into_a_tls_node() {
         .tls(server_only("self.pem", "self.key", None, &pki))
         .start()
         .unwrap();
-    let a = builder()
-        .static_peer(b.local_addr().to_string())
-        .start()
-        .unwrap();
+    let a = dialing(&b, TlsConfig::default());
     assert_eq!(a.wait_for_peers(1, Duration::from_secs(2)), 0);
     assert_eq!(b.connected_peers().len(), 0);
     a.shutdown(Duration::from_secs(5));
@@ -223,14 +196,6 @@ fn a_plain_client_is_not_let_into_a_tls_node() {
 fn one_mio_connection_inside_tls_delivers_everything_before_a_graceful_close() {
     const TOTAL: u64 = 64 << 20;
     let pki = TestPki::new();
-    let keys = KeyRing::new(key());
-    let auth = |id: u8| {
-        asoc_mio::shared_authenticator(AuthenticatorConfig::new(
-            Uuid::from_bytes([id; 16]),
-            keys.clone(),
-        ))
-        .unwrap()
-    };
     let (server_auth, client_auth) = (auth(2), auth(1));
     let server_tls = server_config(&pki.path("server.pem"), &pki.path("server.key"), None).unwrap();
     let client_tls = client_config(&ServerTrust::CaFile(pki.path("ca.pem")), None).unwrap();
@@ -242,15 +207,9 @@ fn one_mio_connection_inside_tls_delivers_everything_before_a_graceful_close() {
                 .unwrap();
         assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
         let mut stream = conn.accept_stream().unwrap();
-        let mut h = Sha256::new();
-        let mut n = 0u64;
         // Slowly at first, so the sender's TLS records back up.
         thread::sleep(Duration::from_millis(300));
-        while let Some(c) = stream.chunk().unwrap() {
-            n += c.len() as u64;
-            h.update(&c);
-        }
-        ((n, h.finalize().to_vec()), conn.closed())
+        (hashed(&mut stream), conn.closed())
     });
     // The CA-signed certificate names localhost and 127.0.0.1.
     let target = format!("localhost:{port}");
@@ -261,11 +220,7 @@ fn one_mio_connection_inside_tls_delivers_everything_before_a_graceful_close() {
         MioConfig::default(),
     )
     .unwrap();
-    let s = conn.open_stream().unwrap();
-    for i in 0..TOTAL / CHUNK as u64 {
-        conn.send(s, Bytes::from(chunk(7, i, CHUNK))).unwrap();
-    }
-    conn.finish(s).unwrap();
+    send_chunks(&conn, 7, TOTAL);
     // Graceful: the records still inside rustls go out before the close.
     conn.close();
     assert_eq!(conn.closed(), CloseReason::Local);
@@ -317,13 +272,7 @@ fn mio_and_tokio_nodes_talk_over_tls_both_ways() {
             let t = tokio_node.clone();
             rt.spawn(async move {
                 let mut incoming = t.accept_stream().await.unwrap();
-                let mut h = Sha256::new();
-                let mut n = 0u64;
-                while let Some(c) = incoming.stream.chunk().await.unwrap() {
-                    n += c.len() as u64;
-                    h.update(&c);
-                }
-                (n, h.finalize().to_vec())
+                asoc_testkit::scenarios::hashed(&mut incoming.stream).await
             })
         };
         let mut s = m.open_stream(PeerRef::Conn(peer)).unwrap();
@@ -359,87 +308,18 @@ fn mio_and_tokio_nodes_talk_over_tls_both_ways() {
             })
         };
         let mut incoming = m.accept_stream_timeout(LIMIT).unwrap();
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        while let Some(c) = incoming.stream.chunk().unwrap() {
-            n += c.len() as u64;
-            h.update(&c);
-        }
+        let received = hashed(&mut incoming.stream);
         rt.block_on(sender).unwrap();
-        assert_eq!(
-            (n, h.finalize().to_vec()),
-            (TOTAL, expected_digest(seed + 100, TOTAL))
-        );
+        assert_eq!(received, (TOTAL, expected_digest(seed + 100, TOTAL)));
     }
     mio.shutdown(Duration::from_secs(5));
     mio2.shutdown(Duration::from_secs(5));
     rt.block_on(tokio_node.shutdown(Duration::from_secs(5)));
 }
 
-/// A transport that, like TLS, holds output of its own: writes are taken
-/// whole into a buffer, which only `flush` pushes to the socket
-/// (`WouldBlock` while some is left).
-struct Holding {
-    io: mio::net::UnixStream,
-    held: Vec<u8>,
-}
-
-impl std::io::Read for Holding {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.io.read(buf)
-    }
-}
-
-impl std::io::Write for Holding {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.held.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        while !self.held.is_empty() {
-            let n = self.io.write(&self.held)?;
-            self.held.drain(..n);
-        }
-        Ok(())
-    }
-}
-
-impl mio::event::Source for Holding {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> std::io::Result<()> {
-        self.io.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> std::io::Result<()> {
-        self.io.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
-        self.io.deregister(registry)
-    }
-}
-
 #[test]
 fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
     const TOTAL: u64 = 16 << 20;
-    let keys = KeyRing::new(key());
-    let auth = |id: u8| {
-        asoc_mio::shared_authenticator(AuthenticatorConfig::new(
-            Uuid::from_bytes([id; 16]),
-            keys.clone(),
-        ))
-        .unwrap()
-    };
     let (server_auth, client_auth) = (auth(2), auth(1));
     let (a, b) = mio::net::UnixStream::pair().unwrap();
     // The server's loop stops reading above 1 MiB not taken, so the
@@ -452,24 +332,10 @@ fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
         let conn = MioConnection::server(b, &server_auth, small).unwrap();
         let mut stream = conn.accept_stream().unwrap();
         thread::sleep(Duration::from_millis(500));
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        while let Some(c) = stream.chunk().unwrap() {
-            n += c.len() as u64;
-            h.update(&c);
-        }
-        ((n, h.finalize().to_vec()), conn.closed())
+        (hashed(&mut stream), conn.closed())
     });
-    let io = Holding {
-        io: a,
-        held: Vec::new(),
-    };
-    let conn = MioConnection::client(io, &client_auth, MioConfig::default()).unwrap();
-    let s = conn.open_stream().unwrap();
-    for i in 0..TOTAL / CHUNK as u64 {
-        conn.send(s, Bytes::from(chunk(10, i, CHUNK))).unwrap();
-    }
-    conn.finish(s).unwrap();
+    let conn = MioConnection::client(Holding::new(a), &client_auth, MioConfig::default()).unwrap();
+    send_chunks(&conn, 10, TOTAL);
     conn.close();
     assert_eq!(conn.closed(), CloseReason::Local);
     let (received, reason) = server.join().unwrap();

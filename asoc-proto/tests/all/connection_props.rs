@@ -71,6 +71,26 @@ fn drain(conn: &mut Connection, incomplete: &mut usize) {
     );
 }
 
+/// `input` cut into reads of the lengths in `cuts` (each at least one byte),
+/// the rest in one read once `cuts` runs out.
+fn pieces_of<'a>(input: &'a [u8], cuts: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
+    let mut rest = input;
+    let mut cuts = cuts.iter();
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = cuts
+            .next()
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
+    })
+}
+
 fn feed(
     conn: &mut Connection,
     now: Instant,
@@ -80,26 +100,16 @@ fn feed(
     incomplete: &mut usize,
 ) {
     let mut buf = BytesMut::new();
-    let mut rest = input;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = cuts
-            .get(i)
-            .copied()
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
-        i += 1;
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
+    for head in pieces_of(input, cuts) {
         if by_slice {
             conn.handle_read(now, head);
         } else {
             buf.extend_from_slice(head);
             conn.handle_input(now, &mut buf);
             // The caller's buffer never has to hold more than one frame.
-            assert!(buf.len() <= HEADER_LEN + MAX_PAYLOAD as usize + n);
+            assert!(buf.len() <= HEADER_LEN + MAX_PAYLOAD as usize + head.len());
         }
-        assert!(conn.buffered_input() <= HEADER_LEN + MAX_PAYLOAD as usize + n);
+        assert!(conn.buffered_input() <= HEADER_LEN + MAX_PAYLOAD as usize + head.len());
         drain(conn, incomplete);
     }
     conn.handle_timeout(now + Duration::from_secs(3600));
@@ -166,17 +176,7 @@ fn feed_with_verdicts(
     incomplete: &mut usize,
 ) {
     let mut buf = BytesMut::new();
-    let mut rest = input;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = cuts
-            .get(i)
-            .copied()
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
-        i += 1;
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
+    for head in pieces_of(input, cuts) {
         if by_slice {
             conn.handle_read(now, head);
         } else {

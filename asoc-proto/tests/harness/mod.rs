@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::connection::{Connection, ConnectionConfig, Event};
+use asoc_proto::connection::{Connection, ConnectionConfig, Event, StreamId};
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig, HandshakeOutcome};
 use bytes::BytesMut;
 use uuid::Uuid;
@@ -116,19 +116,8 @@ impl Side {
     }
 
     /// Concatenated payloads received on `stream`.
-    pub fn received(&self, stream: asoc_proto::connection::StreamId) -> Vec<u8> {
-        let mut out = Vec::new();
-        for e in &self.events {
-            if let Event::Data {
-                stream: s, payload, ..
-            } = e
-            {
-                if *s == stream {
-                    out.extend_from_slice(payload);
-                }
-            }
-        }
-        out
+    pub fn received(&self, stream: StreamId) -> Vec<u8> {
+        received(&self.events, stream)
     }
 }
 
@@ -283,6 +272,22 @@ impl Pair {
             self.server.events
         );
     }
+}
+
+/// Concatenated payloads of the `Data` events on `stream` among `events`.
+pub fn received(events: &[Event], stream: StreamId) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        if let Event::Data {
+            stream: s, payload, ..
+        } = e
+        {
+            if *s == stream {
+                out.extend_from_slice(payload);
+            }
+        }
+    }
+    out
 }
 
 /// Deterministic pseudo-random bytes for test payloads.

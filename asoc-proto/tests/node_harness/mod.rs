@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use asoc_proto::auth::{sign_hello, ApiKey, KeyRing};
+use asoc_proto::auth::{sign_hello, KeyRing};
 use asoc_proto::connection::{CloseReason, Connection, Event, StreamId};
 use asoc_proto::dial::Dial;
 use asoc_proto::node::{ConnId, Node, NodeConfig, NodeEvent};
@@ -17,12 +17,11 @@ use asoc_proto::policy::Refusal;
 use bytes::BytesMut;
 use uuid::Uuid;
 
-pub const KEY: &str = "0123456789abcdef0123456789abcdef";
-pub const OTHER_KEY: &str = "fedcba9876543210fedcba9876543210";
+// The keys and payloads are the connection harness's, which shares this
+// test binary.
+pub use crate::harness::{key, pattern, KEY};
 
-pub fn key(s: &str) -> ApiKey {
-    ApiKey::new(s).unwrap()
-}
+pub const OTHER_KEY: &str = "fedcba9876543210fedcba9876543210";
 
 /// Node id `n` repeated over all 16 bytes: ids compare as their `n`.
 pub fn node_id(n: u8) -> Uuid {
@@ -181,18 +180,7 @@ impl End {
 
     /// Concatenated payloads received on `stream`.
     pub fn received(&self, stream: StreamId) -> Vec<u8> {
-        let mut out = Vec::new();
-        for e in &self.events {
-            if let Event::Data {
-                stream: s, payload, ..
-            } = e
-            {
-                if *s == stream {
-                    out.extend_from_slice(payload);
-                }
-            }
-        }
-        out
+        crate::harness::received(&self.events, stream)
     }
 }
 
@@ -309,17 +297,4 @@ pub fn accept(node: &mut Node, now: Instant, from: SocketAddr) -> End {
         .accept(now, from)
         .unwrap_or_else(|r| panic!("accept from {from} refused: {r}"));
     End::new(id, conn)
-}
-
-/// Deterministic pseudo-random bytes for payloads.
-pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }

@@ -6,13 +6,12 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
-use asoc_smol::{DriverConfig, Error, SharedAuthenticator, Smol};
+use asoc_smol::{DriverConfig, Error, Smol};
+use asoc_testkit::scenarios::{connection_auth as auth, hashed, tensor};
 use async_executor::Executor;
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -22,14 +21,6 @@ use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const MIB: usize = 1 << 20;
-
-fn auth(node: u8, key: &str) -> SharedAuthenticator {
-    let config = AuthenticatorConfig::new(
-        Uuid::from_bytes([node; 16]),
-        KeyRing::new(ApiKey::new(key).unwrap()),
-    );
-    Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
-}
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
@@ -77,22 +68,15 @@ async fn stream_scenario(rt: Smol, server_io: impl Io, client_io: impl Io, size:
             .unwrap();
         assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
         let mut stream = conn.accept_stream().await.unwrap();
-        let mut hasher = Sha256::new();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.chunk().await.unwrap() {
-            n += chunk.len() as u64;
-            hasher.update(&chunk);
-        }
-        (n, stream.frames(), hasher.finalize())
+        let (n, digest) = hashed(&mut stream).await;
+        (n, stream.frames(), digest)
     };
     let client = async {
         let conn = asoc_smol::connect_on(&rt, client_io, &auth(1, KEY), DriverConfig::default())
             .await
             .unwrap();
-        let data: Vec<u8> = (0..size as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        let expected = Sha256::digest(&data);
+        let data = tensor(size);
+        let expected = Sha256::digest(&data).to_vec();
         conn.send_tensor(Bytes::from(data), MIB).await.unwrap();
         (conn, expected)
     };

@@ -2,23 +2,14 @@
 //! UDP is unicast only: nothing is ever sent to a broadcast address.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
 
 use asoc_async::{Connection, Net};
-use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
-use asoc_smol::{DriverConfig, SharedAuthenticator, Smol};
+use asoc_smol::{DriverConfig, Smol};
+use asoc_testkit::scenarios::connection_auth as auth;
 use bytes::Bytes;
 use futures_lite::future::zip;
-use uuid::Uuid;
 
-fn auth(node: u8) -> SharedAuthenticator {
-    let config = AuthenticatorConfig::new(
-        Uuid::from_bytes([node; 16]),
-        KeyRing::new(ApiKey::new("0123456789abcdef0123456789abcdef").unwrap()),
-    );
-    Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
-}
+const KEY: &str = "0123456789abcdef0123456789abcdef";
 
 fn loopback() -> SocketAddr {
     (Ipv4Addr::LOCALHOST, 0).into()
@@ -41,7 +32,7 @@ async fn tcp_scenario(rt: Smol) {
     assert!(from.ip().is_loopback());
 
     let server = async {
-        let conn = Connection::accept(&rt, server_io, &auth(2), DriverConfig::default())
+        let conn = Connection::accept(&rt, server_io, &auth(2, KEY), DriverConfig::default())
             .await
             .unwrap();
         conn.accept_stream()
@@ -52,7 +43,7 @@ async fn tcp_scenario(rt: Smol) {
             .unwrap()
     };
     let client = async {
-        let conn = Connection::connect(&rt, client_io, &auth(1), DriverConfig::default())
+        let conn = Connection::connect(&rt, client_io, &auth(1, KEY), DriverConfig::default())
             .await
             .unwrap();
         conn.send_tensor(Bytes::from_static(b"over Net"), 3)

@@ -1,23 +1,12 @@
 //! One connection over real loopback TCP.
 
-use std::sync::{Arc, Mutex};
-
-use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
-use asoc_tokio::{DriverConfig, Error, SharedAuthenticator};
+use asoc_testkit::scenarios::{connection_auth as auth, hashed, tensor};
+use asoc_tokio::{DriverConfig, Error};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
-
-fn auth(node: u8, key: &str) -> SharedAuthenticator {
-    let config = AuthenticatorConfig::new(
-        Uuid::from_bytes([node; 16]),
-        KeyRing::new(ApiKey::new(key).unwrap()),
-    );
-    Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
-}
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
@@ -33,22 +22,15 @@ async fn handshake_and_a_verified_256_mib_stream_over_loopback() {
             .unwrap();
         assert_eq!(conn.session().peer_node, Some(Uuid::from_bytes([1; 16])));
         let mut stream = conn.accept_stream().await.unwrap();
-        let mut hasher = Sha256::new();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.chunk().await.unwrap() {
-            n += chunk.len() as u64;
-            hasher.update(&chunk);
-        }
-        (n, stream.frames(), hasher.finalize())
+        let (n, digest) = hashed(&mut stream).await;
+        (n, stream.frames(), digest)
     });
     let sock = TcpStream::connect(addr).await.unwrap();
     let conn = asoc_tokio::connect(sock, &auth(1, KEY), DriverConfig::default())
         .await
         .unwrap();
-    let data: Vec<u8> = (0..256u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let expected = Sha256::digest(&data);
+    let data = tensor(256 << 20);
+    let expected = Sha256::digest(&data).to_vec();
     conn.send_tensor(Bytes::from(data), 1 << 20).await.unwrap();
     let (n, frames, digest) = server.await.unwrap();
     assert_eq!(n, 256 << 20);
@@ -174,15 +156,9 @@ async fn output_a_transport_holds_is_flushed_even_when_nothing_new_is_written() 
             .await
             .unwrap();
         let mut stream = conn.accept_stream().await.unwrap();
-        let mut hasher = Sha256::new();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.chunk().await.unwrap() {
-            n += chunk.len() as u64;
-            hasher.update(&chunk);
-        }
+        let (n, digest) = hashed(&mut stream).await;
         // Answer on a stream of our own: its last bytes go through the
         // holding transport, and the client must still get all of them.
-        let digest = hasher.finalize();
         let mut reply = conn.open_stream().await.unwrap();
         reply.send(Bytes::copy_from_slice(&digest)).await.unwrap();
         reply.finish().await.unwrap();
@@ -196,10 +172,8 @@ async fn output_a_transport_holds_is_flushed_even_when_nothing_new_is_written() 
     let conn = asoc_tokio::connect(io, &auth(1, KEY), DriverConfig::default())
         .await
         .unwrap();
-    let data: Vec<u8> = (0..(3u32 << 20) + 12_345)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let expected = Sha256::digest(&data);
+    let data = tensor((3 << 20) + 12_345);
+    let expected = Sha256::digest(&data).to_vec();
     let sent = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         conn.send_tensor(Bytes::from(data.clone()), 1 << 20),
@@ -215,7 +189,7 @@ async fn output_a_transport_holds_is_flushed_even_when_nothing_new_is_written() 
     })
     .await
     .expect("the reply arrives well before any idle timer");
-    assert_eq!(reply, expected.to_vec());
+    assert_eq!(reply, expected);
     let (n, _server_conn) = server.await.unwrap();
     assert_eq!(n, data.len() as u64);
 }

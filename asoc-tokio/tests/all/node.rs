@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use asoc_proto::auth::ApiKey;
-use asoc_tokio::{Node, NodeBuilder, NodeEvent, PeerRef};
+use asoc_testkit::scenarios::{chunk, route};
+use asoc_tokio::{Node, NodeBuilder, NodeEvent};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const COMMUNITY: &str = "test-cluster";
@@ -16,33 +17,6 @@ fn loopback() -> SocketAddr {
 
 fn builder(key: &str) -> NodeBuilder {
     NodeBuilder::new(COMMUNITY, ApiKey::new(key).unwrap()).bind(loopback())
-}
-
-/// Deterministic bytes for chunk `index` of stream `seed`.
-fn chunk(seed: u64, index: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ index.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// The established connection from `from` to `to`, whichever side dialed.
-fn route(from: &Node, to: &Node) -> PeerRef {
-    let to_id = to.node_id();
-    let to_addr = to.local_addr();
-    for p in from.connected_peers() {
-        if p.peer_node == Some(to_id) || p.addr == to_addr {
-            return PeerRef::Conn(p.id);
-        }
-    }
-    panic!("no connection from {} to {}", from.node_id(), to_id)
 }
 
 async fn wait_for_event(node: &Node, pred: impl Fn(&NodeEvent) -> bool) -> NodeEvent {
@@ -97,19 +71,7 @@ async fn readers_of_known_and_unknown_length_and_a_stream_reader() {
         }
     ));
     // A reader shorter than declared is an error and the stream is not finished.
-    let err = asoc_tokio::send_reader(&a, to_b, &data[..10], Some(11))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("ended after 10 of the declared 11 bytes"),
-        "{err}"
-    );
-    let err = asoc_tokio::send_reader(&a, to_b, &data[..12], Some(11))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("more than the declared 11"),
-        "{err}"
-    );
+    let short = asoc_tokio::send_reader(&a, to_b, &data[..10], Some(11)).await;
+    let long = asoc_tokio::send_reader(&a, to_b, &data[..12], Some(11)).await;
+    asoc_testkit::scenarios::assert_declared_len_errors(&short.unwrap_err(), &long.unwrap_err());
 }

@@ -3,29 +3,17 @@
 //! with `close_notify`, and refusing a server whose certificate is not the
 //! pinned one.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use asoc_async::tls::{self, client_config, server_config, server_name, ServerTrust};
-use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
-use asoc_testkit::scenarios::TestPki;
-use asoc_tokio::{Connection, DriverConfig, SharedAuthenticator, Tokio, TokioIo};
+use asoc_testkit::scenarios::{connection_auth as auth, hashed, tensor, TestPki};
+use asoc_tokio::{Connection, DriverConfig, Tokio, TokioIo};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const LINGER: Duration = Duration::from_secs(10);
-
-fn auth(node: u8) -> SharedAuthenticator {
-    let config = AuthenticatorConfig::new(
-        Uuid::from_bytes([node; 16]),
-        KeyRing::new(ApiKey::new(KEY).unwrap()),
-    );
-    Arc::new(Mutex::new(Authenticator::new(config, [node; 32])))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tensor_crosses_tls_over_an_in_memory_pipe_and_the_close_is_clean() {
@@ -41,17 +29,12 @@ async fn a_tensor_crosses_tls_over_an_in_memory_pipe_and_the_close_is_clean() {
             let io = tls::accept(&rt, TokioIo(b), server_tls, LINGER)
                 .await
                 .unwrap();
-            let conn = Connection::accept(&rt, io, &auth(2), DriverConfig::default())
+            let conn = Connection::accept(&rt, io, &auth(2, KEY), DriverConfig::default())
                 .await
                 .unwrap();
             let mut stream = conn.accept_stream().await.unwrap();
-            let mut hasher = Sha256::new();
-            let mut n = 0u64;
-            while let Some(chunk) = stream.chunk().await.unwrap() {
-                n += chunk.len() as u64;
-                hasher.update(&chunk);
-            }
-            ((n, hasher.finalize().to_vec()), conn.closed().await)
+            let (n, digest) = hashed(&mut stream).await;
+            ((n, digest), conn.closed().await)
         })
     };
     let name = server_name("localhost:9000").unwrap();
@@ -59,12 +42,10 @@ async fn a_tensor_crosses_tls_over_an_in_memory_pipe_and_the_close_is_clean() {
         .await
         .unwrap();
     assert!(!io.session().is_handshaking());
-    let conn = Connection::connect(&rt, io, &auth(1), DriverConfig::default())
+    let conn = Connection::connect(&rt, io, &auth(1, KEY), DriverConfig::default())
         .await
         .unwrap();
-    let data: Vec<u8> = (0..8u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let data = tensor(8 << 20);
     let expected = Sha256::digest(&data).to_vec();
     conn.send_tensor(Bytes::from(data), 1 << 20).await.unwrap();
     conn.close().await;

@@ -1,32 +1,9 @@
 //! The command line: exit codes, selection, formats and expectations,
 //! against a server that accepts every HELLO without checking its MAC.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-
 use conformance::main_with_args;
-use conformance::wire::accept_frame;
 
-const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-fn sloppy_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut hello = [0u8; 50];
-                if s.read_exact(&mut hello).is_ok() {
-                    let _ = s.write_all(&accept_frame(KEY.as_bytes()));
-                }
-                let mut sink = [0u8; 4096];
-                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
-}
+use crate::sloppy::{sloppy_server, KEY};
 
 fn tmp(name: &str, contents: &str) -> String {
     let dir = std::env::temp_dir().join(format!("conformance-cli-{}", std::process::id()));
@@ -34,6 +11,13 @@ fn tmp(name: &str, contents: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, contents).unwrap();
     p.to_string_lossy().into_owned()
+}
+
+/// `server --target target --api-key-file key`, then `rest`.
+fn server_args<'a>(target: &'a str, key: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["server", "--target", target, "--api-key-file", key];
+    args.extend_from_slice(rest);
+    args
 }
 
 fn run(args: &[&str]) -> i32 {
@@ -57,15 +41,7 @@ fn usage_errors_and_unreachable_targets_exit_2() {
 fn failures_exit_1_and_known_deviations_do_not() {
     let target = sloppy_server().to_string();
     let key = tmp("key2", KEY);
-    let base = [
-        "server",
-        "--target",
-        &target,
-        "--api-key-file",
-        &key,
-        "--timeout",
-        "0.5",
-    ];
+    let base = server_args(&target, &key, &["--timeout", "0.5"]);
     let json = tmp("out.json", "");
     let mut a = base.to_vec();
     a.extend([
@@ -113,27 +89,26 @@ fn human_output_groups_by_section_and_ends_with_the_summary() {
     let target = sloppy_server().to_string();
     let key = tmp("key3", KEY);
     let out = tmp("out.txt", "");
-    let code = run(&[
-        "server",
-        "--target",
+    let code = run(&server_args(
         &target,
-        "--api-key-file",
         &key,
-        "--timeout",
-        "0.5",
-        "--quiet",
-        "0.2",
-        "--format",
-        "human",
-        "--output",
-        &out,
-        "R1-9.1/1",
-        "R1-9.1/2",
-        "R1-5.2",
-        "R1-6.2/1",
-        "--exclude",
-        "R1-5.2/2",
-    ]);
+        &[
+            "--timeout",
+            "0.5",
+            "--quiet",
+            "0.2",
+            "--format",
+            "human",
+            "--output",
+            &out,
+            "R1-9.1/1",
+            "R1-9.1/2",
+            "R1-5.2",
+            "R1-6.2/1",
+            "--exclude",
+            "R1-5.2/2",
+        ],
+    ));
     assert_eq!(code, 1);
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -173,17 +148,7 @@ fn errors_are_kept_apart_from_failures_and_exit_1() {
     let key = tmp("key4", KEY);
     let json = tmp("err.json", "");
     let junit = tmp("err.xml", "");
-    let base = [
-        "server",
-        "--target",
-        &target,
-        "--api-key-file",
-        &key,
-        "--timeout",
-        "0.5",
-        "--quiet",
-        "0.2",
-    ];
+    let base = server_args(&target, &key, &["--timeout", "0.5", "--quiet", "0.2"]);
     // The lockout case cannot even fail its authentications on purpose
     // against a server that accepts every HELLO: harness trouble, `error`.
     let mut a = base.to_vec();
@@ -258,34 +223,18 @@ fn bad_option_values_exit_2() {
         ["--node-id", "not-a-uuid"],
         ["--format", "xml"],
     ] {
-        let mut a = vec!["server", "--target", &target, "--api-key-file", &key];
-        a.extend(bad);
+        let mut a = server_args(&target, &key, &bad);
         a.push("R1-5.2/1");
         assert_eq!(run(&a), 2, "{bad:?}");
     }
-    assert_eq!(
-        run(&[
-            "server",
-            "--target",
-            &target,
-            "--api-key-file",
-            &key,
-            "R1-5.2/1"
-        ]),
-        0
-    );
+    assert_eq!(run(&server_args(&target, &key, &["R1-5.2/1"])), 0);
     let missing = tmp("expect-bad.txt", "R1-9.1/1\n");
     assert_eq!(
-        run(&[
-            "server",
-            "--target",
+        run(&server_args(
             &target,
-            "--api-key-file",
             &key,
-            "--expectations",
-            &missing,
-            "R1-5.2/1"
-        ]),
+            &["--expectations", &missing, "R1-5.2/1"]
+        )),
         2,
         "an expectation without a reason is a usage error"
     );

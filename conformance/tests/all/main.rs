@@ -4,3 +4,4 @@
 
 mod cli;
 mod self_check;
+mod sloppy;

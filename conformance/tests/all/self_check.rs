@@ -6,7 +6,7 @@
 //! close, forever, are caught by the send-stall, reconnect and expiry cases.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use conformance::case::Finding;
 use conformance::run::{run_case, Outcome};
 use conformance::target::{Endpoint, Implementation, Sources, TargetConfig};
-use conformance::wire::{accept_frame, challenge, frame, hello_frame, ty, uuid_v4};
+use conformance::wire::{challenge, frame, hello_frame, ty, uuid_v4};
 
-const KEY: &str = "0123456789abcdef0123456789abcdef";
+use crate::sloppy::{accepting_server, sloppy_server, KEY};
 
 struct Sloppy(SocketAddr);
 
@@ -34,25 +34,6 @@ impl Implementation for Sloppy {
     fn announcements(&mut self) -> Option<&UdpSocket> {
         None
     }
-}
-
-fn sloppy_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut hello = [0u8; 50];
-                if s.read_exact(&mut hello).is_ok() {
-                    let _ = s.write_all(&accept_frame(KEY.as_bytes()));
-                }
-                let mut sink = [0u8; 4096];
-                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
 }
 
 fn config() -> TargetConfig {
@@ -143,40 +124,26 @@ fn read_frame(s: &mut TcpStream) -> Option<(u8, u32, Vec<u8>)> {
 /// Accepts every HELLO and echoes every completed stream with blocking
 /// writes that wait for ever: no send stall timeout.
 fn patient_echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut hello = [0u8; 50];
-                if s.read_exact(&mut hello).is_err()
-                    || s.write_all(&accept_frame(KEY.as_bytes())).is_err()
-                {
+    accepting_server(|mut s| {
+        let mut data = Vec::new();
+        while let Some((t, _, p)) = read_frame(&mut s) {
+            if t == ty::DATA {
+                data.extend_from_slice(&p);
+            } else if t == ty::END {
+                let mut seq = 0;
+                for c in data.chunks(1 << 20) {
+                    if s.write_all(&frame(ty::DATA, 2, seq, c)).is_err() {
+                        return;
+                    }
+                    seq += 1;
+                }
+                if s.write_all(&frame(ty::END, 2, seq, &[])).is_err() {
                     return;
                 }
-                let mut data = Vec::new();
-                while let Some((t, _, p)) = read_frame(&mut s) {
-                    if t == ty::DATA {
-                        data.extend_from_slice(&p);
-                    } else if t == ty::END {
-                        let mut seq = 0;
-                        for c in data.chunks(1 << 20) {
-                            if s.write_all(&frame(ty::DATA, 2, seq, c)).is_err() {
-                                return;
-                            }
-                            seq += 1;
-                        }
-                        if s.write_all(&frame(ty::END, 2, seq, &[])).is_err() {
-                            return;
-                        }
-                        data.clear();
-                    }
-                }
-            });
+                data.clear();
+            }
         }
-    });
-    addr
+    })
 }
 
 #[test]
