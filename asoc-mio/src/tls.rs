@@ -46,11 +46,11 @@ impl MioConnection {
     /// [`Error::Handshake`] with a transport failure.
     pub fn connect_tls(
         target: &str,
-        tls: Arc<rustls::ClientConfig>,
+        tls: Arc<ClientConfig>,
         auth: &SharedAuthenticator,
         config: MioConfig,
     ) -> Result<Self, Error> {
-        let name = crate::tls::server_name(target).or_else(blocking)?;
+        let name = server_name(target).or_else(blocking)?;
         let io = tcp(std::net::TcpStream::connect(target)?)?;
         let io = TlsStream::client(io, tls, name).or_else(blocking)?;
         Self::client(io, auth, config)
@@ -62,7 +62,7 @@ impl MioConnection {
     /// verified.
     pub fn accept_tls(
         listener: &TcpListener,
-        tls: Arc<rustls::ServerConfig>,
+        tls: Arc<ServerConfig>,
         auth: &SharedAuthenticator,
         config: MioConfig,
     ) -> Result<Self, Error> {

@@ -249,7 +249,7 @@ fn flood(datagrams: u64) {
     // The flood.
     let region = Region::new(GLOBAL);
     let mut buf = Vec::with_capacity(2048);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for _ in 0..datagrams {
         now += STEP;
         let unix = unix_at(now);
@@ -297,7 +297,7 @@ fn flood(datagrams: u64) {
     let grown =
         stats.bytes_allocated as isize - stats.bytes_deallocated as isize + stats.bytes_reallocated;
     // `captures` is the eavesdropper's memory, not the node's.
-    let captures_bytes = (captures.capacity() * std::mem::size_of::<Capture>()) as isize;
+    let captures_bytes = (captures.capacity() * size_of::<Capture>()) as isize;
 
     let c = d.counters().clone();
     println!(

@@ -69,10 +69,10 @@ fn established_client(
 /// What an idle connection costs: the heap its creation left allocated
 /// (less the adapter's receive buffer) plus the struct itself.
 fn idle_cost(side: &str, held: isize) -> isize {
-    let cost = held + std::mem::size_of::<Connection>() as isize;
+    let cost = held + size_of::<Connection>() as isize;
     println!(
         "idle established {side} connection: {held} heap bytes + {} inline = {cost} bytes",
-        std::mem::size_of::<Connection>()
+        size_of::<Connection>()
     );
     cost
 }

@@ -89,7 +89,7 @@ async fn discard<T: Transport>(mut io: T) -> std::io::Result<u64> {
 pub async fn raw_tcp<N: Net>(net: &N, w: Workload) -> Result<f64, Error> {
     let listener = net.bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = N::tcp_local_addr(&listener)?;
-    let listener = std::sync::Arc::new(listener);
+    let listener = Arc::new(listener);
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     let payload = Bytes::from(vec![0x5au8; w.chunk]);

@@ -290,7 +290,7 @@ fn start_mio(spec: Spec) -> Result<Box<dyn Running>, String> {
         let node = node.clone();
         std::thread::spawn(move || {
             if node.wait_for_peers(1, Duration::from_secs(10)) >= 1 {
-                let _ = node.send(asoc_mio::PeerRef::Addr(to), Bytes::from(payload));
+                let _ = node.send(PeerRef::Addr(to), Bytes::from(payload));
             }
         });
     }
@@ -332,7 +332,7 @@ fn mio_echo(node: &asoc_mio::Node) {
         std::thread::spawn(move || match incoming.stream.read_to_end() {
             Ok(data) => {
                 let n = data.len();
-                let r = node.send(asoc_mio::PeerRef::Conn(conn), Bytes::from(data));
+                let r = node.send(PeerRef::Conn(conn), Bytes::from(data));
                 if debug {
                     eprintln!(
                         "echo {}: read {n} bytes, sent back: {r:?}",

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The runtimes the command supports.
-pub const RUNTIMES: [&str; 4] = ["tokio", "smol", "async-std", "mio"];
+pub(crate) const RUNTIMES: [&str; 4] = ["tokio", "smol", "async-std", "mio"];
 
 /// `asoc` with no ASoc variables inherited from the environment.
-pub fn asoc() -> Command {
+pub(crate) fn asoc() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_asoc"));
     for var in ["ASOC_API_KEY", "ASOC_MASTER_KEY", "ASOC_COMMUNITY"] {
         c.env_remove(var);
@@ -24,7 +24,7 @@ pub fn asoc() -> Command {
 }
 
 /// `asoc` with `ASOC_API_KEY` set to `key`.
-pub fn with_key(key: &str) -> Command {
+pub(crate) fn with_key(key: &str) -> Command {
     let mut c = asoc();
     c.env("ASOC_API_KEY", key);
     c
@@ -32,14 +32,14 @@ pub fn with_key(key: &str) -> Command {
 
 /// `asoc send --runtime runtime --peer peer` with `ASOC_API_KEY` set to
 /// `key`; the caller adds the other options and the inputs.
-pub fn send(key: &str, runtime: &str, peer: &str) -> Command {
+pub(crate) fn send(key: &str, runtime: &str, peer: &str) -> Command {
     let mut c = with_key(key);
     c.args(["send", "--runtime", runtime, "--peer", peer]);
     c
 }
 
 /// A fresh key from `asoc keygen`.
-pub fn keygen() -> String {
+pub(crate) fn keygen() -> String {
     let out = asoc().arg("keygen").output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout)
@@ -49,18 +49,18 @@ pub fn keygen() -> String {
 }
 
 /// Standard error as text.
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Standard output as text.
-pub fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Asserts a failure with `code` and exactly one stderr line containing
 /// `needle`.
-pub fn assert_fails(out: &Output, code: i32, needle: &str) {
+pub(crate) fn assert_fails(out: &Output, code: i32, needle: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
@@ -69,13 +69,13 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
-pub fn free_udp() -> String {
+pub(crate) fn free_udp() -> String {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.local_addr().unwrap().to_string()
 }
 
 /// Sends a signal to a child with the shell's built-in kill.
-pub fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let ok = Command::new("sh")
         .args([
             "-c",
@@ -90,7 +90,7 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 /// `asoc listen --json ...` with its events followed.
-pub struct Listener {
+pub(crate) struct Listener {
     pub child: Child,
     events: Receiver<Value>,
     seen: Vec<Value>,
@@ -105,7 +105,7 @@ pub struct Listener {
 impl Listener {
     /// Starts `asoc listen --json --bind 127.0.0.1:0 --runtime RT ARGS` with
     /// `key` and waits for its `listening` event.
-    pub fn start(key: &str, runtime: &str, args: &[&str]) -> Self {
+    pub(crate) fn start(key: &str, runtime: &str, args: &[&str]) -> Self {
         let mut cmd = with_key(key);
         cmd.args([
             "listen",
@@ -122,7 +122,7 @@ impl Listener {
     }
 
     /// Runs a prepared command and waits for `listening`.
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = channel();
@@ -156,7 +156,7 @@ impl Listener {
     }
 
     /// The first event (seen before or arriving within 20 s) matching `pred`.
-    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
             return v.clone();
         }
@@ -176,12 +176,12 @@ impl Listener {
     }
 
     /// The first event named `name`.
-    pub fn event(&mut self, name: &str) -> Value {
+    pub(crate) fn event(&mut self, name: &str) -> Value {
         self.wait_for(name, |v| v["event"] == name)
     }
 
     /// Events named `name` seen so far (after waiting for others).
-    pub fn seen(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn seen(&self, name: &str) -> Vec<Value> {
         self.seen
             .iter()
             .filter(|v| v["event"] == name)
@@ -190,7 +190,7 @@ impl Listener {
     }
 
     /// Sends `sig` and waits for the exit (at most 20 s).
-    pub fn stop(mut self, sig: &str) -> ExitStatus {
+    pub(crate) fn stop(mut self, sig: &str) -> ExitStatus {
         signal(&self.child, sig);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -214,18 +214,18 @@ impl Drop for Listener {
 }
 
 /// Deterministic bytes: the testkit's chunk 0 of stream `seed`.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
     asoc_testkit::scenarios::chunk(seed, 0, len)
 }
 
 /// SHA-256 hex of `data`.
-pub fn sha256(data: &[u8]) -> String {
+pub(crate) fn sha256(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
 
 /// Files in `dir` (names), sorted.
-pub fn files(dir: &Path) -> Vec<String> {
+pub(crate) fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -235,7 +235,7 @@ pub fn files(dir: &Path) -> Vec<String> {
 }
 
 /// A fresh empty directory under the target dir.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("asoc-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

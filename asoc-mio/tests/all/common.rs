@@ -4,7 +4,7 @@ use asoc_mio::{Node, PeerRef, RecvStream};
 use sha2::{Digest, Sha256};
 
 /// The established connection from `from` to `to`, whichever side dialed.
-pub fn route(from: &Node, to: &Node) -> PeerRef {
+pub(crate) fn route(from: &Node, to: &Node) -> PeerRef {
     let (id, addr) = (to.node_id(), to.local_addr());
     from.connected_peers()
         .into_iter()
@@ -14,7 +14,7 @@ pub fn route(from: &Node, to: &Node) -> PeerRef {
 }
 
 /// How many bytes `stream` carries to its end, and their SHA-256.
-pub fn hashed(stream: &mut RecvStream) -> (u64, Vec<u8>) {
+pub(crate) fn hashed(stream: &mut RecvStream) -> (u64, Vec<u8>) {
     let mut h = Sha256::new();
     let mut n = 0u64;
     while let Some(c) = stream.chunk().unwrap() {
@@ -27,14 +27,14 @@ pub fn hashed(stream: &mut RecvStream) -> (u64, Vec<u8>) {
 /// A transport that buffers output of its own, like TLS: `write` takes
 /// everything into a buffer that only `flush` pushes to the socket
 /// (`WouldBlock` while some is left).
-pub struct Holding {
+pub(crate) struct Holding {
     io: mio::net::UnixStream,
     held: Vec<u8>,
 }
 
 impl Holding {
     /// `io`, holding nothing yet.
-    pub fn new(io: mio::net::UnixStream) -> Self {
+    pub(crate) fn new(io: mio::net::UnixStream) -> Self {
         Self {
             io,
             held: Vec::new(),

@@ -108,10 +108,7 @@ fn both_ways<N: Net, E: Exec>(mio: &MioNode, other: &AsyncNode<N>, exec: &E) {
         let (other, exec) = (other.clone(), exec.clone());
         thread::spawn(move || {
             exec.block_on(async move {
-                let mut s = other
-                    .open_stream(asoc_async::PeerRef::Conn(on_other))
-                    .await
-                    .unwrap();
+                let mut s = other.open_stream(PeerRef::Conn(on_other)).await.unwrap();
                 for i in 0..TOTAL / CHUNK as u64 {
                     s.send(Bytes::from(chunk(2, i, CHUNK))).await.unwrap();
                 }

@@ -295,10 +295,7 @@ fn mio_and_tokio_nodes_talk_over_tls_both_ways() {
         let sender = {
             let t = tokio_node.clone();
             rt.spawn(async move {
-                let mut s = t
-                    .open_stream(asoc_async::PeerRef::Conn(on_tokio))
-                    .await
-                    .unwrap();
+                let mut s = t.open_stream(PeerRef::Conn(on_tokio)).await.unwrap();
                 for i in 0..TOTAL / CHUNK as u64 {
                     s.send(Bytes::from(chunk(seed + 100, i, CHUNK)))
                         .await

@@ -12,19 +12,19 @@ use uuid::Uuid;
 
 /// Where the vectors live: `<checkout>/../shared/vectors/asoc-v1.json`, i.e.
 /// two levels above this crate's manifest.
-pub const VECTORS_PATH: &str = concat!(
+pub(crate) const VECTORS_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/vectors/asoc-v1.json"
 );
 
 /// The parsed vector file. Panics with the expected path when it is missing.
-pub fn vectors() -> Value {
+pub(crate) fn vectors() -> Value {
     load_vectors(VECTORS_PATH)
 }
 
 /// Parses the vector file at `path`, panicking with a message that names
 /// the path when it cannot be read or parsed.
-pub fn load_vectors(path: &str) -> Value {
+pub(crate) fn load_vectors(path: &str) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
             "cannot read the ASoc test vectors at {path}: {e}\n\
@@ -37,7 +37,7 @@ pub fn load_vectors(path: &str) -> Value {
 
 /// The vectors of one section, e.g. `"hello"`. Panics if the section is
 /// missing or empty, so that no test passes by iterating over nothing.
-pub fn section(name: &str) -> Vec<Value> {
+pub(crate) fn section(name: &str) -> Vec<Value> {
     let all = vectors();
     let list = all
         .get(name)
@@ -52,33 +52,33 @@ pub fn section(name: &str) -> Vec<Value> {
 }
 
 /// A string field of a vector.
-pub fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(crate) fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("vector has no string field {key:?}: {v}"))
 }
 
 /// An unsigned integer field of a vector.
-pub fn u64_field(v: &Value, key: &str) -> u64 {
+pub(crate) fn u64_field(v: &Value, key: &str) -> u64 {
     v.get(key)
         .and_then(Value::as_u64)
         .unwrap_or_else(|| panic!("vector has no unsigned integer field {key:?}: {v}"))
 }
 
 /// A `u32` field of a vector.
-pub fn u32_field(v: &Value, key: &str) -> u32 {
+pub(crate) fn u32_field(v: &Value, key: &str) -> u32 {
     let n = u64_field(v, key);
     u32::try_from(n).unwrap_or_else(|_| panic!("field {key:?} = {n} does not fit in u32: {v}"))
 }
 
 /// A hex-encoded byte-string field of a vector.
-pub fn hex_field(v: &Value, key: &str) -> Vec<u8> {
+pub(crate) fn hex_field(v: &Value, key: &str) -> Vec<u8> {
     let s = str_field(v, key);
     hex::decode(s).unwrap_or_else(|e| panic!("field {key:?} is not hex ({e}): {v}"))
 }
 
 /// A hex-encoded byte-string field of exactly `N` bytes.
-pub fn hex_array<const N: usize>(v: &Value, key: &str) -> [u8; N] {
+pub(crate) fn hex_array<const N: usize>(v: &Value, key: &str) -> [u8; N] {
     let bytes = hex_field(v, key);
     bytes
         .as_slice()
@@ -87,7 +87,7 @@ pub fn hex_array<const N: usize>(v: &Value, key: &str) -> [u8; N] {
 }
 
 /// A UUID field (textual form) of a vector.
-pub fn uuid_field(v: &Value, key: &str) -> Uuid {
+pub(crate) fn uuid_field(v: &Value, key: &str) -> Uuid {
     let s = str_field(v, key);
     Uuid::parse_str(s).unwrap_or_else(|e| panic!("field {key:?} is not a UUID ({e}): {v}"))
 }
@@ -96,12 +96,12 @@ pub fn uuid_field(v: &Value, key: &str) -> Uuid {
 ///
 /// Keys shorter than [`MIN_KEY_LEN`] bytes are built with
 /// [`ApiKey::new_insecure`], after checking that [`ApiKey::new`] refuses them.
-pub fn vector_key(v: &Value) -> ApiKey {
+pub(crate) fn vector_key(v: &Value) -> ApiKey {
     key_from_str(str_field(v, "api_key"))
 }
 
 /// See [`vector_key`].
-pub fn key_from_str(s: &str) -> ApiKey {
+pub(crate) fn key_from_str(s: &str) -> ApiKey {
     let insecure = ApiKey::new_insecure(s.as_bytes()).expect("vector keys are never empty");
     assert_eq!(insecure.expose_secret(), s.as_bytes());
     if s.len() < MIN_KEY_LEN {
@@ -119,7 +119,7 @@ pub fn key_from_str(s: &str) -> ApiKey {
 
 /// Every byte string that differs from `bytes` in exactly one bit, with the
 /// index of the flipped bit (bit `i` is bit `i % 8` of byte `i / 8`).
-pub fn single_bit_flips(bytes: &[u8]) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
+pub(crate) fn single_bit_flips(bytes: &[u8]) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
     (0..bytes.len() * 8).map(move |bit| {
         let mut flipped = bytes.to_vec();
         flipped[bit / 8] ^= 1 << (bit % 8);

@@ -11,13 +11,13 @@ use asoc_proto::handshake::{Authenticator, AuthenticatorConfig, HandshakeOutcome
 use bytes::BytesMut;
 use uuid::Uuid;
 
-pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const KEY: &str = "0123456789abcdef0123456789abcdef";
 
-pub fn key(s: &str) -> ApiKey {
+pub(crate) fn key(s: &str) -> ApiKey {
     ApiKey::new(s).unwrap()
 }
 
-pub fn authenticator(node: u8, key: ApiKey, seed: u8) -> Authenticator {
+pub(crate) fn authenticator(node: u8, key: ApiKey, seed: u8) -> Authenticator {
     Authenticator::new(
         AuthenticatorConfig::new(Uuid::from_bytes([node; 16]), KeyRing::new(key)),
         [seed; 32],
@@ -27,7 +27,7 @@ pub fn authenticator(node: u8, key: ApiKey, seed: u8) -> Authenticator {
 /// One side: its connection, the authenticator that judges its handshake,
 /// everything it reported, and the bytes it wrote that the other side has
 /// not read yet.
-pub struct Side {
+pub(crate) struct Side {
     pub conn: Connection,
     pub auth: Authenticator,
     pub events: Vec<Event>,
@@ -102,13 +102,13 @@ impl Side {
         any
     }
 
-    pub fn is_established(&self) -> bool {
+    pub(crate) fn is_established(&self) -> bool {
         self.events
             .iter()
             .any(|e| matches!(e, Event::Established { .. }))
     }
 
-    pub fn closed_reason(&self) -> Option<&asoc_proto::connection::CloseReason> {
+    pub(crate) fn closed_reason(&self) -> Option<&asoc_proto::connection::CloseReason> {
         self.events.iter().find_map(|e| match e {
             Event::Closed { reason } => Some(reason),
             _ => None,
@@ -116,12 +116,12 @@ impl Side {
     }
 
     /// Concatenated payloads received on `stream`.
-    pub fn received(&self, stream: StreamId) -> Vec<u8> {
+    pub(crate) fn received(&self, stream: StreamId) -> Vec<u8> {
         received(&self.events, stream)
     }
 }
 
-pub struct Pair {
+pub(crate) struct Pair {
     pub now: Instant,
     pub client: Side,
     pub server: Side,
@@ -130,7 +130,7 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub fn new(
+    pub(crate) fn new(
         config: ConnectionConfig,
         client_key: ApiKey,
         server_key: ApiKey,
@@ -142,7 +142,7 @@ impl Pair {
     /// A pair whose clock starts at `now`, with the client's randomness
     /// (its HELLO challenge) seeded from `client_seed`: pairs with distinct
     /// seeds send distinct HELLOs to a shared server authenticator.
-    pub fn at(
+    pub(crate) fn at(
         config: ConnectionConfig,
         client_key: ApiKey,
         server_key: ApiKey,
@@ -162,7 +162,7 @@ impl Pair {
         }
     }
 
-    pub fn with_defaults(chunk: usize) -> Self {
+    pub(crate) fn with_defaults(chunk: usize) -> Self {
         Self::new(ConnectionConfig::default(), key(KEY), key(KEY), chunk)
     }
 
@@ -181,7 +181,7 @@ impl Pair {
     }
 
     /// Runs until nothing moves at the current instant.
-    pub fn drive(&mut self) {
+    pub(crate) fn drive(&mut self) {
         loop {
             let mut progressed = false;
             progressed |= self.client.drain_events(self.now);
@@ -197,33 +197,33 @@ impl Pair {
     }
 
     /// Sends raw bytes to the server as if the client had written them.
-    pub fn inject_to_server(&mut self, bytes: &[u8]) {
+    pub(crate) fn inject_to_server(&mut self, bytes: &[u8]) {
         self.client.in_flight.extend_from_slice(bytes);
         Self::deliver(self.now, self.chunk, &mut self.client, &mut self.server);
         self.drive();
     }
 
     /// Sends raw bytes to the client as if the server had written them.
-    pub fn inject_to_client(&mut self, bytes: &[u8]) {
+    pub(crate) fn inject_to_client(&mut self, bytes: &[u8]) {
         self.server.in_flight.extend_from_slice(bytes);
         Self::deliver(self.now, self.chunk, &mut self.server, &mut self.client);
         self.drive();
     }
 
     /// Tells `to` that the other side closed (EOF), once.
-    pub fn deliver_eof_to_client(&mut self) {
+    pub(crate) fn deliver_eof_to_client(&mut self) {
         self.client.conn.handle_eof(self.now);
         self.drive();
     }
 
     /// Tells the server that the client closed (EOF).
-    pub fn deliver_eof_to_server(&mut self) {
+    pub(crate) fn deliver_eof_to_server(&mut self) {
         self.server.conn.handle_eof(self.now);
         self.drive();
     }
 
     /// The earliest deadline of either side.
-    pub fn next_timeout(&self) -> Option<Instant> {
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
         [
             self.client.conn.poll_timeout(),
             self.server.conn.poll_timeout(),
@@ -235,7 +235,7 @@ impl Pair {
 
     /// Jumps the clock to the next deadline (if any, and not beyond
     /// `limit`), fires timers and drives. Returns whether a timer fired.
-    pub fn advance_to_next_timeout(&mut self, limit: Instant) -> bool {
+    pub(crate) fn advance_to_next_timeout(&mut self, limit: Instant) -> bool {
         let Some(t) = self.next_timeout() else {
             return false;
         };
@@ -250,7 +250,7 @@ impl Pair {
     }
 
     /// Moves the clock forward by `d`, firing every deadline on the way.
-    pub fn advance(&mut self, d: Duration) {
+    pub(crate) fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         while self.advance_to_next_timeout(end) {}
         self.now = end;
@@ -259,7 +259,7 @@ impl Pair {
         self.drive();
     }
 
-    pub fn handshake(&mut self) {
+    pub(crate) fn handshake(&mut self) {
         self.drive();
         assert!(
             self.client.is_established(),
@@ -275,7 +275,7 @@ impl Pair {
 }
 
 /// Concatenated payloads of the `Data` events on `stream` among `events`.
-pub fn received(events: &[Event], stream: StreamId) -> Vec<u8> {
+pub(crate) fn received(events: &[Event], stream: StreamId) -> Vec<u8> {
     let mut out = Vec::new();
     for e in events {
         if let Event::Data {
@@ -291,7 +291,7 @@ pub fn received(events: &[Event], stream: StreamId) -> Vec<u8> {
 }
 
 /// Deterministic pseudo-random bytes for test payloads.
-pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     (0..len)
         .map(|_| {
@@ -305,4 +305,4 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
 
 /// Delivery granularities every scenario runs with: whole writes and one
 /// byte at a time.
-pub const CHUNKINGS: [usize; 2] = [usize::MAX, 1];
+pub(crate) const CHUNKINGS: [usize; 2] = [usize::MAX, 1];

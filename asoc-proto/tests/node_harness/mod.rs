@@ -19,45 +19,45 @@ use uuid::Uuid;
 
 // The keys and payloads are the connection harness's, which shares this
 // test binary.
-pub use crate::harness::{key, pattern, KEY};
+pub(crate) use crate::harness::{key, pattern, KEY};
 
-pub const OTHER_KEY: &str = "fedcba9876543210fedcba9876543210";
+pub(crate) const OTHER_KEY: &str = "fedcba9876543210fedcba9876543210";
 
 /// Node id `n` repeated over all 16 bytes: ids compare as their `n`.
-pub fn node_id(n: u8) -> Uuid {
+pub(crate) fn node_id(n: u8) -> Uuid {
     Uuid::from_bytes([n; 16])
 }
 
-pub fn ip(last: u8) -> IpAddr {
+pub(crate) fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-pub fn addr(last: u8, port: u16) -> SocketAddr {
+pub(crate) fn addr(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(ip(last), port)
 }
 
 /// A node config for id `n` holding key `k`, everything else default.
-pub fn config(n: u8, k: &str) -> NodeConfig {
+pub(crate) fn config(n: u8, k: &str) -> NodeConfig {
     NodeConfig::new(node_id(n), KeyRing::new(key(k)))
 }
 
 /// A node built from `config` seeded with `[n; 32]`.
-pub fn node_with(config: NodeConfig, seed: u8, t0: Instant) -> Node {
+pub(crate) fn node_with(config: NodeConfig, seed: u8, t0: Instant) -> Node {
     Node::new(config, [seed; 32], t0)
 }
 
 /// Node `n` with key `k`, defaults otherwise, seed `[n; 32]`.
-pub fn node(n: u8, k: &str, t0: Instant) -> Node {
+pub(crate) fn node(n: u8, k: &str, t0: Instant) -> Node {
     node_with(config(n, k), n, t0)
 }
 
 /// Every pending node event, oldest first.
-pub fn drain(node: &mut Node) -> Vec<NodeEvent> {
+pub(crate) fn drain(node: &mut Node) -> Vec<NodeEvent> {
     std::iter::from_fn(|| node.poll_event()).collect()
 }
 
 /// A complete HELLO frame (50 bytes) signed by `k` for `node` and `challenge`.
-pub fn hello_frame(k: &str, node: Uuid, challenge: u32) -> Vec<u8> {
+pub(crate) fn hello_frame(k: &str, node: Uuid, challenge: u32) -> Vec<u8> {
     sign_hello(&key(k), node, challenge).encode_frame().to_vec()
 }
 
@@ -67,18 +67,18 @@ thread_local! {
 
 /// Delivery granularities every scenario runs with: whole writes and one
 /// byte at a time.
-pub const CHUNKINGS: [usize; 2] = [usize::MAX, 1];
+pub(crate) const CHUNKINGS: [usize; 2] = [usize::MAX, 1];
 
 /// Until the returned guard drops, every [`End::input`] on this thread
 /// delivers its bytes in reads of at most `n` bytes (1: byte by byte).
 #[must_use]
-pub fn pieces(n: usize) -> Pieces {
+pub(crate) fn pieces(n: usize) -> Pieces {
     PIECE.with(|p| p.set(n));
     Pieces(())
 }
 
 /// Restores whole-write delivery when dropped.
-pub struct Pieces(());
+pub(crate) struct Pieces(());
 
 impl Drop for Pieces {
     fn drop(&mut self) {
@@ -87,7 +87,7 @@ impl Drop for Pieces {
 }
 
 /// One end of a connection, attached to the node that owns it.
-pub struct End {
+pub(crate) struct End {
     pub id: ConnId,
     pub conn: Connection,
     /// Every connection event, in order.
@@ -102,7 +102,7 @@ pub struct End {
 }
 
 impl End {
-    pub fn new(id: ConnId, conn: Connection) -> Self {
+    pub(crate) fn new(id: ConnId, conn: Connection) -> Self {
         Self {
             id,
             conn,
@@ -116,7 +116,7 @@ impl End {
 
     /// Gives a pending handshake message its verdict, takes every event and
     /// reports a close to the node.
-    pub fn settle(&mut self, node: &mut Node, now: Instant) {
+    pub(crate) fn settle(&mut self, node: &mut Node, now: Instant) {
         if self.close_reason.is_none() {
             node.drive(now, self.id, &mut self.conn);
         }
@@ -131,7 +131,7 @@ impl End {
 
     /// Bytes read from the transport, delivered in reads of at most
     /// [`pieces`] bytes.
-    pub fn input(&mut self, node: &mut Node, now: Instant, bytes: &[u8]) {
+    pub(crate) fn input(&mut self, node: &mut Node, now: Instant, bytes: &[u8]) {
         for piece in bytes.chunks(PIECE.with(Cell::get).max(1)) {
             self.rx.extend_from_slice(piece);
             self.conn.handle_input(now, &mut self.rx);
@@ -140,7 +140,7 @@ impl End {
     }
 
     /// The transport reported end of file (once).
-    pub fn eof(&mut self, node: &mut Node, now: Instant) {
+    pub(crate) fn eof(&mut self, node: &mut Node, now: Instant) {
         if !self.eof_delivered {
             self.eof_delivered = true;
             self.conn.handle_eof(now);
@@ -149,43 +149,43 @@ impl End {
     }
 
     /// Fires the connection's timers at `now`.
-    pub fn timeout(&mut self, node: &mut Node, now: Instant) {
+    pub(crate) fn timeout(&mut self, node: &mut Node, now: Instant) {
         self.conn.handle_timeout(now);
         self.settle(node, now);
     }
 
     /// Closes locally.
-    pub fn close(&mut self, node: &mut Node, now: Instant) {
+    pub(crate) fn close(&mut self, node: &mut Node, now: Instant) {
         self.conn.close(now);
         self.settle(node, now);
     }
 
     /// Writes everything pending; returns what was written this time.
-    pub fn flush(&mut self, now: Instant) -> Vec<u8> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
         self.conn.write_to(now, &mut out).unwrap();
         self.written.extend_from_slice(&out);
         out
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.close_reason.is_some()
     }
 
-    pub fn is_established(&self) -> bool {
+    pub(crate) fn is_established(&self) -> bool {
         self.events
             .iter()
             .any(|e| matches!(e, Event::Established { .. }))
     }
 
     /// Concatenated payloads received on `stream`.
-    pub fn received(&self, stream: StreamId) -> Vec<u8> {
+    pub(crate) fn received(&self, stream: StreamId) -> Vec<u8> {
         crate::harness::received(&self.events, stream)
     }
 }
 
 /// A TCP connection between a client node and a server node.
-pub struct Link {
+pub(crate) struct Link {
     pub client: End,
     pub server: End,
 }
@@ -194,7 +194,7 @@ impl Link {
     /// The client node opens a connection with `connect_to`; the server node
     /// `accept`s it from `client_addr`, and the pair runs until quiet. A
     /// refused accept closes the socket: the client reads EOF.
-    pub fn open(
+    pub(crate) fn open(
         client_node: &mut Node,
         server_node: &mut Node,
         now: Instant,
@@ -208,7 +208,7 @@ impl Link {
     }
 
     /// Like [`open`](Self::open), for a dial the client node scheduled.
-    pub fn dial(
+    pub(crate) fn dial(
         client_node: &mut Node,
         server_node: &mut Node,
         now: Instant,
@@ -246,7 +246,7 @@ impl Link {
 
     /// Moves bytes both ways until nothing moves; a side that closed makes
     /// the other read EOF once it has read everything written before.
-    pub fn pump(&mut self, client_node: &mut Node, server_node: &mut Node, now: Instant) {
+    pub(crate) fn pump(&mut self, client_node: &mut Node, server_node: &mut Node, now: Instant) {
         loop {
             self.client.settle(client_node, now);
             self.server.settle(server_node, now);
@@ -276,7 +276,7 @@ impl Link {
     }
 
     /// The client closes; the server reads EOF.
-    pub fn close_by_client(
+    pub(crate) fn close_by_client(
         &mut self,
         client_node: &mut Node,
         server_node: &mut Node,
@@ -286,13 +286,13 @@ impl Link {
         self.pump(client_node, server_node, now);
     }
 
-    pub fn is_established(&self) -> bool {
+    pub(crate) fn is_established(&self) -> bool {
         self.client.is_established() && self.server.is_established()
     }
 }
 
 /// A server end for a socket `node` accepted from `from`; panics if refused.
-pub fn accept(node: &mut Node, now: Instant, from: SocketAddr) -> End {
+pub(crate) fn accept(node: &mut Node, now: Instant, from: SocketAddr) -> End {
     let (id, conn) = node
         .accept(now, from)
         .unwrap_or_else(|r| panic!("accept from {from} refused: {r}"));

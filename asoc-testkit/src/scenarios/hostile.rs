@@ -12,16 +12,16 @@ use asoc_proto::wire::Announcement;
 use uuid::Uuid;
 
 /// The discovery window of WIRE.md §5: ±60 s.
-pub const WINDOW: u64 = 60;
+pub(crate) const WINDOW: u64 = 60;
 
 /// SplitMix64: deterministic, dependency-free randomness.
 #[derive(Clone, Debug)]
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -30,12 +30,12 @@ impl Rng {
     }
 
     /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
     /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let r = self.next().to_le_bytes();
             chunk.copy_from_slice(&r[..chunk.len()]);
@@ -44,7 +44,7 @@ impl Rng {
 }
 
 /// An announcement signed with `key`.
-pub fn signed(
+pub(crate) fn signed(
     key: &ApiKey,
     community: [u8; 8],
     node: Uuid,
@@ -65,7 +65,7 @@ pub fn signed(
 
 /// A captured legitimate announcement, as an eavesdropper would keep it.
 #[derive(Clone, Copy, Debug)]
-pub struct Capture {
+pub(crate) struct Capture {
     /// The datagram.
     pub bytes: [u8; 50],
     /// Its timestamp field.
@@ -74,7 +74,7 @@ pub struct Capture {
 
 impl Capture {
     /// A captured datagram, if it is an announcement (50 bytes).
-    pub fn of(datagram: &[u8]) -> Option<Self> {
+    pub(crate) fn of(datagram: &[u8]) -> Option<Self> {
         let bytes: [u8; 50] = datagram.try_into().ok()?;
         let ts: [u8; 4] = bytes[26..30].try_into().ok()?;
         Some(Self {
@@ -84,14 +84,14 @@ impl Capture {
     }
 
     /// The node id it announces.
-    pub fn node(&self) -> Uuid {
+    pub(crate) fn node(&self) -> Uuid {
         Uuid::from_slice(&self.bytes[8..24]).unwrap()
     }
 }
 
 /// An attacker without the key (who knows the community and may have
 /// captured legitimate announcements) making up discovery datagrams.
-pub struct Attacker {
+pub(crate) struct Attacker {
     /// Its randomness.
     pub rng: Rng,
     /// The victim's community hash.
@@ -124,7 +124,7 @@ impl Attacker {
     /// for. `captures` (at least one) are legitimate announcements the
     /// receiver has already accepted; `own_echo` is one of the receiver's
     /// own announcements.
-    pub fn datagram(
+    pub(crate) fn datagram(
         &mut self,
         buf: &mut Vec<u8>,
         unix: u64,

@@ -93,7 +93,7 @@ pub(super) fn cases() -> Vec<Case> {
             hex_decoded_key),
         case!("R2-4.2/2", Must, SuiteDials, Tcp, false, "A HELLO whose MAC covers a little-endian challenge is refused",
             "RFC-0002 §4.2: message = node_uuid + challenge; WIRE.md: All integers are big-endian; MAC over `node_uuid || challenge_be32`.",
-            |ctx| { let n = uuid_v4(); let ch = 0x1234_5678; let mac = wire::hello_mac(&ctx.cfg.key, &n, u32::swap_bytes(ch)); let f = frame(ty::HELLO, 0, 0, &hello_payload_with(&n, &mac, ch)); refused_silently(ctx, &f) }),
+            |ctx| { let n = uuid_v4(); let ch = 0x1234_5678; let mac = hello_mac(&ctx.cfg.key, &n, u32::swap_bytes(ch)); let f = frame(ty::HELLO, 0, 0, &hello_payload_with(&n, &mac, ch)); refused_silently(ctx, &f) }),
         case!("R2-4.2/3", Must, SuiteDials, Tcp, false, "A HELLO whose MAC covers challenge || uuid (wrong order) is refused",
             "RFC-0002 §4.2: Connection Phase (HELLO): message = node_uuid + challenge; signature = HMAC-SHA256(api_key, message)[:16].",
             |ctx| { let n = uuid_v4(); let ch = challenge(); let full = hmac_sha256(&ctx.cfg.key, &[&ch.to_be_bytes(), n.as_bytes()]); let mac: [u8; 16] = full[..16].try_into().unwrap_or([0; 16]); let f = frame(ty::HELLO, 0, 0, &hello_payload_with(&n, &mac, ch)); refused_silently(ctx, &f) }),

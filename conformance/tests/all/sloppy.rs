@@ -6,12 +6,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use conformance::wire::accept_frame;
 
 /// The API key the sloppy server's ACCEPT is made with.
-pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const KEY: &str = "0123456789abcdef0123456789abcdef";
 
 /// A server that accepts every HELLO without checking its MAC, then runs
 /// `then` on the connection, each in a thread of its own. A connection that
 /// ends or fails before its ACCEPT is written is dropped.
-pub fn accepting_server(then: fn(TcpStream)) -> SocketAddr {
+pub(crate) fn accepting_server(then: fn(TcpStream)) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -32,7 +32,7 @@ pub fn accepting_server(then: fn(TcpStream)) -> SocketAddr {
 
 /// A server that accepts every HELLO without checking its MAC, then reads
 /// and ignores whatever else comes until the peer closes.
-pub fn sloppy_server() -> SocketAddr {
+pub(crate) fn sloppy_server() -> SocketAddr {
     accepting_server(|mut s| {
         let mut sink = [0u8; 4096];
         while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
