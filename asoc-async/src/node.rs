@@ -170,7 +170,7 @@ impl NodeBuilder {
         self
     }
 
-    /// Chunk size for [`Node::send`] (default 1 MiB).
+    /// Chunk size for [`Node::send_tensor`] (default 1 MiB).
     #[must_use]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.chunk_size = bytes.max(1);
@@ -572,7 +572,7 @@ impl<N: Net> Node<N> {
         self.inner.proto().node_id()
     }
 
-    /// The chunk size [`send`](Self::send) uses.
+    /// The chunk size [`send_tensor`](Self::send_tensor) uses.
     #[must_use]
     pub fn chunk_size(&self) -> usize {
         self.inner.chunk_size
@@ -684,7 +684,7 @@ impl<N: Net> Node<N> {
 
     /// Sends `data` to `peer` as one stream in chunks of the configured size
     /// (no copy) and finishes it. Returns the stream id.
-    pub async fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<StreamId, Error> {
+    pub async fn send_tensor(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<StreamId, Error> {
         let _guard = SendGuard::new(&self.inner);
         let mut s = self.open_stream(peer).await?;
         let id = s.id();
@@ -723,7 +723,7 @@ impl<N: Net> Node<N> {
 
     /// Shuts down gracefully: stops accepting, dialing and announcing,
     /// waits up to `grace` for sends in flight to finish (every
-    /// [`send`](Self::send) not yet returned and every stream from
+    /// [`send_tensor`](Self::send_tensor) not yet returned and every stream from
     /// [`open_stream`](Self::open_stream) not yet finished or dropped), then
     /// closes every connection (queued frames are still written) and waits
     /// for them to close until the deadline. Incoming streams and events

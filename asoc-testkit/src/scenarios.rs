@@ -317,7 +317,7 @@ pub async fn discovery_unicast<N: Net>(net: N) {
     assert_eq!(b.wait_for_peers(1, Duration::from_secs(10)).await, 1);
     assert_eq!(a.peers().len(), 1, "one connection per pair");
     let payload = Bytes::from(chunk(7, 0, 3 << 20));
-    a.send(route(&a, &b), payload.clone()).await.unwrap();
+    a.send_tensor(route(&a, &b), payload.clone()).await.unwrap();
     let got = b
         .accept_stream()
         .await
@@ -383,7 +383,7 @@ pub async fn full_mesh<N: Net>(net: N, n: usize) {
                 let mut data = (i as u64).to_le_bytes().to_vec();
                 data.extend((j as u64).to_le_bytes());
                 data.extend(chunk((i * n + j) as u64, 0, 32 << 10));
-                from.send(route(&from, &to), Bytes::from(data))
+                from.send_tensor(route(&from, &to), Bytes::from(data))
                     .await
                     .unwrap();
             }));
@@ -410,7 +410,7 @@ pub async fn graceful_shutdown<N: Net>(net: N) {
     let sender = {
         let (a, to) = (a.clone(), route(&a, &b));
         let data = data.clone();
-        spawn(&net, async move { a.send(to, data).await })
+        spawn(&net, async move { a.send_tensor(to, data).await })
     };
     // Shut down only once the stream is really in flight: the receiver has
     // seen it begin.

@@ -15,7 +15,7 @@
 //! )
 //! .await?;
 //! if let Some(peer) = node.wait_for_peer(std::time::Duration::from_secs(10)).await {
-//!     node.send(peer.id, bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+//!     node.send_tensor(peer.id, bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
 //! }
 //! while let Some(incoming) = node.accept_stream().await {
 //!     let data = incoming.stream.read_to_end().await;
