@@ -27,7 +27,7 @@ mod stream_io;
 pub mod tls;
 
 pub use asoc_proto::connection::StreamId;
-pub use connection::{Connection, DriverConfig, SharedAuthenticator};
+pub use connection::{Connection, DriverConfig, DriverConfigBuilder, SharedAuthenticator};
 pub use driver::Session;
 pub use entropy::{os_node_id, os_seed, shared_authenticator};
 pub use error::{Error, StreamError};

@@ -205,27 +205,17 @@ impl NodeBuilder {
     pub async fn start<N: Net>(self, net: N, seed: Seed, node_id: Uuid) -> Result<Node<N>, Error> {
         let keys = self.keys;
         let node_id = self.node_id.unwrap_or(node_id);
-        let listener = net.bind_tcp(self.bind).await?;
-        let tcp_addr = N::tcp_local_addr(&listener)?;
-        let udp = match self.discovery_bind {
-            Some(addr) => Some(net.bind_udp(addr).await?),
-            None => None,
-        };
-        let udp_addr = match udp.as_ref() {
-            Some(u) => Some(N::udp_local_addr(u)?),
-            None => None,
-        };
-        let mut auth = asoc_proto::handshake::AuthenticatorConfig::new(node_id, keys.clone());
+        // Every setting is checked before any socket is bound, so a refused
+        // configuration leaves nothing behind.
+        let mut auth = asoc_proto::handshake::AuthenticatorConfig::builder(node_id, keys.clone());
         if let Some((retention, capacity)) = self.hello_replay {
-            auth = asoc_proto::handshake::AuthenticatorConfig::builder(node_id, keys.clone())
+            auth = auth
                 .hello_retention(retention)
-                .hello_replay_capacity(capacity)
-                .build()?;
+                .hello_replay_capacity(capacity);
         }
-        let mut config = NodeConfig::new(node_id, keys)
-            .authenticator(auth)
-            .connection(self.driver.connection)
-            .tcp_port(tcp_addr.port());
+        let mut config = NodeConfig::builder(node_id, keys)
+            .authenticator(auth.build()?)
+            .connection(self.driver.connection());
         if let Some(p) = self.policy {
             config = config.policy(p);
         }
@@ -238,6 +228,17 @@ impl NodeBuilder {
         for peer in self.static_peers {
             config = config.static_peer(DialTarget::Name(peer));
         }
+        let listener = net.bind_tcp(self.bind).await?;
+        let tcp_addr = N::tcp_local_addr(&listener)?;
+        let config = config.tcp_port(tcp_addr.port()).build()?;
+        let udp = match self.discovery_bind {
+            Some(addr) => Some(net.bind_udp(addr).await?),
+            None => None,
+        };
+        let udp_addr = match udp.as_ref() {
+            Some(u) => Some(N::udp_local_addr(u)?),
+            None => None,
+        };
         // Unbounded channel with an explicit count: a bounded channel would
         // allocate all of its slots up front.
         let (events_tx, events_rx) = async_channel::unbounded();
@@ -684,7 +685,11 @@ impl<N: Net> Node<N> {
 
     /// Sends `data` to `peer` as one stream in chunks of the configured size
     /// (no copy) and finishes it. Returns the stream id.
-    pub async fn send_tensor(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<StreamId, Error> {
+    pub async fn send_tensor(
+        &self,
+        peer: impl Into<PeerRef>,
+        data: Bytes,
+    ) -> Result<StreamId, Error> {
         let _guard = SendGuard::new(&self.inner);
         let mut s = self.open_stream(peer).await?;
         let id = s.id();
@@ -932,7 +937,7 @@ async fn tls_accept<N: Net>(
     conn: ProtoConnection,
 ) {
     let deadline = conn.poll_timeout().unwrap_or_else(Instant::now);
-    let linger = inner.driver.connection.send_stall_timeout();
+    let linger = inner.driver.connection().send_stall_timeout();
     let handshake = tls::accept(&inner.net, io, config, linger);
     match race(handshake, inner.net.sleep_until(deadline)).await {
         Some(Ok(tls)) => inner.run_connection(Box::new(tls), id, conn),
@@ -960,8 +965,8 @@ async fn dial_transport<N: Net>(
         Some(config) => {
             let name =
                 server_name(&target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let deadline = Instant::now() + inner.driver.connection.handshake_timeout();
-            let linger = inner.driver.connection.send_stall_timeout();
+            let deadline = Instant::now() + inner.driver.connection().handshake_timeout();
+            let linger = inner.driver.connection().send_stall_timeout();
             let handshake = tls::connect(&inner.net, io, config, name, linger);
             match race(handshake, inner.net.sleep_until(deadline)).await {
                 Some(r) => Ok((Box::new(r?), addr)),

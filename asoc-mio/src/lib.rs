@@ -198,7 +198,7 @@ pub use asoc_proto;
 #[cfg(doc)]
 use asoc_proto::handshake::Authenticator;
 use asoc_proto::rng::Seed;
-pub use blocking::{MioConfig, MioConnection, RecvStream};
+pub use blocking::{MioConfig, MioConfigBuilder, MioConnection, RecvStream};
 pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
 pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendStream};
 pub use rt::{Mio, MioIo};

@@ -137,7 +137,7 @@ impl NodeBuilder {
     /// thread.
     pub fn start(self) -> Result<Node, Error> {
         let (seed, id) = (asoc_async::os_seed()?, asoc_async::os_node_id()?);
-        let linger = self.config.connection.send_stall_timeout();
+        let linger = self.config.connection().send_stall_timeout();
         let rt = Mio::new("asoc-mio-node", linger)?;
         let node = block_on(self.inner.start(rt.clone(), seed, id))?;
         Ok(Node {

@@ -60,9 +60,9 @@ mod runtime;
 mod stream_io;
 
 pub use asoc_async::{
-    shared_authenticator, tls, Connection, DriverConfig, Error, IncomingStream, NodeBuilder,
-    NodeEvent, PeerDirection, PeerInfo, PeerRef, RecvStream, SendStream, Session,
-    SharedAuthenticator, StreamError,
+    shared_authenticator, tls, Connection, DriverConfig, DriverConfigBuilder, Error,
+    IncomingStream, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef, RecvStream,
+    SendStream, Session, SharedAuthenticator, StreamError,
 };
 pub use asoc_proto;
 pub use io::{FuturesIo, TcpIo};

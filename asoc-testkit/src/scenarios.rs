@@ -673,13 +673,15 @@ pub fn stalled_reader(key: &str) -> (SocketAddr, async_channel::Sender<()>) {
 pub async fn stalled_reader_backpressure<N: Net>(net: N, total: u64, stall: Duration) -> u64 {
     use asoc_proto::connection::{CloseReason, ConnectionConfig};
     let (addr, release) = stalled_reader(KEY);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .send_stall_timeout(stall)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let driver = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .send_stall_timeout(stall)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let a = start(&net, builder(KEY).driver(driver)).await;
     let peer = a.connect(addr.to_string()).await.unwrap();
     let baseline = rss_bytes();
@@ -874,13 +876,15 @@ pub async fn slowloris<N: Net>(net: N, hanging: usize) {
     use asoc_proto::connection::ConnectionConfig;
     use std::io::{Read, Write};
     let deadline = Duration::from_secs(3);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .handshake_timeout(deadline)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let driver = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .handshake_timeout(deadline)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let b = start(&net, builder(KEY).driver(driver)).await;
     let addr = b.local_addr();
     let started = Instant::now();
@@ -979,13 +983,15 @@ pub async fn static_peer_restart<N: Net>(net: N) -> Duration {
 /// shortened tensor as complete and reports it incomplete at close.
 pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     use asoc_proto::connection::{ConnectionConfig, SendError};
-    let small = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .max_payload(1 << 20)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let small = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .max_payload(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let (a, b) = pair(&net, &net, builder(KEY).driver(small), builder(KEY)).await;
     let mut s = a.open_stream(route(&a, &b)).await.unwrap();
     s.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
@@ -1164,13 +1170,15 @@ pub async fn silent_connections<N: Net>(net: N, count: usize) {
     use asoc_proto::connection::ConnectionConfig;
     use std::io::Read;
     let deadline = Duration::from_secs(2);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .handshake_timeout(deadline)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let driver = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .handshake_timeout(deadline)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let b = start(&net, builder(KEY).driver(driver)).await;
     let target = b.local_addr();
     let mut socks = Vec::with_capacity(count);
@@ -1232,14 +1240,17 @@ pub async fn many_senders<N: Net>(net: N, connections: usize, per_connection: u6
     use asoc_proto::connection::ConnectionConfig;
     // Per-connection buffers sized for many connections: at most a few MiB
     // in flight per connection on each side.
-    let tight = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .send_high_water(1 << 20)
-            .build()
-            .unwrap(),
-        receive_buffer: 2 << 20,
-        command_queue: 2,
-    };
+    let tight = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .send_high_water(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .receive_buffer(2 << 20)
+        .command_queue(2)
+        .build()
+        .unwrap();
     let b = start(
         &net,
         builder(KEY).driver(tight).policy(

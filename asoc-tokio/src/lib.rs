@@ -31,8 +31,9 @@ mod stream_io;
 pub use asoc_async::shared_authenticator;
 pub use asoc_async::tls;
 pub use asoc_async::{
-    Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
-    PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
+    Connection, DriverConfig, DriverConfigBuilder, Error, IncomingStream, NodeBuilder, NodeEvent,
+    PeerDirection, PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator,
+    StreamError,
 };
 pub use asoc_proto;
 pub use io::{Tokio, TokioIo};

@@ -104,7 +104,8 @@ fn application_connect_and_unknown_peer() {
     assert_eq!(incoming.peer_node, Some(a.node_id()));
     assert!(incoming.stream.read_to_end().unwrap() == payload);
     // Back over the same connection, found by node id on b's side.
-    b.send_tensor(PeerRef::Node(a.node_id()), payload.clone()).unwrap();
+    b.send_tensor(PeerRef::Node(a.node_id()), payload.clone())
+        .unwrap();
     assert!(
         a.accept_stream_timeout(LIMIT)
             .unwrap()
@@ -123,7 +124,9 @@ fn after_a_graceful_shutdown_no_streams_events_end_and_sends_fail() {
     assert!(a.connected_peers().is_empty());
     assert!(a.accept_stream().is_none());
     while a.next_event().is_some() {}
-    assert!(a.send_tensor(PeerRef::Addr(b.local_addr()), Bytes::new()).is_err());
+    assert!(a
+        .send_tensor(PeerRef::Addr(b.local_addr()), Bytes::new())
+        .is_err());
 }
 
 #[test]

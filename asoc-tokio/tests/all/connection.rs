@@ -227,10 +227,10 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let (sock, _) = listener.accept().await.unwrap();
-        let config = DriverConfig {
-            receive_buffer: 64 << 10,
-            ..DriverConfig::default()
-        };
+        let config = DriverConfig::builder()
+            .receive_buffer(64 << 10)
+            .build()
+            .unwrap();
         // Never takes a stream: reading stops at 64 KiB, so the client's
         // commands pile up behind its high-water mark.
         let conn = asoc_tokio::accept(sock, &auth(2, KEY), config)
@@ -240,10 +240,7 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
         conn.close().await;
         conn.closed().await
     });
-    let config = DriverConfig {
-        command_queue: 256,
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::builder().command_queue(256).build().unwrap();
     let sock = TcpStream::connect(addr).await.unwrap();
     let conn = asoc_tokio::connect(sock, &auth(1, KEY), config)
         .await
