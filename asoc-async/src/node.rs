@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::{
-    CloseReason, Connection as ProtoConnection, ConnectionStats, Event, StreamId,
+    CloseReason, ConfigError, Connection as ProtoConnection, ConnectionStats, Event, StreamId,
 };
 use asoc_proto::dial::{Dial, DialTarget};
 use asoc_proto::discovery::DiscoveryConfig;
@@ -170,10 +170,11 @@ impl NodeBuilder {
         self
     }
 
-    /// Chunk size for [`Node::send_tensor`] (default 1 MiB).
+    /// Chunk size for [`Node::send_tensor`] (default 1 MiB; at least 1,
+    /// checked by [`start`](Self::start)).
     #[must_use]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
-        self.chunk_size = bytes.max(1);
+        self.chunk_size = bytes;
         self
     }
 
@@ -186,10 +187,11 @@ impl NodeBuilder {
     }
 
     /// Events kept while the application is not reading them; more are
-    /// dropped and counted (default 65,536).
+    /// dropped and counted (default 65,536; at least 1, checked by
+    /// [`start`](Self::start)).
     #[must_use]
     pub fn max_events(mut self, n: usize) -> Self {
-        self.max_events = n.max(1);
+        self.max_events = n;
         self
     }
 
@@ -201,12 +203,21 @@ impl NodeBuilder {
 
     /// Binds the sockets and starts the node's tasks on `net`. `seed` and
     /// `node_id` fill in what the builder left unset; adapters draw them
-    /// from the OS.
+    /// from the OS. This is the builder's build step: a refused setting
+    /// fails with [`Error::Config`] before any socket is bound.
     pub async fn start<N: Net>(self, net: N, seed: Seed, node_id: Uuid) -> Result<Node<N>, Error> {
         let keys = self.keys;
         let node_id = self.node_id.unwrap_or(node_id);
         // Every setting is checked before any socket is bound, so a refused
         // configuration leaves nothing behind.
+        for (field, value) in [
+            ("chunk_size", self.chunk_size),
+            ("max_events", self.max_events),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit { field }.into());
+            }
+        }
         let mut auth = asoc_proto::handshake::AuthenticatorConfig::builder(node_id, keys.clone());
         if let Some((retention, capacity)) = self.hello_replay {
             auth = auth

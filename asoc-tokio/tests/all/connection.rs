@@ -268,3 +268,20 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
     }
     server.await.unwrap();
 }
+
+#[test]
+fn driver_config_refuses_zero_limits_in_build() {
+    use asoc_proto::connection::ConfigError;
+    for (config, field) in [
+        (DriverConfig::builder().receive_buffer(0), "receive_buffer"),
+        (DriverConfig::builder().command_queue(0), "command_queue"),
+    ] {
+        assert_eq!(config.build().err(), Some(ConfigError::ZeroLimit { field }));
+    }
+    let built = DriverConfig::builder()
+        .receive_buffer(1)
+        .command_queue(1)
+        .build()
+        .unwrap();
+    assert_eq!((built.receive_buffer(), built.command_queue()), (1, 1));
+}
