@@ -13,6 +13,8 @@
 // kernel received into a buffer's spare capacity, so that the TCP reads of
 // asoc-smol and asoc-mio need not zero that capacity first.
 #![deny(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod connection;
 pub mod drive;

@@ -69,7 +69,6 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// A builder for node `node_id` authenticating with `keys`, starting
     /// from every default of WIRE.md §6, no discovery and no static peers.
-    #[must_use]
     pub fn builder(node_id: Uuid, keys: KeyRing) -> NodeConfigBuilder {
         NodeConfigBuilder(Self {
             auth: AuthenticatorConfig::new(node_id, keys),

@@ -53,6 +53,8 @@
 //! # Ok::<_, asoc_smol::Error>(())
 //! ```
 #![forbid(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod io;
 mod net;

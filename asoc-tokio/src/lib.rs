@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod io;
 mod stream_io;
