@@ -6,7 +6,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use asoc_proto::connection::{
-    CloseReason, Connection as ProtoConnection, ConnectionConfig, StreamId,
+    CloseReason, ConfigError, Connection as ProtoConnection, ConnectionConfig, StreamId,
 };
 use asoc_proto::handshake::Authenticator;
 use bytes::Bytes;
@@ -17,17 +17,13 @@ use crate::error::Error;
 use crate::runtime::{Runtime, Transport};
 use crate::stream::{RecvBudget, RecvStream, SendStream};
 
-/// Settings of a connection's task.
+/// Settings of a connection's task, built by [`DriverConfig::builder`];
+/// [`Default`] gives the defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct DriverConfig {
-    /// Protocol limits and timers.
-    pub connection: ConnectionConfig,
-    /// Received bytes not yet taken by the application above which reading
-    /// pauses (default 16 MiB).
-    pub receive_buffer: usize,
-    /// Commands (chunks) queued toward the task before `send` waits
-    /// (default 8).
-    pub command_queue: usize,
+    connection: ConnectionConfig,
+    receive_buffer: usize,
+    command_queue: usize,
 }
 
 impl Default for DriverConfig {
@@ -37,6 +33,76 @@ impl Default for DriverConfig {
             receive_buffer: 16 * 1024 * 1024,
             command_queue: 8,
         }
+    }
+}
+
+impl DriverConfig {
+    /// A builder starting from the defaults; its
+    /// [`build`](DriverConfigBuilder::build) checks the settings.
+    pub fn builder() -> DriverConfigBuilder {
+        DriverConfigBuilder(Self::default())
+    }
+
+    /// Protocol limits and timers.
+    #[must_use]
+    pub fn connection(&self) -> ConnectionConfig {
+        self.connection
+    }
+
+    /// Received bytes not yet taken by the application above which reading
+    /// pauses.
+    #[must_use]
+    pub fn receive_buffer(&self) -> usize {
+        self.receive_buffer
+    }
+
+    /// Commands (chunks) queued toward the task before `send` waits.
+    #[must_use]
+    pub fn command_queue(&self) -> usize {
+        self.command_queue
+    }
+}
+
+/// Builds a [`DriverConfig`]; every setter takes any value and
+/// [`build`](Self::build) refuses the ones that cannot work.
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+pub struct DriverConfigBuilder(DriverConfig);
+
+impl DriverConfigBuilder {
+    /// Protocol limits and timers (default [`ConnectionConfig::default`]).
+    pub fn connection(mut self, config: ConnectionConfig) -> Self {
+        self.0.connection = config;
+        self
+    }
+
+    /// Received bytes not yet taken by the application above which reading
+    /// pauses (default 16 MiB; at least 1).
+    pub fn receive_buffer(mut self, bytes: usize) -> Self {
+        self.0.receive_buffer = bytes;
+        self
+    }
+
+    /// Commands (chunks) queued toward the task before `send` waits
+    /// (default 8; at least 1).
+    pub fn command_queue(mut self, n: usize) -> Self {
+        self.0.command_queue = n;
+        self
+    }
+
+    /// The settings, or why they are refused: with no room for received
+    /// bytes the task would never read, and with no room for a command no
+    /// chunk could ever be queued.
+    pub fn build(self) -> Result<DriverConfig, ConfigError> {
+        for (field, value) in [
+            ("receive_buffer", self.0.receive_buffer),
+            ("command_queue", self.0.command_queue),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit { field });
+            }
+        }
+        Ok(self.0)
     }
 }
 
@@ -113,7 +179,7 @@ where
     R: Runtime,
     J: Judge,
 {
-    let (cmd_tx, cmd_rx) = async_channel::bounded(config.command_queue.max(1));
+    let (cmd_tx, cmd_rx) = async_channel::bounded(config.command_queue);
     let shared = Arc::new(Shared::default());
     let driver = Driver {
         conn,
@@ -234,7 +300,7 @@ impl Connection {
     ) -> Result<Self, Error> {
         let conn = {
             let mut a = auth.lock().map_err(|_| Error::Gone)?;
-            a.client(Instant::now(), config.connection)
+            a.client(Instant::now(), config.connection())
         };
         start(rt, io, conn, Standalone(auth.clone()), config).await
     }
@@ -247,7 +313,7 @@ impl Connection {
         auth: &SharedAuthenticator,
         config: DriverConfig,
     ) -> Result<Self, Error> {
-        let conn = ProtoConnection::server(config.connection, Instant::now());
+        let conn = ProtoConnection::server(config.connection(), Instant::now());
         start(rt, io, conn, Standalone(auth.clone()), config).await
     }
 

@@ -57,6 +57,7 @@ pub(crate) trait Judge: Send + Unpin + 'static {
 
 /// What the handshake established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Session {
     /// This side's role.
     pub role: Role,

@@ -13,6 +13,8 @@
 // kernel received into a buffer's spare capacity, so that the TCP reads of
 // asoc-smol and asoc-mio need not zero that capacity first.
 #![deny(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod connection;
 pub mod drive;
@@ -27,7 +29,7 @@ mod stream_io;
 pub mod tls;
 
 pub use asoc_proto::connection::StreamId;
-pub use connection::{Connection, DriverConfig, SharedAuthenticator};
+pub use connection::{Connection, DriverConfig, DriverConfigBuilder, SharedAuthenticator};
 pub use driver::Session;
 pub use entropy::{os_node_id, os_seed, shared_authenticator};
 pub use error::{Error, StreamError};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::{
-    CloseReason, Connection as ProtoConnection, ConnectionStats, Event, StreamId,
+    CloseReason, ConfigError, Connection as ProtoConnection, ConnectionStats, Event, StreamId,
 };
 use asoc_proto::dial::{Dial, DialTarget};
 use asoc_proto::discovery::DiscoveryConfig;
@@ -170,10 +170,11 @@ impl NodeBuilder {
         self
     }
 
-    /// Chunk size for [`Node::send`] (default 1 MiB).
+    /// Chunk size for [`Node::send_tensor`] (default 1 MiB; at least 1,
+    /// checked by [`start`](Self::start)).
     #[must_use]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
-        self.chunk_size = bytes.max(1);
+        self.chunk_size = bytes;
         self
     }
 
@@ -186,10 +187,11 @@ impl NodeBuilder {
     }
 
     /// Events kept while the application is not reading them; more are
-    /// dropped and counted (default 65,536).
+    /// dropped and counted (default 65,536; at least 1, checked by
+    /// [`start`](Self::start)).
     #[must_use]
     pub fn max_events(mut self, n: usize) -> Self {
-        self.max_events = n.max(1);
+        self.max_events = n;
         self
     }
 
@@ -201,31 +203,30 @@ impl NodeBuilder {
 
     /// Binds the sockets and starts the node's tasks on `net`. `seed` and
     /// `node_id` fill in what the builder left unset; adapters draw them
-    /// from the OS.
+    /// from the OS. This is the builder's build step: a refused setting
+    /// fails with [`Error::Config`] before any socket is bound.
     pub async fn start<N: Net>(self, net: N, seed: Seed, node_id: Uuid) -> Result<Node<N>, Error> {
         let keys = self.keys;
         let node_id = self.node_id.unwrap_or(node_id);
-        let listener = net.bind_tcp(self.bind).await?;
-        let tcp_addr = N::tcp_local_addr(&listener)?;
-        let udp = match self.discovery_bind {
-            Some(addr) => Some(net.bind_udp(addr).await?),
-            None => None,
-        };
-        let udp_addr = match udp.as_ref() {
-            Some(u) => Some(N::udp_local_addr(u)?),
-            None => None,
-        };
-        let mut auth = asoc_proto::handshake::AuthenticatorConfig::new(node_id, keys.clone());
-        if let Some((retention, capacity)) = self.hello_replay {
-            auth = asoc_proto::handshake::AuthenticatorConfig::builder(node_id, keys.clone())
-                .hello_retention(retention)
-                .hello_replay_capacity(capacity)
-                .build()?;
+        // Every setting is checked before any socket is bound, so a refused
+        // configuration leaves nothing behind.
+        for (field, value) in [
+            ("chunk_size", self.chunk_size),
+            ("max_events", self.max_events),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit { field }.into());
+            }
         }
-        let mut config = NodeConfig::new(node_id, keys)
-            .authenticator(auth)
-            .connection(self.driver.connection)
-            .tcp_port(tcp_addr.port());
+        let mut auth = asoc_proto::handshake::AuthenticatorConfig::builder(node_id, keys.clone());
+        if let Some((retention, capacity)) = self.hello_replay {
+            auth = auth
+                .hello_retention(retention)
+                .hello_replay_capacity(capacity);
+        }
+        let mut config = NodeConfig::builder(node_id, keys)
+            .authenticator(auth.build()?)
+            .connection(self.driver.connection());
         if let Some(p) = self.policy {
             config = config.policy(p);
         }
@@ -238,6 +239,17 @@ impl NodeBuilder {
         for peer in self.static_peers {
             config = config.static_peer(DialTarget::Name(peer));
         }
+        let listener = net.bind_tcp(self.bind).await?;
+        let tcp_addr = N::tcp_local_addr(&listener)?;
+        let config = config.tcp_port(tcp_addr.port()).build()?;
+        let udp = match self.discovery_bind {
+            Some(addr) => Some(net.bind_udp(addr).await?),
+            None => None,
+        };
+        let udp_addr = match udp.as_ref() {
+            Some(u) => Some(N::udp_local_addr(u)?),
+            None => None,
+        };
         // Unbounded channel with an explicit count: a bounded channel would
         // allocate all of its slots up front.
         let (events_tx, events_rx) = async_channel::unbounded();
@@ -572,7 +584,7 @@ impl<N: Net> Node<N> {
         self.inner.proto().node_id()
     }
 
-    /// The chunk size [`send`](Self::send) uses.
+    /// The chunk size [`send_tensor`](Self::send_tensor) uses.
     #[must_use]
     pub fn chunk_size(&self) -> usize {
         self.inner.chunk_size
@@ -684,7 +696,11 @@ impl<N: Net> Node<N> {
 
     /// Sends `data` to `peer` as one stream in chunks of the configured size
     /// (no copy) and finishes it. Returns the stream id.
-    pub async fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<StreamId, Error> {
+    pub async fn send_tensor(
+        &self,
+        peer: impl Into<PeerRef>,
+        data: Bytes,
+    ) -> Result<StreamId, Error> {
         let _guard = SendGuard::new(&self.inner);
         let mut s = self.open_stream(peer).await?;
         let id = s.id();
@@ -723,7 +739,7 @@ impl<N: Net> Node<N> {
 
     /// Shuts down gracefully: stops accepting, dialing and announcing,
     /// waits up to `grace` for sends in flight to finish (every
-    /// [`send`](Self::send) not yet returned and every stream from
+    /// [`send_tensor`](Self::send_tensor) not yet returned and every stream from
     /// [`open_stream`](Self::open_stream) not yet finished or dropped), then
     /// closes every connection (queued frames are still written) and waits
     /// for them to close until the deadline. Incoming streams and events
@@ -932,7 +948,7 @@ async fn tls_accept<N: Net>(
     conn: ProtoConnection,
 ) {
     let deadline = conn.poll_timeout().unwrap_or_else(Instant::now);
-    let linger = inner.driver.connection.send_stall_timeout();
+    let linger = inner.driver.connection().send_stall_timeout();
     let handshake = tls::accept(&inner.net, io, config, linger);
     match race(handshake, inner.net.sleep_until(deadline)).await {
         Some(Ok(tls)) => inner.run_connection(Box::new(tls), id, conn),
@@ -960,8 +976,8 @@ async fn dial_transport<N: Net>(
         Some(config) => {
             let name =
                 server_name(&target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let deadline = Instant::now() + inner.driver.connection.handshake_timeout();
-            let linger = inner.driver.connection.send_stall_timeout();
+            let deadline = Instant::now() + inner.driver.connection().handshake_timeout();
+            let linger = inner.driver.connection().send_stall_timeout();
             let handshake = tls::connect(&inner.net, io, config, name, linger);
             match race(handshake, inner.net.sleep_until(deadline)).await {
                 Some(r) => Ok((Box::new(r?), addr)),

@@ -67,6 +67,7 @@ pub enum ServerTrust {
 /// Client and server TLS settings of a node: the TLS layer it puts over
 /// the connections it accepts (with `server`) and dials (with `client`).
 #[derive(Clone, Debug, Default)]
+#[allow(clippy::exhaustive_structs)] // one setting per direction a connection can have: accepted, dialed
 pub struct TlsConfig {
     /// Used on accepted connections.
     pub server: Option<Arc<ServerConfig>>,

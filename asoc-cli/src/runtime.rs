@@ -45,7 +45,7 @@ pub(crate) trait Job {
     /// output (TLS records) on the mio loop: the send-stall timeout of the
     /// command's connections, as asoc-mio's own node and connection use.
     fn linger(&self) -> Duration {
-        DriverConfig::default().connection.send_stall_timeout()
+        DriverConfig::default().connection().send_stall_timeout()
     }
 }
 

@@ -5,7 +5,9 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
 use std::time::Duration;
 
-use asoc_async::{Connection, DriverConfig, Error, Runtime, Session, StreamError};
+use asoc_async::{
+    Connection, DriverConfig, DriverConfigBuilder, Error, Runtime, Session, StreamError,
+};
 use asoc_proto::connection::{CloseReason, StreamId};
 use bytes::Bytes;
 use futures_lite::future::block_on;
@@ -21,6 +23,9 @@ use crate::rt::{Mio, MioIo};
 /// application takes chunks, so a slow consumer pushes back on the sender
 /// through TCP instead of growing memory).
 pub type MioConfig = DriverConfig;
+
+/// Builds a [`MioConfig`] ([`MioConfig::builder`]).
+pub type MioConfigBuilder = DriverConfigBuilder;
 
 /// An authenticated ASoc connection driven by a mio loop on its own thread.
 /// Every method blocks the calling thread, never the loop; the handle is
@@ -82,7 +87,7 @@ impl MioConnection {
     where
         S: Source + Read + Write + Send + 'static,
     {
-        let rt = Mio::new("asoc-mio", config.connection.send_stall_timeout())?;
+        let rt = Mio::new("asoc-mio", config.connection().send_stall_timeout())?;
         let io = MioIo::new(&rt, io)?;
         let conn = block_on(async {
             match server {

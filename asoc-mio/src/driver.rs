@@ -207,7 +207,7 @@ impl<S: Source + Read + Write, A: Judge> Driver<S, A> {
             registry: None,
             read_limit: DEFAULT_READ_LIMIT,
             more_to_read: false,
-            core: Core::new(DriverConfig::default().receive_buffer),
+            core: Core::new(DriverConfig::default().receive_buffer()),
         }
     }
 

@@ -7,7 +7,7 @@
 //!   own thread owning the TCP listener, the optional UDP discovery socket
 //!   and every connection, with the same API as the tokio and smol nodes as
 //!   blocking methods: static and discovered peers dialed and redialed,
-//!   [`connect`](Node::connect), [`send`](Node::send) /
+//!   [`connect`](Node::connect), [`send_tensor`](Node::send_tensor) /
 //!   [`open_stream`](Node::open_stream) (waiting while the send queue is
 //!   full), [`accept_stream`](Node::accept_stream), [`next_event`](Node::next_event),
 //!   [`wait_for_peers`](Node::wait_for_peers), [`shutdown`](Node::shutdown).
@@ -75,12 +75,12 @@
 //!
 //! let tensor = Bytes::from((0..3u32 << 20).map(|i| i as u8).collect::<Vec<u8>>());
 //! // a dialed b's address; b learns a's node id from its HELLO.
-//! a.send(PeerRef::Addr(b.local_addr()), tensor.clone()).unwrap(); // 1 MiB chunks
+//! a.send_tensor(PeerRef::Addr(b.local_addr()), tensor.clone()).unwrap(); // 1 MiB chunks
 //! let incoming = b.accept_stream().unwrap();
 //! assert_eq!(incoming.peer_node, Some(a.node_id()));
 //! assert_eq!(incoming.stream.read_to_end().unwrap(), tensor); // Err if cut off
 //!
-//! b.send(PeerRef::Node(a.node_id()), tensor.clone()).unwrap();
+//! b.send_tensor(PeerRef::Node(a.node_id()), tensor.clone()).unwrap();
 //! assert_eq!(a.accept_stream().unwrap().stream.read_to_end().unwrap(), tensor);
 //! a.shutdown(Duration::from_secs(5));
 //! b.shutdown(Duration::from_secs(5));
@@ -162,6 +162,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 /// Methods answered at once by an expression: `fn name(params) -> T = expr;`.
 macro_rules! getters {
@@ -198,7 +200,7 @@ pub use asoc_proto;
 #[cfg(doc)]
 use asoc_proto::handshake::Authenticator;
 use asoc_proto::rng::Seed;
-pub use blocking::{MioConfig, MioConnection, RecvStream};
+pub use blocking::{MioConfig, MioConfigBuilder, MioConnection, RecvStream};
 pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
 pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendStream};
 pub use rt::{Mio, MioIo};

@@ -99,7 +99,7 @@ impl NodeBuilder {
         policy(config: PolicyConfig);
         /// Reconnect schedule.
         dial(config: DialConfig);
-        /// Chunk size for [`Node::send`] (default 1 MiB).
+        /// Chunk size for [`Node::send_tensor`] (default 1 MiB).
         chunk_size(bytes: usize);
         /// Runs accepted connections (`tls.server`) and dialed ones
         /// (`tls.client`) inside TLS (RFC-0002 §9.2; build the configurations
@@ -137,7 +137,7 @@ impl NodeBuilder {
     /// thread.
     pub fn start(self) -> Result<Node, Error> {
         let (seed, id) = (asoc_async::os_seed()?, asoc_async::os_node_id()?);
-        let linger = self.config.connection.send_stall_timeout();
+        let linger = self.config.connection().send_stall_timeout();
         let rt = Mio::new("asoc-mio-node", linger)?;
         let node = block_on(self.inner.start(rt.clone(), seed, id))?;
         Ok(Node {
@@ -174,7 +174,7 @@ impl Node {
     getters! {
         /// This node's id.
         fn node_id(&self) -> Uuid = self.node().node_id();
-        /// The chunk size [`send`](Self::send) uses.
+        /// The chunk size [`send_tensor`](Self::send_tensor) uses.
         fn chunk_size(&self) -> usize = self.node().chunk_size();
         /// The bound TCP address.
         fn local_addr(&self) -> SocketAddr = self.node().local_addr();
@@ -217,8 +217,8 @@ impl Node {
         /// Sends `data` to `peer` as one stream in chunks of the configured
         /// size (no copy) and finishes it, waiting while the connection's
         /// send queue is full. Returns the stream id.
-        fn send(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<asoc_proto::connection::StreamId, Error> =
-            self.node().send(peer, data);
+        fn send_tensor(&self, peer: impl Into<PeerRef>, data: Bytes) -> Result<asoc_proto::connection::StreamId, Error> =
+            self.node().send_tensor(peer, data);
         /// The next event, `None` after shutdown.
         fn next_event(&self) -> Option<NodeEvent> = self.node().next_event();
         /// Waits up to `timeout` for an established connection; returns the
@@ -230,7 +230,7 @@ impl Node {
         fn wait_for_peers(&self, n: usize, timeout: Duration) -> usize =
             self.node().wait_for_peers(n, timeout);
         /// Shuts down gracefully: stops accepting, dialing and announcing,
-        /// waits up to `grace` for sends in flight to finish (every `send`
+        /// waits up to `grace` for sends in flight to finish (every `send_tensor`
         /// not yet returned, every stream from
         /// [`open_stream`](Self::open_stream) not yet finished or dropped),
         /// then closes

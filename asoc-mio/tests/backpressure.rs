@@ -8,7 +8,7 @@ use asoc_testkit::scenarios as s;
 
 #[test]
 fn four_gib_to_a_stalled_reader_keeps_memory_bounded_and_the_stall_timeout_closes() {
-    let linger = MioConfig::default().connection.send_stall_timeout();
+    let linger = MioConfig::default().connection().send_stall_timeout();
     let rt = Mio::new("asoc-mio-backpressure", linger).unwrap();
     futures_lite::future::block_on(s::stalled_reader_backpressure(
         rt,

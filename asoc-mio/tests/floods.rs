@@ -10,7 +10,7 @@ use std::future::Future;
 use asoc_mio::{Mio, MioConfig};
 
 fn run<F: Future<Output = T>, T>(f: impl FnOnce(Mio) -> F) -> T {
-    let linger = MioConfig::default().connection.send_stall_timeout();
+    let linger = MioConfig::default().connection().send_stall_timeout();
     let rt = Mio::new("asoc-mio-flood", linger).unwrap();
     futures_lite::future::block_on(f(rt))
 }

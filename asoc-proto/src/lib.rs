@@ -146,7 +146,7 @@ pub use connection::{
 pub use dial::{DialConfig, DialTarget};
 pub use discovery::DiscoveryConfig;
 pub use handshake::{Authenticator, AuthenticatorConfig, AuthenticatorConfigBuilder};
-pub use node::{ConnId, Node, NodeConfig, NodeEvent, PeerRef};
+pub use node::{ConnId, Node, NodeConfig, NodeConfigBuilder, NodeEvent, PeerRef};
 pub use policy::PolicyConfig;
 pub use rng::Seed;
 pub use wire::{Frame, FrameDecoder, FrameError, FrameType, Header};

@@ -40,7 +40,9 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::auth::{ApiKey, AuthFailure, KeyId, KeyRing};
-use crate::connection::{CloseReason, Connection, ConnectionConfig, ConnectionStats, Event};
+use crate::connection::{
+    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event,
+};
 use crate::dial::{Dial, DialConfig, DialEvent, DialTarget, Dialer, PeerId};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryTransmit, DropReason};
 use crate::handshake::{AuthCounters, Authenticator, AuthenticatorConfig, HandshakeOutcome};
@@ -48,8 +50,9 @@ use crate::policy::{Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal};
 use crate::rng::{Rng, Seed};
 use crate::time::after;
 
-/// Everything a [`Node`] is configured with. Sub-configurations are built
-/// (and validated) by their own builders.
+/// Everything a [`Node`] is configured with, built by
+/// [`NodeConfig::builder`]. Sub-configurations are built (and validated) by
+/// their own builders.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     auth: AuthenticatorConfig,
@@ -64,11 +67,10 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A node `node_id` authenticating with `keys`, with every default of
-    /// WIRE.md §6, no discovery and no static peers.
-    #[must_use]
-    pub fn new(node_id: Uuid, keys: KeyRing) -> Self {
-        Self {
+    /// A builder for node `node_id` authenticating with `keys`, starting
+    /// from every default of WIRE.md §6, no discovery and no static peers.
+    pub fn builder(node_id: Uuid, keys: KeyRing) -> NodeConfigBuilder {
+        NodeConfigBuilder(Self {
             auth: AuthenticatorConfig::new(node_id, keys),
             connection: ConnectionConfig::default(),
             policy: PolicyConfig::default(),
@@ -78,73 +80,7 @@ impl NodeConfig {
             dial_discovered: true,
             tcp_port: 9000,
             max_pending_events: 65_536,
-        }
-    }
-
-    /// Replaces the authenticator settings (replay retention and capacity);
-    /// its node id and keys become the node's.
-    #[must_use]
-    pub fn authenticator(mut self, auth: AuthenticatorConfig) -> Self {
-        self.auth = auth;
-        self
-    }
-
-    /// Limits and timers of every connection.
-    #[must_use]
-    pub fn connection(mut self, config: ConnectionConfig) -> Self {
-        self.connection = config;
-        self
-    }
-
-    /// Admission policy.
-    #[must_use]
-    pub fn policy(mut self, config: PolicyConfig) -> Self {
-        self.policy = config;
-        self
-    }
-
-    /// Reconnect schedule.
-    #[must_use]
-    pub fn dial(mut self, config: DialConfig) -> Self {
-        self.dial = config;
-        self
-    }
-
-    /// Enables UDP discovery.
-    #[must_use]
-    pub fn discovery(mut self, config: DiscoveryConfig) -> Self {
-        self.discovery = Some(config);
-        self
-    }
-
-    /// Adds a static peer, dialed at start and redialed forever.
-    #[must_use]
-    pub fn static_peer(mut self, target: DialTarget) -> Self {
-        self.static_peers.push(target);
-        self
-    }
-
-    /// Whether discovered peers are dialed (default true).
-    #[must_use]
-    pub fn dial_discovered(mut self, yes: bool) -> Self {
-        self.dial_discovered = yes;
-        self
-    }
-
-    /// The TCP port announced by discovery (default 9000; adapters set the
-    /// bound port with [`Node::set_tcp_port`]).
-    #[must_use]
-    pub fn tcp_port(mut self, port: u16) -> Self {
-        self.tcp_port = port;
-        self
-    }
-
-    /// Node events kept while undrained before further ones are dropped and
-    /// counted (default 65,536).
-    #[must_use]
-    pub fn max_pending_events(mut self, n: usize) -> Self {
-        self.max_pending_events = n;
-        self
+        })
     }
 
     /// This node's id.
@@ -153,10 +89,133 @@ impl NodeConfig {
         self.auth.node_id()
     }
 
+    /// The authenticator settings.
+    #[must_use]
+    pub fn authenticator_config(&self) -> &AuthenticatorConfig {
+        &self.auth
+    }
+
     /// The connection configuration.
     #[must_use]
     pub fn connection_config(&self) -> &ConnectionConfig {
         &self.connection
+    }
+
+    /// The admission policy.
+    #[must_use]
+    pub fn policy_config(&self) -> &PolicyConfig {
+        &self.policy
+    }
+
+    /// The reconnect schedule.
+    #[must_use]
+    pub fn dial_config(&self) -> &DialConfig {
+        &self.dial
+    }
+
+    /// The discovery settings, `None` when discovery is off.
+    #[must_use]
+    pub fn discovery_config(&self) -> Option<&DiscoveryConfig> {
+        self.discovery.as_ref()
+    }
+
+    /// The static peers, dialed at start and redialed forever.
+    #[must_use]
+    pub fn static_peers(&self) -> &[DialTarget] {
+        &self.static_peers
+    }
+
+    /// Whether discovered peers are dialed.
+    #[must_use]
+    pub fn dial_discovered(&self) -> bool {
+        self.dial_discovered
+    }
+
+    /// The TCP port announced by discovery.
+    #[must_use]
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
+    }
+
+    /// Node events kept while undrained before further ones are dropped.
+    #[must_use]
+    pub fn max_pending_events(&self) -> usize {
+        self.max_pending_events
+    }
+}
+
+/// Builds a [`NodeConfig`]; every setting is checked in
+/// [`build`](Self::build), so no setter fails.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct NodeConfigBuilder(NodeConfig);
+
+impl NodeConfigBuilder {
+    /// Replaces the authenticator settings (replay retention and capacity);
+    /// its node id and keys become the node's.
+    pub fn authenticator(mut self, auth: AuthenticatorConfig) -> Self {
+        self.0.auth = auth;
+        self
+    }
+
+    /// Limits and timers of every connection.
+    pub fn connection(mut self, config: ConnectionConfig) -> Self {
+        self.0.connection = config;
+        self
+    }
+
+    /// Admission policy.
+    pub fn policy(mut self, config: PolicyConfig) -> Self {
+        self.0.policy = config;
+        self
+    }
+
+    /// Reconnect schedule.
+    pub fn dial(mut self, config: DialConfig) -> Self {
+        self.0.dial = config;
+        self
+    }
+
+    /// Enables UDP discovery.
+    pub fn discovery(mut self, config: DiscoveryConfig) -> Self {
+        self.0.discovery = Some(config);
+        self
+    }
+
+    /// Adds a static peer, dialed at start and redialed forever.
+    pub fn static_peer(mut self, target: DialTarget) -> Self {
+        self.0.static_peers.push(target);
+        self
+    }
+
+    /// Whether discovered peers are dialed (default true).
+    pub fn dial_discovered(mut self, yes: bool) -> Self {
+        self.0.dial_discovered = yes;
+        self
+    }
+
+    /// The TCP port announced by discovery (default 9000; adapters set the
+    /// bound port with [`Node::set_tcp_port`]).
+    pub fn tcp_port(mut self, port: u16) -> Self {
+        self.0.tcp_port = port;
+        self
+    }
+
+    /// Node events kept while undrained before further ones are dropped and
+    /// counted (default 65,536; at least 1).
+    pub fn max_pending_events(mut self, n: usize) -> Self {
+        self.0.max_pending_events = n;
+        self
+    }
+
+    /// The configuration, or why it cannot be used.
+    pub fn build(self) -> Result<NodeConfig, ConfigError> {
+        if self.0.max_pending_events == 0 {
+            return Err(ConfigError::ZeroLimit {
+                field: "max_pending_events",
+            });
+        }
+        Ok(self.0)
     }
 }
 

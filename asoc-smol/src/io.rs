@@ -26,6 +26,7 @@ const READ_WINDOW: usize = 256 * 1024;
 /// ([`connect`](crate::connect) and [`accept`](crate::accept) pick it by
 /// themselves).
 #[derive(Debug)]
+#[allow(clippy::exhaustive_structs)] // a newtype: the wrapped stream is all it is
 pub struct FuturesIo<T>(pub T);
 
 impl<T> Transport for FuturesIo<T>

@@ -53,6 +53,8 @@
 //! # Ok::<_, asoc_smol::Error>(())
 //! ```
 #![forbid(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod io;
 mod net;
@@ -60,9 +62,9 @@ mod runtime;
 mod stream_io;
 
 pub use asoc_async::{
-    shared_authenticator, tls, Connection, DriverConfig, Error, IncomingStream, NodeBuilder,
-    NodeEvent, PeerDirection, PeerInfo, PeerRef, RecvStream, SendStream, Session,
-    SharedAuthenticator, StreamError,
+    shared_authenticator, tls, Connection, DriverConfig, DriverConfigBuilder, Error,
+    IncomingStream, NodeBuilder, NodeEvent, PeerDirection, PeerInfo, PeerRef, RecvStream,
+    SendStream, Session, SharedAuthenticator, StreamError,
 };
 pub use asoc_proto;
 pub use io::{FuturesIo, TcpIo};

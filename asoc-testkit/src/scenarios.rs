@@ -373,7 +373,7 @@ pub async fn discovery_unicast<N: Net>(net: N) {
     assert_eq!(b.wait_for_peers(1, Duration::from_secs(10)).await, 1);
     assert_eq!(a.peers().len(), 1, "one connection per pair");
     let payload = Bytes::from(chunk(7, 0, 3 << 20));
-    a.send(route(&a, &b), payload.clone()).await.unwrap();
+    a.send_tensor(route(&a, &b), payload.clone()).await.unwrap();
     let got = b
         .accept_stream()
         .await
@@ -439,7 +439,7 @@ pub async fn full_mesh<N: Net>(net: N, n: usize) {
                 let mut data = (i as u64).to_le_bytes().to_vec();
                 data.extend((j as u64).to_le_bytes());
                 data.extend(chunk((i * n + j) as u64, 0, 32 << 10));
-                from.send(route(&from, &to), Bytes::from(data))
+                from.send_tensor(route(&from, &to), Bytes::from(data))
                     .await
                     .unwrap();
             }));
@@ -466,7 +466,7 @@ pub async fn graceful_shutdown<N: Net>(net: N) {
     let sender = {
         let (a, to) = (a.clone(), route(&a, &b));
         let data = data.clone();
-        spawn(&net, async move { a.send(to, data).await })
+        spawn(&net, async move { a.send_tensor(to, data).await })
     };
     // Shut down only once the stream is really in flight: the receiver has
     // seen it begin.
@@ -725,13 +725,15 @@ pub fn stalled_reader(key: &str) -> (SocketAddr, async_channel::Sender<()>) {
 pub async fn stalled_reader_backpressure<N: Net>(net: N, total: u64, stall: Duration) -> u64 {
     use asoc_proto::connection::{CloseReason, ConnectionConfig};
     let (addr, release) = stalled_reader(KEY);
-    let driver = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .send_stall_timeout(stall)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let driver = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .send_stall_timeout(stall)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let a = start(&net, builder(KEY).driver(driver)).await;
     let peer = a.connect(addr.to_string()).await.unwrap();
     let baseline = rss_bytes();
@@ -921,13 +923,15 @@ pub fn set_linger_zero(sock: &std::net::TcpStream) {
 
 /// The default driver, with handshakes cut off after `deadline`.
 fn handshake_deadline(deadline: Duration) -> asoc_async::DriverConfig {
-    asoc_async::DriverConfig {
-        connection: asoc_proto::connection::ConnectionConfig::builder()
-            .handshake_timeout(deadline)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    }
+    asoc_async::DriverConfig::builder()
+        .connection(
+            asoc_proto::connection::ConnectionConfig::builder()
+                .handshake_timeout(deadline)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
 }
 
 /// Slowloris: `hanging` clients each send their HELLO one byte per second;
@@ -1035,13 +1039,15 @@ pub async fn static_peer_restart<N: Net>(net: N) -> Duration {
 /// shortened tensor as complete and reports it incomplete at close.
 pub async fn refused_chunk_never_completes<N: Net>(net: N) {
     use asoc_proto::connection::{ConnectionConfig, SendError};
-    let small = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .max_payload(1 << 20)
-            .build()
-            .unwrap(),
-        ..asoc_async::DriverConfig::default()
-    };
+    let small = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .max_payload(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let (a, b) = pair(&net, &net, builder(KEY).driver(small), builder(KEY)).await;
     let mut s = a.open_stream(route(&a, &b)).await.unwrap();
     s.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
@@ -1281,14 +1287,17 @@ pub async fn many_senders<N: Net>(net: N, connections: usize, per_connection: u6
     use asoc_proto::connection::ConnectionConfig;
     // Per-connection buffers sized for many connections: at most a few MiB
     // in flight per connection on each side.
-    let tight = asoc_async::DriverConfig {
-        connection: ConnectionConfig::builder()
-            .send_high_water(1 << 20)
-            .build()
-            .unwrap(),
-        receive_buffer: 2 << 20,
-        command_queue: 2,
-    };
+    let tight = asoc_async::DriverConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .send_high_water(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .receive_buffer(2 << 20)
+        .command_queue(2)
+        .build()
+        .unwrap();
     let b = start(
         &net,
         builder(KEY).driver(tight).policy(

@@ -57,6 +57,7 @@ impl Runtime for Tokio {
 
 /// Any tokio byte stream as an ASoc transport.
 #[derive(Debug)]
+#[allow(clippy::exhaustive_structs)] // a newtype: the wrapped stream is all it is
 pub struct TokioIo<T>(pub T);
 
 impl<T> Transport for TokioIo<T>

@@ -15,7 +15,7 @@
 //! )
 //! .await?;
 //! if let Some(peer) = node.wait_for_peer(std::time::Duration::from_secs(10)).await {
-//!     node.send(peer.id, bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+//!     node.send_tensor(peer.id, bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
 //! }
 //! while let Some(incoming) = node.accept_stream().await {
 //!     let data = incoming.stream.read_to_end().await;
@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod io;
 mod stream_io;
@@ -31,8 +33,9 @@ mod stream_io;
 pub use asoc_async::shared_authenticator;
 pub use asoc_async::tls;
 pub use asoc_async::{
-    Connection, DriverConfig, Error, IncomingStream, NodeBuilder, NodeEvent, PeerDirection,
-    PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator, StreamError,
+    Connection, DriverConfig, DriverConfigBuilder, Error, IncomingStream, NodeBuilder, NodeEvent,
+    PeerDirection, PeerInfo, PeerRef, RecvStream, SendStream, Session, SharedAuthenticator,
+    StreamError,
 };
 pub use asoc_proto;
 pub use io::{Tokio, TokioIo};

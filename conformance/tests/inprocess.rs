@@ -175,7 +175,9 @@ fn live<N: Net>(net: N, node: Node<N>, spec: Spec) -> Box<dyn Running> {
         let node = node.clone();
         net.spawn(Box::pin(async move {
             if node.wait_for_peers(1, Duration::from_secs(10)).await >= 1 {
-                let _ = node.send(PeerRef::Addr(to), Bytes::from(payload)).await;
+                let _ = node
+                    .send_tensor(PeerRef::Addr(to), Bytes::from(payload))
+                    .await;
             }
         }));
     }
@@ -199,7 +201,9 @@ async fn echo<N: Net>(net: N, node: Node<N>) {
             match incoming.stream.read_to_end().await {
                 Ok(data) => {
                     let n = data.len();
-                    let r = node.send(PeerRef::Conn(conn), Bytes::from(data)).await;
+                    let r = node
+                        .send_tensor(PeerRef::Conn(conn), Bytes::from(data))
+                        .await;
                     if debug {
                         eprintln!(
                             "echo {}: read {n} bytes, sent back: {r:?}",
@@ -251,10 +255,12 @@ fn dial() -> DialConfig {
 fn builder(spec: &Spec) -> NodeBuilder {
     let mut b = NodeBuilder::new(COMMUNITY, ApiKey::new(KEY).expect("key"))
         .bind(loopback())
-        .driver(DriverConfig {
-            connection: connection(),
-            ..DriverConfig::default()
-        })
+        .driver(
+            DriverConfig::builder()
+                .connection(connection())
+                .build()
+                .unwrap(),
+        )
         .policy(policy())
         .dial(dial());
     if let Some(disc) = &spec.discovery {
@@ -271,10 +277,12 @@ fn builder(spec: &Spec) -> NodeBuilder {
 fn start_mio(spec: Spec) -> Result<Box<dyn Running>, String> {
     let mut b = asoc_mio::NodeBuilder::new(COMMUNITY, ApiKey::new(KEY).expect("key"))
         .bind(loopback())
-        .connection(asoc_mio::MioConfig {
-            connection: connection(),
-            ..asoc_mio::MioConfig::default()
-        })
+        .connection(
+            asoc_mio::MioConfig::builder()
+                .connection(connection())
+                .build()
+                .unwrap(),
+        )
         .policy(policy())
         .dial(dial());
     if let Some(disc) = spec.discovery {
@@ -290,7 +298,7 @@ fn start_mio(spec: Spec) -> Result<Box<dyn Running>, String> {
         let node = node.clone();
         std::thread::spawn(move || {
             if node.wait_for_peers(1, Duration::from_secs(10)) >= 1 {
-                let _ = node.send(PeerRef::Addr(to), Bytes::from(payload));
+                let _ = node.send_tensor(PeerRef::Addr(to), Bytes::from(payload));
             }
         });
     }
@@ -332,7 +340,7 @@ fn mio_echo(node: &asoc_mio::Node) {
         std::thread::spawn(move || match incoming.stream.read_to_end() {
             Ok(data) => {
                 let n = data.len();
-                let r = node.send(PeerRef::Conn(conn), Bytes::from(data));
+                let r = node.send_tensor(PeerRef::Conn(conn), Bytes::from(data));
                 if debug {
                     eprintln!(
                         "echo {}: read {n} bytes, sent back: {r:?}",

@@ -82,7 +82,7 @@ impl Send {
                 let name = asoc_async::tls::server_name(&self.peer)
                     .map_err(|e| CliError::usage(e.to_string()))?;
                 let deadline = Instant::now() + Duration::from_secs(10);
-                let linger = DriverConfig::default().connection.send_stall_timeout();
+                let linger = DriverConfig::default().connection().send_stall_timeout();
                 let handshake = asoc_async::tls::connect(net, io, config.clone(), name, linger);
                 match until(net, deadline, handshake).await {
                     Some(Ok(io)) => Box::new(io),

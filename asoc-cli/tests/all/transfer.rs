@@ -232,7 +232,7 @@ fn echo(runtime: &str) {
         .await
         .unwrap();
         let link = node.connect(listener.addr.clone()).await.unwrap();
-        node.send(PeerRef::Conn(link.id), data.clone())
+        node.send_tensor(PeerRef::Conn(link.id), data.clone())
             .await
             .unwrap();
         let incoming = tokio::time::timeout(Duration::from_secs(20), node.accept_stream())

@@ -67,7 +67,7 @@ fn application_connect_and_unknown_peer() {
     let b = start(builder(KEY));
     let a = start(builder(KEY));
     assert!(matches!(
-        a.send(PeerRef::Node(b.node_id()), Bytes::from_static(b"x")),
+        a.send_tensor(PeerRef::Node(b.node_id()), Bytes::from_static(b"x")),
         Err(Error::UnknownPeer(_))
     ));
     let info = a.connect(b.local_addr()).unwrap();
@@ -76,13 +76,14 @@ fn application_connect_and_unknown_peer() {
     assert_eq!(info.addr, b.local_addr());
     assert_eq!(b.wait_for_peers(1, LIMIT), 1);
     let payload = Bytes::from(chunk(5, 0, 100_000));
-    a.send(PeerRef::Addr(b.local_addr()), payload.clone())
+    a.send_tensor(PeerRef::Addr(b.local_addr()), payload.clone())
         .unwrap();
     let incoming = b.accept_stream_timeout(LIMIT).unwrap();
     assert_eq!(incoming.peer_node, Some(a.node_id()));
     assert!(incoming.stream.read_to_end().unwrap() == payload);
     // Back over the same connection, found by node id on b's side.
-    b.send(PeerRef::Node(a.node_id()), payload.clone()).unwrap();
+    b.send_tensor(PeerRef::Node(a.node_id()), payload.clone())
+        .unwrap();
     assert!(
         a.accept_stream_timeout(LIMIT)
             .unwrap()
@@ -101,7 +102,9 @@ fn after_a_graceful_shutdown_no_streams_events_end_and_sends_fail() {
     assert!(a.connected_peers().is_empty());
     assert!(a.accept_stream().is_none());
     while a.next_event().is_some() {}
-    assert!(a.send(PeerRef::Addr(b.local_addr()), Bytes::new()).is_err());
+    assert!(a
+        .send_tensor(PeerRef::Addr(b.local_addr()), Bytes::new())
+        .is_err());
 }
 
 #[test]
@@ -113,7 +116,7 @@ fn a_static_peer_given_as_a_name_is_resolved_off_the_loop() {
     assert_eq!(a.wait_for_peers(1, LIMIT), 1);
     assert_eq!(a.connected_peers()[0].addr, b.local_addr());
     let payload = Bytes::from(chunk(11, 0, 1 << 20));
-    a.send(route(&a, &b), payload.clone()).unwrap();
+    a.send_tensor(route(&a, &b), payload.clone()).unwrap();
     let got = b
         .accept_stream_timeout(LIMIT)
         .unwrap()
@@ -176,7 +179,7 @@ fn stats_stay_current_while_an_established_connection_streams() {
             incoming.stream.read_to_end().unwrap().len() as u64
         })
     };
-    a.send(to_b, Bytes::from(chunk(11, 0, TOTAL as usize)))
+    a.send_tensor(to_b, Bytes::from(chunk(11, 0, TOTAL as usize)))
         .unwrap();
     assert_eq!(reader.join().unwrap(), TOTAL);
     until("the sender's counters show the stream", || {

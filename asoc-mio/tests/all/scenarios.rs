@@ -6,7 +6,7 @@ use std::future::Future;
 use asoc_mio::{Mio, MioConfig};
 
 fn run<F: Future<Output = ()>>(f: impl FnOnce(Mio) -> F) {
-    let linger = MioConfig::default().connection.send_stall_timeout();
+    let linger = MioConfig::default().connection().send_stall_timeout();
     let rt = Mio::new("asoc-mio-scenario", linger).unwrap();
     futures_lite::future::block_on(f(rt));
 }

@@ -131,10 +131,10 @@ fn sixty_four_concurrent_streams_in_both_directions_all_verified() {
 #[test]
 fn a_small_receive_buffer_pauses_reading_and_loses_nothing() {
     // 64 KiB of unread data stops the reader; 32 MiB must still arrive whole.
-    let config = MioConfig {
-        receive_buffer: 64 << 10,
-        ..MioConfig::default()
-    };
+    let config = MioConfig::builder()
+        .receive_buffer(64 << 10)
+        .build()
+        .unwrap();
     let (client, server) = pair(config);
     let data = pattern(32 << 20, 7);
     let expected = Sha256::digest(&data);
@@ -203,13 +203,15 @@ fn wrong_key_the_server_writes_not_a_single_byte() {
 
 #[test]
 fn a_refused_chunk_is_reported_and_its_stream_never_completes() {
-    let config = MioConfig {
-        connection: ConnectionConfig::builder()
-            .max_payload(1 << 20)
-            .build()
-            .unwrap(),
-        ..MioConfig::default()
-    };
+    let config = MioConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .max_payload(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let (client, server) = pair(config);
     let s = client.open_stream().unwrap();
     client.send(s, Bytes::from(vec![1u8; 1024])).unwrap();
@@ -260,13 +262,15 @@ fn dropping_the_handle_closes_gracefully() {
 
 #[test]
 fn a_silent_client_is_dropped_at_the_protocol_handshake_deadline() {
-    let config = MioConfig {
-        connection: ConnectionConfig::builder()
-            .handshake_timeout(std::time::Duration::from_millis(200))
-            .build()
-            .unwrap(),
-        ..MioConfig::default()
-    };
+    let config = MioConfig::builder()
+        .connection(
+            ConnectionConfig::builder()
+                .handshake_timeout(std::time::Duration::from_millis(200))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let server =

@@ -321,10 +321,10 @@ fn output_a_transport_still_holds_is_flushed_before_a_graceful_close_ends() {
     let (a, b) = mio::net::UnixStream::pair().unwrap();
     // The server's loop stops reading above 1 MiB not taken, so the
     // client's transport is left holding most of the tensor.
-    let small = MioConfig {
-        receive_buffer: 1 << 20,
-        ..MioConfig::default()
-    };
+    let small = MioConfig::builder()
+        .receive_buffer(1 << 20)
+        .build()
+        .unwrap();
     let server = thread::spawn(move || {
         let conn = MioConnection::server(b, &server_auth, small).unwrap();
         let mut stream = conn.accept_stream().unwrap();

@@ -730,6 +730,26 @@ fn hello_retention_below_60_s_is_refused() {
         .is_ok());
 }
 
+#[test]
+fn node_config_refuses_a_zero_event_bound_in_build() {
+    assert_eq!(
+        config(1, KEY).max_pending_events(0).build().err(),
+        Some(ConfigError::ZeroLimit {
+            field: "max_pending_events"
+        })
+    );
+    let built = config(1, KEY)
+        .max_pending_events(1)
+        .tcp_port(9100)
+        .dial_discovered(false)
+        .build()
+        .unwrap();
+    assert_eq!(built.max_pending_events(), 1);
+    assert_eq!(built.tcp_port(), 9100);
+    assert!(!built.dial_discovered());
+    assert_eq!(built.node_id(), node_id(1));
+}
+
 // ---- 7. static peers ------------------------------------------------------
 
 #[test]

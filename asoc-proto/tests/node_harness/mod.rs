@@ -12,7 +12,7 @@ use std::time::Instant;
 use asoc_proto::auth::{sign_hello, KeyRing};
 use asoc_proto::connection::{CloseReason, Connection, Event, StreamId};
 use asoc_proto::dial::Dial;
-use asoc_proto::node::{ConnId, Node, NodeConfig, NodeEvent};
+use asoc_proto::node::{ConnId, Node, NodeConfig, NodeConfigBuilder, NodeEvent};
 use asoc_proto::policy::Refusal;
 use bytes::BytesMut;
 use uuid::Uuid;
@@ -36,14 +36,15 @@ pub(crate) fn addr(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(ip(last), port)
 }
 
-/// A node config for id `n` holding key `k`, everything else default.
-pub(crate) fn config(n: u8, k: &str) -> NodeConfig {
-    NodeConfig::new(node_id(n), KeyRing::new(key(k)))
+/// A node config builder for id `n` holding key `k`, everything else
+/// default.
+pub(crate) fn config(n: u8, k: &str) -> NodeConfigBuilder {
+    NodeConfig::builder(node_id(n), KeyRing::new(key(k)))
 }
 
 /// A node built from `config` seeded with `[n; 32]`.
-pub(crate) fn node_with(config: NodeConfig, seed: u8, t0: Instant) -> Node {
-    Node::new(config, [seed; 32], t0)
+pub(crate) fn node_with(config: NodeConfigBuilder, seed: u8, t0: Instant) -> Node {
+    Node::new(config.build().unwrap(), [seed; 32], t0)
 }
 
 /// Node `n` with key `k`, defaults otherwise, seed `[n; 32]`.

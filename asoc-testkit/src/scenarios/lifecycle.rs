@@ -40,7 +40,7 @@ pub async fn stats_stay_current<N: Net>(net: N) {
             incoming.stream.read_to_end().await.unwrap().len() as u64
         })
     };
-    a.send(to_b, Bytes::from(chunk(11, 0, TOTAL as usize)))
+    a.send_tensor(to_b, Bytes::from(chunk(11, 0, TOTAL as usize)))
         .await
         .unwrap();
     assert_eq!(reader.await, TOTAL);

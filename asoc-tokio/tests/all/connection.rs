@@ -201,10 +201,10 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let (sock, _) = listener.accept().await.unwrap();
-        let config = DriverConfig {
-            receive_buffer: 64 << 10,
-            ..DriverConfig::default()
-        };
+        let config = DriverConfig::builder()
+            .receive_buffer(64 << 10)
+            .build()
+            .unwrap();
         // Never takes a stream: reading stops at 64 KiB, so the client's
         // commands pile up behind its high-water mark.
         let conn = asoc_tokio::accept(sock, &auth(2, KEY), config)
@@ -214,10 +214,7 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
         conn.close().await;
         conn.closed().await
     });
-    let config = DriverConfig {
-        command_queue: 256,
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::builder().command_queue(256).build().unwrap();
     let sock = TcpStream::connect(addr).await.unwrap();
     let conn = asoc_tokio::connect(sock, &auth(1, KEY), config)
         .await
@@ -244,4 +241,21 @@ async fn a_finish_still_queued_when_the_connection_ends_fails_instead_of_waiting
         other => panic!("finish of a cut stream: {other:?}"),
     }
     server.await.unwrap();
+}
+
+#[test]
+fn driver_config_refuses_zero_limits_in_build() {
+    use asoc_proto::connection::ConfigError;
+    for (config, field) in [
+        (DriverConfig::builder().receive_buffer(0), "receive_buffer"),
+        (DriverConfig::builder().command_queue(0), "command_queue"),
+    ] {
+        assert_eq!(config.build().err(), Some(ConfigError::ZeroLimit { field }));
+    }
+    let built = DriverConfig::builder()
+        .receive_buffer(1)
+        .command_queue(1)
+        .build()
+        .unwrap();
+    assert_eq!((built.receive_buffer(), built.command_queue()), (1, 1));
 }

@@ -75,3 +75,22 @@ async fn readers_of_known_and_unknown_length_and_a_stream_reader() {
     let long = asoc_tokio::send_reader(&a, to_b, &data[..12], Some(11)).await;
     asoc_testkit::scenarios::assert_declared_len_errors(&short.unwrap_err(), &long.unwrap_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_zero_settings_before_binding() {
+    use asoc_proto::connection::ConfigError;
+    // The address is taken: a check after binding would report the bind.
+    let taken = std::net::TcpListener::bind(loopback()).unwrap();
+    let addr = taken.local_addr().unwrap();
+    for (b, field) in [
+        (builder(KEY).bind(addr).chunk_size(0), "chunk_size"),
+        (builder(KEY).bind(addr).max_events(0), "max_events"),
+    ] {
+        match asoc_tokio::start(b).await {
+            Err(asoc_tokio::Error::Config(e)) => {
+                assert_eq!(e, ConfigError::ZeroLimit { field });
+            }
+            other => panic!("{field}: expected a config error, got {other:?}"),
+        }
+    }
+}

@@ -89,16 +89,17 @@ impl Listen {
             )
             .build()
             .map_err(|e| CliError::usage(format!("--max-connections: {e}")))?;
+        let driver = DriverConfig::builder()
+            .connection(connection)
+            .build()
+            .map_err(|e| CliError::usage(format!("connection settings: {e}")))?;
         let out_dir = args.out.as_deref().map(prepare_dir).transpose()?;
         Ok(Self {
             bind: args.bind,
             discovery,
             community,
             peers: args.peer,
-            driver: DriverConfig {
-                connection,
-                ..DriverConfig::default()
-            },
+            driver,
             policy,
             key,
             tls: tls::node(&args.tls, &args.tls_client)?,
@@ -200,7 +201,7 @@ impl Job for Listen {
     }
 
     fn linger(&self) -> Duration {
-        self.driver.connection.send_stall_timeout()
+        self.driver.connection().send_stall_timeout()
     }
 }
 
