@@ -7,6 +7,7 @@ use crate::target::Ctx;
 
 /// How binding a requirement is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Level {
     /// A failure fails the run.
     Must,
@@ -30,6 +31,7 @@ impl Level {
 
 /// Who opens the connection (or sends the first datagram).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Role {
     /// The suite dials the implementation under test (or sends it datagrams).
     SuiteDials,
@@ -50,6 +52,7 @@ impl Role {
 
 /// The transport a case exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Transport {
     /// The framed TCP connection.
     Tcp,
@@ -70,6 +73,7 @@ impl Transport {
 
 /// Why a case did not pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Finding {
     /// The implementation did something the requirement forbids.
     Fail {
@@ -108,6 +112,7 @@ pub type CaseResult = Result<String, Finding>;
 
 /// One conformance case.
 #[derive(Clone, Copy)]
+#[non_exhaustive]
 pub struct Case {
     /// Stable id, `R<rfc>-<section>/<n>`; never renumbered.
     pub id: &'static str,

@@ -17,6 +17,9 @@
 //!   and JUnit output.
 //! - [`main_with_args`]: the command line (`server`, `client`, `--list`).
 
+// Public types that may grow are `#[non_exhaustive]`; the rest say why not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
+
 pub mod case;
 pub mod cases;
 mod cli;

@@ -8,6 +8,7 @@ use crate::spec::{citation, section};
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// Grouped by section, summary line last.
     Human,
@@ -31,6 +32,7 @@ impl std::str::FromStr for Format {
 
 /// Counts for the summary line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Summary {
     /// pass + info.
     pub passed: usize,

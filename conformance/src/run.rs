@@ -8,6 +8,7 @@ use crate::target::{Ctx, Implementation, Sources, TargetConfig};
 
 /// How a case ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The requirement held.
     Pass,
@@ -43,6 +44,7 @@ impl Outcome {
 
 /// The result of one case.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CaseReport {
     /// The case.
     pub case: Case,
@@ -123,6 +125,7 @@ pub fn run_case(
 /// Which cases to run: section prefixes (`R1`, `R1-5`, `R1-5.2/3`; none
 /// means all) minus `--exclude` globs.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Selection {
     /// Section prefixes or ids.
     pub include: Vec<String>,

@@ -3,6 +3,7 @@
 
 /// A section a case may name.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Section {
     /// `R1-5.2`, `R2-4.3`, ...
     pub id: &'static str,

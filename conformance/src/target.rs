@@ -11,6 +11,7 @@ use crate::case::Finding;
 /// What the suite knows about the implementation under test: its key and
 /// community, and the settings it runs with. Defaults follow WIRE.md §6.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct TargetConfig {
     /// The API key as bytes (WIRE.md §1: the key string's UTF-8 bytes).
     pub key: Vec<u8>,
@@ -86,6 +87,7 @@ impl TargetConfig {
 
 /// Where a serving implementation can be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Endpoint {
     /// Its TCP listener.
     pub tcp: SocketAddr,
@@ -93,6 +95,33 @@ pub struct Endpoint {
     pub udp: Option<SocketAddr>,
     /// Its node id, when known (never on the wire in v1).
     pub node_id: Option<Uuid>,
+}
+
+impl Endpoint {
+    /// An implementation reachable at `tcp`, with no discovery socket and
+    /// no known node id.
+    #[must_use]
+    pub fn new(tcp: SocketAddr) -> Self {
+        Self {
+            tcp,
+            udp: None,
+            node_id: None,
+        }
+    }
+
+    /// The same endpoint with its discovery socket.
+    #[must_use]
+    pub fn with_udp(mut self, udp: Option<SocketAddr>) -> Self {
+        self.udp = udp;
+        self
+    }
+
+    /// The same endpoint with its node id.
+    #[must_use]
+    pub fn with_node_id(mut self, node_id: Option<Uuid>) -> Self {
+        self.node_id = node_id;
+        self
+    }
 }
 
 /// An implementation the suite can drive. One value serves one case: the

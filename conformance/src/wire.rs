@@ -157,6 +157,7 @@ pub fn unix_now() -> u32 {
 
 /// The fields of a discovery datagram, signed on [`encode`](Self::encode).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Datagram {
     /// Community hash.
     pub hash: [u8; 8],
@@ -207,6 +208,7 @@ impl Datagram {
 
 /// A frame as read, judged by nobody.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RawFrame {
     /// Version byte.
     pub version: u8,
@@ -235,6 +237,7 @@ impl RawFrame {
 
 /// What the suite saw on a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Observed {
     /// A whole frame.
     Frame(RawFrame),

@@ -148,11 +148,9 @@ struct Live<N: Net> {
 
 impl<N: Net> Running for Live<N> {
     fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            tcp: self.node.local_addr(),
-            udp: self.node.discovery_addr(),
-            node_id: Some(self.node.node_id()),
-        }
+        Endpoint::new(self.node.local_addr())
+            .with_udp(self.node.discovery_addr())
+            .with_node_id(Some(self.node.node_id()))
     }
 }
 
@@ -309,11 +307,9 @@ struct MioLive(asoc_mio::Node);
 
 impl Running for MioLive {
     fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            tcp: self.0.local_addr(),
-            udp: self.0.discovery_addr(),
-            node_id: Some(self.0.node_id()),
-        }
+        Endpoint::new(self.0.local_addr())
+            .with_udp(self.0.discovery_addr())
+            .with_node_id(Some(self.0.node_id()))
     }
 }
 

@@ -22,11 +22,7 @@ struct Sloppy(SocketAddr);
 
 impl Implementation for Sloppy {
     fn serve(&mut self) -> Result<Endpoint, Finding> {
-        Ok(Endpoint {
-            tcp: self.0,
-            udp: None,
-            node_id: None,
-        })
+        Ok(Endpoint::new(self.0))
     }
     fn dial(&mut self, _: SocketAddr, _: Option<&[u8]>) -> Result<(), Finding> {
         Err(Finding::Unsupported("server only".into()))
@@ -207,11 +203,7 @@ impl Drop for EagerRedialer {
 
 impl Implementation for EagerRedialer {
     fn serve(&mut self) -> Result<Endpoint, Finding> {
-        Ok(Endpoint {
-            tcp: sloppy_server(),
-            udp: Some(self.udp.local_addr().unwrap()),
-            node_id: None,
-        })
+        Ok(Endpoint::new(sloppy_server()).with_udp(Some(self.udp.local_addr().unwrap())))
     }
     fn dial(&mut self, _: SocketAddr, _: Option<&[u8]>) -> Result<(), Finding> {
         Err(Finding::Unsupported("server only".into()))
