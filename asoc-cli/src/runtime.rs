@@ -47,15 +47,41 @@ pub(crate) trait Job {
     fn linger(&self) -> Duration {
         DriverConfig::default().connection().send_stall_timeout()
     }
+
+    /// Whether the job measures two ends against each other and wants a
+    /// second runtime for the far end ([`run_two_sided`](Self::run_two_sided)).
+    fn two_sided(&self) -> bool {
+        false
+    }
+
+    /// Runs the command with `net` for the near end and `far` for the far
+    /// one. On mio, when [`two_sided`](Self::two_sided) says so, `far` is a
+    /// loop thread of its own, as the two nodes of two `asoc_mio::Node`s
+    /// are; elsewhere it is the same runtime.
+    fn run_two_sided<N: Net>(self, net: N, far: N) -> impl Future<Output = CliResult<Self::Output>>
+    where
+        Self: Sized,
+    {
+        drop(far);
+        self.run(net)
+    }
 }
 
 /// Runs `job` on a mio loop: the loop thread owns the sockets and runs the
 /// tasks, and the command itself waits on this thread, as a caller of
 /// asoc-mio's blocking node does. The loop ends once its last task does.
 fn on_mio<J: Job>(job: J) -> CliResult<J::Output> {
-    let net = asoc_mio::Mio::new("asoc-mio", job.linger())
-        .map_err(|e| CliError::runtime(format!("cannot start mio: {e}")))?;
-    futures_lite::future::block_on(job.run(net))
+    let start = |name| {
+        asoc_mio::Mio::new(name, job.linger())
+            .map_err(|e| CliError::runtime(format!("cannot start mio: {e}")))
+    };
+    let net = start("asoc-mio")?;
+    let far = if job.two_sided() {
+        start("asoc-mio-far")?
+    } else {
+        net.clone()
+    };
+    futures_lite::future::block_on(job.run_two_sided(net, far))
 }
 
 /// Starts `kind` and runs `job` to completion on it.
@@ -67,7 +93,7 @@ pub(crate) fn run<J: Job>(kind: RuntimeKind, job: J) -> CliResult<J::Output> {
                 .build()
                 .map_err(|e| CliError::runtime(format!("cannot start tokio: {e}")))?;
             let net = asoc_tokio::Tokio::from_handle(rt.handle().clone());
-            let out = rt.block_on(job.run(net));
+            let out = rt.block_on(job.run_two_sided(net.clone(), net));
             // Connection tasks may still be closing sockets; don't wait.
             rt.shutdown_background();
             out
@@ -87,13 +113,13 @@ pub(crate) fn run<J: Job>(kind: RuntimeKind, job: J) -> CliResult<J::Output> {
                     .map_err(|e| CliError::runtime(format!("cannot start smol: {e}")))?;
             }
             let net = asoc_smol::Smol::from_executor(executor.clone());
-            smol::block_on(executor.run(job.run(net)))
+            smol::block_on(executor.run(job.run_two_sided(net.clone(), net)))
         }
         RuntimeKind::AsyncStd => {
             let net = asoc_smol::Smol::with_spawner(|task| {
                 async_std::task::spawn(task);
             });
-            async_std::task::block_on(job.run(net))
+            async_std::task::block_on(job.run_two_sided(net.clone(), net))
         }
         RuntimeKind::Mio => on_mio(job),
     }

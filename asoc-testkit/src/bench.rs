@@ -43,6 +43,29 @@ pub struct Sample {
     pub baseline: f64,
 }
 
+/// The runtimes of a measurement's two ends: the sending side (writers,
+/// clients, sending nodes) and the receiving side (readers, servers,
+/// receiving nodes). On tokio and smol both are the same multi-threaded
+/// runtime; on mio each is a loop thread of its own, as two `asoc_mio`
+/// nodes would be, so that neither end waits for the other's thread.
+#[derive(Clone, Debug)]
+pub struct Sides<N> {
+    /// Where senders and clients run.
+    pub sender: N,
+    /// Where receivers and servers run.
+    pub receiver: N,
+}
+
+impl<N: Net> Sides<N> {
+    /// Both ends on `net`.
+    pub fn shared(net: &N) -> Self {
+        Self {
+            sender: net.clone(),
+            receiver: net.clone(),
+        }
+    }
+}
+
 fn spawn<N: Net, T: Send + 'static>(
     net: &N,
     fut: impl Future<Output = Result<T, Error>> + Send + 'static,
@@ -86,8 +109,11 @@ async fn discard<T: Transport>(mut io: T) -> std::io::Result<u64> {
 
 /// Raw TCP: `connections` connections, each writing `bytes` in `chunk`
 /// writes to a reader that discards. Returns bytes per second.
-pub async fn raw_tcp<N: Net>(net: &N, w: Workload) -> Result<f64, Error> {
-    let listener = net.bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+pub async fn raw_tcp<N: Net>(sides: &Sides<N>, w: Workload) -> Result<f64, Error> {
+    let Sides { sender, receiver } = sides;
+    let listener = receiver
+        .bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await?;
     let addr = N::tcp_local_addr(&listener)?;
     let listener = Arc::new(listener);
     let mut readers = Vec::new();
@@ -96,13 +122,13 @@ pub async fn raw_tcp<N: Net>(net: &N, w: Workload) -> Result<f64, Error> {
     let start = Instant::now();
     for _ in 0..w.connections {
         let l = listener.clone();
-        readers.push(spawn(net, async move {
+        readers.push(spawn(receiver, async move {
             let (io, _) = N::accept(&l).await?;
             Ok(discard(io).await?)
         }));
-        let (mut io, _) = net.connect(addr.to_string()).await?;
+        let (mut io, _) = sender.connect(addr.to_string()).await?;
         let payload = payload.clone();
-        writers.push(spawn(net, async move {
+        writers.push(spawn(sender, async move {
             let mut left = w.bytes;
             while left > 0 {
                 let n = left.min(payload.len() as u64) as usize;
@@ -124,7 +150,8 @@ pub async fn raw_tcp<N: Net>(net: &N, w: Workload) -> Result<f64, Error> {
 
 /// ASoc: `connections` pairs of nodes, each sending `bytes` over `streams`
 /// concurrent streams in `chunk`-byte frames to a receiver that discards.
-pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> {
+pub async fn asoc<N: Net>(sides: &Sides<N>, w: Workload, seed: u8) -> Result<f64, Error> {
+    let Sides { sender, receiver } = sides;
     let key = ApiKey::new(KEY)?;
     let mut pairs = Vec::new();
     for i in 0..w.connections {
@@ -133,14 +160,18 @@ pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> 
         id[0] = i as u8;
         id[1] = 1;
         let rx = b
-            .start(net.clone(), [seed; 32], uuid::Uuid::from_bytes(id))
+            .start(receiver.clone(), [seed; 32], uuid::Uuid::from_bytes(id))
             .await?;
         id[1] = 2;
         let a = NodeBuilder::new("bench", key.clone())
             .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .chunk_size(w.chunk);
         let tx = a
-            .start(net.clone(), [seed ^ 0xff; 32], uuid::Uuid::from_bytes(id))
+            .start(
+                sender.clone(),
+                [seed ^ 0xff; 32],
+                uuid::Uuid::from_bytes(id),
+            )
             .await?;
         let peer = tx.connect(rx.local_addr().to_string()).await?;
         pairs.push((tx, rx, peer.id));
@@ -152,7 +183,7 @@ pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> 
     for (tx, rx, peer) in &pairs {
         for _ in 0..w.streams.max(1) {
             let (tx, payload, peer) = (tx.clone(), payload.clone(), *peer);
-            tasks.push(spawn(net, async move {
+            tasks.push(spawn(sender, async move {
                 let mut s = tx.open_stream(PeerRef::Conn(peer)).await?;
                 let mut left = per_stream;
                 while left > 0 {
@@ -164,7 +195,7 @@ pub async fn asoc<N: Net>(net: &N, w: Workload, seed: u8) -> Result<f64, Error> 
                 Ok::<u64, Error>(0)
             }));
             let rx = rx.clone();
-            tasks.push(spawn(net, async move {
+            tasks.push(spawn(receiver, async move {
                 let mut incoming = rx.accept_stream().await.ok_or(Error::Gone)?;
                 let mut n = 0u64;
                 while let Some(c) = incoming.stream.chunk().await? {
@@ -243,10 +274,17 @@ where
 /// Raw TCP set-ups: `count` connections, `in_flight` at a time, each a
 /// connect, a [`SETUP_REQUEST`]-byte request, a [`SETUP_REPLY`]-byte reply
 /// and a close. Returns set-ups per second (timed at the clients).
-pub async fn raw_setup<N: Net>(net: &N, count: usize, in_flight: usize) -> Result<f64, Error> {
-    let listener = net.bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+pub async fn raw_setup<N: Net>(
+    sides: &Sides<N>,
+    count: usize,
+    in_flight: usize,
+) -> Result<f64, Error> {
+    let Sides { sender, receiver } = sides;
+    let listener = receiver
+        .bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await?;
     let addr = N::tcp_local_addr(&listener)?.to_string();
-    let server = serve(net, listener, count, |mut io: N::Stream| async move {
+    let server = serve(receiver, listener, count, |mut io: N::Stream| async move {
         read_exact(&mut io, SETUP_REQUEST).await?;
         write_all(&mut io, &[0x5a; SETUP_REPLY]).await?;
         // Until the client closes, as an ASoc server waits for its peer.
@@ -256,8 +294,8 @@ pub async fn raw_setup<N: Net>(net: &N, count: usize, in_flight: usize) -> Resul
     let start = Instant::now();
     let mut clients = Vec::new();
     for i in 0..in_flight.max(1) {
-        let (net2, addr, n) = (net.clone(), addr.clone(), share(count, in_flight, i));
-        clients.push(spawn(net, async move {
+        let (net2, addr, n) = (sender.clone(), addr.clone(), share(count, in_flight, i));
+        clients.push(spawn(sender, async move {
             for _ in 0..n {
                 let (mut io, _) = net2.connect(addr.clone()).await?;
                 write_all(&mut io, &[0xa5; SETUP_REQUEST]).await?;
@@ -289,17 +327,20 @@ pub fn bench_authenticator(node: u8, seed: u8) -> Result<asoc_async::SharedAuthe
 /// each a TCP connect, HELLO, verified ACCEPT and a graceful close by the
 /// client. Returns set-ups per second (timed at the clients).
 pub async fn asoc_setup<N: Net>(
-    net: &N,
+    sides: &Sides<N>,
     count: usize,
     in_flight: usize,
     seed: u8,
 ) -> Result<f64, Error> {
+    let Sides { sender, receiver } = sides;
     let server_auth = bench_authenticator(2, seed)?;
     let client_auth = bench_authenticator(1, seed)?;
-    let listener = net.bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let listener = receiver
+        .bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await?;
     let addr = N::tcp_local_addr(&listener)?.to_string();
-    let rt = net.clone();
-    let server = serve(net, listener, count, move |io: N::Stream| {
+    let rt = receiver.clone();
+    let server = serve(receiver, listener, count, move |io: N::Stream| {
         let (rt, auth) = (rt.clone(), server_auth.clone());
         async move {
             let conn = Connection::accept(&rt, io, &auth, DriverConfig::default()).await?;
@@ -310,9 +351,9 @@ pub async fn asoc_setup<N: Net>(
     let start = Instant::now();
     let mut clients = Vec::new();
     for i in 0..in_flight.max(1) {
-        let (net2, addr, auth) = (net.clone(), addr.clone(), client_auth.clone());
+        let (net2, addr, auth) = (sender.clone(), addr.clone(), client_auth.clone());
         let n = share(count, in_flight, i);
-        clients.push(spawn(net, async move {
+        clients.push(spawn(sender, async move {
             for _ in 0..n {
                 let (io, _) = net2.connect(addr.clone()).await?;
                 let conn = Connection::connect(&net2, io, &auth, DriverConfig::default()).await?;
@@ -332,11 +373,15 @@ pub async fn asoc_setup<N: Net>(
 
 /// Runs baseline and ASoc throughput alternately (A B A B …) `pairs`
 /// times, so that drift on a shared machine hits both alike.
-pub async fn compare<N: Net>(net: &N, w: Workload, pairs: usize) -> Result<Vec<Sample>, Error> {
+pub async fn compare<N: Net>(
+    sides: &Sides<N>,
+    w: Workload,
+    pairs: usize,
+) -> Result<Vec<Sample>, Error> {
     let mut out = Vec::with_capacity(pairs);
     for i in 0..pairs {
-        let baseline = raw_tcp(net, w).await?;
-        let asoc = asoc(net, w, i as u8).await?;
+        let baseline = raw_tcp(sides, w).await?;
+        let asoc = asoc(sides, w, i as u8).await?;
         out.push(Sample { asoc, baseline });
     }
     Ok(out)
@@ -367,6 +412,7 @@ impl Sample {
 /// and their median. With `QUICKBENCH_ONLY=asoc|raw` in the environment it
 /// runs one side alone, three times, for a profiler to see nothing else.
 pub async fn quickbench<N: Net>(net: &N, args: impl Iterator<Item = String>) -> Result<(), Error> {
+    let sides = Sides::shared(net);
     let args: Vec<usize> = args.filter_map(|a| a.parse().ok()).collect();
     let w = Workload {
         bytes: 2 << 30,
@@ -378,15 +424,15 @@ pub async fn quickbench<N: Net>(net: &N, args: impl Iterator<Item = String>) -> 
     if let Ok(only) = std::env::var("QUICKBENCH_ONLY") {
         for i in 0..3u8 {
             let rate = if only == "raw" {
-                raw_tcp(net, w).await?
+                raw_tcp(&sides, w).await?
             } else {
-                asoc(net, w, i).await?
+                asoc(&sides, w, i).await?
             };
             println!("{only} {:8.1} MiB/s", rate / MIB);
         }
         return Ok(());
     }
-    let samples = compare(net, w, 5).await?;
+    let samples = compare(&sides, w, 5).await?;
     for s in &samples {
         println!(
             "asoc {:8.1} MiB/s  raw {:8.1} MiB/s  ratio {:.3}",

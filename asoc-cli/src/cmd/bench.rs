@@ -4,7 +4,8 @@
 //! on a shared machine hits both sides alike and the printed ratio is
 //! exactly the quotient of the printed rates.
 //!
-//! Every runtime, mio included, runs [`asoc_testkit::bench`].
+//! Every runtime, mio included, runs [`asoc_testkit::bench`]; on mio the
+//! sending and the receiving side each have a loop thread of their own.
 
 use asoc_async::Net;
 use asoc_testkit::bench::{self as ab, Sample, Workload};
@@ -360,6 +361,19 @@ impl Job for Bench {
     type Output = Vec<Row>;
 
     async fn run<N: Net>(self, net: N) -> CliResult<Vec<Row>> {
+        self.run_two_sided(net.clone(), net).await
+    }
+
+    fn two_sided(&self) -> bool {
+        true
+    }
+
+    /// Senders and clients on `net`, receivers and servers on `far`.
+    async fn run_two_sided<N: Net>(self, net: N, far: N) -> CliResult<Vec<Row>> {
+        let sides = ab::Sides {
+            sender: net,
+            receiver: far,
+        };
         let mut rows = Vec::new();
         for case in self.cases.clone() {
             let mut samples = Vec::with_capacity(self.pairs);
@@ -368,14 +382,16 @@ impl Job for Bench {
                 // Baseline first, then ASoc: A B A B … over the pairs.
                 let t0 = process_cpu();
                 let baseline = match case.kind {
-                    Kind::Throughput(w) => ab::raw_tcp(&net, w).await,
-                    Kind::Setup { count, in_flight } => ab::raw_setup(&net, count, in_flight).await,
+                    Kind::Throughput(w) => ab::raw_tcp(&sides, w).await,
+                    Kind::Setup { count, in_flight } => {
+                        ab::raw_setup(&sides, count, in_flight).await
+                    }
                 };
                 let t1 = process_cpu();
                 let asoc = match case.kind {
-                    Kind::Throughput(w) => ab::asoc(&net, w, seed).await,
+                    Kind::Throughput(w) => ab::asoc(&sides, w, seed).await,
                     Kind::Setup { count, in_flight } => {
-                        ab::asoc_setup(&net, count, in_flight, seed).await
+                        ab::asoc_setup(&sides, count, in_flight, seed).await
                     }
                 };
                 let t2 = process_cpu();
