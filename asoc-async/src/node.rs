@@ -464,8 +464,8 @@ struct NodeJudge<N: Net> {
     stats: Arc<Mutex<ConnectionStats>>,
 }
 
-impl<N: Net> Judge for NodeJudge<N> {
-    fn settled(&mut self, conn: &ProtoConnection) {
+impl<N: Net> NodeJudge<N> {
+    fn record_stats(&self, conn: &ProtoConnection) {
         // This connection's own lock, not the node's: every connection
         // updates it on every poll.
         *self
@@ -473,18 +473,25 @@ impl<N: Net> Judge for NodeJudge<N> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = conn.stats();
     }
+}
+
+impl<N: Net> Judge for NodeJudge<N> {
+    fn settled(&mut self, conn: &ProtoConnection) {
+        self.record_stats(conn);
+    }
 
     fn drive(&mut self, now: Instant, conn: &mut ProtoConnection) {
         // Once established the node has nothing to decide per input.
         if conn.is_handshaking() {
             let mut proto = self.inner.proto();
             proto.drive(now, self.id, conn);
+            // Before the handshake's verdict is announced: whoever then
+            // reads the counters (through the node, which takes them from
+            // here) sees the handshake's bytes. Afterwards the driver's
+            // `settled` at the end of every poll keeps them current.
+            self.record_stats(conn);
             self.inner.pump(&mut proto);
         }
-        // Before the handshake's verdict is announced: whoever then reads
-        // the counters (through the node, which takes them from here) sees
-        // the handshake's bytes.
-        self.settled(conn);
     }
 
     fn closed(&mut self, now: Instant, conn: &ProtoConnection, reason: &CloseReason) {
