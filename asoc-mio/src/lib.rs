@@ -193,21 +193,12 @@ mod node;
 mod rt;
 pub mod tls;
 
-use std::io;
-
-pub use asoc_async::{shared_authenticator, Error, Session, StreamError, StreamId};
+pub use asoc_async::{os_seed, shared_authenticator, Error, Session, StreamError, StreamId};
 pub use asoc_proto;
 #[cfg(doc)]
 use asoc_proto::handshake::Authenticator;
-use asoc_proto::rng::Seed;
 pub use blocking::{MioConfig, MioConfigBuilder, MioConnection, RecvStream};
 pub use driver::{AuthHandle, Driver, Judge, SharedAuthenticator, DEFAULT_READ_LIMIT};
 pub use node::{IncomingStream, Node, NodeBuilder, NodeEvent, PeerInfo, PeerRef, SendStream};
 pub use rt::{Mio, MioIo};
 pub use tls::TlsStream;
-
-/// A 32-byte seed for an [`Authenticator`] from the operating system's
-/// CSPRNG.
-pub fn os_seed() -> io::Result<Seed> {
-    asoc_async::os_seed()
-}
