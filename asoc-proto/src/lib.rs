@@ -135,6 +135,7 @@ pub mod policy;
 pub mod replay;
 pub mod rng;
 mod time;
+pub mod v2;
 pub mod wire;
 
 pub use auth::{ApiKey, AuthFailure, KeyError, KeyId, KeyRing};

@@ -20,4 +20,5 @@ mod node;
 mod policy;
 mod replay;
 mod sans_io_rules;
+mod v2_vectors;
 mod vectors;

@@ -17,6 +17,27 @@ pub(crate) const VECTORS_PATH: &str = concat!(
     "/../../shared/vectors/asoc-v1.json"
 );
 
+/// The v2 vectors: `<checkout>/../shared/vectors/asoc-v2.json`.
+pub(crate) const V2_VECTORS_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/vectors/asoc-v2.json"
+);
+
+/// The vectors of one section of the v2 file, never empty.
+pub(crate) fn v2_section(name: &str) -> Vec<Value> {
+    let all = load_vectors(V2_VECTORS_PATH);
+    let list = all
+        .get(name)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{V2_VECTORS_PATH}: no array section {name:?}"))
+        .clone();
+    assert!(
+        !list.is_empty(),
+        "{V2_VECTORS_PATH}: section {name:?} is empty"
+    );
+    list
+}
+
 /// The parsed vector file. Panics with the expected path when it is missing.
 pub(crate) fn vectors() -> Value {
     load_vectors(VECTORS_PATH)
