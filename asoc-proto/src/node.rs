@@ -41,11 +41,13 @@ use uuid::Uuid;
 
 use crate::auth::{ApiKey, AuthFailure, KeyId, KeyRing};
 use crate::connection::{
-    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event,
+    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event, SessionInfo,
 };
 use crate::dial::{Dial, DialConfig, DialEvent, DialTarget, Dialer, PeerId};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryTransmit, DropReason};
-use crate::handshake::{AuthCounters, Authenticator, AuthenticatorConfig, HandshakeOutcome};
+use crate::handshake::{
+    AuthCounters, Authenticator, AuthenticatorConfig, ClientOptions, HandshakeOutcome,
+};
 use crate::policy::{Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal};
 use crate::rng::{Rng, Seed};
 use crate::time::after;
@@ -64,6 +66,7 @@ pub struct NodeConfig {
     dial_discovered: bool,
     tcp_port: u16,
     max_pending_events: usize,
+    allow_v1: Option<bool>,
 }
 
 impl NodeConfig {
@@ -72,6 +75,7 @@ impl NodeConfig {
     pub fn builder(node_id: Uuid, keys: KeyRing) -> NodeConfigBuilder {
         NodeConfigBuilder(Self {
             auth: AuthenticatorConfig::new(node_id, keys),
+            allow_v1: None,
             connection: ConnectionConfig::default(),
             policy: PolicyConfig::default(),
             dial: DialConfig::default(),
@@ -158,6 +162,14 @@ impl NodeConfigBuilder {
         self
     }
 
+    /// Also speak v1 (WIRE-v2.md §6): accept v1 HELLOs and, with
+    /// discovery, send and accept v1 announcements. Off by default; v2 is
+    /// always spoken. Overrides the authenticator settings' own switch.
+    pub fn allow_v1(mut self, yes: bool) -> Self {
+        self.0.allow_v1 = Some(yes);
+        self
+    }
+
     /// Limits and timers of every connection.
     pub fn connection(mut self, config: ConnectionConfig) -> Self {
         self.0.connection = config;
@@ -209,11 +221,14 @@ impl NodeConfigBuilder {
     }
 
     /// The configuration, or why it cannot be used.
-    pub fn build(self) -> Result<NodeConfig, ConfigError> {
+    pub fn build(mut self) -> Result<NodeConfig, ConfigError> {
         if self.0.max_pending_events == 0 {
             return Err(ConfigError::ZeroLimit {
                 field: "max_pending_events",
             });
+        }
+        if let Some(yes) = self.0.allow_v1 {
+            self.0.auth.allow_v1 = yes;
         }
         Ok(self.0)
     }
@@ -342,6 +357,8 @@ pub enum NodeEvent {
         direction: Direction,
         /// The key that verified the handshake.
         key: KeyId,
+        /// The version, suite, session id and channel binding.
+        session: SessionInfo,
     },
     /// An established connection closed.
     PeerDisconnected {
@@ -579,6 +596,12 @@ impl Node {
         }
     }
 
+    /// Whether v1 is spoken besides v2 (WIRE-v2.md §6).
+    #[must_use]
+    pub fn allow_v1(&self) -> bool {
+        self.auth.allow_v1()
+    }
+
     /// The connection configuration every connection of this node uses.
     #[must_use]
     pub fn connection_config(&self) -> &ConnectionConfig {
@@ -626,11 +649,16 @@ impl Node {
     pub fn connect(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         dial: &Dial,
         remote: SocketAddr,
     ) -> Result<(ConnId, Connection), Refusal> {
         let node = self.discovered_node_of(dial.peer);
-        match self.open_outbound(now, remote, Some(dial.peer), node) {
+        // A discovered peer announced its node id; the v2 handshake makes
+        // the server prove it, so a relayed announcement cannot redirect
+        // the dial to someone else.
+        let options = ClientOptions::v2().expect_peer(node);
+        match self.open_outbound(now, unix_ms, remote, Some(dial.peer), node, options) {
             Ok(pair) => Ok(pair),
             Err(refusal) => {
                 self.dialer.dial_failed(now, dial.peer);
@@ -648,24 +676,31 @@ impl Node {
     }
 
     /// A connection the application opened itself to `remote` (not
-    /// scheduled by the dialer, never redialed).
+    /// scheduled by the dialer, never redialed), with `options` choosing
+    /// the version and the node id the server must prove.
     pub fn connect_to(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         remote: SocketAddr,
+        options: ClientOptions,
     ) -> Result<(ConnId, Connection), Refusal> {
-        self.open_outbound(now, remote, None, None)
+        self.open_outbound(now, unix_ms, remote, None, options.expected_peer, options)
     }
 
     fn open_outbound(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         remote: SocketAddr,
         peer: Option<PeerId>,
         node: Option<Uuid>,
+        options: ClientOptions,
     ) -> Result<(ConnId, Connection), Refusal> {
         let slot = self.policy.admit_outbound()?;
-        let conn = self.auth.client(now, self.connection_config);
+        let conn = self
+            .auth
+            .client(now, unix_ms, self.connection_config, options);
         Ok((
             self.register(slot, remote, Direction::Outbound, peer, node),
             conn,
@@ -702,9 +737,10 @@ impl Node {
     }
 
     /// Call after every input to connection `id`: gives a pending handshake
-    /// message its verdict and records the outcome.
-    pub fn drive(&mut self, now: Instant, id: ConnId, conn: &mut Connection) {
-        let outcome = self.auth.drive(now, conn);
+    /// message its verdict and records the outcome. `unix_ms` is this
+    /// node's wall-clock time (HELLO2 timestamps are judged against it).
+    pub fn drive(&mut self, now: Instant, unix_ms: u64, id: ConnId, conn: &mut Connection) {
+        let outcome = self.auth.drive(now, unix_ms, conn);
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
@@ -713,7 +749,12 @@ impl Node {
             return;
         };
         match outcome {
-            HandshakeOutcome::Accepted { key, peer_node } => {
+            HandshakeOutcome::AwaitingConfirm => {}
+            HandshakeOutcome::Accepted {
+                key,
+                peer_node,
+                session,
+            } => {
                 entry.info.established = true;
                 if peer_node.is_some() {
                     entry.info.peer_node = peer_node;
@@ -736,6 +777,7 @@ impl Node {
                     addr: info.addr,
                     direction: info.direction,
                     key,
+                    session,
                 });
             }
             HandshakeOutcome::Rejected(failure) => {
