@@ -585,7 +585,7 @@ impl Authenticator {
                 }
                 Err(f) => {
                     match f {
-                        AuthFailure::UnexpectedPeer => self.counters.unexpected_peer += 1,
+                        AuthFailure::UnexpectedPeer { .. } => self.counters.unexpected_peer += 1,
                         _ => self.counters.bad_mac += 1,
                     }
                     Err(f)

@@ -34,7 +34,7 @@
 
 use core::net::SocketAddr;
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use uuid::Uuid;
@@ -63,6 +63,7 @@ pub struct NodeConfig {
     dial: DialConfig,
     discovery: Option<DiscoveryConfig>,
     static_peers: Vec<DialTarget>,
+    static_peers_v1: Vec<DialTarget>,
     dial_discovered: bool,
     tcp_port: u16,
     max_pending_events: usize,
@@ -81,6 +82,7 @@ impl NodeConfig {
             dial: DialConfig::default(),
             discovery: None,
             static_peers: Vec::new(),
+            static_peers_v1: Vec::new(),
             dial_discovered: true,
             tcp_port: 9000,
             max_pending_events: 65_536,
@@ -194,9 +196,17 @@ impl NodeConfigBuilder {
         self
     }
 
-    /// Adds a static peer, dialed at start and redialed forever.
+    /// Adds a static peer, dialed at start and redialed forever, with v2.
     pub fn static_peer(mut self, target: DialTarget) -> Self {
         self.0.static_peers.push(target);
+        self
+    }
+
+    /// Adds a static peer dialed with v1, for peers that speak only v1
+    /// (the Python implementation). A failed v2 dial is never retried as
+    /// v1 (WIRE-v2.md §6), so v1 peers are named explicitly.
+    pub fn static_peer_v1(mut self, target: DialTarget) -> Self {
+        self.0.static_peers_v1.push(target);
         self
     }
 
@@ -533,6 +543,8 @@ pub struct Node {
     closed_bytes_in: u64,
     closed_bytes_out: u64,
     events_dropped: u64,
+    /// Static peers configured to be dialed with v1.
+    v1_peers: HashSet<PeerId>,
 }
 
 impl Node {
@@ -546,6 +558,11 @@ impl Node {
         for target in config.static_peers {
             dialer.add_static(now, target);
         }
+        let v1_peers = config
+            .static_peers_v1
+            .into_iter()
+            .map(|target| dialer.add_static(now, target))
+            .collect();
         let discovery = config
             .discovery
             .map(|d| Discovery::new(d, node_id, config.tcp_port, rng.fork(), now));
@@ -566,6 +583,7 @@ impl Node {
             closed_bytes_in: 0,
             closed_bytes_out: 0,
             events_dropped: 0,
+            v1_peers,
         }
     }
 
@@ -654,10 +672,7 @@ impl Node {
         remote: SocketAddr,
     ) -> Result<(ConnId, Connection), Refusal> {
         let node = self.discovered_node_of(dial.peer);
-        // A discovered peer announced its node id; the v2 handshake makes
-        // the server prove it, so a relayed announcement cannot redirect
-        // the dial to someone else.
-        let options = ClientOptions::v2().expect_peer(node);
+        let options = self.dial_options(dial.peer, node);
         match self.open_outbound(now, unix_ms, remote, Some(dial.peer), node, options) {
             Ok(pair) => Ok(pair),
             Err(refusal) => {
@@ -686,6 +701,17 @@ impl Node {
         options: ClientOptions,
     ) -> Result<(ConnId, Connection), Refusal> {
         self.open_outbound(now, unix_ms, remote, None, options.expected_peer, options)
+    }
+
+    /// How `peer` is dialed: v1 only when configured so; otherwise v2, and
+    /// a discovered peer must prove the node id it announced, so that a
+    /// relayed announcement cannot redirect the dial to someone else.
+    fn dial_options(&self, peer: PeerId, node: Option<Uuid>) -> ClientOptions {
+        if self.v1_peers.contains(&peer) {
+            ClientOptions::v1()
+        } else {
+            ClientOptions::v2().expect_peer(node)
+        }
     }
 
     fn open_outbound(

@@ -519,7 +519,7 @@ impl AuthFailureCounts {
             AuthFailure::Reflection => &mut self.reflection,
             AuthFailure::Capacity => &mut self.capacity,
             AuthFailure::Stale => &mut self.stale,
-            AuthFailure::UnexpectedPeer => &mut self.unexpected_peer,
+            AuthFailure::UnexpectedPeer { .. } => &mut self.unexpected_peer,
             AuthFailure::BadFrameMac => &mut self.bad_frame_mac,
             AuthFailure::V1Disabled => &mut self.v1_disabled,
             AuthFailure::Downgrade => &mut self.downgrade,

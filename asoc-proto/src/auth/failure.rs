@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use uuid::Uuid;
+
 /// Why a peer was not let in. The [`as_str`](Self::as_str) names are stable
 /// and are what logs and the CLI's JSON events print.
 ///
@@ -33,7 +35,12 @@ pub enum AuthFailure {
     Stale,
     /// v2 client: the server proved a node id other than the one the dial
     /// expected.
-    UnexpectedPeer,
+    UnexpectedPeer {
+        /// The node id the dial expected.
+        expected: Uuid,
+        /// The node id the server proved.
+        proven: Uuid,
+    },
     /// v2: a sealed frame's tag did not verify (CONFIRM, during the
     /// handshake).
     BadFrameMac,
@@ -59,7 +66,7 @@ impl AuthFailure {
             Self::Reflection => "reflection",
             Self::Capacity => "capacity",
             Self::Stale => "stale",
-            Self::UnexpectedPeer => "unexpected_peer",
+            Self::UnexpectedPeer { .. } => "unexpected_peer",
             Self::BadFrameMac => "bad_frame_mac",
             Self::V1Disabled => "v1_disabled",
             Self::Downgrade => "downgrade",

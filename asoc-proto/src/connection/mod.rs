@@ -562,11 +562,11 @@ impl Connection {
         let (accepted, session) = initiator
             .finish(&message)
             .map_err(|_| AuthFailure::BadMac)?;
-        if v2
-            .expected_peer
-            .is_some_and(|want| want != accepted.node_id)
-        {
-            return Err(AuthFailure::UnexpectedPeer);
+        if let Some(expected) = v2.expected_peer.filter(|want| *want != accepted.node_id) {
+            return Err(AuthFailure::UnexpectedPeer {
+                expected,
+                proven: accepted.node_id,
+            });
         }
         v2.peer = Some(accepted.node_id);
         v2.split(&session, accepted.session_id, true);
