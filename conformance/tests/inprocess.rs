@@ -260,12 +260,14 @@ fn builder(spec: &Spec) -> NodeBuilder {
                 .unwrap(),
         )
         .policy(policy())
-        .dial(dial());
+        .dial(dial())
+        // The R1/R2 cases are v1's.
+        .allow_v1(true);
     if let Some(disc) = &spec.discovery {
         b = b.discovery(loopback(), disc.clone());
     }
     if let Some(peer) = spec.static_peer {
-        b = b.static_peer(peer.to_string());
+        b = b.static_peer_v1(peer.to_string());
     }
     b
 }
@@ -282,12 +284,13 @@ fn start_mio(spec: Spec) -> Result<Box<dyn Running>, String> {
                 .unwrap(),
         )
         .policy(policy())
-        .dial(dial());
+        .dial(dial())
+        .allow_v1(true);
     if let Some(disc) = spec.discovery {
         b = b.discovery(loopback(), disc);
     }
     if let Some(peer) = spec.static_peer {
-        b = b.static_peer(peer.to_string());
+        b = b.static_peer_v1(peer.to_string());
     }
     let node = b.start().map_err(|e| e.to_string())?;
     let echoing = node.clone();

@@ -132,6 +132,8 @@ fn server_mode(runtime: &str, full: bool) {
         &key,
         runtime,
         &[
+            // The suite's v1 cases; v1 is off by default.
+            "--allow-v1",
             "--echo",
             "--handshake-timeout",
             "1s",
