@@ -10,6 +10,14 @@ use uuid::Uuid;
 
 pub const MAX: u32 = 4096;
 
+/// The wall clock the targets read at their start (unix milliseconds).
+pub const UNIX_START: u64 = 1_767_000_000_000;
+
+/// The wall clock at `now`, moving with the virtual clock from `t0`.
+pub fn unix_ms(now: Instant, t0: Instant) -> u64 {
+    UNIX_START + now.saturating_duration_since(t0).as_millis() as u64
+}
+
 pub fn config() -> ConnectionConfig {
     ConnectionConfig::builder()
         .max_payload(MAX)
@@ -18,9 +26,15 @@ pub fn config() -> ConnectionConfig {
         .expect("valid config")
 }
 
+/// A v1-enabled authenticator under the v1 targets' key, so that their
+/// HELLOs reach the established state.
 pub fn authenticator(node: u8) -> Authenticator {
     let key = ApiKey::new("fuzz-key-0123456789abcdef").expect("key");
-    Authenticator::new(AuthenticatorConfig::new(Uuid::from_bytes([node; 16]), KeyRing::new(key)), [node; 32])
+    let config = AuthenticatorConfig::builder(Uuid::from_bytes([node; 16]), KeyRing::new(key))
+        .allow_v1(true)
+        .build()
+        .expect("valid authenticator config");
+    Authenticator::new(config, [node; 32])
 }
 
 /// Feeds `input` in pieces of `step` bytes, giving verdicts and draining
@@ -31,7 +45,7 @@ pub fn feed(conn: &mut Connection, auth: &mut Authenticator, input: &[u8], step:
     for piece in input.chunks(step.max(1)) {
         buf.extend_from_slice(piece);
         conn.handle_input(now, &mut buf);
-        auth.drive(now, conn);
+        auth.drive(now, unix_ms(now, t0), conn);
         assert!(buf.len() < 14 + MAX as usize + step.max(1));
         assert!(conn.buffered_input() < 14 + MAX as usize + input.len());
         let mut sink = Vec::new();
