@@ -6,11 +6,12 @@ use crate::harness;
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{sign_hello, ApiKey, AuthFailure, KeyId};
+use asoc_proto::connection::v2_handshake_header;
 use asoc_proto::connection::{
     CloseReason, ConnectionConfig, Event, ProtocolError, SendError, StreamId,
 };
 use asoc_proto::handshake::HandshakeOutcome;
-use asoc_proto::v2::WireVersion;
+use asoc_proto::v2::{Suite, WireVersion};
 use asoc_proto::wire::{FrameError, FrameType, Header, HEADER_LEN};
 use bytes::Bytes;
 use harness::v2peer::{v2_header, Keys};
@@ -107,6 +108,120 @@ fn handshake_establishes_both_sides_with_the_same_session_token() {
             "ACCEPT is 30 bytes on the wire"
         );
     }
+}
+
+#[test]
+fn v2_handshake_establishes_both_sides_with_the_same_session() {
+    for suite in Suite::ALL {
+        for chunk in CHUNKINGS {
+            let config = ConnectionConfig::builder().suite(suite).build().unwrap();
+            let mut p = Pair::version(WireVersion::V2, config, key(KEY), key(KEY), chunk);
+            p.handshake();
+            let established = |events: &[Event]| {
+                events.iter().find_map(|e| match e {
+                    Event::Established {
+                        session,
+                        peer_node,
+                        key,
+                    } => Some((*session, *peer_node, *key)),
+                    _ => None,
+                })
+            };
+            let (cs, cpeer, ckey) = established(&p.client.events).unwrap();
+            let (ss, speer, skey) = established(&p.server.events).unwrap();
+            assert_eq!(cs, ss, "both sides report the same session");
+            assert_eq!(cs.version, WireVersion::V2);
+            assert_eq!(cs.suite, Some(suite));
+            assert!(cs.handshake_hash.is_some());
+            assert_eq!(cs.token, None, "v2 issues no v1 token");
+            assert_eq!(cpeer, Some(Uuid::from_bytes([2; 16])), "server proved");
+            assert_eq!(speer, Some(Uuid::from_bytes([1; 16])), "client proved");
+            assert_eq!((ckey, skey), (KeyId(0), KeyId(0)));
+            assert_eq!(p.client.conn.session(), Some(cs));
+            assert_eq!(
+                p.client.wire_log.len(),
+                86 + 30,
+                "HELLO2 is 86 bytes, CONFIRM 30"
+            );
+            assert_eq!(&p.client.wire_log[86..100], &CONFIRM_HEADER);
+            assert_eq!(p.server.wire_log.len(), 86, "ACCEPT2 is 86 bytes");
+            assert_eq!(
+                &p.server.wire_log[..14],
+                &v2_handshake_header(suite, true).encode()
+            );
+        }
+    }
+}
+
+/// CONFIRM's header on the wire: CONTROL on stream 0, seq 0, only a tag.
+const CONFIRM_HEADER: [u8; 14] = [2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16];
+
+#[test]
+fn v2_empty_tensor_is_a_lone_sealed_end_with_seq_zero() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::defaults(WireVersion::V2, chunk);
+        p.handshake();
+        let before = p.client.wire_log.len();
+        let s = p.client.conn.open_stream().unwrap();
+        p.client.conn.finish(p.now, s).unwrap();
+        p.drive();
+        let sent = &p.client.wire_log[before..];
+        assert_eq!(sent.len(), 30, "an END is its header and a tag");
+        assert_eq!(
+            &sent[..14],
+            &v2_header(FrameType::End, s.get(), 0, 16).encode()
+        );
+        assert_eq!(stream_end(&p.server.events, s), Some((0, 0)));
+        assert!(!p
+            .server
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Data { .. })));
+    }
+}
+
+#[test]
+fn v2_data_behind_confirm_in_the_same_read_is_not_lost() {
+    let mut p = Pair::defaults(WireVersion::V2, usize::MAX);
+    let now = p.now;
+    let mut hello = Vec::new();
+    p.client.conn.write_to(now, &mut hello).unwrap();
+    p.server.conn.handle_read(now, &hello);
+    assert_eq!(
+        p.server.auth.drive(now, UNIX_START, &mut p.server.conn),
+        Some(HandshakeOutcome::AwaitingConfirm)
+    );
+    assert!(
+        p.server.conn.open_stream().is_err(),
+        "nothing may be sent before CONFIRM"
+    );
+    let mut accept = Vec::new();
+    p.server.conn.write_to(now, &mut accept).unwrap();
+    assert_eq!(accept.len(), 86, "only ACCEPT2");
+    p.client.conn.handle_read(now, &accept);
+    assert!(matches!(
+        p.client.auth.drive(now, UNIX_START, &mut p.client.conn),
+        Some(HandshakeOutcome::Accepted { .. })
+    ));
+    let s = p.client.conn.open_stream().unwrap();
+    p.client
+        .conn
+        .send(now, s, Bytes::from_static(b"early"))
+        .unwrap();
+    p.client.conn.finish(now, s).unwrap();
+    let mut all = Vec::new();
+    p.client.conn.write_to(now, &mut all).unwrap();
+    assert_eq!(
+        all.len(),
+        30 + 35 + 30,
+        "CONFIRM, DATA and END in one write"
+    );
+    p.server.read_buf.extend_from_slice(&all);
+    p.server.conn.handle_input(now, &mut p.server.read_buf);
+    p.drive();
+    assert!(p.server.is_established());
+    assert_eq!(p.server.received(s), b"early");
+    assert_eq!(stream_end(&p.server.events, s), Some((1, 5)));
 }
 
 #[test]
@@ -1004,6 +1119,134 @@ fn wrong_first_frame_or_length_fails_at_once_without_buffering() {
             );
             assert!(p.server.wire_log.is_empty());
         }
+    }
+}
+
+#[test]
+fn v2_wrong_first_frame_fails_at_the_first_wrong_byte_without_buffering() {
+    let hello2 = |f: &dyn Fn(&mut Header)| {
+        let mut h = v2_handshake_header(Suite::AesGcm, false);
+        f(&mut h);
+        let mut v = h.encode().to_vec();
+        v.extend([0u8; 72]);
+        v
+    };
+    let only_aes = ConnectionConfig::builder()
+        .only_suite(Suite::AesGcm)
+        .build()
+        .unwrap();
+    let cases: Vec<(ConnectionConfig, Vec<u8>, usize)> = vec![
+        (
+            ConnectionConfig::default(),
+            hello2(&|h| h.frame_type = FrameType::Accept),
+            1,
+        ),
+        (ConnectionConfig::default(), hello2(&|h| h.stream_id = 1), 5),
+        (ConnectionConfig::default(), hello2(&|h| h.seq = 3), 9),
+        (ConnectionConfig::default(), hello2(&|h| h.seq = 0x100), 8),
+        (ConnectionConfig::default(), hello2(&|h| h.length = 73), 13),
+        (ConnectionConfig::default(), hello2(&|h| h.length = 71), 13),
+        (
+            ConnectionConfig::default(),
+            hello2(&|h| h.length = 0x0100_0048),
+            10,
+        ),
+        // A suite the server does not accept fails where the suite is named.
+        (only_aes, hello2(&|h| h.seq = Suite::ChaChaPoly.seq()), 9),
+    ];
+    for (config, bytes, offset) in cases {
+        for chunk in CHUNKINGS {
+            let mut p = Pair::version(WireVersion::V2, config, key(KEY), key(KEY), chunk);
+            p.client.write_capacity = Some(0);
+            p.drive();
+            // Byte by byte, the close comes with the wrong byte, never later.
+            p.inject_to_server(&bytes[..=offset]);
+            match p.server.closed_reason() {
+                Some(CloseReason::MalformedHandshake(FrameError::UnexpectedFirstFrame {
+                    offset: o,
+                    expected: FrameType::Hello,
+                    expected_len: 72,
+                    ..
+                })) => assert_eq!(*o, offset, "chunk {chunk}"),
+                other => panic!("offset {offset}, chunk {chunk}: {other:?}"),
+            }
+            if chunk == 1 {
+                let mut q = Pair::version(WireVersion::V2, config, key(KEY), key(KEY), chunk);
+                q.client.write_capacity = Some(0);
+                q.drive();
+                q.inject_to_server(&bytes[..offset]);
+                assert_eq!(q.server.closed_reason(), None, "offset {offset}: too early");
+            }
+            p.inject_to_server(&bytes[offset + 1..]);
+            assert_eq!(p.server.conn.stats().bytes_in, 0, "nothing consumed");
+            assert!(p.server.wire_log.is_empty());
+            assert!(p.server.outcomes.is_empty(), "no verdict was asked for");
+        }
+    }
+}
+
+#[test]
+fn v2_client_refuses_a_wrong_first_frame_at_the_first_wrong_byte() {
+    let accept2 = |f: &dyn Fn(&mut Header)| {
+        let mut h = v2_handshake_header(Suite::AesGcm, true);
+        f(&mut h);
+        let mut v = h.encode().to_vec();
+        v.extend([0u8; 72]);
+        v
+    };
+    let cases: Vec<(Vec<u8>, usize)> = vec![
+        // A v1 ACCEPT answering a HELLO2.
+        (frame(FrameType::Accept, 0, 0, &[0; 16]), 0),
+        (accept2(&|h| h.frame_type = FrameType::Hello), 1),
+        (accept2(&|h| h.frame_type = FrameType::Data), 1),
+        (accept2(&|h| h.stream_id = 2), 5),
+        // Another suite than the one offered.
+        (accept2(&|h| h.seq = Suite::ChaChaPoly.seq()), 9),
+        (accept2(&|h| h.length = 73), 13),
+        (accept2(&|h| h.length = 16), 13),
+    ];
+    for (bytes, offset) in cases {
+        for chunk in CHUNKINGS {
+            let mut p = Pair::defaults(WireVersion::V2, chunk);
+            p.server.write_capacity = Some(0);
+            p.drive();
+            p.inject_to_client(&bytes[..=offset]);
+            match p.client.closed_reason() {
+                Some(CloseReason::MalformedHandshake(FrameError::UnexpectedFirstFrame {
+                    offset: o,
+                    expected: FrameType::Accept,
+                    expected_len: 72,
+                    ..
+                })) => assert_eq!(*o, offset, "chunk {chunk}"),
+                other => panic!("offset {offset}, chunk {chunk}: {other:?}"),
+            }
+            assert_eq!(p.client.conn.stats().bytes_in, 0, "nothing consumed");
+            assert!(!p.client.is_established());
+            assert_eq!(p.client.wire_log.len(), 86, "nothing after HELLO2");
+        }
+    }
+}
+
+#[test]
+fn v2_client_refuses_an_accept2_that_does_not_decrypt() {
+    for chunk in CHUNKINGS {
+        let mut p = Pair::defaults(WireVersion::V2, chunk);
+        p.server.write_capacity = Some(0);
+        p.drive();
+        let mut accept = v2_handshake_header(Suite::AesGcm, true).encode().to_vec();
+        accept.extend([0x5a; 72]);
+        p.inject_to_client(&accept);
+        assert_eq!(
+            p.client.closed_reason(),
+            Some(&CloseReason::AuthFailed(AuthFailure::BadMac))
+        );
+        assert_eq!(
+            p.client.outcomes,
+            vec![HandshakeOutcome::Rejected(AuthFailure::BadMac)]
+        );
+        assert!(!p.client.is_established());
+        assert_eq!(p.client.wire_log.len(), 86, "no CONFIRM");
+        assert_eq!(p.client.auth.counters().bad_mac, 1);
     }
 }
 
