@@ -20,5 +20,6 @@ mod node;
 mod policy;
 mod replay;
 mod sans_io_rules;
+mod v2_attacks;
 mod v2_vectors;
 mod vectors;

@@ -260,7 +260,7 @@ impl Pair {
             config.suite(),
             Uuid::from_bytes([1; 16]),
             UNIX_START,
-            0x41,
+            0x4100,
         );
         p.inject_to_server(&raw.hello);
         let accept = p.server.wire_log.clone();

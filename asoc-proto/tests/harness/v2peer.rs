@@ -111,19 +111,23 @@ pub(crate) struct RawClient {
 
 impl RawClient {
     /// A HELLO2 under `key` claiming `node` at wall-clock time `unix_ms`,
-    /// with the ephemeral private key `[ephemeral; 32]`.
-    pub(crate) fn new(key: &ApiKey, suite: Suite, node: Uuid, unix_ms: u64, ephemeral: u8) -> Self {
+    /// with an ephemeral private key made from `ephemeral` (distinct
+    /// numbers, distinct keys).
+    pub(crate) fn new(
+        key: &ApiKey,
+        suite: Suite,
+        node: Uuid,
+        unix_ms: u64,
+        ephemeral: u32,
+    ) -> Self {
+        let mut private = Zeroizing::new([0x5a; 32]);
+        private[..4].copy_from_slice(&ephemeral.to_be_bytes());
         let payload = HelloPayload {
             node_id: node,
             unix_ms,
         };
-        let (initiator, message) = Initiator::start(
-            suite,
-            &derive_psk(key),
-            Zeroizing::new([ephemeral; 32]),
-            &payload,
-        )
-        .unwrap();
+        let (initiator, message) =
+            Initiator::start(suite, &derive_psk(key), private, &payload).unwrap();
         Self {
             suite,
             initiator: Some(initiator),
@@ -135,12 +139,18 @@ impl RawClient {
     /// Reads the ACCEPT2 frame at the start of `wire`; on success the frame
     /// keys are installed and CONFIRM is returned.
     pub(crate) fn finish(&mut self, wire: &[u8]) -> Option<(AcceptPayload, Vec<u8>)> {
+        let accepted = self.finish_keys(wire)?;
+        let confirm = self.keys().confirm();
+        Some((accepted, confirm))
+    }
+
+    /// Reads the ACCEPT2 frame at the start of `wire` and installs the
+    /// frame keys without sealing CONFIRM: nonce 0 is still unused.
+    pub(crate) fn finish_keys(&mut self, wire: &[u8]) -> Option<AcceptPayload> {
         let message: Message = wire.get(HEADER_LEN..HANDSHAKE_FRAME_LEN)?.try_into().ok()?;
         let (accepted, session) = self.initiator.take()?.finish(&message).ok()?;
-        let mut keys = Keys::new(&session, true);
-        let confirm = keys.confirm();
-        self.keys = Some(keys);
-        Some((accepted, confirm))
+        self.keys = Some(Keys::new(&session, true));
+        Some(accepted)
     }
 
     /// The installed keys; panics before [`finish`](Self::finish).
