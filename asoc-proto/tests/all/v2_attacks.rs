@@ -9,7 +9,9 @@ use crate::harness;
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{sign_hello, AuthFailure, KeyRing};
-use asoc_proto::connection::{CloseReason, Connection, ConnectionConfig, Event, ProtocolError};
+use asoc_proto::connection::{
+    CloseReason, Connection, ConnectionConfig, Event, ProtocolError, StreamId,
+};
 use asoc_proto::handshake::{
     Authenticator, AuthenticatorConfig, AuthenticatorConfigBuilder, ClientOptions, HandshakeOutcome,
 };
@@ -63,7 +65,11 @@ impl Driven {
     }
 
     fn server(now: Instant) -> Self {
-        Self::new(Connection::server(ConnectionConfig::default(), now))
+        Self::server_with(ConnectionConfig::default(), now)
+    }
+
+    fn server_with(config: ConnectionConfig, now: Instant) -> Self {
+        Self::new(Connection::server(config, now))
     }
 
     fn settle_output(&mut self) {
@@ -85,10 +91,23 @@ impl Driven {
         bytes: &[u8],
         chunk: usize,
     ) {
+        self.feed_with(auth, now, unix_ms, bytes, chunk, &|_| false);
+    }
+
+    /// [`feed`](Self::feed) with verdicts from `drive_with(speaks_v2)`.
+    fn feed_with(
+        &mut self,
+        auth: &mut Authenticator,
+        now: Instant,
+        unix_ms: u64,
+        bytes: &[u8],
+        chunk: usize,
+        speaks_v2: &dyn Fn(&Uuid) -> bool,
+    ) {
         for piece in bytes.chunks(chunk.max(1)) {
             self.buf.extend_from_slice(piece);
             self.conn.handle_input(now, &mut self.buf);
-            if let Some(o) = auth.drive(now, unix_ms, &mut self.conn) {
+            if let Some(o) = auth.drive_with(now, unix_ms, &mut self.conn, speaks_v2) {
                 self.outcomes.push(o);
             }
             self.conn.write_to(now, &mut self.written).unwrap();
@@ -183,12 +202,15 @@ fn answered(
 /// An established server connection with a raw client of node 1.
 fn established(
     auth: &mut Authenticator,
+    config: ConnectionConfig,
     now: Instant,
     chunk: usize,
     e: u32,
 ) -> (Driven, RawClient) {
     let mut client = RawClient::new(&key(KEY), Suite::AesGcm, CLIENT, UNIX_START, e);
-    let (mut s, confirm) = answered(auth, now, UNIX_START, &mut client, chunk);
+    let mut s = Driven::server_with(config, now);
+    s.feed(auth, now, UNIX_START, &client.hello.clone(), chunk);
+    let (_, confirm) = client.finish(&s.written).expect("ACCEPT2 verifies");
     s.feed(auth, now, UNIX_START, &confirm, chunk);
     assert!(s.established(), "{:?}", s.events);
     (s, client)
@@ -528,5 +550,292 @@ fn without_confirm_the_server_times_out_and_never_reports_the_peer() {
         assert!(!s.established());
         assert_eq!(s.written.len(), HANDSHAKE_FRAME_LEN);
         assert_eq!(auth.counters().v2_established, 0);
+    }
+}
+
+// ----- sealed transport frames ---------------------------------------------------
+
+/// What a flipped bit in the header of a sealed frame of `length` bytes
+/// (tag included) turns into at a receiver with payload limit `max`, and
+/// the filler that completes a frame whose length grew.
+fn flipped_header_outcome(byte: usize, bit: u32, length: u32, max: u32) -> (CloseReason, usize) {
+    if byte == 0 {
+        let version = 2 ^ (1u8 << bit);
+        return (
+            CloseReason::Protocol(ProtocolError::Frame(FrameError::UnsupportedVersion {
+                version,
+                expected: 2,
+            })),
+            0,
+        );
+    }
+    if (10..14).contains(&byte) {
+        let flipped = length ^ (1u32 << ((13 - byte) * 8 + bit as usize));
+        if flipped > max + 16 {
+            return (
+                CloseReason::Protocol(ProtocolError::Frame(FrameError::PayloadTooLarge {
+                    declared: flipped,
+                    max: max + 16,
+                })),
+                0,
+            );
+        }
+        if flipped < 16 {
+            return (
+                CloseReason::Protocol(ProtocolError::Frame(FrameError::ShorterThanTag {
+                    declared: flipped,
+                    tag: 16,
+                })),
+                0,
+            );
+        }
+        return (
+            CloseReason::BadFrameMac,
+            flipped.saturating_sub(length) as usize,
+        );
+    }
+    (CloseReason::BadFrameMac, 0)
+}
+
+#[test]
+fn every_single_bit_flip_of_a_sealed_data_frame_closes_and_delivers_nothing_of_it() {
+    let max = 4096;
+    let config = ConnectionConfig::builder()
+        .max_payload(max)
+        .build()
+        .unwrap();
+    let now = Instant::now();
+    let mut auth = server_auth(|b| b);
+    let plaintext = b"tensor bytes";
+    let mut flips = 0;
+    for chunk in CHUNKINGS {
+        for bit in 0..(HEADER_LEN + plaintext.len() + 16) * 8 {
+            let (byte, b) = (bit / 8, (bit % 8) as u32);
+            let (mut s, mut client) = established(&mut auth, config, now, chunk, 10_000 + flips);
+            flips += 1;
+            let intact = client.keys().seal(FrameType::Data, 1, 0, b"first");
+            let mut frame = client.keys().seal(FrameType::Data, 1, 1, plaintext);
+            frame[byte] ^= 1 << b;
+            let (expected, filler) = if byte < HEADER_LEN {
+                flipped_header_outcome(byte, b, (plaintext.len() + 16) as u32, max)
+            } else {
+                (CloseReason::BadFrameMac, 0)
+            };
+            frame.extend(vec![0u8; filler]);
+            let mut input = intact;
+            input.extend(frame);
+            s.feed(&mut auth, now, UNIX_START, &input, chunk);
+            assert_eq!(
+                s.closed(),
+                Some(&expected),
+                "byte {byte} bit {b}, chunk {chunk}"
+            );
+            assert_eq!(
+                s.delivered(),
+                b"first",
+                "byte {byte} bit {b}: nothing of the frame"
+            );
+            assert!(
+                s.events.contains(&Event::StreamIncomplete {
+                    stream: StreamId::new(1),
+                    frames: 1,
+                    bytes: 5,
+                    reason: expected.clone(),
+                }),
+                "byte {byte} bit {b}"
+            );
+            assert!(!s
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::StreamEnd { .. })));
+            assert_eq!(
+                s.written.len(),
+                HANDSHAKE_FRAME_LEN,
+                "nothing sent in reply"
+            );
+        }
+    }
+}
+
+#[test]
+fn replayed_reordered_reflected_or_transplanted_sealed_frames_close() {
+    for chunk in CHUNKINGS {
+        let now = Instant::now();
+        let mut auth = server_auth(|b| b);
+        let config = ConnectionConfig::default();
+        // Replayed: the same frame twice.
+        let (mut s, mut c) = established(&mut auth, config, now, chunk, 20_000);
+        let f0 = c.keys().seal(FrameType::Data, 1, 0, b"a");
+        s.feed(
+            &mut auth,
+            now,
+            UNIX_START,
+            &[f0.clone(), f0.clone()].concat(),
+            chunk,
+        );
+        assert_eq!(s.closed(), Some(&CloseReason::BadFrameMac), "replayed");
+        assert_eq!(s.delivered(), b"a");
+        // Reordered: the second frame first.
+        let (mut s, mut c) = established(&mut auth, config, now, chunk, 20_001);
+        let f0 = c.keys().seal(FrameType::Data, 1, 0, b"a");
+        let f1 = c.keys().seal(FrameType::Data, 1, 1, b"b");
+        s.feed(&mut auth, now, UNIX_START, &[f1, f0].concat(), chunk);
+        assert_eq!(s.closed(), Some(&CloseReason::BadFrameMac), "reordered");
+        assert!(s.delivered().is_empty());
+        // Dropped: a frame missing from the middle.
+        let (mut s, mut c) = established(&mut auth, config, now, chunk, 20_002);
+        let f0 = c.keys().seal(FrameType::Data, 1, 0, b"a");
+        let _lost = c.keys().seal(FrameType::Data, 1, 1, b"b");
+        let f2 = c.keys().seal(FrameType::Data, 1, 2, b"c");
+        s.feed(&mut auth, now, UNIX_START, &[f0, f2].concat(), chunk);
+        assert_eq!(s.closed(), Some(&CloseReason::BadFrameMac), "dropped");
+        assert_eq!(s.delivered(), b"a");
+        // Reflected: the server's own frame sent back to it.
+        let (mut s, _c) = established(&mut auth, config, now, chunk, 20_003);
+        let stream = s.conn.open_stream().unwrap();
+        s.conn
+            .send(now, stream, Bytes::from_static(b"mine"))
+            .unwrap();
+        let before = s.written.len();
+        s.conn.write_to(now, &mut s.written).unwrap();
+        let own = s.written[before..].to_vec();
+        s.feed(&mut auth, now, UNIX_START, &own, chunk);
+        assert_eq!(s.closed(), Some(&CloseReason::BadFrameMac), "reflected");
+        assert!(s.delivered().is_empty());
+        // Transplanted: a frame of one session at the same position of another.
+        let (_, mut c1) = established(&mut auth, config, now, chunk, 20_004);
+        let (mut s2, _) = established(&mut auth, config, now, chunk, 20_005);
+        let other = c1.keys().seal(FrameType::Data, 1, 0, b"a");
+        s2.feed(&mut auth, now, UNIX_START, &other, chunk);
+        assert_eq!(s2.closed(), Some(&CloseReason::BadFrameMac), "transplanted");
+        assert!(s2.delivered().is_empty());
+    }
+}
+
+#[test]
+fn a_relaying_man_in_the_middle_reads_nothing_and_any_rewrite_closes() {
+    let plaintext = harness::pattern(3 * 1000, 42);
+    for chunk in CHUNKINGS {
+        for (n, target) in [0usize, 1, 999].into_iter().enumerate() {
+            // The attacker relays every byte between a genuine client and a
+            // genuine server, and rewrites one byte of the second DATA frame.
+            let mut p = Pair::defaults(WireVersion::V2, chunk);
+            p.handshake();
+            let stream = p.client.conn.open_stream().unwrap();
+            for piece in plaintext.chunks(1000) {
+                p.client
+                    .conn
+                    .send(p.now, stream, Bytes::copy_from_slice(piece))
+                    .unwrap();
+            }
+            p.client.conn.finish(p.now, stream).unwrap();
+            let mut relayed = Vec::new();
+            p.client.conn.write_to(p.now, &mut relayed).unwrap();
+            assert_eq!(relayed.len(), 3 * (14 + 1000 + 16) + 30);
+            for window in [&plaintext[..64], &plaintext[1000..1064]] {
+                assert!(
+                    !relayed.windows(64).any(|w| w == window),
+                    "plaintext visible on the wire"
+                );
+            }
+            let second_body = (14 + 1000 + 16) + 14;
+            relayed[second_body + target] ^= 0x80 >> (n % 8);
+            p.inject_to_server(&relayed);
+            assert_eq!(
+                p.server.closed_reason(),
+                Some(&CloseReason::BadFrameMac),
+                "byte {target}, chunk {chunk}"
+            );
+            assert_eq!(p.server.received(stream), &plaintext[..1000]);
+            assert!(!p
+                .server
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::StreamEnd { .. })));
+            assert!(p.server.events.iter().any(|e| matches!(
+                e,
+                Event::StreamIncomplete { stream: s, frames: 1, bytes: 1000, .. } if *s == stream
+            )));
+            p.deliver_eof_to_client();
+            assert_eq!(p.client.closed_reason(), Some(&CloseReason::PeerClosed));
+        }
+    }
+}
+
+#[test]
+fn a_relay_that_rewrites_any_handshake_byte_gets_nothing_established() {
+    for chunk in [usize::MAX, 1] {
+        for byte in (HEADER_LEN..HANDSHAKE_FRAME_LEN).step_by(if chunk == 1 { 7 } else { 1 }) {
+            // HELLO2 rewritten: the server refuses it silently.
+            let now = Instant::now();
+            let mut auth = server_auth(|b| b);
+            let mut cauth = client_auth(byte as u8);
+            let (_c, mut hello) = client(&mut cauth, now, ClientOptions::v2());
+            hello[byte] ^= 1;
+            let mut s = Driven::server(now);
+            s.feed(&mut auth, now, UNIX_START, &hello, chunk);
+            s.assert_refused_silently(AuthFailure::BadMac, "rewritten HELLO2");
+            // ACCEPT2 rewritten: the client refuses it and sends no CONFIRM.
+            let (mut c, hello) = client(&mut cauth, now, ClientOptions::v2());
+            let mut s = Driven::server(now);
+            s.feed(&mut auth, now, UNIX_START, &hello, chunk);
+            let mut accept = s.written.clone();
+            accept[byte] ^= 1;
+            c.feed(&mut cauth, now, UNIX_START, &accept, chunk);
+            c.assert_refused_silently(AuthFailure::BadMac, "rewritten ACCEPT2");
+            s.timeout(now + Duration::from_secs(10));
+            assert_eq!(s.closed(), Some(&CloseReason::HandshakeTimeout));
+            assert!(!s.established());
+        }
+    }
+}
+
+// ----- versions -----------------------------------------------------------------
+
+#[test]
+fn a_v1_hello_to_a_v2_only_server_is_refused_as_v1_disabled() {
+    for chunk in CHUNKINGS {
+        let now = Instant::now();
+        let mut auth = server_auth(|b| b);
+        let mut s = Driven::server(now);
+        let hello = sign_hello(&key(KEY), CLIENT, 7).encode_frame();
+        s.feed(&mut auth, now, UNIX_START, &hello, chunk);
+        s.assert_refused_silently(AuthFailure::V1Disabled, "v1 HELLO");
+        let counters = auth.counters();
+        assert_eq!(counters.v1_disabled, 1);
+        assert_eq!(counters.bad_mac, 0, "not a failed authentication");
+        // Even with a key it does not hold: refused before any MAC check.
+        let mut s = Driven::server(now);
+        let wrong = sign_hello(&key("another-key-0123456789"), CLIENT, 8).encode_frame();
+        s.feed(&mut auth, now, UNIX_START, &wrong, chunk);
+        s.assert_refused_silently(AuthFailure::V1Disabled, "v1 HELLO, other key");
+        assert_eq!(auth.counters().bad_mac, 0);
+    }
+}
+
+#[test]
+fn a_verified_v1_hello_from_a_node_that_speaks_v2_is_a_downgrade() {
+    for chunk in CHUNKINGS {
+        let now = Instant::now();
+        let mut auth = server_auth(|b| b.allow_v1(true));
+        let speaks_v2 = |id: &Uuid| *id == CLIENT;
+        let mut s = Driven::server(now);
+        let hello = sign_hello(&key(KEY), CLIENT, 7).encode_frame();
+        s.feed_with(&mut auth, now, UNIX_START, &hello, chunk, &speaks_v2);
+        s.assert_refused_silently(AuthFailure::Downgrade, "downgrade");
+        assert_eq!(auth.counters().downgrades, 1);
+        assert_eq!(auth.counters().hellos_accepted, 0);
+        // Judged after the MAC: a forged one is a bad MAC, not a downgrade.
+        let mut s = Driven::server(now);
+        let forged = sign_hello(&key("another-key-0123456789"), CLIENT, 8).encode_frame();
+        s.feed_with(&mut auth, now, UNIX_START, &forged, chunk, &speaks_v2);
+        s.assert_refused_silently(AuthFailure::BadMac, "forged");
+        assert_eq!(auth.counters().downgrades, 1);
+        // A node id not known to speak v2 still connects with v1.
+        let mut s = Driven::server(now);
+        let other = sign_hello(&key(KEY), Uuid::from_bytes([3; 16]), 9).encode_frame();
+        s.feed_with(&mut auth, now, UNIX_START, &other, chunk, &speaks_v2);
+        assert!(s.established());
+        assert_eq!(s.conn.version(), WireVersion::V1);
     }
 }
