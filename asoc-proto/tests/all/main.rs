@@ -17,6 +17,7 @@ mod dial;
 mod discovery;
 mod keys;
 mod node;
+mod node_v2;
 mod policy;
 mod replay;
 mod sans_io_rules;
