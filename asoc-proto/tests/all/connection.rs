@@ -14,7 +14,7 @@ use asoc_proto::handshake::HandshakeOutcome;
 use asoc_proto::v2::{Suite, WireVersion};
 use asoc_proto::wire::{FrameError, FrameType, Header, HEADER_LEN};
 use bytes::Bytes;
-use harness::v2peer::{v2_header, Keys};
+use harness::v2peer::{v2_header, Keys, RawServer};
 use harness::{authenticator, key, pattern, Pair, CHUNKINGS, KEY, UNIX_START, VERSIONS};
 use uuid::Uuid;
 
@@ -936,6 +936,107 @@ fn v2_length_outside_tag_and_limit_closes_before_any_body_byte() {
         assert_eq!(
             harness::received(&events, StreamId::new(1)),
             vec![7; max as usize]
+        );
+    }
+}
+
+/// A v2 client established with a hand-driven server (the pair's own
+/// server is muted), and that server.
+fn client_with_raw_server(config: ConnectionConfig, chunk: usize) -> (Pair, RawServer) {
+    let mut p = Pair::version(WireVersion::V2, config, key(KEY), key(KEY), chunk);
+    p.server.write_capacity = Some(0);
+    p.drive();
+    let (server, accept) = RawServer::answer(
+        &key(KEY),
+        &p.client.wire_log,
+        Uuid::from_bytes([2; 16]),
+        [3; 8],
+        0x52,
+    )
+    .expect("the client's HELLO2 decrypts");
+    p.inject_to_client(&accept);
+    assert!(p.client.is_established(), "{:?}", p.client.events);
+    (p, server)
+}
+
+#[test]
+fn v2_client_applies_the_receiver_rules_too() {
+    let max = 1024u32;
+    let config = ConnectionConfig::builder()
+        .max_payload(max)
+        .build()
+        .unwrap();
+    type Build = fn(&mut Keys) -> Vec<u8>;
+    let cases: [(Build, CloseReason); 5] = [
+        (
+            |_| {
+                v2_header(FrameType::Data, 2, 0, 1024 + 17)
+                    .encode()
+                    .to_vec()
+            },
+            CloseReason::Protocol(ProtocolError::Frame(FrameError::PayloadTooLarge {
+                declared: 1024 + 17,
+                max: 1024 + 16,
+            })),
+        ),
+        (
+            |_| v2_header(FrameType::Data, 2, 0, 15).encode().to_vec(),
+            CloseReason::Protocol(ProtocolError::Frame(FrameError::ShorterThanTag {
+                declared: 15,
+                tag: 16,
+            })),
+        ),
+        (
+            |k| k.seal(FrameType::Data, 0, 0, b"x"),
+            CloseReason::Protocol(ProtocolError::DataOnStreamZero),
+        ),
+        (
+            |k| {
+                let mut v = k.seal(FrameType::Data, 2, 0, b"x");
+                v.extend(k.seal(FrameType::Data, 2, 2, b"y"));
+                v
+            },
+            CloseReason::Protocol(ProtocolError::SequenceGap {
+                stream: StreamId::new(2),
+                frame_type: FrameType::Data,
+                expected: 1,
+                got: 2,
+            }),
+        ),
+        // An unsealed ACCEPT2 after the handshake is read as a sealed frame
+        // whose tag does not verify.
+        (
+            |_| {
+                let mut v = v2_handshake_header(Suite::AesGcm, true).encode().to_vec();
+                v.extend([0; 72]);
+                v
+            },
+            CloseReason::BadFrameMac,
+        ),
+    ];
+    for (build, expected) in cases {
+        for chunk in CHUNKINGS {
+            let (mut p, mut server) = client_with_raw_server(config, chunk);
+            let sent = p.client.wire_log.len();
+            let bytes = build(server.keys());
+            p.inject_to_client(&bytes);
+            assert_eq!(p.client.closed_reason(), Some(&expected), "chunk {chunk}");
+            assert_eq!(p.client.wire_log.len(), sent, "nothing sent in reply");
+            assert!(stream_end(&p.client.events, StreamId::new(2)).is_none());
+        }
+    }
+    // And accepts what the rules allow: a full-size frame, then END.
+    for chunk in CHUNKINGS {
+        let (mut p, mut server) = client_with_raw_server(config, chunk);
+        let mut bytes = server
+            .keys()
+            .seal(FrameType::Data, 2, 0, &vec![9; max as usize]);
+        bytes.extend(server.keys().seal(FrameType::End, 2, 1, b""));
+        p.inject_to_client(&bytes);
+        assert_eq!(p.client.closed_reason(), None);
+        assert_eq!(
+            stream_end(&p.client.events, StreamId::new(2)),
+            Some((1, u64::from(max)))
         );
     }
 }

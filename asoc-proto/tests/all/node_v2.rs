@@ -138,65 +138,68 @@ fn squatting_a_connected_node_id_with_its_replayed_hello2_is_a_replay() {
 
 #[test]
 fn v1_hellos_to_a_v2_only_node_are_v1_disabled_and_never_lock_out() {
-    let t0 = Instant::now();
-    let mut s = v2_node(1, t0);
-    let from_ip = ATTACKER;
-    // Twice the lockout threshold of v1 HELLOs, correctly signed or not.
-    for i in 0..10u16 {
-        let t = t0 + Duration::from_secs(u64::from(i));
-        let from = addr(from_ip, 50_000 + i);
-        let mut end = accept(&mut s, t, from);
-        let k = if i % 2 == 0 { KEY } else { OTHER_KEY };
-        end.input(&mut s, t, &hello_frame(k, node_id(5), u32::from(i)));
-        assert_eq!(end.flush(t), b"", "silent close");
-        assert_eq!(
-            end.close_reason,
-            Some(CloseReason::AuthFailed(AuthFailure::V1Disabled))
-        );
-        assert_eq!(
-            drain(&mut s),
-            vec![NodeEvent::AuthFailed {
-                conn: Some(end.id),
-                addr: from,
-                reason: AuthFailure::V1Disabled,
-            }]
-        );
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut s = v2_node(1, t0);
+        let from_ip = ATTACKER;
+        // Twice the lockout threshold of v1 HELLOs, correctly signed or not.
+        for i in 0..10u16 {
+            let t = t0 + Duration::from_secs(u64::from(i));
+            let from = addr(from_ip, 50_000 + i);
+            let mut end = accept(&mut s, t, from);
+            let k = if i % 2 == 0 { KEY } else { OTHER_KEY };
+            end.input(&mut s, t, &hello_frame(k, node_id(5), u32::from(i)));
+            assert_eq!(end.flush(t), b"", "silent close");
+            assert_eq!(
+                end.close_reason,
+                Some(CloseReason::AuthFailed(AuthFailure::V1Disabled))
+            );
+            assert_eq!(
+                drain(&mut s),
+                vec![NodeEvent::AuthFailed {
+                    conn: Some(end.id),
+                    addr: from,
+                    reason: AuthFailure::V1Disabled,
+                }]
+            );
+        }
+        let t = t0 + Duration::from_secs(10);
+        assert!(!s.is_locked_out(t, ip(from_ip)));
+        let counters = s.counters();
+        assert_eq!(counters.policy.auth_failures.v1_disabled, 10);
+        assert_eq!(counters.policy.lockouts, 0);
+        assert_eq!(counters.auth.v1_disabled, 10);
+        assert_eq!(counters.auth.bad_mac, 0);
+        // A v2 client from that address still gets in.
+        let mut c = v2_node(2, t0);
+        let link = Link::open(&mut c, &mut s, t, addr(from_ip, 60_000), addr(1, 7000)).unwrap();
+        assert!(link.is_established());
+        // Whereas five HELLO2s under another key do lock it out.
+        let mut lockouts = 0;
+        for i in 0..5u32 {
+            let t = t + Duration::from_secs(1 + u64::from(i));
+            let mut end = accept(&mut s, t, addr(from_ip, 61_000 + i as u16));
+            let forged = RawClient::new(
+                &key(OTHER_KEY),
+                Suite::AesGcm,
+                node_id(5),
+                unix_at(t),
+                900 + i,
+            );
+            end.input(&mut s, t, &forged.hello);
+            assert_eq!(
+                end.close_reason,
+                Some(CloseReason::AuthFailed(AuthFailure::BadMac))
+            );
+            lockouts += drain(&mut s)
+                .iter()
+                .filter(|e| matches!(e, NodeEvent::LockedOut { .. }))
+                .count();
+        }
+        assert_eq!(lockouts, 1);
+        assert_eq!(s.counters().policy.lockouts, 1);
     }
-    let t = t0 + Duration::from_secs(10);
-    assert!(!s.is_locked_out(t, ip(from_ip)));
-    let counters = s.counters();
-    assert_eq!(counters.policy.auth_failures.v1_disabled, 10);
-    assert_eq!(counters.policy.lockouts, 0);
-    assert_eq!(counters.auth.v1_disabled, 10);
-    assert_eq!(counters.auth.bad_mac, 0);
-    // A v2 client from that address still gets in.
-    let mut c = v2_node(2, t0);
-    let link = Link::open(&mut c, &mut s, t, addr(from_ip, 60_000), addr(1, 7000)).unwrap();
-    assert!(link.is_established());
-    // Whereas five HELLO2s under another key do lock it out.
-    let mut lockouts = 0;
-    for i in 0..5u32 {
-        let t = t + Duration::from_secs(1 + u64::from(i));
-        let mut end = accept(&mut s, t, addr(from_ip, 61_000 + i as u16));
-        let forged = RawClient::new(
-            &key(OTHER_KEY),
-            Suite::AesGcm,
-            node_id(5),
-            unix_at(t),
-            900 + i,
-        );
-        end.input(&mut s, t, &forged.hello);
-        assert_eq!(
-            end.close_reason,
-            Some(CloseReason::AuthFailed(AuthFailure::BadMac))
-        );
-        lockouts += drain(&mut s)
-            .iter()
-            .filter(|e| matches!(e, NodeEvent::LockedOut { .. }))
-            .count();
-    }
-    assert_eq!(lockouts, 1);
-    assert_eq!(s.counters().policy.lockouts, 1);
 }
 
 #[test]
