@@ -550,6 +550,14 @@ fn without_confirm_the_server_times_out_and_never_reports_the_peer() {
         assert!(!s.established());
         assert_eq!(s.written.len(), HANDSHAKE_FRAME_LEN);
         assert_eq!(auth.counters().v2_established, 0);
+        // A CONFIRM just inside the deadline still establishes.
+        let mut client = raw(CLIENT, UNIX_START, 0x74);
+        let (mut s, confirm) = answered(&mut auth, now, UNIX_START, &mut client, chunk);
+        let late = now + Duration::from_millis(9_999);
+        s.timeout(late);
+        s.feed(&mut auth, late, UNIX_START + 9_999, &confirm, chunk);
+        assert!(s.established(), "{:?}", s.events);
+        assert_eq!(s.conn.peer_node(), Some(CLIENT));
     }
 }
 
