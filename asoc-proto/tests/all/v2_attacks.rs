@@ -52,7 +52,7 @@ struct Driven {
 }
 
 impl Driven {
-    fn new(conn: Connection) -> Self {
+    fn new(conn: Connection, now: Instant) -> Self {
         let mut d = Self {
             conn,
             buf: BytesMut::new(),
@@ -60,7 +60,7 @@ impl Driven {
             outcomes: Vec::new(),
             written: Vec::new(),
         };
-        d.settle_output();
+        d.settle_output(now);
         d
     }
 
@@ -69,13 +69,11 @@ impl Driven {
     }
 
     fn server_with(config: ConnectionConfig, now: Instant) -> Self {
-        Self::new(Connection::server(config, now))
+        Self::new(Connection::server(config, now), now)
     }
 
-    fn settle_output(&mut self) {
-        self.conn
-            .write_to(Instant::now(), &mut self.written)
-            .unwrap();
+    fn settle_output(&mut self, now: Instant) {
+        self.conn.write_to(now, &mut self.written).unwrap();
         while let Some(e) = self.conn.poll_event() {
             self.events.push(e);
         }
@@ -119,7 +117,7 @@ impl Driven {
 
     fn timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
-        self.settle_output();
+        self.settle_output(now);
     }
 
     fn closed(&self) -> Option<&CloseReason> {
@@ -408,7 +406,10 @@ fn a_full_ephemeral_cache_fails_closed_and_frees_a_slot_only_at_timestamp_plus_6
 
 /// A v2 client of node 1 and its HELLO2.
 fn client(auth: &mut Authenticator, now: Instant, options: ClientOptions) -> (Driven, Vec<u8>) {
-    let mut c = Driven::new(auth.client(now, UNIX_START, ConnectionConfig::default(), options));
+    let mut c = Driven::new(
+        auth.client(now, UNIX_START, ConnectionConfig::default(), options),
+        now,
+    );
     let hello = std::mem::take(&mut c.written);
     assert_eq!(hello.len(), HANDSHAKE_FRAME_LEN);
     (c, hello)
