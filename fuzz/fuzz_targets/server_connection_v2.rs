@@ -3,7 +3,9 @@
 //! first completes a genuine handshake (HELLO2, then CONFIRM sealed with
 //! its keys) so that the fuzzer reaches the established state; bit 1 (with
 //! bit 0): `rest` is frames to seal with the client's keys
-//! (`common::seal_frames`), else raw bytes; bits 2..: read size.
+//! (`common::seal_frames`), else raw bytes; bit 2: that client offers
+//! ChaChaPoly instead of AES-GCM; bits 3..: read size
+//! (`common::read_size`).
 #![no_main]
 
 #[path = "common.rs"]
