@@ -1,6 +1,7 @@
 //! v2 attacks on nodes of one cluster (WIRE-v2.md §3, §6), performed from
 //! outside with raw bytes on an accepted connection: what the attacked node
-//! wrote, the node events it reported and the policy counters it moved.
+//! wrote, the node events it reported and the policy counters it moved;
+//! and, last, the same attacks succeeding against v1.
 
 use crate::node_harness::*;
 
@@ -10,7 +11,7 @@ use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::CloseReason;
 use asoc_proto::handshake::ClientOptions;
 use asoc_proto::node::{Node, NodeEvent};
-use asoc_proto::v2::Suite;
+use asoc_proto::v2::{Suite, WireVersion};
 
 use crate::harness::v2peer::{RawClient, HANDSHAKE_FRAME_LEN};
 
@@ -239,4 +240,73 @@ fn a_node_dialing_an_expected_id_refuses_another_server() {
         // The server, never confirmed, reports no peer either.
         assert!(!peer_connected(&drain(&mut s)));
     }
+}
+
+// ----- the same attacks against v1, which cannot stop them -------------------------
+//
+// These pass because v1 is weak: they keep the difference visible, and
+// would start failing if v1 changed its bytes.
+
+fn v1_node(n: u8, t0: Instant) -> Node {
+    node_with(config(n, KEY), n, t0)
+}
+
+#[test]
+fn v1_lets_a_hello_recorded_at_one_node_open_another() {
+    let t0 = Instant::now();
+    let _v1 = speak(WireVersion::V1);
+    let (mut x, mut a, mut b) = (v1_node(3, t0), v1_node(1, t0), v1_node(4, t0));
+    let link = Link::open(&mut x, &mut a, t0, addr(3, 40_000), addr(1, 7000)).unwrap();
+    assert!(link.is_established());
+    let recorded = link.client.written[..50].to_vec();
+    let from = addr(ATTACKER, 50_000);
+    let mut end = accept(&mut b, t0, from);
+    end.input(&mut b, t0, &recorded);
+    assert_eq!(end.flush(t0).len(), 30, "ACCEPT sent to the attacker");
+    assert!(end.is_established());
+    let (events, _) = blank_sessions(drain(&mut b));
+    assert!(events.contains(&NodeEvent::PeerConnected {
+        conn: end.id,
+        peer_node: Some(node_id(3)),
+        addr: from,
+        direction: asoc_proto::node::Direction::Inbound,
+        key: asoc_proto::auth::KeyId(0),
+        session: BLANK_SESSION,
+    }));
+}
+
+#[test]
+fn v1_lets_a_recorded_accept_fool_a_client_and_a_relay_rewrite_a_tensor() {
+    let t0 = Instant::now();
+    let _v1 = speak(WireVersion::V1);
+    let (mut x, mut a) = (v1_node(3, t0), v1_node(1, t0));
+    let link = Link::open(&mut x, &mut a, t0, addr(3, 40_000), addr(1, 7000)).unwrap();
+    let recorded_accept = link.server.written[..30].to_vec();
+    // Node 3 dials again, this time an impostor that replays the ACCEPT.
+    let (cid, conn) = x
+        .connect_to(t0, unix_at(t0), addr(ATTACKER, 7000), ClientOptions::v1())
+        .unwrap();
+    let mut victim = End::new(cid, conn);
+    let _hello = victim.flush(t0);
+    victim.input(&mut x, t0, &recorded_accept);
+    assert!(victim.is_established(), "v1 accepts a recorded ACCEPT");
+    // And on the genuine link a relay flips a payload byte unnoticed.
+    let mut link = link;
+    let s = link.client.conn.open_stream().unwrap();
+    link.client
+        .conn
+        .send(t0, s, bytes::Bytes::from_static(b"tensor"))
+        .unwrap();
+    link.client.conn.finish(t0, s).unwrap();
+    let mut wire = link.client.flush(t0);
+    wire[14] ^= 0x20;
+    link.server.input(&mut a, t0, &wire);
+    assert_eq!(link.server.received(s), b"Tensor", "altered and delivered");
+    assert!(
+        link.server
+            .events
+            .iter()
+            .any(|e| matches!(e, asoc_proto::connection::Event::StreamEnd { bytes: 6, .. })),
+        "the altered tensor is reported complete"
+    );
 }
