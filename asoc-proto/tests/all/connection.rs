@@ -888,16 +888,17 @@ fn v2_length_outside_tag_and_limit_closes_before_any_body_byte() {
     let cases = [
         (
             max + 17,
+            // Reported as payloads: the tag is not counted.
             FrameError::PayloadTooLarge {
-                declared: max + 17,
-                max: max + 16,
+                declared: max + 1,
+                max,
             },
         ),
         (
             u32::MAX,
             FrameError::PayloadTooLarge {
-                declared: u32::MAX,
-                max: max + 16,
+                declared: u32::MAX - 16,
+                max,
             },
         ),
         (
@@ -975,8 +976,8 @@ fn v2_client_applies_the_receiver_rules_too() {
                     .to_vec()
             },
             CloseReason::Protocol(ProtocolError::Frame(FrameError::PayloadTooLarge {
-                declared: 1024 + 17,
-                max: 1024 + 16,
+                declared: 1024 + 1,
+                max: 1024,
             })),
         ),
         (

@@ -225,7 +225,10 @@ fn a_node_dialing_an_expected_id_refuses_another_server() {
         client.input(&mut c, t0, &accept2);
         assert_eq!(
             client.close_reason,
-            Some(CloseReason::AuthFailed(AuthFailure::UnexpectedPeer))
+            Some(CloseReason::AuthFailed(AuthFailure::UnexpectedPeer {
+                expected: node_id(9),
+                proven: node_id(1),
+            }))
         );
         assert_eq!(client.flush(t0), b"", "no CONFIRM");
         assert_eq!(client.written.len(), HANDSHAKE_FRAME_LEN);
@@ -234,7 +237,10 @@ fn a_node_dialing_an_expected_id_refuses_another_server() {
         assert!(events.contains(&NodeEvent::AuthFailed {
             conn: Some(cid),
             addr: addr(1, 7000),
-            reason: AuthFailure::UnexpectedPeer,
+            reason: AuthFailure::UnexpectedPeer {
+                expected: node_id(9),
+                proven: node_id(1),
+            },
         }));
         assert_eq!(c.counters().auth.unexpected_peer, 1);
         // The server, never confirmed, reports no peer either.

@@ -446,7 +446,13 @@ fn a_server_proving_another_node_id_than_expected_is_refused() {
         // A key holder answering as node 2.
         let (_, accept) = RawServer::answer(&key(KEY), &hello, SERVER, [1; 8], 0x70).unwrap();
         c.feed(&mut auth, now, UNIX_START, &accept, chunk);
-        c.assert_refused_silently(AuthFailure::UnexpectedPeer, "unexpected peer");
+        c.assert_refused_silently(
+            AuthFailure::UnexpectedPeer {
+                expected,
+                proven: SERVER,
+            },
+            "unexpected peer",
+        );
         assert_eq!(auth.counters().unexpected_peer, 1);
         // The same answer from the expected node id is accepted.
         let (mut c, hello) = client(
@@ -594,8 +600,8 @@ fn flipped_header_outcome(byte: usize, bit: u32, length: u32, max: u32) -> (Clos
         if flipped > max + 16 {
             return (
                 CloseReason::Protocol(ProtocolError::Frame(FrameError::PayloadTooLarge {
-                    declared: flipped,
-                    max: max + 16,
+                    declared: flipped - 16,
+                    max,
                 })),
                 0,
             );
