@@ -5,9 +5,9 @@
 //!
 //! - [`scenarios`](mod@scenarios): the behaviour every adapter must show
 //!   (verified large transfers, concurrent streams, wrong keys, discovery,
-//!   meshes, TLS, faults, floods, backpressure, and the attacks v2
-//!   defeats and v1 does not), each an `async fn` generic
-//!   over [`asoc_async::Net`], so one body runs on tokio, smol, async-std's
+//!   meshes, TLS, faults, floods, backpressure, and the attacks v2 defeats
+//!   and v1 does not), each an `async fn` generic over
+//!   [`asoc_async::Net`], so one body runs on tokio, smol, async-std's
 //!   executor and mio.
 //! - [`scenarios!`] and [`floods!`]: expand to one `#[test]` per scenario on
 //!   the runtime the calling test crate names, so an adapter's test binary

@@ -446,7 +446,8 @@ async fn recorded<N: Net>(
         _ => (86, 86),
     };
     assert_eq!((hello.len(), accept.len()), (hello_len, accept_len));
-    assert_eq!(hello[0], accept[0], "both frames of one version");
+    let v = if version == WireVersion::V1 { 1 } else { 2 };
+    assert_eq!((hello[0], accept[0]), (v, v), "both frames of {version:?}");
     Recorded {
         hello,
         accept,
@@ -721,6 +722,9 @@ pub async fn flipped_byte_v2<N: Net>(net: N) {
     ));
     let seen = with_queued(&s, seen);
     assert!(seen.iter().any(|e| matches!(e,
+        NodeEvent::PeerConnected { session, .. }
+            if session.version == WireVersion::V2 && session.suite.is_some())));
+    assert!(seen.iter().any(|e| matches!(e,
         NodeEvent::StreamIncomplete { reason: CloseReason::BadFrameMac, bytes, .. }
             if *bytes == CHUNK as u64)));
     assert!(seen
@@ -768,6 +772,8 @@ pub async fn flipped_byte_v1<N: Net>(net: N) {
     .await;
     assert!(matches!(seen.last(),
         Some(NodeEvent::StreamComplete { bytes, .. }) if *bytes == original.len() as u64));
+    assert!(seen.iter().any(|e| matches!(e,
+        NodeEvent::PeerConnected { session, .. } if session.version == WireVersion::V1)));
 }
 
 /// Attack 3's redirection against v2: X means to reach Z and dials a relay
