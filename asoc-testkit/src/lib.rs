@@ -5,8 +5,9 @@
 //!
 //! - [`scenarios`](mod@scenarios): the behaviour every adapter must show
 //!   (verified large transfers, concurrent streams, wrong keys, discovery,
-//!   meshes, TLS, faults, floods, backpressure), each an `async fn` generic
-//!   over [`asoc_async::Net`], so one body runs on tokio, smol, async-std's
+//!   meshes, TLS, faults, floods, backpressure, and the attacks v2 defeats
+//!   and v1 does not), each an `async fn` generic over
+//!   [`asoc_async::Net`], so one body runs on tokio, smol, async-std's
 //!   executor and mio.
 //! - [`scenarios!`] and [`floods!`]: expand to one `#[test]` per scenario on
 //!   the runtime the calling test crate names, so an adapter's test binary
@@ -121,6 +122,56 @@ macro_rules! scenarios {
         #[test]
         fn dropping_the_last_handle_shuts_the_node_down() {
             $run($crate::scenarios::lifecycle::dropping_the_last_handle_shuts_down);
+        }
+
+        #[test]
+        fn attack_replayed_hello2_opens_no_other_v2_node() {
+            $run($crate::scenarios::attacks::replayed_hello_v2);
+        }
+
+        #[test]
+        fn attack_replayed_v1_hello_injects_a_tensor_under_the_senders_id() {
+            $run($crate::scenarios::attacks::replayed_hello_v1);
+        }
+
+        #[test]
+        fn attack_recorded_accept2_is_refused_and_nothing_is_sent() {
+            $run($crate::scenarios::attacks::recorded_accept_v2);
+        }
+
+        #[test]
+        fn attack_recorded_v1_accept_streams_the_tensor_to_the_impostor() {
+            $run($crate::scenarios::attacks::recorded_accept_v1);
+        }
+
+        #[test]
+        fn attack_relay_flipping_a_byte_closes_v2_with_bad_frame_mac() {
+            $run($crate::scenarios::attacks::flipped_byte_v2);
+        }
+
+        #[test]
+        fn attack_relay_flipping_a_byte_completes_an_altered_v1_tensor() {
+            $run($crate::scenarios::attacks::flipped_byte_v1);
+        }
+
+        #[test]
+        fn attack_relay_to_another_node_fails_the_v2_peer_id_check() {
+            $run($crate::scenarios::attacks::redirected_dial_v2);
+        }
+
+        #[test]
+        fn attack_relay_to_another_node_goes_unnoticed_in_v1() {
+            $run($crate::scenarios::attacks::redirected_dial_v1);
+        }
+
+        #[test]
+        fn attack_node_id_squatting_with_a_replayed_hello2_is_refused() {
+            $run($crate::scenarios::attacks::squatting_v2);
+        }
+
+        #[test]
+        fn attack_node_id_squatting_with_a_replayed_v1_hello_succeeds_elsewhere() {
+            $run($crate::scenarios::attacks::squatting_v1);
         }
     };
 }

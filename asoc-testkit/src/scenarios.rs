@@ -20,6 +20,7 @@ use asoc_proto::discovery::DiscoveryConfig;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+pub mod attacks;
 pub mod hostile;
 pub mod lifecycle;
 
