@@ -436,11 +436,16 @@ impl<N: Net> Inner<N> {
     }
 
     /// Starts the task of connection `id` over `io`.
-    fn run_connection(self: &Arc<Self>, io: Box<dyn Transport>, id: ConnId, conn: ProtoConnection) {
-        let info = self.proto().connection(id);
-        let Some(info) = info else {
-            return;
-        };
+    /// Starts connection `id`'s task and returns the state it shares with
+    /// its handles (`None` if the node no longer knows the connection).
+    fn run_connection(
+        self: &Arc<Self>,
+        io: Box<dyn Transport>,
+        id: ConnId,
+        conn: ProtoConnection,
+    ) -> Option<Arc<Shared>> {
+        let info = self.proto().connection(id)?;
+        let mut registered = None;
         let incoming = self.incoming_tx.clone();
         let inner = self.clone();
         let deliver = Box::new(move |stream: RecvStream| {
@@ -468,6 +473,7 @@ impl<N: Net> Inner<N> {
             self.driver,
             deliver,
             |cmds, shared, abort| {
+                registered = Some(shared.clone());
                 self.peers().insert(
                     id,
                     PeerHandle {
@@ -479,6 +485,7 @@ impl<N: Net> Inner<N> {
                 );
             },
         );
+        registered
     }
 }
 
@@ -684,15 +691,14 @@ impl<N: Net> Node<N> {
             self.inner.pump(&mut proto);
             r.map_err(Error::Refused)?
         };
-        self.inner.run_connection(io, id, conn);
-        self.wait_established(id).await
+        // The shared state is taken as the task starts, not looked up
+        // later: a refused handshake may end the task, and remove it from
+        // the node, before this caller runs again.
+        let shared = self.inner.run_connection(io, id, conn).ok_or(Error::Gone)?;
+        self.wait_established(id, &shared).await
     }
 
-    async fn wait_established(&self, id: ConnId) -> Result<PeerInfo, Error> {
-        let shared = self.inner.peers().get(&id).map(|p| p.shared.clone());
-        let Some(shared) = shared else {
-            return Err(Error::Gone);
-        };
+    async fn wait_established(&self, id: ConnId, shared: &Shared) -> Result<PeerInfo, Error> {
         loop {
             let listener = shared.on_change.listen();
             if shared.established.load(Ordering::Acquire) {
@@ -899,7 +905,9 @@ async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
         };
         match admitted {
             Ok((id, conn)) => match inner.tls.server.clone() {
-                None => inner.run_connection(Box::new(io), id, conn),
+                None => {
+                    inner.run_connection(Box::new(io), id, conn);
+                }
                 Some(config) => {
                     let inner2 = inner.clone();
                     inner
@@ -993,7 +1001,9 @@ async fn tls_accept<N: Net>(
     let linger = inner.driver.connection().send_stall_timeout();
     let handshake = tls::accept(&inner.net, io, config, linger);
     match race(handshake, inner.net.sleep_until(deadline)).await {
-        Some(Ok(tls)) => inner.run_connection(Box::new(tls), id, conn),
+        Some(Ok(tls)) => {
+            inner.run_connection(Box::new(tls), id, conn);
+        }
         failed => {
             let reason = if failed.is_none() {
                 CloseReason::HandshakeTimeout

@@ -15,6 +15,37 @@ const THROUGHPUT: [&str; 4] = [
     "many-connections",
 ];
 const SETUP: [&str; 2] = ["setup", "setup-parallel"];
+/// The wires of a throughput bench and of a set-up bench, in row order.
+const THROUGHPUT_WIRES: [&str; 3] = ["v1", "v2", "v1+tls"];
+const SETUP_WIRES: [&str; 2] = ["v1", "v2"];
+
+/// The (bench, wire) rows a full plan reports, in order.
+fn expected_rows(throughput: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    for b in throughput {
+        out.extend(THROUGHPUT_WIRES.iter().map(|w| (*b, *w)));
+    }
+    for b in SETUP {
+        out.extend(SETUP_WIRES.iter().map(|w| (b, *w)));
+    }
+    out
+}
+
+/// The measurement rows (the comparison lines carry a `compare` field).
+fn rows(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|v| v.get("compare").is_none())
+        .collect()
+}
+
+/// The `(bench, wire)` of each measurement row.
+fn row_names(lines: &[Value]) -> Vec<(&str, &str)> {
+    rows(lines)
+        .iter()
+        .map(|v| (v["bench"].as_str().unwrap(), v["wire"].as_str().unwrap()))
+        .collect()
+}
 
 fn bench(args: &[&str]) -> Vec<Value> {
     let out = asoc().arg("bench").args(args).output().unwrap();
@@ -41,9 +72,16 @@ fn one_small_pair_on_smol(extra: &[&str]) -> Vec<Value> {
     bench(&args)
 }
 
-/// The `bench` field of each row.
+/// The `bench` field of each measurement row, each name once, in order.
 fn bench_names(lines: &[Value]) -> Vec<&str> {
-    lines.iter().map(|v| v["bench"].as_str().unwrap()).collect()
+    let mut names: Vec<&str> = Vec::new();
+    for v in rows(lines) {
+        let name = v["bench"].as_str().unwrap();
+        if names.last() != Some(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 fn positive(v: &Value, field: &str) -> f64 {
@@ -62,16 +100,16 @@ fn uint(v: &Value, field: &str) -> u64 {
 
 /// Checks one runtime's lines; returns them by bench name.
 fn check(lines: &[Value], runtime: &str, streams: u64, connections: u64) {
-    let names = bench_names(lines);
-    let expected: Vec<&str> = THROUGHPUT.iter().chain(&SETUP).copied().collect();
-    assert_eq!(names, expected);
-    for v in lines {
+    assert_eq!(row_names(lines), expected_rows(&THROUGHPUT));
+    for v in rows(lines) {
         assert_eq!(v["runtime"], runtime, "{v}");
         assert_eq!(uint(v, "pairs"), 2, "{v}");
-        assert!(
-            v["met"].is_boolean() && v["target"].as_f64().is_some(),
-            "{v}"
-        );
+        // v1 rows are judged, and v2's one-stream and small-frames rows.
+        let judged = v["wire"] == "v1"
+            || (v["wire"] == "v2"
+                && ["one-stream", "small-frames"].contains(&v["bench"].as_str().unwrap()));
+        assert!(v["met"].is_boolean(), "{v}");
+        assert_eq!(v["target"].as_f64().is_some(), judged, "{v}");
         let (asoc, base) = if SETUP.contains(&v["bench"].as_str().unwrap()) {
             assert!(v["chunk_size"].is_null() && v["streams"].is_null() && v["bytes"].is_null());
             assert_eq!(uint(v, "setups"), 32, "{v}");
@@ -86,7 +124,33 @@ fn check(lines: &[Value], runtime: &str, streams: u64, connections: u64) {
         let ratio = positive(v, "ratio");
         assert!((ratio - asoc / base).abs() <= 1e-9 * ratio, "{v}");
     }
-    let by = |name: &str| lines.iter().find(|v| v["bench"] == name).unwrap();
+    // v2 against v1 inside TLS (one stream) and against v1's set-ups.
+    let row = |bench: &str, wire: &str| {
+        *rows(lines)
+            .iter()
+            .find(|v| v["bench"] == bench && v["wire"] == wire)
+            .unwrap()
+    };
+    let compared: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v.get("compare").is_some())
+        .collect();
+    assert_eq!(compared.len(), 3, "{compared:?}");
+    for c in compared {
+        let bench = c["bench"].as_str().unwrap();
+        let (other, unit) = match bench {
+            "one-stream" => ("v1+tls", "asoc_mib_s"),
+            _ => ("v1", "asoc_per_s"),
+        };
+        let want = positive(row(bench, "v2"), unit) / positive(row(bench, other), unit);
+        let got = positive(c, "ratio");
+        assert!((got - want).abs() <= 1e-9 * want, "{c}");
+        assert!(
+            c["target"].as_f64().is_some() && c["met"].is_boolean(),
+            "{c}"
+        );
+    }
+    let by = |name: &str| row(name, "v2");
     assert_eq!(uint(by("one-stream"), "chunk_size"), 1 << 20);
     assert_eq!(uint(by("small-frames"), "chunk_size"), 4 << 10);
     assert_eq!(uint(by("many-streams"), "streams"), streams);
@@ -133,22 +197,16 @@ fn quick_json_on_mio() {
 #[test]
 fn chunk_size_replaces_the_large_frames_and_drops_small_frames() {
     let lines = one_small_pair_on_smol(&["--chunk-size", "64KiB"]);
-    let names = bench_names(&lines);
     assert_eq!(
-        names,
-        [
-            "one-stream",
-            "many-streams",
-            "many-connections",
-            "setup",
-            "setup-parallel"
-        ]
+        row_names(&lines),
+        expected_rows(&["one-stream", "many-streams", "many-connections"])
     );
-    for v in &lines[..3] {
+    let rows = rows(&lines);
+    for v in &rows[..9] {
         assert_eq!(uint(v, "chunk_size"), 64 << 10, "{v}");
     }
-    assert_eq!(uint(&lines[1], "streams"), 64);
-    assert_eq!(uint(&lines[2], "connections"), 8);
+    assert_eq!(uint(rows[3], "streams"), 64);
+    assert_eq!(uint(rows[6], "connections"), 8);
 }
 
 #[test]
@@ -165,6 +223,7 @@ fn the_table_lists_every_bench_and_json_goes_nowhere_else() {
         head,
         [
             "bench",
+            "wire",
             "runtime",
             "parameters",
             "asoc",
@@ -174,10 +233,20 @@ fn the_table_lists_every_bench_and_json_goes_nowhere_else() {
             "met?"
         ]
     );
-    let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), 6, "{text}");
-    for (row, name) in rows.iter().zip(THROUGHPUT.iter().chain(&SETUP)) {
-        assert!(row.starts_with(name) && row.contains("tokio"), "{row}");
+    let all: Vec<&str> = lines.collect();
+    let expected = expected_rows(&THROUGHPUT);
+    // The table, then one line per comparison.
+    assert_eq!(all.len(), expected.len() + 3, "{text}");
+    for (row, (name, wire)) in all.iter().zip(&expected) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            (cells[0], cells[1], cells[2]),
+            (*name, *wire, "tokio"),
+            "{row}"
+        );
+    }
+    for line in &all[expected.len()..] {
+        assert!(line.contains("v2 / "), "{line}");
     }
     assert!(!text.contains('{'), "{text}");
     // Progress, one line per pair, on stderr.
@@ -186,7 +255,7 @@ fn the_table_lists_every_bench_and_json_goes_nowhere_else() {
             .lines()
             .filter(|l| l.contains(" pair 1/1"))
             .count(),
-        6
+        expected.len()
     );
 }
 
@@ -236,4 +305,17 @@ fn only_runs_the_named_benches_and_refuses_unknown_names() {
         .output()
         .unwrap();
     assert_fails(&out, 2, "small-frames");
+}
+
+#[test]
+fn wire_chooses_the_rows_and_refuses_unknown_names() {
+    let lines = one_small_pair_on_smol(&["--only", "one-stream,setup", "--wire", "v2"]);
+    assert_eq!(row_names(&lines), [("one-stream", "v2"), ("setup", "v2")]);
+    // Nothing to compare v2 with.
+    assert_eq!(rows(&lines).len(), lines.len());
+    let out = asoc()
+        .args(["bench", "--quick", "--wire", "v3"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "--wire: \"v3\" is not one of v1, v2, v1+tls");
 }

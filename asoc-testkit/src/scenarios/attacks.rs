@@ -347,19 +347,15 @@ fn admitted_nothing<N: Net>(node: &Node<N>, events: &[NodeEvent], from: IpAddr) 
     );
 }
 
-/// Whether a dial ended refused with `reason`. `Node::connect_with` may
-/// find the connection's task already finished when it starts waiting and
-/// then says only `Gone`; the node's `AuthFailed` event, which every caller
-/// of this also checks, carries the reason in either case.
+/// Whether a dial ended refused with `reason`.
 fn refused_with(
     result: &Result<asoc_async::PeerInfo, asoc_async::Error>,
     reason: AuthFailure,
 ) -> bool {
-    match result {
-        Err(asoc_async::Error::Handshake(CloseReason::AuthFailed(f))) => *f == reason,
-        Err(asoc_async::Error::Gone) => true,
-        _ => false,
-    }
+    matches!(
+        result,
+        Err(asoc_async::Error::Handshake(CloseReason::AuthFailed(f))) if *f == reason
+    )
 }
 
 /// `node`'s established connections that claim node id `id`.
