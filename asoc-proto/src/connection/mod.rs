@@ -883,8 +883,9 @@ impl Connection {
                     length: header.length.saturating_add(TAG_LEN as u32),
                     ..header
                 };
-                match sealer.seal(&sealed.encode(), &payload) {
-                    Ok(body) => self.queue.push(sealed, body.freeze()),
+                let spare = self.queue.take_spare();
+                match sealer.seal_in(&sealed.encode(), &payload, spare) {
+                    Ok(body) => self.queue.push_owned(sealed, body.freeze()),
                     Err(_) => {
                         self.close_now(CloseReason::Protocol(ProtocolError::NonceExhausted));
                         return Err(SendError::Closed);

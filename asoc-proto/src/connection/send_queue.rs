@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::wire::{Header, HEADER_LEN};
 
@@ -13,6 +13,9 @@ use crate::wire::{Header, HEADER_LEN};
 struct QueuedFrame {
     header: [u8; HEADER_LEN],
     payload: Bytes,
+    /// The payload is the queue's own (a sealed frame): once written its
+    /// memory is kept for the next one.
+    owned: bool,
 }
 
 impl QueuedFrame {
@@ -29,13 +32,30 @@ pub(crate) struct SendQueue {
     head_written: usize,
     /// Unwritten bytes in the queue.
     pending: usize,
+    /// The memory of the last owned payload written, for the next one.
+    spare: Option<BytesMut>,
 }
 
 impl SendQueue {
     pub(crate) fn push(&mut self, header: Header, payload: Bytes) {
+        self.push_frame(header, payload, false);
+    }
+
+    /// Queues a payload this queue may reuse once written.
+    pub(crate) fn push_owned(&mut self, header: Header, payload: Bytes) {
+        self.push_frame(header, payload, true);
+    }
+
+    /// The memory of an owned payload already written, or an empty buffer.
+    pub(crate) fn take_spare(&mut self) -> BytesMut {
+        self.spare.take().unwrap_or_default()
+    }
+
+    fn push_frame(&mut self, header: Header, payload: Bytes, owned: bool) {
         let frame = QueuedFrame {
             header: header.encode(),
             payload,
+            owned,
         };
         self.pending = self.pending.saturating_add(frame.len());
         self.frames.push_back(frame);
@@ -101,7 +121,12 @@ impl SendQueue {
             }
             n -= left;
             retired += left;
-            self.frames.pop_front();
+            if let Some(done) = self.frames.pop_front().filter(|f| f.owned) {
+                // Unique unless the adapter still holds a view of it.
+                if let Ok(buf) = done.payload.try_into_mut() {
+                    self.spare = Some(buf);
+                }
+            }
             self.head_written = 0;
         }
         self.pending -= retired;
@@ -118,6 +143,32 @@ mod tests {
         let mut slots = [IoSlice::new(&[]); 8];
         let n = q.fill(&mut slots);
         slots[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn a_written_owned_payload_is_kept_for_the_next_frame_and_a_borrowed_one_is_not() {
+        let mut q = SendQueue::default();
+        let owned = Bytes::from(vec![7u8; 4096]);
+        let at = owned.as_ptr();
+        q.push_owned(Header::new(FrameType::Data, 1, 0, 4096), owned);
+        let app = Bytes::from(vec![8u8; 4096]);
+        q.push(Header::new(FrameType::Data, 1, 1, 4096), app.clone());
+        assert_eq!(q.take_spare().capacity(), 0, "nothing written yet");
+        // Written in two pieces: the payload is advanced, then retired.
+        q.advance(HEADER_LEN + 100);
+        q.advance(4096 - 100);
+        // Sealing clears and reserves it: the whole allocation is reused.
+        let mut spare = q.take_spare();
+        spare.clear();
+        spare.reserve(4096);
+        assert_eq!(spare.as_ptr(), at, "the same memory comes back");
+        q.advance(HEADER_LEN + 4096);
+        assert_eq!(
+            q.take_spare().capacity(),
+            0,
+            "the application's buffer is not taken"
+        );
+        assert_eq!(app.len(), 4096);
     }
 
     #[test]
