@@ -831,10 +831,11 @@ impl<N: Net> Drop for SendGuard<N> {
     }
 }
 
-fn unix_now() -> u64 {
+/// The wall clock in unix milliseconds, as discovery compares it.
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -890,7 +891,7 @@ async fn datagram_loop<N: Net>(inner: Arc<Inner<N>>, udp: Arc<N::Udp>) {
             Some(Ok((n, src))) => {
                 let datagram = buf.get(..n).unwrap_or(&[]);
                 let mut proto = inner.proto();
-                proto.handle_datagram(Instant::now(), unix_now(), src, datagram);
+                proto.handle_datagram(Instant::now(), unix_ms(), src, datagram);
                 inner.pump(&mut proto);
                 drop(proto);
                 inner.wake.notify(usize::MAX);
@@ -921,7 +922,7 @@ async fn control_loop<N: Net>(inner: Arc<Inner<N>>, udp: Option<Arc<N::Udp>>) {
                 dials.push(d);
             }
             let mut datagrams = Vec::new();
-            while let Some(t) = proto.poll_datagram(now, unix_now()) {
+            while let Some(t) = proto.poll_datagram(now, unix_ms()) {
                 datagrams.push(t);
             }
             inner.pump(&mut proto);

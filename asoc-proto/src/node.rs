@@ -381,6 +381,8 @@ pub enum NodeEvent {
         addr: SocketAddr,
         /// The key that verified its announcement.
         key: KeyId,
+        /// The version of that announcement.
+        version: crate::v2::WireVersion,
     },
     /// A known node announced a new address (after passing every check).
     PeerAddressChanged {
@@ -617,7 +619,14 @@ impl Node {
     #[must_use]
     pub fn poll_dial(&mut self, now: Instant) -> Option<Dial> {
         self.release_deferred_dials(now);
-        self.dialer.poll_dial(now)
+        let mut dial = self.dialer.poll_dial(now)?;
+        if let Some(version) = self
+            .discovered_node_of(dial.peer)
+            .and_then(|node| self.discovery.as_ref()?.dial_version(&node))
+        {
+            dial.version = version;
+        }
+        Some(dial)
     }
 
     /// The TCP connection for `dial` is open: returns the client connection
@@ -963,27 +972,36 @@ impl Node {
 
     // ----- discovery --------------------------------------------------------
 
-    /// A UDP datagram arrived from `src`. `unix_now` is wall-clock seconds,
-    /// used for the ±60 s timestamp window.
+    /// A UDP datagram arrived from `src`. `unix_ms` is the wall clock in
+    /// unix milliseconds, used for the ±60 s timestamp window.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
-        unix_now: u64,
+        unix_ms: u64,
         src: SocketAddr,
         datagram: &[u8],
     ) {
         let Some(d) = self.discovery.as_mut() else {
             return;
         };
-        d.handle_datagram(now, unix_now, src, datagram, self.auth.keys());
+        d.handle_datagram(now, unix_ms, src, datagram, self.auth.keys());
         self.pump_discovery(now);
     }
 
-    /// The next announcement to send, when one is due.
+    /// The next announcement to send, when one is due; `unix_ms` is the
+    /// wall clock in unix milliseconds.
     #[must_use]
-    pub fn poll_datagram(&mut self, now: Instant, unix_now: u64) -> Option<DiscoveryTransmit> {
+    pub fn poll_datagram(&mut self, now: Instant, unix_ms: u64) -> Option<DiscoveryTransmit> {
         let keys = self.auth.keys();
-        self.discovery.as_mut()?.poll_transmit(now, unix_now, keys)
+        self.discovery.as_mut()?.poll_transmit(now, unix_ms, keys)
+    }
+
+    /// Whether discovery accepted a v2 announcement of `node` (still in its
+    /// table): `node` is then dialed with v2 only, and a v1 HELLO claiming
+    /// it is a downgrade to refuse (WIRE-v2.md §6).
+    #[must_use]
+    pub fn peer_is_v2_only(&self, node: &Uuid) -> bool {
+        self.discovery.as_ref().is_some_and(|d| d.is_v2_only(node))
     }
 
     /// Discovery's peer table (empty when discovery is off).
@@ -1125,9 +1143,19 @@ impl Node {
     fn pump_discovery(&mut self, now: Instant) {
         while let Some(e) = self.discovery.as_mut().and_then(Discovery::poll_event) {
             match e {
-                DiscoveryEvent::Discovered { node, addr, key } => {
+                DiscoveryEvent::Discovered {
+                    node,
+                    addr,
+                    key,
+                    version,
+                } => {
                     self.consider_dialing(now, node, addr);
-                    self.push(NodeEvent::PeerDiscovered { node, addr, key });
+                    self.push(NodeEvent::PeerDiscovered {
+                        node,
+                        addr,
+                        key,
+                        version,
+                    });
                 }
                 DiscoveryEvent::AddressChanged { node, old, new } => {
                     self.consider_dialing(now, node, new);

@@ -68,7 +68,7 @@ impl Discover {
 
     /// One datagram from `src`.
     fn datagram(&self, discovery: &mut Discovery, src: SocketAddr, datagram: &[u8]) {
-        discovery.handle_datagram(Instant::now(), unix_now(), src, datagram, &self.keys);
+        discovery.handle_datagram(Instant::now(), unix_ms(), src, datagram, &self.keys);
     }
 
     /// After a datagram or the deadline: timers, then the events to print.
@@ -132,9 +132,10 @@ impl Job for Discover {
     }
 }
 
-fn unix_now() -> u64 {
+/// The wall clock in unix milliseconds, as discovery compares it.
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
