@@ -105,8 +105,9 @@
 //! id, source IP of the datagram, TCP port from the message). Nothing
 //! unauthenticated can move a peer's address, and for a peer seen through
 //! v2 even an authentic relayed copy cannot while the peer is alive: its
-//! address changes only once its current address has sent no valid
-//! announcement for two announce intervals (sticky addresses). A sticky
+//! address changes to another IP only once its current address has sent no
+//! valid announcement for two announce intervals (sticky addresses; a new
+//! port announced from the same IP is taken at once). A sticky
 //! drop records nothing, so the real peer's own copy of the same round is
 //! still accepted. Peers seen only through v1 keep v1's rule: the latest
 //! valid message names the address.
@@ -578,10 +579,12 @@ impl Discovery {
     }
 
     /// Whether `known`'s address may still not move at `now`: it is a v2
-    /// peer (or this is a v2 announcement) and its current address sent a
-    /// valid announcement less than two announce intervals ago.
+    /// peer (or this is a v2 announcement) from another source IP, and its
+    /// current one sent a valid announcement less than two announce
+    /// intervals ago. A new port from the same IP is the node's own word
+    /// (the port is under the MAC, the source is not).
     fn is_sticky(&self, now: Instant, known: &PeerEntry, sighting: &Sighting) -> bool {
-        if known.addr == sighting.addr
+        if known.addr.ip() == sighting.addr.ip()
             || (known.version == WireVersion::V1 && sighting.v2.is_none())
         {
             return false;

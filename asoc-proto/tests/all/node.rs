@@ -20,8 +20,8 @@ use asoc_proto::discovery::{DiscoveryConfig, DropReason};
 use asoc_proto::handshake::AuthenticatorConfig;
 use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerRef, PeerTraffic};
 use asoc_proto::policy::{PolicyConfig, Refusal};
-use asoc_proto::wire::{FrameType, Header};
 use asoc_proto::v2::WireVersion;
+use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
 use node_harness::{
     accept, addr, config, drain, hello_frame, ip, key, node, node_id, node_with, pattern, pieces,
