@@ -39,6 +39,11 @@ fuzz_target!(|data: &[u8]| {
         while d.poll_transmit(now, unix_ms, &keys).is_some() {}
         d.handle_timeout(now);
         let o = d.occupancy();
-        assert!(o.peers <= 8 && o.tracked_sources <= 8 && o.replay_entries <= 16 && o.queued_events <= 32);
+        assert!(
+            o.peers <= 8
+                && o.tracked_sources <= 8
+                && o.replay_entries <= 16
+                && o.queued_events <= 32
+        );
     }
 });

@@ -146,7 +146,7 @@ impl DiscoveryConfig {
     }
 
     /// Most events queued between two drains of
-    /// [`poll_event`](Discovery::poll_event).
+    /// [`poll_event`](super::Discovery::poll_event).
     #[must_use]
     pub fn max_queued_events(&self) -> usize {
         self.max_queued_events

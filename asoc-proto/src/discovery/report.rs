@@ -235,11 +235,11 @@ pub struct DiscoveredPeer {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiscoveryCounters {
-    /// Datagrams fed to [`handle_datagram`](Discovery::handle_datagram).
+    /// Datagrams fed to [`handle_datagram`](super::Discovery::handle_datagram).
     pub received: u64,
     /// Datagrams that passed every check.
     pub accepted: u64,
-    /// Announcements handed out by [`poll_transmit`](Discovery::poll_transmit).
+    /// Announcements handed out by [`poll_transmit`](super::Discovery::poll_transmit).
     pub sent: u64,
     /// Drops for [`DropReason::WrongLength`].
     pub wrong_length: u64,
@@ -272,7 +272,7 @@ pub struct DiscoveryCounters {
     /// Peers forgotten after the expiry time.
     pub expired: u64,
     /// Events discarded because the queue held
-    /// [`max_queued_events`](DiscoveryConfig::max_queued_events) undrained
+    /// [`max_queued_events`](super::DiscoveryConfig::max_queued_events) undrained
     /// events.
     pub events_lost: u64,
 }
@@ -347,15 +347,15 @@ impl DiscoveryCounters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiscoveryOccupancy {
-    /// Recorded peers (at most [`DiscoveryConfig::max_peers`]).
+    /// Recorded peers (at most [`DiscoveryConfig::max_peers`](super::DiscoveryConfig::max_peers)).
     pub peers: usize,
     /// Source IPs with rate state (at most
-    /// [`DiscoveryConfig::max_tracked_sources`]).
+    /// [`DiscoveryConfig::max_tracked_sources`](super::DiscoveryConfig::max_tracked_sources)).
     pub tracked_sources: usize,
     /// Remembered v1 `(node, challenge)` pairs (at most
-    /// [`DiscoveryConfig::replay_capacity`]).
+    /// [`DiscoveryConfig::replay_capacity`](super::DiscoveryConfig::replay_capacity)).
     pub replay_entries: usize,
-    /// Undrained events (at most [`DiscoveryConfig::max_queued_events`]).
+    /// Undrained events (at most [`DiscoveryConfig::max_queued_events`](super::DiscoveryConfig::max_queued_events)).
     pub queued_events: usize,
 }
 
