@@ -173,8 +173,9 @@ impl DiscoveryConfig {
         self.allow_v1
     }
 
-    /// Where each announcement round sends one datagram: the unicast targets
-    /// when there are any, otherwise the broadcast address alone.
+    /// Where each announcement round sends its v2 datagram (the same bytes
+    /// to each), and with [`allow_v1`](Self::allow_v1) a v1 one: the unicast
+    /// targets when there are any, otherwise the broadcast address alone.
     #[must_use]
     pub fn destinations(&self) -> &[SocketAddr] {
         if self.unicast_targets.is_empty() {
