@@ -100,11 +100,11 @@ fn announcement(ctx: &mut Ctx<'_>) -> Result<(Vec<u8>, SocketAddr), Finding> {
             "the suite does not receive this implementation's announcements".into(),
         )
     })?;
-    let deadline = std::time::Instant::now() + wait;
+    let deadline = Instant::now() + wait;
     let mut buf = [0u8; 2048];
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        sock.set_read_timeout(Some(left.max(std::time::Duration::from_millis(1))))
+        let left = deadline.saturating_duration_since(Instant::now());
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .map_err(Finding::error)?;
         match sock.recv_from(&mut buf) {
             // A node with v1 enabled also announces in v2 (52 bytes, first
