@@ -157,6 +157,10 @@ pub(crate) struct ListenArgs {
     /// Community name; only nodes of the same community discover each other.
     #[arg(long, env = "ASOC_COMMUNITY", value_name = "NAME")]
     pub(crate) community: Option<String>,
+    /// Also speak v1 (WIRE-v2.md §6): accept v1 announcements and announce
+    /// in v1 as well as in v2.
+    #[arg(long)]
+    pub(crate) allow_v1: bool,
     /// Keep a connection to this peer, reconnecting when it drops (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) peer: Vec<String>,
