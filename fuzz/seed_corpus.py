@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes seed corpora for the fuzz targets from ../../shared/vectors/asoc-v1.json
 and asoc-v2.json (derived here at every run, never stored)."""
+
+and asoc-v2.json."""
 import json, os, pathlib
 here = pathlib.Path(__file__).resolve().parent
 vectors = json.loads((here / ".." / ".." / "shared" / "vectors" / "asoc-v1.json").read_text())
+vectors2 = json.loads((here / ".." / ".." / "shared" / "vectors" / "asoc-v2.json").read_text())
 def put(target, name, data):
     d = here / "corpus" / target
     d.mkdir(parents=True, exist_ok=True)
@@ -30,7 +33,7 @@ for i, v in enumerate(vectors["discovery"]):
 # target completes a genuine handshake first; bit 1: rest is frames to seal,
 # encoded type(1) stream_id(4) seq(4) length(2) plaintext; bit 2: the other
 # suite (server) or an expected peer id (client); bits 3..: read size.
-v2 = json.loads((here / ".." / ".." / "shared" / "vectors" / "asoc-v2.json").read_text())
+v2 = vectors2
 def plain(frames, side):
     out = b""
     for f in frames:
@@ -59,4 +62,17 @@ for i, h in enumerate(v2["handshake"]):
         put("client_connection_v2", f"sealed{i}{tag}", bytes([m | 3]) + plain(h["frames"], "server"))
         put("client_connection_v2", f"expected{i}{tag}", bytes([m | 7]) + plain(h["frames"], "server"))
         put("client_connection_v2", f"established{i}{tag}", bytes([m | 1]) + wire("server"))
+
+# discovery_v2: the vector's own unix_ms as the receiver's clock, then the
+# datagram, then a one-bit change of it and the same datagram again (a
+# replay) a little later.
+for i, v in enumerate(vectors2["discovery"]):
+    m = bytes.fromhex(v["datagram"])
+    clock = v["unix_ms"].to_bytes(8, "big")
+    record = bytes([1, 0, len(m)]) + m
+    flipped = bytearray(m)
+    flipped[len(m) // 2] ^= 1
+    put("discovery_v2", f"announcement{i}", clock + record)
+    put("discovery_v2", f"replay{i}", clock + record + bytes([2, 10, len(m)]) + m)
+    put("discovery_v2", f"flipped{i}", clock + bytes([1, 0, len(m)]) + bytes(flipped) + record)
 print("seed corpora written under", here / "corpus")

@@ -875,10 +875,6 @@ impl<N: Net> Drop for SendGuard<N> {
     }
 }
 
-fn unix_now() -> u64 {
-    unix_ms() / 1000
-}
-
 async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
     loop {
         let stop = inner.stop.listen();
@@ -933,7 +929,7 @@ async fn datagram_loop<N: Net>(inner: Arc<Inner<N>>, udp: Arc<N::Udp>) {
             Some(Ok((n, src))) => {
                 let datagram = buf.get(..n).unwrap_or(&[]);
                 let mut proto = inner.proto();
-                proto.handle_datagram(Instant::now(), unix_now(), src, datagram);
+                proto.handle_datagram(Instant::now(), unix_ms(), src, datagram);
                 inner.pump(&mut proto);
                 drop(proto);
                 inner.wake.notify(usize::MAX);
@@ -964,7 +960,7 @@ async fn control_loop<N: Net>(inner: Arc<Inner<N>>, udp: Option<Arc<N::Udp>>) {
                 dials.push(d);
             }
             let mut datagrams = Vec::new();
-            while let Some(t) = proto.poll_datagram(now, unix_now()) {
+            while let Some(t) = proto.poll_datagram(now, unix_ms()) {
                 datagrams.push(t);
             }
             inner.pump(&mut proto);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::CloseReason;
 use asoc_proto::node::{Direction, NodeEvent};
-use asoc_proto::v2::Suite;
+use asoc_proto::v2::{Suite, WireVersion};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -79,10 +79,15 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
             json!({"event": "auth_failed", "addr": addr.to_string(), "reason": reason.as_str()}),
             || format!("authentication failed: {addr} ({})", reason.as_str()),
         ),
-        NodeEvent::PeerDiscovered { node, addr, .. } => {
-            discovery(out, "peer_discovered", *node, *addr)
+        NodeEvent::PeerDiscovered {
+            node,
+            addr,
+            version,
+            ..
+        } => discovery(out, "peer_discovered", *node, *addr, Some(*version)),
+        NodeEvent::PeerExpired { node, addr } => {
+            discovery(out, "peer_expired", *node, *addr, None);
         }
-        NodeEvent::PeerExpired { node, addr } => discovery(out, "peer_expired", *node, *addr),
         NodeEvent::LockedOut { ip, .. } => {
             out.note(|| format!("locked out: {ip} after repeated authentication failures"));
         }
@@ -101,11 +106,22 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
 }
 
 /// `peer_discovered` / `peer_expired`, shared with `asoc discover`.
-pub(crate) fn discovery(out: Out, what: &str, node: Uuid, addr: SocketAddr) {
-    out.emit(
-        json!({"event": what, "peer": node.to_string(), "addr": addr.to_string()}),
-        || format!("{}: {node} {addr}", what.replace('_', " ")),
-    );
+/// `peer_discovered` carries the version of the announcement.
+pub(crate) fn discovery(
+    out: Out,
+    what: &str,
+    node: Uuid,
+    addr: SocketAddr,
+    version: Option<WireVersion>,
+) {
+    let mut v = json!({"event": what, "peer": node.to_string(), "addr": addr.to_string()});
+    if let (Some(version), Some(o)) = (version, v.as_object_mut()) {
+        o.insert("version".into(), json!(version.byte()));
+    }
+    out.emit(v, || match version {
+        Some(version) => format!("{}: {node} {addr} ({version})", what.replace('_', " ")),
+        None => format!("{}: {node} {addr}", what.replace('_', " ")),
+    });
 }
 
 /// A node id as JSON: the UUID string or null.

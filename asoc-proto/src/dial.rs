@@ -58,6 +58,7 @@ use uuid::Uuid;
 
 use crate::rng::{Rng, Seed};
 use crate::time::after;
+use crate::v2::WireVersion;
 
 /// Why a [`DialConfig`] was not built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -315,6 +316,12 @@ pub struct Dial {
     pub peer: PeerId,
     /// Where to connect.
     pub target: DialTarget,
+    /// The wire version to dial with. The dialer hands out
+    /// [`WireVersion::V2`]; [`Node::poll_dial`](crate::node::Node::poll_dial)
+    /// turns it to v1 only for a discovered peer seen solely through v1
+    /// announcements (with v1 enabled). A failed v2 dial is never retried
+    /// as v1.
+    pub version: WireVersion,
 }
 
 /// Where a peer stands.
@@ -502,6 +509,7 @@ impl Dialer {
         Some(Dial {
             peer: id,
             target: peer.target.clone(),
+            version: WireVersion::V2,
         })
     }
 

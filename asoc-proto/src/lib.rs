@@ -12,12 +12,12 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`wire`] | the 14-byte header, HELLO/ACCEPT/discovery codecs, the zero-copy incremental decoder |
+//! | [`wire`] | the 14-byte header, HELLO/ACCEPT codecs, the v1 (50-byte) and v2 (52-byte) announcement codecs, the zero-copy incremental decoder |
 //! | [`auth`] | API keys, the key ring for rotation, truncated HMACs, community hash, session tokens, PBKDF2 cluster keys |
 //! | [`replay`] | bounded replay caches that fail closed |
 //! | [`connection`] | one TCP connection: handshake, streams, timers, backpressure |
 //! | [`handshake`] | the [`Authenticator`] that judges HELLO and ACCEPT |
-//! | [`discovery`] | UDP announcements: signing, the validation order of WIRE.md §7, rate limits, the peer table with expiry |
+//! | [`discovery`] | UDP announcements, v2 by default and v1 with `allow_v1`: one round with the same bytes to every destination, the validation order of WIRE-v2.md §5 and WIRE.md §7, per-node timestamps, rate limits, the peer table with expiry, sticky addresses and each peer's version |
 //! | [`policy`] | per-IP admission shared by a node's connections: caps, lockout, attempt rate |
 //! | [`dial`] | static and discovered peers turned into dial decisions on the reconnect schedule |
 //! | [`node`] | one node: the pieces above together, with events and counters for every decision |

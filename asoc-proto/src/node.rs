@@ -51,6 +51,7 @@ use crate::handshake::{
 use crate::policy::{Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal};
 use crate::rng::{Rng, Seed};
 use crate::time::after;
+use crate::v2::WireVersion;
 
 /// Everything a [`Node`] is configured with, built by
 /// [`NodeConfig::builder`]. Sub-configurations are built (and validated) by
@@ -239,6 +240,9 @@ impl NodeConfigBuilder {
         }
         if let Some(yes) = self.0.allow_v1 {
             self.0.auth.allow_v1 = yes;
+            if let Some(d) = self.0.discovery.as_mut() {
+                d.allow_v1 = yes;
+            }
         }
         Ok(self.0)
     }
@@ -412,6 +416,8 @@ pub enum NodeEvent {
         addr: SocketAddr,
         /// The key that verified its announcement.
         key: KeyId,
+        /// The version of that announcement.
+        version: WireVersion,
     },
     /// A known node announced a new address (after passing every check).
     PeerAddressChanged {
@@ -662,7 +668,14 @@ impl Node {
     #[must_use]
     pub fn poll_dial(&mut self, now: Instant) -> Option<Dial> {
         self.release_deferred_dials(now);
-        self.dialer.poll_dial(now)
+        let mut dial = self.dialer.poll_dial(now)?;
+        if let Some(version) = self
+            .discovered_node_of(dial.peer)
+            .and_then(|node| self.discovery.as_ref()?.dial_version(&node))
+        {
+            dial.version = version;
+        }
+        Some(dial)
     }
 
     /// The TCP connection for `dial` is open: returns the client connection
@@ -676,7 +689,7 @@ impl Node {
         remote: SocketAddr,
     ) -> Result<(ConnId, Connection), Refusal> {
         let node = self.discovered_node_of(dial.peer);
-        let options = self.dial_options(dial.peer, node);
+        let options = self.dial_options(dial, node);
         match self.open_outbound(now, unix_ms, remote, Some(dial.peer), node, options) {
             Ok(pair) => Ok(pair),
             Err(refusal) => {
@@ -707,11 +720,13 @@ impl Node {
         self.open_outbound(now, unix_ms, remote, None, options.expected_peer, options)
     }
 
-    /// How `peer` is dialed: v1 only when configured so; otherwise v2, and
-    /// a discovered peer must prove the node id it announced, so that a
-    /// relayed announcement cannot redirect the dial to someone else.
-    fn dial_options(&self, peer: PeerId, node: Option<Uuid>) -> ClientOptions {
-        if self.v1_peers.contains(&peer) {
+    /// How `dial` is made (WIRE-v2.md §6): v1 only to a static peer
+    /// configured as v1 or to a discovered peer seen only through v1
+    /// announcements; otherwise v2, and a discovered peer must prove the
+    /// node id it announced, so that a relayed announcement cannot redirect
+    /// the dial to someone else.
+    fn dial_options(&self, dial: &Dial, node: Option<Uuid>) -> ClientOptions {
+        if self.v1_peers.contains(&dial.peer) || dial.version == WireVersion::V1 {
             ClientOptions::v1()
         } else {
             ClientOptions::v2().expect_peer(node)
@@ -771,7 +786,11 @@ impl Node {
     /// message its verdict and records the outcome. `unix_ms` is this
     /// node's wall-clock time (HELLO2 timestamps are judged against it).
     pub fn drive(&mut self, now: Instant, unix_ms: u64, id: ConnId, conn: &mut Connection) {
-        let outcome = self.auth.drive(now, unix_ms, conn);
+        // A verified v1 HELLO claiming a node id discovery saw speak v2 is
+        // a downgrade.
+        let discovery = &self.discovery;
+        let speaks_v2 = |node: &Uuid| discovery.as_ref().is_some_and(|d| d.is_v2_only(node));
+        let outcome = self.auth.drive_with(now, unix_ms, conn, speaks_v2);
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
@@ -1037,27 +1056,36 @@ impl Node {
 
     // ----- discovery --------------------------------------------------------
 
-    /// A UDP datagram arrived from `src`. `unix_now` is wall-clock seconds,
-    /// used for the ±60 s timestamp window.
+    /// A UDP datagram arrived from `src`. `unix_ms` is the wall clock in
+    /// unix milliseconds, used for the ±60 s timestamp window.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
-        unix_now: u64,
+        unix_ms: u64,
         src: SocketAddr,
         datagram: &[u8],
     ) {
         let Some(d) = self.discovery.as_mut() else {
             return;
         };
-        d.handle_datagram(now, unix_now, src, datagram, self.auth.keys());
+        d.handle_datagram(now, unix_ms, src, datagram, self.auth.keys());
         self.pump_discovery(now);
     }
 
-    /// The next announcement to send, when one is due.
+    /// The next announcement to send, when one is due; `unix_ms` is the
+    /// wall clock in unix milliseconds.
     #[must_use]
-    pub fn poll_datagram(&mut self, now: Instant, unix_now: u64) -> Option<DiscoveryTransmit> {
+    pub fn poll_datagram(&mut self, now: Instant, unix_ms: u64) -> Option<DiscoveryTransmit> {
         let keys = self.auth.keys();
-        self.discovery.as_mut()?.poll_transmit(now, unix_now, keys)
+        self.discovery.as_mut()?.poll_transmit(now, unix_ms, keys)
+    }
+
+    /// Whether discovery accepted a v2 announcement of `node` (still in its
+    /// table): `node` is then dialed with v2 only, and a v1 HELLO claiming
+    /// it is a downgrade to refuse (WIRE-v2.md §6).
+    #[must_use]
+    pub fn peer_is_v2_only(&self, node: &Uuid) -> bool {
+        self.discovery.as_ref().is_some_and(|d| d.is_v2_only(node))
     }
 
     /// Discovery's peer table (empty when discovery is off).
@@ -1199,9 +1227,19 @@ impl Node {
     fn pump_discovery(&mut self, now: Instant) {
         while let Some(e) = self.discovery.as_mut().and_then(Discovery::poll_event) {
             match e {
-                DiscoveryEvent::Discovered { node, addr, key } => {
+                DiscoveryEvent::Discovered {
+                    node,
+                    addr,
+                    key,
+                    version,
+                } => {
                     self.consider_dialing(now, node, addr);
-                    self.push(NodeEvent::PeerDiscovered { node, addr, key });
+                    self.push(NodeEvent::PeerDiscovered {
+                        node,
+                        addr,
+                        key,
+                        version,
+                    });
                 }
                 DiscoveryEvent::AddressChanged { node, old, new } => {
                     self.consider_dialing(now, node, new);

@@ -156,7 +156,9 @@ fn flood(datagrams: u64) {
     let ours = community_hash(COMMUNITY);
     let theirs = community_hash("some-other-cluster");
     // The defaults of WIRE.md §6, spelled out: these are the limits checked.
+    // The flood is of v1 announcements, so v1 is enabled.
     let config = DiscoveryConfig::builder(COMMUNITY)
+        .allow_v1(true)
         .replay_capacity(65_536)
         .max_peers(1024)
         .max_tracked_sources(65_536)
@@ -212,7 +214,7 @@ fn flood(datagrams: u64) {
                     let bytes = signed(&real_key, ours, p.node, 9000, unix, p.sent);
                     p.sent += 1;
                     p.next += ANNOUNCE;
-                    d.handle_datagram(now, unix, p.src, &bytes, &keys);
+                    d.handle_datagram(now, unix * 1000, p.src, &bytes, &keys);
                     captures.push(Capture {
                         bytes,
                         timestamp: unix,
@@ -237,9 +239,9 @@ fn flood(datagrams: u64) {
     while peers.iter().any(|p| p.sent == 0) {
         expected.accepted += legit_step(&mut d, now, &mut peers, &mut captures);
         if own_echo.is_none() {
-            own_echo = d
-                .poll_transmit(now, unix_at(now), &keys)
-                .map(|t| t.datagram);
+            // The v1 announcement of the round, which follows the v2 one.
+            own_echo = std::iter::from_fn(|| d.poll_transmit(now, unix_at(now) * 1000, &keys))
+                .find_map(|t| <[u8; 50]>::try_from(&t.datagram[..]).ok());
         }
         now += STEP;
     }
@@ -258,12 +260,12 @@ fn flood(datagrams: u64) {
         // as an adapter would.
         if d.poll_timeout().is_some_and(|t| t <= now) {
             d.handle_timeout(now);
-            while d.poll_transmit(now, unix, &keys).is_some() {}
+            while d.poll_transmit(now, unix * 1000, &keys).is_some() {}
         }
         let src = attacker_src(&mut attacker.rng, &peers);
         let reason = attacker.datagram(&mut buf, unix, &captures, &own_echo);
         expected.count(reason);
-        d.handle_datagram(now, unix, src, &buf, &keys);
+        d.handle_datagram(now, unix * 1000, src, &buf, &keys);
         // Measured before the adapter drains the event queue.
         let o = d.occupancy();
         let event = d.poll_event();

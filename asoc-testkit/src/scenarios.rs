@@ -1504,9 +1504,11 @@ impl Default for DiscoveryFloodSetup {
 
 /// Announcing every 1.5 s: under the 1 per second a node is honoured
 /// (WIRE.md §6) with room for timer jitter, so every legitimate
-/// announcement is accepted.
+/// announcement is accepted. The flood is made of v1 announcements, so v1
+/// is enabled.
 fn flood_discovery(targets: Vec<SocketAddr>) -> DiscoveryConfig {
     DiscoveryConfig::builder(COMMUNITY)
+        .allow_v1(true)
         .announce_interval(Duration::from_millis(1500))
         .unicast_targets(targets)
         .build()

@@ -367,7 +367,9 @@ impl Implementation for InProcess {
             return Ok(e);
         }
         let target = self.announcements.local_addr().map_err(Finding::error)?;
+        // The suite's discovery cases are v1's (WIRE.md §7).
         let disc = DiscoveryConfig::builder(COMMUNITY)
+            .allow_v1(true)
             .announce_interval(ANNOUNCE)
             .peer_expiry(PEER_EXPIRY)
             .unicast_targets(vec![target])

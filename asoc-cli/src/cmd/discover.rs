@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use asoc_async::Net;
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
+use asoc_proto::v2::WireVersion;
 use serde_json::json;
 
 use crate::cli::DiscoverArgs;
@@ -40,7 +41,12 @@ impl Discover {
         Ok(Self {
             bind: args.bind,
             duration: args.duration,
-            config: DiscoveryConfig::new(community),
+            // Listening only, never dialing: v1 announcements are listed
+            // too, each peer with the version it announces.
+            config: DiscoveryConfig::builder(community)
+                .allow_v1(true)
+                .build()
+                .map_err(|e| CliError::usage(format!("discovery: {e}")))?,
             keys: KeyRing::new(key),
             out: Out::new(args.json),
             runtime: args.runtime.runtime,
@@ -68,7 +74,7 @@ impl Discover {
 
     /// One datagram from `src`.
     fn datagram(&self, discovery: &mut Discovery, src: SocketAddr, datagram: &[u8]) {
-        discovery.handle_datagram(Instant::now(), unix_now(), src, datagram, &self.keys);
+        discovery.handle_datagram(Instant::now(), unix_ms(), src, datagram, &self.keys);
     }
 
     /// After a datagram or the deadline: timers, then the events to print.
@@ -76,11 +82,16 @@ impl Discover {
         discovery.handle_timeout(Instant::now());
         while let Some(event) = discovery.poll_event() {
             match event {
-                DiscoveryEvent::Discovered { node, addr, .. } => {
-                    events::discovery(self.out, "peer_discovered", node, addr);
+                DiscoveryEvent::Discovered {
+                    node,
+                    addr,
+                    version,
+                    ..
+                } => {
+                    events::discovery(self.out, "peer_discovered", node, addr, Some(version));
                 }
                 DiscoveryEvent::Expired { node, addr } => {
-                    events::discovery(self.out, "peer_expired", node, addr);
+                    events::discovery(self.out, "peer_expired", node, addr, None);
                 }
                 _ => {}
             }
@@ -92,12 +103,20 @@ impl Discover {
         let peers: Vec<_> = discovery.peers().collect();
         let list: Vec<_> = peers
             .iter()
-            .map(|p| json!({"peer": p.node.to_string(), "addr": p.addr.to_string()}))
+            .map(|p| {
+                json!({"peer": p.node.to_string(), "addr": p.addr.to_string(),
+                       "version": p.version.byte(), "accepts_v1": p.accepts_v1})
+            })
             .collect();
         self.out.emit(json!({"event": "peers", "peers": list}), || {
             let mut text = format!("{} peer(s) found", peers.len());
             for p in &peers {
-                text.push_str(&format!("\n  {}  {}", p.node, p.addr));
+                let v1 = if p.version == WireVersion::V2 && p.accepts_v1 {
+                    ", accepts v1"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("\n  {}  {}  {}{v1}", p.node, p.addr, p.version));
             }
             text
         });
@@ -132,9 +151,10 @@ impl Job for Discover {
     }
 }
 
-fn unix_now() -> u64 {
+/// The wall clock in unix milliseconds, as discovery compares it.
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }

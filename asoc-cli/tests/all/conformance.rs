@@ -148,6 +148,8 @@ fn server_mode(runtime: &str, full: bool) {
             &announce,
             "--community",
             COMMUNITY,
+            // The suite's discovery cases are v1's.
+            "--allow-v1",
         ],
     );
     let udp = l.listening["udp"].as_str().unwrap().to_string();

@@ -16,5 +16,8 @@ pub use key::{
     MIN_KEY_LEN,
 };
 pub use mac::{community_hash, ct_eq, hmac_sha256, truncated_mac};
-pub use sign::{sign_announcement, sign_hello, verify_announcement, verify_hello};
+pub use sign::{
+    sign_announcement, sign_announcement_v2, sign_hello, verify_announcement,
+    verify_announcement_v2, verify_hello,
+};
 pub use token::SessionToken;

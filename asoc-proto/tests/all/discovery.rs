@@ -10,6 +10,7 @@ use asoc_proto::auth::{
 use asoc_proto::discovery::{
     Discovery, DiscoveryConfig, DiscoveryConfigBuilder, DiscoveryEvent, DropReason,
 };
+use asoc_proto::v2::WireVersion;
 use asoc_proto::wire::Announcement;
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -41,8 +42,19 @@ fn src(last: u8) -> SocketAddr {
     SocketAddr::new(ip(last), 40_000)
 }
 
+/// These tests are the v1 rules (WIRE.md §7), which hold under `allow_v1`;
+/// `discovery_v2.rs` has the v2 rules.
 fn builder() -> DiscoveryConfigBuilder {
-    DiscoveryConfig::builder(COMMUNITY)
+    DiscoveryConfig::builder(COMMUNITY).allow_v1(true)
+}
+
+fn v1_config() -> DiscoveryConfig {
+    builder().build().unwrap()
+}
+
+/// The wall clock the machine takes, in unix milliseconds, for `secs`.
+fn ms(secs: u64) -> u64 {
+    secs * 1000
 }
 
 fn machine(config: DiscoveryConfig, t0: Instant) -> Discovery {
@@ -101,8 +113,10 @@ fn transmits(
     unix: u64,
     keys: &KeyRing,
 ) -> Vec<(SocketAddr, Announcement)> {
-    std::iter::from_fn(|| d.poll_transmit(now, unix, keys))
-        .map(|t| (t.to, Announcement::decode(&t.datagram).unwrap()))
+    // With v1 enabled each destination gets a v2 announcement and then a
+    // v1 one; these tests look at the v1 ones.
+    std::iter::from_fn(|| d.poll_transmit(now, ms(unix), keys))
+        .filter_map(|t| Some((t.to, Announcement::decode(&t.datagram)?)))
         .collect()
 }
 
@@ -114,7 +128,7 @@ fn feed(
     from: SocketAddr,
     bytes: &[u8],
 ) -> Option<DiscoveryEvent> {
-    d.handle_datagram(now, unix, from, bytes, &ring());
+    d.handle_datagram(now, ms(unix), from, bytes, &ring());
     let mut events = drain(d);
     assert!(events.len() <= 1, "{events:?}");
     events.pop()
@@ -129,6 +143,7 @@ fn discovered(n: Uuid, addr: SocketAddr) -> Option<DiscoveryEvent> {
         node: n,
         addr,
         key: KeyId(0),
+        version: WireVersion::V1,
     })
 }
 
@@ -176,17 +191,21 @@ fn python_vectors_are_accepted_and_reproduced() {
         );
 
         let keys = KeyRing::new(api_key);
-        let config = DiscoveryConfig::new(community);
+        let config = DiscoveryConfig::builder(community)
+            .allow_v1(true)
+            .build()
+            .unwrap();
         let mut d = Discovery::new(config, ME, 9000, SEED, t0);
         let from: SocketAddr = "192.0.2.10:5555".parse().unwrap();
-        d.handle_datagram(t0, timestamp, from, &message, &keys);
+        d.handle_datagram(t0, ms(timestamp), from, &message, &keys);
         let addr = SocketAddr::new(from.ip(), port);
         assert_eq!(
             drain(&mut d),
             vec![DiscoveryEvent::Discovered {
                 node: node_id,
                 addr,
-                key: KeyId(0)
+                key: KeyId(0),
+                version: WireVersion::V1,
             }],
             "vector {community:?}"
         );
@@ -200,7 +219,7 @@ fn python_vectors_are_accepted_and_reproduced() {
 #[test]
 fn each_drop_reason_and_the_earlier_check_wins() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let x = Msg::new(node(1), 1);
 
     // Not 50 bytes, even though the first bytes are also another community's.
@@ -338,7 +357,7 @@ fn source_rate_is_checked_before_node_rate() {
 #[test]
 fn timestamp_window_is_inclusive_at_60_seconds_both_directions() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let cases = [
         (UNIX - 60, None),
         (UNIX + 60, None),
@@ -386,7 +405,7 @@ fn a_custom_window_is_honoured() {
 #[test]
 fn replay_is_rejected_for_as_long_as_the_message_is_fresh() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let m = Msg::new(node(1), 99);
     // Accepted at the earliest moment it is fresh (60 s ahead of our clock)...
     assert!(feed(&mut d, t0, UNIX - 60, src(1), &m.bytes()).is_some());
@@ -449,7 +468,7 @@ fn a_full_replay_cache_fails_closed_and_forgets_nothing() {
 #[test]
 fn ten_messages_per_second_per_source_ip() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     for i in 0..10 {
         assert!(matches!(
             feed(&mut d, t0, UNIX, src(1), &Msg::new(node(i), 1).bytes()),
@@ -481,7 +500,7 @@ fn ten_messages_per_second_per_source_ip() {
 #[test]
 fn one_message_per_second_per_node_is_honoured() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let n = node(1);
     assert_eq!(
         feed(&mut d, t0, UNIX, src(1), &Msg::new(n, 1).bytes()),
@@ -590,7 +609,7 @@ fn peers_expire_15_seconds_after_their_last_valid_message() {
 #[test]
 fn a_valid_message_refreshes_the_peer() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let n = node(1);
     assert!(feed(&mut d, t0, UNIX, src(1), &Msg::new(n, 1).bytes()).is_some());
     let t10 = t0 + Duration::from_secs(10);
@@ -618,14 +637,14 @@ fn a_valid_message_refreshes_the_peer() {
 #[test]
 fn an_expired_peer_is_reported_before_it_is_rediscovered() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let n = node(1);
     assert!(feed(&mut d, t0, UNIX, src(1), &Msg::new(n, 1).bytes()).is_some());
     // No handle_timeout in between: the datagram itself brings expiry up to date.
     let t20 = t0 + Duration::from_secs(20);
     let mut back = Msg::new(n, 2);
     back.timestamp = UNIX + 20;
-    d.handle_datagram(t20, UNIX + 20, src(2), &back.bytes(), &ring());
+    d.handle_datagram(t20, ms(UNIX + 20), src(2), &back.bytes(), &ring());
     assert_eq!(
         drain(&mut d),
         vec![
@@ -636,7 +655,8 @@ fn an_expired_peer_is_reported_before_it_is_rediscovered() {
             DiscoveryEvent::Discovered {
                 node: n,
                 addr: at(src(2), 9000),
-                key: KeyId(0)
+                key: KeyId(0),
+                version: WireVersion::V1,
             },
         ]
     );
@@ -645,7 +665,7 @@ fn an_expired_peer_is_reported_before_it_is_rediscovered() {
 #[test]
 fn the_address_changes_only_on_a_message_that_passed_every_check() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let n = node(1);
     let first = Msg::new(n, 1);
     assert!(feed(&mut d, t0, UNIX, src(1), &first.bytes()).is_some());
@@ -687,7 +707,7 @@ fn the_address_changes_only_on_a_message_that_passed_every_check() {
 #[test]
 fn ipv4_mapped_sources_are_recorded_as_ipv4() {
     let t0 = Instant::now();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     let mapped: SocketAddr = "[::ffff:10.0.0.1]:40000".parse().unwrap();
     assert_eq!(
         feed(&mut d, t0, UNIX, mapped, &Msg::new(node(1), 1).bytes()),
@@ -703,26 +723,28 @@ fn a_previous_key_is_accepted_until_its_deadline_and_events_name_the_key() {
     let mut keys = ring();
     let new_id = keys.rotate(key(OTHER_KEY), t0, Duration::from_secs(30));
     assert_eq!(new_id, KeyId(1));
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
 
     let old_signed = Msg::new(node(1), 1);
     let mut new_signed = Msg::new(node(2), 1);
     new_signed.key = OTHER_KEY;
     let t29 = t0 + Duration::from_secs(29);
-    d.handle_datagram(t29, UNIX, src(1), &old_signed.bytes(), &keys);
-    d.handle_datagram(t29, UNIX, src(2), &new_signed.bytes(), &keys);
+    d.handle_datagram(t29, ms(UNIX), src(1), &old_signed.bytes(), &keys);
+    d.handle_datagram(t29, ms(UNIX), src(2), &new_signed.bytes(), &keys);
     assert_eq!(
         drain(&mut d),
         vec![
             DiscoveryEvent::Discovered {
                 node: node(1),
                 addr: at(src(1), 9000),
-                key: KeyId(0)
+                key: KeyId(0),
+                version: WireVersion::V1,
             },
             DiscoveryEvent::Discovered {
                 node: node(2),
                 addr: at(src(2), 9000),
-                key: KeyId(1)
+                key: KeyId(1),
+                version: WireVersion::V1,
             },
         ]
     );
@@ -731,7 +753,7 @@ fn a_previous_key_is_accepted_until_its_deadline_and_events_name_the_key() {
     // At the deadline the old key no longer verifies.
     let t30 = t0 + Duration::from_secs(30);
     let late = Msg::new(node(3), 1);
-    d.handle_datagram(t30, UNIX, src(3), &late.bytes(), &keys);
+    d.handle_datagram(t30, ms(UNIX), src(3), &late.bytes(), &keys);
     assert_eq!(
         drain(&mut d),
         vec![DiscoveryEvent::Dropped {
@@ -753,7 +775,7 @@ fn a_previous_key_is_accepted_until_its_deadline_and_events_name_the_key() {
 fn announcements_are_broadcast_every_interval_without_unicast_targets() {
     let t0 = Instant::now();
     let keys = ring();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
+    let mut d = machine(v1_config(), t0);
     assert_eq!(d.poll_timeout(), Some(t0));
     let sent = transmits(&mut d, t0, UNIX, &keys);
     assert_eq!(sent.len(), 1);
@@ -780,7 +802,8 @@ fn announcements_are_broadcast_every_interval_without_unicast_targets() {
         next[0].1.challenge, a.challenge,
         "fresh challenge per announcement"
     );
-    assert_eq!(d.counters().sent, 2);
+    // Each round is a v2 and a v1 announcement.
+    assert_eq!(d.counters().sent, 4);
 }
 
 #[test]
@@ -807,18 +830,19 @@ fn a_fixed_seed_gives_byte_identical_announcements() {
     let t0 = Instant::now();
     let keys = ring();
     let run = |seed: [u8; 32]| {
-        let mut d = Discovery::new(DiscoveryConfig::new(COMMUNITY), ME, 9000, seed, t0);
+        let mut d = Discovery::new(v1_config(), ME, 9000, seed, t0);
         (0..4u32)
             .flat_map(|i| {
                 let now = t0 + Duration::from_secs(3 * u64::from(i));
-                std::iter::from_fn(|| d.poll_transmit(now, UNIX + u64::from(i), &keys))
+                std::iter::from_fn(|| d.poll_transmit(now, ms(UNIX + u64::from(i)), &keys))
                     .map(|t| t.datagram)
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>()
     };
     let a = run(SEED);
-    assert_eq!(a.len(), 4);
+    // Four rounds of a v2 and a v1 announcement each.
+    assert_eq!(a.len(), 8);
     assert_eq!(a, run(SEED));
     assert_ne!(a, run([43; 32]));
 }
@@ -827,9 +851,9 @@ fn a_fixed_seed_gives_byte_identical_announcements() {
 fn our_own_echo_is_dropped() {
     let t0 = Instant::now();
     let keys = ring();
-    let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
-    let t = d.poll_transmit(t0, UNIX, &keys).unwrap();
-    d.handle_datagram(t0, UNIX, src(1), &t.datagram, &keys);
+    let mut d = machine(v1_config(), t0);
+    let t = d.poll_transmit(t0, ms(UNIX), &keys).unwrap();
+    d.handle_datagram(t0, ms(UNIX), src(1), &t.datagram, &keys);
     assert_eq!(
         drain(&mut d),
         vec![DiscoveryEvent::Dropped {
@@ -844,20 +868,23 @@ fn two_machines_discover_each_other() {
     let t0 = Instant::now();
     let keys = ring();
     let (a_id, b_id) = (node(1), node(2));
-    let mut a = Discovery::new(DiscoveryConfig::new(COMMUNITY), a_id, 9001, [1; 32], t0);
-    let mut b = Discovery::new(DiscoveryConfig::new(COMMUNITY), b_id, 9002, [2; 32], t0);
-    for t in std::iter::from_fn(|| a.poll_transmit(t0, UNIX, &keys)) {
-        b.handle_datagram(t0, UNIX, src(1), &t.datagram, &keys);
+    let mut a = Discovery::new(v1_config(), a_id, 9001, [1; 32], t0);
+    let mut b = Discovery::new(v1_config(), b_id, 9002, [2; 32], t0);
+    for t in std::iter::from_fn(|| a.poll_transmit(t0, ms(UNIX), &keys)) {
+        b.handle_datagram(t0, ms(UNIX), src(1), &t.datagram, &keys);
     }
-    for t in std::iter::from_fn(|| b.poll_transmit(t0, UNIX, &keys)) {
-        a.handle_datagram(t0, UNIX, src(2), &t.datagram, &keys);
+    for t in std::iter::from_fn(|| b.poll_transmit(t0, ms(UNIX), &keys)) {
+        a.handle_datagram(t0, ms(UNIX), src(2), &t.datagram, &keys);
     }
     assert_eq!(
         drain(&mut b),
         vec![DiscoveryEvent::Discovered {
             node: a_id,
             addr: at(src(1), 9001),
-            key: KeyId(0)
+            key: KeyId(0),
+            // The v2 announcement of a round goes first; the v1 one after
+            // it refreshes the peer.
+            version: WireVersion::V2,
         }]
     );
     assert_eq!(
@@ -865,7 +892,8 @@ fn two_machines_discover_each_other() {
         vec![DiscoveryEvent::Discovered {
             node: b_id,
             addr: at(src(2), 9002),
-            key: KeyId(0)
+            key: KeyId(0),
+            version: WireVersion::V2,
         }]
     );
 }
@@ -875,7 +903,7 @@ fn the_event_queue_is_bounded() {
     let t0 = Instant::now();
     let mut d = machine(builder().max_queued_events(2).build().unwrap(), t0);
     for _ in 0..5 {
-        d.handle_datagram(t0, UNIX, src(1), b"short", &ring());
+        d.handle_datagram(t0, ms(UNIX), src(1), b"short", &ring());
     }
     assert_eq!(d.occupancy().queued_events, 2);
     assert_eq!(drain(&mut d).len(), 2);
@@ -954,7 +982,7 @@ proptest! {
         let (mut now, mut unix) = (t0, UNIX);
         for op in ops {
             match op {
-                Op::Raw { bytes, ip } => d.handle_datagram(now, unix, src(ip), &bytes, &keys),
+                Op::Raw { bytes, ip } => d.handle_datagram(now, ms(unix), src(ip), &bytes, &keys),
                 Op::Signed { node: n, challenge, port, skew, ip, v6 } => {
                     let mut m = Msg::new(node(u128::from(n)), u32::from(challenge));
                     m.port = port;
@@ -964,7 +992,7 @@ proptest! {
                     } else {
                         src(ip)
                     };
-                    d.handle_datagram(now, unix, from, &m.bytes(), &keys);
+                    d.handle_datagram(now, ms(unix), from, &m.bytes(), &keys);
                 }
                 Op::Advance { millis, unix: du } => {
                     now += Duration::from_millis(u64::from(millis));
@@ -972,8 +1000,8 @@ proptest! {
                 }
                 Op::Timeout => d.handle_timeout(now),
                 Op::Transmit => {
-                    let sent: Vec<_> = std::iter::from_fn(|| d.poll_transmit(now, unix, &keys)).collect();
-                    prop_assert!(sent.len() <= 1);
+                    let sent: Vec<_> = std::iter::from_fn(|| d.poll_transmit(now, ms(unix), &keys)).collect();
+                    prop_assert!(sent.len() <= 2);
                 }
                 Op::Drain => { drain(&mut d); }
             }
@@ -995,8 +1023,8 @@ proptest! {
     #[test]
     fn arbitrary_bytes_are_dropped_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let t0 = Instant::now();
-        let mut d = machine(DiscoveryConfig::new(COMMUNITY), t0);
-        d.handle_datagram(t0, UNIX, src(1), &bytes, &ring());
+        let mut d = machine(v1_config(), t0);
+        d.handle_datagram(t0, ms(UNIX), src(1), &bytes, &ring());
         prop_assert_eq!(d.counters().accepted, 0);
         prop_assert_eq!(d.occupancy().replay_entries, 0);
         prop_assert_eq!(d.occupancy().tracked_sources, 0);

@@ -15,6 +15,7 @@ mod connection;
 mod connection_props;
 mod dial;
 mod discovery;
+mod discovery_v2;
 mod keys;
 mod node;
 mod node_v2;

@@ -33,6 +33,8 @@ const SECOND: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 /// Wall-clock seconds given to discovery; any value works.
 const UNIX: u64 = 1_800_000_000;
+/// [`UNIX`] as the node's wall clock takes it, in unix milliseconds.
+const UNIX_MS: u64 = UNIX * 1000;
 
 /// A peer's traffic as `(bytes_in, bytes_out, connections)`, for comparisons
 /// (the struct is `#[non_exhaustive]`, so tests cannot build one).
@@ -913,9 +915,9 @@ fn announce(
     now: Instant,
 ) -> usize {
     let mut sent = 0;
-    while let Some(tx) = from.poll_datagram(now, UNIX) {
+    while let Some(tx) = from.poll_datagram(now, UNIX_MS) {
         assert_eq!(tx.to, to_udp);
-        to.handle_datagram(now, UNIX, from_udp, &tx.datagram);
+        to.handle_datagram(now, UNIX_MS, from_udp, &tx.datagram);
         sent += 1;
     }
     sent
@@ -951,6 +953,7 @@ fn discovered_pair(t0: Instant, large_interval: Duration) -> Pair {
             node: node_id(0x01),
             addr: addr(1, SMALL_TCP),
             key: KeyId(0),
+            version: WireVersion::V2,
         }]
     );
     assert_eq!(
@@ -959,6 +962,7 @@ fn discovered_pair(t0: Instant, large_interval: Duration) -> Pair {
             node: node_id(0xf0),
             addr: addr(2, LARGE_TCP),
             key: KeyId(0),
+            version: WireVersion::V2,
         }]
     );
     Pair {
@@ -1188,7 +1192,7 @@ fn expiry_orders(node: &mut Node) -> Vec<ConnId> {
 
 /// Sends (into the void) whatever announcements `node` has due at `now`.
 fn announce_lost(node: &mut Node, now: Instant) {
-    while node.poll_datagram(now, UNIX).is_some() {}
+    while node.poll_datagram(now, UNIX_MS).is_some() {}
 }
 
 #[test]
@@ -1361,24 +1365,41 @@ fn expiry_leaves_connections_to_static_peers_open() {
     assert_eq!(small.connections().count(), 1);
 }
 
-#[test]
-fn invalid_datagrams_are_dropped_with_their_reason() {
+/// Drops of each reason, for v1 announcements (under `allow_v1`) or v2
+/// ones (the default): the reasons and their order are the same.
+fn invalid_datagrams_are_dropped_with_their_reason(version: WireVersion) {
     let t0 = Instant::now();
     let (small_udp, large_udp) = (addr(1, 9999), addr(2, 9999));
     let interval = Duration::from_secs(3);
-    let mut small = discovering(0x01, large_udp, SMALL_TCP, interval, t0);
-    let mut large = discovering(0xf0, small_udp, LARGE_TCP, interval, t0);
-    let good = small.poll_datagram(t0, UNIX).unwrap().datagram;
-    let own = large.poll_datagram(t0, UNIX).unwrap().datagram;
-    let mut bad_mac = good;
-    bad_mac[49] ^= 1;
+    let allow_v1 = version == WireVersion::V1;
+    let node = |n: u8, to: SocketAddr, tcp: u16| {
+        let d = DiscoveryConfig::builder("node-tests")
+            .unicast_targets(vec![to])
+            .announce_interval(interval)
+            .allow_v1(allow_v1)
+            .build()
+            .unwrap();
+        node_with(config(n, KEY).discovery(d).tcp_port(tcp), n, t0)
+    };
+    let mut small = node(0x01, large_udp, SMALL_TCP);
+    let mut large = node(0xf0, small_udp, LARGE_TCP);
+    let first = |n: &mut Node| {
+        std::iter::from_fn(|| n.poll_datagram(t0, UNIX_MS))
+            .map(|t| t.datagram.to_vec())
+            .find(|d| d.len() == if allow_v1 { 50 } else { 52 })
+            .unwrap()
+    };
+    let good = first(&mut small);
+    let own = first(&mut large);
+    let mut bad_mac = good.clone();
+    *bad_mac.last_mut().unwrap() ^= 1;
 
     let cases: Vec<(&[u8], u64, SocketAddr, DropReason)> = vec![
-        (&good[..49], UNIX, small_udp, DropReason::WrongLength),
-        (&bad_mac, UNIX, small_udp, DropReason::BadMac),
-        (&good, UNIX + 61, small_udp, DropReason::Stale),
-        (&good, UNIX - 61, small_udp, DropReason::FutureDated),
-        (&own, UNIX, large_udp, DropReason::OwnNode),
+        (&good[..49], UNIX_MS, small_udp, DropReason::WrongLength),
+        (&bad_mac, UNIX_MS, small_udp, DropReason::BadMac),
+        (&good, UNIX_MS + 61_000, small_udp, DropReason::Stale),
+        (&good, UNIX_MS - 61_000, small_udp, DropReason::FutureDated),
+        (&own, UNIX_MS, large_udp, DropReason::OwnNode),
     ];
     for (datagram, unix, src, reason) in cases {
         large.handle_datagram(t0, unix, src, datagram);
@@ -1395,12 +1416,12 @@ fn invalid_datagrams_are_dropped_with_their_reason() {
     assert_eq!(large.discovered_peers().count(), 0);
 
     // Within the window the same message is honoured once.
-    large.handle_datagram(t0, UNIX + 60, small_udp, &good);
+    large.handle_datagram(t0, UNIX_MS + 60_000, small_udp, &good);
     assert!(matches!(
         drain(&mut large).as_slice(),
-        [NodeEvent::PeerDiscovered { .. }]
+        [NodeEvent::PeerDiscovered { version: v, .. }] if *v == version
     ));
-    large.handle_datagram(t0 + 2 * SECOND, UNIX, small_udp, &good);
+    large.handle_datagram(t0 + 2 * SECOND, UNIX_MS, small_udp, &good);
     assert_eq!(
         drain(&mut large),
         vec![NodeEvent::DatagramDropped {
@@ -1413,6 +1434,16 @@ fn invalid_datagrams_are_dropped_with_their_reason() {
 }
 
 #[test]
+fn invalid_v1_datagrams_are_dropped_with_their_reason() {
+    invalid_datagrams_are_dropped_with_their_reason(WireVersion::V1);
+}
+
+#[test]
+fn invalid_v2_datagrams_are_dropped_with_their_reason() {
+    invalid_datagrams_are_dropped_with_their_reason(WireVersion::V2);
+}
+
+#[test]
 fn announcements_of_another_community_are_dropped() {
     let t0 = Instant::now();
     let (small_udp, large_udp) = (addr(1, 9999), addr(2, 9999));
@@ -1422,8 +1453,8 @@ fn announcements_of_another_community_are_dropped() {
         .unwrap();
     let mut small = node_with(config(0x01, KEY).discovery(other), 0x01, t0);
     let mut large = discovering(0xf0, small_udp, LARGE_TCP, Duration::from_secs(3), t0);
-    let tx = small.poll_datagram(t0, UNIX).unwrap();
-    large.handle_datagram(t0, UNIX, small_udp, &tx.datagram);
+    let tx = small.poll_datagram(t0, UNIX_MS).unwrap();
+    large.handle_datagram(t0, UNIX_MS, small_udp, &tx.datagram);
     assert_eq!(
         drain(&mut large),
         vec![NodeEvent::DatagramDropped {
@@ -1513,6 +1544,9 @@ fn same_seed_same_inputs_give_identical_bytes() {
             .unicast_targets(vec![addr(2, 9999)])
             // Far enough out that `poll_timeout` below is the redial.
             .announce_interval(Duration::from_secs(100))
+            // The v1 announcement carries a challenge from the seed; the
+            // v2 one has no randomness.
+            .allow_v1(true)
             .build()
             .unwrap();
         let c = config(n, KEY)
@@ -1525,7 +1559,8 @@ fn same_seed_same_inputs_give_identical_bytes() {
         let mut b = build(0x0b, 0x42);
         let link = Link::open(&mut a, &mut b, t0, addr(9, 40_000), server_addr()).unwrap();
         assert!(link.is_established());
-        let announcement = a.poll_datagram(t0, UNIX).unwrap();
+        let announcement: Vec<_> = std::iter::from_fn(|| a.poll_datagram(t0, UNIX_MS)).collect();
+        assert_eq!(announcement.len(), 2);
         let dial = a.poll_dial(t0).unwrap();
         a.dial_failed(t0, &dial);
         (
@@ -1548,7 +1583,8 @@ fn same_seed_same_inputs_give_identical_bytes() {
     // The seed is what makes them so.
     let (hello3, _, ann3, _) = run(8);
     assert_ne!(hello1, hello3);
-    assert_ne!(ann1.datagram, ann3.datagram);
+    assert_eq!(ann1[0].datagram, ann3[0].datagram, "v2: no randomness");
+    assert_ne!(ann1[1].datagram, ann3[1].datagram);
 }
 
 // ---- 11. arbitrary operation sequences ------------------------------------

@@ -134,7 +134,8 @@ impl Attacker {
         buf.clear();
         let rng = &mut self.rng;
         match rng.below(100) {
-            // Not 50 bytes: empty, truncated, padded, jumbo.
+            // Neither 50 bytes nor a 52-byte v2 announcement: empty,
+            // truncated, padded, jumbo.
             0..=14 => {
                 let len = match rng.below(4) {
                     0 => rng.below(50) as usize,
@@ -144,6 +145,10 @@ impl Attacker {
                 };
                 buf.resize(len, 0);
                 rng.fill(buf);
+                // 52 bytes starting with 2 would be a v2 announcement.
+                if let (52, Some(first @ 2)) = (buf.len(), buf.first_mut()) {
+                    *first = 3;
+                }
                 DropReason::WrongLength
             }
             // Another community, correctly signed (it shares the key) or not.

@@ -64,6 +64,7 @@ impl Listen {
             }
             let config = DiscoveryConfig::builder(community.clone())
                 .unicast_targets(args.announce_to.clone())
+                .allow_v1(args.allow_v1)
                 .build()
                 .map_err(|e| CliError::usage(format!("discovery: {e}")))?;
             Some((args.discovery_bind, config))

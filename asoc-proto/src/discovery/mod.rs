@@ -1,0 +1,687 @@
+//! The UDP discovery machine (WIRE-v2.md §5, and WIRE.md §7 for v1):
+//! periodic signed announcements, the validation pipeline for received
+//! ones, and the table of discovered peers with expiry, sticky addresses
+//! and the version each peer is to be dialed with.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `config` | [`DiscoveryConfig`] and its validation |
+//! | `report` | what the machine hands out: transmits, events, drop reasons, peers, counters |
+//! | `limits` | the GCRA rate limiter and the bounded per-source-IP table |
+//! | this module | the [`Discovery`] machine: announce rounds, validation, the peer table |
+//!
+//! # Call-order contract
+//!
+//! [`Discovery`] is sans-IO. An adapter owns one UDP socket and a timer and
+//! repeats:
+//!
+//! 1. send every datagram [`poll_transmit`](Discovery::poll_transmit) gives,
+//!    until it returns `None`;
+//! 2. deliver every event [`poll_event`](Discovery::poll_event) gives, until
+//!    it returns `None`;
+//! 3. wait for the first of: a received datagram
+//!    ([`handle_datagram`](Discovery::handle_datagram)) or the
+//!    [`poll_timeout`](Discovery::poll_timeout) deadline
+//!    ([`handle_timeout`](Discovery::handle_timeout)); feed it in; repeat.
+//!
+//! Time comes in twice: `now: Instant` drives timers (announce schedule, peer
+//! expiry, rate limits, key deadlines) and `unix_ms` (wall-clock unix
+//! milliseconds) is compared with the timestamps carried by announcements.
+//!
+//! ```
+//! use std::time::Instant;
+//! use asoc_proto::auth::{ApiKey, KeyRing};
+//! use asoc_proto::discovery::{Discovery, DiscoveryConfig};
+//! use uuid::Uuid;
+//!
+//! // `t0` and `unix_ms` come from the adapter's clocks; the machine never
+//! // reads one.
+//! fn run(t0: Instant, unix_ms: u64) -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyRing::new(ApiKey::new("0123456789abcdef0123456789abcdef")?);
+//! let config = DiscoveryConfig::builder("my-cluster")
+//!     .unicast_targets(vec!["192.0.2.7:9999".parse()?, "192.0.2.8:9999".parse()?])
+//!     .build()?;
+//! let mut disc = Discovery::new(config, Uuid::from_u128(1), 9000, [7; 32], t0);
+//! let mut round = Vec::new();
+//! while let Some(t) = disc.poll_transmit(t0, unix_ms, &keys) {
+//!     // socket.send_to(&t.datagram, t.to)
+//!     round.push(t);
+//! }
+//! // One v2 announcement per round, the same bytes to every destination.
+//! assert_eq!(round.len(), 2);
+//! assert_eq!(round[0].datagram, round[1].datagram);
+//! assert_eq!(round[0].datagram.len(), 52);
+//! while let Some(event) = disc.poll_event() {
+//!     println!("{event:?}");
+//! }
+//! assert!(disc.poll_timeout().is_some());
+//! # Ok(())
+//! }
+//! ```
+//!
+//! # Announce rounds
+//!
+//! Every announce interval one round goes out: one v2 announcement, signed
+//! once with the current key's discovery key, the same bytes to every
+//! destination (the unicast targets, or the broadcast address), so a copy
+//! relayed to another receiver is a replay there too. Its `unix_ms` is the
+//! wall clock, pushed forward when needed so that it always exceeds the
+//! previous round's. With [`allow_v1`](DiscoveryConfig::allow_v1) each
+//! destination also gets a v1 announcement right after it (with its own
+//! challenge, as v1 always had), and the v2 one carries flag bit 0.
+//!
+//! # Validation order
+//!
+//! A received datagram is dropped, cheapest check first, at the first of
+//! the checks below; every drop is counted under its [`DropReason`].
+//!
+//! A v2 announcement (52 bytes, first byte 2): another community's hash
+//! (constant-time compare); a MAC valid under the discovery key of none of
+//! the accepted keys (current first; the event names the key that matched);
+//! this node's own id; `unix_ms` more than the window (60 s) from the local
+//! clock in either direction; `unix_ms` not strictly greater than the last
+//! accepted from that node id (replay or reordering: per-node state kept in
+//! the peer table, not a per-message cache); the per source-IP rate (or a
+//! full source table); a full peer table; a known peer's other address
+//! while its current one is still announcing.
+//!
+//! A v1 announcement (50 bytes): another community's hash; a MAC valid under
+//! none of the accepted API keys; v1 disabled (an authentic v1 announcement
+//! without `allow_v1`); own id; a timestamp more than the window (60 s) from
+//! the local clock; a `(node, challenge)` pair already seen (or a full
+//! replay cache); the per source-IP rate (or a full source table); the
+//! per-node rate; a full peer table; the sticky address of a peer known
+//! through v2. A v1 pair enters the replay cache as soon as its MAC and
+//! timestamp checked out, even when a rate limit then drops the message:
+//! otherwise a copy captured while the sender was over its rate could be
+//! accepted later from the attacker's address.
+//!
+//! Anything else is [`DropReason::WrongLength`]. A message that passes the
+//! source check uses up source rate even if a later check drops it.
+//!
+//! # The peer table
+//!
+//! A message that passes every check records or refreshes the peer as (node
+//! id, source IP of the datagram, TCP port from the message). Nothing
+//! unauthenticated can move a peer's address, and for a peer seen through
+//! v2 even an authentic relayed copy cannot while the peer is alive: its
+//! address changes to another IP only once its current address has sent no
+//! valid announcement for two announce intervals (sticky addresses; a new
+//! port announced from the same IP is taken at once). A sticky
+//! drop records nothing, so the real peer's own copy of the same round is
+//! still accepted. Peers seen only through v1 keep v1's rule: the latest
+//! valid message names the address.
+//!
+//! Each peer remembers whether any v2 announcement of it was accepted
+//! ([`DiscoveredPeer::version`]): such a node is dialed with v2 only. Only a
+//! node seen solely through v1 announcements (possible only with
+//! `allow_v1`) is dialed with v1.
+
+mod config;
+mod limits;
+mod report;
+
+use core::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::auth::{
+    community_hash, ct_eq, sign_announcement, sign_announcement_v2, verify_announcement,
+    verify_announcement_v2, KeyId, KeyRing,
+};
+use crate::replay::{ReplayCache, ReplayError};
+use crate::rng::{Rng, Seed};
+use crate::v2::{derive_discovery_key, WireVersion};
+use crate::wire::{
+    Announcement, AnnouncementV2, ANNOUNCEMENT_LEN, ANNOUNCEMENT_V2_LEN, FLAG_ACCEPTS_V1,
+};
+
+pub use config::{DiscoveryConfig, DiscoveryConfigBuilder, DiscoveryConfigError, DISCOVERY_PORT};
+use limits::{Gcra, SourceLimiter};
+use report::bump;
+pub use report::{
+    AnnouncementBytes, DiscoveredPeer, DiscoveryCounters, DiscoveryEvent, DiscoveryOccupancy,
+    DiscoveryTransmit, DropReason,
+};
+
+#[derive(Clone, Copy, Debug)]
+struct PeerEntry {
+    addr: SocketAddr,
+    /// When its last valid announcement arrived; always from `addr`, since
+    /// one from elsewhere either moved `addr` or was dropped.
+    last_seen: Instant,
+    /// `last_seen + peer_expiry`; `None` if that instant is unrepresentable.
+    expires: Option<Instant>,
+    key: KeyId,
+    /// Per-node rate state of its v1 announcements: it lives with the peer
+    /// because only recorded peers can have been honoured recently. v2
+    /// announcements need none: each must carry a newer `unix_ms`.
+    v1_tat: Option<Instant>,
+    version: WireVersion,
+    accepts_v1: bool,
+    /// The `unix_ms` of its last accepted v2 announcement.
+    last_unix_ms: Option<u64>,
+}
+
+impl PeerEntry {
+    fn public(&self, node: Uuid) -> DiscoveredPeer {
+        DiscoveredPeer {
+            node,
+            addr: self.addr,
+            last_seen: self.last_seen,
+            key: self.key,
+            version: self.version,
+            accepts_v1: self.accepts_v1,
+        }
+    }
+}
+
+/// What an accepted announcement says about its sender, whatever its
+/// version.
+#[derive(Clone, Copy, Debug)]
+struct Sighting {
+    node: Uuid,
+    addr: SocketAddr,
+    key: KeyId,
+    /// `Some((unix_ms, accepts_v1))` for a v2 announcement.
+    v2: Option<(u64, bool)>,
+}
+
+/// The datagrams of the round being sent.
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    /// The v2 announcement, the same bytes for every destination.
+    v2: AnnouncementBytes,
+    /// Index into the destinations.
+    index: usize,
+    /// The v1 announcement for `index` is due next (with `allow_v1`).
+    v1_next: bool,
+}
+
+/// The discovery machine for one node. See the [module docs](self) for the
+/// call-order contract and the validation order.
+#[derive(Debug)]
+pub struct Discovery {
+    config: DiscoveryConfig,
+    community_hash: [u8; 8],
+    node_id: Uuid,
+    tcp_port: u16,
+    rng: Rng,
+    /// When the next round of announcements is due; `None` means never
+    /// (only if `now + interval` is unrepresentable).
+    next_announce: Option<Instant>,
+    round: Option<Round>,
+    /// The `unix_ms` of the last v2 announcement built, so the next is
+    /// strictly later even if the wall clock stepped back.
+    last_sent_ms: Option<u64>,
+    replay: ReplayCache<u64>,
+    sources: SourceLimiter,
+    node_gcra: Gcra,
+    peers: BTreeMap<Uuid, PeerEntry>,
+    /// `(expiry, node)` for every peer with a representable expiry.
+    expiries: BTreeSet<(Instant, Uuid)>,
+    events: VecDeque<DiscoveryEvent>,
+    counters: DiscoveryCounters,
+}
+
+impl Discovery {
+    /// A machine announcing `node_id` listening on TCP `tcp_port`. The first
+    /// announcement is due at `now`. `seed` drives the v1 challenges: a
+    /// fixed seed and fixed inputs give byte-identical announcements;
+    /// adapters seed from the OS.
+    #[must_use]
+    pub fn new(
+        config: DiscoveryConfig,
+        node_id: Uuid,
+        tcp_port: u16,
+        seed: Seed,
+        now: Instant,
+    ) -> Self {
+        Self {
+            community_hash: community_hash(config.community()),
+            node_id,
+            tcp_port,
+            rng: Rng::from_seed(seed),
+            next_announce: Some(now),
+            round: None,
+            last_sent_ms: None,
+            replay: ReplayCache::new(config.replay_capacity()),
+            sources: SourceLimiter::new(config.per_ip_rate(), config.max_tracked_sources()),
+            node_gcra: Gcra::per_second(config.per_node_rate()),
+            peers: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            events: VecDeque::new(),
+            counters: DiscoveryCounters::default(),
+            config,
+        }
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &DiscoveryConfig {
+        &self.config
+    }
+
+    /// This node's id, as announced.
+    #[must_use]
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// Changes the announced TCP port; it takes effect with the next
+    /// round of announcements.
+    pub fn set_tcp_port(&mut self, port: u16) {
+        self.tcp_port = port;
+    }
+
+    // ---- inputs -----------------------------------------------------------
+
+    /// Feeds one received datagram from `src`. Never fails: a datagram that
+    /// fails a check is dropped (see the [module docs](self) for the order),
+    /// counted, and reported as [`DiscoveryEvent::Dropped`]. `unix_ms` is
+    /// the local wall-clock time in unix milliseconds, compared with the
+    /// message's timestamp; `now` drives rate limits, expiry and key
+    /// deadlines.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        src: SocketAddr,
+        datagram: &[u8],
+        keys: &KeyRing,
+    ) {
+        bump(&mut self.counters.received);
+        // A peer past its deadline must be reported expired before the same
+        // node can count as newly discovered.
+        self.expire(now);
+        let verdict = match datagram.len() {
+            ANNOUNCEMENT_V2_LEN => self.validate_v2(now, unix_ms, src, datagram, keys),
+            ANNOUNCEMENT_LEN => self.validate_v1(now, unix_ms / 1000, src, datagram, keys),
+            _ => Err(DropReason::WrongLength),
+        };
+        if let Err(reason) = verdict {
+            self.counters.count_drop(reason);
+            self.push_event(DiscoveryEvent::Dropped { src, reason });
+        }
+    }
+
+    /// Forgets peers whose last valid message is `peer_expiry` old at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+        self.sources.purge(now);
+    }
+
+    // ---- outputs ----------------------------------------------------------
+
+    /// The next datagram to send, if a round is due at `now`; call until it
+    /// returns `None`. A round is one v2 announcement (current key, `unix_ms`
+    /// kept strictly increasing) whose same bytes go to every unicast
+    /// target, or to the broadcast address when there are none; with
+    /// [`allow_v1`](DiscoveryConfig::allow_v1) each destination also gets a
+    /// v1 announcement right after the v2 one, with a fresh challenge and
+    /// the timestamp in seconds.
+    #[must_use]
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        keys: &KeyRing,
+    ) -> Option<DiscoveryTransmit> {
+        let mut round = match self.round {
+            Some(round) => round,
+            None => {
+                if now < self.next_announce? {
+                    return None;
+                }
+                Round {
+                    v2: self.build_v2(unix_ms, keys),
+                    index: 0,
+                    v1_next: false,
+                }
+            }
+        };
+        let destinations = self.config.destinations();
+        let to = *destinations.get(round.index)?;
+        let count = destinations.len();
+        let datagram = if round.v1_next {
+            round.v1_next = false;
+            round.index = round.index.saturating_add(1);
+            self.build_v1(unix_ms / 1000, keys)
+        } else {
+            if self.config.allow_v1() {
+                round.v1_next = true;
+            } else {
+                round.index = round.index.saturating_add(1);
+            }
+            round.v2
+        };
+        if round.index >= count {
+            self.round = None;
+            self.next_announce = now.checked_add(self.config.announce_interval());
+        } else {
+            self.round = Some(round);
+        }
+        bump(&mut self.counters.sent);
+        Some(DiscoveryTransmit { datagram, to })
+    }
+
+    /// The next event, oldest first. Call until it returns `None` after
+    /// every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<DiscoveryEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) or
+    /// [`poll_transmit`](Self::poll_transmit) next has work: the earlier of
+    /// the next announcement and the earliest peer expiry. A past instant
+    /// means "now".
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let expiry = self.expiries.first().map(|(t, _)| *t);
+        match (self.next_announce, expiry) {
+            (Some(a), Some(e)) => Some(a.min(e)),
+            (a, e) => a.or(e),
+        }
+    }
+
+    // ---- state ------------------------------------------------------------
+
+    /// The peer table, ordered by node id.
+    pub fn peers(&self) -> impl Iterator<Item = DiscoveredPeer> + '_ {
+        self.peers.iter().map(|(node, p)| p.public(*node))
+    }
+
+    /// One peer, if recorded.
+    #[must_use]
+    pub fn peer(&self, node: &Uuid) -> Option<DiscoveredPeer> {
+        self.peers.get(node).map(|p| p.public(*node))
+    }
+
+    /// Whether `node` is in the table and was seen through a v2
+    /// announcement: it is then dialed with v2 only, and a v1 HELLO claiming
+    /// its id is refused as a downgrade (WIRE-v2.md §6).
+    #[must_use]
+    pub fn is_v2_only(&self, node: &Uuid) -> bool {
+        self.peers
+            .get(node)
+            .is_some_and(|p| p.version == WireVersion::V2)
+    }
+
+    /// The version to dial `node` with, if it is in the table: v1 only for
+    /// a node seen solely through v1 announcements while v1 is enabled.
+    #[must_use]
+    pub fn dial_version(&self, node: &Uuid) -> Option<WireVersion> {
+        let p = self.peers.get(node)?;
+        Some(if p.version == WireVersion::V1 && self.config.allow_v1() {
+            WireVersion::V1
+        } else {
+            WireVersion::V2
+        })
+    }
+
+    /// Counters of everything received, accepted, sent and dropped.
+    #[must_use]
+    pub fn counters(&self) -> &DiscoveryCounters {
+        &self.counters
+    }
+
+    /// How full the bounded tables are.
+    #[must_use]
+    pub fn occupancy(&self) -> DiscoveryOccupancy {
+        DiscoveryOccupancy {
+            peers: self.peers.len(),
+            tracked_sources: self.sources.tat.len(),
+            replay_entries: self.replay.len(),
+            queued_events: self.events.len(),
+        }
+    }
+
+    // ---- internals --------------------------------------------------------
+
+    fn build_v2(&mut self, unix_ms: u64, keys: &KeyRing) -> AnnouncementBytes {
+        let unix_ms = match self.last_sent_ms {
+            Some(last) => unix_ms.max(last.saturating_add(1)),
+            None => unix_ms,
+        };
+        self.last_sent_ms = Some(unix_ms);
+        let unsigned = AnnouncementV2 {
+            community_hash: self.community_hash,
+            node_id: self.node_id,
+            tcp_port: self.tcp_port,
+            unix_ms,
+            flags: if self.config.allow_v1() {
+                FLAG_ACCEPTS_V1
+            } else {
+                0
+            },
+            mac: [0; 16],
+        };
+        let (_, key) = keys.current();
+        let signed = sign_announcement_v2(&derive_discovery_key(key), unsigned);
+        AnnouncementBytes::v2(signed.encode())
+    }
+
+    fn build_v1(&mut self, unix_secs: u64, keys: &KeyRing) -> AnnouncementBytes {
+        let unsigned = Announcement {
+            community_hash: self.community_hash,
+            node_id: self.node_id,
+            port: self.tcp_port,
+            // The wire field is 32 bits (it runs out in 2106); the Python
+            // implementation packs the same truncation.
+            timestamp: (unix_secs & u64::from(u32::MAX)) as u32,
+            challenge: self.rng.next_u32(),
+            mac: [0; 16],
+        };
+        let (_, key) = keys.current();
+        AnnouncementBytes::v1(sign_announcement(key, unsigned).encode())
+    }
+
+    fn validate_v2(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        src: SocketAddr,
+        datagram: &[u8],
+        keys: &KeyRing,
+    ) -> Result<(), DropReason> {
+        let msg = AnnouncementV2::decode(datagram).ok_or(DropReason::WrongLength)?;
+        if !ct_eq(&msg.community_hash, &self.community_hash) {
+            return Err(DropReason::OtherCommunity);
+        }
+        let key = keys
+            .find(now, |k| {
+                verify_announcement_v2(&derive_discovery_key(k), &msg)
+            })
+            .ok_or(DropReason::BadMac)?;
+        if msg.node_id == self.node_id {
+            return Err(DropReason::OwnNode);
+        }
+        let window = self.config.timestamp_window_secs().saturating_mul(1000);
+        if msg.unix_ms < unix_ms && unix_ms - msg.unix_ms > window {
+            return Err(DropReason::Stale);
+        }
+        if msg.unix_ms > unix_ms && msg.unix_ms - unix_ms > window {
+            return Err(DropReason::FutureDated);
+        }
+        let last = self.peers.get(&msg.node_id).and_then(|p| p.last_unix_ms);
+        if last.is_some_and(|last| msg.unix_ms <= last) {
+            return Err(DropReason::Replayed);
+        }
+        let ip = src.ip().to_canonical();
+        self.sources.check(now, ip)?;
+        self.record(
+            now,
+            Sighting {
+                node: msg.node_id,
+                addr: SocketAddr::new(ip, msg.tcp_port),
+                key,
+                v2: Some((msg.unix_ms, msg.accepts_v1())),
+            },
+        )
+    }
+
+    fn validate_v1(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        src: SocketAddr,
+        datagram: &[u8],
+        keys: &KeyRing,
+    ) -> Result<(), DropReason> {
+        let msg = Announcement::decode(datagram).ok_or(DropReason::WrongLength)?;
+        if !ct_eq(&msg.community_hash, &self.community_hash) {
+            return Err(DropReason::OtherCommunity);
+        }
+        let key = keys
+            .find(now, |k| verify_announcement(k, &msg))
+            .ok_or(DropReason::BadMac)?;
+        // After the MAC: the event then says a key holder speaks v1, not
+        // that some 50-byte datagram arrived.
+        if !self.config.allow_v1() {
+            return Err(DropReason::V1Disabled);
+        }
+        if msg.node_id == self.node_id {
+            return Err(DropReason::OwnNode);
+        }
+        let window = self.config.timestamp_window_secs();
+        let timestamp = u64::from(msg.timestamp);
+        if timestamp < unix_now && unix_now - timestamp > window {
+            return Err(DropReason::Stale);
+        }
+        if timestamp > unix_now && timestamp - unix_now > window {
+            return Err(DropReason::FutureDated);
+        }
+        // Kept through `timestamp + window` inclusive: until then the same
+        // message would still pass the freshness check above.
+        let forget_at = timestamp.saturating_add(window).saturating_add(1);
+        self.replay
+            .insert(unix_now, (msg.node_id, msg.challenge), forget_at)
+            .map_err(|e| match e {
+                ReplayError::Replayed => DropReason::Replayed,
+                _ => DropReason::ReplayCacheFull,
+            })?;
+        // A v4 peer seen through a dual-stack socket arrives as ::ffff:a.b.c.d;
+        // it is the same host for rate limiting and for dialing.
+        let ip = src.ip().to_canonical();
+        self.sources.check(now, ip)?;
+        self.record(
+            now,
+            Sighting {
+                node: msg.node_id,
+                addr: SocketAddr::new(ip, msg.port),
+                key,
+                v2: None,
+            },
+        )
+    }
+
+    /// Whether `known`'s address may still not move at `now`: it is a v2
+    /// peer (or this is a v2 announcement) from another source IP, and its
+    /// current one sent a valid announcement less than two announce
+    /// intervals ago. A new port from the same IP is the node's own word
+    /// (the port is under the MAC, the source is not).
+    fn is_sticky(&self, now: Instant, known: &PeerEntry, sighting: &Sighting) -> bool {
+        if known.addr.ip() == sighting.addr.ip()
+            || (known.version == WireVersion::V1 && sighting.v2.is_none())
+        {
+            return false;
+        }
+        let hold = self.config.announce_interval().saturating_mul(2);
+        known
+            .last_seen
+            .checked_add(hold)
+            .is_none_or(|until| now < until)
+    }
+
+    fn record(&mut self, now: Instant, s: Sighting) -> Result<(), DropReason> {
+        let node = s.node;
+        let known = self.peers.get(&node).copied();
+        let v1_tat = match s.v2 {
+            Some(_) => known.and_then(|p| p.v1_tat),
+            None => Some(
+                self.node_gcra
+                    .admit(now, known.and_then(|p| p.v1_tat))
+                    .ok_or(DropReason::NodeRateLimited)?,
+            ),
+        };
+        if known.is_none() && self.peers.len() >= self.config.max_peers() {
+            return Err(DropReason::PeerTableFull);
+        }
+        if known.is_some_and(|p| self.is_sticky(now, &p, &s)) {
+            return Err(DropReason::AddressSticky);
+        }
+        let expires = now.checked_add(self.config.peer_expiry());
+        if let Some(old) = known.and_then(|p| p.expires) {
+            self.expiries.remove(&(old, node));
+        }
+        if let Some(at) = expires {
+            self.expiries.insert((at, node));
+        }
+        let (version, accepts_v1, last_unix_ms) = match (s.v2, known) {
+            (Some((ms, accepts_v1)), _) => (WireVersion::V2, accepts_v1, Some(ms)),
+            // A v1 announcement never downgrades a node seen through v2.
+            (None, Some(p)) => (p.version, p.accepts_v1, p.last_unix_ms),
+            (None, None) => (WireVersion::V1, true, None),
+        };
+        self.peers.insert(
+            node,
+            PeerEntry {
+                addr: s.addr,
+                last_seen: now,
+                expires,
+                key: s.key,
+                v1_tat,
+                version,
+                accepts_v1,
+                last_unix_ms,
+            },
+        );
+        bump(&mut self.counters.accepted);
+        match known {
+            None => self.push_event(DiscoveryEvent::Discovered {
+                node,
+                addr: s.addr,
+                key: s.key,
+                version: if s.v2.is_some() {
+                    WireVersion::V2
+                } else {
+                    WireVersion::V1
+                },
+            }),
+            Some(old) if old.addr != s.addr => self.push_event(DiscoveryEvent::AddressChanged {
+                node,
+                old: old.addr,
+                new: s.addr,
+            }),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, node)) = self.expiries.first().copied() {
+            if at > now {
+                break;
+            }
+            self.expiries.remove(&(at, node));
+            if let Some(peer) = self.peers.remove(&node) {
+                bump(&mut self.counters.expired);
+                self.push_event(DiscoveryEvent::Expired {
+                    node,
+                    addr: peer.addr,
+                });
+            }
+        }
+    }
+
+    fn push_event(&mut self, event: DiscoveryEvent) {
+        if self.events.len() >= self.config.max_queued_events() {
+            bump(&mut self.counters.events_lost);
+        } else {
+            self.events.push_back(event);
+        }
+    }
+}
