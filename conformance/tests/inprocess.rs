@@ -26,7 +26,7 @@ use asoc_proto::dial::DialConfig;
 use asoc_proto::discovery::DiscoveryConfig;
 use asoc_proto::policy::PolicyConfig;
 use bytes::Bytes;
-use conformance::case::{Case, Finding};
+use conformance::case::{Case, Finding, Wire};
 use conformance::run::{run_case, Outcome};
 use conformance::target::{Endpoint, Implementation, Sources, TargetConfig};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -461,7 +461,7 @@ fn main() {
     if args.test_threads.is_none() {
         args.test_threads = Some(8);
     }
-    let cases = conformance::cases::all();
+    let cases = conformance::cases::for_wire(Wire::V1);
     let mut trials = Vec::new();
     for adapter in ADAPTERS {
         for case in &cases {

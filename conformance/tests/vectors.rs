@@ -4,14 +4,15 @@
 //! both sides, and every discovery datagram. A one-bit change of a frame or
 //! datagram must be refused.
 
-use conformance::v2::{
-    self, discovery_key, psk, Announcement, Hello, Initiator, Session, Suite,
-};
+use conformance::v2::{self, discovery_key, psk, Announcement, Hello, Initiator, Session, Suite};
 use serde_json::Value;
 use uuid::Uuid;
 
 fn vectors() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/asoc-v2.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/vectors/asoc-v2.json"
+    );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
@@ -56,13 +57,21 @@ fn every_handshake_and_frame() {
         let hello_frame = unhex(&h["hello_frame"]);
         let accept_frame = unhex(&h["accept_frame"]);
 
-        let init = Initiator::new(api, suite, arr(&h["client_ephemeral_private"]), &client, ms)
-            .unwrap();
+        let init =
+            Initiator::new(api, suite, arr(&h["client_ephemeral_private"]), &client, ms).unwrap();
         assert_eq!(init.hello(), &hello_frame[..], "HELLO2 of {h}");
 
-        let hello = Hello::read(api, &Suite::ALL, arr(&h["server_ephemeral_private"]), &hello_frame)
-            .unwrap();
-        assert_eq!((hello.node, hello.unix_ms, hello.suite()), (client, ms, suite));
+        let hello = Hello::read(
+            api,
+            &Suite::ALL,
+            arr(&h["server_ephemeral_private"]),
+            &hello_frame,
+        )
+        .unwrap();
+        assert_eq!(
+            (hello.node, hello.unix_ms, hello.suite()),
+            (client, ms, suite)
+        );
         let (accept, mut server_side) = hello.accept(&server, arr(&h["session_id"])).unwrap();
         assert_eq!(accept, accept_frame, "ACCEPT2 of {h}");
 
@@ -72,7 +81,10 @@ fn every_handshake_and_frame() {
         let mut client_side = accepted.session;
         let hash = arr::<32>(&h["handshake_hash"]);
         assert_eq!((client_side.hash, server_side.hash), (hash, hash));
-        let keys = (arr::<32>(&h["key_client_to_server"]), arr::<32>(&h["key_server_to_client"]));
+        let keys = (
+            arr::<32>(&h["key_client_to_server"]),
+            arr::<32>(&h["key_server_to_client"]),
+        );
         assert_eq!(client_side.keys, keys);
         assert_eq!(server_side.keys, keys);
 
@@ -107,7 +119,10 @@ fn every_handshake_and_frame() {
             assert_eq!(rx.rx.next_nonce(), n, "a refused frame moved the counter");
             assert_eq!(rx.rx.open(&hd, &bytes[14..]).unwrap(), plain, "frame {f}");
             // Opened once; the same frame again is a replay.
-            assert!(rx.rx.open(&hd, &bytes[14..]).is_err(), "replay of {f} opened");
+            assert!(
+                rx.rx.open(&hd, &bytes[14..]).is_err(),
+                "replay of {f} opened"
+            );
         }
     }
 }
@@ -131,15 +146,21 @@ fn a_bit_flip_of_a_handshake_message_is_refused() {
         let client = Uuid::from_bytes(arr(&h["client_node_id"]));
         let ms = h["client_unix_ms"].as_u64().unwrap();
         for i in 0..accept_frame.len() {
-            let init =
-                Initiator::new(api, suite, arr(&h["client_ephemeral_private"]), &client, ms)
-                    .unwrap();
+            let init = Initiator::new(api, suite, arr(&h["client_ephemeral_private"]), &client, ms)
+                .unwrap();
             let mut bad = accept_frame.clone();
             bad[i] ^= 1 << (i % 8);
-            assert!(init.accept(&bad).is_err(), "ACCEPT2 bit flip at {i} accepted");
+            assert!(
+                init.accept(&bad).is_err(),
+                "ACCEPT2 bit flip at {i} accepted"
+            );
         }
         // The other suite's parameters never read this HELLO2.
-        let other = if suite == Suite::AesGcm { Suite::ChaChaPoly } else { Suite::AesGcm };
+        let other = if suite == Suite::AesGcm {
+            Suite::ChaChaPoly
+        } else {
+            Suite::AesGcm
+        };
         assert!(Hello::read(api, &[other], [7; 32], &hello_frame).is_err());
     }
 }
@@ -164,7 +185,11 @@ fn every_discovery_datagram() {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 1 << (i % 8);
-            assert_eq!(Announcement::decode(&key, &bad), None, "bit flip at {i} of {d}");
+            assert_eq!(
+                Announcement::decode(&key, &bad),
+                None,
+                "bit flip at {i} of {d}"
+            );
         }
     }
 }

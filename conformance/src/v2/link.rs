@@ -66,6 +66,7 @@ pub fn expect_accept2(
 /// An established v2 connection of the suite to the implementation, or of
 /// the implementation to the suite.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Secure {
     /// The socket.
     pub conn: Conn,
@@ -298,7 +299,10 @@ impl Secure {
     pub fn expect_close_delivering_nothing(&mut self, within: Duration) -> Result<String, Finding> {
         let deadline = Instant::now() + within;
         loop {
-            match self.conn.next(deadline.saturating_duration_since(Instant::now()))? {
+            match self
+                .conn
+                .next(deadline.saturating_duration_since(Instant::now()))?
+            {
                 Observed::Closed { .. } => return Ok("connection closed, nothing delivered".into()),
                 Observed::Frame(f) => {
                     let bytes = frame_bytes(&f);

@@ -160,7 +160,8 @@ fn expected_peer(ctx: &mut Ctx<'_>, matching: bool) -> CaseResult {
     let payload = pattern(60, 5000);
     let l = Listener::bind(listen_ip())?;
     let expected = uuid_v4();
-    ctx.imp.dial_expecting(l.addr()?, Some(&payload), expected)?;
+    ctx.imp
+        .dial_expecting(l.addr()?, Some(&payload), expected)?;
     let mut c = l.accept(ctx, "the implementation dials the suite")?;
     let (h, _) = read_hello2(&mut c, ctx)?;
     let shown: Uuid = if matching { expected } else { uuid_v4() };

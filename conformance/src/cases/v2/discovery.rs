@@ -100,7 +100,11 @@ fn shape(ctx: &mut Ctx<'_>) -> CaseResult {
     if d.len() != v2::ANNOUNCEMENT_LEN || d[0] != v2::VERSION {
         return Err(Finding::fail(
             "52 bytes starting with 0x02",
-            format!("{} bytes starting with {:02x}", d.len(), d.first().unwrap_or(&0)),
+            format!(
+                "{} bytes starting with {:02x}",
+                d.len(),
+                d.first().unwrap_or(&0)
+            ),
         ));
     }
     match Announcement::decode(&discovery_key(&ctx.cfg.key), &d) {
@@ -137,7 +141,10 @@ fn fields(ctx: &mut Ctx<'_>) -> CaseResult {
     }
     if let Some(id) = ep.node_id {
         if id != a.node {
-            return Err(Finding::fail(format!("node id {id}"), format!("node id {}", a.node)));
+            return Err(Finding::fail(
+                format!("node id {id}"),
+                format!("node id {}", a.node),
+            ));
         }
     }
     let skew = a.unix_ms as i128 - unix_ms() as i128;
@@ -227,8 +234,7 @@ fn no_dial(
 ) -> CaseResult {
     let d = Disc::new(ctx)?;
     let a = d.fresh(ctx, wire::high_uuid())?;
-    if d
-        .send_and_accept(ctx, &make(&a, &d.key), ctx.cfg.quiet)?
+    if d.send_and_accept(ctx, &make(&a, &d.key), ctx.cfg.quiet)?
         .is_some()
     {
         return Err(Finding::fail(
@@ -346,5 +352,7 @@ fn sticky(ctx: &mut Ctx<'_>) -> CaseResult {
             ),
         ));
     }
-    Ok(format!("no dial to the relay's address {other_ip} within {watch:?}"))
+    Ok(format!(
+        "no dial to the relay's address {other_ip} within {watch:?}"
+    ))
 }

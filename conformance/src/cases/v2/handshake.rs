@@ -146,7 +146,9 @@ fn frames_are_v2(ctx: &mut Ctx<'_>) -> CaseResult {
                     ));
                 }
                 if o.ty() == ty::END {
-                    return Ok(format!("{frames} frames, version 2, length = plaintext + 16"));
+                    return Ok(format!(
+                        "{frames} frames, version 2, length = plaintext + 16"
+                    ));
                 }
             }
             other => {
@@ -244,7 +246,12 @@ fn reflected(ctx: &mut Ctx<'_>) -> CaseResult {
     };
     let l = Listener::bind(ip)?;
     let sock = wire::udp_from(ip)?;
-    let a = Announcement::new(&ctx.cfg.community, wire::high_uuid(), l.addr()?.port(), unix_ms());
+    let a = Announcement::new(
+        &ctx.cfg.community,
+        wire::high_uuid(),
+        l.addr()?.port(),
+        unix_ms(),
+    );
     wire::send_datagram(&sock, &a.encode(&v2::discovery_key(&ctx.cfg.key)), to)?;
     let Some(mut dialed) = l.accept_within(ctx.cfg.timeout)? else {
         return Err(Finding::Error(
@@ -314,7 +321,9 @@ fn wrong_direction_key(ctx: &mut Ctx<'_>) -> CaseResult {
     let mut wrong = v2::Session::from_keys(ctx.cfg.suite, &s2c, &s2c);
     // Nonce 1: the one the server expects after CONFIRM.
     let _ = wrong.tx.confirm();
-    let f = wrong.tx.stream(1, &[b"sealed with the wrong direction's key"]);
+    let f = wrong
+        .tx
+        .stream(1, &[b"sealed with the wrong direction's key"]);
     s.conn.send(&f)?;
     s.expect_close_delivering_nothing(ctx.cfg.timeout)
 }
@@ -403,7 +412,10 @@ fn replayed_session(ctx: &mut Ctx<'_>) -> CaseResult {
                 ))
             }
             Observed::Closed { .. } => {
-                return Ok(format!("closed after {}", seen.first().map_or("nothing", |s| s)))
+                return Ok(format!(
+                    "closed after {}",
+                    seen.first().map_or("nothing", |s| s)
+                ))
             }
             Observed::Silent { .. } => {
                 return Err(Finding::fail(

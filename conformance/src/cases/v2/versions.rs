@@ -35,9 +35,7 @@ pub(super) fn cases() -> Vec<Case> {
 
 fn v2_only(ctx: &Ctx<'_>) -> Result<(), Finding> {
     if ctx.cfg.allow_v1 {
-        Err(Finding::Skip(
-            "the target accepts v1 (--allow-v1)".into(),
-        ))
+        Err(Finding::Skip("the target accepts v1 (--allow-v1)".into()))
     } else {
         Ok(())
     }
@@ -55,14 +53,17 @@ fn v1_not_counted(ctx: &mut Ctx<'_>) -> CaseResult {
     for _ in 0..n {
         let mut c = Conn::connect_src(ctx, src)?;
         c.send(&hello_frame(&ctx.cfg.key, &uuid_v4(), challenge()))?;
-        c.expect_silent_close(ctx.cfg.timeout)
-            .map_err(|e| Finding::Error(format!("a v1 HELLO was not refused (see R3-6/1): {e:?}")))?;
+        c.expect_silent_close(ctx.cfg.timeout).map_err(|e| {
+            Finding::Error(format!("a v1 HELLO was not refused (see R3-6/1): {e:?}"))
+        })?;
     }
     let i = link::initiator(ctx, ctx.cfg.suite)?;
     let mut c = Conn::connect_src(ctx, src)?;
     c.send(i.hello())?;
     link::expect_accept2(&mut c, ctx, i)?;
-    Ok(format!("{n} v1 HELLOs refused; a HELLO2 from {src} still accepted"))
+    Ok(format!(
+        "{n} v1 HELLOs refused; a HELLO2 from {src} still accepted"
+    ))
 }
 
 fn no_v1_fallback(ctx: &mut Ctx<'_>) -> CaseResult {
@@ -82,7 +83,10 @@ fn no_v1_fallback(ctx: &mut Ctx<'_>) -> CaseResult {
             Observed::Frame(f) => {
                 return Err(Finding::fail(
                     "every re-dial with a HELLO2",
-                    format!("re-dial {dials} after the failed v2 dial sent {}", f.describe()),
+                    format!(
+                        "re-dial {dials} after the failed v2 dial sent {}",
+                        f.describe()
+                    ),
                 ))
             }
             other => {
@@ -122,7 +126,11 @@ fn downgrade(ctx: &mut Ctx<'_>) -> CaseResult {
     // The control: a v1 HELLO of a node never seen through v2 is accepted.
     let mut c = Conn::connect(ctx)?;
     c.handshake(ctx).map_err(|e| {
-        Finding::Error(format!("inconclusive: a v1 HELLO of a new node id was refused too ({e:?})"))
+        Finding::Error(format!(
+            "inconclusive: a v1 HELLO of a new node id was refused too ({e:?})"
+        ))
     })?;
-    Ok(format!("v1 HELLO claiming {node} refused; a v1 HELLO of another node id accepted"))
+    Ok(format!(
+        "v1 HELLO claiming {node} refused; a v1 HELLO of another node id accepted"
+    ))
 }

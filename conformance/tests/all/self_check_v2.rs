@@ -1,0 +1,121 @@
+//! The v2 cases must be able to fail: each planted flaw of the reference
+//! peers (`v2ref.rs`) fails the case that judges it, and the flawless
+//! reference server and client pass every R3 case they can run.
+
+use std::time::Duration;
+
+use conformance::case::{Role, Transport, Wire};
+use conformance::run::{run_case, Outcome};
+use conformance::target::{Implementation, Sources, TargetConfig};
+
+use crate::v2ref::{self, Client, Flaw, Served, HANDSHAKE, KEY, MAX_PAYLOAD};
+
+fn config() -> TargetConfig {
+    let mut cfg = TargetConfig::new(KEY, "self-check-v2");
+    cfg.timeout = Duration::from_millis(800);
+    cfg.quiet = Duration::from_millis(300);
+    cfg.handshake_timeout = HANDSHAKE;
+    cfg.max_payload = MAX_PAYLOAD;
+    cfg.retry_min = Duration::from_millis(150);
+    cfg.retry_max = Duration::from_millis(300);
+    cfg.echo = true;
+    cfg
+}
+
+fn run(id: &str, imp: &mut dyn Implementation) -> Outcome {
+    let case = conformance::cases::all()
+        .into_iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no case {id}"));
+    let r = run_case(&case, &config(), imp, &Sources::new());
+    eprintln!(
+        "{id}: {} ({:?}; {:?})",
+        r.outcome.as_str(),
+        r.expected,
+        r.actual
+    );
+    r.outcome
+}
+
+fn server_case(id: &str, flaw: Flaw) -> Outcome {
+    run(id, &mut Served(v2ref::server(flaw)))
+}
+
+fn client_case(id: &str, flaw: Flaw) -> Outcome {
+    run(id, &mut Client(flaw))
+}
+
+#[test]
+fn a_server_that_accepts_a_replayed_hello2_fails() {
+    for id in ["R3-3.2/15", "R3-3.2/16"] {
+        assert_eq!(server_case(id, Flaw::AcceptsReplay), Outcome::Fail, "{id}");
+        assert_eq!(server_case(id, Flaw::None), Outcome::Pass, "{id}");
+    }
+}
+
+#[test]
+fn a_server_that_skips_the_timestamp_check_fails() {
+    for id in ["R3-3.2/12", "R3-3.2/13"] {
+        assert_eq!(
+            server_case(id, Flaw::NoTimestampCheck),
+            Outcome::Fail,
+            "{id}"
+        );
+        assert_eq!(server_case(id, Flaw::None), Outcome::Pass, "{id}");
+    }
+    // Inside the window both are accepted.
+    assert_eq!(
+        server_case("R3-3.2/14", Flaw::NoTimestampCheck),
+        Outcome::Pass
+    );
+}
+
+#[test]
+fn a_server_that_accepts_an_unauthenticated_frame_fails() {
+    for id in ["R3-4/1", "R3-4/2", "R3-4/3"] {
+        assert_eq!(server_case(id, Flaw::AcceptsBadTag), Outcome::Fail, "{id}");
+        assert_eq!(server_case(id, Flaw::None), Outcome::Pass, "{id}");
+    }
+}
+
+#[test]
+fn a_client_that_accepts_any_accept2_fails() {
+    for id in ["R3-3.4/2", "R3-3.4/3"] {
+        assert_eq!(
+            client_case(id, Flaw::AcceptsAnyAccept),
+            Outcome::Fail,
+            "{id}"
+        );
+        assert_eq!(client_case(id, Flaw::None), Outcome::Pass, "{id}");
+    }
+}
+
+#[test]
+fn a_node_that_falls_back_to_v1_fails() {
+    assert_eq!(client_case("R3-6/3", Flaw::FallsBackToV1), Outcome::Fail);
+    assert_eq!(client_case("R3-6/3", Flaw::None), Outcome::Pass);
+}
+
+/// Every R3 TCP case against the flawless reference peers: nothing fails
+/// and nothing errs (what needs UDP or a v1-enabled target is skipped or
+/// unsupported).
+#[test]
+fn the_reference_peers_pass_every_tcp_case() {
+    let cases: Vec<_> = conformance::cases::for_wire(Wire::V2)
+        .into_iter()
+        .filter(|c| c.transport == Transport::Tcp)
+        .collect();
+    assert!(cases.len() >= 50, "{} TCP cases", cases.len());
+    let mut bad = Vec::new();
+    for c in &cases {
+        let o = if c.role == Role::ImplDials {
+            client_case(c.id, Flaw::None)
+        } else {
+            server_case(c.id, Flaw::None)
+        };
+        if !matches!(o, Outcome::Pass | Outcome::Info | Outcome::Skip) {
+            bad.push(format!("{}: {}", c.id, o.as_str()));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
