@@ -8,10 +8,13 @@ use conformance::case::{Role, Transport, Wire};
 use conformance::run::{run_case, Outcome};
 use conformance::target::{Implementation, Sources, TargetConfig};
 
-use crate::v2ref::{self, Client, Flaw, Served, HANDSHAKE, KEY, MAX_PAYLOAD};
+use crate::v2ref::{
+    self, Client, Discovering, Flaw, Served, COMMUNITY, HANDSHAKE, KEY, MAX_PAYLOAD,
+};
 
 fn config() -> TargetConfig {
-    let mut cfg = TargetConfig::new(KEY, "self-check-v2");
+    let mut cfg = TargetConfig::new(KEY, COMMUNITY);
+    cfg.announce_interval = Duration::from_millis(300);
     cfg.timeout = Duration::from_millis(800);
     cfg.quiet = Duration::from_millis(300);
     cfg.handshake_timeout = HANDSHAKE;
@@ -118,4 +121,38 @@ fn the_reference_peers_pass_every_tcp_case() {
         }
     }
     assert!(bad.is_empty(), "{bad:?}");
+}
+
+/// Every R3 UDP case against the reference node with discovery.
+#[test]
+fn the_reference_node_passes_every_udp_case() {
+    let cases: Vec<_> = conformance::cases::for_wire(Wire::V2)
+        .into_iter()
+        .filter(|c| c.transport == Transport::Udp)
+        .collect();
+    assert!(cases.len() >= 15, "{} UDP cases", cases.len());
+    let mut bad = Vec::new();
+    for c in &cases {
+        let o = run(c.id, &mut Discovering::start(Flaw::None));
+        if !matches!(o, Outcome::Pass | Outcome::Info | Outcome::Skip) {
+            bad.push(format!("{}: {}", c.id, o.as_str()));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn discovery_that_checks_only_the_mac_fails_window_order_and_stickiness() {
+    for id in ["R3-5/12", "R3-5/13", "R3-5/14", "R3-5/17"] {
+        assert_eq!(
+            run(id, &mut Discovering::start(Flaw::MacOnlyDiscovery)),
+            Outcome::Fail,
+            "{id}"
+        );
+    }
+    // The MAC itself is still checked.
+    assert_eq!(
+        run("R3-5/8", &mut Discovering::start(Flaw::MacOnlyDiscovery)),
+        Outcome::Pass
+    );
 }

@@ -39,6 +39,9 @@ pub(crate) enum Flaw {
     AcceptsAnyAccept,
     /// The client retries a failed v2 dial with a v1 HELLO.
     FallsBackToV1,
+    /// Discovery checks only the MAC: no window, no per-node timestamp
+    /// order, no sticky addresses.
+    MacOnlyDiscovery,
 }
 
 /// Reads exactly `buf.len()` bytes before `deadline`.
@@ -265,7 +268,16 @@ enum Dial {
 }
 
 fn client_once(mut s: TcpStream, payload: Option<&[u8]>, expect: Option<Uuid>, flaw: Flaw) -> Dial {
-    let me = wire::uuid_v4();
+    client_as(&mut s, wire::uuid_v4(), payload, expect, flaw)
+}
+
+fn client_as(
+    s: &mut TcpStream,
+    me: Uuid,
+    payload: Option<&[u8]>,
+    expect: Option<Uuid>,
+    flaw: Flaw,
+) -> Dial {
     let Ok(init) = Initiator::new(
         KEY.as_bytes(),
         Suite::AesGcm,
@@ -280,13 +292,13 @@ fn client_once(mut s: TcpStream, payload: Option<&[u8]>, expect: Option<Uuid>, f
     }
     let deadline = Instant::now() + HANDSHAKE;
     let mut h = [0u8; 14];
-    if !read_by(&mut s, &mut h, deadline) {
+    if !read_by(s, &mut h, deadline) {
         return Dial::Failed;
     }
     let len = u32::from_be_bytes(h[10..14].try_into().unwrap()).min(1024) as usize;
     let mut frame = h.to_vec();
     frame.resize(14 + len, 0);
-    if !read_by(&mut s, &mut frame[14..], deadline) {
+    if !read_by(s, &mut frame[14..], deadline) {
         return Dial::Failed;
     }
     let mut session = match init.accept(&frame) {
@@ -318,7 +330,7 @@ fn client_once(mut s: TcpStream, payload: Option<&[u8]>, expect: Option<Uuid>, f
     let far = Instant::now() + Duration::from_secs(30);
     loop {
         let mut h = [0u8; 14];
-        if !read_by(&mut s, &mut h, far) {
+        if !read_by(s, &mut h, far) {
             return Dial::Done;
         }
         let len = u32::from_be_bytes(h[10..14].try_into().unwrap());
@@ -326,12 +338,140 @@ fn client_once(mut s: TcpStream, payload: Option<&[u8]>, expect: Option<Uuid>, f
             return Dial::Done;
         }
         let mut body = vec![0u8; len as usize];
-        if !read_by(&mut s, &mut body, far) || session.rx.open(&h, &body).is_err() {
+        if !read_by(s, &mut body, far) || session.rx.open(&h, &body).is_err() {
             return Dial::Done;
         }
         let stream = u32::from_be_bytes(h[2..6].try_into().unwrap());
         if matches!(h[1], ty::DATA | ty::END | ty::HELLO | ty::ACCEPT) && stream == 0 {
             return Dial::Done;
         }
+    }
+}
+
+/// The community of the reference node's discovery.
+pub(crate) const COMMUNITY: &str = "self-check-v2";
+
+/// A reference v2 node with discovery: the reference server, a UDP socket
+/// that validates announcements as WIRE-v2.md §5 says and dials (and
+/// re-dials, 200 ms after every drop, up to 3 times) the peers it records,
+/// and announcements every 300 ms to the suite's socket.
+pub(crate) struct Discovering {
+    server: Server,
+    udp: SocketAddr,
+    ann: UdpSocket,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    last_ms: u64,
+    /// When the current address last sent a valid announcement.
+    heard: Instant,
+}
+
+const INTERVAL: Duration = Duration::from_millis(300);
+
+impl Discovering {
+    pub(crate) fn start(flaw: Flaw) -> Self {
+        let server = server(Flaw::None);
+        let node = server.node;
+        let port = server.addr.port();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ann = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (udp_addr, target) = (udp.local_addr().unwrap(), ann.local_addr().unwrap());
+        let key = v2::discovery_key(KEY.as_bytes());
+        let out = udp.try_clone().unwrap();
+        let stop = Instant::now() + Duration::from_secs(30);
+        std::thread::spawn(move || {
+            let mut last = 0;
+            while Instant::now() < stop {
+                let ms = unix_ms().max(last + 1);
+                last = ms;
+                let a = v2::Announcement::new(COMMUNITY, node, port, ms);
+                if out.send_to(&a.encode(&key), target).is_err() {
+                    return;
+                }
+                std::thread::sleep(INTERVAL);
+            }
+        });
+        let peers: Arc<Mutex<HashMap<Uuid, Peer>>> = Arc::default();
+        udp.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 128];
+            while Instant::now() < stop {
+                let Ok((n, from)) = udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Some(a) = v2::Announcement::decode(&key, &buf[..n]) else {
+                    continue;
+                };
+                let lax = flaw == Flaw::MacOnlyDiscovery;
+                if a.hash != v2::community_hash(COMMUNITY)
+                    || a.node == node
+                    || (!lax && a.unix_ms.abs_diff(unix_ms()) > WINDOW_MS)
+                {
+                    continue;
+                }
+                let addr = SocketAddr::new(from.ip(), a.port);
+                let mut map = peers.lock().unwrap();
+                match map.get_mut(&a.node) {
+                    Some(p) if !lax && a.unix_ms <= p.last_ms => {}
+                    Some(p) => {
+                        p.last_ms = a.unix_ms;
+                        if lax || p.addr.ip() == addr.ip() {
+                            p.addr = addr;
+                            p.heard = Instant::now();
+                        } else if p.heard.elapsed() > INTERVAL * 2 {
+                            p.addr = addr;
+                            p.heard = Instant::now();
+                        }
+                    }
+                    None => {
+                        map.insert(
+                            a.node,
+                            Peer {
+                                addr,
+                                last_ms: a.unix_ms,
+                                heard: Instant::now(),
+                            },
+                        );
+                        let (peers, id) = (Arc::clone(&peers), a.node);
+                        std::thread::spawn(move || redial(&peers, id, node));
+                    }
+                }
+            }
+        });
+        Self {
+            server,
+            udp: udp_addr,
+            ann,
+        }
+    }
+}
+
+/// Dials the recorded address of `id`, again 200 ms after every drop.
+fn redial(peers: &Mutex<HashMap<Uuid, Peer>>, id: Uuid, me: Uuid) {
+    for _ in 0..4 {
+        let Some(to) = peers.lock().unwrap().get(&id).map(|p| p.addr) else {
+            return;
+        };
+        if let Ok(mut s) = TcpStream::connect_timeout(&to, HANDSHAKE) {
+            let _ = client_as(&mut s, me, None, Some(id), Flaw::None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Implementation for Discovering {
+    fn serve(&mut self) -> Result<Endpoint, Finding> {
+        Ok(Endpoint::new(self.server.addr)
+            .with_udp(Some(self.udp))
+            .with_node_id(Some(self.server.node)))
+    }
+    fn dial(&mut self, _: SocketAddr, _: Option<&[u8]>) -> Result<(), Finding> {
+        Err(Finding::Unsupported("server only".into()))
+    }
+    fn announcements(&mut self) -> Option<&UdpSocket> {
+        Some(&self.ann)
     }
 }
