@@ -418,10 +418,9 @@ impl Discovering {
                     Some(p) if !lax && a.unix_ms <= p.last_ms => {}
                     Some(p) => {
                         p.last_ms = a.unix_ms;
-                        if lax || p.addr.ip() == addr.ip() {
-                            p.addr = addr;
-                            p.heard = Instant::now();
-                        } else if p.heard.elapsed() > INTERVAL * 2 {
+                        // Sticky: another address takes over only once the
+                        // current one has been silent for two intervals.
+                        if lax || p.addr.ip() == addr.ip() || p.heard.elapsed() > INTERVAL * 2 {
                             p.addr = addr;
                             p.heard = Instant::now();
                         }
