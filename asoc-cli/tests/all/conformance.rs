@@ -60,13 +60,14 @@ fn report_path(name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
 }
 
-/// `asoc conformance ARGS --format json --output REPORT`: the output and
-/// the report's cases.
+/// `asoc conformance --wire v1 ARGS --format json --output REPORT`: the
+/// output and the report's cases. These runs test the v1 cases (WIRE.md).
 fn conformance(key: &str, name: &str, args: &[&str]) -> (Output, Vec<Value>) {
     let report = report_path(name);
     let _ = std::fs::remove_file(&report);
     let out = with_key(key)
         .arg("conformance")
+        .args(["--wire", "v1"])
         .args(args)
         .args(["--format", "json", "--output"])
         .arg(&report)
@@ -85,10 +86,11 @@ fn conformance(key: &str, name: &str, args: &[&str]) -> (Output, Vec<Value>) {
     (out, v.as_array().unwrap().clone())
 }
 
-/// The ids `asoc conformance --list MODE SELECTION…` selects.
+/// The ids `asoc conformance --wire v1 --list MODE SELECTION…` selects.
 fn listed(args: &[&str]) -> Vec<String> {
     let out = with_key("unused")
         .arg("conformance")
+        .args(["--wire", "v1"])
         .args(args)
         .arg("--list")
         .output()
@@ -421,4 +423,5 @@ fn usage_errors_and_an_unreachable_target_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("asoc conformance client --exec"));
+    assert!(stdout(&out).contains("--wire v1|v2"));
 }
