@@ -8,7 +8,11 @@ use std::time::Instant;
 use asoc_proto::connection::{
     CloseReason, ConfigError, Connection as ProtoConnection, ConnectionConfig, StreamId,
 };
-use asoc_proto::handshake::Authenticator;
+use asoc_proto::handshake::{Authenticator, ClientOptions};
+use asoc_proto::v2::WireVersion;
+use uuid::Uuid;
+
+use crate::clock::unix_ms;
 use bytes::Bytes;
 
 use crate::drive::Core;
@@ -22,6 +26,7 @@ use crate::stream::{RecvBudget, RecvStream, SendStream};
 #[derive(Clone, Copy, Debug)]
 pub struct DriverConfig {
     connection: ConnectionConfig,
+    client: ClientOptions,
     receive_buffer: usize,
     command_queue: usize,
 }
@@ -30,6 +35,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         Self {
             connection: ConnectionConfig::default(),
+            client: ClientOptions::v2(),
             receive_buffer: 16 * 1024 * 1024,
             command_queue: 8,
         }
@@ -47,6 +53,13 @@ impl DriverConfig {
     #[must_use]
     pub fn connection(&self) -> ConnectionConfig {
         self.connection
+    }
+
+    /// How [`Connection::connect`] dials: the version (v2 by default) and
+    /// the node id the server must prove.
+    #[must_use]
+    pub fn client(&self) -> ClientOptions {
+        self.client
     }
 
     /// Received bytes not yet taken by the application above which reading
@@ -73,6 +86,20 @@ impl DriverConfigBuilder {
     /// Protocol limits and timers (default [`ConnectionConfig::default`]).
     pub fn connection(mut self, config: ConnectionConfig) -> Self {
         self.0.connection = config;
+        self
+    }
+
+    /// The version [`Connection::connect`] speaks (default v2; v1 only for
+    /// peers that speak nothing else).
+    pub fn wire(mut self, version: WireVersion) -> Self {
+        self.0.client.version = version;
+        self
+    }
+
+    /// The node id a v2 server must prove to [`Connection::connect`];
+    /// another id closes the connection with `unexpected_peer`.
+    pub fn expect_peer(mut self, node: Option<Uuid>) -> Self {
+        self.0.client.expected_peer = node;
         self
     }
 
@@ -116,7 +143,7 @@ impl Judge for Standalone {
     fn drive(&mut self, now: Instant, conn: &mut ProtoConnection) {
         if conn.poll_handshake().is_some() {
             if let Ok(mut auth) = self.0.lock() {
-                auth.drive(now, conn);
+                auth.drive(now, unix_ms(), conn);
             }
         }
     }
@@ -290,8 +317,9 @@ where
 }
 
 impl Connection {
-    /// Opens the client side over `io`: sends HELLO, waits for a verified
-    /// ACCEPT.
+    /// Opens the client side over `io`: sends HELLO2 (HELLO with
+    /// [`DriverConfigBuilder::wire`] v1), waits for a verified ACCEPT2
+    /// (ACCEPT) and, on v2, sends CONFIRM.
     pub async fn connect<T: Transport, R: Runtime>(
         rt: &R,
         io: T,
@@ -300,13 +328,19 @@ impl Connection {
     ) -> Result<Self, Error> {
         let conn = {
             let mut a = auth.lock().map_err(|_| Error::Gone)?;
-            a.client(Instant::now(), config.connection())
+            a.client(
+                Instant::now(),
+                unix_ms(),
+                config.connection(),
+                config.client(),
+            )
         };
         start(rt, io, conn, Standalone(auth.clone()), config).await
     }
 
-    /// Takes the server side of `io`: waits for a verified HELLO, answers
-    /// ACCEPT.
+    /// Takes the server side of `io`: waits for a verified HELLO2 (or a v1
+    /// HELLO, if the authenticator allows v1), answers ACCEPT2 (ACCEPT),
+    /// and on v2 waits for the client's CONFIRM.
     pub async fn accept<T: Transport, R: Runtime>(
         rt: &R,
         io: T,

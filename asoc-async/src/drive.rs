@@ -344,7 +344,12 @@ mod tests {
     fn client(now: Instant) -> Connection {
         let keys = KeyRing::new(ApiKey::new("0123456789abcdef0123456789abcdef").unwrap());
         let config = AuthenticatorConfig::new(Uuid::from_bytes([1; 16]), keys);
-        Authenticator::new(config, [1; 32]).client(now, ConnectionConfig::default())
+        Authenticator::new(config, [1; 32]).client(
+            now,
+            0,
+            ConnectionConfig::default(),
+            asoc_proto::handshake::ClientOptions::v1(),
+        )
     }
 
     fn closed_reason(conn: &mut Connection) -> Option<CloseReason> {

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use asoc_proto::auth::{KeyId, SessionToken};
-use asoc_proto::connection::{CloseReason, Connection, Event, Role, SendError, StreamId};
+use asoc_proto::auth::KeyId;
+use asoc_proto::connection::{
+    CloseReason, Connection, Event, Role, SendError, SessionInfo, StreamId,
+};
 use bytes::Bytes;
 use futures_core::Stream;
 use uuid::Uuid;
@@ -61,10 +63,11 @@ pub(crate) trait Judge: Send + Unpin + 'static {
 pub struct Session {
     /// This side's role.
     pub role: Role,
-    /// The client's node id (known to servers only in v1).
+    /// The peer's node id: the client's on a server; on a v2 client the
+    /// server's, proven by ACCEPT2 (v1 tells clients none).
     pub peer_node: Option<Uuid>,
-    /// The session token both sides hold.
-    pub token: SessionToken,
+    /// The version, suite, session id and channel binding both sides hold.
+    pub info: SessionInfo,
     /// The key that verified the handshake.
     pub key: KeyId,
 }
@@ -242,7 +245,7 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                     *slot = Some(Ok(Session {
                         role: self.conn.role(),
                         peer_node,
-                        token: session,
+                        info: session,
                         key,
                     }));
                 }

@@ -16,6 +16,7 @@
 // Public types that may grow are `#[non_exhaustive]`; the rest say why not.
 #![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
+mod clock;
 mod connection;
 pub mod drive;
 mod driver;
@@ -29,6 +30,7 @@ mod stream_io;
 pub mod tls;
 
 pub use asoc_proto::connection::StreamId;
+pub use clock::unix_ms;
 pub use connection::{Connection, DriverConfig, DriverConfigBuilder, SharedAuthenticator};
 pub use driver::Session;
 pub use entropy::{os_node_id, os_seed, shared_authenticator};

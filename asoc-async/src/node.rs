@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::{
@@ -23,6 +23,9 @@ use asoc_proto::rng::Seed;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use asoc_proto::handshake::ClientOptions;
+
+use crate::clock::unix_ms;
 use crate::connection::{spawn, DriverConfig};
 use crate::driver::{Cmd, Judge, Shared};
 use crate::error::Error;
@@ -61,6 +64,8 @@ pub struct NodeBuilder {
     discovery_bind: Option<SocketAddr>,
     discovery: Option<DiscoveryConfig>,
     static_peers: Vec<String>,
+    static_peers_v1: Vec<String>,
+    allow_v1: bool,
     driver: DriverConfig,
     policy: Option<asoc_proto::policy::PolicyConfig>,
     dial: Option<asoc_proto::dial::DialConfig>,
@@ -83,6 +88,8 @@ impl NodeBuilder {
             discovery_bind: None,
             discovery: None,
             static_peers: Vec::new(),
+            static_peers_v1: Vec::new(),
+            allow_v1: false,
             driver: DriverConfig::default(),
             policy: None,
             dial: None,
@@ -142,10 +149,26 @@ impl NodeBuilder {
         self
     }
 
-    /// Adds a static peer, `host:port`; names are resolved when dialing.
+    /// Adds a static peer, `host:port`, dialed with v2; names are resolved
+    /// when dialing.
     #[must_use]
     pub fn static_peer(mut self, target: impl Into<String>) -> Self {
         self.static_peers.push(target.into());
+        self
+    }
+
+    /// Adds a static peer dialed with v1, for peers that speak only v1.
+    #[must_use]
+    pub fn static_peer_v1(mut self, target: impl Into<String>) -> Self {
+        self.static_peers_v1.push(target.into());
+        self
+    }
+
+    /// Also speak v1: accept v1 HELLOs and, with discovery, send and accept
+    /// v1 announcements (WIRE-v2.md §6). Off by default.
+    #[must_use]
+    pub fn allow_v1(mut self, yes: bool) -> Self {
+        self.allow_v1 = yes;
         self
     }
 
@@ -239,6 +262,10 @@ impl NodeBuilder {
         for peer in self.static_peers {
             config = config.static_peer(DialTarget::Name(peer));
         }
+        for peer in self.static_peers_v1 {
+            config = config.static_peer_v1(DialTarget::Name(peer));
+        }
+        config = config.allow_v1(self.allow_v1);
         let listener = net.bind_tcp(self.bind).await?;
         let tcp_addr = N::tcp_local_addr(&listener)?;
         let config = config.tcp_port(tcp_addr.port()).build()?;
@@ -484,7 +511,7 @@ impl<N: Net> Judge for NodeJudge<N> {
         // Once established the node has nothing to decide per input.
         if conn.is_handshaking() {
             let mut proto = self.inner.proto();
-            proto.drive(now, self.id, conn);
+            proto.drive(now, unix_ms(), self.id, conn);
             // Before the handshake's verdict is announced: whoever then
             // reads the counters (through the node, which takes them from
             // here) sees the handshake's bytes. Afterwards the driver's
@@ -636,13 +663,24 @@ impl<N: Net> Node<N> {
         self.inner.events_dropped.load(Ordering::Relaxed)
     }
 
-    /// Dials `target` (`host:port`) once, outside the reconnect schedule, and
-    /// waits for the handshake.
+    /// Dials `target` (`host:port`) once with v2, outside the reconnect
+    /// schedule, and waits for the handshake.
     pub async fn connect(&self, target: impl Into<String>) -> Result<PeerInfo, Error> {
+        self.connect_with(target, ClientOptions::v2()).await
+    }
+
+    /// [`connect`](Self::connect) with `options`: the version to speak (v1
+    /// only for peers that speak nothing else) and the node id a v2 server
+    /// must prove.
+    pub async fn connect_with(
+        &self,
+        target: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<PeerInfo, Error> {
         let (io, addr) = dial_transport(&self.inner, target.into()).await?;
         let (id, conn) = {
             let mut proto = self.inner.proto();
-            let r = proto.connect_to(Instant::now(), addr);
+            let r = proto.connect_to(Instant::now(), unix_ms(), addr, options);
             self.inner.pump(&mut proto);
             r.map_err(Error::Refused)?
         };
@@ -832,10 +870,7 @@ impl<N: Net> Drop for SendGuard<N> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    unix_ms() / 1000
 }
 
 async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
@@ -1011,7 +1046,7 @@ async fn dial_one<N: Net>(inner: Arc<Inner<N>>, dial: Dial) {
         Ok((io, addr)) => {
             let opened = {
                 let mut proto = inner.proto();
-                let r = proto.connect(Instant::now(), &dial, addr);
+                let r = proto.connect(Instant::now(), unix_ms(), &dial, addr);
                 inner.pump(&mut proto);
                 r
             };

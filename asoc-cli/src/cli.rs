@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use asoc_proto::v2::{Suite, WireVersion};
 use clap::{Args, Parser, Subcommand};
 
 use crate::runtime::RuntimeKind;
@@ -161,6 +162,19 @@ pub(crate) struct ListenArgs {
     /// Keep a connection to this peer, reconnecting when it drops (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) peer: Vec<String>,
+    /// Like --peer, dialed with v1, for peers that speak only v1 such as the
+    /// Python implementation (repeatable; needs --allow-v1).
+    #[arg(long, value_name = "HOST:PORT", requires = "allow_v1")]
+    pub(crate) peer_v1: Vec<String>,
+    /// Also speak v1: accept v1 HELLOs and v1 announcements, and announce in
+    /// v1 too. v1 falls to replay and man-in-the-middle attacks on a shared
+    /// network (docs/security.md); enable it only for v1-only peers.
+    #[arg(long)]
+    pub(crate) allow_v1: bool,
+    /// Accept only this v2 cipher suite (default: both; aesgcm is offered
+    /// when dialing).
+    #[arg(long, value_name = "aesgcm|chachapoly")]
+    pub(crate) suite: Option<Suite>,
     /// Time allowed for a peer's handshake.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub(crate) handshake_timeout: Duration,
@@ -194,6 +208,16 @@ pub(crate) struct SendArgs {
     /// DATA frame payload size.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub(crate) chunk_size: u64,
+    /// Protocol version: v2 (Noise handshake, every frame encrypted and
+    /// authenticated) or v1 (for listeners that speak only v1).
+    #[arg(long, value_name = "v1|v2", default_value = "v2")]
+    pub(crate) wire: WireVersion,
+    /// The node id the listener must prove (v2); another id exits 3.
+    #[arg(long, value_name = "UUID")]
+    pub(crate) peer_id: Option<uuid::Uuid>,
+    /// The v2 cipher suite to offer (default aesgcm).
+    #[arg(long, value_name = "aesgcm|chachapoly")]
+    pub(crate) suite: Option<Suite>,
     /// One JSON object per line on standard output.
     #[arg(long)]
     pub(crate) json: bool,

@@ -3,12 +3,19 @@
 
 use std::net::SocketAddr;
 
+use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::CloseReason;
 use asoc_proto::node::{Direction, NodeEvent};
+use asoc_proto::v2::Suite;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::output::Out;
+
+/// What an operator should know when a v1 peer knocks on a v2-only node.
+const V1_HINT: &str = "a v1 peer tried to connect; this node speaks only v2. Start it with \
+                       --allow-v1 to accept v1 peers (v1 falls to replay and relay attacks), \
+                       or move the peer to v2";
 
 /// Prints one node event. Stream completion is printed by the stream
 /// handler instead (it knows the SHA-256 and the file); events outside the
@@ -20,18 +27,34 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
             peer_node,
             addr,
             direction,
+            session,
+            ..
+        } => {
+            let suite = session.suite.map(Suite::as_str);
+            out.emit(
+                json!({"event": "peer_connected", "peer": peer(*peer_node),
+                       "addr": addr.to_string(), "direction": direction_name(*direction),
+                       "version": session.version.byte(), "suite": suite}),
+                || {
+                    format!(
+                        "peer connected: {} {} ({}, {}{})",
+                        shown(*peer_node),
+                        addr,
+                        direction_name(*direction),
+                        session.version,
+                        suite.map_or_else(|| ", unencrypted".to_string(), |s| format!(", {s}"))
+                    )
+                },
+            );
+        }
+        NodeEvent::AuthFailed {
+            addr,
+            reason: AuthFailure::V1Disabled,
             ..
         } => out.emit(
-            json!({"event": "peer_connected", "peer": peer(*peer_node), "addr": addr.to_string(),
-                   "direction": direction_name(*direction)}),
-            || {
-                format!(
-                    "peer connected: {} {} ({})",
-                    shown(*peer_node),
-                    addr,
-                    direction_name(*direction)
-                )
-            },
+            json!({"event": "auth_failed", "addr": addr.to_string(), "reason": "v1_disabled",
+                   "hint": V1_HINT}),
+            || format!("authentication failed: {addr} (v1_disabled): {V1_HINT}"),
         ),
         NodeEvent::PeerDisconnected {
             peer_node,

@@ -15,7 +15,7 @@ pub use asoc_async::SharedAuthenticator;
 use asoc_proto::connection::{
     CloseReason, Connection, ConnectionConfig, Event, SendError, StreamId,
 };
-use asoc_proto::handshake::Authenticator;
+use asoc_proto::handshake::{Authenticator, ClientOptions};
 use bytes::{Bytes, BytesMut};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
@@ -66,7 +66,7 @@ pub trait Judge {
 impl<A: AuthHandle> Judge for A {
     fn judge(&mut self, now: Instant, conn: &mut Connection) {
         if conn.poll_handshake().is_some() {
-            self.with_auth(|a| a.drive(now, conn));
+            self.with_auth(|a| a.drive(now, asoc_async::unix_ms(), conn));
         }
     }
 }
@@ -182,9 +182,22 @@ pub struct Driver<S, A = SharedAuthenticator> {
 
 impl<S: Source + Read + Write, A: AuthHandle> Driver<S, A> {
     /// The client side over `io` (the side that opened the transport): its
-    /// first frame is a fresh HELLO from `auth`.
+    /// first frame is a fresh HELLO2 from `auth` (v2, any key-holding
+    /// server).
     pub fn client(io: S, auth: A, config: ConnectionConfig, now: Instant) -> Self {
-        let conn = auth.with_auth(|a| a.client(now, config));
+        Self::client_with(io, auth, config, ClientOptions::v2(), now)
+    }
+
+    /// [`client`](Self::client) with `options`: the version to speak and
+    /// the node id a v2 server must prove.
+    pub fn client_with(
+        io: S,
+        auth: A,
+        config: ConnectionConfig,
+        options: ClientOptions,
+        now: Instant,
+    ) -> Self {
+        let conn = auth.with_auth(|a| a.client(now, asoc_async::unix_ms(), config, options));
         Self::from_connection(io, conn, auth)
     }
 

@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use asoc_proto::connection::{Connection, ConnectionConfig, Event};
+use asoc_proto::handshake::ClientOptions;
 use asoc_proto::wire::{FrameDecoder, FrameType, Header};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -89,16 +90,16 @@ fn connection(c: &mut Criterion) {
     };
     let pair = || {
         let (mut ca, mut sa) = (auth(1), auth(2));
-        let mut client = ca.client(now, ConnectionConfig::default());
+        let mut client = ca.client(now, 0, ConnectionConfig::default(), ClientOptions::v1());
         let mut server = Connection::server(ConnectionConfig::default(), now);
         let mut hello = Vec::new();
         client.write_to(now, &mut hello).unwrap();
         server.handle_read(now, &hello);
-        sa.drive(now, &mut server);
+        sa.drive(now, 0, &mut server);
         let mut accept = Vec::new();
         server.write_to(now, &mut accept).unwrap();
         client.handle_read(now, &accept);
-        ca.drive(now, &mut client);
+        ca.drive(now, 0, &mut client);
         while client.poll_event().is_some() {}
         while server.poll_event().is_some() {}
         (client, server)

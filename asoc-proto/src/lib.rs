@@ -1,7 +1,8 @@
 //! # asoc-proto
 //!
-//! The ASoc v1 protocol (RFC-0001) and its security model (RFC-0002) as
-//! sans-IO state machines: bytes and time go in, frames, events and timer
+//! The ASoc protocol, v2 (WIRE-v2.md: Noise `NNpsk0` and AEAD on every
+//! frame, the default) and v1 (RFC-0001, behind an explicit switch), and
+//! its security model (RFC-0002), as sans-IO state machines: bytes and time go in, frames, events and timer
 //! deadlines come out. Nothing in this crate reads a clock, touches a socket,
 //! asks the OS for randomness, spawns, sleeps or locks, so every behaviour is
 //! reproducible with a virtual clock and a fixed seed, and every runtime
@@ -21,6 +22,7 @@
 //! | [`dial`] | static and discovered peers turned into dial decisions on the reconnect schedule |
 //! | [`node`] | one node: the pieces above together, with events and counters for every decision |
 //! | [`rng`] | the seeded ChaCha20 CSPRNG |
+//! | [`v2`] | v2's suites, HKDF keys, the Noise handshake (`snow`) and frame sealing (`ring`) |
 //!
 //! ## The drive loop
 //!
@@ -35,7 +37,7 @@
 //! use std::time::{Duration, Instant};
 //! use asoc_proto::auth::{ApiKey, KeyRing};
 //! use asoc_proto::connection::{Connection, ConnectionConfig, Event, StreamId};
-//! use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+//! use asoc_proto::handshake::{Authenticator, AuthenticatorConfig, ClientOptions};
 //! use bytes::{Bytes, BytesMut};
 //! use uuid::Uuid;
 //!
@@ -48,13 +50,15 @@
 //! let (mut client_auth, mut server_auth) = (auth(1, 1), auth(2, 2));
 //!
 //! let mut now = Instant::now(); // the adapter's clock; the crate only compares instants
-//! let mut client = client_auth.client(now, ConnectionConfig::default());
+//! let unix_ms = 1_767_000_000_000; // the adapter's wall clock, which HELLO2 carries
+//! // v2 by default: Noise NNpsk0, every frame sealed.
+//! let mut client = client_auth.client(now, unix_ms, ConnectionConfig::default(), ClientOptions::v2());
 //! let mut server = Connection::server(ConnectionConfig::default(), now);
 //!
 //! // One step of the loop for one side: give a pending handshake message its
 //! // verdict, then write everything it has to the peer's receive buffer.
 //! fn step(conn: &mut Connection, auth: &mut Authenticator, now: Instant, peer_rx: &mut BytesMut) {
-//!     auth.drive(now, conn);
+//!     auth.drive(now, 1_767_000_000_000, conn);
 //!     let mut wire = Vec::new();
 //!     conn.write_to(now, &mut wire).unwrap(); // vectored; payloads are not copied
 //!     peer_rx.extend_from_slice(&wire);

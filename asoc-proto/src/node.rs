@@ -34,18 +34,20 @@
 
 use core::net::SocketAddr;
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use uuid::Uuid;
 
 use crate::auth::{ApiKey, AuthFailure, KeyId, KeyRing};
 use crate::connection::{
-    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event,
+    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event, SessionInfo,
 };
 use crate::dial::{Dial, DialConfig, DialEvent, DialTarget, Dialer, PeerId};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryTransmit, DropReason};
-use crate::handshake::{AuthCounters, Authenticator, AuthenticatorConfig, HandshakeOutcome};
+use crate::handshake::{
+    AuthCounters, Authenticator, AuthenticatorConfig, ClientOptions, HandshakeOutcome,
+};
 use crate::policy::{Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal};
 use crate::rng::{Rng, Seed};
 use crate::time::after;
@@ -61,9 +63,11 @@ pub struct NodeConfig {
     dial: DialConfig,
     discovery: Option<DiscoveryConfig>,
     static_peers: Vec<DialTarget>,
+    static_peers_v1: Vec<DialTarget>,
     dial_discovered: bool,
     tcp_port: u16,
     max_pending_events: usize,
+    allow_v1: Option<bool>,
 }
 
 impl NodeConfig {
@@ -72,11 +76,13 @@ impl NodeConfig {
     pub fn builder(node_id: Uuid, keys: KeyRing) -> NodeConfigBuilder {
         NodeConfigBuilder(Self {
             auth: AuthenticatorConfig::new(node_id, keys),
+            allow_v1: None,
             connection: ConnectionConfig::default(),
             policy: PolicyConfig::default(),
             dial: DialConfig::default(),
             discovery: None,
             static_peers: Vec::new(),
+            static_peers_v1: Vec::new(),
             dial_discovered: true,
             tcp_port: 9000,
             max_pending_events: 65_536,
@@ -158,6 +164,14 @@ impl NodeConfigBuilder {
         self
     }
 
+    /// Also speak v1 (WIRE-v2.md §6): accept v1 HELLOs and, with
+    /// discovery, send and accept v1 announcements. Off by default; v2 is
+    /// always spoken. Overrides the authenticator settings' own switch.
+    pub fn allow_v1(mut self, yes: bool) -> Self {
+        self.0.allow_v1 = Some(yes);
+        self
+    }
+
     /// Limits and timers of every connection.
     pub fn connection(mut self, config: ConnectionConfig) -> Self {
         self.0.connection = config;
@@ -182,9 +196,17 @@ impl NodeConfigBuilder {
         self
     }
 
-    /// Adds a static peer, dialed at start and redialed forever.
+    /// Adds a static peer, dialed at start and redialed forever, with v2.
     pub fn static_peer(mut self, target: DialTarget) -> Self {
         self.0.static_peers.push(target);
+        self
+    }
+
+    /// Adds a static peer dialed with v1, for peers that speak only v1
+    /// (the Python implementation). A failed v2 dial is never retried as
+    /// v1 (WIRE-v2.md §6), so v1 peers are named explicitly.
+    pub fn static_peer_v1(mut self, target: DialTarget) -> Self {
+        self.0.static_peers_v1.push(target);
         self
     }
 
@@ -209,11 +231,14 @@ impl NodeConfigBuilder {
     }
 
     /// The configuration, or why it cannot be used.
-    pub fn build(self) -> Result<NodeConfig, ConfigError> {
+    pub fn build(mut self) -> Result<NodeConfig, ConfigError> {
         if self.0.max_pending_events == 0 {
             return Err(ConfigError::ZeroLimit {
                 field: "max_pending_events",
             });
+        }
+        if let Some(yes) = self.0.allow_v1 {
+            self.0.auth.allow_v1 = yes;
         }
         Ok(self.0)
     }
@@ -342,6 +367,8 @@ pub enum NodeEvent {
         direction: Direction,
         /// The key that verified the handshake.
         key: KeyId,
+        /// The version, suite, session id and channel binding.
+        session: SessionInfo,
     },
     /// An established connection closed.
     PeerDisconnected {
@@ -516,6 +543,8 @@ pub struct Node {
     closed_bytes_in: u64,
     closed_bytes_out: u64,
     events_dropped: u64,
+    /// Static peers configured to be dialed with v1.
+    v1_peers: HashSet<PeerId>,
 }
 
 impl Node {
@@ -529,6 +558,11 @@ impl Node {
         for target in config.static_peers {
             dialer.add_static(now, target);
         }
+        let v1_peers = config
+            .static_peers_v1
+            .into_iter()
+            .map(|target| dialer.add_static(now, target))
+            .collect();
         let discovery = config
             .discovery
             .map(|d| Discovery::new(d, node_id, config.tcp_port, rng.fork(), now));
@@ -549,6 +583,7 @@ impl Node {
             closed_bytes_in: 0,
             closed_bytes_out: 0,
             events_dropped: 0,
+            v1_peers,
         }
     }
 
@@ -577,6 +612,12 @@ impl Node {
         if let Some(d) = self.discovery.as_mut() {
             d.set_tcp_port(port);
         }
+    }
+
+    /// Whether v1 is spoken besides v2 (WIRE-v2.md §6).
+    #[must_use]
+    pub fn allow_v1(&self) -> bool {
+        self.auth.allow_v1()
     }
 
     /// The connection configuration every connection of this node uses.
@@ -626,11 +667,13 @@ impl Node {
     pub fn connect(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         dial: &Dial,
         remote: SocketAddr,
     ) -> Result<(ConnId, Connection), Refusal> {
         let node = self.discovered_node_of(dial.peer);
-        match self.open_outbound(now, remote, Some(dial.peer), node) {
+        let options = self.dial_options(dial.peer, node);
+        match self.open_outbound(now, unix_ms, remote, Some(dial.peer), node, options) {
             Ok(pair) => Ok(pair),
             Err(refusal) => {
                 self.dialer.dial_failed(now, dial.peer);
@@ -648,24 +691,42 @@ impl Node {
     }
 
     /// A connection the application opened itself to `remote` (not
-    /// scheduled by the dialer, never redialed).
+    /// scheduled by the dialer, never redialed), with `options` choosing
+    /// the version and the node id the server must prove.
     pub fn connect_to(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         remote: SocketAddr,
+        options: ClientOptions,
     ) -> Result<(ConnId, Connection), Refusal> {
-        self.open_outbound(now, remote, None, None)
+        self.open_outbound(now, unix_ms, remote, None, options.expected_peer, options)
+    }
+
+    /// How `peer` is dialed: v1 only when configured so; otherwise v2, and
+    /// a discovered peer must prove the node id it announced, so that a
+    /// relayed announcement cannot redirect the dial to someone else.
+    fn dial_options(&self, peer: PeerId, node: Option<Uuid>) -> ClientOptions {
+        if self.v1_peers.contains(&peer) {
+            ClientOptions::v1()
+        } else {
+            ClientOptions::v2().expect_peer(node)
+        }
     }
 
     fn open_outbound(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         remote: SocketAddr,
         peer: Option<PeerId>,
         node: Option<Uuid>,
+        options: ClientOptions,
     ) -> Result<(ConnId, Connection), Refusal> {
         let slot = self.policy.admit_outbound()?;
-        let conn = self.auth.client(now, self.connection_config);
+        let conn = self
+            .auth
+            .client(now, unix_ms, self.connection_config, options);
         Ok((
             self.register(slot, remote, Direction::Outbound, peer, node),
             conn,
@@ -702,9 +763,10 @@ impl Node {
     }
 
     /// Call after every input to connection `id`: gives a pending handshake
-    /// message its verdict and records the outcome.
-    pub fn drive(&mut self, now: Instant, id: ConnId, conn: &mut Connection) {
-        let outcome = self.auth.drive(now, conn);
+    /// message its verdict and records the outcome. `unix_ms` is this
+    /// node's wall-clock time (HELLO2 timestamps are judged against it).
+    pub fn drive(&mut self, now: Instant, unix_ms: u64, id: ConnId, conn: &mut Connection) {
+        let outcome = self.auth.drive(now, unix_ms, conn);
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
@@ -713,7 +775,12 @@ impl Node {
             return;
         };
         match outcome {
-            HandshakeOutcome::Accepted { key, peer_node } => {
+            HandshakeOutcome::AwaitingConfirm => {}
+            HandshakeOutcome::Accepted {
+                key,
+                peer_node,
+                session,
+            } => {
                 entry.info.established = true;
                 if peer_node.is_some() {
                     entry.info.peer_node = peer_node;
@@ -736,6 +803,7 @@ impl Node {
                     addr: info.addr,
                     direction: info.direction,
                     key,
+                    session,
                 });
             }
             HandshakeOutcome::Rejected(failure) => {

@@ -460,6 +460,16 @@ pub struct AuthFailureCounts {
     pub reflection: u64,
     /// [`AuthFailure::Capacity`].
     pub capacity: u64,
+    /// [`AuthFailure::Stale`].
+    pub stale: u64,
+    /// [`AuthFailure::UnexpectedPeer`].
+    pub unexpected_peer: u64,
+    /// [`AuthFailure::BadFrameMac`].
+    pub bad_frame_mac: u64,
+    /// [`AuthFailure::V1Disabled`].
+    pub v1_disabled: u64,
+    /// [`AuthFailure::Downgrade`].
+    pub downgrade: u64,
 }
 
 impl AuthFailureCounts {
@@ -483,6 +493,11 @@ impl AuthFailureCounts {
             self.rate_limited,
             self.reflection,
             self.capacity,
+            self.stale,
+            self.unexpected_peer,
+            self.bad_frame_mac,
+            self.v1_disabled,
+            self.downgrade,
         ]
         .iter()
         .fold(0u64, |a, b| a.saturating_add(*b))
@@ -503,6 +518,11 @@ impl AuthFailureCounts {
             AuthFailure::RateLimited => &mut self.rate_limited,
             AuthFailure::Reflection => &mut self.reflection,
             AuthFailure::Capacity => &mut self.capacity,
+            AuthFailure::Stale => &mut self.stale,
+            AuthFailure::UnexpectedPeer { .. } => &mut self.unexpected_peer,
+            AuthFailure::BadFrameMac => &mut self.bad_frame_mac,
+            AuthFailure::V1Disabled => &mut self.v1_disabled,
+            AuthFailure::Downgrade => &mut self.downgrade,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
+use std::hash::Hash;
 
 use uuid::Uuid;
 
@@ -30,16 +31,17 @@ pub enum ReplayError {
     },
 }
 
-/// A bounded set of pairs, each kept until its own expiry time `T`
-/// (an `Instant` for HELLO, unix seconds for discovery).
+/// A bounded set of keys `K` (by default `(node id, challenge)` pairs; v2
+/// keeps HELLO2 ephemeral public keys), each kept until its own expiry time
+/// `T` (an `Instant` for HELLO, unix time for discovery and HELLO2).
 #[derive(Clone, Debug)]
-pub struct ReplayCache<T: Ord + Copy> {
+pub struct ReplayCache<T: Ord + Copy, K: Hash + Eq + Ord + Copy = ReplayKey> {
     capacity: usize,
-    seen: HashSet<ReplayKey>,
-    by_expiry: BinaryHeap<Reverse<(T, ReplayKey)>>,
+    seen: HashSet<K>,
+    by_expiry: BinaryHeap<Reverse<(T, K)>>,
 }
 
-impl<T: Ord + Copy> ReplayCache<T> {
+impl<T: Ord + Copy, K: Hash + Eq + Ord + Copy> ReplayCache<T, K> {
     /// An empty cache that holds at most `capacity` unexpired pairs.
     /// Nothing is allocated until the first insert.
     #[must_use]
@@ -83,14 +85,14 @@ impl<T: Ord + Copy> ReplayCache<T> {
 
     /// Whether `key` is remembered and unexpired at `now`.
     #[must_use]
-    pub fn contains(&mut self, now: T, key: &ReplayKey) -> bool {
+    pub fn contains(&mut self, now: T, key: &K) -> bool {
         self.purge(now);
         self.seen.contains(key)
     }
 
     /// Records `key` until `expires` (exclusive: at `expires` it is
     /// forgotten). Fails if it is already there or the cache is full.
-    pub fn insert(&mut self, now: T, key: ReplayKey, expires: T) -> Result<(), ReplayError> {
+    pub fn insert(&mut self, now: T, key: K, expires: T) -> Result<(), ReplayError> {
         self.purge(now);
         if self.seen.contains(&key) {
             return Err(ReplayError::Replayed);

@@ -10,7 +10,7 @@ use std::time::Instant;
 use asoc_proto::connection::{Connection, ConnectionConfig, Event};
 use asoc_proto::wire::{FrameType, Header};
 use bytes::{Bytes, BytesMut};
-use harness::{authenticator, key, KEY};
+use harness::{authenticator, key, KEY, UNIX_START};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -33,7 +33,7 @@ fn established(
     let mut conn = Connection::server(ConnectionConfig::default(), now);
     rx.extend_from_slice(&hello.encode_frame());
     conn.handle_input(now, &mut rx);
-    auth.drive(now, &mut conn);
+    auth.drive(now, UNIX_START, &mut conn);
     let mut sink = Vec::with_capacity(64);
     conn.write_to(now, &mut sink).unwrap();
     assert!(conn.is_established(), "{:?}", conn.poll_event());
@@ -49,18 +49,23 @@ fn established_client(
     client_auth: &mut asoc_proto::handshake::Authenticator,
     server_auth: &mut asoc_proto::handshake::Authenticator,
 ) -> (Connection, BytesMut) {
-    let mut client = client_auth.client(now, ConnectionConfig::default());
+    let mut client = client_auth.client(
+        now,
+        UNIX_START,
+        ConnectionConfig::default(),
+        asoc_proto::handshake::ClientOptions::v1(),
+    );
     let mut hello = Vec::with_capacity(64);
     client.write_to(now, &mut hello).unwrap();
     let mut server = Connection::server(ConnectionConfig::default(), now);
     server.handle_read(now, &hello);
-    server_auth.drive(now, &mut server);
+    server_auth.drive(now, UNIX_START, &mut server);
     let mut accept = Vec::with_capacity(64);
     server.write_to(now, &mut accept).unwrap();
     let mut rx = BytesMut::with_capacity(64 << 10);
     rx.extend_from_slice(&accept);
     client.handle_input(now, &mut rx);
-    client_auth.drive(now, &mut client);
+    client_auth.drive(now, UNIX_START, &mut client);
     assert!(client.is_established(), "{:?}", client.poll_event());
     while client.poll_event().is_some() {}
     (client, rx)

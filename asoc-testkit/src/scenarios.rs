@@ -700,18 +700,20 @@ pub fn stalled_reader(key: &str) -> (SocketAddr, async_channel::Sender<()>) {
             AuthenticatorConfig::new(uuid::Uuid::from_bytes([0xee; 16]), KeyRing::new(key));
         let mut auth = Authenticator::new(config, [7; 32]);
         let mut conn = Connection::server(ConnectionConfig::default(), Instant::now());
-        let mut buf = [0u8; 50];
-        let mut got = 0;
-        // Exactly the 50 HELLO bytes: nothing after them is ever read.
-        while got < buf.len() {
-            let n = sock.read(&mut buf[got..]).unwrap();
-            assert!(n > 0, "client closed during the handshake");
-            got += n;
-        }
-        conn.handle_read(Instant::now(), &buf);
-        auth.drive(Instant::now(), &mut conn);
-        assert!(conn.is_established(), "stalled reader: handshake failed");
+        // Exactly the 86 HELLO2 bytes, then ACCEPT2 out and the 30 CONFIRM
+        // bytes in: nothing after them is ever read.
+        let mut hello = [0u8; 86];
+        sock.read_exact(&mut hello)
+            .expect("client closed during the handshake");
+        conn.handle_read(Instant::now(), &hello);
+        auth.drive(Instant::now(), asoc_async::unix_ms(), &mut conn);
         conn.write_to(Instant::now(), &mut sock).unwrap();
+        let mut confirm = [0u8; 30];
+        sock.read_exact(&mut confirm)
+            .expect("client closed during the handshake");
+        conn.handle_read(Instant::now(), &confirm);
+        auth.drive(Instant::now(), asoc_async::unix_ms(), &mut conn);
+        assert!(conn.is_established(), "stalled reader: handshake failed");
         let _ = held.recv_blocking();
         drop(sock);
     });
@@ -805,13 +807,21 @@ pub fn raw_client(
     );
     let mut auth = Authenticator::new(config, [seed; 32]);
     let now = Instant::now();
-    let mut conn = auth.client(now, ConnectionConfig::default());
+    let mut conn = auth.client(
+        now,
+        asoc_async::unix_ms(),
+        ConnectionConfig::default(),
+        asoc_proto::handshake::ClientOptions::v2(),
+    );
     conn.write_to(now, &mut sock).unwrap();
-    let mut accept = [0u8; 30];
+    // ACCEPT2: its 14-byte header and the 72-byte Noise message.
+    let mut accept = [0u8; 86];
     sock.read_exact(&mut accept).unwrap();
     conn.handle_read(now, &accept);
-    auth.drive(now, &mut conn);
+    auth.drive(now, asoc_async::unix_ms(), &mut conn);
     assert!(conn.is_established(), "raw client: handshake failed");
+    // CONFIRM.
+    conn.write_to(now, &mut sock).unwrap();
     (sock, conn)
 }
 
@@ -934,6 +944,28 @@ fn handshake_deadline(deadline: Duration) -> asoc_async::DriverConfig {
         .unwrap()
 }
 
+/// A complete HELLO2 frame (86 bytes) under `key` from node `[node; 16]`,
+/// timestamped now, as a raw attacker or a stalling client sends it.
+pub fn hello2_frame(key: &str, node: u8) -> Vec<u8> {
+    use asoc_proto::auth::KeyRing;
+    use asoc_proto::connection::ConnectionConfig;
+    use asoc_proto::handshake::{Authenticator, AuthenticatorConfig, ClientOptions};
+    let config = AuthenticatorConfig::new(
+        uuid::Uuid::from_bytes([node; 16]),
+        KeyRing::new(ApiKey::new(key).unwrap()),
+    );
+    let now = Instant::now();
+    let mut conn = Authenticator::new(config, [node; 32]).client(
+        now,
+        asoc_async::unix_ms(),
+        ConnectionConfig::default(),
+        ClientOptions::v2(),
+    );
+    let mut frame = Vec::new();
+    conn.write_to(now, &mut frame).unwrap();
+    frame
+}
+
 /// Slowloris: `hanging` clients each send their HELLO one byte per second;
 /// meanwhile a legitimate peer connects and streams; every hanging client
 /// is closed at the handshake deadline.
@@ -949,12 +981,7 @@ pub async fn slowloris<N: Net>(net: N, hanging: usize) {
             std::thread::spawn(move || {
                 let mut sock = std::net::TcpStream::connect(addr).unwrap();
                 let opened = Instant::now();
-                let hello = asoc_proto::auth::sign_hello(
-                    &ApiKey::new(KEY).unwrap(),
-                    uuid::Uuid::from_bytes([i as u8; 16]),
-                    i as u32,
-                )
-                .encode_frame();
+                let hello = hello2_frame(KEY, i as u8);
                 for byte in hello.iter().take(20) {
                     if sock.write_all(&[*byte]).is_err() {
                         break;
@@ -1133,14 +1160,10 @@ pub async fn wrong_key_flood<N: Net>(net: N, attempts: usize, bytes: u64) -> Flo
     let target = b.local_addr();
     let baseline = rss_bytes();
     let flood = std::thread::spawn(move || {
-        let bad = asoc_proto::auth::sign_hello(
-            &ApiKey::new("wrong-key-0123456789abcdef").unwrap(),
-            uuid::Uuid::from_bytes([0x66; 16]),
-            1,
-        )
-        .encode_frame();
+        let bad = hello2_frame("wrong-key-0123456789abcdef", 0x66);
         let workers: Vec<_> = (0..4)
             .map(|w| {
+                let bad = bad.clone();
                 std::thread::spawn(move || {
                     let mut silent = 0;
                     for _ in (w..attempts).step_by(4) {

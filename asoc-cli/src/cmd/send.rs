@@ -6,11 +6,16 @@ use asoc_proto::connection::StreamId;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use asoc_async::Session;
 use asoc_async::{Connection, DriverConfig, Error, Net, Transport};
+use asoc_proto::auth::AuthFailure;
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::CloseReason;
+use asoc_proto::connection::ConnectionConfig;
 use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+use asoc_proto::v2::{Suite, WireVersion};
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::cli::SendArgs;
 use crate::error::{CliError, CliResult};
@@ -19,7 +24,7 @@ use crate::output::{hex, Out};
 use crate::progress::Progress;
 use crate::reader::{Item, Source};
 use crate::runtime::{until, Job, RuntimeKind};
-use crate::{os, secrets, tls};
+use crate::{events, os, secrets, tls};
 
 /// Largest chunk: the default maximum frame payload of receivers (WIRE.md §6).
 const MAX_CHUNK: u64 = 16 << 20;
@@ -33,6 +38,9 @@ pub(crate) struct Send {
     tls: Option<Arc<rustls::ClientConfig>>,
     sources: Vec<Source>,
     runtime: RuntimeKind,
+    wire: WireVersion,
+    peer_id: Option<Uuid>,
+    suite: Suite,
 }
 
 impl Send {
@@ -47,6 +55,12 @@ impl Send {
         }
         if args.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
             return Err(CliError::usage("standard input (-) can be sent only once"));
+        }
+        if args.wire == WireVersion::V1 && (args.peer_id.is_some() || args.suite.is_some()) {
+            return Err(CliError::usage(
+                "--peer-id and --suite need --wire v2: a v1 listener proves no node id and \
+                 runs no cipher suite",
+            ));
         }
         let key = secrets::api_key(args.key.api_key_file.as_deref())?;
         let identity = args.tls_cert.as_ref().zip(args.tls_key.as_ref());
@@ -64,6 +78,9 @@ impl Send {
             tls,
             sources,
             runtime: args.runtime.runtime,
+            wire: args.wire,
+            peer_id: args.peer_id,
+            suite: args.suite.unwrap_or_default(),
         })
     }
 
@@ -103,18 +120,28 @@ impl Send {
         };
         let node = os::node_id()?;
         let auth = self.authenticator(node)?;
-        let conn = Connection::connect(net, io, &auth, DriverConfig::default())
+        let connection = ConnectionConfig::builder()
+            .suite(self.suite)
+            .build()
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        let driver = DriverConfig::builder()
+            .connection(connection)
+            .wire(self.wire)
+            .expect_peer(self.peer_id)
+            .build()
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        let conn = Connection::connect(net, io, &auth, driver)
             .await
             .map_err(|e| match e {
                 Error::Handshake(reason) => self.refused(&reason),
                 other => self.failed(&other),
             })?;
-        self.connected(addr, node);
+        self.connected(addr, node, &conn.session());
         Ok(conn)
     }
 
     /// The authenticator of our side of the handshake, as node `node`.
-    fn authenticator(&self, node: uuid::Uuid) -> CliResult<Arc<Mutex<Authenticator>>> {
+    fn authenticator(&self, node: Uuid) -> CliResult<Arc<Mutex<Authenticator>>> {
         let seed = os::seed()?;
         Ok(Arc::new(Mutex::new(Authenticator::new(
             AuthenticatorConfig::new(node, KeyRing::new(self.key.clone())),
@@ -123,10 +150,20 @@ impl Send {
     }
 
     /// The handshake verified: our first line.
-    fn connected(&self, addr: std::net::SocketAddr, node: uuid::Uuid) {
+    fn connected(&self, addr: std::net::SocketAddr, node: Uuid, session: &Session) {
+        let version = session.info.version;
+        let suite = session.info.suite.map(Suite::as_str);
         self.out.emit(
-            json!({"event": "connected", "addr": addr.to_string(), "node": node.to_string()}),
-            || format!("connected to {addr}, handshake verified"),
+            json!({"event": "connected", "addr": addr.to_string(), "node": node.to_string(),
+                   "peer": events::peer(session.peer_node), "version": version.byte(),
+                   "suite": suite}),
+            || match (session.peer_node, suite) {
+                (Some(peer), Some(suite)) => format!(
+                    "connected to {addr} ({version}, {suite}), handshake verified: \
+                     the listener proved node id {peer}"
+                ),
+                _ => format!("connected to {addr} ({version}, unencrypted), handshake verified"),
+            },
         );
     }
 
@@ -134,6 +171,21 @@ impl Send {
     fn refused(&self, reason: &CloseReason) -> CliError {
         let peer = &self.peer;
         match reason {
+            CloseReason::AuthFailed(AuthFailure::UnexpectedPeer { expected, proven }) => {
+                CliError::auth(format!(
+                    "{peer} proved node id {proven}, not the expected {expected} (--peer-id): \
+                     another node answers at this address"
+                ))
+            }
+            CloseReason::PeerClosed | CloseReason::Transport if self.wire == WireVersion::V2 => {
+                CliError::auth(format!(
+                    "{peer} closed the connection during the v2 handshake without a word. \
+                     Causes that cannot be told apart on the wire: it speaks only v1 (dial it \
+                     with --wire v1), a different API key (check ASOC_API_KEY or \
+                     --api-key-file), it accepts only the other cipher suite (--suite), or it \
+                     is refusing this address (throttling or capacity)"
+                ))
+            }
             CloseReason::HandshakeTimeout => CliError::auth(format!(
                 "{peer} did not answer the handshake in time: is it an ASoc listener, \
                  and does it expect TLS (--tls-ca / --tls-pin)?"

@@ -10,6 +10,8 @@ use asoc_mio::StreamId;
 use asoc_mio::{Error, MioConfig, MioConnection, StreamError};
 use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::{CloseReason, ConnectionConfig, SendError};
+use asoc_proto::handshake::ClientOptions;
+use asoc_proto::v2::WireVersion;
 use asoc_testkit::scenarios::connection_auth as auth;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -43,8 +45,10 @@ fn pattern(len: usize, salt: u32) -> Vec<u8> {
 fn handshake_and_a_verified_256_mib_stream_over_loopback() {
     let (client, server) = pair(MioConfig::default());
     assert_eq!(server.session().peer_node, Some(Uuid::from_bytes([1; 16])));
-    assert_eq!(client.session().peer_node, None);
-    assert_eq!(client.session().token, server.session().token);
+    // v2: ACCEPT2 proves the server's node id to the client.
+    assert_eq!(client.session().peer_node, Some(Uuid::from_bytes([2; 16])));
+    assert_eq!(client.session().info, server.session().info);
+    assert_eq!(client.session().info.version, WireVersion::V2);
 
     let receiver = std::thread::spawn(move || {
         let mut stream = server.accept_stream().unwrap();
@@ -187,7 +191,12 @@ fn wrong_key_the_server_writes_not_a_single_byte() {
     let mut hello = auth(1, "a-completely-different-key")
         .lock()
         .unwrap()
-        .client(Instant::now(), ConnectionConfig::default());
+        .client(
+            Instant::now(),
+            asoc_async::unix_ms(),
+            ConnectionConfig::default(),
+            ClientOptions::v2(),
+        );
     hello.write_to(Instant::now(), &mut sock).unwrap();
     assert_eq!(hello.pending_output(), 0);
     let mut received = Vec::new();

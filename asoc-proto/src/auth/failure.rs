@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use uuid::Uuid;
+
 /// Why a peer was not let in. The [`as_str`](Self::as_str) names are stable
 /// and are what logs and the CLI's JSON events print.
 ///
@@ -28,11 +30,30 @@ pub enum AuthFailure {
     /// A bounded table (replay cache, connection slots) is full; the node
     /// fails closed rather than forget state.
     Capacity,
+    /// v2: the HELLO2 timestamp is more than the window (60 s) away from
+    /// this node's wall clock, in either direction.
+    Stale,
+    /// v2 client: the server proved a node id other than the one the dial
+    /// expected.
+    UnexpectedPeer {
+        /// The node id the dial expected.
+        expected: Uuid,
+        /// The node id the server proved.
+        proven: Uuid,
+    },
+    /// v2: a sealed frame's tag did not verify (CONFIRM, during the
+    /// handshake).
+    BadFrameMac,
+    /// A v1 HELLO reached a node that accepts only v2.
+    V1Disabled,
+    /// A v1 HELLO claimed a node id this node knows speaks v2.
+    Downgrade,
 }
 
 impl AuthFailure {
     /// Stable snake_case name: `bad_mac`, `replay`, `malformed`, `timeout`,
-    /// `locked_out`, `rate_limited`, `reflection`, `capacity`.
+    /// `locked_out`, `rate_limited`, `reflection`, `capacity`, `stale`,
+    /// `unexpected_peer`, `bad_frame_mac`, `v1_disabled`, `downgrade`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -44,16 +65,30 @@ impl AuthFailure {
             Self::RateLimited => "rate_limited",
             Self::Reflection => "reflection",
             Self::Capacity => "capacity",
+            Self::Stale => "stale",
+            Self::UnexpectedPeer { .. } => "unexpected_peer",
+            Self::BadFrameMac => "bad_frame_mac",
+            Self::V1Disabled => "v1_disabled",
+            Self::Downgrade => "downgrade",
         }
     }
 
     /// Whether this failure counts toward the per-IP lockout: failures the
     /// peer caused by what it sent, not refusals the node made on its own.
+    /// A v1 HELLO to a v2-only node is a configuration mismatch, not an
+    /// attack, and does not count (WIRE-v2.md §6).
     #[must_use]
     pub const fn counts_toward_lockout(self) -> bool {
         matches!(
             self,
-            Self::BadMac | Self::Replay | Self::Malformed | Self::Timeout | Self::Reflection
+            Self::BadMac
+                | Self::Replay
+                | Self::Malformed
+                | Self::Timeout
+                | Self::Reflection
+                | Self::Stale
+                | Self::BadFrameMac
+                | Self::Downgrade
         )
     }
 }

@@ -2,6 +2,7 @@
 
 use core::time::Duration;
 
+use crate::v2::{Suite, SuiteSet};
 use crate::wire::DEFAULT_MAX_PAYLOAD;
 
 /// Why a configuration was refused.
@@ -39,6 +40,8 @@ pub struct ConnectionConfig {
     pub(crate) send_high_water: usize,
     pub(crate) max_incoming_streams: usize,
     pub(crate) max_outgoing_streams: usize,
+    pub(crate) suite: Suite,
+    pub(crate) accept_suites: SuiteSet,
 }
 
 impl Default for ConnectionConfig {
@@ -51,6 +54,8 @@ impl Default for ConnectionConfig {
             send_high_water: 8 * 1024 * 1024,
             max_incoming_streams: 4096,
             max_outgoing_streams: 4096,
+            suite: Suite::AesGcm,
+            accept_suites: SuiteSet::all(),
         }
     }
 }
@@ -102,6 +107,18 @@ impl ConnectionConfig {
     #[must_use]
     pub fn max_outgoing_streams(&self) -> usize {
         self.max_outgoing_streams
+    }
+
+    /// The v2 suite this side offers when it dials (default AES-GCM).
+    #[must_use]
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The v2 suites this side accepts as a server (default both).
+    #[must_use]
+    pub fn accept_suites(&self) -> SuiteSet {
+        self.accept_suites
     }
 }
 
@@ -157,6 +174,27 @@ impl ConnectionConfigBuilder {
     pub fn max_outgoing_streams(mut self, n: usize) -> Self {
         self.0.max_outgoing_streams = n;
         self
+    }
+
+    /// The v2 suite offered when dialing.
+    #[must_use]
+    pub fn suite(mut self, suite: Suite) -> Self {
+        self.0.suite = suite;
+        self
+    }
+
+    /// The v2 suites accepted as a server; a HELLO2 naming another fails
+    /// on its suite byte.
+    #[must_use]
+    pub fn accept_suites(mut self, suites: SuiteSet) -> Self {
+        self.0.accept_suites = suites;
+        self
+    }
+
+    /// Offers `suite` and accepts only `suite`: what `--suite` means.
+    #[must_use]
+    pub fn only_suite(self, suite: Suite) -> Self {
+        self.suite(suite).accept_suites(SuiteSet::only(suite))
     }
 
     /// Checks the settings.

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::StreamId;
 use crate::auth::{AuthFailure, KeyId, SessionToken};
+use crate::v2::{Suite, WireVersion};
 use crate::wire::{FrameError, FrameType};
 
 /// Which end of the TCP connection this is. The side that opened it is the
@@ -27,11 +28,11 @@ pub enum Role {
 pub enum Event {
     /// The handshake succeeded; streams may be opened.
     Established {
-        /// The client's node id, known to the server only (v1 carries no
-        /// server node id).
+        /// The peer's node id: the client's on a server; on a v2 client the
+        /// server's, proven by ACCEPT2 (v1 carries no server node id).
         peer_node: Option<Uuid>,
-        /// The session token and its MAC, kept by both sides (RFC-0002 §5).
-        session: SessionToken,
+        /// The version, suite, session id and channel binding.
+        session: SessionInfo,
         /// The key that verified the handshake.
         key: KeyId,
     },
@@ -89,6 +90,48 @@ pub enum Event {
     },
 }
 
+/// What a handshake established, the same on both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The protocol the connection runs.
+    pub version: WireVersion,
+    /// v2: the suite both sides ran.
+    pub suite: Option<Suite>,
+    /// The session id: v1's session token, v2's ACCEPT2 session id.
+    pub session_id: [u8; 8],
+    /// v2: the Noise handshake hash, the session's channel binding.
+    pub handshake_hash: Option<[u8; 32]>,
+    /// v1: the session token and its MAC (RFC-0002 §5).
+    pub token: Option<SessionToken>,
+}
+
+impl SessionInfo {
+    /// A v1 session carrying `token`.
+    #[must_use]
+    pub fn v1(token: SessionToken) -> Self {
+        Self {
+            version: WireVersion::V1,
+            suite: None,
+            session_id: token.token,
+            handshake_hash: None,
+            token: Some(token),
+        }
+    }
+
+    /// A v2 session.
+    #[must_use]
+    pub const fn v2(suite: Suite, session_id: [u8; 8], handshake_hash: [u8; 32]) -> Self {
+        Self {
+            version: WireVersion::V2,
+            suite: Some(suite),
+            session_id,
+            handshake_hash: Some(handshake_hash),
+            token: None,
+        }
+    }
+}
+
 /// A receiver rule of WIRE.md §4 that the peer broke once established.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -140,6 +183,9 @@ pub enum ProtocolError {
         /// The local limit.
         max: usize,
     },
+    /// v2: a frame counter reached 2^64 − 1; the nonce would repeat.
+    #[error("the v2 frame counter is exhausted; a nonce would repeat")]
+    NonceExhausted,
 }
 
 /// Why a connection closed. Exactly one `Closed` event carries it.
@@ -156,6 +202,9 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// The peer broke a receiver rule after the handshake.
     Protocol(ProtocolError),
+    /// v2: a frame's tag did not verify after the handshake: altered,
+    /// forged, replayed or reordered. Nothing of it was delivered.
+    BadFrameMac,
     /// Pending output made no progress for the send-stall timeout.
     SendStall,
     /// An open incoming stream received nothing for the receive-idle timeout.
@@ -198,6 +247,7 @@ impl CloseReason {
             Self::AuthFailed(f) => f.as_str(),
             Self::HandshakeTimeout => "timeout",
             Self::Protocol(_) => "protocol_error",
+            Self::BadFrameMac => "bad_frame_mac",
             Self::SendStall => "send_stall",
             Self::ReceiveIdle { .. } => "receive_idle",
             Self::PeerClosed => "peer_closed",
@@ -215,6 +265,9 @@ impl fmt::Display for CloseReason {
             Self::AuthFailed(a) => write!(f, "authentication failed: {a}"),
             Self::HandshakeTimeout => f.write_str("handshake timed out"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::BadFrameMac => {
+                f.write_str("a frame failed its authentication tag (altered, forged or replayed)")
+            }
             Self::SendStall => f.write_str("send stalled: the peer stopped reading"),
             Self::ReceiveIdle { stream } => {
                 write!(f, "stream {stream} received nothing for the idle timeout")

@@ -36,6 +36,7 @@
 
 mod config;
 mod event;
+mod sealing;
 mod send_queue;
 mod stream_id;
 mod streams;
@@ -48,16 +49,39 @@ use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 pub use config::{ConfigError, ConnectionConfig, ConnectionConfigBuilder};
-pub use event::{CloseReason, Event, HandshakeStateError, ProtocolError, Role, SendError};
+pub use event::{
+    CloseReason, Event, HandshakeStateError, ProtocolError, Role, SendError, SessionInfo,
+};
 pub use stream_id::StreamId;
 
+use self::sealing::V2;
 use self::send_queue::SendQueue;
 use self::streams::{Incoming, OutgoingStreams};
 use crate::auth::{AuthFailure, KeyId, SessionToken};
 use crate::time::after;
+use crate::v2::noise::{Initiator, Message, Session, MESSAGE_LEN};
+use crate::v2::seal::{SealError, TAG_LEN};
+use crate::v2::{Suite, WireVersion};
 use crate::wire::{
-    Accept, Frame, FrameDecoder, FrameError, FrameType, Header, Hello, ACCEPT_HEADER, HELLO_HEADER,
+    Accept, Frame, FrameDecoder, FrameError, FrameType, Header, Hello, ACCEPT_HEADER, HEADER_LEN,
+    HELLO_HEADER,
 };
+
+/// The header of HELLO2 (`accept = false`) or ACCEPT2 for `suite`.
+#[must_use]
+pub fn v2_handshake_header(suite: Suite, accept: bool) -> Header {
+    Header {
+        version: WireVersion::V2.byte(),
+        frame_type: if accept {
+            FrameType::Accept
+        } else {
+            FrameType::Hello
+        },
+        stream_id: 0,
+        seq: suite.seq(),
+        length: MESSAGE_LEN as u32,
+    }
+}
 
 /// A handshake message that arrived and awaits a verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +91,24 @@ pub enum HandshakeMessage {
     Hello(Hello),
     /// The server's ACCEPT (client side).
     Accept(Accept),
+    /// A v2 client's HELLO2, Noise message 1 (server side).
+    Hello2 {
+        /// The suite its header named.
+        suite: Suite,
+        /// The 72-byte Noise message.
+        message: Message,
+    },
+    /// A v2 server's ACCEPT2, Noise message 2 (client side); the
+    /// connection itself holds the handshake state that reads it.
+    Accept2 {
+        /// The suite its header named.
+        suite: Suite,
+        /// The 72-byte Noise message.
+        message: Message,
+    },
+    /// v2 server: CONFIRM decrypted; the connection becomes established
+    /// once the verdict is recorded.
+    Confirmed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +117,8 @@ enum State {
     AwaitingHello,
     /// Client: HELLO queued or sent, waiting for the ACCEPT frame.
     AwaitingAccept,
+    /// v2 server: ACCEPT2 queued, waiting for the client's CONFIRM.
+    AwaitingConfirm,
     /// A handshake message is out for a verdict.
     Verifying(HandshakeMessage),
     Established,
@@ -118,7 +162,11 @@ pub struct Connection {
     outgoing: OutgoingStreams,
     events: VecDeque<Event>,
     peer_node: Option<Uuid>,
-    session: Option<SessionToken>,
+    session: Option<SessionInfo>,
+    /// The version the handshake runs; a server learns it from the first byte.
+    version: WireVersion,
+    /// v2's handshake and frame keys.
+    v2: Option<Box<V2>>,
     stats: ConnectionStats,
 }
 
@@ -136,11 +184,54 @@ impl Connection {
         conn
     }
 
+    /// A v2 client connection that sends HELLO2 carrying `hello` (Noise
+    /// message 1 written by `initiator` under key `key`) and expects an
+    /// ACCEPT2 of the same suite; when `expected_peer` is set the server
+    /// must prove that node id. Built by
+    /// [`Authenticator::client`](crate::handshake::Authenticator::client).
+    #[must_use]
+    pub fn client_v2(
+        config: ConnectionConfig,
+        now: Instant,
+        hello: &Message,
+        initiator: Initiator,
+        key: KeyId,
+        expected_peer: Option<Uuid>,
+    ) -> Self {
+        let suite = initiator.suite();
+        let mut conn = Self::new(
+            Role::Client,
+            config,
+            now,
+            v2_handshake_header(suite, true),
+            1,
+        );
+        conn.version = WireVersion::V2;
+        conn.queue.push(
+            v2_handshake_header(suite, false),
+            Bytes::copy_from_slice(hello),
+        );
+        conn.stats.frames_out += 1;
+        conn.state = State::AwaitingAccept;
+        conn.v2 = Some(Box::new(V2::client(initiator, key, expected_peer)));
+        conn
+    }
+
     /// A server connection for a freshly accepted transport; it expects a
-    /// HELLO within the handshake timeout.
+    /// HELLO2 of an accepted suite, or a v1 HELLO (which the verdict
+    /// refuses unless v1 is enabled), within the handshake timeout.
     #[must_use]
     pub fn server(config: ConnectionConfig, now: Instant) -> Self {
-        Self::new(Role::Server, config, now, HELLO_HEADER, 2)
+        let mut conn = Self::new(Role::Server, config, now, HELLO_HEADER, 2);
+        let mut first = [HELLO_HEADER; 3];
+        let mut n = 1;
+        for (slot, suite) in first.iter_mut().skip(1).zip(config.accept_suites.iter()) {
+            *slot = v2_handshake_header(suite, false);
+            n += 1;
+        }
+        conn.decoder
+            .expect_first_of(first.get(..n).unwrap_or_default());
+        conn
     }
 
     fn new(
@@ -166,6 +257,8 @@ impl Connection {
             events: VecDeque::new(),
             peer_node: None,
             session: None,
+            version: WireVersion::V1,
+            v2: None,
             stats: ConnectionStats::default(),
         }
     }
@@ -195,7 +288,10 @@ impl Connection {
     pub fn is_handshaking(&self) -> bool {
         matches!(
             self.state,
-            State::AwaitingHello | State::AwaitingAccept | State::Verifying(_)
+            State::AwaitingHello
+                | State::AwaitingAccept
+                | State::AwaitingConfirm
+                | State::Verifying(_)
         )
     }
 
@@ -206,16 +302,25 @@ impl Connection {
         self.state == State::Closed
     }
 
-    /// The client's node id once known (server side only in v1).
+    /// The peer's node id once proven: the client's on a server; the
+    /// server's on a v2 client (v1 carries none).
     #[must_use]
     pub fn peer_node(&self) -> Option<Uuid> {
         self.peer_node
     }
 
-    /// The session token, once established.
+    /// The session's version, suite, id and channel binding, once
+    /// established.
     #[must_use]
-    pub fn session(&self) -> Option<SessionToken> {
+    pub fn session(&self) -> Option<SessionInfo> {
         self.session
+    }
+
+    /// The protocol this connection runs: fixed for a client, learned from
+    /// the first byte by a server (v1 until then).
+    #[must_use]
+    pub fn version(&self) -> WireVersion {
+        self.version
     }
 
     /// Counters.
@@ -376,13 +481,109 @@ impl Connection {
             State::Verifying(_) => return Err(HandshakeStateError::WrongRole { role: self.role }),
             _ => return Err(HandshakeStateError::NothingToVerify),
         };
-        self.enqueue(
+        // Unsealed (v1) frames always queue.
+        let _ = self.enqueue(
             now,
             ACCEPT_HEADER,
             Bytes::copy_from_slice(&session.to_accept().encode()),
         );
-        self.establish(now, Some(hello.node_id), session, key);
+        self.establish(now, Some(hello.node_id), SessionInfo::v1(session), key);
         Ok(())
+    }
+
+    /// v2 server: HELLO2 decrypted under `key` and passed every check.
+    /// Queues ACCEPT2 (`accept`, Noise message 2), installs the split keys
+    /// and waits for CONFIRM; nothing else is sent and no peer is reported
+    /// until it decrypts.
+    pub(crate) fn accept_hello2(
+        &mut self,
+        now: Instant,
+        key: KeyId,
+        peer: Uuid,
+        accept: &Message,
+        session: &Session,
+        session_id: [u8; 8],
+    ) -> Result<(), HandshakeStateError> {
+        let suite = match self.state {
+            State::Verifying(HandshakeMessage::Hello2 { suite, .. }) => suite,
+            State::Verifying(_) => return Err(HandshakeStateError::WrongRole { role: self.role }),
+            _ => return Err(HandshakeStateError::NothingToVerify),
+        };
+        // ACCEPT2 goes out before the keys exist, so it is never sealed
+        // and always queues.
+        let _ = self.enqueue(
+            now,
+            v2_handshake_header(suite, true),
+            Bytes::copy_from_slice(accept),
+        );
+        let mut v2 = V2::server(suite, key, peer);
+        v2.split(session, session_id, false);
+        self.v2 = Some(Box::new(v2));
+        self.decoder.speak(WireVersion::V2.byte(), TAG_LEN as u32);
+        self.state = State::AwaitingConfirm;
+        self.resume(now);
+        Ok(())
+    }
+
+    /// v2 server: CONFIRM decrypted; become established. Returns the key,
+    /// the client's node id and the session.
+    pub(crate) fn establish_confirmed(
+        &mut self,
+        now: Instant,
+    ) -> Result<(KeyId, Uuid, SessionInfo), HandshakeStateError> {
+        if self.state != State::Verifying(HandshakeMessage::Confirmed) {
+            return Err(HandshakeStateError::NothingToVerify);
+        }
+        let v2 = self
+            .v2
+            .as_deref()
+            .ok_or(HandshakeStateError::NothingToVerify)?;
+        let (Some(peer), Some(info)) = (v2.peer, v2.info) else {
+            return Err(HandshakeStateError::NothingToVerify);
+        };
+        let key = v2.key;
+        self.establish(now, Some(peer), info, key);
+        Ok((key, peer, info))
+    }
+
+    /// v2 client: reads the pending ACCEPT2 with the handshake state kept
+    /// since HELLO2, checks the server's node id against the expected one,
+    /// sends CONFIRM and becomes established. On `Err` the caller rejects
+    /// the handshake with that failure.
+    pub(crate) fn complete_accept2(
+        &mut self,
+        now: Instant,
+    ) -> Result<(KeyId, Uuid, SessionInfo), AuthFailure> {
+        let State::Verifying(HandshakeMessage::Accept2 { message, .. }) = self.state else {
+            return Err(AuthFailure::Malformed);
+        };
+        let v2 = self.v2.as_deref_mut().ok_or(AuthFailure::Malformed)?;
+        let initiator = v2.initiator.take().ok_or(AuthFailure::Malformed)?;
+        let (accepted, session) = initiator
+            .finish(&message)
+            .map_err(|_| AuthFailure::BadMac)?;
+        if let Some(expected) = v2.expected_peer.filter(|want| *want != accepted.node_id) {
+            return Err(AuthFailure::UnexpectedPeer {
+                expected,
+                proven: accepted.node_id,
+            });
+        }
+        v2.peer = Some(accepted.node_id);
+        v2.split(&session, accepted.session_id, true);
+        let (key, info) = (v2.key, v2.info);
+        let info = info.ok_or(AuthFailure::Malformed)?;
+        self.decoder.speak(WireVersion::V2.byte(), TAG_LEN as u32);
+        // CONFIRM: the first sealed frame, nonce 0.
+        self.enqueue(now, Header::new(FrameType::Control, 0, 0, 0), Bytes::new())
+            .map_err(|_| AuthFailure::Malformed)?;
+        self.establish(now, Some(accepted.node_id), info, key);
+        Ok((key, accepted.node_id, info))
+    }
+
+    /// The node id the server must prove, for a v2 client.
+    #[must_use]
+    pub fn expected_peer(&self) -> Option<Uuid> {
+        self.v2.as_deref().and_then(|v| v.expected_peer)
     }
 
     /// Client: the ACCEPT verified under `key`; become established.
@@ -392,7 +593,12 @@ impl Connection {
             State::Verifying(_) => return Err(HandshakeStateError::WrongRole { role: self.role }),
             _ => return Err(HandshakeStateError::NothingToVerify),
         };
-        self.establish(now, None, SessionToken::from_accept(&accept), key);
+        self.establish(
+            now,
+            None,
+            SessionInfo::v1(SessionToken::from_accept(&accept)),
+            key,
+        );
         Ok(())
     }
 
@@ -407,7 +613,10 @@ impl Connection {
         }
     }
 
-    fn establish(&mut self, now: Instant, peer: Option<Uuid>, session: SessionToken, key: KeyId) {
+    fn establish(&mut self, now: Instant, peer: Option<Uuid>, session: SessionInfo, key: KeyId) {
+        if self.state == State::Closed {
+            return;
+        }
         self.state = State::Established;
         self.peer_node = peer;
         self.session = Some(session);
@@ -416,7 +625,11 @@ impl Connection {
             session,
             key,
         });
-        // Input that arrived behind the handshake message waited for this.
+        self.resume(now);
+    }
+
+    /// Input that arrived behind a handshake message waited for its verdict.
+    fn resume(&mut self, now: Instant) {
         if !self.stash.is_empty() {
             let mut stash = std::mem::take(&mut self.stash);
             self.process(now, &mut stash);
@@ -450,7 +663,7 @@ impl Connection {
     /// the connection closes, this side an [`Event::SendAborted`].
     pub fn send(&mut self, now: Instant, stream: StreamId, chunk: Bytes) -> Result<(), SendError> {
         self.check_sendable()?;
-        let max = self.config.max_payload;
+        let max = self.send_limit();
         let high_water = self.config.send_high_water;
         let blocked = self.queue.pending() >= high_water;
         let out = self
@@ -486,8 +699,7 @@ impl Connection {
             now,
             Header::new(FrameType::Data, stream.get(), seq, len),
             chunk,
-        );
-        Ok(())
+        )
     }
 
     /// Queues the END frame of `stream`; the id is free again afterwards.
@@ -508,8 +720,7 @@ impl Connection {
             now,
             Header::new(FrameType::End, stream.get(), out.next_seq, 0),
             Bytes::new(),
-        );
-        Ok(())
+        )
     }
 
     /// The error every later [`send`](Self::send) and
@@ -647,14 +858,43 @@ impl Connection {
         }
     }
 
-    fn enqueue(&mut self, now: Instant, header: Header, payload: Bytes) {
+    /// The largest chunk `send` takes: the configured maximum, and on v2
+    /// small enough that its length with the tag fits the header.
+    fn send_limit(&self) -> u32 {
+        match self.version {
+            WireVersion::V1 => self.config.max_payload,
+            WireVersion::V2 => self.config.max_payload.min(u32::MAX - TAG_LEN as u32),
+        }
+    }
+
+    /// Queues a frame; once v2 keys are installed it is sealed (one copy of
+    /// the payload, encrypted in place). Fails only when the v2 frame
+    /// counter is exhausted, which closes the connection.
+    fn enqueue(&mut self, now: Instant, header: Header, payload: Bytes) -> Result<(), SendError> {
         if self.queue.is_empty() {
             // The stall clock measures time without progress while output is
             // pending, so it starts when output appears.
             self.last_write_progress = now;
         }
-        self.queue.push(header, payload);
+        match self.v2.as_deref_mut().and_then(|v| v.sealer.as_mut()) {
+            Some(sealer) => {
+                let sealed = Header {
+                    version: WireVersion::V2.byte(),
+                    length: header.length.saturating_add(TAG_LEN as u32),
+                    ..header
+                };
+                match sealer.seal(&sealed.encode(), &payload) {
+                    Ok(body) => self.queue.push(sealed, body.freeze()),
+                    Err(_) => {
+                        self.close_now(CloseReason::Protocol(ProtocolError::NonceExhausted));
+                        return Err(SendError::Closed);
+                    }
+                }
+            }
+            None => self.queue.push(header, payload),
+        }
         self.stats.frames_out += 1;
+        Ok(())
     }
 
     /// Takes whole frames off `buf` while the state allows reading.
@@ -667,6 +907,12 @@ impl Connection {
             if matches!(self.state, State::Verifying(_)) {
                 // Nothing is interpreted until the verdict.
                 return;
+            }
+            if self.v2.as_deref().is_some_and(|v| v.opener.is_some()) {
+                if !self.process_sealed(now, buf) {
+                    return;
+                }
+                continue;
             }
             match self.decoder.peek_header(buf) {
                 Ok(None) => return,
@@ -687,6 +933,66 @@ impl Connection {
                 Err(e) => self.frame_error(e),
             }
         }
+    }
+
+    /// Takes one sealed frame off `buf`, verifies its tag before looking at
+    /// any field but the length, decrypts it in place and applies the
+    /// receiver rules to its plaintext. Returns false when more input is
+    /// needed.
+    fn process_sealed(&mut self, now: Instant, buf: &mut BytesMut) -> bool {
+        let (header, mut body) = match self.decoder.decode_mut(buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return false,
+            Err(e) => {
+                self.frame_error(e);
+                return true;
+            }
+        };
+        let wire_len = HEADER_LEN + body.len();
+        let opened = self
+            .v2
+            .as_deref_mut()
+            .and_then(|v| v.opener.as_mut())
+            .map(|o| o.open(&header.encode(), &mut body));
+        match opened {
+            Some(Ok(())) => {}
+            Some(Err(SealError::NonceExhausted)) => {
+                self.close_now(CloseReason::Protocol(ProtocolError::NonceExhausted));
+                return true;
+            }
+            _ => {
+                self.close_now(if self.is_handshaking() {
+                    CloseReason::AuthFailed(AuthFailure::BadFrameMac)
+                } else {
+                    CloseReason::BadFrameMac
+                });
+                return true;
+            }
+        }
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += wire_len as u64;
+        let plain = Header {
+            length: u32::try_from(body.len()).unwrap_or(u32::MAX),
+            ..header
+        };
+        if self.state == State::AwaitingConfirm {
+            let is_confirm = plain.frame_type == FrameType::Control
+                && plain.stream_id == 0
+                && plain.seq == 0
+                && body.is_empty();
+            if is_confirm {
+                self.state = State::Verifying(HandshakeMessage::Confirmed);
+            } else {
+                self.close_now(CloseReason::AuthFailed(AuthFailure::Malformed));
+            }
+            return true;
+        }
+        if let Err(e) = self.check_header(now, &plain) {
+            self.close_now(CloseReason::Protocol(e));
+            return true;
+        }
+        self.on_stream_frame(now, plain, body.freeze());
+        true
     }
 
     fn frame_error(&mut self, e: FrameError) {
@@ -767,22 +1073,24 @@ impl Connection {
     fn on_frame(&mut self, now: Instant, frame: Frame) {
         let Frame { header, payload } = frame;
         self.stats.frames_in += 1;
-        self.stats.bytes_in += (crate::wire::HEADER_LEN + payload.len()) as u64;
+        self.stats.bytes_in += (HEADER_LEN + payload.len()) as u64;
         match self.state {
-            State::AwaitingHello => {
-                // The decoder admitted only the exact HELLO header, so the
-                // payload is 36 bytes.
-                match Hello::decode(&payload) {
-                    Some(hello) => self.state = State::Verifying(HandshakeMessage::Hello(hello)),
+            State::AwaitingHello | State::AwaitingAccept => {
+                // The decoder admitted only an exact HELLO/HELLO2 (server) or
+                // ACCEPT/ACCEPT2 (client) header, so the payload's length is
+                // the message's.
+                match handshake_message(&header, &payload) {
+                    Some(msg) => {
+                        if header.version == WireVersion::V2.byte() {
+                            self.version = WireVersion::V2;
+                        }
+                        self.state = State::Verifying(msg);
+                    }
                     None => self.close_now(CloseReason::AuthFailed(AuthFailure::Malformed)),
                 }
             }
-            State::AwaitingAccept => match Accept::decode(&payload) {
-                Some(accept) => self.state = State::Verifying(HandshakeMessage::Accept(accept)),
-                None => self.close_now(CloseReason::AuthFailed(AuthFailure::Malformed)),
-            },
             State::Established => self.on_stream_frame(now, header, payload),
-            State::Verifying(_) | State::Draining(_) | State::Closed => {}
+            State::AwaitingConfirm | State::Verifying(_) | State::Draining(_) | State::Closed => {}
         }
     }
 
@@ -861,6 +1169,24 @@ impl Connection {
                 self.events.push_back(Event::Closed { reason });
             }
         }
+    }
+}
+
+/// The handshake message a first frame carries, by its header.
+fn handshake_message(header: &Header, payload: &[u8]) -> Option<HandshakeMessage> {
+    match (header.version, header.frame_type) {
+        (1, FrameType::Hello) => Hello::decode(payload).map(HandshakeMessage::Hello),
+        (1, FrameType::Accept) => Accept::decode(payload).map(HandshakeMessage::Accept),
+        (2, frame_type) => {
+            let suite = Suite::from_seq(header.seq)?;
+            let message: Message = payload.try_into().ok()?;
+            match frame_type {
+                FrameType::Hello => Some(HandshakeMessage::Hello2 { suite, message }),
+                FrameType::Accept => Some(HandshakeMessage::Accept2 { suite, message }),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

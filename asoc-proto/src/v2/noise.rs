@@ -234,7 +234,7 @@ impl Initiator {
         else {
             return Err(NoiseError::PayloadLength { len: n });
         };
-        let node: [u8; 16] = id.try_into().map_err(|_| NoiseError::State)?;
+        let node: [u8; 16] = id;
         let accepted = AcceptPayload {
             node_id: Uuid::from_bytes(node),
             session_id: [s0, s1, s2, s3, s4, s5, s6, s7],
@@ -279,7 +279,7 @@ impl Responder {
         else {
             return Err(NoiseError::PayloadLength { len: n });
         };
-        let node: [u8; 16] = id.try_into().map_err(|_| NoiseError::State)?;
+        let node: [u8; 16] = id;
         let hello = HelloPayload {
             node_id: Uuid::from_bytes(node),
             unix_ms: u64::from_be_bytes([t0, t1, t2, t3, t4, t5, t6, t7]),

@@ -4,12 +4,13 @@ use core::fmt;
 use core::str::FromStr;
 
 /// Which protocol a connection or an announcement speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[allow(clippy::exhaustive_enums)] // a new wire version is a new protocol, not a new variant
 pub enum WireVersion {
     /// RFC-0001 with WIRE.md: HMAC challenge-response, cleartext frames.
     V1,
     /// WIRE-v2.md: Noise `NNpsk0`, AEAD on every frame. The default.
+    #[default]
     V2,
 }
 

@@ -23,11 +23,24 @@ pub struct Frame {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The version byte MUST be 1 (WIRE.md §4).
-    #[error("frame version {version} is not supported; version MUST be 1")]
+    /// Every frame after the handshake carries the version the handshake
+    /// ran (WIRE.md §4, WIRE-v2.md §2).
+    #[error(
+        "frame version {version} is not supported here; this connection speaks version {expected}"
+    )]
     UnsupportedVersion {
         /// The version byte received.
         version: u8,
+        /// The version this connection speaks.
+        expected: u8,
+    },
+    /// A sealed (v2) frame must be at least as long as its 16-byte tag.
+    #[error("sealed frame declares {declared} bytes, shorter than its {tag}-byte tag")]
+    ShorterThanTag {
+        /// Declared length.
+        declared: u32,
+        /// The tag length.
+        tag: u32,
     },
     /// The header declared a payload larger than the local maximum; refused
     /// before any payload byte was buffered.
@@ -68,7 +81,11 @@ pub enum FrameError {
 #[derive(Clone, Debug)]
 pub struct FrameDecoder {
     max_payload: u32,
-    first: Option<Header>,
+    /// Bytes of each frame beyond its payload: v2's tag.
+    overhead: u32,
+    version: u8,
+    /// The headers the next frame may start with, when it is the first.
+    first: [Option<Header>; 3],
 }
 
 impl FrameDecoder {
@@ -77,7 +94,9 @@ impl FrameDecoder {
     pub fn new(max_payload: u32) -> Self {
         Self {
             max_payload,
-            first: None,
+            overhead: 0,
+            version: VERSION,
+            first: [None; 3],
         }
     }
 
@@ -85,7 +104,25 @@ impl FrameDecoder {
     /// byte as input arrives, so a wrong first frame fails on its first wrong
     /// byte.
     pub fn expect_first(&mut self, header: Header) {
-        self.first = Some(header);
+        self.first = [Some(header), None, None];
+    }
+
+    /// Requires the next frame's header to be exactly one of `headers` (at
+    /// most three: v1 HELLO and HELLO2 of either suite), failing on the
+    /// first byte that no candidate has there. Extra candidates are ignored.
+    pub fn expect_first_of(&mut self, headers: &[Header]) {
+        self.first = [None; 3];
+        for (slot, h) in self.first.iter_mut().zip(headers) {
+            *slot = Some(*h);
+        }
+    }
+
+    /// From now on every frame must carry `version` and, when `overhead` is
+    /// non-zero, at least and at most that many bytes beyond the payload
+    /// limit: v2's sealed frames (`overhead` = the tag length).
+    pub fn speak(&mut self, version: u8, overhead: u32) {
+        self.version = version;
+        self.overhead = overhead;
     }
 
     /// The largest payload this decoder accepts.
@@ -107,35 +144,62 @@ impl FrameDecoder {
 
     /// Checks what is known of the next header without consuming anything.
     fn check_prefix(&self, buf: &[u8]) -> Result<Option<Header>, FrameError> {
-        if let Some(expected) = self.first {
+        let mut any = false;
+        let mut matched = false;
+        // Among candidates that differ, the one that matched longest names
+        // the error.
+        let mut closest: Option<(usize, Header)> = None;
+        for expected in self.first.iter().flatten() {
+            any = true;
             let want_bytes = expected.encode();
-            if let Some((offset, (&got, &want))) = buf
-                .iter()
-                .zip(want_bytes.iter())
-                .enumerate()
-                .find(|(_, (g, w))| g != w)
-            {
+            match buf.iter().zip(want_bytes.iter()).position(|(g, w)| g != w) {
+                None => {
+                    matched = true;
+                    break;
+                }
+                Some(offset) => {
+                    if closest.is_none_or(|(o, _)| offset > o) {
+                        closest = Some((offset, *expected));
+                    }
+                }
+            }
+        }
+        if any {
+            if let (false, Some((offset, expected))) = (matched, closest) {
                 return Err(FrameError::UnexpectedFirstFrame {
                     expected: expected.frame_type,
                     expected_len: expected.length,
                     offset,
-                    got,
-                    want,
+                    got: buf.get(offset).copied().unwrap_or(0),
+                    want: expected.encode().get(offset).copied().unwrap_or(0),
                 });
             }
-        }
-        if let Some(&version) = buf.first() {
-            if version != VERSION {
-                return Err(FrameError::UnsupportedVersion { version });
+        } else if let Some(&version) = buf.first() {
+            if version != self.version {
+                return Err(FrameError::UnsupportedVersion {
+                    version,
+                    expected: self.version,
+                });
             }
         }
         let Some(header) = Header::peek(buf) else {
             return Ok(None);
         };
-        if header.length > self.max_payload {
+        if any {
+            // An exact first header is within every limit by construction.
+            return Ok(Some(header));
+        }
+        let limit = u64::from(self.max_payload) + u64::from(self.overhead);
+        if u64::from(header.length) > limit {
             return Err(FrameError::PayloadTooLarge {
                 declared: header.length,
-                max: self.max_payload,
+                max: u32::try_from(limit).unwrap_or(u32::MAX),
+            });
+        }
+        if header.length < self.overhead {
+            return Err(FrameError::ShorterThanTag {
+                declared: header.length,
+                tag: self.overhead,
             });
         }
         Ok(Some(header))
@@ -152,6 +216,18 @@ impl FrameDecoder {
     /// Takes one whole frame off the front of `buf`, `Ok(None)` when more
     /// input is needed. After an `Err` the stream is unusable.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        Ok(self.decode_mut(buf)?.map(|(header, payload)| Frame {
+            header,
+            payload: payload.freeze(),
+        }))
+    }
+
+    /// Like [`decode`](Self::decode), with the body still mutable: v2
+    /// decrypts it in place. The body is a view of the receive buffer.
+    pub fn decode_mut(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<(Header, BytesMut)>, FrameError> {
         let Some(header) = self.check_prefix(buf)? else {
             return Ok(None);
         };
@@ -163,12 +239,12 @@ impl FrameDecoder {
         // An empty payload shares nothing: skipping the split saves the
         // reference count's two atomic operations on END and CONTROL frames.
         let payload = if header.length == 0 {
-            Bytes::new()
+            BytesMut::new()
         } else {
-            buf.split_to(header.length as usize).freeze()
+            buf.split_to(header.length as usize)
         };
-        self.first = None;
-        Ok(Some(Frame { header, payload }))
+        self.first = [None; 3];
+        Ok(Some((header, payload)))
     }
 }
 
@@ -230,7 +306,10 @@ mod tests {
         let mut buf = BytesMut::from(&[2u8][..]);
         assert_eq!(
             FrameDecoder::new(16).decode(&mut buf),
-            Err(FrameError::UnsupportedVersion { version: 2 })
+            Err(FrameError::UnsupportedVersion {
+                version: 2,
+                expected: 1
+            })
         );
     }
 

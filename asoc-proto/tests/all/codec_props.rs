@@ -424,7 +424,10 @@ fn every_other_version_byte_is_refused_on_arrival() {
         let mut dec = FrameDecoder::new(64);
         assert_eq!(
             dec.decode(&mut BytesMut::from(&[version][..])),
-            Err(FrameError::UnsupportedVersion { version })
+            Err(FrameError::UnsupportedVersion {
+                version,
+                expected: VERSION
+            })
         );
         // A frame that is well-formed apart from its version byte.
         let h = Header {
@@ -436,7 +439,10 @@ fn every_other_version_byte_is_refused_on_arrival() {
         let mut buf = BytesMut::from(&wire[..]);
         assert_eq!(
             dec.decode(&mut buf),
-            Err(FrameError::UnsupportedVersion { version })
+            Err(FrameError::UnsupportedVersion {
+                version,
+                expected: VERSION
+            })
         );
         assert_eq!(&buf[..], &wire[..], "nothing consumed");
     }

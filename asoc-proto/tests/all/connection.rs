@@ -12,7 +12,7 @@ use asoc_proto::connection::{
 use asoc_proto::handshake::HandshakeOutcome;
 use asoc_proto::wire::{FrameError, FrameType, Header, HEADER_LEN};
 use bytes::Bytes;
-use harness::{authenticator, key, pattern, Pair, CHUNKINGS, KEY};
+use harness::{authenticator, key, pattern, Pair, CHUNKINGS, KEY, UNIX_START, VERSIONS};
 use uuid::Uuid;
 
 fn frame(t: FrameType, stream: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
@@ -87,7 +87,7 @@ fn handshake_establishes_both_sides_with_the_same_session_token() {
         let (cs, cpeer, ckey) = session(&p.client.events).unwrap();
         let (ss, speer, skey) = session(&p.server.events).unwrap();
         assert_eq!(cs, ss);
-        assert!(cs.verify(&key(KEY)));
+        assert!(cs.token.unwrap().verify(&key(KEY)));
         assert_eq!(cpeer, None, "v1 carries no server node id");
         assert_eq!(speer, Some(Uuid::from_bytes([1; 16])));
         assert_eq!((ckey, skey), (KeyId(0), KeyId(0)));
@@ -248,7 +248,7 @@ fn data_behind_accept_in_the_same_read_is_not_lost() {
     p.server.read_buf.extend_from_slice(&hello);
     p.server.conn.handle_input(p.now, &mut p.server.read_buf);
     assert!(matches!(
-        p.server.auth.drive(p.now, &mut p.server.conn),
+        p.server.auth.drive(p.now, UNIX_START, &mut p.server.conn),
         Some(HandshakeOutcome::Accepted { .. })
     ));
     let s = p.server.conn.open_stream().unwrap();
@@ -445,7 +445,10 @@ fn bad_version_closes() {
     f[0] = 2;
     assert_protocol_error(
         &f,
-        ProtocolError::Frame(FrameError::UnsupportedVersion { version: 2 }),
+        ProtocolError::Frame(FrameError::UnsupportedVersion {
+            version: 2,
+            expected: 1,
+        }),
     );
 }
 
@@ -657,10 +660,19 @@ fn wrong_first_frame_or_length_fails_at_once_without_buffering() {
         (frame(FrameType::Data, 1, 0, &[0; 36]), 1),
         (frame(FrameType::Hello, 1, 0, &[0; 36]), 5),
         (frame(FrameType::Hello, 0, 1, &[0; 36]), 9),
+        // Version 2 is HELLO2's: that header differs at its suite (seq).
         (
             {
                 let mut f = frame(FrameType::Hello, 0, 0, &[0; 36]);
                 f[0] = 2;
+                f
+            },
+            9,
+        ),
+        (
+            {
+                let mut f = frame(FrameType::Hello, 0, 0, &[0; 36]);
+                f[0] = 3;
                 f
             },
             0,
@@ -806,49 +818,71 @@ fn previous_key_is_accepted_until_its_deadline_only() {
     let old = key("old-key-0123456789abcdef");
     let new = key("new-key-0123456789abcdef");
     let grace = Duration::from_secs(60);
-    let accepted = |id| {
-        vec![HandshakeOutcome::Accepted {
-            key: KeyId(id),
-            peer_node: Some(Uuid::from_bytes([1; 16])),
-        }]
+    // The key the server's verdict named, and the client it proved.
+    let accepted = |outcomes: &[HandshakeOutcome]| {
+        outcomes.iter().find_map(|o| match o {
+            HandshakeOutcome::Accepted { key, peer_node, .. } => Some((*key, *peer_node)),
+            _ => None,
+        })
     };
-    for chunk in CHUNKINGS {
-        let t0 = Instant::now();
-        // One server across every connection: it rotated from `old` to `new`
-        // at t0 and accepts `old` for another 60 s.
-        let mut server = authenticator(2, old.clone(), 22);
-        assert_eq!(server.keys_mut().rotate(new.clone(), t0, grace), KeyId(1));
-        let mut connect = |client_key: &ApiKey, at: Instant, seed: u8| {
-            let config = ConnectionConfig::default();
-            let mut p = Pair::at(config, client_key.clone(), key(KEY), chunk, at, seed);
-            std::mem::swap(&mut p.server.auth, &mut server);
-            p.drive();
-            std::mem::swap(&mut p.server.auth, &mut server);
-            p
-        };
-        for (at, seed) in [(t0, 1), (t0 + grace - Duration::from_millis(1), 2)] {
-            let p = connect(&old, at, seed);
-            assert_eq!(p.server.outcomes, accepted(0), "old key {:?} in", at - t0);
-            assert!(p.client.is_established());
-        }
-        for (at, seed) in [(t0, 3), (t0 + grace, 4)] {
-            let p = connect(&new, at, seed);
-            assert_eq!(p.server.outcomes, accepted(1), "new key {:?} in", at - t0);
-            assert!(p.client.is_established());
-        }
-        for (at, seed) in [(t0 + grace, 5), (t0 + grace * 10, 6)] {
-            let p = connect(&old, at, seed);
-            assert_eq!(
-                p.server.outcomes,
-                vec![HandshakeOutcome::Rejected(AuthFailure::BadMac)],
-                "old key {:?} in",
-                at - t0
-            );
-            assert_eq!(
-                p.server.closed_reason(),
-                Some(&CloseReason::AuthFailed(AuthFailure::BadMac))
-            );
-            assert!(p.server.wire_log.is_empty());
+    let client_id = Some(Uuid::from_bytes([1; 16]));
+    for version in VERSIONS {
+        for chunk in CHUNKINGS {
+            let t0 = Instant::now();
+            // One server across every connection: it rotated from `old` to
+            // `new` at t0 and accepts `old` for another 60 s.
+            let mut server = authenticator(2, old.clone(), 22);
+            assert_eq!(server.keys_mut().rotate(new.clone(), t0, grace), KeyId(1));
+            let mut connect = |client_key: &ApiKey, at: Instant, seed: u8| {
+                let config = ConnectionConfig::default();
+                let mut p = Pair::at_version(
+                    version,
+                    config,
+                    client_key.clone(),
+                    key(KEY),
+                    chunk,
+                    at,
+                    seed,
+                );
+                std::mem::swap(&mut p.server.auth, &mut server);
+                p.drive();
+                std::mem::swap(&mut p.server.auth, &mut server);
+                p
+            };
+            for (at, seed) in [(t0, 1), (t0 + grace - Duration::from_millis(1), 2)] {
+                let p = connect(&old, at, seed);
+                assert_eq!(
+                    accepted(&p.server.outcomes),
+                    Some((KeyId(0), client_id)),
+                    "{version}: old key {:?} in",
+                    at - t0
+                );
+                assert!(p.client.is_established());
+            }
+            for (at, seed) in [(t0, 3), (t0 + grace, 4)] {
+                let p = connect(&new, at, seed);
+                assert_eq!(
+                    accepted(&p.server.outcomes),
+                    Some((KeyId(1), client_id)),
+                    "{version}: new key {:?} in",
+                    at - t0
+                );
+                assert!(p.client.is_established());
+            }
+            for (at, seed) in [(t0 + grace, 5), (t0 + grace * 10, 6)] {
+                let p = connect(&old, at, seed);
+                assert_eq!(
+                    p.server.outcomes,
+                    vec![HandshakeOutcome::Rejected(AuthFailure::BadMac)],
+                    "{version}: old key {:?} in",
+                    at - t0
+                );
+                assert_eq!(
+                    p.server.closed_reason(),
+                    Some(&CloseReason::AuthFailed(AuthFailure::BadMac))
+                );
+                assert!(p.server.wire_log.is_empty());
+            }
         }
     }
 }

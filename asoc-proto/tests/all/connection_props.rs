@@ -6,9 +6,10 @@ use crate::harness;
 use std::time::{Duration, Instant};
 
 use asoc_proto::connection::{Connection, ConnectionConfig, Event};
+use asoc_proto::handshake::ClientOptions;
 use asoc_proto::wire::{FrameType, Header, HEADER_LEN};
 use bytes::BytesMut;
-use harness::{authenticator, key, KEY};
+use harness::{authenticator, key, KEY, UNIX_START};
 use proptest::prelude::*;
 
 const MAX_PAYLOAD: u32 = 4096;
@@ -157,7 +158,7 @@ proptest! {
     ) {
         let now = Instant::now();
         let mut auth = authenticator(1, key(KEY), 1);
-        let mut conn = auth.client(now, config());
+        let mut conn = auth.client(now, UNIX_START, config(), ClientOptions::v1());
         let mut sink = Vec::new();
         conn.write_to(now, &mut sink).unwrap();
         let mut open = 0;
@@ -183,7 +184,7 @@ fn feed_with_verdicts(
             buf.extend_from_slice(head);
             conn.handle_input(now, &mut buf);
         }
-        let _ = auth.drive(now, conn);
+        let _ = auth.drive(now, UNIX_START, conn);
         assert!(conn.buffered_input() <= HEADER_LEN + MAX_PAYLOAD as usize + input.len());
         drain(conn, incomplete);
         let mut sink = Vec::new();

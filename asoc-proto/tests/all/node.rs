@@ -17,14 +17,15 @@ use asoc_proto::auth::{AuthFailure, KeyId, KeyRing};
 use asoc_proto::connection::{CloseReason, ConfigError, Event};
 use asoc_proto::dial::DialTarget;
 use asoc_proto::discovery::{DiscoveryConfig, DropReason};
-use asoc_proto::handshake::AuthenticatorConfig;
+use asoc_proto::handshake::{AuthenticatorConfig, ClientOptions};
 use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerRef, PeerTraffic};
 use asoc_proto::policy::{PolicyConfig, Refusal};
+use asoc_proto::v2::WireVersion;
 use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
 use node_harness::{
-    accept, addr, config, drain, hello_frame, ip, key, node, node_id, node_with, pattern, pieces,
-    End, Link, CHUNKINGS, KEY, OTHER_KEY,
+    accept, addr, blank_sessions, config, drain, hello_frame, ip, key, node, node_id, node_with,
+    pattern, pieces, speak, unix_at, End, Link, BLANK_SESSION, CHUNKINGS, KEY, OTHER_KEY,
 };
 use proptest::prelude::*;
 
@@ -74,23 +75,25 @@ fn two_nodes_connect_stream_and_disconnect_with_traffic_accounted() {
         assert!(link.is_established());
         let (cid, sid) = (link.client.id, link.server.id);
         assert_eq!(
-            drain(&mut a),
+            blank_sessions(drain(&mut a)).0,
             vec![NodeEvent::PeerConnected {
                 conn: cid,
-                peer_node: None,
+                peer_node: Some(node_id(0x0b)),
                 addr: b_addr,
                 direction: Direction::Outbound,
                 key: KeyId(0),
+                session: BLANK_SESSION,
             }]
         );
         assert_eq!(
-            drain(&mut b),
+            blank_sessions(drain(&mut b)).0,
             vec![NodeEvent::PeerConnected {
                 conn: sid,
                 peer_node: Some(node_id(0x0a)),
                 addr: a_addr,
                 direction: Direction::Inbound,
                 key: KeyId(0),
+                session: BLANK_SESSION,
             }]
         );
         let info = b.connection(sid).unwrap();
@@ -148,7 +151,7 @@ fn two_nodes_connect_stream_and_disconnect_with_traffic_accounted() {
             drain(&mut a),
             vec![NodeEvent::PeerDisconnected {
                 conn: cid,
-                peer_node: None,
+                peer_node: Some(node_id(0x0b)),
                 addr: b_addr,
                 direction: Direction::Outbound,
                 reason: CloseReason::Local,
@@ -171,9 +174,9 @@ fn two_nodes_connect_stream_and_disconnect_with_traffic_accounted() {
         );
         assert_eq!(link.server.conn.stats().bytes_in, c2s);
         assert_eq!(
-            a.peer_traffic(&node_id(0x0b)),
-            None,
-            "v1 carries no server node id, so the client cannot attribute traffic"
+            a.peer_traffic(&node_id(0x0b)).map(traffic),
+            Some((s2c, c2s, 1)),
+            "v2 proves the server's node id, so the client attributes traffic too"
         );
         assert_eq!((b.counters().bytes_in, b.counters().bytes_out), (c2s, s2c));
         assert_eq!((a.counters().bytes_in, a.counters().bytes_out), (s2c, c2s));
@@ -478,13 +481,18 @@ fn pre_handshake_cap_refuses_the_fifth_and_frees_a_place_when_one_completes() {
     assert_eq!(b.counters().policy.refused.too_many_handshakes, 1);
 
     // The node's own dials do not use pre-authentication places.
-    let (own, _own_conn) = b.connect_to(t0, addr(50, 9000)).unwrap();
+    let (own, _own_conn) = b
+        .connect_to(t0, unix_at(t0), addr(50, 9000), ClientOptions::v2())
+        .unwrap();
     assert_eq!(b.connections().count(), 5);
     assert!(b.accept(t0, fifth).is_err());
     drain(&mut b);
 
-    // One pending handshake completes with a real client's HELLO.
-    let (cid, cconn) = a.connect_to(t0, server_addr()).unwrap();
+    // One pending handshake completes with a real client's HELLO (v1:
+    // its verdict needs no second message from the client).
+    let (cid, cconn) = a
+        .connect_to(t0, unix_at(t0), server_addr(), ClientOptions::v1())
+        .unwrap();
     let mut client = End::new(cid, cconn);
     let hello = client.flush(t0);
     pending[0].input(&mut b, t0, &hello);
@@ -539,7 +547,8 @@ fn connection_cap_covers_inbound_and_outbound_and_frees_on_close() {
     );
     assert_eq!(drain(&mut b), vec![refused(fourth, AuthFailure::Capacity)]);
     assert_eq!(
-        b.connect_to(t0, addr(50, 9000)).err(),
+        b.connect_to(t0, unix_at(t0), addr(50, 9000), ClientOptions::v2())
+            .err(),
         Some(Refusal::TooManyConnections { max: 3 }),
         "outbound connections count toward the same cap"
     );
@@ -565,6 +574,8 @@ fn connection_cap_covers_inbound_and_outbound_and_frees_on_close() {
 
 #[test]
 fn a_hello_replayed_on_a_new_connection_is_refused_as_replay() {
+    // v1's HELLO, replay cache and ACCEPT; v2's are tested in node_v2.rs.
+    let _v1 = speak(WireVersion::V1);
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
         let t0 = Instant::now();
@@ -611,11 +622,15 @@ fn a_hello_replayed_on_a_new_connection_is_refused_as_replay() {
 
 #[test]
 fn a_nodes_own_hello_fed_back_to_it_is_refused_as_reflection() {
+    // v1's HELLO, replay cache and ACCEPT; v2's are tested in node_v2.rs.
+    let _v1 = speak(WireVersion::V1);
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
         let t0 = Instant::now();
         let mut b = node(0x0b, KEY, t0);
-        let (oid, oconn) = b.connect_to(t0, addr(77, 9000)).unwrap();
+        let (oid, oconn) = b
+            .connect_to(t0, unix_at(t0), addr(77, 9000), ClientOptions::v1())
+            .unwrap();
         let mut own = End::new(oid, oconn);
         let own_hello = own.flush(t0);
         assert_eq!(own_hello.len(), 50);
@@ -643,6 +658,8 @@ fn a_nodes_own_hello_fed_back_to_it_is_refused_as_reflection() {
 
 #[test]
 fn a_full_hello_replay_cache_fails_closed_and_forgets_nothing_early() {
+    // v1's HELLO, replay cache and ACCEPT; v2's are tested in node_v2.rs.
+    let _v1 = speak(WireVersion::V1);
     let retention = Duration::from_secs(60);
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
@@ -794,13 +811,14 @@ fn static_peer_is_dialed_at_start_and_backs_off_forever() {
     let mut link = Link::dial(&mut a, &mut b, now, &dial, addr(9, 40_000), server_addr()).unwrap();
     assert!(link.is_established());
     assert_eq!(
-        drain(&mut a),
+        blank_sessions(drain(&mut a)).0,
         vec![NodeEvent::PeerConnected {
             conn: link.client.id,
-            peer_node: None,
+            peer_node: Some(node_id(0x0b)),
             addr: server_addr(),
             direction: Direction::Outbound,
             key: KeyId(0),
+            session: BLANK_SESSION,
         }]
     );
     assert_eq!(a.connection(link.client.id).unwrap().peer, Some(dial.peer));
@@ -856,10 +874,12 @@ fn connect_at_the_cap_is_refused_and_counts_as_a_failed_dial() {
         0x0a,
         t0,
     );
-    let _busy = a.connect_to(t0, addr(50, 9000)).unwrap();
+    let _busy = a
+        .connect_to(t0, unix_at(t0), addr(50, 9000), ClientOptions::v2())
+        .unwrap();
     let dial = a.poll_dial(t0).unwrap();
     assert_eq!(
-        a.connect(t0, &dial, server_addr()).err(),
+        a.connect(t0, unix_at(t0), &dial, server_addr()).err(),
         Some(Refusal::TooManyConnections { max: 1 })
     );
     let due = a.poll_timeout().expect("redial scheduled");
@@ -976,24 +996,26 @@ fn the_smaller_id_dials_at_once_and_its_connection_cancels_the_deferred_dial() {
     .unwrap();
     assert!(link.is_established());
     assert_eq!(
-        drain(&mut small),
+        blank_sessions(drain(&mut small)).0,
         vec![NodeEvent::PeerConnected {
             conn: link.client.id,
             peer_node: Some(node_id(0xf0)),
             addr: addr(2, LARGE_TCP),
             direction: Direction::Outbound,
             key: KeyId(0),
+            session: BLANK_SESSION,
         }],
         "the dialer knows which node it dialed from discovery"
     );
     assert_eq!(
-        drain(&mut large),
+        blank_sessions(drain(&mut large)).0,
         vec![NodeEvent::PeerConnected {
             conn: link.server.id,
             peer_node: Some(node_id(0x01)),
             addr: small_tcp,
             direction: Direction::Inbound,
             key: KeyId(0),
+            session: BLANK_SESSION,
         }]
     );
     assert!(
@@ -1415,64 +1437,69 @@ fn announcements_of_another_community_are_dropped() {
 
 #[test]
 fn rotated_key_keeps_old_clients_in_during_the_grace_period_only() {
-    for chunk in CHUNKINGS {
-        let _pieces = pieces(chunk);
-        let t0 = Instant::now();
-        let mut b = node(0x0b, KEY, t0);
-        let mut old = node(0x0a, KEY, t0);
-        let mut new = node(0x0c, OTHER_KEY, t0);
-        let grace = Duration::from_secs(60);
-        assert_eq!(b.rotate_key(t0, key(OTHER_KEY), grace), KeyId(1));
-        assert_eq!(b.keys().current().0, KeyId(1));
+    // Every key of the ring is tried, current first, for HELLO and HELLO2.
+    for version in [WireVersion::V1, WireVersion::V2] {
+        let _wire = speak(version);
+        for chunk in CHUNKINGS {
+            let _pieces = pieces(chunk);
+            let t0 = Instant::now();
+            let mut b = node(0x0b, KEY, t0);
+            let mut old = node(0x0a, KEY, t0);
+            let mut new = node(0x0c, OTHER_KEY, t0);
+            let grace = Duration::from_secs(60);
+            assert_eq!(b.rotate_key(t0, key(OTHER_KEY), grace), KeyId(1));
+            assert_eq!(b.keys().current().0, KeyId(1));
 
-        let t1 = t0 + grace - MS;
-        let from_old = addr(10, 40_000);
-        let link = Link::open(&mut old, &mut b, t1, from_old, server_addr()).unwrap();
-        assert!(link.is_established(), "old key still accepted");
-        assert_eq!(
-            drain(&mut b),
-            vec![NodeEvent::PeerConnected {
-                conn: link.server.id,
-                peer_node: Some(node_id(0x0a)),
-                addr: from_old,
-                direction: Direction::Inbound,
-                key: KeyId(0),
-            }]
-        );
-        assert!(
-            matches!(
-                drain(&mut old).as_slice(),
-                [NodeEvent::PeerConnected { key: KeyId(0), .. }]
-            ),
-            "the ACCEPT is signed with the key the client used"
-        );
-        let from_new = addr(11, 40_000);
-        let link = Link::open(&mut new, &mut b, t1, from_new, server_addr()).unwrap();
-        assert!(link.is_established());
-        assert!(matches!(
-            drain(&mut b).as_slice(),
-            [NodeEvent::PeerConnected { key: KeyId(1), .. }]
-        ));
+            let t1 = t0 + grace - MS;
+            let from_old = addr(10, 40_000);
+            let link = Link::open(&mut old, &mut b, t1, from_old, server_addr()).unwrap();
+            assert!(link.is_established(), "old key still accepted");
+            assert_eq!(
+                blank_sessions(drain(&mut b)).0,
+                vec![NodeEvent::PeerConnected {
+                    conn: link.server.id,
+                    peer_node: Some(node_id(0x0a)),
+                    addr: from_old,
+                    direction: Direction::Inbound,
+                    key: KeyId(0),
+                    session: BLANK_SESSION,
+                }]
+            );
+            assert!(
+                matches!(
+                    drain(&mut old).as_slice(),
+                    [NodeEvent::PeerConnected { key: KeyId(0), .. }]
+                ),
+                "the ACCEPT is signed with the key the client used"
+            );
+            let from_new = addr(11, 40_000);
+            let link = Link::open(&mut new, &mut b, t1, from_new, server_addr()).unwrap();
+            assert!(link.is_established());
+            assert!(matches!(
+                drain(&mut b).as_slice(),
+                [NodeEvent::PeerConnected { key: KeyId(1), .. }]
+            ));
 
-        // At the deadline the old key is refused, housekeeping or not.
-        let t2 = t0 + grace;
-        let link = Link::open(&mut old, &mut b, t2, addr(10, 40_001), server_addr()).unwrap();
-        assert!(!link.client.is_established());
-        assert_eq!(
-            drain(&mut b),
-            vec![auth_failed(
-                &link.server,
-                addr(10, 40_001),
-                AuthFailure::BadMac
-            )]
-        );
-        b.handle_timeout(t2);
-        assert_eq!(b.keys().accepted(t2).count(), 1);
-        let link = Link::open(&mut old, &mut b, t2, addr(10, 40_002), server_addr()).unwrap();
-        assert!(!link.client.is_established());
-        let link = Link::open(&mut new, &mut b, t2, addr(11, 40_001), server_addr()).unwrap();
-        assert!(link.is_established());
-        assert_eq!(b.counters().auth.bad_mac, 2);
+            // At the deadline the old key is refused, housekeeping or not.
+            let t2 = t0 + grace;
+            let link = Link::open(&mut old, &mut b, t2, addr(10, 40_001), server_addr()).unwrap();
+            assert!(!link.client.is_established());
+            assert_eq!(
+                drain(&mut b),
+                vec![auth_failed(
+                    &link.server,
+                    addr(10, 40_001),
+                    AuthFailure::BadMac
+                )]
+            );
+            b.handle_timeout(t2);
+            assert_eq!(b.keys().accepted(t2).count(), 1);
+            let link = Link::open(&mut old, &mut b, t2, addr(10, 40_002), server_addr()).unwrap();
+            assert!(!link.client.is_established());
+            let link = Link::open(&mut new, &mut b, t2, addr(11, 40_001), server_addr()).unwrap();
+            assert!(link.is_established());
+            assert_eq!(b.counters().auth.bad_mac, 2);
+        }
     }
 }
 
@@ -1510,8 +1537,9 @@ fn same_seed_same_inputs_give_identical_bytes() {
     };
     let (hello1, accept1, ann1, redial1) = run(7);
     let (hello2, accept2, ann2, redial2) = run(7);
-    assert_eq!(hello1.len(), 50);
-    assert_eq!(accept1.len(), 30);
+    // HELLO2 and CONFIRM; ACCEPT2.
+    assert_eq!(hello1.len(), 86 + 30);
+    assert_eq!(accept1.len(), 86);
     assert_eq!(hello1, hello2);
     assert_eq!(accept1, accept2);
     assert_eq!(ann1, ann2);
@@ -1637,7 +1665,7 @@ proptest! {
                 }
                 Op::ConnectTo => {
                     port = port.wrapping_add(1);
-                    if let Ok((id, conn)) = b.connect_to(now, addr(50, port)) {
+                    if let Ok((id, conn)) = b.connect_to(now, unix_at(now), addr(50, port), ClientOptions::v2()) {
                         ends.push((End::new(id, conn), Direction::Outbound));
                     }
                 }
@@ -1720,10 +1748,12 @@ fn a_peer_resolves_to_its_oldest_established_connection_only() {
     assert_eq!(b.resolve(PeerRef::Node(node_id(0x0c))), None);
     assert_eq!(b.resolve(node_id(0x0c).into()), None);
     assert_eq!(b.resolve(PeerRef::Addr(addr(9, 40_009))), None);
-    // The client's connections to b learned no node id (v1 tells it only
-    // to the server): by node id they do not resolve, by address they do,
-    // to the oldest.
-    assert_eq!(a.resolve(PeerRef::Node(node_id(0x0b))), None);
+    // The client's connections to b learned its node id (v2's ACCEPT2
+    // proves it): by node id and by address they resolve to the oldest.
+    assert_eq!(
+        a.resolve(PeerRef::Node(node_id(0x0b))),
+        Some(first.client.id)
+    );
     assert_eq!(
         a.resolve(PeerRef::Addr(server_addr())),
         Some(first.client.id)
@@ -1748,7 +1778,9 @@ fn a_peer_resolves_to_its_oldest_established_connection_only() {
 fn peer_refs_convert_from_ids_node_ids_and_addresses() {
     let t0 = Instant::now();
     let mut a = node(0x0a, KEY, t0);
-    let (id, _conn) = a.connect_to(t0, server_addr()).unwrap();
+    let (id, _conn) = a
+        .connect_to(t0, unix_at(t0), server_addr(), ClientOptions::v2())
+        .unwrap();
     assert_eq!(PeerRef::from(id), PeerRef::Conn(id));
     assert_eq!(PeerRef::from(node_id(3)), PeerRef::Node(node_id(3)));
     assert_eq!(PeerRef::from(server_addr()), PeerRef::Addr(server_addr()));

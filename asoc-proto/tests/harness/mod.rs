@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::{Connection, ConnectionConfig, Event, StreamId};
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig, HandshakeOutcome};
+use asoc_proto::handshake::{Authenticator, AuthenticatorConfig, ClientOptions, HandshakeOutcome};
+use asoc_proto::v2::WireVersion;
 use bytes::BytesMut;
 use uuid::Uuid;
 
@@ -17,12 +18,23 @@ pub(crate) fn key(s: &str) -> ApiKey {
     ApiKey::new(s).unwrap()
 }
 
+/// The wall clock of every harness at its virtual clock's start (unix ms).
+pub(crate) const UNIX_START: u64 = 1_767_000_000_000;
+
+/// An authenticator that accepts v1 as well as v2, so that one harness
+/// serves both versions' scenarios.
 pub(crate) fn authenticator(node: u8, key: ApiKey, seed: u8) -> Authenticator {
     Authenticator::new(
-        AuthenticatorConfig::new(Uuid::from_bytes([node; 16]), KeyRing::new(key)),
+        AuthenticatorConfig::builder(Uuid::from_bytes([node; 16]), KeyRing::new(key))
+            .allow_v1(true)
+            .build()
+            .unwrap(),
         [seed; 32],
     )
 }
+
+/// Versions every scenario that applies to both runs with.
+pub(crate) const VERSIONS: [WireVersion; 2] = [WireVersion::V1, WireVersion::V2];
 
 /// One side: its connection, the authenticator that judges its handshake,
 /// everything it reported, and the bytes it wrote that the other side has
@@ -40,6 +52,9 @@ pub(crate) struct Side {
     pub eof_delivered: bool,
     /// Every byte this side ever wrote, for determinism checks.
     pub wire_log: Vec<u8>,
+    /// The virtual clock's start, which the wall clock follows from
+    /// [`UNIX_START`].
+    pub start: Instant,
 }
 
 impl Side {
@@ -54,7 +69,13 @@ impl Side {
             write_capacity: None,
             eof_delivered: false,
             wire_log: Vec::new(),
+            start: Instant::now(),
         }
+    }
+
+    /// The wall clock at virtual instant `now`.
+    pub(crate) fn unix_ms(&self, now: Instant) -> u64 {
+        UNIX_START + now.saturating_duration_since(self.start).as_millis() as u64
     }
 
     fn flush(&mut self, now: Instant) -> bool {
@@ -91,7 +112,8 @@ impl Side {
 
     fn drain_events(&mut self, now: Instant) -> bool {
         let mut any = false;
-        if let Some(outcome) = self.auth.drive(now, &mut self.conn) {
+        let unix_ms = self.unix_ms(now);
+        if let Some(outcome) = self.auth.drive(now, unix_ms, &mut self.conn) {
             self.outcomes.push(outcome);
             any = true;
         }
@@ -150,14 +172,58 @@ impl Pair {
         now: Instant,
         client_seed: u8,
     ) -> Self {
+        Self::at_version(
+            WireVersion::V1,
+            config,
+            client_key,
+            server_key,
+            chunk,
+            now,
+            client_seed,
+        )
+    }
+
+    /// A pair whose client speaks `version` (the server accepts both).
+    pub(crate) fn version(
+        version: WireVersion,
+        config: ConnectionConfig,
+        client_key: ApiKey,
+        server_key: ApiKey,
+        chunk: usize,
+    ) -> Self {
+        Self::at_version(
+            version,
+            config,
+            client_key,
+            server_key,
+            chunk,
+            Instant::now(),
+            11,
+        )
+    }
+
+    /// [`at`](Self::at) with the client speaking `version`.
+    pub(crate) fn at_version(
+        version: WireVersion,
+        config: ConnectionConfig,
+        client_key: ApiKey,
+        server_key: ApiKey,
+        chunk: usize,
+        now: Instant,
+        client_seed: u8,
+    ) -> Self {
         let mut client_auth = authenticator(1, client_key, client_seed);
         let server_auth = authenticator(2, server_key, 22);
-        let client = client_auth.client(now, config);
+        let client = client_auth.client(now, UNIX_START, config, ClientOptions::version(version));
         let server = Connection::server(config, now);
+        let mut client = Side::new(client, client_auth);
+        let mut server = Side::new(server, server_auth);
+        client.start = now;
+        server.start = now;
         Self {
             now,
-            client: Side::new(client, client_auth),
-            server: Side::new(server, server_auth),
+            client,
+            server,
             chunk,
         }
     }

@@ -10,10 +10,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use asoc_proto::auth::{sign_hello, KeyRing};
-use asoc_proto::connection::{CloseReason, Connection, Event, StreamId};
+use asoc_proto::connection::{CloseReason, Connection, Event, SessionInfo, StreamId};
 use asoc_proto::dial::Dial;
+use asoc_proto::handshake::ClientOptions;
 use asoc_proto::node::{ConnId, Node, NodeConfig, NodeConfigBuilder, NodeEvent};
 use asoc_proto::policy::Refusal;
+use asoc_proto::v2::{Suite, WireVersion};
 use bytes::BytesMut;
 use uuid::Uuid;
 
@@ -36,11 +38,60 @@ pub(crate) fn addr(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(ip(last), port)
 }
 
-/// A node config builder for id `n` holding key `k`, everything else
-/// default.
+/// A node config builder for id `n` holding key `k`, v1 enabled (so that
+/// the v1 scenarios and raw v1 HELLOs keep their meaning; nodes still dial
+/// with v2), everything else default.
 pub(crate) fn config(n: u8, k: &str) -> NodeConfigBuilder {
+    NodeConfig::builder(node_id(n), KeyRing::new(key(k))).allow_v1(true)
+}
+
+/// A node config builder like [`config`] with v1 disabled: the default.
+pub(crate) fn config_v2_only(n: u8, k: &str) -> NodeConfigBuilder {
     NodeConfig::builder(node_id(n), KeyRing::new(key(k)))
 }
+
+/// The wall clock every node of a test reads at virtual instant `now`:
+/// the same function of `now` for all, from a process-wide base instant.
+pub(crate) fn unix_at(now: Instant) -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| now);
+    crate::harness::UNIX_START + now.saturating_duration_since(base).as_millis() as u64
+}
+
+/// `events` with every `PeerConnected` session replaced by one fixed
+/// value, so that expected event lists can be written out; the sessions
+/// themselves (random ids) are returned in order for their own checks.
+pub(crate) fn blank_sessions(events: Vec<NodeEvent>) -> (Vec<NodeEvent>, Vec<SessionInfo>) {
+    let mut sessions = Vec::new();
+    let events = events
+        .into_iter()
+        .map(|e| match e {
+            NodeEvent::PeerConnected {
+                conn,
+                peer_node,
+                addr,
+                direction,
+                key,
+                session,
+            } => {
+                sessions.push(session);
+                NodeEvent::PeerConnected {
+                    conn,
+                    peer_node,
+                    addr,
+                    direction,
+                    key,
+                    session: BLANK_SESSION,
+                }
+            }
+            other => other,
+        })
+        .collect();
+    (events, sessions)
+}
+
+/// The placeholder [`blank_sessions`] writes.
+pub(crate) const BLANK_SESSION: SessionInfo = SessionInfo::v2(Suite::AesGcm, [0; 8], [0; 32]);
 
 /// A node built from `config` seeded with `[n; 32]`.
 pub(crate) fn node_with(config: NodeConfigBuilder, seed: u8, t0: Instant) -> Node {
@@ -64,6 +115,24 @@ pub(crate) fn hello_frame(k: &str, node: Uuid, challenge: u32) -> Vec<u8> {
 
 thread_local! {
     static PIECE: Cell<usize> = const { Cell::new(usize::MAX) };
+    static WIRE: Cell<WireVersion> = const { Cell::new(WireVersion::V2) };
+}
+
+/// Until the returned guard drops, [`Link::open`] on this thread dials
+/// with `version` (v2 by default, as nodes do).
+#[must_use]
+pub(crate) fn speak(version: WireVersion) -> Speak {
+    WIRE.with(|w| w.set(version));
+    Speak(())
+}
+
+/// Restores v2 dialing when dropped.
+pub(crate) struct Speak(());
+
+impl Drop for Speak {
+    fn drop(&mut self) {
+        WIRE.with(|w| w.set(WireVersion::V2));
+    }
 }
 
 /// Delivery granularities every scenario runs with: whole writes and one
@@ -119,7 +188,7 @@ impl End {
     /// reports a close to the node.
     pub(crate) fn settle(&mut self, node: &mut Node, now: Instant) {
         if self.close_reason.is_none() {
-            node.drive(now, self.id, &mut self.conn);
+            node.drive(now, unix_at(now), self.id, &mut self.conn);
         }
         while let Some(e) = self.conn.poll_event() {
             if let Event::Closed { reason } = &e {
@@ -203,7 +272,12 @@ impl Link {
         server_addr: SocketAddr,
     ) -> Result<Self, Refusal> {
         let (cid, c) = client_node
-            .connect_to(now, server_addr)
+            .connect_to(
+                now,
+                unix_at(now),
+                server_addr,
+                ClientOptions::version(WIRE.with(Cell::get)),
+            )
             .expect("client node refused its own connection");
         Self::attach(End::new(cid, c), client_node, server_node, now, client_addr)
     }
@@ -218,7 +292,7 @@ impl Link {
         server_addr: SocketAddr,
     ) -> Result<Self, Refusal> {
         let (cid, c) = client_node
-            .connect(now, dial, server_addr)
+            .connect(now, unix_at(now), dial, server_addr)
             .expect("client node refused its own dial");
         Self::attach(End::new(cid, c), client_node, server_node, now, client_addr)
     }

@@ -34,6 +34,8 @@ pub(crate) struct Listen {
     discovery: Option<(SocketAddr, DiscoveryConfig)>,
     community: String,
     peers: Vec<String>,
+    peers_v1: Vec<String>,
+    allow_v1: bool,
     driver: DriverConfig,
     policy: PolicyConfig,
     key: ApiKey,
@@ -49,6 +51,9 @@ impl Listen {
         let key = secrets::api_key(args.key.api_key_file.as_deref())?;
         for peer in &args.peer {
             check_target(peer, "--peer")?;
+        }
+        for peer in &args.peer_v1 {
+            check_target(peer, "--peer-v1")?;
         }
         let community = args.community.clone().unwrap_or_default();
         let discovery = if args.discovery {
@@ -69,7 +74,11 @@ impl Listen {
             .ok()
             .filter(|m| *m > 0)
             .ok_or_else(|| CliError::usage("--max-frame must be between 1B and 4GiB - 1"))?;
-        let connection = ConnectionConfig::builder()
+        let mut connection = ConnectionConfig::builder();
+        if let Some(suite) = args.suite {
+            connection = connection.only_suite(suite);
+        }
+        let connection = connection
             .handshake_timeout(args.handshake_timeout)
             .max_payload(max_frame)
             .send_stall_timeout(args.stall_timeout)
@@ -99,6 +108,8 @@ impl Listen {
             discovery,
             community,
             peers: args.peer,
+            peers_v1: args.peer_v1,
+            allow_v1: args.allow_v1,
             driver,
             policy,
             key,
@@ -129,7 +140,10 @@ impl Listen {
         for peer in &self.peers {
             b = b.static_peer(peer.clone());
         }
-        b
+        for peer in &self.peers_v1 {
+            b = b.static_peer_v1(peer.clone());
+        }
+        b.allow_v1(self.allow_v1)
     }
 
     async fn start<N: Net>(&self, net: &N) -> CliResult<Node<N>> {
