@@ -95,6 +95,11 @@ impl NodeBuilder {
         /// Adds a static peer, `host:port`; names are resolved when dialing,
         /// on a helper thread so that a slow resolver never stalls the loop.
         static_peer(target: impl Into<String>);
+        /// Adds a static peer dialed with v1, for peers that speak only v1.
+        static_peer_v1(target: impl Into<String>);
+        /// Also speak v1: accept v1 HELLOs and, with discovery, send and
+        /// accept v1 announcements (WIRE-v2.md §6). Off by default.
+        allow_v1(yes: bool);
         /// Admission policy (caps, lockout, attempt rate).
         policy(config: PolicyConfig);
         /// Reconnect schedule.
