@@ -91,12 +91,7 @@ fn conformance_on(wire: &str, key: &str, name: &str, args: &[&str]) -> (Output, 
     (out, v.as_array().unwrap().clone())
 }
 
-/// The ids `asoc conformance --wire v1 --list MODE SELECTION…` selects.
-fn listed(args: &[&str]) -> Vec<String> {
-    listed_on("v1", args)
-}
-
-/// [`listed`] for the cases of `wire`.
+/// The ids `asoc conformance --wire WIRE --list MODE SELECTION…` selects.
 fn listed_on(wire: &str, args: &[&str]) -> Vec<String> {
     let out = with_key("unused")
         .arg("conformance")
