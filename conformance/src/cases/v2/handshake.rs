@@ -46,6 +46,9 @@ pub(super) fn cases() -> Vec<Case> {
         case!("R3-3.2/6", Must, SuiteDials, Tcp, false, "A HELLO2 header with length 71 or 73 is refused at the length's last byte",
             "WIRE-v2.md §3.1: header `02 04 00000000 <suite> 00000048` (72 bytes follow). §3.2: failing on the first wrong byte, and then reads exactly 72 bytes.",
             |ctx| { let mut h = handshake_header(ty::HELLO, ctx.cfg.suite); h[13] = 0x47; refused_at_once(ctx, &h)?; h[13] = 0x49; refused_at_once(ctx, &h).map(|r| format!("71 and 73 refused; {r}")) }),
+        case!("R3-3.2/20", Must, SuiteDials, Tcp, false, "A HELLO2 header wrong in any one of its 14 bytes is refused at that byte",
+            "WIRE-v2.md §3.2: The server requires the first 14 bytes to be exactly a HELLO2 header of a suite it accepts ..., failing on the first wrong byte.",
+            every_header_byte),
         case!("R3-3.2/7", Must, SuiteDials, Tcp, false, "A suite the target was configured not to accept is refused",
             "WIRE-v2.md §1: A server accepts both unless configured otherwise. §3.2: ... exactly a HELLO2 header of a suite it accepts.",
             unaccepted_suite),
@@ -172,6 +175,27 @@ fn valid_suite(ctx: &mut Ctx<'_>, suite: Suite) -> CaseResult {
     let mut s = link::connect_with(ctx, i)?;
     let r = usable(ctx, &mut s)?;
     Ok(format!("{}: ACCEPT2 verified; {r}", suite.protocol_name()))
+}
+
+fn every_header_byte(ctx: &mut Ctx<'_>) -> CaseResult {
+    let h = handshake_header(ty::HELLO, ctx.cfg.suite);
+    for i in 0..h.len() {
+        let mut bad = h[..=i].to_vec();
+        // 0x03 at the version byte (neither v2 nor v1) and at the suite
+        // byte (no suite); elsewhere one flipped bit.
+        bad[i] = match i {
+            0 | 9 => 0x03,
+            _ => h[i] ^ 0x01,
+        };
+        refused_at_once(ctx, &bad).map_err(|e| match e {
+            Finding::Fail { expected, actual } => Finding::fail(
+                format!("{expected} (header byte {i} wrong: {})", hex(&bad)),
+                actual,
+            ),
+            other => other,
+        })?;
+    }
+    Ok("refused at each of the 14 header bytes".into())
 }
 
 fn unaccepted_suite(ctx: &mut Ctx<'_>) -> CaseResult {
