@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes seed corpora for the fuzz targets from ../../shared/vectors/asoc-v1.json."""
+"""Writes seed corpora for the fuzz targets from ../../shared/vectors/asoc-v1.json
+and asoc-v2.json (derived here at every run, never stored)."""
 import json, os, pathlib
 here = pathlib.Path(__file__).resolve().parent
 vectors = json.loads((here / ".." / ".." / "shared" / "vectors" / "asoc-v1.json").read_text())
@@ -23,4 +24,39 @@ for i, a in enumerate(accepts):
 for i, v in enumerate(vectors["discovery"]):
     m = bytes.fromhex(v["message"])
     put("discovery", f"msg{i}", bytes([1, 0, len(m)]) + m)
+
+# v2: inputs of server_connection_v2 are mode | server clock (8) | rest and
+# of client_connection_v2 mode | rest (see the targets). Mode bit 0: the
+# target completes a genuine handshake first; bit 1: rest is frames to seal,
+# encoded type(1) stream_id(4) seq(4) length(2) plaintext; bit 2: the other
+# suite (server) or an expected peer id (client); bits 3..: read size.
+v2 = json.loads((here / ".." / ".." / "shared" / "vectors" / "asoc-v2.json").read_text())
+def plain(frames, side):
+    out = b""
+    for f in frames:
+        if f["from"] != side:
+            continue
+        p = bytes.fromhex(f["plaintext"])
+        out += bytes([f["type"]]) + f["stream_id"].to_bytes(4, "big") + f["seq"].to_bytes(4, "big")
+        out += len(p).to_bytes(2, "big") + p
+    return out
+for i, h in enumerate(v2["handshake"]):
+    clock = h["client_unix_ms"].to_bytes(8, "big")
+    hello = bytes.fromhex(h["hello_frame"])
+    accept = bytes.fromhex(h["accept_frame"])
+    confirm = bytes.fromhex(h["confirm_frame"])
+    wire = lambda side: b"".join(bytes.fromhex(f["frame"]) for f in h["frames"] if f["from"] == side)
+    other_suite = 4 if h["suite"] == 2 else 0
+    for step, tag in ((0, ""), (1, "_bytewise")):
+        m = step << 3
+        # Raw: the vector's HELLO2 decrypts (its key is held, its clock
+        # given), then its CONFIRM fails against this server's ACCEPT2.
+        put("server_connection_v2", f"vector{i}{tag}", bytes([m]) + clock + hello + confirm + wire("client"))
+        put("server_connection_v2", f"stale{i}{tag}", bytes([m]) + (h["client_unix_ms"] + 60_001).to_bytes(8, "big") + hello)
+        put("server_connection_v2", f"sealed{i}{tag}", bytes([m | 3 | other_suite]) + clock + plain(h["frames"], "client"))
+        put("server_connection_v2", f"established{i}{tag}", bytes([m | 1 | other_suite]) + clock + wire("client"))
+        put("client_connection_v2", f"vector{i}{tag}", bytes([m]) + accept + wire("server"))
+        put("client_connection_v2", f"sealed{i}{tag}", bytes([m | 3]) + plain(h["frames"], "server"))
+        put("client_connection_v2", f"expected{i}{tag}", bytes([m | 7]) + plain(h["frames"], "server"))
+        put("client_connection_v2", f"established{i}{tag}", bytes([m | 1]) + wire("server"))
 print("seed corpora written under", here / "corpus")

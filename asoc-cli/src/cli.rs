@@ -308,6 +308,11 @@ pub(crate) struct BenchArgs {
     /// commas. All of them by default.
     #[arg(long, value_name = "BENCH", value_delimiter = ',')]
     pub(crate) only: Vec<String>,
+    /// Runs only these wires: v1, v2, v1+tls (v1 inside TLS 1.3); repeat
+    /// or separate with commas. All three by default, v2 beside every v1
+    /// row.
+    #[arg(long, value_name = "WIRE", value_delimiter = ',')]
+    pub(crate) wire: Vec<String>,
     /// Baseline/ASoc pairs per bench (at least 5 unless --quick).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub(crate) pairs: usize,

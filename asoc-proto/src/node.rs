@@ -339,13 +339,17 @@ pub struct ConnectionInfo {
     pub addr: SocketAddr,
     /// Who opened it.
     pub direction: Direction,
-    /// The peer's node id when known: from its HELLO (inbound) or from
-    /// discovery (outbound to a discovered peer).
+    /// The peer's node id when known: from its HELLO or HELLO2 (inbound),
+    /// proven by ACCEPT2 (outbound v2), or from discovery (outbound v1 to
+    /// a discovered peer).
     pub peer_node: Option<Uuid>,
     /// The dialer's peer this connection serves, if any.
     pub peer: Option<PeerId>,
     /// Whether the handshake completed.
     pub established: bool,
+    /// What the handshake established: version, suite, session id and
+    /// channel binding; `None` until then.
+    pub session: Option<SessionInfo>,
     /// The connection's counters as of the last [`Node::drive`] or
     /// [`Node::record_stats`].
     pub stats: ConnectionStats,
@@ -753,6 +757,7 @@ impl Node {
                     peer_node,
                     peer,
                     established: false,
+                    session: None,
                     stats: ConnectionStats::default(),
                 },
                 slot,
@@ -782,6 +787,7 @@ impl Node {
                 session,
             } => {
                 entry.info.established = true;
+                entry.info.session = Some(session);
                 if peer_node.is_some() {
                     entry.info.peer_node = peer_node;
                 }

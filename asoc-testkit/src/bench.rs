@@ -10,15 +10,58 @@ use std::task::Context;
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::handshake::{Authenticator, AuthenticatorConfig};
+use asoc_proto::handshake::{Authenticator, AuthenticatorConfig, ClientOptions};
+use asoc_proto::v2::WireVersion;
 use bytes::{Bytes, BytesMut};
 
+use asoc_async::tls::{client_config, server_config, ServerTrust, TlsConfig};
 use asoc_async::{
     BoxFuture, Connection, DriverConfig, Error, Net, NodeBuilder, PeerRef, Transport,
 };
 
 /// The key every bench node and connection shares.
 pub const KEY: &str = "bench-key-0123456789abcdef";
+
+/// The protocol the ASoc side of a measurement runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// v1: HMAC handshake, cleartext frames.
+    V1,
+    /// v2: Noise handshake, every frame sealed (the default).
+    V2,
+    /// v1 inside TLS 1.3 (rustls), a pinned self-signed certificate.
+    V1Tls,
+}
+
+impl Wire {
+    /// Every wire, in the order the bench reports them.
+    pub const ALL: [Self; 3] = [Self::V1, Self::V2, Self::V1Tls];
+
+    /// Its name in reports and JSON: `v1`, `v2`, `v1+tls`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+            Self::V1Tls => "v1+tls",
+        }
+    }
+
+    /// The ASoc version spoken (inside TLS or not).
+    #[must_use]
+    pub fn version(self) -> WireVersion {
+        match self {
+            Self::V2 => WireVersion::V2,
+            Self::V1 | Self::V1Tls => WireVersion::V1,
+        }
+    }
+
+    /// The wire `name` names.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == name)
+    }
+}
 
 /// One workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,13 +192,28 @@ pub async fn raw_tcp<N: Net>(sides: &Sides<N>, w: Workload) -> Result<f64, Error
 }
 
 /// ASoc: `connections` pairs of nodes, each sending `bytes` over `streams`
-/// concurrent streams in `chunk`-byte frames to a receiver that discards.
-pub async fn asoc<N: Net>(sides: &Sides<N>, w: Workload, seed: u8) -> Result<f64, Error> {
+/// concurrent streams in `chunk`-byte frames to a receiver that discards,
+/// speaking `wire`.
+pub async fn asoc<N: Net>(
+    sides: &Sides<N>,
+    w: Workload,
+    seed: u8,
+    wire: Wire,
+) -> Result<f64, Error> {
     let Sides { sender, receiver } = sides;
     let key = ApiKey::new(KEY)?;
+    let tls = match wire {
+        Wire::V1Tls => Some(bench_tls()?),
+        Wire::V1 | Wire::V2 => None,
+    };
     let mut pairs = Vec::new();
     for i in 0..w.connections {
-        let b = NodeBuilder::new("bench", key.clone()).bind(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut b = NodeBuilder::new("bench", key.clone())
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .allow_v1(wire.version() == WireVersion::V1);
+        if let Some((server, _)) = &tls {
+            b = b.tls(server.clone());
+        }
         let mut id = [seed; 16];
         id[0] = i as u8;
         id[1] = 1;
@@ -163,9 +221,12 @@ pub async fn asoc<N: Net>(sides: &Sides<N>, w: Workload, seed: u8) -> Result<f64
             .start(receiver.clone(), [seed; 32], uuid::Uuid::from_bytes(id))
             .await?;
         id[1] = 2;
-        let a = NodeBuilder::new("bench", key.clone())
+        let mut a = NodeBuilder::new("bench", key.clone())
             .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .chunk_size(w.chunk);
+        if let Some((_, client)) = &tls {
+            a = a.tls(client.clone());
+        }
         let tx = a
             .start(
                 sender.clone(),
@@ -173,7 +234,12 @@ pub async fn asoc<N: Net>(sides: &Sides<N>, w: Workload, seed: u8) -> Result<f64
                 uuid::Uuid::from_bytes(id),
             )
             .await?;
-        let peer = tx.connect(rx.local_addr().to_string()).await?;
+        let peer = tx
+            .connect_with(
+                rx.local_addr().to_string(),
+                ClientOptions::version(wire.version()),
+            )
+            .await?;
         pairs.push((tx, rx, peer.id));
     }
     let per_stream = w.bytes / w.streams.max(1) as u64;
@@ -312,11 +378,33 @@ pub async fn raw_setup<N: Net>(
     Ok(rate)
 }
 
-/// An authenticator for `node` holding [`KEY`], shared by every
-/// connection of one side so that replays are caught across them.
+/// The receiver's and the sender's TLS settings: a self-signed
+/// certificate for 127.0.0.1, pinned by the sender.
+fn bench_tls() -> Result<(TlsConfig, TlsConfig), Error> {
+    let pki = crate::scenarios::TestPki::new();
+    let tls = |e: asoc_async::tls::TlsError| Error::Io(std::io::Error::other(e.to_string()));
+    let server = server_config(&pki.path("self.pem"), &pki.path("self.key"), None).map_err(tls)?;
+    let client = client_config(&ServerTrust::Pinned(pki.path("self.pem")), None).map_err(tls)?;
+    Ok((
+        TlsConfig {
+            server: Some(server),
+            client: None,
+        },
+        TlsConfig {
+            server: None,
+            client: Some(client),
+        },
+    ))
+}
+
+/// An authenticator for `node` holding [`KEY`] (accepting v1 too), shared
+/// by every connection of one side so that replays are caught across them.
 pub fn bench_authenticator(node: u8, seed: u8) -> Result<asoc_async::SharedAuthenticator, Error> {
     let key = ApiKey::new(KEY)?;
-    let config = AuthenticatorConfig::new(uuid::Uuid::from_bytes([node; 16]), KeyRing::new(key));
+    let config =
+        AuthenticatorConfig::builder(uuid::Uuid::from_bytes([node; 16]), KeyRing::new(key))
+            .allow_v1(true)
+            .build()?;
     Ok(Arc::new(Mutex::new(Authenticator::new(
         config,
         [seed ^ node; 32],
@@ -324,14 +412,18 @@ pub fn bench_authenticator(node: u8, seed: u8) -> Result<asoc_async::SharedAuthe
 }
 
 /// Authenticated ASoc set-ups: `count` connections, `in_flight` at a time,
-/// each a TCP connect, HELLO, verified ACCEPT and a graceful close by the
-/// client. Returns set-ups per second (timed at the clients).
+/// each a TCP connect, the handshake of `version` (v1: HELLO, verified
+/// ACCEPT; v2: HELLO2, verified ACCEPT2, CONFIRM verified by the server)
+/// and a graceful close by the client. Returns set-ups per second (timed
+/// at the clients).
 pub async fn asoc_setup<N: Net>(
     sides: &Sides<N>,
     count: usize,
     in_flight: usize,
     seed: u8,
+    version: WireVersion,
 ) -> Result<f64, Error> {
+    let config = DriverConfig::builder().wire(version).build()?;
     let Sides { sender, receiver } = sides;
     let server_auth = bench_authenticator(2, seed)?;
     let client_auth = bench_authenticator(1, seed)?;
@@ -343,7 +435,7 @@ pub async fn asoc_setup<N: Net>(
     let server = serve(receiver, listener, count, move |io: N::Stream| {
         let (rt, auth) = (rt.clone(), server_auth.clone());
         async move {
-            let conn = Connection::accept(&rt, io, &auth, DriverConfig::default()).await?;
+            let conn = Connection::accept(&rt, io, &auth, config).await?;
             conn.closed().await;
             Ok(())
         }
@@ -356,7 +448,7 @@ pub async fn asoc_setup<N: Net>(
         clients.push(spawn(sender, async move {
             for _ in 0..n {
                 let (io, _) = net2.connect(addr.clone()).await?;
-                let conn = Connection::connect(&net2, io, &auth, DriverConfig::default()).await?;
+                let conn = Connection::connect(&net2, io, &auth, config).await?;
                 conn.close().await;
                 conn.closed().await;
             }
@@ -377,11 +469,12 @@ pub async fn compare<N: Net>(
     sides: &Sides<N>,
     w: Workload,
     pairs: usize,
+    wire: Wire,
 ) -> Result<Vec<Sample>, Error> {
     let mut out = Vec::with_capacity(pairs);
     for i in 0..pairs {
         let baseline = raw_tcp(sides, w).await?;
-        let asoc = asoc(sides, w, i as u8).await?;
+        let asoc = asoc(sides, w, i as u8, wire).await?;
         out.push(Sample { asoc, baseline });
     }
     Ok(out)
@@ -408,12 +501,14 @@ impl Sample {
 
 /// The body of the adapters' `quickbench` examples, a profiling aid beside
 /// `asoc bench`: throughput of 2 GiB with `[chunk_kib] [streams]
-/// [connections]` from `args` (default 1024 1 1), five baseline/ASoc pairs
-/// and their median. With `QUICKBENCH_ONLY=asoc|raw` in the environment it
+/// [connections] [wire]` from `args` (default 1024 1 1 v2), five
+/// baseline/ASoc pairs and their median. With `QUICKBENCH_ONLY=asoc|raw` in the environment it
 /// runs one side alone, three times, for a profiler to see nothing else.
 pub async fn quickbench<N: Net>(net: &N, args: impl Iterator<Item = String>) -> Result<(), Error> {
     let sides = Sides::shared(net);
-    let args: Vec<usize> = args.filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<String> = args.collect();
+    let wire = args.iter().find_map(|a| Wire::parse(a)).unwrap_or(Wire::V2);
+    let args: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let w = Workload {
         bytes: 2 << 30,
         chunk: args.first().copied().unwrap_or(1024) << 10,
@@ -426,13 +521,13 @@ pub async fn quickbench<N: Net>(net: &N, args: impl Iterator<Item = String>) -> 
             let rate = if only == "raw" {
                 raw_tcp(&sides, w).await?
             } else {
-                asoc(&sides, w, i).await?
+                asoc(&sides, w, i, wire).await?
             };
             println!("{only} {:8.1} MiB/s", rate / MIB);
         }
         return Ok(());
     }
-    let samples = compare(&sides, w, 5).await?;
+    let samples = compare(&sides, w, 5, wire).await?;
     for s in &samples {
         println!(
             "asoc {:8.1} MiB/s  raw {:8.1} MiB/s  ratio {:.3}",

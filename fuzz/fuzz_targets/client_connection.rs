@@ -8,13 +8,14 @@ mod common;
 use std::time::Instant;
 
 use asoc_proto::auth::{ApiKey, SessionToken};
+use asoc_proto::handshake::ClientOptions;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let t0 = Instant::now();
     let mut auth = common::authenticator(1);
-    let mut conn = auth.client(t0, common::config());
+    let mut conn = auth.client(t0, common::UNIX_START, common::config(), ClientOptions::v1());
     let mut input = Vec::new();
     if mode & 1 == 1 {
         let key = ApiKey::new("fuzz-key-0123456789abcdef").expect("key");

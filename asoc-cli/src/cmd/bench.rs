@@ -8,7 +8,7 @@
 //! sending and the receiving side each have a loop thread of their own.
 
 use asoc_async::Net;
-use asoc_testkit::bench::{self as ab, Sample, Workload};
+use asoc_testkit::bench::{self as ab, Sample, Wire, Workload};
 use serde_json::{json, Value};
 
 use crate::cli::{BenchArgs, BenchRuntime};
@@ -33,8 +33,11 @@ enum Kind {
 struct Case {
     name: &'static str,
     kind: Kind,
-    /// The ratio asoc / baseline this bench must reach to count as met.
-    target: f64,
+    /// What the ASoc side speaks.
+    wire: Wire,
+    /// The ratio asoc / baseline this bench must reach to count as met;
+    /// `None` for rows that are reported, not judged.
+    target: Option<f64>,
 }
 
 /// One finished measurement.
@@ -43,11 +46,16 @@ struct Row {
     runtime: &'static str,
     median: Sample,
     pairs: usize,
+    /// Median over the pairs of the CPU the ASoc run took per unit (byte
+    /// or set-up) over the baseline's, and of the ASoc run's CPU seconds
+    /// per GiB moved or microseconds per set-up (both ends together: they
+    /// share the process).
+    cpu: Option<(f64, f64)>,
 }
 
 impl Row {
     fn met(&self) -> bool {
-        self.median.ratio() >= self.case.target
+        self.case.target.is_none_or(|t| self.median.ratio() >= t)
     }
 
     fn json(&self) -> Value {
@@ -55,6 +63,7 @@ impl Row {
         let mut v = match self.case.kind {
             Kind::Throughput(w) => json!({
                 "bench": self.case.name,
+                "wire": self.case.wire.name(),
                 "runtime": self.runtime,
                 "chunk_size": w.chunk,
                 "streams": w.streams,
@@ -65,6 +74,7 @@ impl Row {
             }),
             Kind::Setup { count, in_flight } => json!({
                 "bench": self.case.name,
+                "wire": self.case.wire.name(),
                 "runtime": self.runtime,
                 "chunk_size": null,
                 "streams": null,
@@ -76,6 +86,12 @@ impl Row {
             }),
         };
         if let Some(o) = v.as_object_mut() {
+            o.insert("cpu_ratio".into(), json!(self.cpu.map(|c| c.0)));
+            let unit = match self.case.kind {
+                Kind::Throughput(_) => "asoc_cpu_s_per_gib",
+                Kind::Setup { .. } => "asoc_cpu_us_per_setup",
+            };
+            o.insert(unit.into(), json!(self.cpu.map(|c| c.1)));
             o.insert("ratio".into(), json!(r));
             o.insert("target".into(), json!(self.case.target));
             o.insert("met".into(), json!(self.met()));
@@ -84,7 +100,7 @@ impl Row {
         v
     }
 
-    fn cells(&self) -> [String; 8] {
+    fn cells(&self) -> [String; 9] {
         let (params, asoc, base) = match self.case.kind {
             Kind::Throughput(w) => (
                 format!(
@@ -105,13 +121,19 @@ impl Row {
         };
         [
             self.case.name.into(),
+            self.case.wire.name().into(),
             self.runtime.into(),
             params,
             asoc,
             base,
             format!("{:.3}", self.median.ratio()),
-            format!("≥{:.2}", self.case.target),
-            if self.met() { "yes" } else { "NO" }.into(),
+            self.case.target.map_or("-".into(), |t| format!("≥{t:.2}")),
+            match (self.case.target, self.met()) {
+                (None, _) => "-",
+                (Some(_), true) => "yes",
+                (Some(_), false) => "NO",
+            }
+            .into(),
         ]
     }
 }
@@ -159,37 +181,70 @@ fn plan(args: &BenchArgs) -> CliResult<Vec<Case>> {
         }
     };
     let large = chunk.unwrap_or(1 << 20);
-    let mut cases = vec![Case {
-        name: "one-stream",
-        kind: Kind::Throughput(workload(total(big), large, 1, 1)),
-        target: 0.95,
-    }];
+    // (name, kind, v1 target, v2 target); v1 inside TLS is reported only.
+    let mut benches = vec![(
+        "one-stream",
+        Kind::Throughput(workload(total(big), large, 1, 1)),
+        0.95,
+        Some(0.65),
+    )];
     if chunk.is_none() {
-        cases.push(Case {
-            name: "small-frames",
-            kind: Kind::Throughput(workload(total(small), 4 << 10, 1, 1)),
-            target: 1.0,
-        });
+        benches.push((
+            "small-frames",
+            Kind::Throughput(workload(total(small), 4 << 10, 1, 1)),
+            1.0,
+            Some(1.0),
+        ));
     }
-    cases.push(Case {
-        name: "many-streams",
-        kind: Kind::Throughput(workload(total(big), large, streams, 1)),
-        target: 0.9,
-    });
-    cases.push(Case {
-        name: "many-connections",
-        kind: Kind::Throughput(workload(total(big), large, 1, connections)),
-        target: 0.9,
-    });
+    benches.push((
+        "many-streams",
+        Kind::Throughput(workload(total(big), large, streams, 1)),
+        0.9,
+        None,
+    ));
+    benches.push((
+        "many-connections",
+        Kind::Throughput(workload(total(big), large, 1, connections)),
+        0.9,
+        None,
+    ));
     for (name, in_flight) in [("setup", 1), ("setup-parallel", 16)] {
-        cases.push(Case {
-            name,
-            kind: Kind::Setup {
-                count: setups,
-                in_flight,
-            },
-            target: 0.7,
-        });
+        let kind = Kind::Setup {
+            count: setups,
+            in_flight,
+        };
+        // v2 set-ups are judged against v1's, after the table.
+        benches.push((name, kind, 0.7, None));
+    }
+    let wires: Vec<Wire> = if args.wire.is_empty() {
+        Wire::ALL.to_vec()
+    } else {
+        args.wire
+            .iter()
+            .map(|w| {
+                Wire::parse(w).ok_or_else(|| {
+                    CliError::usage(format!("--wire: {w:?} is not one of v1, v2, v1+tls"))
+                })
+            })
+            .collect::<CliResult<_>>()?
+    };
+    let mut cases = Vec::new();
+    for (name, kind, v1, v2) in benches {
+        for &wire in &wires {
+            let target = match (wire, kind) {
+                (Wire::V1, _) => Some(v1),
+                (Wire::V2, _) => v2,
+                // Set-up inside TLS measures rustls, not ASoc.
+                (Wire::V1Tls, Kind::Setup { .. }) => continue,
+                (Wire::V1Tls, Kind::Throughput(_)) => None,
+            };
+            cases.push(Case {
+                name,
+                kind,
+                wire,
+                target,
+            });
+        }
     }
     if let Some(unknown) = args
         .only
@@ -243,13 +298,76 @@ pub(crate) fn run(args: &BenchArgs) -> CliResult {
         rows.extend(runtime::run(kind, job)?);
     }
     out.note(|| table(&rows));
+    for c in comparisons(&rows) {
+        out.emit(c.json(), || c.line());
+    }
     Ok(())
+}
+
+/// A ratio between two ASoc rows of one runtime, with its target.
+struct Comparison {
+    bench: &'static str,
+    runtime: &'static str,
+    what: &'static str,
+    ratio: f64,
+    target: f64,
+}
+
+impl Comparison {
+    fn json(&self) -> Value {
+        json!({"compare": self.what, "bench": self.bench, "runtime": self.runtime,
+               "ratio": self.ratio, "target": self.target, "met": self.ratio >= self.target})
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{} {} {}: {:.3} (target ≥{:.2}, {})",
+            self.bench,
+            self.runtime,
+            self.what,
+            self.ratio,
+            self.target,
+            if self.ratio >= self.target {
+                "met"
+            } else {
+                "NOT met"
+            }
+        )
+    }
+}
+
+/// v2 against v1 inside TLS (one stream, 1 MiB frames) and v2 set-ups
+/// against v1's, for every runtime where both rows ran.
+fn comparisons(rows: &[Row]) -> Vec<Comparison> {
+    let find = |bench: &str, runtime: &str, wire: Wire| {
+        rows.iter()
+            .find(|r| r.case.name == bench && r.runtime == runtime && r.case.wire == wire)
+    };
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.case.wire == Wire::V2) {
+        let (other, what, target) = match r.case.name {
+            "one-stream" => (Wire::V1Tls, "v2 / v1+tls", 1.25),
+            "setup" | "setup-parallel" => (Wire::V1, "v2 / v1", 0.5),
+            _ => continue,
+        };
+        if let Some(o) = find(r.case.name, r.runtime, other) {
+            out.push(Comparison {
+                bench: r.case.name,
+                runtime: r.runtime,
+                what,
+                ratio: r.median.asoc / o.median.asoc,
+                target,
+            });
+        }
+    }
+    out
 }
 
 /// The rows as an aligned text table.
 fn table(rows: &[Row]) -> String {
     let head = [
         "bench",
+        "wire",
         "runtime",
         "parameters",
         "asoc",
@@ -258,7 +376,7 @@ fn table(rows: &[Row]) -> String {
         "target",
         "met?",
     ];
-    let cells: Vec<[String; 8]> = rows.iter().map(Row::cells).collect();
+    let cells: Vec<[String; 9]> = rows.iter().map(Row::cells).collect();
     let mut width = head.map(|h| h.chars().count());
     for r in &cells {
         for (w, c) in width.iter_mut().zip(r) {
@@ -304,8 +422,9 @@ impl Bench {
         };
         let cpu = cpu.map_or(String::new(), |c| format!(", CPU per unit {c:.3}x"));
         eprintln!(
-            "asoc bench: {} {} pair {}/{}: asoc {a:.0} {unit}, baseline {b:.0} {unit}, ratio {:.3}{cpu}",
+            "asoc bench: {} {} {} pair {}/{}: asoc {a:.0} {unit}, baseline {b:.0} {unit}, ratio {:.3}{cpu}",
             case.name,
+            case.wire.name(),
             self.runtime.name(),
             i + 1,
             self.pairs,
@@ -314,7 +433,10 @@ impl Bench {
     }
 
     /// The median of `samples` as a row, printed at once in JSON mode.
-    fn finish(&self, case: Case, samples: &[Sample]) -> CliResult<Row> {
+    fn finish(&self, case: Case, samples: &[Sample], cpu: &[(f64, f64)]) -> CliResult<Row> {
+        let mut sorted = cpu.to_vec();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let cpu = sorted.get(sorted.len() / 2).copied();
         let median = ab::median(samples)
             .filter(|m| m.asoc > 0.0 && m.baseline > 0.0)
             .ok_or_else(|| CliError::runtime(format!("{}: no measurement", case.name)))?;
@@ -323,6 +445,7 @@ impl Bench {
             runtime: self.runtime.name(),
             median,
             pairs: samples.len(),
+            cpu,
         };
         if self.json {
             self.out.emit(row.json(), String::new);
@@ -353,6 +476,19 @@ fn cpu_ratio(t0: Option<u64>, t1: Option<u64>, t2: Option<u64>) -> Option<f64> {
     Some(t2.checked_sub(t1)? as f64 / baseline as f64)
 }
 
+/// The ASoc run's CPU (`t1`..`t2`, clock ticks of 10 ms) per GiB moved, in
+/// seconds, or per set-up, in microseconds.
+fn cpu_per_unit(case: &Case, t1: Option<u64>, t2: Option<u64>) -> Option<f64> {
+    let secs = t2?.checked_sub(t1?)? as f64 / 100.0;
+    match case.kind {
+        Kind::Throughput(w) => {
+            let gib = (w.bytes * w.connections as u64) as f64 / (1u64 << 30) as f64;
+            (gib > 0.0).then(|| secs / gib)
+        }
+        Kind::Setup { count, .. } => (count > 0).then(|| secs * 1e6 / count as f64),
+    }
+}
+
 fn failed(case: &Case, e: impl std::fmt::Display) -> CliError {
     CliError::runtime(format!("bench {}: {e}", case.name))
 }
@@ -377,6 +513,7 @@ impl Job for Bench {
         let mut rows = Vec::new();
         for case in self.cases.clone() {
             let mut samples = Vec::with_capacity(self.pairs);
+            let mut cpu = Vec::with_capacity(self.pairs);
             for i in 0..self.pairs {
                 let seed = i as u8;
                 // Baseline first, then ASoc: A B A B … over the pairs.
@@ -389,9 +526,9 @@ impl Job for Bench {
                 };
                 let t1 = process_cpu();
                 let asoc = match case.kind {
-                    Kind::Throughput(w) => ab::asoc(&sides, w, seed).await,
+                    Kind::Throughput(w) => ab::asoc(&sides, w, seed, case.wire).await,
                     Kind::Setup { count, in_flight } => {
-                        ab::asoc_setup(&sides, count, in_flight, seed).await
+                        ab::asoc_setup(&sides, count, in_flight, seed, case.wire.version()).await
                     }
                 };
                 let t2 = process_cpu();
@@ -400,9 +537,14 @@ impl Job for Bench {
                     asoc: asoc.map_err(|e| failed(&case, e))?,
                 };
                 self.progress(&case, i, &s, cpu_ratio(t0, t1, t2));
+                if let (Some(ratio), Some(per_unit)) =
+                    (cpu_ratio(t0, t1, t2), cpu_per_unit(&case, t1, t2))
+                {
+                    cpu.push((ratio, per_unit));
+                }
                 samples.push(s);
             }
-            rows.push(self.finish(case, &samples)?);
+            rows.push(self.finish(case, &samples, &cpu)?);
         }
         Ok(rows)
     }

@@ -65,20 +65,30 @@ impl Demo {
         println!("  receiver listening on {receiver}");
     }
 
-    /// The report, after both nodes shut down: `handshake_bytes` on the
-    /// dialer's side, `secs` from the first chunk to the receiver's end.
+    /// The report, after both nodes shut down: `secs` from the first chunk
+    /// to the receiver's end.
     fn report(
         &self,
-        handshake_bytes: u64,
+        handshake: &Handshake,
         sent: &[u8; 32],
         got: &Received,
         secs: f64,
     ) -> CliResult {
         let secs = secs.max(1e-9);
+        let Handshake {
+            proven: Some(proven),
+            suite: Some(suite),
+        } = handshake
+        else {
+            return Err(CliError::auth(
+                "demo handshake did not run v2: no suite or no proven node id",
+            ));
+        };
         println!(
-            "  handshake:   HELLO 50 B + ACCEPT 30 B = {handshake_bytes} B on the wire, \
-             HMAC-SHA256 verified"
+            "  handshake:   HELLO2 86 B + ACCEPT2 86 B + CONFIRM 30 B, Noise NNpsk0 with {suite}; \
+             the receiver proved node id {proven}"
         );
+        println!("  channel:     every frame encrypted and authenticated ({suite})");
         println!(
             "  transferred: {} bytes in {} DATA frames + END",
             got.bytes, got.frames
@@ -98,6 +108,12 @@ impl Demo {
             ))
         }
     }
+}
+
+/// What the dialer's handshake established.
+struct Handshake {
+    proven: Option<uuid::Uuid>,
+    suite: Option<asoc_proto::v2::Suite>,
 }
 
 async fn start<N: Net>(net: &N, builder: NodeBuilder) -> CliResult<Node<N>> {
@@ -126,9 +142,10 @@ impl Job for Demo {
             .connect(receiver.local_addr().to_string())
             .await
             .map_err(|e| CliError::auth(format!("demo handshake failed: {e}")))?;
-        // The dialer's counters as of the handshake's verdict: the HELLO it
-        // wrote and the ACCEPT it read.
-        let handshake_bytes = link.stats.bytes_in + link.stats.bytes_out;
+        let handshake = Handshake {
+            proven: link.peer_node,
+            suite: link.session.and_then(|s| s.suite),
+        };
         let receiving = spawn(&net, receive(receiver.clone()));
         let started = Instant::now();
         let sent = send(&sender, link.id, self.size, self.chunk).await?;
@@ -138,7 +155,7 @@ impl Job for Demo {
         let secs = started.elapsed().as_secs_f64();
         sender.shutdown(Duration::from_secs(5)).await;
         receiver.shutdown(Duration::from_secs(5)).await;
-        self.report(handshake_bytes, &sent, &got, secs)
+        self.report(&handshake, &sent, &got, secs)
     }
 }
 

@@ -217,7 +217,11 @@ fn demo_streams_and_verifies_a_tensor_on_every_runtime() {
         assert!(text.contains(&format!("({runtime} runtime)")), "{text}");
         assert!(text.contains("verification: OK"), "{text}");
         assert!(text.contains("8388608 bytes in 32 DATA frames"), "{text}");
-        assert!(text.contains("= 80 B on the wire"), "{text}");
+        assert!(
+            text.contains("HELLO2 86 B + ACCEPT2 86 B + CONFIRM 30 B, Noise NNpsk0 with aesgcm"),
+            "{text}"
+        );
+        assert!(text.contains("the receiver proved node id "), "{text}");
     }
 }
 

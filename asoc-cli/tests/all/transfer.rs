@@ -95,7 +95,7 @@ fn wrong_key(runtime: &str) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_fails(&out, 3, "refused the handshake");
+    assert_fails(&out, 3, "closed the connection during the v2 handshake");
     assert!(stderr(&out).contains("API key"), "{}", stderr(&out));
     let failed = listener.event("auth_failed");
     assert_eq!(failed["reason"], "bad_mac");

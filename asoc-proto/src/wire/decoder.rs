@@ -189,11 +189,12 @@ impl FrameDecoder {
             // An exact first header is within every limit by construction.
             return Ok(Some(header));
         }
+        // Limits are the payload's: a sealed frame's tag is not counted.
         let limit = u64::from(self.max_payload) + u64::from(self.overhead);
         if u64::from(header.length) > limit {
             return Err(FrameError::PayloadTooLarge {
-                declared: header.length,
-                max: u32::try_from(limit).unwrap_or(u32::MAX),
+                declared: header.length - self.overhead,
+                max: self.max_payload,
             });
         }
         if header.length < self.overhead {

@@ -12,6 +12,8 @@ use asoc_proto::v2::WireVersion;
 use bytes::BytesMut;
 use uuid::Uuid;
 
+pub(crate) mod v2peer;
+
 pub(crate) const KEY: &str = "0123456789abcdef0123456789abcdef";
 
 pub(crate) fn key(s: &str) -> ApiKey {
@@ -230,6 +232,42 @@ impl Pair {
 
     pub(crate) fn with_defaults(chunk: usize) -> Self {
         Self::new(ConnectionConfig::default(), key(KEY), key(KEY), chunk)
+    }
+
+    /// Default settings with the client speaking `version`.
+    pub(crate) fn defaults(version: WireVersion, chunk: usize) -> Self {
+        Self::version(
+            version,
+            ConnectionConfig::default(),
+            key(KEY),
+            key(KEY),
+            chunk,
+        )
+    }
+
+    /// A v2 server whose client is a hand-driven [`v2peer::RawClient`]
+    /// claiming node 1 (the pair's own client is muted): the server is
+    /// established once the raw client's CONFIRM arrived.
+    pub(crate) fn with_raw_client(
+        config: ConnectionConfig,
+        chunk: usize,
+    ) -> (Self, v2peer::RawClient) {
+        let mut p = Self::version(WireVersion::V2, config, key(KEY), key(KEY), chunk);
+        p.client.write_capacity = Some(0);
+        p.drive();
+        let mut raw = v2peer::RawClient::new(
+            &key(KEY),
+            config.suite(),
+            Uuid::from_bytes([1; 16]),
+            UNIX_START,
+            0x4100,
+        );
+        p.inject_to_server(&raw.hello);
+        let accept = p.server.wire_log.clone();
+        let (_, confirm) = raw.finish(&accept).expect("the server's ACCEPT2 verifies");
+        p.inject_to_server(&confirm);
+        assert!(p.server.is_established(), "{:?}", p.server.events);
+        (p, raw)
     }
 
     /// Delivers bytes in flight from `from` to `to`, `chunk` bytes per read.
