@@ -51,7 +51,8 @@ server mode:
   --peer-expiry SECS        the target's discovered-peer expiry (default 15)
   --lockout N               the target's failed authentications before lockout (default 5)
   --attempts-per-hour N     the target's connection attempts per IP per hour (default 100)
-  --announce-listen ADDR    UDP address the target sends its announcements to
+  --announce-listen ADDR    UDP address the target sends its announcements to (a
+                            second one: another destination of the same target)
   --announce-interval SECS  the target's announce interval (default 3)
   --node-id UUID            the target's node id
   --suite aesgcm|chachapoly v2: the target accepts only this suite (default: both;
@@ -95,7 +96,7 @@ struct Args {
     dial_failures: Option<u32>,
     peer_expiry: Option<f64>,
     attempts_per_hour: Option<u32>,
-    announce_listen: Option<String>,
+    announce_listen: Vec<String>,
     announce_interval: Option<f64>,
     node_id: Option<uuid::Uuid>,
     wire: Wire,
@@ -183,7 +184,7 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
                         .ok_or_else(|| format!("--attempts-per-hour: `{v}`"))?,
                 );
             }
-            "--announce-listen" => a.announce_listen = Some(value("--announce-listen")?),
+            "--announce-listen" => a.announce_listen.push(value("--announce-listen")?),
             "--node-id" => {
                 let v = value("--node-id")?;
                 a.node_id = Some(
@@ -374,13 +375,15 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
                 .as_deref()
                 .map(|u| resolve("--udp-target", u))
                 .transpose()?;
-            let ann = match &a.announce_listen {
-                Some(s) => Some(
+            let mut bound = Vec::new();
+            for s in a.announce_listen.iter().take(2) {
+                bound.push(
                     UdpSocket::bind(resolve("--announce-listen", s)?)
                         .map_err(|e| format!("--announce-listen {s}: {e}"))?,
-                ),
-                None => None,
-            };
+                );
+            }
+            let copies = bound.get(1).and_then(|s| s.try_clone().ok());
+            let ann = bound.into_iter().next();
             let mut imp = LiveServer {
                 ep: Endpoint {
                     tcp,
@@ -388,6 +391,7 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
                     node_id: a.node_id,
                 },
                 ann,
+                copies,
             };
             let reports = selected
                 .iter()
@@ -448,6 +452,7 @@ fn emit(a: &Args, reports: &[CaseReport], label: &str) -> Result<(), String> {
 struct LiveServer {
     ep: Endpoint,
     ann: Option<UdpSocket>,
+    copies: Option<UdpSocket>,
 }
 
 impl Implementation for LiveServer {
@@ -463,6 +468,10 @@ impl Implementation for LiveServer {
 
     fn announcements(&mut self) -> Option<&UdpSocket> {
         self.ann.as_ref()
+    }
+
+    fn announcement_copies(&mut self) -> Option<&UdpSocket> {
+        self.copies.as_ref()
     }
 }
 

@@ -168,6 +168,13 @@ pub trait Implementation {
     /// when the suite can see them.
     fn announcements(&mut self) -> Option<&UdpSocket>;
 
+    /// A second socket the implementation's announcements arrive on (a
+    /// second unicast destination), when the suite has one: the v2 rule
+    /// that every destination gets the same bytes needs two.
+    fn announcement_copies(&mut self) -> Option<&UdpSocket> {
+        None
+    }
+
     /// Called when the implementation did not do what a client-role case
     /// waited for: a client program that exited saying it does not support
     /// the case turns into `unsupported` here.

@@ -9,8 +9,8 @@
 //! receive idle timeout, a 1 s send stall timeout, a cap of 16 connections,
 //! a reconnect schedule shrunk tenfold (first retry 0.2–0.4 s, backoff cap
 //! 1 s), a 4 s discovered-peer expiry and
-//! discovery on a loopback UDP port that announces, by unicast only, to a
-//! socket of the suite. Adding an adapter is one entry in [`ADAPTERS`].
+//! discovery on a loopback UDP port that announces, by unicast only, to two
+//! sockets of the suite. Adding an adapter is one entry in [`ADAPTERS`].
 //! The v1 cases (`R1-…`, `R2-…`) run against nodes with `allow_v1` that
 //! dial their static peer with v1; the v2 cases (`R3-…`) against nodes as
 //! they come (v2 only).
@@ -384,6 +384,8 @@ struct InProcess {
     adapter: &'static Adapter,
     wire: Wire,
     announcements: UdpSocket,
+    /// A second unicast destination of the served node's announcements.
+    copies: UdpSocket,
     nodes: Vec<Box<dyn Running>>,
     served: Option<Endpoint>,
 }
@@ -394,10 +396,11 @@ impl Implementation for InProcess {
             return Ok(e);
         }
         let target = self.announcements.local_addr().map_err(Finding::error)?;
+        let second = self.copies.local_addr().map_err(Finding::error)?;
         let disc = DiscoveryConfig::builder(COMMUNITY)
             .announce_interval(ANNOUNCE)
             .peer_expiry(PEER_EXPIRY)
-            .unicast_targets(vec![target])
+            .unicast_targets(vec![target, second])
             .build()
             .map_err(Finding::error)?;
         let spec = Spec {
@@ -455,6 +458,10 @@ impl Implementation for InProcess {
 
     fn announcements(&mut self) -> Option<&UdpSocket> {
         Some(&self.announcements)
+    }
+
+    fn announcement_copies(&mut self) -> Option<&UdpSocket> {
+        Some(&self.copies)
     }
 }
 
@@ -516,6 +523,7 @@ fn run(adapter: &'static Adapter, case: &Case) -> Result<(), Failed> {
         adapter,
         wire,
         announcements: UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
+        copies: UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
         nodes: Vec::new(),
         served: None,
     };

@@ -142,6 +142,9 @@ fn server_mode(runtime: &str, full: bool) {
 fn server_mode_on(wire: &str, runtime: &str, full: bool) {
     let key = keygen();
     let announce = free_udp();
+    // A second destination: the v2 rule that every destination of one
+    // round gets the same bytes needs two.
+    let copies = free_udp();
     let v1: &[&str] = if wire == "v1" { &["--allow-v1"] } else { &[] };
     let mut l = Listener::start(
         &key,
@@ -161,6 +164,8 @@ fn server_mode_on(wire: &str, runtime: &str, full: bool) {
                 "127.0.0.1:0",
                 "--announce-to",
                 &announce,
+                "--announce-to",
+                &copies,
                 "--community",
                 COMMUNITY,
             ],
@@ -180,6 +185,8 @@ fn server_mode_on(wire: &str, runtime: &str, full: bool) {
         &node,
         "--announce-listen",
         &announce,
+        "--announce-listen",
+        &copies,
         "--community",
         COMMUNITY,
         "--echo",

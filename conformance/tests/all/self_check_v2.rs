@@ -156,3 +156,11 @@ fn discovery_that_checks_only_the_mac_fails_window_order_and_stickiness() {
         Outcome::Pass
     );
 }
+
+#[test]
+fn announcements_made_per_destination_fail() {
+    assert_eq!(
+        run("R3-5/16", &mut Discovering::start(Flaw::PerDestination)),
+        Outcome::Fail
+    );
+}

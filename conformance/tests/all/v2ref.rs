@@ -42,6 +42,9 @@ pub(crate) enum Flaw {
     /// Discovery checks only the MAC: no window, no per-node timestamp
     /// order, no sticky addresses.
     MacOnlyDiscovery,
+    /// Each destination gets an announcement of its own (a later
+    /// timestamp for the second).
+    PerDestination,
 }
 
 /// Reads exactly `buf.len()` bytes before `deadline`.
@@ -359,6 +362,7 @@ pub(crate) struct Discovering {
     server: Server,
     udp: SocketAddr,
     ann: UdpSocket,
+    copies: UdpSocket,
 }
 
 struct Peer {
@@ -377,7 +381,9 @@ impl Discovering {
         let port = server.addr.port();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let ann = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let copies = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (udp_addr, target) = (udp.local_addr().unwrap(), ann.local_addr().unwrap());
+        let target2 = copies.local_addr().unwrap();
         let key = v2::discovery_key(KEY.as_bytes());
         let out = udp.try_clone().unwrap();
         let stop = Instant::now() + Duration::from_secs(30);
@@ -387,7 +393,13 @@ impl Discovering {
                 let ms = unix_ms().max(last + 1);
                 last = ms;
                 let a = v2::Announcement::new(COMMUNITY, node, port, ms);
-                if out.send_to(&a.encode(&key), target).is_err() {
+                let d = a.encode(&key);
+                let mut d2 = d;
+                if flaw == Flaw::PerDestination {
+                    last += 1;
+                    d2 = v2::Announcement::new(COMMUNITY, node, port, last).encode(&key);
+                }
+                if out.send_to(&d, target).is_err() || out.send_to(&d2, target2).is_err() {
                     return;
                 }
                 std::thread::sleep(INTERVAL);
@@ -444,6 +456,7 @@ impl Discovering {
             server,
             udp: udp_addr,
             ann,
+            copies,
         }
     }
 }
@@ -472,5 +485,8 @@ impl Implementation for Discovering {
     }
     fn announcements(&mut self) -> Option<&UdpSocket> {
         Some(&self.ann)
+    }
+    fn announcement_copies(&mut self) -> Option<&UdpSocket> {
+        Some(&self.copies)
     }
 }

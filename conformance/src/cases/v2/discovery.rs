@@ -64,7 +64,7 @@ pub(super) fn cases() -> Vec<Case> {
             v1_announcement),
         case!("R3-5/16", Must, ImplDials, Udp, false, "One announce round sends the same bytes to every destination",
             "WIRE-v2.md §5: Sending: one datagram per announce round, the same bytes to every destination (the broadcast address, or every unicast target).",
-            |_| Err(Finding::Skip("the suite receives a target's announcements on one socket only, so two destinations cannot be compared; covered by asoc-proto's v2 discovery tests".into()))),
+            same_bytes_everywhere),
         case!("R3-5/17", Must, SuiteDials, Udp, false, "A known peer's address does not move to the source of a relayed announcement",
             "WIRE-v2.md §5: A known peer's address changes only when its current address has sent no valid announcement for two announce intervals (sticky addresses).",
             sticky),
@@ -114,6 +114,79 @@ fn shape(ctx: &mut Ctx<'_>) -> CaseResult {
             "a MAC that does not verify",
         )),
     }
+}
+
+/// The v2 announcements arriving on `sock` within `within`, by unix_ms.
+fn collect(sock: &UdpSocket, within: Duration) -> Result<Vec<(u64, Vec<u8>)>, Finding> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(got);
+        }
+        sock.set_read_timeout(Some(left)).map_err(Finding::error)?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) if n == v2::ANNOUNCEMENT_LEN && buf[0] == v2::VERSION => {
+                let ms = u64::from_be_bytes(buf[27..35].try_into().unwrap_or([0; 8]));
+                got.push((ms, buf[..n].to_vec()));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(got),
+        }
+    }
+}
+
+fn same_bytes_everywhere(ctx: &mut Ctx<'_>) -> CaseResult {
+    ctx.endpoint()?;
+    let within = ctx.cfg.announce_interval * 3;
+    let Some(second) = ctx
+        .imp
+        .announcement_copies()
+        .and_then(|s| s.try_clone().ok())
+    else {
+        return Err(Finding::Unsupported(
+            "needs two destinations of the target's announcements (--announce-listen twice)".into(),
+        ));
+    };
+    let other = std::thread::spawn(move || collect(&second, within));
+    let first = {
+        let sock = ctx.imp.announcements().ok_or_else(|| {
+            Finding::Unsupported(
+                "the suite does not receive this implementation's announcements".into(),
+            )
+        })?;
+        collect(sock, within)?
+    };
+    let second = other
+        .join()
+        .map_err(|_| Finding::error("announcement reader panicked"))??;
+    let mut rounds = 0;
+    for (ms, bytes) in &first {
+        if let Some((_, copy)) = second.iter().find(|(m, _)| m == ms) {
+            if copy != bytes {
+                return Err(Finding::fail(
+                    "the same bytes to every destination of one round",
+                    format!("unix_ms {ms}: {} and {}", hex(bytes), hex(copy)),
+                ));
+            }
+            rounds += 1;
+        }
+    }
+    if rounds == 0 {
+        return Err(Finding::fail(
+            "one datagram per round, the same bytes to every destination",
+            format!(
+                "{} and {} v2 announcements within {within:?}, none of one round at both",
+                first.len(),
+                second.len()
+            ),
+        ));
+    }
+    Ok(format!(
+        "{rounds} round(s) with identical bytes at both destinations"
+    ))
 }
 
 fn decoded(ctx: &mut Ctx<'_>) -> Result<Announcement, Finding> {

@@ -29,7 +29,7 @@ pub(super) fn cases() -> Vec<Case> {
             downgrade),
         case!("R3-6/5", Must, SuiteDials, Tcp, false, "A connection reports the version and suite it runs",
             "WIRE-v2.md §6: Every established connection reports the version and suite it runs.",
-            |_| Err(Finding::Skip("reports are not on the wire; covered by asoc-proto's tests of the Established event".into()))),
+            |_| Err(Finding::Skip("reports are not on the wire; covered by asoc-proto's test connection::v2_handshake_establishes_both_sides_with_the_same_session (the Established event's version and suite)".into()))),
     ]
 }
 
