@@ -74,6 +74,23 @@ fn a_server_that_skips_the_timestamp_check_fails() {
 }
 
 #[test]
+fn a_server_that_judges_the_header_only_when_whole_fails() {
+    for id in ["R3-3.2/1", "R3-3.2/3", "R3-3.2/20"] {
+        assert_eq!(
+            server_case(id, Flaw::WholeHeaderFirst),
+            Outcome::Fail,
+            "{id}"
+        );
+        assert_eq!(server_case(id, Flaw::None), Outcome::Pass, "{id}");
+    }
+    // A wrong last byte is refused at once either way.
+    assert_eq!(
+        server_case("R3-3.2/6", Flaw::WholeHeaderFirst),
+        Outcome::Pass
+    );
+}
+
+#[test]
 fn a_server_that_accepts_an_unauthenticated_frame_fails() {
     for id in ["R3-4/1", "R3-4/2", "R3-4/3"] {
         assert_eq!(server_case(id, Flaw::AcceptsBadTag), Outcome::Fail, "{id}");

@@ -33,6 +33,8 @@ pub(crate) enum Flaw {
     AcceptsReplay,
     /// The server never checks the HELLO2 timestamp.
     NoTimestampCheck,
+    /// The server reads the whole 14-byte header before judging it.
+    WholeHeaderFirst,
     /// The server takes a frame whose tag fails as if it had verified.
     AcceptsBadTag,
     /// The client goes on after an ACCEPT2 that does not verify.
@@ -91,8 +93,11 @@ fn serve(mut s: TcpStream, node: Uuid, flaw: Flaw, seen: &Mutex<HashSet<[u8; 32]
     // either suite has there.
     let mut h = [0u8; 14];
     let want = handshake_header(ty::HELLO, Suite::AesGcm);
+    if flaw == Flaw::WholeHeaderFirst && !read_by(&mut s, &mut h, deadline) {
+        return;
+    }
     for i in 0..14 {
-        if !read_by(&mut s, &mut h[i..=i], deadline) {
+        if flaw != Flaw::WholeHeaderFirst && !read_by(&mut s, &mut h[i..=i], deadline) {
             return;
         }
         let ok = if i == 9 {
