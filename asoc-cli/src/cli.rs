@@ -48,8 +48,9 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Run the conformance suite against a live implementation: `server
     /// --target HOST:PORT` dials a running node, `client --exec COMMAND` runs
-    /// a client program against the suite. `asoc conformance --help` lists
-    /// the options. Exit codes: 0 nothing unexpected, 1 unexpected results,
+    /// a client program against the suite; `--wire v1|v2` picks the version
+    /// tested (default v2: the WIRE-v2.md cases). `asoc conformance --help`
+    /// lists the options. Exit codes: 0 nothing unexpected, 1 unexpected results,
     /// 2 usage error or unreachable target.
     #[command(disable_help_flag = true)]
     Conformance(ConformanceArgs),

@@ -505,6 +505,11 @@ pub struct NodeCounters {
     pub bytes_out: u64,
     /// Node events dropped because too many were undrained.
     pub events_dropped: u64,
+    /// Established v2 connections closed because a frame failed its tag
+    /// (altered, forged, replayed or reordered on the way); during the
+    /// handshake the same failure is an authentication failure
+    /// (`policy.auth_failures.bad_frame_mac`).
+    pub bad_frame_mac: u64,
 }
 
 /// Traffic exchanged with one peer node.
@@ -555,6 +560,7 @@ pub struct Node {
     events_dropped: u64,
     /// Static peers configured to be dialed with v1.
     v1_peers: HashSet<PeerId>,
+    bad_frame_mac: u64,
 }
 
 impl Node {
@@ -594,6 +600,7 @@ impl Node {
             closed_bytes_out: 0,
             events_dropped: 0,
             v1_peers,
+            bad_frame_mac: 0,
         }
     }
 
@@ -922,6 +929,9 @@ impl Node {
             }
         }
         self.policy.release(entry.slot);
+        if *reason == CloseReason::BadFrameMac {
+            self.bad_frame_mac = self.bad_frame_mac.saturating_add(1);
+        }
         if let Some(peer) = info.peer {
             if info.established {
                 self.dialer.disconnected(now, peer);
@@ -1183,6 +1193,7 @@ impl Node {
             bytes_in: self.closed_bytes_in.saturating_add(live_in),
             bytes_out: self.closed_bytes_out.saturating_add(live_out),
             events_dropped: self.events_dropped,
+            bad_frame_mac: self.bad_frame_mac,
         }
     }
 

@@ -13,6 +13,7 @@ The suite runs it once per dial (``asoc conformance client --exec
   ASOC_API_KEY      the key string; its UTF-8 bytes are the HMAC key (WIRE.md 1)
   ASOC_COMMUNITY    unused by a client (discovery is UDP)
   ASOC_PAYLOAD_HEX  the tensor to send, hex; empty means an empty tensor
+  ASOC_WIRE         v1 or v2; this client speaks only v1 and exits 89 on v2
 
 What it does, every case alike: connect, send HELLO, require a valid ACCEPT
 as the first frame (else close at once), send the payload as one stream on
@@ -150,6 +151,10 @@ def main():
         print("asoc_client.py: bad environment: %r" % (e,), file=sys.stderr)
         return EXIT_USAGE
     if case in UNSUPPORTED:
+        return EXIT_UNSUPPORTED
+    # A v1 client only: the suite's v2 cases (--wire v2) are not for it.
+    if env.get("ASOC_WIRE", "v1") != "v1":
+        print("asoc_client.py: speaks only v1 (run the suite with --wire v1)", file=sys.stderr)
         return EXIT_UNSUPPORTED
     try:
         sock = socket.create_connection((host, port), timeout=HANDSHAKE_TIMEOUT)

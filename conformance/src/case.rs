@@ -71,6 +71,39 @@ impl Transport {
     }
 }
 
+/// Which version of the wire a run tests (`--wire v1|v2`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Wire {
+    /// WIRE.md: the `R1-…` and `R2-…` cases.
+    V1,
+    /// WIRE-v2.md: the `R3-…` cases (the default).
+    #[default]
+    V2,
+}
+
+impl Wire {
+    /// `v1` or `v2`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        }
+    }
+}
+
+impl std::str::FromStr for Wire {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" | "1" => Ok(Self::V1),
+            "v2" | "2" => Ok(Self::V2),
+            other => Err(format!("unknown wire version `{other}` (v1, v2)")),
+        }
+    }
+}
+
 /// Why a case did not pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -137,6 +170,17 @@ impl Case {
     #[must_use]
     pub fn section(&self) -> &'static str {
         self.id.split_once('/').map_or(self.id, |(s, _)| s)
+    }
+
+    /// The wire version the case tests: `R3-…` cases judge WIRE-v2.md,
+    /// the others WIRE.md.
+    #[must_use]
+    pub fn wire(&self) -> Wire {
+        if self.id.starts_with("R3-") {
+            Wire::V2
+        } else {
+            Wire::V1
+        }
     }
 
     /// The case number within its section.

@@ -6,11 +6,12 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::case::{Case, Finding, Role, Transport};
+use crate::case::{Case, Finding, Role, Transport, Wire};
 use crate::cases;
 use crate::report::{self, Format};
 use crate::run::{run_case, CaseReport, Expectations, Outcome, Selection};
 use crate::target::{Endpoint, Implementation, Sources, TargetConfig};
+use crate::v2::Suite;
 
 const USAGE: &str = "\
 usage: PROG server --target HOST:PORT [--udp-target HOST:PORT] [OPTIONS] [SELECTION…]
@@ -20,9 +21,12 @@ usage: PROG server --target HOST:PORT [--udp-target HOST:PORT] [OPTIONS] [SELECT
 The API key comes from ASOC_API_KEY or --api-key-file FILE; the community
 from --community NAME or ASOC_COMMUNITY.
 
-SELECTION is a section prefix or case id: R1, R1-5, R1-5.2/3 (default: all).
+SELECTION is a section prefix or case id: R3, R3-3.2, R3-3.2/1 (default: all
+the cases of the selected wire version).
 
 options:
+  --wire v1|v2              the version to test: v2 (default) runs the R3 cases of
+                            WIRE-v2.md, v1 the R1/R2 cases of WIRE.md
   --exclude GLOB            leave out cases whose id matches (repeatable)
   --strict                  SHOULD failures fail the run
   --timeout SECS            wait for what should happen at once (default 3)
@@ -47,13 +51,20 @@ server mode:
   --peer-expiry SECS        the target's discovered-peer expiry (default 15)
   --lockout N               the target's failed authentications before lockout (default 5)
   --attempts-per-hour N     the target's connection attempts per IP per hour (default 100)
-  --announce-listen ADDR    UDP address the target sends its announcements to
+  --announce-listen ADDR    UDP address the target sends its announcements to (a
+                            second one: another destination of the same target)
   --announce-interval SECS  the target's announce interval (default 3)
   --node-id UUID            the target's node id
+  --suite aesgcm|chachapoly v2: the target accepts only this suite (default: both;
+                            the suite then offers aesgcm)
+  --allow-v1                v2: the target also accepts v1 (its cases then skip
+                            the v2-only rules and check the downgrade rule)
+  --timestamp-window SECS   v2: the target's HELLO2/announcement window (default 60)
 client mode: COMMAND runs under `sh -c` once per dial with ASOC_TESTCASE,
   ASOC_HOST, ASOC_PORT, ASOC_API_KEY, ASOC_COMMUNITY and ASOC_PAYLOAD_HEX
   (also ASOC_PAYLOAD_FILE: the same bytes in a file); it exits 0 on success
-  and 89 when it does not support the case.
+  and 89 when it does not support the case. ASOC_WIRE says v1 or v2, and
+  ASOC_PEER_ID, when set, is the node id the server must prove (v2).
 
 exit status: 0 nothing unexpected, 1 unexpected results, 2 usage error or
 unreachable target.
@@ -85,9 +96,13 @@ struct Args {
     dial_failures: Option<u32>,
     peer_expiry: Option<f64>,
     attempts_per_hour: Option<u32>,
-    announce_listen: Option<String>,
+    announce_listen: Vec<String>,
     announce_interval: Option<f64>,
     node_id: Option<uuid::Uuid>,
+    wire: Wire,
+    suite: Option<Suite>,
+    allow_v1: bool,
+    timestamp_window: Option<f64>,
     format: Option<Format>,
     output: Option<String>,
     expectations: Option<String>,
@@ -169,13 +184,27 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
                         .ok_or_else(|| format!("--attempts-per-hour: `{v}`"))?,
                 );
             }
-            "--announce-listen" => a.announce_listen = Some(value("--announce-listen")?),
+            "--announce-listen" => a.announce_listen.push(value("--announce-listen")?),
             "--node-id" => {
                 let v = value("--node-id")?;
                 a.node_id = Some(
                     v.parse()
                         .map_err(|_| format!("--node-id: `{v}` is not a UUID"))?,
                 );
+            }
+            "--wire" => a.wire = value("--wire")?.parse()?,
+            "--suite" => {
+                let v = value("--suite")?;
+                a.suite = Some(match v.as_str() {
+                    "aesgcm" | "1" => Suite::AesGcm,
+                    "chachapoly" | "2" => Suite::ChaChaPoly,
+                    _ => return Err(format!("--suite: `{v}` (aesgcm, chachapoly)")),
+                });
+            }
+            "--allow-v1" => a.allow_v1 = true,
+            "--timestamp-window" => {
+                a.timestamp_window =
+                    Some(secs(value("--timestamp-window")?, "--timestamp-window")?);
             }
             "--format" => a.format = Some(value("--format")?.parse()?),
             "--output" => a.output = Some(value("--output")?),
@@ -231,7 +260,7 @@ pub fn main_named<I: IntoIterator<Item = String>>(program: &str, args: I) -> i32
             return 2;
         }
     };
-    let all = cases::all();
+    let all = cases::for_wire(a.wire);
     let mode_filter = |c: &Case| match a.mode.as_deref() {
         Some("client") => c.role == Role::ImplDials && c.transport == Transport::Tcp,
         Some("server") => !(c.role == Role::ImplDials && c.transport == Transport::Tcp),
@@ -274,6 +303,14 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
         .unwrap_or_default();
     let mut cfg = TargetConfig::new(key, community);
     cfg.echo = a.echo;
+    if let Some(s) = a.suite {
+        cfg.suite = s;
+        cfg.accepted_suites = vec![s];
+    }
+    cfg.allow_v1 = a.allow_v1;
+    if let Some(t) = a.timestamp_window {
+        cfg.timestamp_window = Duration::from_secs_f64(t);
+    }
     if let Some(t) = a.timeout {
         cfg.timeout = Duration::from_secs_f64(t);
     }
@@ -338,13 +375,15 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
                 .as_deref()
                 .map(|u| resolve("--udp-target", u))
                 .transpose()?;
-            let ann = match &a.announce_listen {
-                Some(s) => Some(
+            let mut bound = Vec::new();
+            for s in a.announce_listen.iter().take(2) {
+                bound.push(
                     UdpSocket::bind(resolve("--announce-listen", s)?)
                         .map_err(|e| format!("--announce-listen {s}: {e}"))?,
-                ),
-                None => None,
-            };
+                );
+            }
+            let copies = bound.get(1).and_then(|s| s.try_clone().ok());
+            let ann = bound.into_iter().next();
             let mut imp = LiveServer {
                 ep: Endpoint {
                     tcp,
@@ -352,12 +391,13 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
                     node_id: a.node_id,
                 },
                 ann,
+                copies,
             };
             let reports = selected
                 .iter()
                 .map(|c| run_case(c, &cfg, &mut imp, &sources))
                 .collect::<Vec<_>>();
-            (format!("server {tcp}"), reports)
+            (format!("server {tcp} ({})", a.wire.as_str()), reports)
         }
         Some("client") => {
             let exec = a
@@ -367,11 +407,12 @@ fn run_mode(a: &Args, selected: &[Case]) -> Result<i32, String> {
             let mut reports = Vec::with_capacity(selected.len());
             for (n, c) in selected.iter().enumerate() {
                 let mut imp = LiveClient::new(&exec, c.id, &cfg, n)?;
+                imp.wire = a.wire;
                 let mut r = run_case(c, &cfg, &mut imp, &sources);
                 imp.annotate(&mut r);
                 reports.push(r);
             }
-            (format!("client `{exec}`"), reports)
+            (format!("client `{exec}` ({})", a.wire.as_str()), reports)
         }
         _ => return Err("say `server` or `client` (or --list)".into()),
     };
@@ -411,6 +452,7 @@ fn emit(a: &Args, reports: &[CaseReport], label: &str) -> Result<(), String> {
 struct LiveServer {
     ep: Endpoint,
     ann: Option<UdpSocket>,
+    copies: Option<UdpSocket>,
 }
 
 impl Implementation for LiveServer {
@@ -427,6 +469,10 @@ impl Implementation for LiveServer {
     fn announcements(&mut self) -> Option<&UdpSocket> {
         self.ann.as_ref()
     }
+
+    fn announcement_copies(&mut self) -> Option<&UdpSocket> {
+        self.copies.as_ref()
+    }
 }
 
 /// An implementation run as a client program, once per dial (live client
@@ -440,6 +486,8 @@ struct LiveClient {
     children: Vec<Child>,
     /// Exit statuses of children that ended, in dial order.
     statuses: Vec<Option<std::process::ExitStatus>>,
+    /// The wire version under test, passed on as ASOC_WIRE.
+    wire: Wire,
 }
 
 /// Exit status of a client program that does not support a case.
@@ -461,7 +509,47 @@ impl LiveClient {
             dir,
             children: Vec::new(),
             statuses: Vec::new(),
+            wire: Wire::default(),
         })
+    }
+
+    /// Runs the client program once for a dial to `to`.
+    fn spawn(
+        &mut self,
+        to: SocketAddr,
+        payload: Option<&[u8]>,
+        peer_id: Option<uuid::Uuid>,
+    ) -> Result<(), Finding> {
+        let payload = payload.unwrap_or_default();
+        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+        let n = self.children.len();
+        let file = self.dir.join(format!("payload-{n}.bin"));
+        std::fs::write(&file, payload)
+            .map_err(|e| Finding::Error(format!("{}: {e}", file.display())))?;
+        let stderr = std::fs::File::create(self.dir.join(format!("stderr-{n}")))
+            .map_err(|e| Finding::Error(format!("{}: {e}", self.dir.display())))?;
+        let mut cmd = Command::new("sh");
+        if let Some(id) = peer_id {
+            cmd.env("ASOC_PEER_ID", id.to_string());
+        }
+        let child = cmd
+            .arg("-c")
+            .arg(&self.exec)
+            .env("ASOC_TESTCASE", self.case)
+            .env("ASOC_HOST", to.ip().to_string())
+            .env("ASOC_PORT", to.port().to_string())
+            .env("ASOC_API_KEY", &self.key)
+            .env("ASOC_COMMUNITY", &self.community)
+            .env("ASOC_PAYLOAD_HEX", hex)
+            .env("ASOC_PAYLOAD_FILE", &file)
+            .env("ASOC_WIRE", self.wire.as_str())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| Finding::Error(format!("cannot run `{}`: {e}", self.exec)))?;
+        self.children.push(child);
+        Ok(())
     }
 
     fn poll(&mut self) {
@@ -537,31 +625,16 @@ impl Implementation for LiveClient {
     }
 
     fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding> {
-        let payload = payload.unwrap_or_default();
-        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
-        let n = self.children.len();
-        let file = self.dir.join(format!("payload-{n}.bin"));
-        std::fs::write(&file, payload)
-            .map_err(|e| Finding::Error(format!("{}: {e}", file.display())))?;
-        let stderr = std::fs::File::create(self.dir.join(format!("stderr-{n}")))
-            .map_err(|e| Finding::Error(format!("{}: {e}", self.dir.display())))?;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(&self.exec)
-            .env("ASOC_TESTCASE", self.case)
-            .env("ASOC_HOST", to.ip().to_string())
-            .env("ASOC_PORT", to.port().to_string())
-            .env("ASOC_API_KEY", &self.key)
-            .env("ASOC_COMMUNITY", &self.community)
-            .env("ASOC_PAYLOAD_HEX", hex)
-            .env("ASOC_PAYLOAD_FILE", &file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| Finding::Error(format!("cannot run `{}`: {e}", self.exec)))?;
-        self.children.push(child);
-        Ok(())
+        self.spawn(to, payload, None)
+    }
+
+    fn dial_expecting(
+        &mut self,
+        to: SocketAddr,
+        payload: Option<&[u8]>,
+        node_id: uuid::Uuid,
+    ) -> Result<(), Finding> {
+        self.spawn(to, payload, Some(node_id))
     }
 
     fn announcements(&mut self) -> Option<&UdpSocket> {

@@ -15,6 +15,8 @@
 //!   runner provides (serve, dial, announcements).
 //! - [`run`]: outcomes, selection, expectations; [`report`]: human, JSON
 //!   and JUnit output.
+//! - [`v2`]: the suite's own ASoc v2 peer (snow and ring, none of
+//!   asoc-proto's v2 code), used by the `R3-…` cases.
 //! - [`main_with_args`]: the command line (`server`, `client`, `--list`).
 
 // Public types that may grow are `#[non_exhaustive]`; the rest say why not.
@@ -27,6 +29,7 @@ pub mod report;
 pub mod run;
 pub mod spec;
 pub mod target;
+pub mod v2;
 pub mod wire;
 
 pub use asoc_proto;

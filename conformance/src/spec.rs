@@ -1,5 +1,5 @@
 //! The sections cases are keyed to: RFC-0001 (`R1-…`) as WIRE.md reads it,
-//! and RFC-0002 (`R2-…`).
+//! RFC-0002 (`R2-…`), and WIRE-v2.md (`R3-…`).
 
 /// A section a case may name.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +42,17 @@ pub const SECTIONS: &[Section] = &[
     s("R2-7.3", "Random Number Generation", "WIRE.md §3"),
     s("R2-7.4", "Timing Attack Resistance", "WIRE.md §3"),
     s("R2-10.2", "Rate Limiting", "WIRE.md §6"),
+    s("R3-2", "Frames", "WIRE-v2.md §2"),
+    s("R3-3.1", "HELLO2", "WIRE-v2.md §3.1"),
+    s("R3-3.2", "Server Checks of HELLO2", "WIRE-v2.md §3.2"),
+    s("R3-3.3", "ACCEPT2", "WIRE-v2.md §3.3"),
+    s("R3-3.4", "Client Checks of ACCEPT2", "WIRE-v2.md §3.4"),
+    s("R3-3.5", "Split Keys", "WIRE-v2.md §3.5"),
+    s("R3-3.6", "CONFIRM", "WIRE-v2.md §3.6"),
+    s("R3-3.7", "Handshake Deadlines", "WIRE-v2.md §3.7"),
+    s("R3-4", "Transport Frames", "WIRE-v2.md §4"),
+    s("R3-5", "Discovery v2", "WIRE-v2.md §5"),
+    s("R3-6", "Versions and Downgrade", "WIRE-v2.md §6"),
 ];
 
 const fn s(id: &'static str, title: &'static str, wire: &'static str) -> Section {
@@ -61,6 +72,7 @@ pub fn citation(id: &str) -> String {
     let rfc = match doc {
         "R1" => "RFC-0001",
         "R2" => "RFC-0002",
+        "R3" => "WIRE-v2.md",
         other => other,
     };
     format!("{rfc} §{num}")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::case::Finding;
+use crate::v2::Suite;
 
 /// What the suite knows about the implementation under test: its key and
 /// community, and the settings it runs with. Defaults follow WIRE.md §6.
@@ -57,6 +58,14 @@ pub struct TargetConfig {
     /// How long the suite watches for something that must not happen (a
     /// dial after a bad datagram); default 1 s.
     pub quiet: Duration,
+    /// The suite the suite's v2 client offers (default AES-GCM).
+    pub suite: Suite,
+    /// The suites the target accepts as a server (default both).
+    pub accepted_suites: Vec<Suite>,
+    /// The target's HELLO2 timestamp window (default 60 s).
+    pub timestamp_window: Duration,
+    /// Whether the target also accepts v1 (`allow_v1`); default not.
+    pub allow_v1: bool,
 }
 
 impl TargetConfig {
@@ -81,6 +90,10 @@ impl TargetConfig {
             echo: false,
             timeout: Duration::from_secs(3),
             quiet: Duration::from_secs(1),
+            suite: Suite::AesGcm,
+            accepted_suites: Suite::ALL.to_vec(),
+            timestamp_window: Duration::from_secs(60),
+            allow_v1: false,
         }
     }
 }
@@ -135,9 +148,32 @@ pub trait Implementation {
     /// `payload` is given, send it as one stream after the handshake.
     fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding>;
 
+    /// [`dial`](Self::dial), telling the implementation the node id the
+    /// server must prove (WIRE-v2.md §3.4: a static peer whose id is
+    /// configured). Implementations that cannot be told one say
+    /// `unsupported`.
+    fn dial_expecting(
+        &mut self,
+        to: SocketAddr,
+        payload: Option<&[u8]>,
+        node_id: Uuid,
+    ) -> Result<(), Finding> {
+        let _ = (to, payload, node_id);
+        Err(Finding::Unsupported(
+            "the implementation's client cannot be told the server's node id".into(),
+        ))
+    }
+
     /// The socket the implementation's discovery announcements arrive on,
     /// when the suite can see them.
     fn announcements(&mut self) -> Option<&UdpSocket>;
+
+    /// A second socket the implementation's announcements arrive on (a
+    /// second unicast destination), when the suite has one: the v2 rule
+    /// that every destination gets the same bytes needs two.
+    fn announcement_copies(&mut self) -> Option<&UdpSocket> {
+        None
+    }
 
     /// Called when the implementation did not do what a client-role case
     /// waited for: a client program that exited saying it does not support

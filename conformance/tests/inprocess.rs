@@ -9,8 +9,11 @@
 //! receive idle timeout, a 1 s send stall timeout, a cap of 16 connections,
 //! a reconnect schedule shrunk tenfold (first retry 0.2–0.4 s, backoff cap
 //! 1 s), a 4 s discovered-peer expiry and
-//! discovery on a loopback UDP port that announces, by unicast only, to a
-//! socket of the suite. Adding an adapter is one entry in [`ADAPTERS`].
+//! discovery on a loopback UDP port that announces, by unicast only, to two
+//! sockets of the suite. Adding an adapter is one entry in [`ADAPTERS`].
+//! The v1 cases (`R1-…`, `R2-…`) run against nodes with `allow_v1` that
+//! dial their static peer with v1; the v2 cases (`R3-…`) against nodes as
+//! they come (v2 only).
 //! Shorter timers than WIRE.md §6's defaults keep every case to a few
 //! seconds; the suite is told them through [`config`].
 
@@ -24,12 +27,14 @@ use asoc_proto::auth::ApiKey;
 use asoc_proto::connection::ConnectionConfig;
 use asoc_proto::dial::DialConfig;
 use asoc_proto::discovery::DiscoveryConfig;
+use asoc_proto::handshake::ClientOptions;
 use asoc_proto::policy::PolicyConfig;
 use bytes::Bytes;
-use conformance::case::{Case, Finding};
+use conformance::case::{Case, Finding, Wire};
 use conformance::run::{run_case, Outcome};
 use conformance::target::{Endpoint, Implementation, Sources, TargetConfig};
 use libtest_mimic::{Arguments, Failed, Trial};
+use uuid::Uuid;
 
 /// A hex-looking key, so that R2-4.2/1 (hex keys are not decoded) applies.
 const KEY: &str = "a3f5b8c9e2d4f7a1b6c8e9f0d3a5b7c9e1f3a5b7c9e1f3a5b7c9e1f3a5b7c9e1";
@@ -59,6 +64,12 @@ const PEER_EXPIRY: Duration = Duration::from_secs(4);
 /// [`builder`] plus these.
 #[derive(Clone)]
 struct Spec {
+    /// The wire version under test: v1 runs nodes with `allow_v1` that dial
+    /// their static peer with v1; v2 runs them as they come.
+    wire: Wire,
+    /// Dial this address once, requiring the server to prove this node id,
+    /// and send the payload of `send` over it.
+    expect: Option<(SocketAddr, Uuid)>,
     /// Discovery on a loopback UDP port of its own with this configuration.
     discovery: Option<DiscoveryConfig>,
     /// A static peer to dial.
@@ -169,7 +180,18 @@ impl<N: Net> Drop for Live<N> {
 /// Starts the echo task (and the planned send) for `node`.
 fn live<N: Net>(net: N, node: Node<N>, spec: Spec) -> Box<dyn Running> {
     net.spawn(Box::pin(echo(net.clone(), node.clone())));
-    if let Some((to, payload)) = spec.send {
+    if let Some((to, id)) = spec.expect {
+        let node = node.clone();
+        let payload = spec.send.map(|(_, p)| p).unwrap_or_default();
+        net.spawn(Box::pin(async move {
+            let options = ClientOptions::v2().expect_peer(Some(id));
+            if node.connect_with(to.to_string(), options).await.is_ok() {
+                let _ = node
+                    .send_tensor(PeerRef::Addr(to), Bytes::from(payload))
+                    .await;
+            }
+        }));
+    } else if let Some((to, payload)) = spec.send {
         let node = node.clone();
         net.spawn(Box::pin(async move {
             if node.wait_for_peers(1, Duration::from_secs(10)).await >= 1 {
@@ -260,16 +282,16 @@ fn builder(spec: &Spec) -> NodeBuilder {
                 .unwrap(),
         )
         .policy(policy())
-        .dial(dial())
-        // The R1/R2 cases are v1's.
-        .allow_v1(true);
+        .dial(dial());
     if let Some(disc) = &spec.discovery {
         b = b.discovery(loopback(), disc.clone());
     }
-    if let Some(peer) = spec.static_peer {
-        b = b.static_peer_v1(peer.to_string());
+    match (spec.static_peer, spec.wire) {
+        (Some(peer), Wire::V1) => b = b.static_peer_v1(peer.to_string()),
+        (Some(peer), _) => b = b.static_peer(peer.to_string()),
+        (None, _) => {}
     }
-    b
+    b.allow_v1(spec.wire == Wire::V1)
 }
 
 /// A node on asoc-mio's own loop: the same settings, the same echo, with
@@ -284,15 +306,19 @@ fn start_mio(spec: Spec) -> Result<Box<dyn Running>, String> {
                 .unwrap(),
         )
         .policy(policy())
-        .dial(dial())
-        .allow_v1(true);
+        .dial(dial());
     if let Some(disc) = spec.discovery {
         b = b.discovery(loopback(), disc);
     }
-    if let Some(peer) = spec.static_peer {
-        b = b.static_peer_v1(peer.to_string());
+    match (spec.static_peer, spec.wire) {
+        (Some(peer), Wire::V1) => b = b.static_peer_v1(peer.to_string()),
+        (Some(peer), _) => b = b.static_peer(peer.to_string()),
+        (None, _) => {}
     }
-    let node = b.start().map_err(|e| e.to_string())?;
+    let node = b
+        .allow_v1(spec.wire == Wire::V1)
+        .start()
+        .map_err(|e| e.to_string())?;
     let echoing = node.clone();
     std::thread::spawn(move || mio_echo(&echoing));
     if let Some((to, payload)) = spec.send {
@@ -356,7 +382,10 @@ fn mio_echo(node: &asoc_mio::Node) {
 /// One case's implementation: nodes started on demand, shut down on drop.
 struct InProcess {
     adapter: &'static Adapter,
+    wire: Wire,
     announcements: UdpSocket,
+    /// A second unicast destination of the served node's announcements.
+    copies: UdpSocket,
     nodes: Vec<Box<dyn Running>>,
     served: Option<Endpoint>,
 }
@@ -367,15 +396,16 @@ impl Implementation for InProcess {
             return Ok(e);
         }
         let target = self.announcements.local_addr().map_err(Finding::error)?;
-        // The suite's discovery cases are v1's (WIRE.md §7).
+        let second = self.copies.local_addr().map_err(Finding::error)?;
         let disc = DiscoveryConfig::builder(COMMUNITY)
-            .allow_v1(true)
             .announce_interval(ANNOUNCE)
             .peer_expiry(PEER_EXPIRY)
-            .unicast_targets(vec![target])
+            .unicast_targets(vec![target, second])
             .build()
             .map_err(Finding::error)?;
         let spec = Spec {
+            wire: self.wire,
+            expect: None,
             discovery: Some(disc),
             static_peer: None,
             send: None,
@@ -389,8 +419,36 @@ impl Implementation for InProcess {
 
     fn dial(&mut self, to: SocketAddr, payload: Option<&[u8]>) -> Result<(), Finding> {
         let spec = Spec {
+            wire: self.wire,
+            expect: None,
             discovery: None,
             static_peer: Some(to),
+            send: payload.map(|p| (to, p.to_vec())),
+        };
+        let node = (self.adapter.start)(spec).map_err(Finding::Error)?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    fn dial_expecting(
+        &mut self,
+        to: SocketAddr,
+        payload: Option<&[u8]>,
+        node_id: Uuid,
+    ) -> Result<(), Finding> {
+        if self.adapter.name == "mio" {
+            return Err(Finding::Skip(
+                "asoc-mio's Node dials only without an expected node id (it has no \
+                 connect_with); asoc-async's Node::connect_with is what this case runs on \
+                 the other adapters"
+                    .into(),
+            ));
+        }
+        let spec = Spec {
+            wire: self.wire,
+            expect: Some((to, node_id)),
+            discovery: None,
+            static_peer: None,
             send: payload.map(|p| (to, p.to_vec())),
         };
         let node = (self.adapter.start)(spec).map_err(Finding::Error)?;
@@ -401,9 +459,13 @@ impl Implementation for InProcess {
     fn announcements(&mut self) -> Option<&UdpSocket> {
         Some(&self.announcements)
     }
+
+    fn announcement_copies(&mut self) -> Option<&UdpSocket> {
+        Some(&self.copies)
+    }
 }
 
-fn config() -> TargetConfig {
+fn config(wire: Wire) -> TargetConfig {
     let mut cfg = TargetConfig::new(KEY, COMMUNITY);
     cfg.handshake_timeout = HANDSHAKE;
     cfg.announce_interval = ANNOUNCE;
@@ -415,16 +477,33 @@ fn config() -> TargetConfig {
     cfg.max_backoff = MAX_BACKOFF;
     cfg.peer_expiry = PEER_EXPIRY;
     cfg.echo = true;
+    cfg.allow_v1 = wire == Wire::V1;
     cfg
 }
 
 static SOURCES: LazyLock<Sources> = LazyLock::new(Sources::new);
 
+/// Cases this workspace's own nodes are known to fail, with why (globs over
+/// ids, every adapter alike: the protocol is asoc-proto's). A listed case
+/// that fails is printed, not failed; a listed case that passes fails, so
+/// that the entry goes once the implementation is fixed.
+const KNOWN: &[(&str, &str)] = &[];
+
+fn known(id: &str) -> Option<&'static str> {
+    KNOWN
+        .iter()
+        .find(|(g, _)| conformance::run::glob(g, id))
+        .map(|(_, why)| *why)
+}
+
 fn run(adapter: &'static Adapter, case: &Case) -> Result<(), Failed> {
-    let cfg = config();
+    let wire = case.wire();
+    let cfg = config(wire);
     let mut imp = InProcess {
         adapter,
+        wire,
         announcements: UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
+        copies: UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
         nodes: Vec::new(),
         served: None,
     };
@@ -445,8 +524,47 @@ fn run(adapter: &'static Adapter, case: &Case) -> Result<(), Failed> {
             r.actual.as_deref().unwrap_or("-")
         );
     }
+    let deviation = known(case.id);
+    match (r.outcome, deviation) {
+        (Outcome::Pass | Outcome::Info, Some(why)) => Err(format!(
+            "{} passes but is listed as a known deviation ({why}): remove it from KNOWN",
+            case.id
+        )
+        .into()),
+        (Outcome::Fail | Outcome::Error | Outcome::NonStrict, Some(why)) => {
+            eprintln!(
+                "{}::{}: known deviation ({why}): {}",
+                adapter.name,
+                case.id,
+                r.actual.as_deref().unwrap_or("-")
+            );
+            Ok(())
+        }
+        _ => judge(adapter, case, &r, &nodes),
+    }
+}
+
+fn judge(
+    adapter: &Adapter,
+    case: &Case,
+    r: &conformance::run::CaseReport,
+    nodes: &[String],
+) -> Result<(), Failed> {
+    let wire = case.wire();
     match r.outcome {
         Outcome::Pass | Outcome::Info => Ok(()),
+        // A v2 case skips only what cannot be observed from outside (each
+        // reason names where it is covered instead) or what these nodes
+        // are not configured for (one suite, v1 enabled).
+        Outcome::Skip if wire == Wire::V2 => {
+            eprintln!(
+                "{}::{}: skipped: {}",
+                adapter.name,
+                case.id,
+                r.actual.as_deref().unwrap_or("-")
+            );
+            Ok(())
+        }
         o => Err(format!(
             "{} [{}]: {} (nodes {nodes:?})\n  requirement: {}\n  expected: {}\n  actual: {}",
             o.as_str(),

@@ -734,6 +734,11 @@ pub async fn flipped_byte_v2<N: Net>(net: N) {
         .iter()
         .all(|e| !matches!(e, NodeEvent::StreamComplete { .. })));
     assert!(s.connected_peers().is_empty());
+    assert_eq!(
+        s.counters().bad_frame_mac,
+        1,
+        "the refused frame is counted"
+    );
 }
 
 /// Attack 3 against v1: the same relay's flipped byte goes unnoticed: S

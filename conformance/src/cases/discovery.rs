@@ -95,6 +95,7 @@ fn hex(b: &[u8]) -> String {
 fn announcement(ctx: &mut Ctx<'_>) -> Result<(Vec<u8>, SocketAddr), Finding> {
     ctx.endpoint()?;
     let wait = ctx.cfg.announce_interval * 2 + ctx.cfg.timeout;
+    let allow_v1 = ctx.cfg.allow_v1;
     let sock = ctx.imp.announcements().ok_or_else(|| {
         Finding::Unsupported(
             "the suite does not receive this implementation's announcements".into(),
@@ -107,10 +108,9 @@ fn announcement(ctx: &mut Ctx<'_>) -> Result<(Vec<u8>, SocketAddr), Finding> {
         sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .map_err(Finding::error)?;
         match sock.recv_from(&mut buf) {
-            // A node with v1 enabled also announces in v2 (52 bytes, first
-            // byte 2, WIRE-v2.md §5); a v1 peer drops those by their length,
-            // and so do these v1 cases.
-            Ok((52, _)) if buf[0] == 2 && !left.is_zero() => continue,
+            // A v2 node with v1 enabled also sends 52-byte v2 announcements
+            // (WIRE-v2.md §6); the v1 cases judge its v1 ones.
+            Ok((52, _)) if allow_v1 && buf[0] == 2 => continue,
             Ok((n, from)) => return Ok((buf[..n].to_vec(), from)),
             Err(e) => {
                 return Err(Finding::fail(

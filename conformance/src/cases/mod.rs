@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::case::{Case, CaseResult, Finding};
+use crate::case::{Case, CaseResult, Finding, Wire};
 use crate::target::Ctx;
 use crate::wire::{self, Conn, Streams};
 
@@ -13,6 +13,7 @@ mod handshake;
 mod limits;
 mod reconnect;
 mod streaming;
+mod v2;
 
 /// Builds a [`Case`]: `case!(id, LEVEL, Role, Transport, echo?, title, requirement, fn)`.
 macro_rules! case {
@@ -31,7 +32,14 @@ macro_rules! case {
 }
 pub(crate) use case;
 
-/// Every case, sorted by section and number.
+/// The cases that test `wire`: WIRE.md's `R1-…`/`R2-…` for v1,
+/// WIRE-v2.md's `R3-…` for v2; sorted by section and number.
+#[must_use]
+pub fn for_wire(wire: Wire) -> Vec<Case> {
+    all().into_iter().filter(|c| c.wire() == wire).collect()
+}
+
+/// Every case of both wire versions, sorted by section and number.
 #[must_use]
 pub fn all() -> Vec<Case> {
     let mut v = Vec::new();
@@ -41,6 +49,7 @@ pub fn all() -> Vec<Case> {
     v.extend(streaming::cases());
     v.extend(limits::cases());
     v.extend(reconnect::cases());
+    v.extend(v2::cases());
     v.sort_by(|a, b| {
         let key = |c: &Case| {
             let nums: Vec<u32> = c
@@ -136,7 +145,7 @@ mod tests {
         for c in &cases {
             assert!(seen.insert(c.id), "duplicate id {}", c.id);
             assert!(
-                c.id.starts_with("R1-") || c.id.starts_with("R2-"),
+                c.id.starts_with("R1-") || c.id.starts_with("R2-") || c.id.starts_with("R3-"),
                 "{}",
                 c.id
             );

@@ -15,7 +15,15 @@ fn tmp(name: &str, contents: &str) -> String {
 
 /// `server --target target --api-key-file key`, then `rest`.
 fn server_args<'a>(target: &'a str, key: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["server", "--target", target, "--api-key-file", key];
+    let mut args = vec![
+        "server",
+        "--wire",
+        "v1",
+        "--target",
+        target,
+        "--api-key-file",
+        key,
+    ];
     args.extend_from_slice(rest);
     args
 }
@@ -34,7 +42,8 @@ fn usage_errors_and_unreachable_targets_exit_2() {
         run(&["server", "--target", "127.0.0.1:1", "--api-key-file", &key]),
         2
     );
-    assert_eq!(run(&["--list", "R1-9.1"]), 0);
+    assert_eq!(run(&["--list", "--wire", "v1", "R1-9.1"]), 0);
+    assert_eq!(run(&["--list", "--wire", "v3"]), 2);
 }
 
 #[test]
@@ -243,8 +252,15 @@ fn bad_option_values_exit_2() {
     assert_eq!(run(&["server", "--api-key-file", &key]), 2);
 }
 
-/// `conformance --list …` with the crate's own binary.
+/// `conformance --list --wire v1 …` with the crate's own binary.
 fn list(args: &[&str]) -> Vec<String> {
+    let mut all = vec!["--wire", "v1"];
+    all.extend_from_slice(args);
+    list_any(&all)
+}
+
+/// `conformance --list …` with the crate's own binary.
+fn list_any(args: &[&str]) -> Vec<String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_conformance"))
         .arg("--list")
         .args(args)
@@ -262,7 +278,10 @@ fn list(args: &[&str]) -> Vec<String> {
 #[test]
 fn list_selects_by_section_prefix_mode_and_exclude() {
     let all = list(&[]);
-    assert_eq!(all.len(), conformance::cases::all().len());
+    assert_eq!(
+        all.len(),
+        conformance::cases::for_wire(conformance::case::Wire::V1).len()
+    );
     let r1_9_1 = list(&["R1-9.1"]);
     assert!(!r1_9_1.is_empty());
     assert!(
@@ -286,6 +305,29 @@ fn list_selects_by_section_prefix_mode_and_exclude() {
     assert_eq!(excluded.len(), r1_9_1.len() - 5, "{excluded:?}");
 }
 
+#[test]
+fn the_default_wire_is_v2_and_v1_is_chosen_explicitly() {
+    let v2 = list_any(&[]);
+    assert_eq!(
+        v2.len(),
+        conformance::cases::for_wire(conformance::case::Wire::V2).len()
+    );
+    assert!(v2.len() >= 60, "only {} v2 cases", v2.len());
+    assert!(v2.iter().all(|l| l.starts_with("R3-")), "{v2:?}");
+    assert_eq!(list_any(&["--wire", "v2"]), v2);
+    let v1 = list(&[]);
+    assert!(v1
+        .iter()
+        .all(|l| l.starts_with("R1-") || l.starts_with("R2-")));
+    // A v1 id under the default wire selects nothing.
+    assert!(list_any(&["R1-9.1"]).is_empty());
+    let client = list_any(&["client"]);
+    assert!(
+        client.iter().any(|l| l.starts_with("R3-3.4/")),
+        "{client:?}"
+    );
+}
+
 fn python3() -> bool {
     let ok = std::process::Command::new("python3")
         .arg("--version")
@@ -303,6 +345,8 @@ fn client_case(exec: &str, id: &str, name: &str) -> (i32, String, String) {
     let json = tmp(&format!("{name}.json"), "");
     let code = run(&[
         "client",
+        "--wire",
+        "v1",
         "--exec",
         exec,
         "--api-key-file",

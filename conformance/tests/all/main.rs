@@ -4,4 +4,6 @@
 
 mod cli;
 mod self_check;
+mod self_check_v2;
 mod sloppy;
+mod v2ref;
