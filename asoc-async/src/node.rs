@@ -265,7 +265,11 @@ impl NodeBuilder {
         for peer in self.static_peers_v1 {
             config = config.static_peer_v1(DialTarget::Name(peer));
         }
-        config = config.allow_v1(self.allow_v1);
+        // Only switched on here: a discovery configuration that enables v1
+        // announcements by itself keeps them.
+        if self.allow_v1 {
+            config = config.allow_v1(true);
+        }
         let listener = net.bind_tcp(self.bind).await?;
         let tcp_addr = N::tcp_local_addr(&listener)?;
         let config = config.tcp_port(tcp_addr.port()).build()?;

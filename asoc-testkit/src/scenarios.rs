@@ -1854,14 +1854,20 @@ pub fn discovery_flood_run(
 /// the victim is still discovered and connected.
 pub async fn discovery_flood<N: Net>(net: N, datagrams: u64) -> DiscoveryFloodReport {
     let setup = DiscoveryFloodSetup::new();
+    // The flood is of v1 announcements, so these nodes speak v1 too: a
+    // peer heard only through v1 is dialed with v1 (WIRE-v2.md §6).
     let a = start(
         &net,
-        builder(KEY).discovery(setup.victim, setup.victim_config()),
+        builder(KEY)
+            .allow_v1(true)
+            .discovery(setup.victim, setup.victim_config()),
     )
     .await;
     let b = start(
         &net,
-        builder(KEY).discovery(setup.peer, setup.peer_config()),
+        builder(KEY)
+            .allow_v1(true)
+            .discovery(setup.peer, setup.peer_config()),
     )
     .await;
     let (tx, rx) = async_channel::bounded(1);
@@ -1882,7 +1888,9 @@ pub async fn discovery_flood<N: Net>(net: N, datagrams: u64) -> DiscoveryFloodRe
     .expect("the flood thread panicked");
     let c = start(
         &net,
-        builder(KEY).discovery(free_udp(), setup.newcomer_config()),
+        builder(KEY)
+            .allow_v1(true)
+            .discovery(free_udp(), setup.newcomer_config()),
     )
     .await;
     let found = event(&net, &a, |e| matches!(e, NodeEvent::PeerDiscovered { .. })).await;

@@ -24,8 +24,9 @@ use asoc_proto::v2::WireVersion;
 use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
 use node_harness::{
-    accept, addr, blank_sessions, config, drain, hello_frame, ip, key, node, node_id, node_with,
-    pattern, pieces, speak, unix_at, End, Link, BLANK_SESSION, CHUNKINGS, KEY, OTHER_KEY,
+    accept, addr, blank_sessions, config, config_v2_only, drain, hello_frame, ip, key, node,
+    node_id, node_with, pattern, pieces, speak, unix_at, End, Link, BLANK_SESSION, CHUNKINGS, KEY,
+    OTHER_KEY,
 };
 use proptest::prelude::*;
 
@@ -903,7 +904,11 @@ fn discovering(
         .announce_interval(interval)
         .build()
         .unwrap();
-    node_with(config(n, KEY).discovery(d).tcp_port(tcp_port), n, t0)
+    node_with(
+        config_v2_only(n, KEY).discovery(d).tcp_port(tcp_port),
+        n,
+        t0,
+    )
 }
 
 /// Delivers every announcement `from` has due to `to`; returns how many.
