@@ -112,6 +112,9 @@ impl Shared {
 
 /// Poll-loop rounds before yielding to other tasks.
 const ROUNDS: usize = 32;
+/// Queued output above which the driver writes before it takes the next
+/// chunk from the application.
+const WRITE_BATCH: usize = 1 << 20;
 /// Payload bytes delivered to receive streams and not yet taken from which
 /// a driver that just delivered yields at once, so the consumers run and
 /// drop them before the next read.
@@ -193,8 +196,15 @@ impl<T: Transport, R: Runtime, J: Judge> Driver<T, R, J> {
                 self.held = Some(cmd);
                 return progressed;
             }
+            let data = matches!(cmd, Cmd::Data { .. });
             self.apply(now, cmd);
             progressed = true;
+            if data && self.conn.pending_output() >= WRITE_BATCH {
+                // Write what is queued before taking more: sealing a v2
+                // frame costs time, and sealing up to the high-water mark
+                // first would leave the socket idle meanwhile.
+                return progressed;
+            }
         }
     }
 
