@@ -1,8 +1,6 @@
 #!/usr/bin/env python3
 """Writes seed corpora for the fuzz targets from ../../shared/vectors/asoc-v1.json
 and asoc-v2.json (derived here at every run, never stored)."""
-
-and asoc-v2.json."""
 import json, os, pathlib
 here = pathlib.Path(__file__).resolve().parent
 vectors = json.loads((here / ".." / ".." / "shared" / "vectors" / "asoc-v1.json").read_text())
