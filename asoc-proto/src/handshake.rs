@@ -460,6 +460,18 @@ impl Authenticator {
         now: Instant,
         hello: &Hello,
     ) -> Result<(KeyId, SessionToken), AuthFailure> {
+        let verified = self.check_hello(now, hello)?;
+        self.counters.hellos_accepted += 1;
+        Ok(verified)
+    }
+
+    /// [`verify_hello`](Self::verify_hello) without counting the HELLO as
+    /// accepted: the version policy may still refuse it.
+    fn check_hello(
+        &mut self,
+        now: Instant,
+        hello: &Hello,
+    ) -> Result<(KeyId, SessionToken), AuthFailure> {
         if ct_eq(hello.node_id.as_bytes(), self.config.node_id.as_bytes()) {
             self.counters.reflections += 1;
             return Err(AuthFailure::Reflection);
@@ -495,7 +507,6 @@ impl Authenticator {
             .map(|(_, k)| k)
             .ok_or(AuthFailure::BadMac)?;
         let session = SessionToken::issue(key, self.rng.inner());
-        self.counters.hellos_accepted += 1;
         Ok((key_id, session))
     }
 
@@ -641,12 +652,12 @@ impl Authenticator {
             self.counters.v1_disabled += 1;
             return Err(AuthFailure::V1Disabled);
         }
-        let (key, token) = self.verify_hello(now, hello)?;
+        let (key, token) = self.check_hello(now, hello)?;
         if speaks_v2(&hello.node_id) {
-            self.counters.hellos_accepted -= 1;
             self.counters.downgrades += 1;
             return Err(AuthFailure::Downgrade);
         }
+        self.counters.hellos_accepted += 1;
         Ok((key, Some((hello.node_id, token))))
     }
 }

@@ -1561,11 +1561,9 @@ fn reason_index(r: asoc_proto::discovery::DropReason) -> usize {
     }
 }
 
+/// Unix seconds, as v1 announcements carry them.
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    asoc_async::unix_ms() / 1000
 }
 
 /// An event that means the flood made the victim learn, move, forget or

@@ -3,7 +3,7 @@
 //! dials nobody.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use asoc_async::Net;
 use asoc_proto::auth::{ApiKey, KeyRing};
@@ -74,7 +74,13 @@ impl Discover {
 
     /// One datagram from `src`.
     fn datagram(&self, discovery: &mut Discovery, src: SocketAddr, datagram: &[u8]) {
-        discovery.handle_datagram(Instant::now(), unix_ms(), src, datagram, &self.keys);
+        discovery.handle_datagram(
+            Instant::now(),
+            asoc_async::unix_ms(),
+            src,
+            datagram,
+            &self.keys,
+        );
     }
 
     /// After a datagram or the deadline: timers, then the events to print.
@@ -149,12 +155,4 @@ impl Job for Discover {
         self.list(&discovery);
         Ok(())
     }
-}
-
-/// The wall clock in unix milliseconds, as discovery compares it.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
