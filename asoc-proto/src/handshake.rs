@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::auth::{ct_eq, truncated_mac};
 use crate::auth::{sign_hello, verify_hello, AuthFailure, KeyId, KeyRing, SessionToken};
 use crate::connection::{ConfigError, Connection, ConnectionConfig, HandshakeMessage, SessionInfo};
+use crate::persist::{AuthReplayState, RestoreReport, SeenEphemeral, SeenHello};
 use crate::replay::{ReplayCache, ReplayError};
 use crate::rng::{Rng, Seed};
 use crate::time::after;
@@ -323,6 +324,85 @@ impl Authenticator {
     #[must_use]
     pub fn counters(&self) -> AuthCounters {
         self.counters
+    }
+
+    /// What replay protection remembers at `now`, whose wall-clock time
+    /// is `unix_ms`: the v1 HELLO pairs and HELLO2 ephemeral keys not yet
+    /// expired, each with its expiry in unix milliseconds. A later process
+    /// gives it to [`restore_replay_state`](Self::restore_replay_state), so
+    /// a restart does not reopen the door to a recorded HELLO.
+    #[must_use]
+    pub fn replay_state(&self, now: Instant, unix_ms: u64) -> AuthReplayState {
+        let hellos = self
+            .seen_hellos
+            .entries()
+            .filter(|(_, until)| *until > now)
+            .map(|((node, challenge), until)| {
+                let left = until.saturating_duration_since(now);
+                let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+                // Rounded up: an entry must never come back shorter-lived.
+                let left_ms =
+                    left_ms.saturating_add(u64::from(left.subsec_nanos() % 1_000_000 != 0));
+                SeenHello::new(node, challenge, unix_ms.saturating_add(left_ms))
+            })
+            .collect();
+        let ephemerals = self
+            .seen_ephemerals
+            .entries()
+            .filter(|(_, until)| *until > unix_ms)
+            .map(|(key, until)| SeenEphemeral::new(key, until))
+            .collect();
+        AuthReplayState { hellos, ephemerals }
+    }
+
+    /// Remembers again what [`replay_state`](Self::replay_state) took in an
+    /// earlier process. Entries already expired at `unix_ms` are dropped.
+    /// No entry is kept longer than this node's own settings would keep a
+    /// fresh one (the HELLO retention; the HELLO2 window on both sides plus
+    /// 1 s), so a damaged state cannot pin the caches full. The wall clocks
+    /// of the two processes are trusted to agree: a clock set back between
+    /// them lengthens the memory, one set forward shortens it.
+    pub fn restore_replay_state(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        state: &AuthReplayState,
+    ) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        let tally = |report: &mut RestoreReport, result: Result<(), ReplayError>| match result {
+            Ok(()) => report.restored += 1,
+            Err(ReplayError::Replayed) => report.duplicate += 1,
+            Err(_) => report.over_capacity += 1,
+        };
+        let retention_ms =
+            u64::try_from(self.config.hello_retention.as_millis()).unwrap_or(u64::MAX);
+        for h in &state.hellos {
+            if h.expires_unix_ms <= unix_ms {
+                report.expired += 1;
+                continue;
+            }
+            let left_ms = (h.expires_unix_ms - unix_ms).min(retention_ms);
+            let until = after(now, Duration::from_millis(left_ms));
+            let result = self
+                .seen_hellos
+                .insert(now, (h.node_id, h.challenge), until);
+            tally(&mut report, result);
+        }
+        let window = u64::try_from(self.config.v2_window.as_millis()).unwrap_or(u64::MAX);
+        let latest = unix_ms
+            .saturating_add(window.saturating_mul(2))
+            .saturating_add(1_000);
+        for e in &state.ephemerals {
+            if e.expires_unix_ms <= unix_ms {
+                report.expired += 1;
+                continue;
+            }
+            let result = self
+                .seen_ephemerals
+                .insert(unix_ms, e.key, e.expires_unix_ms.min(latest));
+            tally(&mut report, result);
+        }
+        report
     }
 
     /// A fresh HELLO signed with the current key. Its challenge is remembered

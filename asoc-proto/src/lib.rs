@@ -135,6 +135,7 @@ pub mod dial;
 pub mod discovery;
 pub mod handshake;
 pub mod node;
+pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod rng;

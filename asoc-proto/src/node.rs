@@ -48,6 +48,7 @@ use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryTran
 use crate::handshake::{
     AuthCounters, Authenticator, AuthenticatorConfig, ClientOptions, HandshakeOutcome,
 };
+use crate::persist::{AuthReplayState, RestoreReport};
 use crate::policy::{Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal};
 use crate::rng::{Rng, Seed};
 use crate::time::after;
@@ -1179,6 +1180,24 @@ impl Node {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<NodeEvent> {
         self.events.pop_front()
+    }
+
+    /// The handshake replay memory, to carry across a restart: see
+    /// [`Authenticator::replay_state`].
+    #[must_use]
+    pub fn auth_replay_state(&self, now: Instant, unix_ms: u64) -> AuthReplayState {
+        self.auth.replay_state(now, unix_ms)
+    }
+
+    /// Restores what [`auth_replay_state`](Self::auth_replay_state) took in
+    /// an earlier process: see [`Authenticator::restore_replay_state`].
+    pub fn restore_auth_replay_state(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        state: &AuthReplayState,
+    ) -> RestoreReport {
+        self.auth.restore_replay_state(now, unix_ms, state)
     }
 
     /// All counters.

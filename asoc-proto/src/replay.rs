@@ -90,6 +90,12 @@ impl<T: Ord + Copy, K: Hash + Eq + Ord + Copy> ReplayCache<T, K> {
         self.seen.contains(key)
     }
 
+    /// Every remembered key with its expiry, expired ones included until
+    /// the next [`purge`](Self::purge), in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (K, T)> + '_ {
+        self.by_expiry.iter().map(|Reverse((t, k))| (*k, *t))
+    }
+
     /// Records `key` until `expires` (exclusive: at `expires` it is
     /// forgotten). Fails if it is already there or the cache is full.
     pub fn insert(&mut self, now: T, key: K, expires: T) -> Result<(), ReplayError> {

@@ -865,3 +865,150 @@ fn a_verified_v1_hello_from_a_node_that_speaks_v2_is_a_downgrade() {
         assert_eq!(s.conn.version(), WireVersion::V1);
     }
 }
+
+// ----- replays across a restart ----------------------------------------------
+
+/// A recorded v1 HELLO replayed to the same node after it restarted: a
+/// restarted node that took over the replay memory refuses it, one that
+/// did not (the control) accepts it, which is the attack the memory stops.
+#[test]
+fn a_v1_hello_recorded_before_a_restart_is_refused_after_it() {
+    for chunk in CHUNKINGS {
+        let t0 = Instant::now();
+        let mut before = server_auth(|b| b.allow_v1(true));
+        let recorded = sign_hello(&key(KEY), CLIENT, 0x5157).encode_frame();
+        let mut s = Driven::server(t0);
+        s.feed(&mut before, t0, UNIX_START, &recorded, chunk);
+        assert!(s.established(), "{:?}", s.events);
+        let saved = before.replay_state(t0, UNIX_START).to_bytes();
+        drop(before);
+
+        // The new process: its monotonic clock restarted, the wall clock
+        // moved on by 5 minutes.
+        let t1 = Instant::now();
+        let unix = UNIX_START + 300_000;
+        let state = asoc_proto::persist::AuthReplayState::from_bytes(&saved, 1 << 20).unwrap();
+        let mut after = server_auth(|b| b.allow_v1(true));
+        let report = after.restore_replay_state(t1, unix, &state);
+        assert_eq!(report.restored, 1, "{report:?}");
+        let mut replay = Driven::server(t1);
+        replay.feed(&mut after, t1, unix, &recorded, chunk);
+        replay.assert_refused_silently(AuthFailure::Replay, "replay after a restart");
+        assert_eq!(after.counters().replays, 1);
+
+        let mut forgetful = server_auth(|b| b.allow_v1(true));
+        let mut control = Driven::server(t1);
+        control.feed(&mut forgetful, t1, unix, &recorded, chunk);
+        assert!(
+            control.established(),
+            "without the saved memory the replay gets in: the attack is real"
+        );
+    }
+}
+
+/// The restored pair lives exactly as long as it would have without the
+/// restart: still a replay 1 ms before the original retention ends,
+/// forgotten at it.
+#[test]
+fn a_restored_hello_pair_expires_when_the_original_would_have() {
+    let retention = Duration::from_secs(600);
+    let t0 = Instant::now();
+    let mut before = server_auth(|b| b.allow_v1(true).hello_retention(retention));
+    let recorded = sign_hello(&key(KEY), CLIENT, 0x0e0e).encode_frame();
+    let mut s = Driven::server(t0);
+    s.feed(&mut before, t0, UNIX_START, &recorded, usize::MAX);
+    assert!(s.established());
+    let state = before.replay_state(t0, UNIX_START);
+    assert_eq!(state.hellos.len(), 1);
+    assert_eq!(state.hellos[0].expires_unix_ms, UNIX_START + 600_000);
+
+    let t1 = Instant::now();
+    let restart_ms = UNIX_START + 100_000;
+    let mut after = server_auth(|b| b.allow_v1(true).hello_retention(retention));
+    after.restore_replay_state(t1, restart_ms, &state);
+    let just_before = t1 + Duration::from_millis(500_000 - 1);
+    let mut replay = Driven::server(just_before);
+    replay.feed(
+        &mut after,
+        just_before,
+        restart_ms + 499_999,
+        &recorded,
+        usize::MAX,
+    );
+    replay.assert_refused_silently(AuthFailure::Replay, "1 ms before the retention ends");
+    let at_end = t1 + Duration::from_millis(500_000);
+    let mut again = Driven::server(at_end);
+    again.feed(
+        &mut after,
+        at_end,
+        restart_ms + 500_000,
+        &recorded,
+        usize::MAX,
+    );
+    assert!(
+        again.established(),
+        "forgotten when the original retention ends"
+    );
+}
+
+/// A HELLO2 carries a timestamp, but inside its 60 s window a restarted
+/// node without the memory would take it again.
+#[test]
+fn a_hello2_recorded_before_a_restart_is_refused_after_it() {
+    for chunk in CHUNKINGS {
+        let t0 = Instant::now();
+        let mut before = server_auth(|b| b);
+        let mut client = raw(CLIENT, UNIX_START, 0x61);
+        let recorded = client.hello.clone();
+        let (mut first, confirm) = answered(&mut before, t0, UNIX_START, &mut client, chunk);
+        first.feed(&mut before, t0, UNIX_START, &confirm, chunk);
+        assert!(first.established());
+        let saved = before.replay_state(t0, UNIX_START).to_bytes();
+
+        let t1 = Instant::now();
+        let unix = UNIX_START + 2_000;
+        let state = asoc_proto::persist::AuthReplayState::from_bytes(&saved, 1 << 20).unwrap();
+        assert_eq!(state.ephemerals.len(), 1);
+        let mut after = server_auth(|b| b);
+        after.restore_replay_state(t1, unix, &state);
+        let mut replay = Driven::server(t1);
+        replay.feed(&mut after, t1, unix, &recorded, chunk);
+        replay.assert_refused_silently(AuthFailure::Replay, "HELLO2 replay after a restart");
+
+        let mut forgetful = server_auth(|b| b);
+        let mut control = Driven::server(t1);
+        control.feed(&mut forgetful, t1, unix, &recorded, chunk);
+        assert_eq!(
+            control.outcomes,
+            vec![HandshakeOutcome::AwaitingConfirm],
+            "without the memory the replay is answered"
+        );
+    }
+}
+
+/// A damaged or hostile state cannot pin the caches: entries are kept no
+/// longer than the node's own settings allow, expired ones are dropped,
+/// and what does not fit is reported.
+#[test]
+fn a_restored_state_is_bounded_by_the_nodes_own_settings() {
+    use asoc_proto::persist::{AuthReplayState, SeenEphemeral, SeenHello};
+    let t1 = Instant::now();
+    let mut state = AuthReplayState::default();
+    state.hellos.push(SeenHello::new(CLIENT, 1, u64::MAX));
+    state.hellos.push(SeenHello::new(CLIENT, 2, UNIX_START - 1));
+    state.hellos.push(SeenHello::new(CLIENT, 3, UNIX_START + 1));
+    state.ephemerals.push(SeenEphemeral::new([7; 32], u64::MAX));
+    let mut auth = server_auth(|b| b.allow_v1(true).hello_replay_capacity(1));
+    let report = auth.restore_replay_state(t1, UNIX_START, &state);
+    assert_eq!(
+        (report.restored, report.expired, report.over_capacity),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    let kept = auth.replay_state(t1, UNIX_START);
+    assert_eq!(kept.hellos[0].expires_unix_ms, UNIX_START + 600_000);
+    assert_eq!(
+        kept.ephemerals[0].expires_unix_ms,
+        UNIX_START + 2 * 60_000 + 1_000
+    );
+}
