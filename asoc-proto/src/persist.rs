@@ -157,45 +157,67 @@ impl AuthReplayState {
     /// `max_entries` entries in all. The length is checked against the
     /// header before anything is allocated.
     pub fn from_bytes(bytes: &[u8], max_entries: usize) -> Result<Self, ReplayStateError> {
-        let header = bytes.get(..HEADER_LEN).ok_or(ReplayStateError::BadMagic)?;
-        if &header[..8] != MAGIC {
+        let mut input = Reader(bytes);
+        let header = input.take::<8>().filter(|m| m == MAGIC);
+        let counts = header.and_then(|_| Some((input.u32()?, input.u32()?)));
+        let Some((hellos, ephemerals)) = counts else {
             return Err(ReplayStateError::BadMagic);
-        }
-        let hellos = u64::from(be_u32(&header[8..12]));
-        let ephemerals = u64::from(be_u32(&header[12..16]));
-        let entries = hellos + ephemerals;
+        };
+        let entries = u64::from(hellos) + u64::from(ephemerals);
         if entries > max_entries as u64 {
             return Err(ReplayStateError::TooMany {
                 entries,
                 limit: max_entries,
             });
         }
-        let expected =
-            HEADER_LEN as u64 + hellos * HELLO_LEN as u64 + ephemerals * EPHEMERAL_LEN as u64;
+        let expected = HEADER_LEN as u64
+            + u64::from(hellos) * HELLO_LEN as u64
+            + u64::from(ephemerals) * EPHEMERAL_LEN as u64;
+        let length = ReplayStateError::Length {
+            expected,
+            actual: bytes.len(),
+        };
         if expected != bytes.len() as u64 {
-            return Err(ReplayStateError::Length {
-                expected,
-                actual: bytes.len(),
-            });
+            return Err(length);
         }
-        let (hello_bytes, ephemeral_bytes) =
-            bytes[HEADER_LEN..].split_at(hellos as usize * HELLO_LEN);
-        let hellos = hello_bytes
-            .chunks_exact(HELLO_LEN)
-            .map(|c| SeenHello {
-                node_id: Uuid::from_bytes(c[..16].try_into().unwrap_or_default()),
-                challenge: be_u32(&c[16..20]),
-                expires_unix_ms: be_u64(&c[20..28]),
-            })
-            .collect();
-        let ephemerals = ephemeral_bytes
-            .chunks_exact(EPHEMERAL_LEN)
-            .map(|c| SeenEphemeral {
-                key: c[..32].try_into().unwrap_or_default(),
-                expires_unix_ms: be_u64(&c[32..40]),
-            })
-            .collect();
-        Ok(Self { hellos, ephemerals })
+        let mut state = Self {
+            hellos: Vec::with_capacity(hellos as usize),
+            ephemerals: Vec::with_capacity(ephemerals as usize),
+        };
+        for _ in 0..hellos {
+            let hello = (|| {
+                Some(SeenHello::new(
+                    Uuid::from_bytes(input.take()?),
+                    input.u32()?,
+                    input.u64()?,
+                ))
+            })();
+            state.hellos.push(hello.ok_or(length)?);
+        }
+        for _ in 0..ephemerals {
+            let ephemeral = (|| Some(SeenEphemeral::new(input.take()?, input.u64()?)))();
+            state.ephemerals.push(ephemeral.ok_or(length)?);
+        }
+        Ok(state)
+    }
+}
+
+/// Reads fixed-size fields off the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (field, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*field)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_be_bytes)
     }
 }
 
@@ -214,14 +236,6 @@ pub struct RestoreReport {
     /// fails closed until entries expire, exactly as it would had the node
     /// never restarted.
     pub over_capacity: usize,
-}
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes(b.try_into().unwrap_or_default())
-}
-
-fn be_u64(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b.try_into().unwrap_or_default())
 }
 
 #[cfg(test)]
