@@ -19,6 +19,7 @@ use asoc_proto::dial::{Dial, DialTarget};
 use asoc_proto::discovery::DiscoveryConfig;
 pub use asoc_proto::node::PeerRef;
 use asoc_proto::node::{ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig};
+use asoc_proto::persist::{AuthReplayState, RestoreReport};
 use asoc_proto::rng::Seed;
 use bytes::Bytes;
 use uuid::Uuid;
@@ -74,6 +75,7 @@ pub struct NodeBuilder {
     max_events: usize,
     tls: TlsConfig,
     hello_replay: Option<(Duration, usize)>,
+    replay_state: Option<AuthReplayState>,
 }
 
 impl NodeBuilder {
@@ -98,6 +100,7 @@ impl NodeBuilder {
             max_events: 65_536,
             tls: TlsConfig::default(),
             hello_replay: None,
+            replay_state: None,
         }
     }
 
@@ -107,6 +110,16 @@ impl NodeBuilder {
     #[must_use]
     pub fn hello_replay(mut self, retention: Duration, capacity: usize) -> Self {
         self.hello_replay = Some((retention, capacity));
+        self
+    }
+
+    /// Starts with the handshake replay memory an earlier process of this
+    /// node saved ([`Node::auth_replay_state`]), so that a HELLO recorded
+    /// before a restart is refused after it. Restored before the listener
+    /// accepts anything; [`Node::restore_report`] says what was kept.
+    #[must_use]
+    pub fn restore_replay_state(mut self, state: AuthReplayState) -> Self {
+        self.replay_state = Some(state);
         self
     }
 
@@ -285,13 +298,15 @@ impl NodeBuilder {
         // allocate all of its slots up front.
         let (events_tx, events_rx) = async_channel::unbounded();
         let (incoming_tx, incoming_rx) = async_channel::unbounded();
+        let started = Instant::now();
+        let mut proto = ProtoNode::new(config, self.seed.unwrap_or(seed), started);
+        let restored = self
+            .replay_state
+            .map(|state| proto.restore_auth_replay_state(started, unix_ms(), &state));
         let inner = Arc::new(Inner {
             net: net.clone(),
-            proto: Mutex::new(ProtoNode::new(
-                config,
-                self.seed.unwrap_or(seed),
-                Instant::now(),
-            )),
+            proto: Mutex::new(proto),
+            restored,
             wake: event_listener::Event::new(),
             peers_changed: event_listener::Event::new(),
             peers: Mutex::new(HashMap::new()),
@@ -341,6 +356,8 @@ struct PeerHandle {
 struct Inner<N: Net> {
     net: N,
     proto: Mutex<ProtoNode>,
+    /// What [`NodeBuilder::restore_replay_state`] kept.
+    restored: Option<RestoreReport>,
     /// Wakes the control loop: a dial or timer may be due earlier.
     wake: event_listener::Event,
     /// Notified whenever a connection completes its handshake or closes.
@@ -666,6 +683,22 @@ impl<N: Net> Node<N> {
     #[must_use]
     pub fn counters(&self) -> asoc_proto::node::NodeCounters {
         self.inner.proto_synced().counters()
+    }
+
+    /// The handshake replay memory now, to save for the next process of
+    /// this node ([`NodeBuilder::restore_replay_state`]). Holds no key
+    /// material.
+    #[must_use]
+    pub fn auth_replay_state(&self) -> AuthReplayState {
+        self.inner
+            .proto()
+            .auth_replay_state(Instant::now(), unix_ms())
+    }
+
+    /// What the restore at start kept, if a state was given.
+    #[must_use]
+    pub fn restore_report(&self) -> Option<RestoreReport> {
+        self.inner.restored
     }
 
     /// Events dropped because the application did not read them.

@@ -32,7 +32,7 @@ pub(crate) enum Command {
     DeriveKey(DeriveKeyArgs),
     /// Run a node until SIGINT or SIGTERM: accept, verify and report
     /// incoming streams.
-    Listen(ListenArgs),
+    Listen(Box<ListenArgs>),
     /// Send files (or standard input) to a peer, one stream per file.
     Send(SendArgs),
     /// Listen for authenticated discovery announcements and list the peers.
@@ -76,6 +76,21 @@ pub(crate) struct KeyArgs {
     /// stripped) instead of ASOC_API_KEY.
     #[arg(long, value_name = "PATH")]
     pub(crate) api_key_file: Option<PathBuf>,
+}
+
+/// How long `asoc listen` remembers accepted HELLOs, and where it keeps
+/// that memory across restarts.
+#[derive(Args, Debug)]
+pub(crate) struct ReplayArgs {
+    /// How long an accepted v1 HELLO stays refused as a replay (at least
+    /// 60s). v1 HELLOs carry no timestamp: once this has passed, a recorded
+    /// one is accepted again.
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = parse_duration)]
+    pub(crate) hello_retention: Duration,
+    /// Keep the handshake replay memory in DIR (created with mode 700), so
+    /// that a HELLO recorded before a restart is refused after it.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 /// Which async runtime runs the sockets.
@@ -196,6 +211,8 @@ pub(crate) struct ListenArgs {
     pub(crate) tls_client: TlsClientArgs,
     #[command(flatten)]
     pub(crate) key: KeyArgs,
+    #[command(flatten)]
+    pub(crate) replay: ReplayArgs,
     #[command(flatten)]
     pub(crate) runtime: RuntimeArgs,
 }

@@ -47,7 +47,7 @@ fn dispatch(command: Command) -> CliResult {
         Command::Keygen => cmd::keygen::run(),
         Command::DeriveKey(args) => cmd::derive_key::run(&args),
         Command::Listen(args) => {
-            let job = cmd::listen::Listen::prepare(args)?;
+            let job = cmd::listen::Listen::prepare(*args)?;
             runtime::run(job.runtime(), job)
         }
         Command::Send(args) => {

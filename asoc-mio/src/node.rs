@@ -124,6 +124,10 @@ impl NodeBuilder {
         /// least 60 s; default 10 min) and how many at most (default
         /// 1,000,000; when full, new HELLOs are refused).
         hello_replay(retention: Duration, capacity: usize);
+        /// Starts with the handshake replay memory an earlier process saved
+        /// ([`Node::auth_replay_state`]), so a HELLO recorded before a
+        /// restart is refused after it.
+        restore_replay_state(state: asoc_proto::persist::AuthReplayState);
     }
 
     /// Connection limits and timers, and the receive bound per connection.
@@ -191,6 +195,10 @@ impl Node {
         fn connected_peers(&self) -> Vec<PeerInfo> = self.node().connected_peers();
         /// The node's counters.
         fn counters(&self) -> NodeCounters = self.node().counters();
+        /// The handshake replay memory now, to save for the next process.
+        fn auth_replay_state(&self) -> asoc_proto::persist::AuthReplayState = self.node().auth_replay_state();
+        /// What the restore at start kept, if a state was given.
+        fn restore_report(&self) -> Option<asoc_proto::persist::RestoreReport> = self.node().restore_report();
         /// Events dropped because the application did not read them.
         fn events_dropped(&self) -> u64 = self.node().events_dropped();
         /// An event if one is waiting.

@@ -144,6 +144,12 @@ impl AuthenticatorConfig {
     pub fn hello_replay_capacity(&self) -> usize {
         self.hello_replay_capacity
     }
+
+    /// How many HELLO2 ephemeral keys are remembered at most.
+    #[must_use]
+    pub fn v2_replay_capacity(&self) -> usize {
+        self.v2_replay_capacity
+    }
 }
 
 /// Builds an [`AuthenticatorConfig`]; every setter takes any value and
@@ -250,6 +256,10 @@ pub struct AuthCounters {
     pub reflections: u64,
     /// Refused because the replay cache was full (fail closed).
     pub replay_cache_full: u64,
+    /// Entries recorded in the replay caches (v1 HELLO pairs and HELLO2
+    /// ephemeral keys): when it moves, [`Authenticator::replay_state`]
+    /// has something new to save.
+    pub replay_recorded: u64,
     /// Challenges not remembered for the reflection guard because its
     /// table was full (the own-node-id check still applies).
     pub reflection_table_full: u64,
@@ -512,7 +522,7 @@ impl Authenticator {
         let e = ephemeral_of(message);
         let expires = hello.unix_ms.saturating_add(window).saturating_add(1_000);
         match self.seen_ephemerals.insert(unix_ms, e, expires) {
-            Ok(()) => {}
+            Ok(()) => self.counters.replay_recorded += 1,
             Err(ReplayError::Replayed) => {
                 self.counters.replays += 1;
                 return Err(AuthFailure::Replay);
@@ -569,7 +579,7 @@ impl Authenticator {
             .seen_hellos
             .insert(now, pair, after(now, self.config.hello_retention))
         {
-            Ok(()) => {}
+            Ok(()) => self.counters.replay_recorded += 1,
             Err(ReplayError::Replayed) => {
                 self.counters.replays += 1;
                 return Err(AuthFailure::Replay);

@@ -2,6 +2,7 @@
 //! happens; incoming streams are handled in [`incoming`].
 
 mod incoming;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use asoc_async::tls::TlsConfig;
 use asoc_async::{DriverConfig, Error, Net, Node, NodeBuilder};
-use asoc_proto::auth::ApiKey;
+use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::ConnectionConfig;
 use asoc_proto::discovery::DiscoveryConfig;
+use asoc_proto::handshake::AuthenticatorConfig;
+use asoc_proto::persist::{AuthReplayState, RestoreReport};
 use asoc_proto::policy::PolicyConfig;
 use serde_json::json;
 
@@ -24,6 +27,7 @@ use crate::runtime::{spawn, until, Job, RuntimeKind};
 use crate::{events, os, secrets, signals, tls};
 
 use incoming::Streams;
+use state::{Saver, StateDir};
 
 /// How long shutdown waits for sends in flight and connections to close.
 const GRACE: Duration = Duration::from_secs(5);
@@ -42,6 +46,8 @@ pub(crate) struct Listen {
     tls: TlsConfig,
     out: Out,
     streams: incoming::Settings,
+    hello_retention: Duration,
+    state: Option<(StateDir, Option<AuthReplayState>)>,
     runtime: RuntimeKind,
 }
 
@@ -104,6 +110,24 @@ impl Listen {
             .build()
             .map_err(|e| CliError::usage(format!("connection settings: {e}")))?;
         let out_dir = args.out.as_deref().map(prepare_dir).transpose()?;
+        let hello_retention = args.replay.hello_retention;
+        // Checked here, not at start: a refused setting must not leave a
+        // state directory behind.
+        AuthenticatorConfig::builder(uuid::Uuid::nil(), KeyRing::new(key.clone()))
+            .hello_retention(hello_retention)
+            .build()
+            .map_err(|e| CliError::usage(format!("--hello-retention: {e}")))?;
+        let state = match &args.replay.state_dir {
+            Some(dir) => {
+                let dir = StateDir::open(dir)?;
+                let defaults =
+                    AuthenticatorConfig::new(uuid::Uuid::nil(), KeyRing::new(key.clone()));
+                let most = defaults.hello_replay_capacity() + defaults.v2_replay_capacity();
+                let saved = dir.load_auth(most)?;
+                Some((dir, saved))
+            }
+            None => None,
+        };
         Ok(Self {
             bind: args.bind,
             discovery,
@@ -121,6 +145,8 @@ impl Listen {
                 out_dir,
                 echo: args.echo,
             },
+            hello_retention,
+            state,
             runtime: args.runtime.runtime,
         })
     }
@@ -134,7 +160,15 @@ impl Listen {
             .bind(self.bind)
             .driver(self.driver)
             .policy(self.policy.clone())
+            .hello_replay(
+                self.hello_retention,
+                AuthenticatorConfig::new(uuid::Uuid::nil(), KeyRing::new(self.key.clone()))
+                    .hello_replay_capacity(),
+            )
             .tls(self.tls.clone());
+        if let Some((_, Some(saved))) = &self.state {
+            b = b.restore_replay_state(saved.clone());
+        }
         if let Some((bind, config)) = &self.discovery {
             b = b.discovery(*bind, config.clone());
         }
@@ -183,6 +217,24 @@ impl Listen {
     }
 }
 
+impl Listen {
+    /// The saved replay memory was loaded.
+    fn restored(&self, dir: &StateDir, r: &RestoreReport) {
+        let path = dir.auth_path().display().to_string();
+        self.out.emit(
+            json!({"event": "state_restored", "path": path, "restored": r.restored,
+                   "expired": r.expired, "duplicate": r.duplicate,
+                   "over_capacity": r.over_capacity}),
+            || {
+                format!(
+                    "restored {} remembered handshakes from {path} ({} expired, {} over capacity)",
+                    r.restored, r.expired, r.over_capacity
+                )
+            },
+        );
+    }
+}
+
 impl Job for Listen {
     type Output = ();
 
@@ -192,6 +244,12 @@ impl Job for Listen {
         let stop = signals::termination()?;
         let node = self.start(&net).await?;
         self.listening(node.local_addr(), node.discovery_addr(), node.node_id());
+        let saver = self.state.as_ref().map(|(dir, _)| {
+            if let Some(report) = node.restore_report() {
+                self.restored(dir, &report);
+            }
+            Saver::start(dir.clone(), node.clone(), self.out)
+        });
         let printer = spawn(&net, {
             let (node, out) = (node.clone(), self.out);
             async move {
@@ -205,6 +263,9 @@ impl Job for Listen {
         let _ = stop.recv().await;
         self.out.note(|| "shutting down".into());
         node.shutdown(GRACE).await;
+        if let Some(saver) = saver {
+            saver.finish();
+        }
         // Streams cut by the shutdown report themselves; give them a moment.
         let deadline = Instant::now() + GRACE;
         let _ = until(&net, deadline, async {
