@@ -289,15 +289,22 @@ fn each_drop_reason_and_the_earlier_check_wins() {
         dropped(src(1), DropReason::Replayed)
     );
 
-    // Fresh challenge inside the same second: node rate.
+    // Fresh challenge inside the same second from another address: the
+    // address is sticky, and that check comes before the rate.
     let x2 = Msg::new(node(1), 3);
     assert_eq!(
         feed(&mut d, t0, UNIX, src(2), &x2.bytes()),
-        dropped(src(2), DropReason::NodeRateLimited)
+        dropped(src(2), DropReason::AddressSticky)
+    );
+    // The same from the peer's own address: node rate. The sticky drop did
+    // not remember the pair.
+    assert_eq!(
+        feed(&mut d, t0, UNIX, src(1), &x2.bytes()),
+        dropped(src(1), DropReason::NodeRateLimited)
     );
 
     let c = d.counters();
-    assert_eq!(c.received, 12);
+    assert_eq!(c.received, 13);
     assert_eq!(c.accepted, 1);
     for (reason, n) in [
         (DropReason::WrongLength, 3),
@@ -308,12 +315,14 @@ fn each_drop_reason_and_the_earlier_check_wins() {
         (DropReason::FutureDated, 1),
         (DropReason::Replayed, 1),
         (DropReason::NodeRateLimited, 1),
+        (DropReason::AddressSticky, 1),
         (DropReason::ReplayCacheFull, 0),
+        (DropReason::ReplayShareFull, 0),
         (DropReason::SourceRateLimited, 0),
     ] {
         assert_eq!(c.dropped(reason), n, "{reason}");
     }
-    assert_eq!(c.dropped_total(), 11);
+    assert_eq!(c.dropped_total(), 12);
     // Nothing but x was recorded.
     assert_eq!(d.peers().map(|p| p.node).collect::<Vec<_>>(), vec![node(1)]);
 }
@@ -510,8 +519,8 @@ fn one_message_per_second_per_node_is_honoured() {
     let mut moved = Msg::new(n, 2);
     moved.port = 9001;
     assert_eq!(
-        feed(&mut d, half, UNIX, src(2), &moved.bytes()),
-        dropped(src(2), DropReason::NodeRateLimited)
+        feed(&mut d, half, UNIX, src(1), &moved.bytes()),
+        dropped(src(1), DropReason::NodeRateLimited)
     );
     // Not honoured: neither the address nor the last-seen time moved.
     let p = d.peer(&n).unwrap();
@@ -519,14 +528,59 @@ fn one_message_per_second_per_node_is_honoured() {
     let t1 = t0 + Duration::from_secs(1);
     moved.challenge = 3;
     assert_eq!(
-        feed(&mut d, t1, UNIX, src(2), &moved.bytes()),
+        feed(&mut d, t1, UNIX, src(1), &moved.bytes()),
         Some(DiscoveryEvent::AddressChanged {
             node: n,
             old: at(src(1), 9000),
-            new: at(src(2), 9001)
+            new: at(src(1), 9001)
         })
     );
     assert_eq!(d.counters().node_rate_limited, 1);
+}
+
+#[test]
+fn the_node_rate_is_per_source_ip_and_a_new_address_starts_with_a_full_burst() {
+    let t0 = Instant::now();
+    // Addresses may move after 0.2 s of silence, well inside the 1 s the
+    // node rate takes to come back.
+    let mut d = machine(
+        builder()
+            .announce_interval(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+        t0,
+    );
+    let n = node(1);
+    assert_eq!(
+        feed(&mut d, t0, UNIX, src(1), &Msg::new(n, 1).bytes()),
+        discovered(n, at(src(1), 9000))
+    );
+    let t_half = t0 + Duration::from_millis(500);
+    // From the current address the budget is spent until t0 + 1 s ...
+    assert_eq!(
+        feed(&mut d, t_half, UNIX, src(1), &Msg::new(n, 2).bytes()),
+        dropped(src(1), DropReason::NodeRateLimited)
+    );
+    // ... but an address the node has not been honoured from has its own.
+    assert_eq!(
+        feed(&mut d, t_half, UNIX, src(2), &Msg::new(n, 3).bytes()),
+        Some(DiscoveryEvent::AddressChanged {
+            node: n,
+            old: at(src(1), 9000),
+            new: at(src(2), 9000)
+        })
+    );
+    // And now that one is the current address, spent until t_half + 1 s.
+    assert_eq!(
+        feed(
+            &mut d,
+            t_half + Duration::from_millis(100),
+            UNIX,
+            src(2),
+            &Msg::new(n, 4).bytes()
+        ),
+        dropped(src(2), DropReason::NodeRateLimited)
+    );
 }
 
 #[test]
@@ -818,7 +872,9 @@ fn unicast_targets_replace_the_broadcast() {
     let mut d = machine(config, t0);
     let sent = transmits(&mut d, t0, UNIX, &keys);
     assert_eq!(sent.iter().map(|(to, _)| *to).collect::<Vec<_>>(), targets);
-    assert_ne!(sent[0].1.challenge, sent[1].1.challenge);
+    // One v1 announcement per round, the same bytes to every destination:
+    // a copy one receiver relays to another is a replay there.
+    assert_eq!(sent[0].1, sent[1].1);
     assert!(sent.iter().all(|(_, a)| verify_announcement(&key(KEY), a)));
     let t3 = t0 + Duration::from_secs(3);
     assert_eq!(d.poll_timeout(), Some(t3));
