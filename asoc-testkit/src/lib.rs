@@ -173,6 +173,16 @@ macro_rules! scenarios {
         fn attack_node_id_squatting_with_a_replayed_v1_hello_succeeds_elsewhere() {
             $run($crate::scenarios::attacks::squatting_v1);
         }
+
+        #[test]
+        fn attack_relayed_v1_announcements_neither_move_nor_starve_the_peer() {
+            $run($crate::scenarios::discovery_attacks::relayed_v1_announcements);
+        }
+
+        #[test]
+        fn attack_relayed_v2_announcements_neither_move_nor_starve_the_peer() {
+            $run($crate::scenarios::discovery_attacks::relayed_v2_announcements);
+        }
     };
 }
 

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub mod attacks;
+pub mod discovery_attacks;
 pub mod hostile;
 pub mod lifecycle;
 
@@ -1483,9 +1484,9 @@ impl DiscoveryFloodSetup {
 
     /// The legitimate peer's: to the eavesdropper, which relays each
     /// announcement to the victim from 127.0.0.1 before it keeps it for
-    /// replay. (A node signs every destination's copy with a challenge of
-    /// its own, so a copy sent to the eavesdropper directly would be, at
-    /// the victim, a fresh announcement, not a replay.)
+    /// replay. (A round's copies are the same bytes for every destination,
+    /// but the victim must get them to know the peer; relaying them is how
+    /// it does, and what is kept for replay is then a replay there.)
     pub fn peer_config(&self) -> DiscoveryConfig {
         flood_discovery(vec![self.capture_addr()])
     }

@@ -25,7 +25,8 @@ pub enum DiscoveryConfigError {
     /// A bounded table with room for nothing would refuse every message.
     #[error("discovery {which} must be at least 1")]
     ZeroCapacity {
-        /// The name of the bound: `"replay_capacity"`, `"max_peers"`,
+        /// The name of the bound: `"replay_capacity"`,
+        /// `"replay_share_per_node"`, `"max_peers"`,
         /// `"max_tracked_sources"` or `"max_queued_events"`.
         which: &'static str,
     },
@@ -47,6 +48,7 @@ pub struct DiscoveryConfig {
     peer_expiry: Duration,
     timestamp_window_secs: u64,
     replay_capacity: usize,
+    replay_share_per_node: usize,
     per_ip_rate: u32,
     per_node_rate: u32,
     max_peers: usize,
@@ -60,7 +62,7 @@ pub struct DiscoveryConfig {
 impl DiscoveryConfig {
     /// The defaults of WIRE.md §6 for `community`: announce every 3 s,
     /// peers expire after 15 s, ±60 s timestamp window, 65,536 replay
-    /// entries, 10 messages per second per source IP, 1 per second per node,
+    /// entries of which at most 256 per node id, 10 messages per second per source IP, 1 per second per node,
     /// 1,024 peers, 65,536 tracked sources, 4,096 queued events, broadcast to
     /// `255.255.255.255:9999`, v2 announcements only (WIRE-v2.md §6).
     ///
@@ -74,6 +76,7 @@ impl DiscoveryConfig {
             peer_expiry: Duration::from_secs(15),
             timestamp_window_secs: 60,
             replay_capacity: 65_536,
+            replay_share_per_node: 256,
             per_ip_rate: 10,
             per_node_rate: 1,
             max_peers: 1024,
@@ -121,13 +124,28 @@ impl DiscoveryConfig {
         self.replay_capacity
     }
 
+    /// Most v1 `(node, challenge)` pairs remembered for one node id (at
+    /// most [`replay_capacity`](Self::replay_capacity)). A node whose share
+    /// is full has its further v1 announcements dropped
+    /// ([`DropReason::ReplayShareFull`](super::DropReason::ReplayShareFull))
+    /// until some of its pairs expire, while other nodes keep their room: the
+    /// copies of one node cannot fill the cache for everyone. An honest node
+    /// sends one v1 announcement per round and its pairs live at most twice
+    /// the timestamp window, so the default 256 leaves room for a round every
+    /// 0.5 s.
+    #[must_use]
+    pub fn replay_share_per_node(&self) -> usize {
+        self.replay_share_per_node
+    }
+
     /// Valid messages honoured per second from one source IP.
     #[must_use]
     pub fn per_ip_rate(&self) -> u32 {
         self.per_ip_rate
     }
 
-    /// Valid messages honoured per second from one node id.
+    /// Valid v1 messages honoured per second from one node id at one source
+    /// IP.
     #[must_use]
     pub fn per_node_rate(&self) -> u32 {
         self.per_node_rate
@@ -203,6 +221,7 @@ impl DiscoveryConfig {
         }
         for (which, value) in [
             ("replay_capacity", self.replay_capacity),
+            ("replay_share_per_node", self.replay_share_per_node),
             ("max_peers", self.max_peers),
             ("max_tracked_sources", self.max_tracked_sources),
             ("max_queued_events", self.max_queued_events),
@@ -248,13 +267,21 @@ impl DiscoveryConfigBuilder {
         self
     }
 
+    /// Most v1 pairs remembered per node id (default 256; capped at the
+    /// replay capacity).
+    pub fn replay_share_per_node(mut self, share: usize) -> Self {
+        self.0.replay_share_per_node = share;
+        self
+    }
+
     /// Valid messages honoured per second per source IP (default 10).
     pub fn per_ip_rate(mut self, per_second: u32) -> Self {
         self.0.per_ip_rate = per_second;
         self
     }
 
-    /// Valid messages honoured per second per node (default 1).
+    /// Valid v1 messages honoured per second per node and source IP
+    /// (default 1).
     pub fn per_node_rate(mut self, per_second: u32) -> Self {
         self.0.per_node_rate = per_second;
         self
@@ -329,6 +356,7 @@ mod tests {
         ));
         for which in [
             b().replay_capacity(0),
+            b().replay_share_per_node(0),
             b().max_peers(0),
             b().max_tracked_sources(0),
             b().max_queued_events(0),

@@ -67,8 +67,11 @@
 //! relayed to another receiver is a replay there too. Its `unix_ms` is the
 //! wall clock, pushed forward when needed so that it always exceeds the
 //! previous round's. With [`allow_v1`](DiscoveryConfig::allow_v1) each
-//! destination also gets a v1 announcement right after it (with its own
-//! challenge, as v1 always had), and the v2 one carries flag bit 0.
+//! destination also gets the round's v1 announcement right after it: one
+//! challenge per round, signed once, the same bytes to every destination
+//! too (a receiver that already has it from the sender sees a relayed copy
+//! as a replay, and nobody holds a copy that is new to the others); the v2
+//! one carries flag bit 0.
 //!
 //! # Validation order
 //!
@@ -81,20 +84,37 @@
 //! this node's own id; `unix_ms` more than the window (60 s) from the local
 //! clock in either direction; `unix_ms` not strictly greater than the last
 //! accepted from that node id (replay or reordering: per-node state kept in
-//! the peer table, not a per-message cache); the per source-IP rate (or a
+//! the peer table, not a per-message cache; it outlives the peer's expiry
+//! until every message at or below it is stale, and survives a restart
+//! through [`replay_state`](Discovery::replay_state)); the per source-IP rate (or a
 //! full source table); a full peer table; a known peer's other address
 //! while its current one is still announcing.
 //!
 //! A v1 announcement (50 bytes): another community's hash; a MAC valid under
 //! none of the accepted API keys; v1 disabled (an authentic v1 announcement
 //! without `allow_v1`); own id; a timestamp more than the window (60 s) from
-//! the local clock; a `(node, challenge)` pair already seen (or a full
-//! replay cache); the per source-IP rate (or a full source table); the
-//! per-node rate; a full peer table; the sticky address of a peer known
-//! through v2. A v1 pair enters the replay cache as soon as its MAC and
-//! timestamp checked out, even when a rate limit then drops the message:
-//! otherwise a copy captured while the sender was over its rate could be
-//! accepted later from the attacker's address.
+//! the local clock; a `(node, challenge)` pair already seen; a known peer's
+//! other address while its current one is still announcing (sticky); a
+//! full replay cache, or the node's full share of it
+//! ([`replay_share_per_node`](DiscoveryConfig::replay_share_per_node), 256
+//! by default); the per source-IP rate (or a full
+//! source table); the rate per (node, source IP); a full peer table.
+//!
+//! A v1 pair enters the replay cache once it passed the sticky check, even
+//! when a rate limit then drops the message: otherwise a copy captured
+//! while the sender was over its rate could be accepted later from the
+//! attacker's address. A sticky drop remembers nothing: a relayed copy that
+//! outruns the sender's own to this node must leave that own copy new. The
+//! per-node share bounds what one node id's copies can take of the cache,
+//! which fails closed: a node with a full share has its own announcements
+//! dropped until its pairs expire, every other node keeps its room.
+//!
+//! The per-node rate is per (node, source IP): a copy from another address
+//! never spends the budget of the node's current one, so a relay cannot
+//! make the real peer's own announcements `node_rate_limited`. v2 has no
+//! per-node rate (each copy must carry a newer `unix_ms`), and its per-node
+//! state, that timestamp, is written only by an accepted copy: a sticky or
+//! rate-limited one from elsewhere spends nothing of the current address.
 //!
 //! Anything else is [`DropReason::WrongLength`]. A message that passes the
 //! source check uses up source rate even if a later check drops it.
@@ -103,14 +123,22 @@
 //!
 //! A message that passes every check records or refreshes the peer as (node
 //! id, source IP of the datagram, TCP port from the message). Nothing
-//! unauthenticated can move a peer's address, and for a peer seen through
-//! v2 even an authentic relayed copy cannot while the peer is alive: its
-//! address changes to another IP only once its current address has sent no
-//! valid announcement for two announce intervals (sticky addresses; a new
-//! port announced from the same IP is taken at once). A sticky
-//! drop records nothing, so the real peer's own copy of the same round is
-//! still accepted. Peers seen only through v1 keep v1's rule: the latest
-//! valid message names the address.
+//! unauthenticated can move a peer's address, and even an authentic relayed
+//! copy (v2 or v1) cannot while the peer is alive: its address changes to
+//! another IP only once its current address has sent no valid announcement
+//! for two announce intervals (sticky addresses; a new port announced from
+//! the same IP is taken at once). A sticky drop records nothing, so the
+//! real peer's own copy of the same round is still accepted.
+//!
+//! # Replay protection across restarts
+//!
+//! [`replay_state`](Discovery::replay_state) exports, in wall-clock terms,
+//! the per-node v2 timestamps and the v1 pairs still inside their window;
+//! [`restore_replay_state`](Discovery::restore_replay_state) merges them
+//! into a fresh machine, and [`DiscoveryReplayState::to_bytes`] /
+//! [`from_bytes`](DiscoveryReplayState::from_bytes) give a compact,
+//! versioned file format. Without it, a restarted node would accept again
+//! any announcement of the last 60 s.
 //!
 //! Each peer remembers whether any v2 announcement of it was accepted
 //! ([`DiscoveredPeer::version`]): such a node is dialed with v2 only. Only a
@@ -120,6 +148,7 @@
 mod config;
 mod limits;
 mod report;
+mod state;
 
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -131,7 +160,6 @@ use crate::auth::{
     community_hash, ct_eq, sign_announcement, sign_announcement_v2, verify_announcement,
     verify_announcement_v2, KeyId, KeyRing,
 };
-use crate::replay::{ReplayCache, ReplayError};
 use crate::rng::{Rng, Seed};
 use crate::v2::{derive_discovery_key, WireVersion};
 use crate::wire::{
@@ -145,6 +173,8 @@ pub use report::{
     AnnouncementBytes, DiscoveredPeer, DiscoveryCounters, DiscoveryEvent, DiscoveryOccupancy,
     DiscoveryTransmit, DropReason,
 };
+pub use state::{DiscoveryReplayState, DiscoveryStateError, V1ReplayEntry};
+use state::{V1Replay, V2Floors};
 
 #[derive(Clone, Copy, Debug)]
 struct PeerEntry {
@@ -155,9 +185,13 @@ struct PeerEntry {
     /// `last_seen + peer_expiry`; `None` if that instant is unrepresentable.
     expires: Option<Instant>,
     key: KeyId,
-    /// Per-node rate state of its v1 announcements: it lives with the peer
-    /// because only recorded peers can have been honoured recently. v2
-    /// announcements need none: each must carry a newer `unix_ms`.
+    /// Rate state of its v1 announcements from `addr`'s IP: the limit is
+    /// per (node, source IP), and only the current IP needs state, because
+    /// a copy from another IP is either dropped as sticky before the rate
+    /// check or moves the peer (and starts from a full burst there). It
+    /// lives with the peer because only recorded peers can have been
+    /// honoured recently. v2 announcements need none: each must carry a
+    /// newer `unix_ms`.
     v1_tat: Option<Instant>,
     version: WireVersion,
     accepts_v1: bool,
@@ -194,6 +228,9 @@ struct Sighting {
 struct Round {
     /// The v2 announcement, the same bytes for every destination.
     v2: AnnouncementBytes,
+    /// With `allow_v1`, the v1 announcement: one challenge per round, the
+    /// same bytes for every destination too.
+    v1: Option<AnnouncementBytes>,
     /// Index into the destinations.
     index: usize,
     /// The v1 announcement for `index` is due next (with `allow_v1`).
@@ -216,7 +253,8 @@ pub struct Discovery {
     /// The `unix_ms` of the last v2 announcement built, so the next is
     /// strictly later even if the wall clock stepped back.
     last_sent_ms: Option<u64>,
-    replay: ReplayCache<u64>,
+    replay: V1Replay,
+    v2_floors: V2Floors,
     sources: SourceLimiter,
     node_gcra: Gcra,
     peers: BTreeMap<Uuid, PeerEntry>,
@@ -247,7 +285,8 @@ impl Discovery {
             next_announce: Some(now),
             round: None,
             last_sent_ms: None,
-            replay: ReplayCache::new(config.replay_capacity()),
+            replay: V1Replay::new(config.replay_capacity(), config.replay_share_per_node()),
+            v2_floors: V2Floors::new(config.max_peers()),
             sources: SourceLimiter::new(config.per_ip_rate(), config.max_tracked_sources()),
             node_gcra: Gcra::per_second(config.per_node_rate()),
             peers: BTreeMap::new(),
@@ -319,9 +358,10 @@ impl Discovery {
     /// returns `None`. A round is one v2 announcement (current key, `unix_ms`
     /// kept strictly increasing) whose same bytes go to every unicast
     /// target, or to the broadcast address when there are none; with
-    /// [`allow_v1`](DiscoveryConfig::allow_v1) each destination also gets a
-    /// v1 announcement right after the v2 one, with a fresh challenge and
-    /// the timestamp in seconds.
+    /// [`allow_v1`](DiscoveryConfig::allow_v1) each destination also gets,
+    /// right after the v2 one, the round's v1 announcement: one fresh
+    /// challenge and the timestamp in seconds, the same bytes to every
+    /// destination.
     #[must_use]
     pub fn poll_transmit(
         &mut self,
@@ -337,6 +377,10 @@ impl Discovery {
                 }
                 Round {
                     v2: self.build_v2(unix_ms, keys),
+                    v1: self
+                        .config
+                        .allow_v1()
+                        .then(|| self.build_v1(unix_ms / 1000, keys)),
                     index: 0,
                     v1_next: false,
                 }
@@ -345,17 +389,20 @@ impl Discovery {
         let destinations = self.config.destinations();
         let to = *destinations.get(round.index)?;
         let count = destinations.len();
-        let datagram = if round.v1_next {
-            round.v1_next = false;
-            round.index = round.index.saturating_add(1);
-            self.build_v1(unix_ms / 1000, keys)
-        } else {
-            if self.config.allow_v1() {
-                round.v1_next = true;
-            } else {
+        let datagram = match (round.v1_next, round.v1) {
+            (true, Some(v1)) => {
+                round.v1_next = false;
                 round.index = round.index.saturating_add(1);
+                v1
             }
-            round.v2
+            (_, v1) => {
+                if v1.is_some() {
+                    round.v1_next = true;
+                } else {
+                    round.index = round.index.saturating_add(1);
+                }
+                round.v2
+            }
         };
         if round.index >= count {
             self.round = None;
@@ -435,7 +482,93 @@ impl Discovery {
             peers: self.peers.len(),
             tracked_sources: self.sources.tat.len(),
             replay_entries: self.replay.len(),
+            v2_floors: self.v2_floors.len(),
             queued_events: self.events.len(),
+        }
+    }
+
+    // ---- replay protection across restarts ------------------------------
+
+    /// What replay protection needs to survive a restart, at wall-clock time
+    /// `unix_ms`: the last accepted v2 `unix_ms` of every node (recorded or
+    /// expired) that a replay inside the timestamp window could still
+    /// match, and the v1 `(node, challenge)` pairs not yet expired, each
+    /// with its expiry in unix milliseconds. Write it with
+    /// [`DiscoveryReplayState::to_bytes`]; a restarted node puts it back
+    /// with [`restore_replay_state`](Self::restore_replay_state).
+    #[must_use]
+    pub fn replay_state(&self, unix_ms: u64) -> DiscoveryReplayState {
+        let window = self.config.timestamp_window_secs().saturating_mul(1000);
+        let mut v2: BTreeMap<Uuid, u64> = self.v2_floors.entries().collect();
+        for (node, peer) in &self.peers {
+            if let Some(ms) = peer.last_unix_ms {
+                let slot = v2.entry(*node).or_insert(ms);
+                *slot = (*slot).max(ms);
+            }
+        }
+        let v2_last_unix_ms = v2
+            .into_iter()
+            .filter(|(_, ms)| ms.saturating_add(window) >= unix_ms)
+            .collect();
+        let v1_seen = self
+            .replay
+            .entries()
+            .map(|(node, challenge, secs)| {
+                V1ReplayEntry::new(node, challenge, secs.saturating_mul(1000))
+            })
+            .filter(|e| e.expires_unix_ms > unix_ms)
+            .collect();
+        DiscoveryReplayState {
+            v2_last_unix_ms,
+            v1_seen,
+        }
+    }
+
+    /// Merges `state` (taken by [`replay_state`](Self::replay_state), likely
+    /// before a restart) into this machine at `now` / wall-clock `unix_ms`:
+    /// a node's v2 timestamp floor becomes the higher of the two, and the v1
+    /// pairs not yet expired are remembered again, so an announcement
+    /// accepted before the restart stays a replay after it. Entries that
+    /// can no longer matter are skipped, as are those the bounds have no
+    /// room for ([`max_peers`](DiscoveryConfig::max_peers) floors, the
+    /// replay capacity and each node's share); a v1 expiry is capped at
+    /// the longest a fresh pair could be kept, so a bad file cannot pin
+    /// pairs forever.
+    pub fn restore_replay_state(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        state: &DiscoveryReplayState,
+    ) {
+        self.expire(now);
+        let window_secs = self.config.timestamp_window_secs();
+        let window = window_secs.saturating_mul(1000);
+        self.v2_floors.purge(unix_ms, window);
+        for (node, ms) in &state.v2_last_unix_ms {
+            if ms.saturating_add(window) < unix_ms || *node == self.node_id {
+                continue;
+            }
+            match self.peers.get_mut(node) {
+                Some(peer) if peer.last_unix_ms.is_some() => {
+                    peer.last_unix_ms = peer.last_unix_ms.max(Some(*ms));
+                }
+                _ => self.v2_floors.raise(*node, *ms),
+            }
+        }
+        let unix_secs = unix_ms / 1000;
+        let longest = unix_secs
+            .saturating_add(window_secs.saturating_mul(2))
+            .saturating_add(1);
+        for e in &state.v1_seen {
+            if e.expires_unix_ms <= unix_ms {
+                continue;
+            }
+            let forget_at = e.expires_unix_ms.div_ceil(1000).min(longest);
+            // A pair already there, or no room left: nothing more to do for
+            // this entry either way.
+            let _ = self
+                .replay
+                .insert(unix_secs, (e.node, e.challenge), forget_at);
         }
     }
 
@@ -506,7 +639,12 @@ impl Discovery {
         if msg.unix_ms > unix_ms && msg.unix_ms - unix_ms > window {
             return Err(DropReason::FutureDated);
         }
-        let last = self.peers.get(&msg.node_id).and_then(|p| p.last_unix_ms);
+        self.v2_floors.purge(unix_ms, window);
+        let last = self
+            .peers
+            .get(&msg.node_id)
+            .and_then(|p| p.last_unix_ms)
+            .max(self.v2_floors.get(&msg.node_id));
         if last.is_some_and(|last| msg.unix_ms <= last) {
             return Err(DropReason::Replayed);
         }
@@ -554,39 +692,42 @@ impl Discovery {
         if timestamp > unix_now && timestamp - unix_now > window {
             return Err(DropReason::FutureDated);
         }
-        // Kept through `timestamp + window` inclusive: until then the same
-        // message would still pass the freshness check above.
-        let forget_at = timestamp.saturating_add(window).saturating_add(1);
-        self.replay
-            .insert(unix_now, (msg.node_id, msg.challenge), forget_at)
-            .map_err(|e| match e {
-                ReplayError::Replayed => DropReason::Replayed,
-                _ => DropReason::ReplayCacheFull,
-            })?;
+        let pair = (msg.node_id, msg.challenge);
+        if self.replay.contains(unix_now, &pair) {
+            return Err(DropReason::Replayed);
+        }
         // A v4 peer seen through a dual-stack socket arrives as ::ffff:a.b.c.d;
         // it is the same host for rate limiting and for dialing.
         let ip = src.ip().to_canonical();
+        let sighting = Sighting {
+            node: msg.node_id,
+            addr: SocketAddr::new(ip, msg.port),
+            key,
+            v2: None,
+        };
+        // Before the pair is remembered: a copy relayed from elsewhere that
+        // reaches this node before the real peer's own must leave that own
+        // copy new, or each such relay would cost the peer a round.
+        if let Some(known) = self.peers.get(&msg.node_id) {
+            if self.is_sticky(now, known, &sighting) {
+                return Err(DropReason::AddressSticky);
+            }
+        }
+        // Kept through `timestamp + window` inclusive: until then the same
+        // message would still pass the freshness check above.
+        let forget_at = timestamp.saturating_add(window).saturating_add(1);
+        self.replay.insert(unix_now, pair, forget_at)?;
         self.sources.check(now, ip)?;
-        self.record(
-            now,
-            Sighting {
-                node: msg.node_id,
-                addr: SocketAddr::new(ip, msg.port),
-                key,
-                v2: None,
-            },
-        )
+        self.record(now, sighting)
     }
 
-    /// Whether `known`'s address may still not move at `now`: it is a v2
-    /// peer (or this is a v2 announcement) from another source IP, and its
+    /// Whether `known`'s address may still not move at `now`: the sighting
+    /// comes from another source IP (whatever either's version), and the
     /// current one sent a valid announcement less than two announce
     /// intervals ago. A new port from the same IP is the node's own word
     /// (the port is under the MAC, the source is not).
     fn is_sticky(&self, now: Instant, known: &PeerEntry, sighting: &Sighting) -> bool {
-        if known.addr.ip() == sighting.addr.ip()
-            || (known.version == WireVersion::V1 && sighting.v2.is_none())
-        {
+        if known.addr.ip() == sighting.addr.ip() {
             return false;
         }
         let hold = self.config.announce_interval().saturating_mul(2);
@@ -599,11 +740,16 @@ impl Discovery {
     fn record(&mut self, now: Instant, s: Sighting) -> Result<(), DropReason> {
         let node = s.node;
         let known = self.peers.get(&node).copied();
+        // Rate state belongs to (node, source IP): a sighting from another IP
+        // starts from a full burst and never spends the current IP's.
+        let same_ip_tat = known
+            .filter(|p| p.addr.ip() == s.addr.ip())
+            .and_then(|p| p.v1_tat);
         let v1_tat = match s.v2 {
-            Some(_) => known.and_then(|p| p.v1_tat),
+            Some(_) => same_ip_tat,
             None => Some(
                 self.node_gcra
-                    .admit(now, known.and_then(|p| p.v1_tat))
+                    .admit(now, same_ip_tat)
                     .ok_or(DropReason::NodeRateLimited)?,
             ),
         };
@@ -621,7 +767,11 @@ impl Discovery {
             self.expiries.insert((at, node));
         }
         let (version, accepts_v1, last_unix_ms) = match (s.v2, known) {
-            (Some((ms, accepts_v1)), _) => (WireVersion::V2, accepts_v1, Some(ms)),
+            (Some((ms, accepts_v1)), _) => {
+                // The entry now holds a newer timestamp than any floor.
+                self.v2_floors.remove(&node);
+                (WireVersion::V2, accepts_v1, Some(ms))
+            }
             // A v1 announcement never downgrades a node seen through v2.
             (None, Some(p)) => (p.version, p.accepts_v1, p.last_unix_ms),
             (None, None) => (WireVersion::V1, true, None),
@@ -668,6 +818,11 @@ impl Discovery {
             }
             self.expiries.remove(&(at, node));
             if let Some(peer) = self.peers.remove(&node) {
+                // Its last announcement may still be inside the timestamp
+                // window: it must stay a replay after the peer is gone.
+                if let Some(ms) = peer.last_unix_ms {
+                    self.v2_floors.raise(node, ms);
+                }
                 bump(&mut self.counters.expired);
                 self.push_event(DiscoveryEvent::Expired {
                     node,

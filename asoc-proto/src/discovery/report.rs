@@ -42,12 +42,17 @@ pub enum DropReason {
     /// The replay cache is full of unexpired pairs; the message is refused
     /// rather than forget one early.
     ReplayCacheFull,
+    /// The node's share of the v1 replay cache
+    /// ([`DiscoveryConfig::replay_share_per_node`](super::DiscoveryConfig::replay_share_per_node))
+    /// is full of unexpired pairs: that node's further v1 announcements are
+    /// refused, other nodes' are not.
+    ReplayShareFull,
     /// The source IP exceeded its message rate.
     SourceRateLimited,
     /// The rate table has no room for another source IP; refused rather
     /// than forget one early.
     SourceTableFull,
-    /// The node exceeded its honoured message rate.
+    /// The node exceeded its honoured v1 message rate from this source IP.
     NodeRateLimited,
     /// The peer table is full; a new node is refused rather than evict one.
     PeerTableFull,
@@ -60,7 +65,7 @@ pub enum DropReason {
 impl DropReason {
     /// Stable snake_case name for logs and JSON: `wrong_length`,
     /// `other_community`, `bad_mac`, `v1_disabled`, `own_node`, `stale`,
-    /// `future_dated`, `replayed`, `replay_cache_full`,
+    /// `future_dated`, `replayed`, `replay_cache_full`, `replay_share_full`,
     /// `source_rate_limited`, `source_table_full`, `node_rate_limited`,
     /// `peer_table_full`, `address_sticky`.
     #[must_use]
@@ -75,6 +80,7 @@ impl DropReason {
             Self::FutureDated => "future_dated",
             Self::Replayed => "replayed",
             Self::ReplayCacheFull => "replay_cache_full",
+            Self::ReplayShareFull => "replay_share_full",
             Self::SourceRateLimited => "source_rate_limited",
             Self::SourceTableFull => "source_table_full",
             Self::NodeRateLimited => "node_rate_limited",
@@ -259,6 +265,8 @@ pub struct DiscoveryCounters {
     pub replayed: u64,
     /// Drops for [`DropReason::ReplayCacheFull`].
     pub replay_cache_full: u64,
+    /// Drops for [`DropReason::ReplayShareFull`].
+    pub replay_share_full: u64,
     /// Drops for [`DropReason::SourceRateLimited`].
     pub source_rate_limited: u64,
     /// Drops for [`DropReason::SourceTableFull`].
@@ -291,6 +299,7 @@ impl DiscoveryCounters {
             DropReason::FutureDated => self.future_dated,
             DropReason::Replayed => self.replayed,
             DropReason::ReplayCacheFull => self.replay_cache_full,
+            DropReason::ReplayShareFull => self.replay_share_full,
             DropReason::SourceRateLimited => self.source_rate_limited,
             DropReason::SourceTableFull => self.source_table_full,
             DropReason::NodeRateLimited => self.node_rate_limited,
@@ -312,6 +321,7 @@ impl DiscoveryCounters {
             self.future_dated,
             self.replayed,
             self.replay_cache_full,
+            self.replay_share_full,
             self.source_rate_limited,
             self.source_table_full,
             self.node_rate_limited,
@@ -333,6 +343,7 @@ impl DiscoveryCounters {
             DropReason::FutureDated => &mut self.future_dated,
             DropReason::Replayed => &mut self.replayed,
             DropReason::ReplayCacheFull => &mut self.replay_cache_full,
+            DropReason::ReplayShareFull => &mut self.replay_share_full,
             DropReason::SourceRateLimited => &mut self.source_rate_limited,
             DropReason::SourceTableFull => &mut self.source_table_full,
             DropReason::NodeRateLimited => &mut self.node_rate_limited,
@@ -355,6 +366,9 @@ pub struct DiscoveryOccupancy {
     /// Remembered v1 `(node, challenge)` pairs (at most
     /// [`DiscoveryConfig::replay_capacity`](super::DiscoveryConfig::replay_capacity)).
     pub replay_entries: usize,
+    /// Last accepted v2 timestamps kept for nodes no longer in the peer
+    /// table (at most [`DiscoveryConfig::max_peers`](super::DiscoveryConfig::max_peers)).
+    pub v2_floors: usize,
     /// Undrained events (at most [`DiscoveryConfig::max_queued_events`](super::DiscoveryConfig::max_queued_events)).
     pub queued_events: usize,
 }
@@ -388,6 +402,7 @@ mod tests {
             DropReason::FutureDated,
             DropReason::Replayed,
             DropReason::ReplayCacheFull,
+            DropReason::ReplayShareFull,
             DropReason::SourceRateLimited,
             DropReason::SourceTableFull,
             DropReason::NodeRateLimited,

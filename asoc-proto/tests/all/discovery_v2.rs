@@ -10,7 +10,9 @@ use asoc_proto::auth::{
     community_hash, sign_announcement, sign_announcement_v2, verify_announcement_v2, ApiKey, KeyId,
     KeyRing,
 };
-use asoc_proto::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DropReason};
+use asoc_proto::discovery::{
+    Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryReplayState, DropReason, V1ReplayEntry,
+};
 use asoc_proto::node::{Node, NodeConfig, NodeEvent};
 use asoc_proto::v2::{derive_discovery_key, WireVersion};
 use asoc_proto::wire::{Announcement, AnnouncementV2, ANNOUNCEMENT_V2_LEN};
@@ -497,6 +499,322 @@ fn the_address_moves_once_the_current_one_is_silent_for_two_intervals() {
     );
 }
 
+#[test]
+fn a_relayed_copy_before_or_after_each_round_never_moves_or_starves_the_peer() {
+    let t0 = Instant::now();
+    let keys = ring();
+    let peer = node(1);
+    let (peer_udp, victim_udp, attacker_udp) = (src(1), src(2), src(66));
+    let config = DiscoveryConfig::builder(COMMUNITY)
+        .unicast_targets(vec![attacker_udp, victim_udp])
+        .build()
+        .unwrap();
+    let mut s = Discovery::new(config, peer, 9000, [1; 32], t0);
+    let mut d = v2_machine(t0);
+    let home = at(peer_udp, 9000);
+    const ROUNDS: u32 = 20;
+    for i in 0..ROUNDS {
+        let now = t0 + 3 * i * SECOND;
+        let unix = NOW_MS + 3000 * u64::from(i);
+        let round: Vec<_> = std::iter::from_fn(|| s.poll_transmit(now, unix, &keys)).collect();
+        let copy = round[0].datagram;
+        if i > 0 {
+            // The attacker is first on the list and relays at once.
+            assert_eq!(
+                feed_at(&mut d, now, unix, attacker_udp, &copy),
+                dropped(attacker_udp, DropReason::AddressSticky),
+                "round {i}"
+            );
+        }
+        let ev = feed_at(&mut d, now, unix, peer_udp, &copy);
+        if i == 0 {
+            assert_eq!(ev, discovered(peer, home, WireVersion::V2));
+        } else {
+            assert_eq!(ev, None, "round {i}: the peer's own copy was refused");
+        }
+        // And again 0.2 s before the next round.
+        let before_next = now + Duration::from_millis(2800);
+        assert_eq!(
+            feed_at(&mut d, before_next, unix + 2800, attacker_udp, &copy),
+            dropped(attacker_udp, DropReason::Replayed),
+            "round {i}"
+        );
+        let p = d.peer(&peer).unwrap();
+        assert_eq!((p.addr, p.last_seen), (home, now), "round {i}");
+    }
+    let c = d.counters();
+    assert_eq!(c.accepted, u64::from(ROUNDS));
+    assert_eq!(c.address_sticky, u64::from(ROUNDS - 1));
+    assert_eq!(c.expired, 0);
+}
+
+#[test]
+fn a_peers_last_announcement_stays_a_replay_after_the_peer_expires() {
+    let t0 = Instant::now();
+    let mut d = v2_machine(t0);
+    let n = node(1);
+    let last = Msg::new(n, NOW_MS).bytes();
+    assert!(feed(&mut d, t0, src(1), &last).is_some());
+    // Expired after 15 s, but its announcement is fresh for 60 s.
+    let t20 = t0 + 20 * SECOND;
+    d.handle_timeout(t20);
+    assert!(matches!(
+        drain(&mut d)[..],
+        [DiscoveryEvent::Expired { node, .. }] if node == n
+    ));
+    assert_eq!(d.occupancy().v2_floors, 1);
+    assert_eq!(
+        feed_at(&mut d, t20, NOW_MS + 20_000, src(66), &last),
+        dropped(src(66), DropReason::Replayed)
+    );
+    // A newer announcement brings it back, wherever it comes from now.
+    assert_eq!(
+        feed_at(
+            &mut d,
+            t20,
+            NOW_MS + 20_000,
+            src(2),
+            &Msg::new(n, NOW_MS + 20_000).bytes()
+        ),
+        discovered(n, at(src(2), 9000), WireVersion::V2)
+    );
+    assert_eq!(d.occupancy().v2_floors, 0);
+}
+
+#[test]
+fn a_floor_is_forgotten_once_everything_below_it_is_stale() {
+    let t0 = Instant::now();
+    let mut d = v2_machine(t0);
+    assert!(feed(&mut d, t0, src(1), &Msg::new(node(1), NOW_MS).bytes()).is_some());
+    d.handle_timeout(t0 + 20 * SECOND);
+    drain(&mut d);
+    let other = |ms| Msg::new(node(2), ms).bytes();
+    feed_at(
+        &mut d,
+        t0 + 60 * SECOND,
+        NOW_MS + 60_000,
+        src(2),
+        &other(NOW_MS + 60_000),
+    );
+    assert_eq!(
+        d.occupancy().v2_floors,
+        1,
+        "NOW_MS is still inside the window"
+    );
+    feed_at(
+        &mut d,
+        t0 + 61 * SECOND,
+        NOW_MS + 60_001,
+        src(2),
+        &other(NOW_MS + 60_001),
+    );
+    assert_eq!(d.occupancy().v2_floors, 0);
+    assert!(d
+        .replay_state(NOW_MS + 60_001)
+        .v2_last_unix_ms
+        .iter()
+        .all(|(n, _)| *n != node(1)));
+}
+
+// ---- replay protection across a restart -----------------------------------------------
+
+fn v1_config() -> DiscoveryConfig {
+    DiscoveryConfig::builder(COMMUNITY)
+        .allow_v1(true)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_restored_node_refuses_replays_of_what_it_accepted_before_the_restart() {
+    let t0 = Instant::now();
+    let (a, b) = (node(1), node(2));
+    let secs = u32::try_from(NOW_MS / 1000).unwrap();
+    let a_v2 = Msg::new(a, NOW_MS).bytes();
+    let b_v1 = v1_bytes(b, secs, 77);
+    let mut before = v1_machine(t0);
+    assert!(feed(&mut before, t0, src(1), &a_v2).is_some());
+    assert!(feed(&mut before, t0, src(2), &b_v1).is_some());
+
+    // Written at shutdown, 5 s later; read back by the next process.
+    let down_ms = NOW_MS + 5_000;
+    let state = before.replay_state(down_ms);
+    assert_eq!(state.v2_last_unix_ms, vec![(a, NOW_MS)]);
+    assert_eq!(
+        state.v1_seen,
+        vec![V1ReplayEntry::new(b, 77, (u64::from(secs) + 61) * 1000)]
+    );
+    let bytes = state.to_bytes();
+    assert_eq!(bytes.len(), 5 + 4 + 24 + 4 + 28);
+    let read = DiscoveryReplayState::from_bytes(&bytes, &v1_config()).unwrap();
+    assert_eq!(read, state);
+
+    // The restarted process: a new monotonic clock, 10 s of wall clock on.
+    let t1 = t0 + 1000 * SECOND;
+    let up_ms = NOW_MS + 10_000;
+    let replays = |d: &mut Discovery| {
+        [
+            feed_at(d, t1, up_ms, src(66), &a_v2),
+            feed_at(d, t1, up_ms, src(66), &b_v1),
+        ]
+    };
+    // Without the state, both captures would be taken as new: the attacker's
+    // address would become the peers'.
+    let mut forgetful = v1_machine(t1);
+    assert!(replays(&mut forgetful)
+        .iter()
+        .all(|e| matches!(e, Some(DiscoveryEvent::Discovered { .. }))));
+    let mut after = v1_machine(t1);
+    after.restore_replay_state(t1, up_ms, &read);
+    assert_eq!(
+        replays(&mut after),
+        [
+            dropped(src(66), DropReason::Replayed),
+            dropped(src(66), DropReason::Replayed)
+        ]
+    );
+    assert_eq!(after.peers().count(), 0);
+    // Their next announcements are new.
+    assert_eq!(
+        feed_at(&mut after, t1, up_ms, src(1), &Msg::new(a, up_ms).bytes()),
+        discovered(a, at(src(1), 9000), WireVersion::V2)
+    );
+    assert_eq!(
+        feed_at(&mut after, t1, up_ms, src(2), &v1_bytes(b, secs + 10, 78)),
+        discovered(b, at(src(2), 9000), WireVersion::V1)
+    );
+    // Restoring merges: a lower timestamp never lowers a node's floor.
+    after.restore_replay_state(t1, up_ms, &read);
+    assert_eq!(after.replay_state(up_ms).v2_last_unix_ms, vec![(a, up_ms)]);
+}
+
+#[test]
+fn nothing_outside_the_window_is_exported_or_restored() {
+    let t0 = Instant::now();
+    let secs = u32::try_from(NOW_MS / 1000).unwrap();
+    let mut d = v1_machine(t0);
+    assert!(feed(&mut d, t0, src(1), &Msg::new(node(1), NOW_MS).bytes()).is_some());
+    assert!(feed(&mut d, t0, src(2), &v1_bytes(node(2), secs, 1)).is_some());
+    let full = d.replay_state(NOW_MS);
+    assert_eq!((full.v2_last_unix_ms.len(), full.v1_seen.len()), (1, 1));
+    // 61 s on, both are stale: nothing to keep.
+    let later = (u64::from(secs) + 61) * 1000;
+    assert_eq!(d.replay_state(later), DiscoveryReplayState::default());
+    let mut fresh = v1_machine(t0);
+    fresh.restore_replay_state(t0, later, &full);
+    let o = fresh.occupancy();
+    assert_eq!((o.v2_floors, o.replay_entries), (0, 0));
+}
+
+#[test]
+fn a_restored_state_stays_within_the_configured_bounds() {
+    let t0 = Instant::now();
+    let config = DiscoveryConfig::builder(COMMUNITY)
+        .allow_v1(true)
+        .max_peers(2)
+        .replay_capacity(10)
+        .replay_share_per_node(4)
+        .build()
+        .unwrap();
+    let mut state = DiscoveryReplayState::default();
+    for i in 0..4u128 {
+        state.v2_last_unix_ms.push((node(i), NOW_MS + i as u64));
+    }
+    for ch in 0..100u32 {
+        // Far in the future: capped at the longest a pair can be kept.
+        state
+            .v1_seen
+            .push(V1ReplayEntry::new(node(u128::from(ch % 2)), ch, u64::MAX));
+    }
+    let mut d = Discovery::new(config, ME, 9000, [1; 32], t0);
+    d.restore_replay_state(t0, NOW_MS, &state);
+    let o = d.occupancy();
+    // Two floors (the highest timestamps), a share of four for each node.
+    assert_eq!((o.v2_floors, o.replay_entries), (2, 8));
+    let kept = d.replay_state(NOW_MS);
+    assert_eq!(
+        kept.v2_last_unix_ms,
+        vec![(node(2), NOW_MS + 2), (node(3), NOW_MS + 3)]
+    );
+    let longest = (NOW_MS / 1000 + 121) * 1000;
+    assert!(kept.v1_seen.iter().all(|e| e.expires_unix_ms == longest));
+    // Forgotten on schedule rather than never.
+    assert_eq!(d.replay_state(longest).v1_seen, vec![]);
+}
+
+#[test]
+fn replay_state_bytes_refuse_truncated_garbage_and_oversized_input() {
+    use asoc_proto::discovery::DiscoveryStateError as E;
+    let config = DiscoveryConfig::builder(COMMUNITY)
+        .max_peers(2)
+        .replay_capacity(3)
+        .build()
+        .unwrap();
+    let mut state = DiscoveryReplayState::default();
+    state.v2_last_unix_ms.push((node(1), NOW_MS));
+    state.v1_seen.push(V1ReplayEntry::new(node(2), 9, NOW_MS));
+    let bytes = state.to_bytes();
+    assert_eq!(DiscoveryReplayState::from_bytes(&bytes, &config), Ok(state));
+    for cut in 0..bytes.len() {
+        let r = DiscoveryReplayState::from_bytes(&bytes[..cut], &config);
+        assert!(matches!(r, Err(E::Truncated { .. })), "{cut}: {r:?}");
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_eq!(
+        DiscoveryReplayState::from_bytes(&trailing, &config),
+        Err(E::TrailingBytes { extra: 1 })
+    );
+    let mut magic = bytes.clone();
+    magic[0] ^= 1;
+    assert_eq!(
+        DiscoveryReplayState::from_bytes(&magic, &config),
+        Err(E::BadMagic)
+    );
+    let mut version = bytes.clone();
+    version[4] = 2;
+    assert_eq!(
+        DiscoveryReplayState::from_bytes(&version, &config),
+        Err(E::UnsupportedVersion {
+            version: 2,
+            expected: 1
+        })
+    );
+    // Counts are checked against the configuration before anything is
+    // allocated: at most twice max_peers v2 entries, replay_capacity v1.
+    let mut huge = b"ASDR\x01".to_vec();
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(
+        DiscoveryReplayState::from_bytes(&huge, &config),
+        Err(E::TooManyEntries {
+            which: "v2 timestamp",
+            count: u32::MAX,
+            max: 4
+        })
+    );
+    let mut v1_over = b"ASDR\x01\0\0\0\0".to_vec();
+    v1_over.extend_from_slice(&4u32.to_be_bytes());
+    v1_over.extend_from_slice(&[0; 4 * 28]);
+    assert_eq!(
+        DiscoveryReplayState::from_bytes(&v1_over, &config),
+        Err(E::TooManyEntries {
+            which: "v1 replay",
+            count: 4,
+            max: 3
+        })
+    );
+    let mut short = b"ASDR\x01".to_vec();
+    short.extend_from_slice(&4u32.to_be_bytes());
+    assert_eq!(
+        DiscoveryReplayState::from_bytes(&short, &config),
+        Err(E::Truncated {
+            needed: 9 + 4 * 24,
+            got: 9
+        })
+    );
+    assert!(!E::BadMagic.to_string().is_empty());
+}
+
 // ---- announcing --------------------------------------------------------------------
 
 #[test]
@@ -572,6 +890,8 @@ fn with_v1_enabled_each_destination_gets_a_v2_then_a_v1_announcement() {
         ]
     );
     assert_eq!(round[0].datagram, round[2].datagram);
+    // The v1 announcement too: one challenge per round.
+    assert_eq!(round[1].datagram, round[3].datagram);
     let v2 = AnnouncementV2::decode(&round[0].datagram).unwrap();
     assert!(
         v2.accepts_v1(),
@@ -785,7 +1105,9 @@ proptest! {
             // Expiry first, so that what is known below is what the
             // datagram meets.
             d.handle_timeout(now);
-            last.retain(|n, _| d.peer(n).is_some());
+            // A node's last timestamp outlives its expiry while messages at
+            // or below it can still be fresh.
+            last.retain(|n, l| d.peer(n).is_some() || *l + 60_000 >= unix_ms);
             let accepted = d.counters().accepted;
             d.handle_datagram(now, unix_ms, src(ip), &bytes, &keys);
             drain(&mut d);
@@ -805,4 +1127,26 @@ proptest! {
             prop_assert_eq!(d.occupancy().replay_entries, 0);
         }
     }
+    #[test]
+    fn replay_state_decoding_never_panics_and_round_trips_what_it_accepts(
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            proptest::collection::vec(any::<u8>(), 0..120).prop_map(|tail| {
+                let mut b = b"ASDR\x01".to_vec();
+                b.extend_from_slice(&tail);
+                b
+            }),
+        ]
+    ) {
+        let config = DiscoveryConfig::builder(COMMUNITY).max_peers(4).replay_capacity(4).build().unwrap();
+        if let Ok(state) = DiscoveryReplayState::from_bytes(&bytes, &config) {
+            prop_assert_eq!(state.to_bytes(), bytes);
+            let t0 = Instant::now();
+            let mut d = v1_machine(t0);
+            d.restore_replay_state(t0, NOW_MS, &state);
+            let o = d.occupancy();
+            prop_assert!(o.v2_floors <= 1024 && o.replay_entries <= 4);
+        }
+    }
+
 }
