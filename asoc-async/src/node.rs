@@ -16,7 +16,7 @@ use asoc_proto::connection::{
     CloseReason, ConfigError, Connection as ProtoConnection, ConnectionStats, Event, StreamId,
 };
 use asoc_proto::dial::{Dial, DialTarget};
-use asoc_proto::discovery::DiscoveryConfig;
+use asoc_proto::discovery::{DiscoveryConfig, DiscoveryReplayState};
 pub use asoc_proto::node::PeerRef;
 use asoc_proto::node::{ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig};
 use asoc_proto::persist::{AuthReplayState, RestoreReport};
@@ -76,6 +76,7 @@ pub struct NodeBuilder {
     tls: TlsConfig,
     hello_replay: Option<(Duration, usize)>,
     replay_state: Option<AuthReplayState>,
+    discovery_state: Option<DiscoveryReplayState>,
 }
 
 impl NodeBuilder {
@@ -101,6 +102,7 @@ impl NodeBuilder {
             tls: TlsConfig::default(),
             hello_replay: None,
             replay_state: None,
+            discovery_state: None,
         }
     }
 
@@ -120,6 +122,16 @@ impl NodeBuilder {
     #[must_use]
     pub fn restore_replay_state(mut self, state: AuthReplayState) -> Self {
         self.replay_state = Some(state);
+        self
+    }
+
+    /// Starts discovery with the replay memory an earlier process of this
+    /// node saved ([`Node::discovery_replay_state`]), so an announcement
+    /// recorded before a restart is dropped after it. Ignored without
+    /// discovery.
+    #[must_use]
+    pub fn restore_discovery_state(mut self, state: DiscoveryReplayState) -> Self {
+        self.discovery_state = Some(state);
         self
     }
 
@@ -303,6 +315,9 @@ impl NodeBuilder {
         let restored = self
             .replay_state
             .map(|state| proto.restore_auth_replay_state(started, unix_ms(), &state));
+        if let Some(state) = &self.discovery_state {
+            proto.restore_discovery_replay_state(started, unix_ms(), state);
+        }
         let inner = Arc::new(Inner {
             net: net.clone(),
             proto: Mutex::new(proto),
@@ -693,6 +708,14 @@ impl<N: Net> Node<N> {
         self.inner
             .proto()
             .auth_replay_state(Instant::now(), unix_ms())
+    }
+
+    /// Discovery's replay memory now, to save for the next process of this
+    /// node ([`NodeBuilder::restore_discovery_state`]); `None` without
+    /// discovery.
+    #[must_use]
+    pub fn discovery_replay_state(&self) -> Option<DiscoveryReplayState> {
+        self.inner.proto().discovery_replay_state(unix_ms())
     }
 
     /// What the restore at start kept, if a state was given.

@@ -128,6 +128,9 @@ impl NodeBuilder {
         /// ([`Node::auth_replay_state`]), so a HELLO recorded before a
         /// restart is refused after it.
         restore_replay_state(state: asoc_proto::persist::AuthReplayState);
+        /// Starts discovery with the replay memory an earlier process saved
+        /// ([`Node::discovery_replay_state`]).
+        restore_discovery_state(state: asoc_proto::discovery::DiscoveryReplayState);
     }
 
     /// Connection limits and timers, and the receive bound per connection.
@@ -197,6 +200,8 @@ impl Node {
         fn counters(&self) -> NodeCounters = self.node().counters();
         /// The handshake replay memory now, to save for the next process.
         fn auth_replay_state(&self) -> asoc_proto::persist::AuthReplayState = self.node().auth_replay_state();
+        /// Discovery's replay memory now (`None` without discovery).
+        fn discovery_replay_state(&self) -> Option<asoc_proto::discovery::DiscoveryReplayState> = self.node().discovery_replay_state();
         /// What the restore at start kept, if a state was given.
         fn restore_report(&self) -> Option<asoc_proto::persist::RestoreReport> = self.node().restore_report();
         /// Events dropped because the application did not read them.

@@ -44,7 +44,9 @@ use crate::connection::{
     CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event, SessionInfo,
 };
 use crate::dial::{Dial, DialConfig, DialEvent, DialTarget, Dialer, PeerId};
-use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryTransmit, DropReason};
+use crate::discovery::{
+    Discovery, DiscoveryConfig, DiscoveryEvent, DiscoveryReplayState, DiscoveryTransmit, DropReason,
+};
 use crate::handshake::{
     AuthCounters, Authenticator, AuthenticatorConfig, ClientOptions, HandshakeOutcome,
 };
@@ -1198,6 +1200,26 @@ impl Node {
         state: &AuthReplayState,
     ) -> RestoreReport {
         self.auth.restore_replay_state(now, unix_ms, state)
+    }
+
+    /// Discovery's replay memory, to carry across a restart (`None`
+    /// without discovery): see [`Discovery::replay_state`].
+    #[must_use]
+    pub fn discovery_replay_state(&self, unix_ms: u64) -> Option<DiscoveryReplayState> {
+        self.discovery.as_ref().map(|d| d.replay_state(unix_ms))
+    }
+
+    /// Restores what [`discovery_replay_state`](Self::discovery_replay_state)
+    /// took in an earlier process; a node without discovery ignores it.
+    pub fn restore_discovery_replay_state(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        state: &DiscoveryReplayState,
+    ) {
+        if let Some(d) = self.discovery.as_mut() {
+            d.restore_replay_state(now, unix_ms, state);
+        }
     }
 
     /// All counters.

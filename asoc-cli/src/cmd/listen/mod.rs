@@ -13,7 +13,7 @@ use asoc_async::tls::TlsConfig;
 use asoc_async::{DriverConfig, Error, Net, Node, NodeBuilder};
 use asoc_proto::auth::{ApiKey, KeyRing};
 use asoc_proto::connection::ConnectionConfig;
-use asoc_proto::discovery::DiscoveryConfig;
+use asoc_proto::discovery::{DiscoveryConfig, DiscoveryReplayState};
 use asoc_proto::handshake::AuthenticatorConfig;
 use asoc_proto::persist::{AuthReplayState, RestoreReport};
 use asoc_proto::policy::PolicyConfig;
@@ -32,6 +32,13 @@ use state::{Saver, StateDir};
 /// How long shutdown waits for sends in flight and connections to close.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// `--state-dir`: the directory and what was loaded from it.
+struct Restored {
+    dir: StateDir,
+    auth: Option<AuthReplayState>,
+    discovery: Option<DiscoveryReplayState>,
+}
+
 /// A checked `listen` command, ready to run.
 pub(crate) struct Listen {
     bind: SocketAddr,
@@ -47,7 +54,7 @@ pub(crate) struct Listen {
     out: Out,
     streams: incoming::Settings,
     hello_retention: Duration,
-    state: Option<(StateDir, Option<AuthReplayState>)>,
+    state: Option<Restored>,
     runtime: RuntimeKind,
 }
 
@@ -123,8 +130,16 @@ impl Listen {
                 let defaults =
                     AuthenticatorConfig::new(uuid::Uuid::nil(), KeyRing::new(key.clone()));
                 let most = defaults.hello_replay_capacity() + defaults.v2_replay_capacity();
-                let saved = dir.load_auth(most)?;
-                Some((dir, saved))
+                let auth = dir.load_auth(most)?;
+                let discovery = match &discovery {
+                    Some((_, config)) => dir.load_discovery(config)?,
+                    None => None,
+                };
+                Some(Restored {
+                    dir,
+                    auth,
+                    discovery,
+                })
             }
             None => None,
         };
@@ -166,8 +181,13 @@ impl Listen {
                     .hello_replay_capacity(),
             )
             .tls(self.tls.clone());
-        if let Some((_, Some(saved))) = &self.state {
-            b = b.restore_replay_state(saved.clone());
+        if let Some(state) = &self.state {
+            if let Some(saved) = &state.auth {
+                b = b.restore_replay_state(saved.clone());
+            }
+            if let Some(saved) = &state.discovery {
+                b = b.restore_discovery_state(saved.clone());
+            }
         }
         if let Some((bind, config)) = &self.discovery {
             b = b.discovery(*bind, config.clone());
@@ -219,12 +239,12 @@ impl Listen {
 
 impl Listen {
     /// The saved replay memory was loaded.
-    fn restored(&self, dir: &StateDir, r: &RestoreReport) {
+    fn restored(&self, dir: &StateDir, r: &RestoreReport, discovery: Option<usize>) {
         let path = dir.auth_path().display().to_string();
         self.out.emit(
             json!({"event": "state_restored", "path": path, "restored": r.restored,
                    "expired": r.expired, "duplicate": r.duplicate,
-                   "over_capacity": r.over_capacity}),
+                   "over_capacity": r.over_capacity, "discovery_entries": discovery}),
             || {
                 format!(
                     "restored {} remembered handshakes from {path} ({} expired, {} over capacity)",
@@ -244,11 +264,15 @@ impl Job for Listen {
         let stop = signals::termination()?;
         let node = self.start(&net).await?;
         self.listening(node.local_addr(), node.discovery_addr(), node.node_id());
-        let saver = self.state.as_ref().map(|(dir, _)| {
+        let saver = self.state.as_ref().map(|state| {
             if let Some(report) = node.restore_report() {
-                self.restored(dir, &report);
+                let discovery = state
+                    .discovery
+                    .as_ref()
+                    .map(|d| d.v2_last_unix_ms.len() + d.v1_seen.len());
+                self.restored(&state.dir, &report, discovery);
             }
-            Saver::start(dir.clone(), node.clone(), self.out)
+            Saver::start(state.dir.clone(), node.clone(), self.out)
         });
         let printer = spawn(&net, {
             let (node, out) = (node.clone(), self.out);
