@@ -170,3 +170,94 @@ fn unsafe_state_directories_and_damaged_state_are_refused_at_start() {
     refused_start(&key, &["--hello-retention", "30s"], "--hello-retention");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A `--discovery` listener on `udp` that announces only to `to` (never a
+/// broadcast), with `--state-dir` when given.
+fn discovery_node(key: &str, udp: &str, to: &str, state: Option<&Path>) -> Listener {
+    let mut args: Vec<String> = [
+        "--discovery",
+        "--community",
+        "restart-test",
+        "--discovery-bind",
+        udp,
+        "--announce-to",
+        to,
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(dir) = state {
+        args.push("--state-dir".into());
+        args.push(dir.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Listener::start(key, "tokio", &args)
+}
+
+/// Discovery's drop and accept counters, asked for with SIGUSR1.
+fn counters(l: &mut Listener) -> serde_json::Value {
+    crate::common::signal(&l.child, "USR1");
+    l.event("discovery_counters")["counters"].clone()
+}
+
+/// A recorded announcement replayed to a node after it restarted: the
+/// node that kept discovery's memory drops it as a replay, one that did
+/// not takes the peer from it.
+#[test]
+fn an_announcement_replayed_after_a_restart_is_dropped_with_state_dir() {
+    let key = keygen();
+    let base = temp_dir("state-discovery");
+    let state = base.join("state");
+    let recorder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    recorder
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let tap = recorder.local_addr().unwrap().to_string();
+    // Announcements of the node under test go to a port nobody reads.
+    let nowhere = crate::common::free_udp();
+    let a_udp = crate::common::free_udp();
+
+    let mut a = discovery_node(&key, &a_udp, &nowhere, Some(&state));
+    let peer_udp = crate::common::free_udp();
+    let peer = Listener::start(
+        &key,
+        "tokio",
+        &[
+            "--discovery",
+            "--community",
+            "restart-test",
+            "--discovery-bind",
+            &peer_udp,
+            "--announce-to",
+            &a_udp,
+            "--announce-to",
+            &tap,
+        ],
+    );
+    let mut buf = [0u8; 128];
+    let (n, _) = recorder.recv_from(&mut buf).expect("the peer announces");
+    let recorded = buf[..n].to_vec();
+    a.wait_for("peer_discovered", |v| {
+        v["event"] == "peer_discovered" && v["peer"] == peer.node.as_str()
+    });
+    drop(peer);
+    a.stop("TERM");
+
+    let mut restarted = discovery_node(&key, &a_udp, &nowhere, Some(&state));
+    let restored = restarted.event("state_restored");
+    assert!(
+        restored["discovery_entries"].as_u64().unwrap_or(0) >= 1,
+        "{restored}"
+    );
+    recorder.send_to(&recorded, &a_udp).unwrap();
+    let c = counters(&mut restarted);
+    assert!(c["replayed"].as_u64().unwrap_or(0) >= 1, "{c}");
+    assert_eq!(c["accepted"], 0, "{c}");
+    assert!(restarted.seen("peer_discovered").is_empty());
+    drop(restarted);
+
+    let mut forgetful = discovery_node(&key, &a_udp, &nowhere, None);
+    recorder.send_to(&recorded, &a_udp).unwrap();
+    let found = forgetful.event("peer_discovered");
+    assert_eq!(found["version"], 2, "{found}");
+    let _ = std::fs::remove_dir_all(&base);
+}
