@@ -1158,32 +1158,40 @@ impl Node {
         }
     }
 
-    /// Inbound connection `info` is backed for `node`. Older inbound
-    /// connections from the same IP claiming `node` that carried nothing
-    /// since their handshake are surplus: they are closed. A peer that keeps
+    /// Inbound connection `info` is backed for `node`. Inbound connections
+    /// from the same IP claiming `node`, except the newest, that carried
+    /// nothing since their handshake are surplus: they are closed. A peer that keeps
     /// opening such connections while this node has none of its own to it
     /// never sees the ones it opened as established; it is dialed back.
     fn inbound_duplicate(&mut self, now: Instant, info: &ConnectionInfo, node: Uuid) {
         let ip = info.addr.ip();
+        // This connection included: handshakes may complete out of order.
         let same_peer = |e: &Entry| {
-            e.info.id != info.id
-                && e.info.established
+            e.info.established
                 && e.info.direction == Direction::Inbound
                 && e.info.peer_node == Some(node)
                 && e.info.addr.ip() == ip
         };
+        if self.conns.values().filter(|e| same_peer(e)).count() < 2 {
+            return;
+        }
+        // The newest is kept: it is the one the peer opened last, so the
+        // one it is likeliest to use.
+        let newest = self
+            .conns
+            .values()
+            .filter(|e| same_peer(e))
+            .map(|e| e.info.id)
+            .max();
         let mut surplus: Vec<ConnId> = self
             .conns
             .values()
-            .filter(|e| same_peer(e) && e.info.id < info.id)
+            .filter(|e| same_peer(e) && Some(e.info.id) != newest)
             .filter(|e| {
                 (e.info.stats.frames_in, e.info.stats.frames_out) == e.frames_at_established
             })
             .map(|e| e.info.id)
             .collect();
-        if surplus.is_empty() && !self.conns.values().any(same_peer) {
-            return;
-        }
         surplus.sort_unstable();
         for conn in surplus {
             if !self.close_orders.iter().any(|o| o.conn == conn) {

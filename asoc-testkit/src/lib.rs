@@ -173,6 +173,16 @@ macro_rules! scenarios {
         fn attack_node_id_squatting_with_a_replayed_v1_hello_succeeds_elsewhere() {
             $run($crate::scenarios::attacks::squatting_v1);
         }
+
+        #[test]
+        fn attack_a_squatted_node_id_loses_to_the_discovered_address() {
+            $run($crate::scenarios::identity::squatted_node_id);
+        }
+
+        #[test]
+        fn attack_a_peer_reconnecting_every_round_is_dialed_back_and_bounded() {
+            $run($crate::scenarios::identity::churning_peer);
+        }
     };
 }
 
