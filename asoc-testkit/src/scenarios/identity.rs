@@ -111,9 +111,12 @@ pub async fn squatted_node_id<N: Net>(net: N) {
         matches!(e, NodeEvent::IdentityConflict { node, addr, other_addr, .. }
             if *node == x_id && *addr == x_addr && other_addr.ip() == squatter_ip)
     };
-    let seen = events_until(&net, &a, "A dials the real X and reports the conflict", |seen| {
-        seen.iter().any(dialed) && seen.iter().any(conflict)
-    })
+    let seen = events_until(
+        &net,
+        &a,
+        "A dials the real X and reports the conflict",
+        |seen| seen.iter().any(dialed) && seen.iter().any(conflict),
+    )
     .await;
     let real = seen
         .iter()
@@ -129,7 +132,10 @@ pub async fn squatted_node_id<N: Net>(net: N) {
         let x = x.clone();
         spawn(&net, async move {
             let incoming = x.accept_stream().await.unwrap();
-            (incoming.peer_node, incoming.stream.read_to_end().await.unwrap())
+            (
+                incoming.peer_node,
+                incoming.stream.read_to_end().await.unwrap(),
+            )
         })
     };
     within(
@@ -222,7 +228,9 @@ pub async fn churning_peer<N: Net>(net: N) {
         seen.iter().filter(|e| superseded(e)).count() == rounds - 1
     })
     .await;
-    assert!(seen.iter().any(|e| matches!(e, NodeEvent::DialingBack { node, addr, .. }
+    assert!(seen
+        .iter()
+        .any(|e| matches!(e, NodeEvent::DialingBack { node, addr, .. }
             if *node == p_id && *addr == p_addr)));
     let live = l.connected_peers();
     assert_eq!(live.len(), 2, "{live:?}");
