@@ -2241,3 +2241,58 @@ fn duplicate_connections_in_use_are_not_closed() {
     assert_eq!(large.poll_close(), None, "the busy one stays");
     assert_eq!(established(&large), 2);
 }
+
+/// Handshakes may complete out of order: the newest connection is kept
+/// whichever finishes last, and an older one that finishes after it is the
+/// idle duplicate.
+#[test]
+fn the_newest_duplicate_is_kept_when_an_older_one_completes_last() {
+    let t0 = Instant::now();
+    let (small_udp, large_udp) = (addr(1, 9999), addr(2, 9999));
+    let mut small = discovering_v1(0x01, large_udp, SMALL_TCP, 3 * SECOND, false, t0);
+    let mut large = discovering_v1(0xf0, small_udp, LARGE_TCP, 3 * SECOND, true, t0);
+    announce(&mut small, small_udp, &mut large, large_udp, t0);
+    let half = |port: u16, small: &mut Node, large: &mut Node| {
+        let (cid, c) = small
+            .connect_to(t0, unix_at(t0), addr(2, LARGE_TCP), ClientOptions::v2())
+            .unwrap();
+        Link {
+            client: End::new(cid, c),
+            server: accept(large, t0, addr(1, port)),
+        }
+    };
+    let mut older = half(40_000, &mut small, &mut large);
+    let mut newer = half(40_001, &mut small, &mut large);
+    assert!(older.server.id < newer.server.id);
+    newer.pump(&mut small, &mut large, t0);
+    assert!(newer.is_established());
+    assert_eq!(large.poll_close(), None, "one connection so far");
+    older.pump(&mut small, &mut large, t0);
+    assert!(older.is_established());
+    let order = large.poll_close().expect("a duplicate is closed");
+    assert_eq!(
+        (order.conn, order.reason),
+        (older.server.id, CloseReason::Superseded)
+    );
+    assert_eq!(large.poll_close(), None);
+}
+
+/// The adapter's error for a failed dial is reported with the dial.
+#[test]
+fn a_dial_error_is_reported_with_its_target_and_error() {
+    let t0 = Instant::now();
+    let target = DialTarget::Addr(server_addr());
+    let mut a = node_with(config(0x0a, KEY).static_peer(target.clone()), 0x0a, t0);
+    let dial = a.poll_dial(t0).unwrap();
+    a.dial_error(t0, &dial, "connection refused");
+    assert_eq!(
+        drain(&mut a),
+        vec![NodeEvent::DialFailed {
+            peer: dial.peer,
+            node: None,
+            target,
+            error: "connection refused".into(),
+        }]
+    );
+    assert!(a.poll_timeout().is_some(), "rescheduled like any failed dial");
+}
