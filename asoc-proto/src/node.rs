@@ -13,7 +13,8 @@
 //!   `Err` close the socket at once without writing.
 //! - Outbound TCP: take [`poll_dial`](Node::poll_dial); connect; then
 //!   [`connect`](Node::connect) on success or
-//!   [`dial_failed`](Node::dial_failed) on failure. Application-initiated
+//!   [`dial_error`](Node::dial_error) (or [`dial_failed`](Node::dial_failed)
+//!   when there is no error to report) on failure. Application-initiated
 //!   connections use [`connect_to`](Node::connect_to).
 //! - For every connection: after each input call [`drive`](Node::drive)
 //!   (it gives handshake verdicts); after its `Closed` event call
