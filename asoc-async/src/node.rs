@@ -553,7 +553,9 @@ impl<N: Net> Judge for NodeJudge<N> {
     fn drive(&mut self, now: Instant, conn: &mut ProtoConnection) {
         // Once established the node has nothing to decide per input.
         if conn.is_handshaking() {
-            let mut proto = self.inner.proto();
+            // A completed handshake may close the peer's idle duplicates:
+            // the node judges idleness by the counters it was last given.
+            let mut proto = self.inner.proto_synced();
             proto.drive(now, unix_ms(), self.id, conn);
             // Before the handshake's verdict is announced: whoever then
             // reads the counters (through the node, which takes them from
@@ -774,7 +776,9 @@ impl<N: Net> Node<N> {
     }
 
     /// The established connection `peer` names, chosen by the protocol
-    /// node's rule ([`asoc_proto::node::Node::resolve`]: the oldest match).
+    /// node's rule ([`asoc_proto::node::Node::resolve`]: the oldest match,
+    /// and for a node id the connections whose claim discovery or static
+    /// configuration backs first).
     pub fn resolve(&self, peer: PeerRef) -> Result<ConnId, Error> {
         self.inner
             .proto()
@@ -1120,9 +1124,9 @@ async fn dial_one<N: Net>(inner: Arc<Inner<N>>, dial: Dial) {
                 inner.run_connection(io, id, conn);
             }
         }
-        Err(_) => {
+        Err(e) => {
             let mut proto = inner.proto();
-            proto.dial_failed(Instant::now(), &dial);
+            proto.dial_error(Instant::now(), &dial, &e.to_string());
             inner.pump(&mut proto);
         }
     }

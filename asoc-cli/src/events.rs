@@ -2,9 +2,11 @@
 //! part of the command's interface; see docs/cli.md).
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::CloseReason;
+use asoc_proto::discovery::DiscoveryCounters;
 use asoc_proto::node::{Direction, NodeEvent};
 use asoc_proto::v2::{Suite, WireVersion};
 use serde_json::{json, Value};
@@ -19,7 +21,8 @@ const V1_HINT: &str = "a v1 peer tried to connect; this node speaks only v2. Sta
 
 /// Prints one node event. Stream completion is printed by the stream
 /// handler instead (it knows the SHA-256 and the file); events outside the
-/// documented set are printed in human mode only.
+/// documented set are printed generically, so that every decision of the
+/// node reaches `--json`.
 /// Every runtime's node reports the same [`NodeEvent`].
 pub(crate) fn print(out: Out, e: &NodeEvent) {
     match e {
@@ -88,21 +91,145 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
         NodeEvent::PeerExpired { node, addr } => {
             discovery(out, "peer_expired", *node, *addr, None);
         }
-        NodeEvent::LockedOut { ip, .. } => {
-            out.note(|| format!("locked out: {ip} after repeated authentication failures"));
+        NodeEvent::LockedOut { ip, until } => {
+            let for_ms = millis(until.saturating_duration_since(Instant::now()));
+            out.emit(
+                json!({"event": "locked_out", "ip": ip.to_string(), "for_ms": for_ms}),
+                || format!("locked out: {ip} after repeated authentication failures"),
+            );
         }
-        NodeEvent::PeerAddressChanged { node, old, new } => {
-            out.note(|| format!("peer {node} moved from {old} to {new}"));
-        }
-        NodeEvent::DialGaveUp { node, failures, .. } => {
-            out.note(|| {
-                format!("gave up dialing discovered peer {node} after {failures} failures")
-            });
-        }
+        NodeEvent::PeerAddressChanged { node, old, new } => out.emit(
+            json!({"event": "peer_moved", "peer": node.to_string(), "old": old.to_string(),
+                   "new": new.to_string()}),
+            || format!("peer {node} moved from {old} to {new}"),
+        ),
+        NodeEvent::DialGaveUp { node, failures, .. } => out.emit(
+            json!({"event": "dial_gave_up", "peer": node.to_string(), "failures": failures}),
+            || format!("gave up dialing discovered peer {node} after {failures} failures"),
+        ),
+        NodeEvent::DialFailed {
+            node,
+            target,
+            error,
+            ..
+        } => out.emit(
+            json!({"event": "dial_failed", "peer": peer(*node), "target": target.to_string(),
+                   "error": error}),
+            || format!("dial to {target} failed: {error}"),
+        ),
+        NodeEvent::IdentityConflict {
+            node,
+            addr,
+            other_addr,
+            ..
+        } => out.emit(
+            json!({"event": "identity_conflict", "peer": node.to_string(),
+                   "addr": addr.to_string(), "other_addr": other_addr.to_string()}),
+            || {
+                format!(
+                    "identity conflict: node {node} claimed from {addr} and from {other_addr} \
+                     (a holder of the key is squatting it)"
+                )
+            },
+        ),
+        NodeEvent::DialingBack {
+            node,
+            addr,
+            duplicates,
+        } => out.emit(
+            json!({"event": "dialing_back", "peer": node.to_string(), "addr": addr.to_string(),
+                   "duplicates": duplicates}),
+            || {
+                format!(
+                    "dialing {node} back at {addr}: it opened {duplicates} duplicate connections"
+                )
+            },
+        ),
         // Printed by the stream handler.
         NodeEvent::StreamComplete { .. } | NodeEvent::StreamIncomplete { .. } => {}
-        _ => {}
+        // One per datagram: the counters say it on demand (SIGUSR1).
+        NodeEvent::DatagramDropped { .. } => {}
+        // Every other event is a decision an operator may need (throttling,
+        // aggregated refusals, whatever the node reports): printed generically
+        // so that none is lost to `--json`.
+        other => generic(out, other),
     }
+}
+
+/// An event without a dedicated shape: `{"event": <variant in snake_case>,
+/// "detail": <its debug form>}`.
+fn generic(out: Out, e: &NodeEvent) {
+    let detail = format!("{e:?}");
+    let name = detail
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .map(snake_case)
+        .unwrap_or_default();
+    out.emit(json!({"event": name, "detail": detail}), || detail.clone());
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut s = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                s.push('_');
+            }
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `discovery_counters`: every drop counter of discovery, printed on
+/// SIGUSR1 (`null` counters when discovery is off).
+pub(crate) fn discovery_counters(out: Out, c: Option<&DiscoveryCounters>) {
+    let Some(c) = c else {
+        out.emit(
+            json!({"event": "discovery_counters", "counters": null}),
+            || "discovery counters: discovery is off".to_string(),
+        );
+        return;
+    };
+    let fields: [(&str, u64); 20] = [
+        ("received", c.received),
+        ("accepted", c.accepted),
+        ("sent", c.sent),
+        ("wrong_length", c.wrong_length),
+        ("other_community", c.other_community),
+        ("bad_mac", c.bad_mac),
+        ("v1_disabled", c.v1_disabled),
+        ("own_node", c.own_node),
+        ("stale", c.stale),
+        ("future_dated", c.future_dated),
+        ("replayed", c.replayed),
+        ("replay_cache_full", c.replay_cache_full),
+        ("source_rate_limited", c.source_rate_limited),
+        ("source_table_full", c.source_table_full),
+        ("node_rate_limited", c.node_rate_limited),
+        ("peer_table_full", c.peer_table_full),
+        ("address_sticky", c.address_sticky),
+        ("expired", c.expired),
+        ("events_lost", c.events_lost),
+        ("dropped", c.received.saturating_sub(c.accepted)),
+    ];
+    let counters: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), json!(v)))
+        .collect();
+    out.emit(
+        json!({"event": "discovery_counters", "counters": counters}),
+        || {
+            let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!("discovery counters: {}", parts.join(", "))
+        },
+    );
 }
 
 /// `peer_discovered` / `peer_expired`, shared with `asoc discover`.

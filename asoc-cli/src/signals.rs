@@ -1,7 +1,7 @@
-//! SIGINT and SIGTERM as an async message, on any runtime: a thread waits
+//! SIGINT and SIGTERM (and SIGUSR1) as async messages, on any runtime: a thread waits
 //! for the signal and sends it on a channel. A second signal exits at once.
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::error::{CliError, CliResult};
@@ -25,5 +25,22 @@ pub(crate) fn termination() -> CliResult<async_channel::Receiver<i32>> {
             }
         })
         .map_err(|e| CliError::runtime(format!("cannot start the signal thread: {e}")))?;
+    Ok(rx)
+}
+
+/// SIGUSR1 as an async message: the receiver gets one `()` per signal
+/// (signals arriving while one is unread are merged into it).
+pub(crate) fn user1() -> CliResult<async_channel::Receiver<()>> {
+    let mut signals = Signals::new([SIGUSR1])
+        .map_err(|e| CliError::runtime(format!("cannot install the SIGUSR1 handler: {e}")))?;
+    let (tx, rx) = async_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("asoc-sigusr1".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let _ = tx.try_send(());
+            }
+        })
+        .map_err(|e| CliError::runtime(format!("cannot start the SIGUSR1 thread: {e}")))?;
     Ok(rx)
 }

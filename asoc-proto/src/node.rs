@@ -13,7 +13,8 @@
 //!   `Err` close the socket at once without writing.
 //! - Outbound TCP: take [`poll_dial`](Node::poll_dial); connect; then
 //!   [`connect`](Node::connect) on success or
-//!   [`dial_failed`](Node::dial_failed) on failure. Application-initiated
+//!   [`dial_error`](Node::dial_error) (or [`dial_failed`](Node::dial_failed)
+//!   when there is no error to report) on failure. Application-initiated
 //!   connections use [`connect_to`](Node::connect_to).
 //! - For every connection: after each input call [`drive`](Node::drive)
 //!   (it gives handshake verdicts); after its `Closed` event call
@@ -456,6 +457,49 @@ pub enum NodeEvent {
         /// Consecutive failures.
         failures: u32,
     },
+    /// A dial failed before its connection was established: the transport
+    /// could not connect (reported by the adapter with its error), this
+    /// node was at its connection cap, or the handshake failed.
+    DialFailed {
+        /// The dialer's peer.
+        peer: PeerId,
+        /// Its node id, when discovery named it.
+        node: Option<Uuid>,
+        /// Where the dial went.
+        target: DialTarget,
+        /// Why it failed, for humans.
+        error: String,
+    },
+    /// Two live connections from different addresses claim one node id:
+    /// one of them is not that node (any holder of the key can claim any
+    /// id). Operations naming the node prefer the connection to the address
+    /// that discovery or static configuration names; see
+    /// [`Node::resolve`].
+    IdentityConflict {
+        /// The node id both claim.
+        node: Uuid,
+        /// The connection that completed its handshake last.
+        conn: ConnId,
+        /// Its remote address.
+        addr: SocketAddr,
+        /// The connection that already claimed the id.
+        other: ConnId,
+        /// Its remote address.
+        other_addr: SocketAddr,
+    },
+    /// A known peer keeps opening new connections to this node while it has
+    /// none of its own to it (a peer that does not see the connections it
+    /// opened as established, such as the Python implementation when it has
+    /// the smaller id): this node dials it back to settle on a connection
+    /// both sides use.
+    DialingBack {
+        /// The peer's node id.
+        node: Uuid,
+        /// Where it is dialed (its discovered address).
+        addr: SocketAddr,
+        /// Duplicate connections it had opened.
+        duplicates: u32,
+    },
     /// An incoming stream ended with its END: it is complete. Reported from
     /// the connection's events handed to [`Node::observe`].
     StreamComplete {
@@ -533,10 +577,19 @@ struct Entry {
     slot: crate::policy::SlotId,
     /// A failure was already reported for this connection.
     failure_reported: bool,
+    /// Frames in and out when the handshake completed: a connection whose
+    /// counts are still these has carried nothing since.
+    frames_at_established: (u64, u64),
 }
 
 /// Upper bound on peers whose traffic totals are remembered.
 const MAX_PEER_TRAFFIC: usize = 4096;
+
+/// Duplicate inbound connections from one peer, while this node has no
+/// outbound connection to it, after which it is dialed back. One duplicate
+/// is an ordinary reconnect over a connection this node had not yet seen
+/// die; a second is a peer that does not use the connections it opens.
+const CHURN_DIAL_BACK: u32 = 2;
 
 /// One ASoc endpoint. See the [module docs](self).
 #[derive(Debug)]
@@ -564,6 +617,9 @@ pub struct Node {
     /// Static peers configured to be dialed with v1.
     v1_peers: HashSet<PeerId>,
     bad_frame_mac: u64,
+    /// Per node: duplicate inbound connections it opened while this node had
+    /// no outbound connection to it. Bounded like `deferred_dials`.
+    churn: BTreeMap<Uuid, u32>,
 }
 
 impl Node {
@@ -604,6 +660,7 @@ impl Node {
             events_dropped: 0,
             v1_peers,
             bad_frame_mac: 0,
+            churn: BTreeMap::new(),
         }
     }
 
@@ -703,6 +760,7 @@ impl Node {
         match self.open_outbound(now, unix_ms, remote, Some(dial.peer), node, options) {
             Ok(pair) => Ok(pair),
             Err(refusal) => {
+                self.push_dial_failed(dial.peer, dial.target.clone(), refusal.to_string());
                 self.dialer.dial_failed(now, dial.peer);
                 self.pump_dialer();
                 Err(refusal)
@@ -711,10 +769,29 @@ impl Node {
     }
 
     /// Dialing `dial` failed (resolution, refusal, timeout): the reconnect
-    /// schedule takes over.
+    /// schedule takes over. Prefer [`dial_error`](Self::dial_error), which
+    /// also reports why.
     pub fn dial_failed(&mut self, now: Instant, dial: &Dial) {
         self.dialer.dial_failed(now, dial.peer);
         self.pump_dialer();
+    }
+
+    /// Dialing `dial` failed with `error` (the adapter's description of the
+    /// resolution, connect or TLS failure): reported as
+    /// [`NodeEvent::DialFailed`], then as [`dial_failed`](Self::dial_failed).
+    pub fn dial_error(&mut self, now: Instant, dial: &Dial, error: &str) {
+        self.push_dial_failed(dial.peer, dial.target.clone(), error.to_string());
+        self.dial_failed(now, dial);
+    }
+
+    fn push_dial_failed(&mut self, peer: PeerId, target: DialTarget, error: String) {
+        let node = self.discovered_node_of(peer);
+        self.push(NodeEvent::DialFailed {
+            peer,
+            node,
+            target,
+            error,
+        });
     }
 
     /// A connection the application opened itself to `remote` (not
@@ -787,6 +864,7 @@ impl Node {
                 },
                 slot,
                 failure_reported: false,
+                frames_at_established: (0, 0),
             },
         );
         id
@@ -817,6 +895,8 @@ impl Node {
             } => {
                 entry.info.established = true;
                 entry.info.session = Some(session);
+                let stats = conn.stats();
+                entry.frames_at_established = (stats.frames_in, stats.frames_out);
                 if peer_node.is_some() {
                     entry.info.peer_node = peer_node;
                 }
@@ -826,8 +906,6 @@ impl Node {
                     self.dialer.connected(peer);
                 }
                 if let Some(node) = info.peer_node {
-                    // Connected: a deferred dial to this node is moot.
-                    self.deferred_dials.remove(&node);
                     if let Some(t) = self.traffic_entry(node) {
                         t.connections += 1;
                     }
@@ -840,6 +918,9 @@ impl Node {
                     key,
                     session,
                 });
+                if let Some(node) = info.peer_node {
+                    self.claimed(now, &info, node);
+                }
             }
             HandshakeOutcome::Rejected(failure) => {
                 entry.failure_reported = true;
@@ -939,6 +1020,7 @@ impl Node {
             if info.established {
                 self.dialer.disconnected(now, peer);
             } else {
+                self.push_dial_failed(peer, DialTarget::Addr(info.addr), reason.to_string());
                 self.dialer.dial_failed(now, peer);
             }
             self.pump_dialer();
@@ -979,6 +1061,15 @@ impl Node {
     /// one the peer has known longest, and the choice does not change while
     /// it lives, so consecutive sends to one peer share one connection and
     /// stay in order.
+    ///
+    /// A node id in a handshake is only a claim (any holder of the key can
+    /// make it), so for [`PeerRef::Node`] the connections whose claim the
+    /// configuration backs come first: one this node dialed to the address
+    /// that static configuration or discovery names for the node, or one
+    /// accepted from the IP discovery names for it (or from the IP of such a
+    /// dialed connection). Among those, and failing those among the rest,
+    /// the oldest wins. A squatter that connected first under a stolen id
+    /// thus loses the node's traffic as soon as the real node is connected.
     #[must_use]
     pub fn resolve(&self, peer: PeerRef) -> Option<ConnId> {
         if let PeerRef::Conn(id) = peer {
@@ -988,7 +1079,8 @@ impl Node {
                 .filter(|e| e.info.established)
                 .map(|e| e.info.id);
         }
-        self.conns
+        let matching = self
+            .conns
             .values()
             .map(|e| &e.info)
             .filter(|c| c.established)
@@ -996,9 +1088,152 @@ impl Node {
                 PeerRef::Conn(id) => c.id == id,
                 PeerRef::Node(node) => c.peer_node == Some(node),
                 PeerRef::Addr(addr) => c.addr == addr,
+            });
+        match peer {
+            PeerRef::Node(node) => matching
+                .map(|c| (!self.backs_claim(c, node), c.id))
+                .min()
+                .map(|(_, id)| id),
+            _ => matching.map(|c| c.id).min(),
+        }
+    }
+
+    /// Whether configuration backs `conn`'s claim to be `node`: this node
+    /// dialed it for a static or discovered peer (a v2 server proved the id
+    /// in ACCEPT2, a v1 dial goes to the address discovery names for it), or
+    /// it came from the IP that discovery names for `node`, or from the IP
+    /// of such a dialed connection to `node`.
+    fn backs_claim(&self, conn: &ConnectionInfo, node: Uuid) -> bool {
+        if conn.peer_node != Some(node) {
+            return false;
+        }
+        match conn.direction {
+            Direction::Outbound => conn.peer.is_some(),
+            Direction::Inbound => {
+                let ip = conn.addr.ip();
+                self.discovered_addr(node).is_some_and(|a| a.ip() == ip)
+                    || self.conns.values().any(|e| {
+                        e.info.established
+                            && e.info.direction == Direction::Outbound
+                            && e.info.peer.is_some()
+                            && e.info.peer_node == Some(node)
+                            && e.info.addr.ip() == ip
+                    })
+            }
+        }
+    }
+
+    fn discovered_addr(&self, node: Uuid) -> Option<SocketAddr> {
+        self.discovery.as_ref()?.peer(&node).map(|p| p.addr)
+    }
+
+    /// Connection `info` completed its handshake claiming `node`: reports a
+    /// claim from a second address, cancels a deferred dial the connection
+    /// makes moot, and settles a peer that keeps opening new connections.
+    fn claimed(&mut self, now: Instant, info: &ConnectionInfo, node: Uuid) {
+        let other = self
+            .conns
+            .values()
+            .map(|e| &e.info)
+            .filter(|c| c.id != info.id && c.established && c.peer_node == Some(node))
+            .filter(|c| c.addr.ip() != info.addr.ip())
+            .map(|c| (c.id, c.addr))
+            .min();
+        if let Some((other, other_addr)) = other {
+            self.push(NodeEvent::IdentityConflict {
+                node,
+                conn: info.id,
+                addr: info.addr,
+                other,
+                other_addr,
+            });
+        }
+        if !self.backs_claim(info, node) {
+            // An unbacked claim must not stop this node from reaching the
+            // real node at the address it was given.
+            return;
+        }
+        self.deferred_dials.remove(&node);
+        match info.direction {
+            Direction::Outbound => {
+                self.churn.remove(&node);
+            }
+            Direction::Inbound => self.inbound_duplicate(now, info, node),
+        }
+    }
+
+    /// Inbound connection `info` is backed for `node`. Inbound connections
+    /// from the same IP claiming `node`, except the newest, that carried
+    /// nothing since their handshake are surplus: they are closed. A peer that keeps
+    /// opening such connections while this node has none of its own to it
+    /// never sees the ones it opened as established; it is dialed back.
+    fn inbound_duplicate(&mut self, now: Instant, info: &ConnectionInfo, node: Uuid) {
+        let ip = info.addr.ip();
+        // This connection included: handshakes may complete out of order.
+        let same_peer = |e: &Entry| {
+            e.info.established
+                && e.info.direction == Direction::Inbound
+                && e.info.peer_node == Some(node)
+                && e.info.addr.ip() == ip
+        };
+        if self.conns.values().filter(|e| same_peer(e)).count() < 2 {
+            return;
+        }
+        // The newest is kept: it is the one the peer opened last, so the
+        // one it is likeliest to use.
+        let newest = self
+            .conns
+            .values()
+            .filter(|e| same_peer(e))
+            .map(|e| e.info.id)
+            .max();
+        let mut surplus: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|e| same_peer(e) && Some(e.info.id) != newest)
+            .filter(|e| {
+                (e.info.stats.frames_in, e.info.stats.frames_out) == e.frames_at_established
             })
-            .map(|c| c.id)
-            .min()
+            .map(|e| e.info.id)
+            .collect();
+        surplus.sort_unstable();
+        for conn in surplus {
+            if !self.close_orders.iter().any(|o| o.conn == conn) {
+                self.close_orders.push_back(CloseOrder {
+                    conn,
+                    reason: CloseReason::Superseded,
+                });
+            }
+        }
+        let dials_it = self.conns.values().any(|e| {
+            e.info.direction == Direction::Outbound
+                && e.info.peer.is_some()
+                && e.info.peer_node == Some(node)
+        });
+        if dials_it {
+            return;
+        }
+        let cap = self.policy.config().max_connections();
+        if self.churn.len() >= cap && !self.churn.contains_key(&node) {
+            return;
+        }
+        let count = self.churn.entry(node).or_insert(0);
+        *count = count.saturating_add(1);
+        let duplicates = *count;
+        if duplicates < CHURN_DIAL_BACK {
+            return;
+        }
+        let Some(addr) = self.discovered_addr(node).filter(|_| self.dial_discovered) else {
+            return;
+        };
+        self.churn.remove(&node);
+        if self.dialer.discovered(now, node, addr).is_some() {
+            self.push(NodeEvent::DialingBack {
+                node,
+                addr,
+                duplicates,
+            });
+        }
     }
 
     /// One connection's info.
@@ -1061,10 +1296,13 @@ impl Node {
         }
     }
 
+    /// Whether an established connection to `node` makes a dial to it moot:
+    /// only one whose claim configuration backs, so that a squatter
+    /// claiming the id cannot keep this node from dialing the real node.
     fn is_connected_to(&self, node: Uuid) -> bool {
         self.conns
             .values()
-            .any(|e| e.info.established && e.info.peer_node == Some(node))
+            .any(|e| e.info.established && self.backs_claim(&e.info, node))
     }
 
     // ----- discovery --------------------------------------------------------
@@ -1300,6 +1538,7 @@ impl Node {
                 DiscoveryEvent::Expired { node, addr } => {
                     self.dialer.forget_discovered(node);
                     self.deferred_dials.remove(&node);
+                    self.churn.remove(&node);
                     self.push(NodeEvent::PeerExpired { node, addr });
                     self.order_closes_to(node);
                 }

@@ -183,6 +183,16 @@ macro_rules! scenarios {
         fn attack_relayed_v2_announcements_neither_move_nor_starve_the_peer() {
             $run($crate::scenarios::discovery_attacks::relayed_v2_announcements);
         }
+
+        #[test]
+        fn attack_a_squatted_node_id_loses_to_the_discovered_address() {
+            $run($crate::scenarios::identity::squatted_node_id);
+        }
+
+        #[test]
+        fn attack_a_peer_reconnecting_every_round_is_dialed_back_and_bounded() {
+            $run($crate::scenarios::identity::churning_peer);
+        }
     };
 }
 

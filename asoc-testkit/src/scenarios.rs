@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 pub mod attacks;
 pub mod discovery_attacks;
 pub mod hostile;
+pub mod identity;
 pub mod lifecycle;
 
 use asoc_async::tls::{client_config, server_config, ServerTrust, TlsConfig};

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod conformance;
 mod discovery;
+mod events;
 mod keys;
 mod netns_discovery;
 mod restart;

@@ -175,6 +175,28 @@ impl Listener {
         }
     }
 
+    /// The next event named `name` that arrives from now on (within 20 s).
+    pub(crate) fn next(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if v["event"] == name {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no new {name} event; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Every event seen so far, in order.
+    pub(crate) fn seen_all(&self) -> &[Value] {
+        &self.seen
+    }
+
     /// The first event named `name`.
     pub(crate) fn event(&mut self, name: &str) -> Value {
         self.wait_for(name, |v| v["event"] == name)

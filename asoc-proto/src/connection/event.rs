@@ -223,6 +223,10 @@ pub enum CloseReason {
     /// without either TCP side noticing) and closed the connection at once;
     /// the dial rules reconnect when its announcements resume.
     PeerExpired,
+    /// The peer opened a newer connection to this node while this one had
+    /// carried nothing since its handshake: the idle duplicate was closed so
+    /// that a peer reconnecting over and over cannot pile connections up.
+    Superseded,
 }
 
 impl CloseReason {
@@ -254,6 +258,7 @@ impl CloseReason {
             Self::Transport => "transport_error",
             Self::Local => "local_close",
             Self::PeerExpired => "peer_expired",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -277,6 +282,9 @@ impl fmt::Display for CloseReason {
             Self::Local => f.write_str("closed locally"),
             Self::PeerExpired => {
                 f.write_str("the peer's discovery announcements stopped for the expiry time")
+            }
+            Self::Superseded => {
+                f.write_str("an idle duplicate: the peer opened a newer connection")
             }
         }
     }

@@ -3,6 +3,7 @@
 //! with `--echo` sent back to its sender.
 
 use asoc_proto::connection::StreamId;
+use asoc_proto::node::ConnId;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -41,14 +42,24 @@ pub(super) struct Streams<N: Net> {
     node: Node<N>,
     net: N,
     report: Report,
+    /// Told each stream cut by its connection once its line is printed: the
+    /// event printer holds the connection's `peer_disconnected` until then.
+    cut: async_channel::Sender<(ConnId, StreamId)>,
 }
 
 impl<N: Net> Streams<N> {
-    pub(super) fn new(node: Node<N>, net: N, out: Out, settings: Settings) -> Arc<Self> {
+    pub(super) fn new(
+        node: Node<N>,
+        net: N,
+        out: Out,
+        settings: Settings,
+        cut: async_channel::Sender<(ConnId, StreamId)>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             node,
             net,
             report: Report::new(out, settings),
+            cut,
         })
     }
 
@@ -111,6 +122,9 @@ impl<N: Net> Streams<N> {
                 other => other.to_string(),
             };
             report.incomplete(peer_node, addr, id, bytes, &reason);
+            if matches!(e, StreamError::Incomplete { .. }) {
+                let _ = self.cut.try_send((conn, id));
+            }
             return;
         }
         let saved = report.complete(peer_node, addr, id, (bytes, frames), sink.finish().await);
@@ -119,7 +133,7 @@ impl<N: Net> Streams<N> {
         }
     }
 
-    async fn echo(&self, conn: asoc_proto::node::ConnId, addr: SocketAddr, chunks: Vec<Bytes>) {
+    async fn echo(&self, conn: ConnId, addr: SocketAddr, chunks: Vec<Bytes>) {
         let _guard = self.node.send_guard();
         let result = async {
             let mut s = self.node.open_stream(PeerRef::Conn(conn)).await?;

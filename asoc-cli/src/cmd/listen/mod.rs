@@ -4,6 +4,7 @@
 mod incoming;
 mod state;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 use asoc_async::tls::TlsConfig;
 use asoc_async::{DriverConfig, Error, Net, Node, NodeBuilder};
 use asoc_proto::auth::{ApiKey, KeyRing};
-use asoc_proto::connection::ConnectionConfig;
+use asoc_proto::connection::{ConnectionConfig, StreamId};
 use asoc_proto::discovery::{DiscoveryConfig, DiscoveryReplayState};
 use asoc_proto::handshake::AuthenticatorConfig;
+use asoc_proto::node::{ConnId, NodeEvent};
 use asoc_proto::persist::{AuthReplayState, RestoreReport};
 use asoc_proto::policy::PolicyConfig;
 use serde_json::json;
@@ -262,6 +264,7 @@ impl Job for Listen {
         // Installed before binding: a signal right after "listening" is
         // never lost.
         let stop = signals::termination()?;
+        let counters = signals::user1()?;
         let node = self.start(&net).await?;
         self.listening(node.local_addr(), node.discovery_addr(), node.node_id());
         let saver = self.state.as_ref().map(|state| {
@@ -274,15 +277,21 @@ impl Job for Listen {
             }
             Saver::start(state.dir.clone(), node.clone(), self.out)
         });
-        let printer = spawn(&net, {
+        let (cut_tx, cut_rx) = async_channel::unbounded();
+        let printer = spawn(
+            &net,
+            print_events(node.clone(), net.clone(), self.out, cut_rx),
+        );
+        // Never awaited: it ends with the process.
+        let _counters = spawn(&net, {
             let (node, out) = (node.clone(), self.out);
             async move {
-                while let Some(event) = node.next_event().await {
-                    events::print(out, &event);
+                while counters.recv().await.is_ok() {
+                    events::discovery_counters(out, node.counters().discovery.as_ref());
                 }
             }
         });
-        let streams = Streams::new(node.clone(), net.clone(), self.out, self.streams);
+        let streams = Streams::new(node.clone(), net.clone(), self.out, self.streams, cut_tx);
         let handlers = streams.accept_all();
         let _ = stop.recv().await;
         self.out.note(|| "shutting down".into());
@@ -302,6 +311,81 @@ impl Job for Listen {
 
     fn linger(&self) -> Duration {
         self.driver.connection().send_stall_timeout()
+    }
+}
+
+/// How long `peer_disconnected` waits for the `stream_incomplete` lines of
+/// its connection's cut streams (their handlers may still be closing files).
+const CUT_REPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// Cut streams between the node's report and their handler's line.
+#[derive(Default)]
+struct CutReports {
+    /// Reported cut by the node, not yet printed by their handler.
+    awaited: HashSet<(ConnId, StreamId)>,
+    /// Printed by their handler before the node's report was read.
+    early: HashSet<(ConnId, StreamId)>,
+}
+
+/// Bound on `CutReports::early`: a handler line whose node report was lost
+/// (the event queue overflowed) must not be kept for ever.
+const MAX_EARLY_REPORTS: usize = 4096;
+
+impl CutReports {
+    fn reported_by_node(&mut self, key: (ConnId, StreamId)) {
+        if !self.early.remove(&key) {
+            self.awaited.insert(key);
+        }
+    }
+
+    fn printed(&mut self, key: (ConnId, StreamId)) {
+        if !self.awaited.remove(&key) && self.early.len() < MAX_EARLY_REPORTS {
+            self.early.insert(key);
+        }
+    }
+
+    fn awaits(&self, conn: ConnId) -> bool {
+        self.awaited.iter().any(|(c, _)| *c == conn)
+    }
+
+    fn forget(&mut self, conn: ConnId) {
+        self.awaited.retain(|(c, _)| *c != conn);
+        self.early.retain(|(c, _)| *c != conn);
+    }
+}
+
+/// Prints the node's events in order, holding each `peer_disconnected` back
+/// until the stream handlers have printed every stream its connection cut
+/// (they say so through `cut`), so that a reader sees a connection's cut
+/// streams before its end.
+async fn print_events<N: Net>(
+    node: Node<N>,
+    net: N,
+    out: Out,
+    cut: async_channel::Receiver<(ConnId, StreamId)>,
+) {
+    let mut reports = CutReports::default();
+    while let Some(event) = node.next_event().await {
+        while let Ok(key) = cut.try_recv() {
+            reports.printed(key);
+        }
+        match &event {
+            NodeEvent::StreamIncomplete { conn, stream, .. } => {
+                reports.reported_by_node((*conn, *stream));
+            }
+            NodeEvent::PeerDisconnected { conn, .. } => {
+                let deadline = Instant::now() + CUT_REPORT_WAIT;
+                while reports.awaits(*conn) {
+                    match until(&net, deadline, cut.recv()).await {
+                        Some(Ok(key)) => reports.printed(key),
+                        _ => break,
+                    }
+                }
+                reports.forget(*conn);
+            }
+            _ => {}
+        }
+        events::print(out, &event);
     }
 }
 
