@@ -532,8 +532,9 @@ impl Discovery {
     /// can no longer matter are skipped, as are those the bounds have no
     /// room for ([`max_peers`](DiscoveryConfig::max_peers) floors, the
     /// replay capacity and each node's share); a v1 expiry is capped at
-    /// the longest a fresh pair could be kept, so a bad file cannot pin
-    /// pairs forever.
+    /// the longest a fresh pair could be kept, and a v2 timestamp at the
+    /// window ahead of `unix_ms`, so a bad file can neither pin pairs
+    /// forever nor lock a node out.
     pub fn restore_replay_state(
         &mut self,
         now: Instant,
@@ -548,11 +549,15 @@ impl Discovery {
             if ms.saturating_add(window) < unix_ms || *node == self.node_id {
                 continue;
             }
+            // No announcement accepted before now was dated later than the
+            // window ahead of now; a higher floor could only lock the node
+            // out.
+            let ms = (*ms).min(unix_ms.saturating_add(window));
             match self.peers.get_mut(node) {
                 Some(peer) if peer.last_unix_ms.is_some() => {
-                    peer.last_unix_ms = peer.last_unix_ms.max(Some(*ms));
+                    peer.last_unix_ms = peer.last_unix_ms.max(Some(ms));
                 }
-                _ => self.v2_floors.raise(*node, *ms),
+                _ => self.v2_floors.raise(*node, ms),
             }
         }
         let unix_secs = unix_ms / 1000;

@@ -12,7 +12,10 @@ use crate::v2::WireVersion;
 use crate::wire::{ANNOUNCEMENT_LEN, ANNOUNCEMENT_V2_LEN};
 
 /// Why a received datagram was dropped. Variants are listed in the order
-/// the checks run; a datagram failing several reports the first.
+/// the checks run, except that a v1 announcement meets
+/// [`AddressSticky`](Self::AddressSticky) right after
+/// [`Replayed`](Self::Replayed) (before its pair is remembered; see the
+/// [module docs](super)); a datagram failing several reports the first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {

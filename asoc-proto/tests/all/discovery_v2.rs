@@ -740,6 +740,28 @@ fn a_restored_state_stays_within_the_configured_bounds() {
     assert!(kept.v1_seen.iter().all(|e| e.expires_unix_ms == longest));
     // Forgotten on schedule rather than never.
     assert_eq!(d.replay_state(longest).v1_seen, vec![]);
+    // A timestamp from the far future is taken as the latest a fresh
+    // announcement could carry: the node is locked out for no longer than
+    // the window.
+    let mut future = DiscoveryReplayState::default();
+    future.v2_last_unix_ms.push((node(7), u64::MAX));
+    let mut d = v2_machine(t0);
+    d.restore_replay_state(t0, NOW_MS, &future);
+    assert_eq!(
+        d.replay_state(NOW_MS).v2_last_unix_ms,
+        vec![(node(7), NOW_MS + 60_000)]
+    );
+    let t61 = t0 + 61 * SECOND;
+    assert_eq!(
+        feed_at(
+            &mut d,
+            t61,
+            NOW_MS + 61_000,
+            src(7),
+            &Msg::new(node(7), NOW_MS + 61_000).bytes()
+        ),
+        discovered(node(7), at(src(7), 9000), WireVersion::V2)
+    );
 }
 
 #[test]
