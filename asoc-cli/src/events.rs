@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::CloseReason;
-use asoc_proto::discovery::DiscoveryCounters;
+use asoc_proto::discovery::{DiscoveryCounters, DropReason};
 use asoc_proto::node::{Direction, NodeEvent};
 use asoc_proto::v2::{Suite, WireVersion};
 use serde_json::{json, Value};
@@ -197,28 +197,17 @@ pub(crate) fn discovery_counters(out: Out, c: Option<&DiscoveryCounters>) {
         );
         return;
     };
-    let fields: [(&str, u64); 20] = [
+    let mut fields: Vec<(&str, u64)> = vec![
         ("received", c.received),
         ("accepted", c.accepted),
         ("sent", c.sent),
-        ("wrong_length", c.wrong_length),
-        ("other_community", c.other_community),
-        ("bad_mac", c.bad_mac),
-        ("v1_disabled", c.v1_disabled),
-        ("own_node", c.own_node),
-        ("stale", c.stale),
-        ("future_dated", c.future_dated),
-        ("replayed", c.replayed),
-        ("replay_cache_full", c.replay_cache_full),
-        ("source_rate_limited", c.source_rate_limited),
-        ("source_table_full", c.source_table_full),
-        ("node_rate_limited", c.node_rate_limited),
-        ("peer_table_full", c.peer_table_full),
-        ("address_sticky", c.address_sticky),
+    ];
+    fields.extend(DropReason::ALL.iter().map(|r| (r.as_str(), c.dropped(*r))));
+    fields.extend([
         ("expired", c.expired),
         ("events_lost", c.events_lost),
-        ("dropped", c.received.saturating_sub(c.accepted)),
-    ];
+        ("dropped", c.dropped_total()),
+    ]);
     let counters: serde_json::Map<String, Value> = fields
         .iter()
         .map(|(k, v)| ((*k).to_string(), json!(v)))

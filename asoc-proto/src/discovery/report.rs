@@ -66,6 +66,25 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason.
+    pub const ALL: [DropReason; 15] = [
+        Self::WrongLength,
+        Self::OtherCommunity,
+        Self::BadMac,
+        Self::V1Disabled,
+        Self::OwnNode,
+        Self::Stale,
+        Self::FutureDated,
+        Self::Replayed,
+        Self::ReplayCacheFull,
+        Self::ReplayShareFull,
+        Self::SourceRateLimited,
+        Self::SourceTableFull,
+        Self::NodeRateLimited,
+        Self::PeerTableFull,
+        Self::AddressSticky,
+    ];
+
     /// Stable snake_case name for logs and JSON: `wrong_length`,
     /// `other_community`, `bad_mac`, `v1_disabled`, `own_node`, `stale`,
     /// `future_dated`, `replayed`, `replay_cache_full`, `replay_share_full`,
@@ -395,28 +414,37 @@ mod tests {
 
     #[test]
     fn every_reason_has_its_own_counter() {
-        let all = [
-            DropReason::WrongLength,
-            DropReason::OtherCommunity,
-            DropReason::BadMac,
-            DropReason::V1Disabled,
-            DropReason::OwnNode,
-            DropReason::Stale,
-            DropReason::FutureDated,
-            DropReason::Replayed,
-            DropReason::ReplayCacheFull,
-            DropReason::ReplayShareFull,
-            DropReason::SourceRateLimited,
-            DropReason::SourceTableFull,
-            DropReason::NodeRateLimited,
-            DropReason::PeerTableFull,
-            DropReason::AddressSticky,
-        ];
         let mut c = DiscoveryCounters::default();
-        for (i, reason) in all.iter().enumerate() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
             c.count_drop(*reason);
             assert_eq!(c.dropped(*reason), 1, "{reason}");
             assert_eq!(c.dropped_total(), i as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn all_lists_every_reason_once() {
+        // Exhaustive inside the crate: a new reason does not compile here
+        // until it has a place, and the assertion wants it in ALL.
+        let place = |r: DropReason| match r {
+            DropReason::WrongLength => 0,
+            DropReason::OtherCommunity => 1,
+            DropReason::BadMac => 2,
+            DropReason::V1Disabled => 3,
+            DropReason::OwnNode => 4,
+            DropReason::Stale => 5,
+            DropReason::FutureDated => 6,
+            DropReason::Replayed => 7,
+            DropReason::ReplayCacheFull => 8,
+            DropReason::ReplayShareFull => 9,
+            DropReason::SourceRateLimited => 10,
+            DropReason::SourceTableFull => 11,
+            DropReason::NodeRateLimited => 12,
+            DropReason::PeerTableFull => 13,
+            DropReason::AddressSticky => 14,
+        };
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(place(*r), i, "{r}");
         }
     }
 }
