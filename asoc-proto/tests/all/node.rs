@@ -2294,5 +2294,8 @@ fn a_dial_error_is_reported_with_its_target_and_error() {
             error: "connection refused".into(),
         }]
     );
-    assert!(a.poll_timeout().is_some(), "rescheduled like any failed dial");
+    assert!(
+        a.poll_timeout().is_some(),
+        "rescheduled like any failed dial"
+    );
 }
