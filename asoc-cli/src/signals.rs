@@ -1,5 +1,6 @@
-//! SIGINT and SIGTERM (and SIGUSR1) as async messages, on any runtime: a thread waits
-//! for the signal and sends it on a channel. A second signal exits at once.
+//! Signals as async messages, on any runtime: a thread waits for each and
+//! sends it on a channel. SIGINT and SIGTERM stop the command (a second one
+//! exits at once); SIGUSR1 asks `asoc listen` for its discovery counters.
 
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
