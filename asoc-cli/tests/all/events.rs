@@ -166,3 +166,100 @@ fn peer_disconnected_follows_the_stream_incomplete_of_its_connection_on_every_ru
         cut_then_disconnected(runtime);
     }
 }
+
+/// A node's signed v2 announcements, made by the library itself: the
+/// test plays a peer whose address it chooses.
+struct Announcer {
+    discovery: asoc_proto::discovery::Discovery,
+    keys: asoc_proto::auth::KeyRing,
+    /// The announcer's own clock, moved one interval per announcement so
+    /// that a round is always due, whatever the real time.
+    now: std::time::Instant,
+}
+
+impl Announcer {
+    fn new(key: &str, community: &str, node: uuid::Uuid, tcp_port: u16) -> Self {
+        let config = asoc_proto::discovery::DiscoveryConfig::builder(community.to_string())
+            .build()
+            .unwrap();
+        let now = std::time::Instant::now();
+        Self {
+            discovery: asoc_proto::discovery::Discovery::new(config, node, tcp_port, [7; 32], now),
+            keys: asoc_proto::auth::KeyRing::new(ApiKey::new(key).unwrap()),
+            now,
+        }
+    }
+
+    /// The next round's announcement, stamped with the real wall clock.
+    fn next(&mut self) -> Vec<u8> {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        self.now += Duration::from_secs(10);
+        let sent = self
+            .discovery
+            .poll_transmit(self.now, unix_ms, &self.keys)
+            .expect("a round is due");
+        // The same bytes go to every destination; the rest of the round is
+        // drained so the next call starts a new one.
+        while self
+            .discovery
+            .poll_transmit(self.now, unix_ms, &self.keys)
+            .is_some()
+        {}
+        sent.datagram.as_ref().to_vec()
+    }
+}
+
+/// A known peer's address is sticky: a copy from another address while the
+/// peer still announces moves nothing; once the old address has been
+/// silent for two intervals the peer moves, and `peer_moved` says so.
+#[test]
+fn a_peer_moves_only_after_its_address_went_silent_and_peer_moved_says_so() {
+    let key = keygen();
+    let udp = free_udp();
+    let nowhere = free_udp();
+    let mut l = Listener::start(
+        &key,
+        "tokio",
+        &[
+            "--discovery",
+            "--community",
+            "moves",
+            "--discovery-bind",
+            &udp,
+            "--announce-to",
+            &nowhere,
+        ],
+    );
+    let node = uuid::Uuid::from_bytes([0xee; 16]);
+    let mut peer = Announcer::new(&key, "moves", node, 9);
+    let home = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let other = UdpSocket::bind("127.0.0.3:0").unwrap();
+    home.send_to(&peer.next(), &udp).unwrap();
+    let found = l.event("peer_discovered");
+    assert_eq!(found["addr"], "127.0.0.2:9", "{found}");
+    // The attacker relays (or the peer fakes) a copy from elsewhere while
+    // home still announces: sticky.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        home.send_to(&peer.next(), &udp).unwrap();
+        other.send_to(&peer.next(), &udp).unwrap();
+    }
+    signal(&l.child, "USR1");
+    let c = l.event("discovery_counters")["counters"].clone();
+    assert!(c["address_sticky"].as_u64().unwrap_or(0) >= 3, "{c}");
+    assert!(
+        l.seen("peer_moved").is_empty(),
+        "moved while home announced"
+    );
+    // Home falls silent for more than two 3 s intervals; then the peer
+    // announces from its new address and moves.
+    std::thread::sleep(Duration::from_millis(7_500));
+    other.send_to(&peer.next(), &udp).unwrap();
+    let moved = l.event("peer_moved");
+    assert_eq!(moved["peer"], node.to_string(), "{moved}");
+    assert_eq!(moved["old"], "127.0.0.2:9", "{moved}");
+    assert_eq!(moved["new"], "127.0.0.3:9", "{moved}");
+}
