@@ -10,4 +10,5 @@ mod conformance;
 mod discovery;
 mod keys;
 mod netns_discovery;
+mod secrets;
 mod transfer;
