@@ -500,11 +500,14 @@ const UNSUPPORTED_EXIT: i32 = 89;
 
 impl LiveClient {
     fn new(exec: &str, case: &'static str, cfg: &TargetConfig, n: usize) -> Result<Self, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(
-                "asoc-conformance-{n}-{}-",
-                case.replace(['/', '.'], "_")
-            ))
+        let prefix = format!("asoc-conformance-{n}-{}-", case.replace(['/', '.'], "_"));
+        let mut dir = tempfile::Builder::new();
+        dir.prefix(&prefix);
+        // Created with this mode (no window with a wider one), whatever the
+        // umask.
+        #[cfg(unix)]
+        dir.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let dir = dir
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         Ok(Self {
