@@ -216,9 +216,12 @@ fn read_all(file: std::fs::File, shown: &str) -> Result<Zeroizing<Vec<u8>>, Secr
     Ok(bytes)
 }
 
-/// Secrets taken out of the environment by [`take_from_environment`]:
-/// `(name, value)`, `None` when the variable was not set.
-static TAKEN: Mutex<Vec<(String, Option<Zeroizing<Vec<u8>>>)>> = Mutex::new(Vec::new());
+/// A variable taken out of the environment: its name, and its value
+/// (`None` when it was not set).
+type Taken = (String, Option<Zeroizing<Vec<u8>>>);
+
+/// Secrets taken out of the environment by [`take_from_environment`].
+static TAKEN: Mutex<Vec<Taken>> = Mutex::new(Vec::new());
 
 /// Moves the variables `names` out of the process environment into this
 /// crate's keeping, where [`env_secret`] finds them.

@@ -41,8 +41,11 @@ pub const MIN_KEY_BITS: u32 = 128;
 /// add nothing to the estimate (which keeps it bounded for any input).
 pub const ANALYSED_BYTES: usize = 1024;
 
-/// The alphabets of step 1, smallest first: (size, membership).
-const ALPHABETS: [(u32, fn(u8) -> bool); 11] = [
+/// An alphabet of step 1: its size, and whether a byte belongs to it.
+type Alphabet = (u32, fn(u8) -> bool);
+
+/// The alphabets of step 1, smallest first.
+const ALPHABETS: [Alphabet; 11] = [
     (10, |b| b.is_ascii_digit()),
     (16, |b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
     (16, |b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)),
@@ -91,10 +94,14 @@ pub fn estimated_bits(key: &[u8]) -> u32 {
     } else if floor >= f64::from(u32::MAX) {
         u32::MAX
     } else {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let whole = floor as u32;
-        whole
+        whole_bits(floor)
     }
+}
+
+/// `floor`, a whole number strictly between 0 and `u32::MAX`, as a `u32`.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn whole_bits(floor: f64) -> u32 {
+    floor as u32
 }
 
 fn log2(n: usize) -> f64 {
