@@ -32,7 +32,7 @@ pub const MAX_KEY_FILE: u64 = 64 * 1024;
 #[non_exhaustive]
 pub enum SecretFileError {
     /// The file could not be opened.
-    #[error("cannot open key file {path}: {source}")]
+    #[error("cannot read key file {path}: {source}")]
     Open {
         /// The file, as given.
         path: String,
