@@ -1078,11 +1078,23 @@ async fn tls_accept<N: Net>(
 }
 
 /// Connects to `target` and, when configured, runs the client side of TLS.
+/// The TCP connect is bounded by the handshake timeout: a blackholed
+/// address would otherwise hold the dial for the kernel's SYN retries
+/// (about two minutes on Linux).
 async fn dial_transport<N: Net>(
     inner: &Inner<N>,
     target: String,
 ) -> io::Result<(Box<dyn Transport>, SocketAddr)> {
-    let (io, addr) = inner.net.connect(target.clone()).await?;
+    let timeout = inner.driver.connection().handshake_timeout();
+    let connect = inner.net.connect(target.clone());
+    let (io, addr) = race(connect, inner.net.sleep_until(Instant::now() + timeout))
+        .await
+        .unwrap_or_else(|| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("TCP connect to {target} timed out after {timeout:?}"),
+            ))
+        })?;
     match inner.tls.client.clone() {
         None => Ok((Box::new(io), addr)),
         Some(config) => {

@@ -76,6 +76,11 @@ pub(crate) struct KeyArgs {
     /// stripped) instead of ASOC_API_KEY.
     #[arg(long, value_name = "PATH")]
     pub(crate) api_key_file: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: accept a key whose estimated entropy is below 128
+    /// bits (with a warning); such a key can be guessed offline from one
+    /// captured handshake or announcement.
+    #[arg(long)]
+    pub(crate) weak_key: bool,
 }
 
 /// How long `asoc listen` remembers accepted HELLOs, and where it keeps
@@ -110,6 +115,10 @@ pub(crate) struct DeriveKeyArgs {
     /// ASOC_MASTER_KEY.
     #[arg(long, value_name = "PATH")]
     pub(crate) master_key_file: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: accept a master key whose estimated entropy is
+    /// below 128 bits (with a warning).
+    #[arg(long)]
+    pub(crate) weak_key: bool,
 }
 
 /// Server-side TLS (RFC-0002 §9.2).
@@ -207,8 +216,15 @@ pub(crate) struct ListenArgs {
     pub(crate) no_digest: bool,
     #[command(flatten)]
     pub(crate) tls: TlsServerArgs,
+    /// With --tls-cert, the node's dials (--peer, --peer-v1, discovered
+    /// peers) run TLS too and verify the server by --tls-ca or --tls-pin;
+    /// a TLS listener that dials refuses to start without one of them.
     #[command(flatten)]
     pub(crate) tls_client: TlsClientArgs,
+    /// INSECURE: let a TLS listener dial its peers without TLS (a warning
+    /// is printed): its HELLOs then cross the network in cleartext.
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) dial_cleartext: bool,
     #[command(flatten)]
     pub(crate) key: KeyArgs,
     #[command(flatten)]
@@ -235,6 +251,10 @@ pub(crate) struct SendArgs {
     /// The v2 cipher suite to offer (default aesgcm).
     #[arg(long, value_name = "aesgcm|chachapoly")]
     pub(crate) suite: Option<Suite>,
+    /// Time allowed for each of the TCP connect, the TLS handshake and the
+    /// ASoc handshake.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) handshake_timeout: Duration,
     /// One JSON object per line on standard output.
     #[arg(long)]
     pub(crate) json: bool,

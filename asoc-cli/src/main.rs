@@ -26,6 +26,8 @@ use cli::{Cli, Command};
 use error::CliResult;
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread.
+    secrets::take_from_environment();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_exit(&e),

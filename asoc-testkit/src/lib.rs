@@ -105,6 +105,11 @@ macro_rules! scenarios {
         }
 
         #[test]
+        fn attack_dial_to_a_blackholed_address_fails_at_the_handshake_timeout() {
+            $run($crate::scenarios::dials::connect_to_a_blackhole_times_out);
+        }
+
+        #[test]
         fn a_refused_chunk_never_lets_the_stream_complete() {
             $run($crate::scenarios::refused_chunk_never_completes);
         }

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub mod attacks;
+pub mod dials;
 pub mod discovery_attacks;
 pub mod hostile;
 pub mod identity;

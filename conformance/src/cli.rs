@@ -223,16 +223,18 @@ fn resolve(what: &str, s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{what} `{s}` resolves to nothing"))
 }
 
+/// The key under test, read as `asoc` reads keys (asoc-secrets): the key
+/// file must be a regular file private to this user, and ASOC_API_KEY is
+/// the value taken out of the environment at start when the program did so.
+/// Its strength is not judged: it is the implementation's key, not ours.
 fn read_key(a: &Args) -> Result<Vec<u8>, String> {
     if let Some(path) = &a.api_key_file {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("--api-key-file {path}: {e}"))?;
-        let key = text.strip_suffix('\n').unwrap_or(&text);
-        let key = key.strip_suffix('\r').unwrap_or(key);
-        return Ok(key.as_bytes().to_vec());
+        let key = asoc_secrets::read_private_file(std::path::Path::new(path))
+            .map_err(|e| format!("--api-key-file: {e}"))?;
+        return Ok(key.to_vec());
     }
-    match std::env::var("ASOC_API_KEY") {
-        Ok(k) if !k.is_empty() => Ok(k.into_bytes()),
+    match asoc_secrets::env_secret("ASOC_API_KEY") {
+        Some(k) if !k.is_empty() => Ok(k.to_vec()),
         _ => Err("no API key: set ASOC_API_KEY or pass --api-key-file".into()),
     }
 }
@@ -482,7 +484,10 @@ struct LiveClient {
     case: &'static str,
     key: String,
     community: String,
-    dir: std::path::PathBuf,
+    /// Payload and standard-error files: a private (0700), randomly named
+    /// directory, so that no other user can plant a file or a symbolic
+    /// link where the suite writes, nor read the payloads.
+    dir: tempfile::TempDir,
     children: Vec<Child>,
     /// Exit statuses of children that ended, in dial order.
     statuses: Vec<Option<std::process::ExitStatus>>,
@@ -495,12 +500,16 @@ const UNSUPPORTED_EXIT: i32 = 89;
 
 impl LiveClient {
     fn new(exec: &str, case: &'static str, cfg: &TargetConfig, n: usize) -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "asoc-conformance-{}-{n}-{}",
-            std::process::id(),
-            case.replace(['/', '.'], "_")
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let prefix = format!("asoc-conformance-{n}-{}-", case.replace(['/', '.'], "_"));
+        let mut dir = tempfile::Builder::new();
+        dir.prefix(&prefix);
+        // Created with this mode (no window with a wider one), whatever the
+        // umask.
+        #[cfg(unix)]
+        dir.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let dir = dir
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         Ok(Self {
             exec: exec.to_string(),
             case,
@@ -523,12 +532,17 @@ impl LiveClient {
         let payload = payload.unwrap_or_default();
         let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
         let n = self.children.len();
-        let file = self.dir.join(format!("payload-{n}.bin"));
-        std::fs::write(&file, payload)
+        let file = self.dir.path().join(format!("payload-{n}.bin"));
+        create_new(&file)
+            .and_then(|mut f| f.write_all(payload))
             .map_err(|e| Finding::Error(format!("{}: {e}", file.display())))?;
-        let stderr = std::fs::File::create(self.dir.join(format!("stderr-{n}")))
-            .map_err(|e| Finding::Error(format!("{}: {e}", self.dir.display())))?;
+        let stderr_path = self.dir.path().join(format!("stderr-{n}"));
+        let stderr = create_new(&stderr_path)
+            .map_err(|e| Finding::Error(format!("{}: {e}", stderr_path.display())))?;
         let mut cmd = Command::new("sh");
+        // ASOC_API_KEY is handed over explicitly below (the client program
+        // needs it); nothing else secret is inherited.
+        cmd.env_remove("ASOC_MASTER_KEY");
         if let Some(id) = peer_id {
             cmd.env("ASOC_PEER_ID", id.to_string());
         }
@@ -600,8 +614,8 @@ impl LiveClient {
         let mut notes = Vec::new();
         for (i, status) in self.statuses.iter().enumerate() {
             let status = status.map_or_else(|| "still running".to_string(), |s| s.to_string());
-            let err =
-                std::fs::read_to_string(self.dir.join(format!("stderr-{i}"))).unwrap_or_default();
+            let err = std::fs::read_to_string(self.dir.path().join(format!("stderr-{i}")))
+                .unwrap_or_default();
             match err.lines().rev().find(|l| !l.trim().is_empty()) {
                 Some(line) => notes.push(format!("client {status}; stderr: {}", line.trim())),
                 None => notes.push(format!("client {status}")),
@@ -692,6 +706,64 @@ impl Drop for LiveClient {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The directory is removed when `dir` drops, after this.
+    }
+}
+
+/// Creates `path`, which must not exist yet (`O_EXCL`: a file or symbolic
+/// link already there is an error, never followed), readable only by its
+/// owner.
+fn create_new(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A symbolic link planted where earlier versions wrote their payloads
+    /// (`$TMPDIR/asoc-conformance-PID-N-CASE`, all of it predictable) is
+    /// never followed: the payload goes to a fresh private directory and
+    /// the link's target stays empty.
+    #[test]
+    fn a_symlink_at_the_old_predictable_path_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let case = "R3-9.9/1";
+        let old = std::env::temp_dir().join(format!(
+            "asoc-conformance-{}-0-{}",
+            std::process::id(),
+            case.replace(['/', '.'], "_")
+        ));
+        let victim = tempfile::tempdir().unwrap();
+        let _ = std::fs::remove_file(&old);
+        std::os::unix::fs::symlink(victim.path(), &old).unwrap();
+        let cfg = TargetConfig::new(b"k".to_vec(), "c");
+        let result = (|| {
+            let mut client = LiveClient::new("true", case, &cfg, 0)?;
+            client
+                .spawn(
+                    "127.0.0.1:9".parse().unwrap(),
+                    Some(b"secret payload"),
+                    None,
+                )
+                .map_err(|f| format!("{f:?}"))?;
+            let dir = client.dir.path().to_path_buf();
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            let payload = std::fs::read(dir.join("payload-0.bin")).unwrap();
+            Ok::<_, String>((dir, mode, payload))
+        })();
+        let target = std::fs::read_link(&old);
+        std::fs::remove_file(&old).unwrap();
+        let (dir, mode, payload) = result.unwrap();
+        assert_ne!(dir, old);
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        assert_eq!(payload, b"secret payload");
+        assert_eq!(target.unwrap(), victim.path());
+        let planted: Vec<_> = std::fs::read_dir(victim.path()).unwrap().collect();
+        assert!(planted.is_empty(), "written through the link: {planted:?}");
     }
 }

@@ -14,7 +14,7 @@ pub(crate) fn run(args: &DeriveKeyArgs) -> CliResult {
     if args.cluster.is_empty() {
         return Err(CliError::usage("--cluster must not be empty"));
     }
-    let master = secrets::master_key(args.master_key_file.as_deref())?;
+    let master = secrets::master_key(args.master_key_file.as_deref(), args.weak_key)?;
     let key = derive_cluster_key(&master, &args.cluster);
     let text = Zeroizing::new(hex(key.as_ref()));
     println!("{}", text.as_str());

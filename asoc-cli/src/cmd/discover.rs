@@ -32,7 +32,7 @@ pub(crate) struct Discover {
 impl Discover {
     /// Checks every input before any socket is opened.
     pub(crate) fn prepare(args: DiscoverArgs) -> CliResult<Self> {
-        let key: ApiKey = secrets::api_key(args.key.api_key_file.as_deref())?;
+        let key: ApiKey = secrets::api_key(&args.key)?;
         let community = args.community.filter(|c| !c.is_empty()).ok_or_else(|| {
             CliError::usage(
                 "discover needs a community: pass --community NAME or set ASOC_COMMUNITY",

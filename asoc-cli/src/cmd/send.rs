@@ -41,6 +41,7 @@ pub(crate) struct Send {
     wire: WireVersion,
     peer_id: Option<Uuid>,
     suite: Suite,
+    handshake_timeout: Duration,
 }
 
 impl Send {
@@ -62,7 +63,7 @@ impl Send {
                  runs no cipher suite",
             ));
         }
-        let key = secrets::api_key(args.key.api_key_file.as_deref())?;
+        let key = secrets::api_key(&args.key)?;
         let identity = args.tls_cert.as_ref().zip(args.tls_key.as_ref());
         let tls = tls::client(&args.tls, identity)?;
         let sources = args
@@ -81,6 +82,7 @@ impl Send {
             wire: args.wire,
             peer_id: args.peer_id,
             suite: args.suite.unwrap_or_default(),
+            handshake_timeout: args.handshake_timeout,
         })
     }
 
@@ -89,16 +91,28 @@ impl Send {
     }
 
     async fn connect<N: Net>(&self, net: &N) -> CliResult<Connection> {
-        let (io, addr) = net
-            .connect(self.peer.clone())
+        // Bounded like the handshake: a blackholed address would otherwise
+        // hold the connect for the kernel's SYN retries (about two minutes
+        // on Linux).
+        let deadline = Instant::now() + self.handshake_timeout;
+        let (io, addr) = until(net, deadline, net.connect(self.peer.clone()))
             .await
+            .unwrap_or_else(|| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "TCP connect timed out after {:?} (--handshake-timeout)",
+                        self.handshake_timeout
+                    ),
+                ))
+            })
             .map_err(|e| unreachable(&self.peer, &e))?;
         let io: Box<dyn Transport> = match &self.tls {
             None => Box::new(io),
             Some(config) => {
                 let name = asoc_async::tls::server_name(&self.peer)
                     .map_err(|e| CliError::usage(e.to_string()))?;
-                let deadline = Instant::now() + Duration::from_secs(10);
+                let deadline = Instant::now() + self.handshake_timeout;
                 let linger = DriverConfig::default().connection().send_stall_timeout();
                 let handshake = asoc_async::tls::connect(net, io, config.clone(), name, linger);
                 match until(net, deadline, handshake).await {
@@ -122,6 +136,7 @@ impl Send {
         let auth = self.authenticator(node)?;
         let connection = ConnectionConfig::builder()
             .suite(self.suite)
+            .handshake_timeout(self.handshake_timeout)
             .build()
             .map_err(|e| CliError::usage(e.to_string()))?;
         let driver = DriverConfig::builder()

@@ -12,4 +12,5 @@ mod events;
 mod keys;
 mod netns_discovery;
 mod restart;
+mod secrets;
 mod transfer;

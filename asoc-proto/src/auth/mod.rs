@@ -8,6 +8,7 @@ mod failure;
 mod key;
 mod mac;
 mod sign;
+pub mod strength;
 mod token;
 
 pub use failure::AuthFailure;
@@ -20,4 +21,5 @@ pub use sign::{
     sign_announcement, sign_announcement_v2, sign_hello, verify_announcement,
     verify_announcement_v2, verify_hello,
 };
+pub use strength::{estimated_bits, MIN_KEY_BITS};
 pub use token::SessionToken;

@@ -10,6 +10,9 @@ fn tmp(name: &str, contents: &str) -> String {
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, contents).unwrap();
+    // Mode 600: key files are refused when group or others can read them.
+    #[cfg(unix)]
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     p.to_string_lossy().into_owned()
 }
 

@@ -63,7 +63,7 @@ pub(crate) struct Listen {
 impl Listen {
     /// Checks every input before any socket is opened.
     pub(crate) fn prepare(args: ListenArgs) -> CliResult<Self> {
-        let key = secrets::api_key(args.key.api_key_file.as_deref())?;
+        let key = secrets::api_key(&args.key)?;
         for peer in &args.peer {
             check_target(peer, "--peer")?;
         }
@@ -145,6 +145,7 @@ impl Listen {
             }
             None => None,
         };
+        let tls = dial_tls(&args)?;
         Ok(Self {
             bind: args.bind,
             discovery,
@@ -155,7 +156,7 @@ impl Listen {
             driver,
             policy,
             key,
-            tls: tls::node(&args.tls, &args.tls_client)?,
+            tls,
             out: Out::new(args.json),
             streams: incoming::Settings {
                 digest: !args.no_digest,
@@ -387,6 +388,37 @@ async fn print_events<N: Net>(
         }
         events::print(out, &event);
     }
+}
+
+/// The node's TLS. A listener with TLS that dials (static peers or
+/// discovery) must dial in TLS as well, verifying the server with --tls-ca
+/// or --tls-pin: a cleartext dial would carry its HELLO, and a v1 HELLO
+/// can be replayed by whoever sees it. `--dial-cleartext` is the explicit,
+/// warned way out.
+fn dial_tls(args: &ListenArgs) -> CliResult<TlsConfig> {
+    let server_tls = args.tls.tls_cert.is_some();
+    let verifies = args.tls_client.tls_ca.is_some() || args.tls_client.tls_pin.is_some();
+    let dials = !args.peer.is_empty() || !args.peer_v1.is_empty() || args.discovery;
+    if args.dial_cleartext && verifies {
+        return Err(CliError::usage(
+            "--dial-cleartext contradicts --tls-ca / --tls-pin: pick one",
+        ));
+    }
+    if server_tls && dials && !verifies && !args.dial_cleartext {
+        return Err(CliError::usage(
+            "this TLS listener dials peers (--peer, --peer-v1 or --discovery) but has no way \
+             to verify them: pass --tls-ca FILE or --tls-pin FILE so that its dials run TLS \
+             too, or --dial-cleartext to dial without TLS (its HELLOs then cross the network \
+             in cleartext)",
+        ));
+    }
+    if args.dial_cleartext && dials {
+        eprintln!(
+            "asoc: warning: --dial-cleartext: this TLS listener dials its peers without TLS; \
+             its HELLOs cross the network in cleartext and a v1 HELLO can be replayed"
+        );
+    }
+    tls::node(&args.tls, &args.tls_client)
 }
 
 /// `--out DIR`: created when missing; must be a directory.

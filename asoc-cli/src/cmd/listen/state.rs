@@ -10,7 +10,8 @@
 //! without a chance to shut down loses at most the last second's entries.
 //!
 //! The directory is created with mode 0700 when missing and refused when
-//! it is a symlink or group or others may access it. Files are written
+//! it is a symlink, another user's, or group or others may access it; the
+//! same holds for each file, which is opened without following symlinks. Files are written
 //! to a randomly named temporary file (`O_EXCL`, mode 0600) in the same
 //! directory, synced, then renamed over the old one, so a crash leaves
 //! either the old state or the new one, never a torn file. They hold no
@@ -73,6 +74,8 @@ impl StateDir {
                 "group or others may access it (mode {mode:03o}); run `chmod 700 {shown}`"
             ))
         })?;
+        check_owner(&meta)
+            .map_err(|owner| refuse(format!("owned by uid {owner}, not by this user")))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -162,6 +165,8 @@ fn read_private(path: &Path, limit: u64) -> CliResult<Option<Vec<u8>>> {
     }
     check_private_mode(&meta)
         .map_err(|mode| refuse(format!("group or others may access it (mode {mode:03o})")))?;
+    check_owner(&meta)
+        .map_err(|owner| refuse(format!("owned by uid {owner}, not by this user")))?;
     if meta.len() > limit {
         return Err(refuse(format!(
             "{} bytes is more than a state of this node's limits can take",
@@ -214,6 +219,23 @@ fn check_private_mode(meta: &std::fs::Metadata) -> Result<(), u32> {
     } else {
         Err(mode)
     }
+}
+
+/// `Err(owner)` when the effective user does not own it: another user's
+/// file could be swapped for one that forgets the replays.
+#[cfg(unix)]
+fn check_owner(meta: &std::fs::Metadata) -> Result<(), u32> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() == rustix::process::geteuid().as_raw() {
+        Ok(())
+    } else {
+        Err(meta.uid())
+    }
+}
+
+#[cfg(not(unix))]
+fn check_owner(_meta: &std::fs::Metadata) -> Result<(), u32> {
+    Ok(())
 }
 
 #[cfg(not(unix))]
