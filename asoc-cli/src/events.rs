@@ -1,11 +1,13 @@
 //! The node's events as `asoc listen` prints them (the JSON shapes are
 //! part of the command's interface; see docs/cli.md).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::CloseReason;
 use asoc_proto::node::{Direction, NodeEvent};
+use asoc_proto::policy::AuthFailureCounts;
 use asoc_proto::v2::{Suite, WireVersion};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -88,9 +90,27 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
         NodeEvent::PeerExpired { node, addr } => {
             discovery(out, "peer_expired", *node, *addr, None);
         }
-        NodeEvent::LockedOut { ip, .. } => {
-            out.note(|| format!("locked out: {ip} after repeated authentication failures"));
+        NodeEvent::Throttled {
+            ip,
+            interval,
+            cause,
+            ..
+        } => {
+            out.note(|| {
+                format!(
+                    "throttled: {ip} after repeated {}: one handshake per {} s",
+                    cause.as_str(),
+                    interval.as_secs_f64()
+                )
+            });
         }
+        NodeEvent::AuthFailuresAggregated {
+            ip,
+            count,
+            first,
+            last,
+            reasons,
+        } => aggregated(out, *ip, *count, *first, *last, reasons),
         NodeEvent::PeerAddressChanged { node, old, new } => {
             out.note(|| format!("peer {node} moved from {old} to {new}"));
         }
@@ -103,6 +123,47 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
         NodeEvent::StreamComplete { .. } | NodeEvent::StreamIncomplete { .. } => {}
         _ => {}
     }
+}
+
+/// `auth_failed_aggregated`: the refusals of one address after its first
+/// `auth_failed` of the interval, as one line with their count, their
+/// reasons and the wall-clock times (unix ms) of the first and the last.
+fn aggregated(
+    out: Out,
+    ip: Option<IpAddr>,
+    count: u64,
+    first: Instant,
+    last: Instant,
+    reasons: &AuthFailureCounts,
+) {
+    // The node's clock is monotonic; the line carries wall-clock times.
+    let (now, unix) = (Instant::now(), asoc_async::unix_ms());
+    let unix_at = |t: Instant| {
+        let ago = u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX);
+        unix.saturating_sub(ago)
+    };
+    let by_reason: serde_json::Map<String, Value> = reasons
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| (name.to_string(), json!(n)))
+        .collect();
+    let ip_text = ip.map(|ip| ip.to_string());
+    out.emit(
+        json!({"event": "auth_failed_aggregated", "ip": ip_text, "count": count,
+               "first_unix_ms": unix_at(first), "last_unix_ms": unix_at(last),
+               "reasons": by_reason}),
+        || {
+            let reasons: Vec<String> =
+                by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!(
+                "authentication failed: {} more from {} over {:.1} s ({})",
+                count,
+                ip_text.as_deref().unwrap_or("untracked addresses"),
+                last.saturating_duration_since(first).as_secs_f64(),
+                reasons.join(", ")
+            )
+        },
+    );
 }
 
 /// `peer_discovered` / `peer_expired`, shared with `asoc discover`.
