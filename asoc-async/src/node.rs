@@ -915,8 +915,13 @@ async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
                         .spawn(Box::pin(tls_accept(inner2, io, config, id, conn)));
                 }
             },
-            // Refused: close at once without writing a byte.
-            Err(_) => drop(io),
+            // Refused: close at once without writing a byte. The refusal
+            // may have opened a failure report whose end the timers must
+            // now wait for.
+            Err(_) => {
+                drop(io);
+                inner.wake.notify(usize::MAX);
+            }
         }
     }
 }

@@ -153,8 +153,7 @@ fn aggregated(
                "first_unix_ms": unix_at(first), "last_unix_ms": unix_at(last),
                "reasons": by_reason}),
         || {
-            let reasons: Vec<String> =
-                by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let reasons: Vec<String> = by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect();
             format!(
                 "authentication failed: {} more from {} over {:.1} s ({})",
                 count,

@@ -945,7 +945,9 @@ impl Node {
                 && stats.frames_in == 0
                 && matches!(
                     reason,
-                    CloseReason::PeerClosed | CloseReason::Transport | CloseReason::HandshakeTimeout
+                    CloseReason::PeerClosed
+                        | CloseReason::Transport
+                        | CloseReason::HandshakeTimeout
                 );
             if abandoned {
                 let failure = reason.auth_failure();

@@ -263,7 +263,10 @@ impl PolicyConfig {
             ("max_handshaking", self.max_handshaking),
             ("max_handshaking_per_ip", self.max_handshaking_per_ip),
             ("max_auth_failures", self.max_auth_failures as usize),
-            ("max_attempts_per_window", self.max_attempts_per_window as usize),
+            (
+                "max_attempts_per_window",
+                self.max_attempts_per_window as usize,
+            ),
             ("max_tracked_ips", self.max_tracked_ips),
         ] {
             if n == 0 {

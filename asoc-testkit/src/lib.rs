@@ -272,10 +272,14 @@ macro_rules! floods {
         #[ignore = "full size: 512 MiB against 200 silent connections from one address"]
         fn full_silent_flood_from_one_address() {
             let _alone = alone();
-            let r = $run(|net| $crate::scenarios::admission::silent_flood(net, 200, 512 << 20, true));
+            let r =
+                $run(|net| $crate::scenarios::admission::silent_flood(net, 200, 512 << 20, true));
             let ratio = r.loaded / r.unloaded;
             println!("silent flood throughput ratio: {ratio:.2}");
-            assert!(ratio >= 0.8, "throughput under the silent flood {ratio:.2}x");
+            assert!(
+                ratio >= 0.8,
+                "throughput under the silent flood {ratio:.2}x"
+            );
         }
 
         #[test]

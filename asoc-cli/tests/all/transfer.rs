@@ -138,7 +138,10 @@ fn junk_connections_from_one_address_print_one_line_and_an_aggregate() {
     // 19 after the first are one line when it ends.
     let v = listener.event("auth_failed_aggregated");
     assert_eq!(v["ip"], "127.0.0.1", "{v}");
-    assert!(v["first_unix_ms"].as_u64() <= v["last_unix_ms"].as_u64(), "{v}");
+    assert!(
+        v["first_unix_ms"].as_u64() <= v["last_unix_ms"].as_u64(),
+        "{v}"
+    );
     let by_reason: u64 = v["reasons"]
         .as_object()
         .unwrap()
@@ -148,7 +151,11 @@ fn junk_connections_from_one_address_print_one_line_and_an_aggregate() {
     assert_eq!(by_reason, v["count"].as_u64().unwrap(), "{v}");
     let aggregated = v["count"].as_u64().unwrap();
     assert_eq!(aggregated, junk - 1);
-    assert_eq!(listener.seen("auth_failed").len(), 1, "one line, then aggregates");
+    assert_eq!(
+        listener.seen("auth_failed").len(),
+        1,
+        "one line, then aggregates"
+    );
     assert_eq!(listener.stop("TERM").code(), Some(0));
 }
 

@@ -23,9 +23,7 @@ pub enum ConfigError {
     },
     /// The first-byte deadline is part of the handshake, so it cannot be
     /// later than the handshake deadline.
-    #[error(
-        "first_byte_timeout ({first_byte:?}) exceeds handshake_timeout ({handshake:?})"
-    )]
+    #[error("first_byte_timeout ({first_byte:?}) exceeds handshake_timeout ({handshake:?})")]
     FirstByteAfterHandshake {
         /// The configured first-byte timeout.
         first_byte: Duration,

@@ -338,7 +338,10 @@ fn one_address_gets_at_most_its_share_of_the_handshake_cap() {
     p.release(held[1]);
     assert!(p.admit(t0, attacker).is_ok());
     assert_eq!(p.handshaking_from(attacker), 8);
-    assert!(!p.is_throttled(t0, attacker), "share refusals are no attempts");
+    assert!(
+        !p.is_throttled(t0, attacker),
+        "share refusals are no attempts"
+    );
 }
 
 #[test]
@@ -556,9 +559,16 @@ fn failures_of_one_address_are_reported_once_then_aggregated_per_interval() {
     let mut p = Policy::new(PolicyConfig::default());
     let a = ip(1);
     let _ = p.admit(t0, a);
-    assert!(p.report_failure(t0, a, AuthFailure::BadMac), "the first is reported");
+    assert!(
+        p.report_failure(t0, a, AuthFailure::BadMac),
+        "the first is reported"
+    );
     for i in 1..=50u32 {
-        let why = if i % 2 == 0 { AuthFailure::Capacity } else { AuthFailure::BadMac };
+        let why = if i % 2 == 0 {
+            AuthFailure::Capacity
+        } else {
+            AuthFailure::BadMac
+        };
         assert!(!p.report_failure(t0 + SEC / 10 * i, a, why));
     }
     // Another address has its own report.
@@ -571,7 +581,11 @@ fn failures_of_one_address_are_reported_once_then_aggregated_per_interval() {
     assert_eq!(drain(&mut p), vec![]);
     p.handle_timeout(t0 + 10 * SEC);
     let events = drain(&mut p);
-    assert_eq!(events.len(), 1, "ip(2) had nothing to aggregate: {events:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "ip(2) had nothing to aggregate: {events:?}"
+    );
     let PolicyEvent::FailuresAggregated(FailureSummary {
         ip: Some(got),
         count,
@@ -605,7 +619,11 @@ fn failures_of_untracked_addresses_share_one_report() {
     p.handle_timeout(t0 + 10 * SEC);
     assert!(matches!(
         drain(&mut p).as_slice(),
-        [PolicyEvent::FailuresAggregated(FailureSummary { ip: None, count: 17, .. })]
+        [PolicyEvent::FailuresAggregated(FailureSummary {
+            ip: None,
+            count: 17,
+            ..
+        })]
     ));
 }
 
@@ -620,10 +638,7 @@ fn event_queue_is_bounded() {
     let mut p = Policy::new(config);
     let _ = p.admit(t0, ip(1));
     for _ in 0..10 {
-        assert!(matches!(
-            p.admit(t0, ip(1)),
-            Err(Refusal::Throttled { .. })
-        ));
+        assert!(matches!(p.admit(t0, ip(1)), Err(Refusal::Throttled { .. })));
     }
     // The throttle and the first two refusals.
     assert_eq!(drain(&mut p).len(), 3);

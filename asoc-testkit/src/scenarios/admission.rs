@@ -38,7 +38,8 @@ fn quick_throttle() -> PolicyConfig {
 /// the node answered, `None` when it closed the connection without a byte.
 pub fn handshake_from(from: IpAddr, to: SocketAddr, key: &str, seed: u8) -> Option<TcpStream> {
     let mut sock = connect_from(from, to).ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let config = AuthenticatorConfig::new(
         uuid::Uuid::from_bytes([seed; 16]),
         KeyRing::new(ApiKey::new(key).unwrap()),
@@ -86,7 +87,11 @@ fn junk_from(from: IpAddr, to: SocketAddr, bytes: &[u8]) {
     let _ = s.write_all(bytes);
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
-    assert!(got.is_empty(), "the node answered junk with {} bytes", got.len());
+    assert!(
+        got.is_empty(),
+        "the node answered junk with {} bytes",
+        got.len()
+    );
 }
 
 /// Retries a correct handshake from `from` until the node lets it in
@@ -165,8 +170,14 @@ pub async fn connect_and_close_then_a_correct_one<N: Net>(net: N) {
     let to = b.local_addr();
     blocking(&net, move || {
         for _ in 0..100 {
-            if let Ok(s) = connect_from(attacker(), to) {
-                drop(s);
+            // Close, then wait for the node's close, so that each is judged
+            // before the next (at once they would meet the share of 8).
+            if let Ok(mut s) = connect_from(attacker(), to) {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                assert!(got.is_empty(), "the node answered a close");
             }
         }
     })
@@ -326,13 +337,22 @@ pub async fn silent_flood<N: Net>(
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (opened, held, socks) = flood.join().unwrap();
     let p = b.counters().policy;
-    assert!(opened >= count / 2, "only {opened} of {count} connects succeeded");
-    assert!(held <= 8, "the attacker holds {held} places, more than its share");
+    assert!(
+        opened >= count / 2,
+        "only {opened} of {count} connects succeeded"
+    );
+    assert!(
+        held <= 8,
+        "the attacker holds {held} places, more than its share"
+    );
     assert!(
         p.refused.too_many_handshakes_from_ip >= (opened - 8) as u64,
         "{p:?}"
     );
-    assert_eq!(p.refused.too_many_handshakes, 0, "the node-wide cap was never reached");
+    assert_eq!(
+        p.refused.too_many_handshakes, 0,
+        "the node-wide cap was never reached"
+    );
     // Their refusals were reported as one auth_failed and aggregated events.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut reported = 0u64;
@@ -350,7 +370,10 @@ pub async fn silent_flood<N: Net>(
                     reasons,
                     ..
                 } if ip == attacker() => {
-                    assert_eq!(reasons.capacity + reasons.timeout + reasons.throttled, count);
+                    assert_eq!(
+                        reasons.capacity + reasons.timeout + reasons.throttled,
+                        count
+                    );
                     reported += count;
                     lines += 1;
                 }
@@ -455,10 +478,17 @@ pub async fn refusals_are_aggregated<N: Net>(net: N, n: usize) {
         net.sleep_until(Instant::now() + Duration::from_millis(50))
             .await;
     }
-    assert_eq!(total, n as u64, "each junk connection reported exactly once");
+    assert_eq!(
+        total, n as u64,
+        "each junk connection reported exactly once"
+    );
     assert_eq!(reasons, total);
     let c = b.counters().policy;
-    assert_eq!(c.auth_failures.bad_mac + c.refused.throttled, n as u64, "{c:?}");
+    assert_eq!(
+        c.auth_failures.bad_mac + c.refused.throttled,
+        n as u64,
+        "{c:?}"
+    );
     // At most two events per report interval the flood lasted.
     let intervals = (flood_time.as_secs_f64() / interval.as_secs_f64()).ceil() as usize + 1;
     assert!(
