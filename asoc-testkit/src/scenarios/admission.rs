@@ -300,19 +300,20 @@ pub async fn silent_flood<N: Net>(
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            // Under `measure`, keep `count` connections attempted while
-            // the transfer runs.
+            // Under `measure`, keep `count` connections open or attempted
+            // while the transfer runs: every 20 ms, reopen what the node
+            // closed (at most `count` per round, bounded in total).
             let mut reopened = 0usize;
-            while measure && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while measure
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && reopened < 10_000_000
+            {
                 socks.retain(|s| still_open(s));
-                while socks.len() < count && reopened < 1_000_000 {
+                for _ in socks.len()..count {
                     reopened += 1;
                     match connect_from(attacker(), to) {
                         Ok(s) => socks.push(s),
                         Err(_) => break,
-                    }
-                    if socks.len() % 50 == 0 {
-                        socks.retain(|s| still_open(s));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
