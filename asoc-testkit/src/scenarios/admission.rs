@@ -293,7 +293,7 @@ pub async fn silent_flood<N: Net>(
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut open = socks.len();
             while Instant::now() < deadline {
-                socks.retain(|s| still_open(s));
+                socks.retain(still_open);
                 open = socks.len();
                 if open <= 8 {
                     break;
@@ -308,7 +308,7 @@ pub async fn silent_flood<N: Net>(
                 && !stop.load(std::sync::atomic::Ordering::Relaxed)
                 && reopened < 10_000_000
             {
-                socks.retain(|s| still_open(s));
+                socks.retain(still_open);
                 for _ in socks.len()..count {
                     reopened += 1;
                     match connect_from(attacker(), to) {
