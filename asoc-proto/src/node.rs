@@ -681,7 +681,11 @@ impl Node {
         remote: SocketAddr,
     ) -> Result<(ConnId, Connection), Refusal> {
         let slot = match self.policy.admit(now, remote.ip()) {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                // Admitting may have throttled the address (its attempt rate).
+                self.pump_policy();
+                slot
+            }
             Err(refusal) => {
                 self.pump_policy();
                 self.report_inbound_failure(now, None, remote, refusal.as_auth_failure());
