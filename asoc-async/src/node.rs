@@ -35,7 +35,7 @@ use crate::stream::{RecvStream, SendStream};
 use crate::tls::{self, server_name, TlsConfig};
 
 /// Something that happened on a node: a peer connected or disconnected,
-/// authentication failed, a lockout, a peer discovered or expired, an
+/// authentication failed (one by one or aggregated), a throttle, a peer discovered or expired, an
 /// incoming stream complete or cut off. The protocol node's own event
 /// type: every adapter reports the same events with the same fields.
 pub use asoc_proto::node::NodeEvent;
@@ -204,7 +204,7 @@ impl NodeBuilder {
         self
     }
 
-    /// Admission policy (caps, lockout, attempt rate).
+    /// Admission policy (caps, throttle, attempt rate).
     #[must_use]
     pub fn policy(mut self, config: asoc_proto::policy::PolicyConfig) -> Self {
         self.policy = Some(config);
@@ -975,8 +975,13 @@ async fn accept_loop<N: Net>(inner: Arc<Inner<N>>, listener: N::Listener) {
                         .spawn(Box::pin(tls_accept(inner2, io, config, id, conn)));
                 }
             },
-            // Refused: close at once without writing a byte.
-            Err(_) => drop(io),
+            // Refused: close at once without writing a byte. The refusal
+            // may have opened a failure report whose end the timers must
+            // now wait for.
+            Err(_) => {
+                drop(io);
+                inner.wake.notify(usize::MAX);
+            }
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The node's events as `asoc listen` prints them (the JSON shapes are
 //! part of the command's interface; see docs/cli.md).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::AuthFailure;
 use asoc_proto::connection::CloseReason;
 use asoc_proto::discovery::{DiscoveryCounters, DropReason};
 use asoc_proto::node::{Direction, NodeEvent};
+use asoc_proto::policy::AuthFailureCounts;
 use asoc_proto::v2::{Suite, WireVersion};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -91,13 +92,33 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
         NodeEvent::PeerExpired { node, addr } => {
             discovery(out, "peer_expired", *node, *addr, None);
         }
-        NodeEvent::LockedOut { ip, until } => {
+        NodeEvent::Throttled {
+            ip,
+            until,
+            interval,
+            cause,
+        } => {
             let for_ms = millis(until.saturating_duration_since(Instant::now()));
+            let every_ms = millis(*interval);
             out.emit(
-                json!({"event": "locked_out", "ip": ip.to_string(), "for_ms": for_ms}),
-                || format!("locked out: {ip} after repeated authentication failures"),
+                json!({"event": "throttled", "ip": ip.to_string(), "cause": cause.as_str(),
+                       "for_ms": for_ms, "one_handshake_per_ms": every_ms}),
+                || {
+                    format!(
+                        "throttled: {ip} after repeated {}: one handshake per {} s",
+                        cause.as_str(),
+                        interval.as_secs_f64()
+                    )
+                },
             );
         }
+        NodeEvent::AuthFailuresAggregated {
+            ip,
+            count,
+            first,
+            last,
+            reasons,
+        } => aggregated(out, *ip, *count, *first, *last, reasons),
         NodeEvent::PeerAddressChanged { node, old, new } => out.emit(
             json!({"event": "peer_moved", "peer": node.to_string(), "old": old.to_string(),
                    "new": new.to_string()}),
@@ -149,9 +170,8 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
         NodeEvent::StreamComplete { .. } | NodeEvent::StreamIncomplete { .. } => {}
         // One per datagram: the counters say it on demand (SIGUSR1).
         NodeEvent::DatagramDropped { .. } => {}
-        // Every other event is a decision an operator may need (throttling,
-        // aggregated refusals, whatever the node reports): printed generically
-        // so that none is lost to `--json`.
+        // Every other event is a decision an operator may need: printed
+        // generically so that none is lost to `--json`.
         other => generic(out, other),
     }
 }
@@ -217,6 +237,46 @@ pub(crate) fn discovery_counters(out: Out, c: Option<&DiscoveryCounters>) {
         || {
             let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k} {v}")).collect();
             format!("discovery counters: {}", parts.join(", "))
+        },
+    );
+}
+
+/// `auth_failed_aggregated`: the refusals of one address after its first
+/// `auth_failed` of the interval, as one line with their count, their
+/// reasons and the wall-clock times (unix ms) of the first and the last.
+fn aggregated(
+    out: Out,
+    ip: Option<IpAddr>,
+    count: u64,
+    first: Instant,
+    last: Instant,
+    reasons: &AuthFailureCounts,
+) {
+    // The node's clock is monotonic; the line carries wall-clock times.
+    let (now, unix) = (Instant::now(), asoc_async::unix_ms());
+    let unix_at = |t: Instant| {
+        let ago = u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX);
+        unix.saturating_sub(ago)
+    };
+    let by_reason: serde_json::Map<String, Value> = reasons
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| (name.to_string(), json!(n)))
+        .collect();
+    let ip_text = ip.map(|ip| ip.to_string());
+    out.emit(
+        json!({"event": "auth_failed_aggregated", "ip": ip_text, "count": count,
+               "first_unix_ms": unix_at(first), "last_unix_ms": unix_at(last),
+               "reasons": by_reason}),
+        || {
+            let reasons: Vec<String> = by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!(
+                "authentication failed: {} more from {} over {:.1} s ({})",
+                count,
+                ip_text.as_deref().unwrap_or("untracked addresses"),
+                last.saturating_duration_since(first).as_secs_f64(),
+                reasons.join(", ")
+            )
         },
     );
 }

@@ -100,7 +100,7 @@ impl NodeBuilder {
         /// Also speak v1: accept v1 HELLOs and, with discovery, send and
         /// accept v1 announcements (WIRE-v2.md §6). Off by default.
         allow_v1(yes: bool);
-        /// Admission policy (caps, lockout, attempt rate).
+        /// Admission policy (caps, throttle, attempt rate).
         policy(config: PolicyConfig);
         /// Reconnect schedule.
         dial(config: DialConfig);

@@ -1,7 +1,7 @@
 //! A node: everything one ASoc endpoint decides that spans connections.
 //!
 //! A [`Node`] owns the [`Authenticator`] (keys, replay caches, reflection
-//! guard), the admission [`Policy`] (caps, per-IP lockout and rate), the
+//! guard), the admission [`Policy`] (caps, per-address throttle and rate), the
 //! [`Dialer`] (static and discovered peers, reconnect schedule) and, when
 //! enabled, [`Discovery`]. It hands out [`Connection`]s and tells the adapter
 //! what to do: accept or refuse a socket, dial this address, send this
@@ -52,7 +52,9 @@ use crate::handshake::{
     AuthCounters, Authenticator, AuthenticatorConfig, ClientOptions, HandshakeOutcome,
 };
 use crate::persist::{AuthReplayState, RestoreReport};
-use crate::policy::{Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal};
+use crate::policy::{
+    AuthFailureCounts, Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal, ThrottleCause,
+};
 use crate::rng::{Rng, Seed};
 use crate::time::after;
 use crate::v2::WireVersion;
@@ -396,7 +398,10 @@ pub enum NodeEvent {
         reason: CloseReason,
     },
     /// A peer was refused: at admission (`conn` is `None`; close the socket
-    /// without writing) or during the handshake.
+    /// without writing) or during the handshake. For inbound connections
+    /// only the first failure of an address per report interval is
+    /// reported this way; the rest come as one
+    /// [`AuthFailuresAggregated`](Self::AuthFailuresAggregated).
     AuthFailed {
         /// The connection, if one was created.
         conn: Option<ConnId>,
@@ -405,12 +410,35 @@ pub enum NodeEvent {
         /// Why.
         reason: AuthFailure,
     },
-    /// A source address is locked out after repeated failures.
-    LockedOut {
-        /// The address as tracked.
+    /// A source address is throttled (or its throttle extended): until
+    /// `until`, one of its handshakes is admitted per `interval` and the
+    /// other connections are refused (a correct HELLO among the admitted
+    /// ones is still accepted).
+    Throttled {
+        /// The address as tracked (IPv6: its /64, or the configured prefix).
         ip: core::net::IpAddr,
-        /// When the lockout ends.
+        /// When the throttle ends.
         until: Instant,
+        /// One handshake per this interval until then.
+        interval: Duration,
+        /// Failures or attempts.
+        cause: ThrottleCause,
+    },
+    /// The refusals and failures of one source address over one report
+    /// interval, after the first (reported as [`AuthFailed`](Self::AuthFailed)),
+    /// folded into one event so that a flood cannot flood the log.
+    AuthFailuresAggregated {
+        /// The address as tracked; `None` for addresses the full tracking
+        /// table could not hold.
+        ip: Option<core::net::IpAddr>,
+        /// How many.
+        count: u64,
+        /// When the first happened.
+        first: Instant,
+        /// When the last happened.
+        last: Instant,
+        /// Their reasons.
+        reasons: AuthFailureCounts,
     },
     /// A node announced itself for the first time.
     PeerDiscovered {
@@ -713,14 +741,14 @@ impl Node {
         remote: SocketAddr,
     ) -> Result<(ConnId, Connection), Refusal> {
         let slot = match self.policy.admit(now, remote.ip()) {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                // Admitting may have throttled the address (its attempt rate).
+                self.pump_policy();
+                slot
+            }
             Err(refusal) => {
                 self.pump_policy();
-                self.push(NodeEvent::AuthFailed {
-                    conn: None,
-                    addr: remote,
-                    reason: refusal.as_auth_failure(),
-                });
+                self.report_inbound_failure(now, None, remote, refusal.as_auth_failure());
                 return Err(refusal);
             }
         };
@@ -924,14 +952,10 @@ impl Node {
             }
             HandshakeOutcome::Rejected(failure) => {
                 entry.failure_reported = true;
-                let (slot, addr) = (entry.slot, entry.info.addr);
+                let (slot, addr, direction) = (entry.slot, entry.info.addr, entry.info.direction);
                 self.policy.auth_failed(now, slot, failure);
-                // The failure first, then the lockout it may have caused.
-                self.push(NodeEvent::AuthFailed {
-                    conn: Some(id),
-                    addr,
-                    reason: failure,
-                });
+                // The failure first, then the throttle it may have caused.
+                self.report_failure(now, id, addr, direction, failure);
                 self.pump_policy();
             }
         }
@@ -1002,13 +1026,27 @@ impl Node {
         self.close_orders.retain(|o| o.conn != id);
         let info = entry.info;
         if !info.established && !entry.failure_reported {
-            if let Some(failure) = reason.auth_failure() {
+            // An inbound connection that ends before a complete HELLO (no
+            // frame received) by a close, a reset or the deadline is a light
+            // failure: it may be a broken network as well as a slot holder.
+            let abandoned = info.direction == Direction::Inbound
+                && stats.frames_in == 0
+                && matches!(
+                    reason,
+                    CloseReason::PeerClosed
+                        | CloseReason::Transport
+                        | CloseReason::HandshakeTimeout
+                );
+            if abandoned {
+                let failure = reason.auth_failure();
+                self.policy.abandoned(now, entry.slot, failure);
+                if let Some(failure) = failure {
+                    self.report_failure(now, id, info.addr, info.direction, failure);
+                }
+                self.pump_policy();
+            } else if let Some(failure) = reason.auth_failure() {
                 self.policy.auth_failed(now, entry.slot, failure);
-                self.push(NodeEvent::AuthFailed {
-                    conn: Some(id),
-                    addr: info.addr,
-                    reason: failure,
-                });
+                self.report_failure(now, id, info.addr, info.direction, failure);
                 self.pump_policy();
             }
         }
@@ -1248,10 +1286,44 @@ impl Node {
         self.traffic.get(node).copied()
     }
 
-    /// Whether `ip` is locked out at `now`.
+    /// Whether `ip` is throttled at `now`.
     #[must_use]
-    pub fn is_locked_out(&self, now: Instant, ip: core::net::IpAddr) -> bool {
-        self.policy.is_locked_out(now, ip)
+    pub fn is_throttled(&self, now: Instant, ip: core::net::IpAddr) -> bool {
+        self.policy.is_throttled(now, ip)
+    }
+
+    /// Reports a handshake failure of connection `id`: on its own, or for
+    /// an inbound one folded into its address's aggregated report.
+    fn report_failure(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        addr: SocketAddr,
+        direction: Direction,
+        reason: AuthFailure,
+    ) {
+        if direction == Direction::Inbound {
+            self.report_inbound_failure(now, Some(id), addr, reason);
+        } else {
+            self.push(NodeEvent::AuthFailed {
+                conn: Some(id),
+                addr,
+                reason,
+            });
+        }
+    }
+
+    fn report_inbound_failure(
+        &mut self,
+        now: Instant,
+        conn: Option<ConnId>,
+        addr: SocketAddr,
+        reason: AuthFailure,
+    ) {
+        if self.policy.report_failure(now, addr.ip(), reason) {
+            self.push(NodeEvent::AuthFailed { conn, addr, reason });
+        }
+        self.pump_policy();
     }
 
     fn traffic_entry(&mut self, node: Uuid) -> Option<&mut PeerTraffic> {
@@ -1399,6 +1471,7 @@ impl Node {
     /// Fires due timers: policy housekeeping, discovery expiry, retired keys.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.policy.handle_timeout(now);
+        self.pump_policy();
         self.auth.keys_mut().expire(now);
         if let Some(d) = self.discovery.as_mut() {
             d.handle_timeout(now);
@@ -1487,8 +1560,20 @@ impl Node {
     fn pump_policy(&mut self) {
         while let Some(e) = self.policy.poll_event() {
             match e {
-                PolicyEvent::LockedOut { ip, until } => {
-                    self.push(NodeEvent::LockedOut { ip, until })
+                PolicyEvent::Throttled(t) => self.push(NodeEvent::Throttled {
+                    ip: t.ip,
+                    until: t.until,
+                    interval: t.interval,
+                    cause: t.cause,
+                }),
+                PolicyEvent::FailuresAggregated(f) => {
+                    self.push(NodeEvent::AuthFailuresAggregated {
+                        ip: f.ip,
+                        count: f.count,
+                        first: f.first,
+                        last: f.last,
+                        reasons: f.reasons,
+                    });
                 }
                 // Refusals are reported as AuthFailed by `accept`.
                 PolicyEvent::Refused { .. } => {}

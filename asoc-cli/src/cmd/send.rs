@@ -194,11 +194,11 @@ impl Send {
             }
             CloseReason::PeerClosed | CloseReason::Transport if self.wire == WireVersion::V2 => {
                 CliError::auth(format!(
-                    "{peer} closed the connection during the v2 handshake without a word. \
-                     Causes that cannot be told apart on the wire: it speaks only v1 (dial it \
-                     with --wire v1), a different API key (check ASOC_API_KEY or \
-                     --api-key-file), it accepts only the other cipher suite (--suite), or it \
-                     is refusing this address (throttling or capacity)"
+                    "{peer} closed the connection during the v2 handshake without a word: \
+                     refused: a different key, throttling or capacity, which cannot be told \
+                     apart on the wire (check the API key: ASOC_API_KEY or --api-key-file; a throttled \
+                     or full listener admits this address again shortly). It may also speak only \
+                     v1 (dial it with --wire v1) or accept only the other cipher suite (--suite)"
                 ))
             }
             CloseReason::HandshakeTimeout => CliError::auth(format!(
@@ -206,10 +206,11 @@ impl Send {
                  and does it expect TLS (--tls-ca / --tls-pin)?"
             )),
             reason => CliError::auth(format!(
-                "{peer} refused the handshake ({reason}): most likely the API key differs from \
-                 the listener's (check ASOC_API_KEY or --api-key-file, and that both sides use \
-                 the key of the same cluster and community), or the listener expects TLS, or \
-                 this address is locked out after repeated failures"
+                "{peer} refused the handshake ({reason}): refused: a different key, throttling \
+                 or capacity, which cannot be told apart on the wire (check the API key: ASOC_API_KEY or \
+                 --api-key-file, and that both sides use the key of the same cluster and \
+                 community; a throttled or full listener admits this address again shortly), \
+                 or the listener expects TLS"
             )),
         }
     }

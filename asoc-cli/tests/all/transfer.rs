@@ -97,6 +97,11 @@ fn wrong_key(runtime: &str) {
         .unwrap();
     assert_fails(&out, 3, "closed the connection during the v2 handshake");
     assert!(stderr(&out).contains("API key"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused: a different key, throttling or capacity"),
+        "{}",
+        stderr(&out)
+    );
     let failed = listener.event("auth_failed");
     assert_eq!(failed["reason"], "bad_mac");
     assert!(failed["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
@@ -109,6 +114,49 @@ fn a_wrong_key_gives_exit_3_and_an_auth_failed_event_on_every_runtime() {
     for runtime in RUNTIMES {
         wrong_key(runtime);
     }
+}
+
+/// A flood of junk connections from one address prints one `auth_failed`
+/// line and then aggregated lines whose counts add up to the rest, not one
+/// line per connection (the printing is the same on every runtime).
+#[test]
+fn junk_connections_from_one_address_print_one_line_and_an_aggregate() {
+    use std::io::Read;
+    let mut listener = Listener::start(&keygen(), "tokio", &[]);
+    let junk = 20u64;
+    for _ in 0..junk {
+        let mut s = std::net::TcpStream::connect(&listener.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(&[0xff; 20]);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.is_empty(), "the listener answered junk");
+    }
+    let first = listener.event("auth_failed");
+    assert_eq!(first["reason"], "malformed");
+    // The 20 connections take far less than the 10 s report interval: the
+    // 19 after the first are one line when it ends.
+    let v = listener.event("auth_failed_aggregated");
+    assert_eq!(v["ip"], "127.0.0.1", "{v}");
+    assert!(
+        v["first_unix_ms"].as_u64() <= v["last_unix_ms"].as_u64(),
+        "{v}"
+    );
+    let by_reason: u64 = v["reasons"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_reason, v["count"].as_u64().unwrap(), "{v}");
+    let aggregated = v["count"].as_u64().unwrap();
+    assert_eq!(aggregated, junk - 1);
+    assert_eq!(
+        listener.seen("auth_failed").len(),
+        1,
+        "one line, then aggregates"
+    );
+    assert_eq!(listener.stop("TERM").code(), Some(0));
 }
 
 fn interrupted(runtime: &str) {

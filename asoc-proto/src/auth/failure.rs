@@ -20,10 +20,9 @@ pub enum AuthFailure {
     Malformed,
     /// The handshake did not finish before its deadline.
     Timeout,
-    /// The source address is locked out after repeated failures.
-    LockedOut,
-    /// The source address exceeded its connection-attempt rate.
-    RateLimited,
+    /// The source address is throttled after repeated failures or
+    /// attempts, and already had its handshake of the current interval.
+    Throttled,
     /// A HELLO carried this node's own id or a challenge this node sent:
     /// a reflected message.
     Reflection,
@@ -52,7 +51,7 @@ pub enum AuthFailure {
 
 impl AuthFailure {
     /// Stable snake_case name: `bad_mac`, `replay`, `malformed`, `timeout`,
-    /// `locked_out`, `rate_limited`, `reflection`, `capacity`, `stale`,
+    /// `throttled`, `reflection`, `capacity`, `stale`,
     /// `unexpected_peer`, `bad_frame_mac`, `v1_disabled`, `downgrade`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -61,8 +60,7 @@ impl AuthFailure {
             Self::Replay => "replay",
             Self::Malformed => "malformed",
             Self::Timeout => "timeout",
-            Self::LockedOut => "locked_out",
-            Self::RateLimited => "rate_limited",
+            Self::Throttled => "throttled",
             Self::Reflection => "reflection",
             Self::Capacity => "capacity",
             Self::Stale => "stale",
@@ -73,12 +71,13 @@ impl AuthFailure {
         }
     }
 
-    /// Whether this failure counts toward the per-IP lockout: failures the
-    /// peer caused by what it sent, not refusals the node made on its own.
+    /// Whether this failure spends the per-address failure budget (and so
+    /// may throttle the address): failures the peer caused by what it sent,
+    /// not refusals the node made on its own.
     /// A v1 HELLO to a v2-only node is a configuration mismatch, not an
     /// attack, and does not count (WIRE-v2.md §6).
     #[must_use]
-    pub const fn counts_toward_lockout(self) -> bool {
+    pub const fn counts_toward_throttle(self) -> bool {
         matches!(
             self,
             Self::BadMac

@@ -21,6 +21,15 @@ pub enum ConfigError {
         /// The offending setting.
         field: &'static str,
     },
+    /// The first-byte deadline is part of the handshake, so it cannot be
+    /// later than the handshake deadline.
+    #[error("first_byte_timeout ({first_byte:?}) exceeds handshake_timeout ({handshake:?})")]
+    FirstByteAfterHandshake {
+        /// The configured first-byte timeout.
+        first_byte: Duration,
+        /// The configured handshake timeout.
+        handshake: Duration,
+    },
     /// The HELLO replay window is below the 60 s floor of RFC-0002 §4.3.
     #[error("HELLO replay retention is {secs} s; RFC-0002 §4.3 requires at least 60 s")]
     ReplayRetentionTooShort {
@@ -29,12 +38,19 @@ pub enum ConfigError {
     },
 }
 
+/// How long an accepted connection may stay silent before its first byte,
+/// unless configured otherwise.
+pub(crate) const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Limits and timers of one connection (WIRE.md §6). Build with
 /// [`ConnectionConfig::builder`]; [`Default`] gives the WIRE.md defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionConfig {
     pub(crate) max_payload: u32,
     pub(crate) handshake_timeout: Duration,
+    /// `None`: the default, [`DEFAULT_FIRST_BYTE_TIMEOUT`] or the handshake
+    /// timeout if that is shorter.
+    pub(crate) first_byte_timeout: Option<Duration>,
     pub(crate) send_stall_timeout: Duration,
     pub(crate) receive_idle_timeout: Duration,
     pub(crate) send_high_water: usize,
@@ -49,6 +65,7 @@ impl Default for ConnectionConfig {
         Self {
             max_payload: DEFAULT_MAX_PAYLOAD,
             handshake_timeout: Duration::from_secs(10),
+            first_byte_timeout: None,
             send_stall_timeout: Duration::from_secs(10),
             receive_idle_timeout: Duration::from_secs(30),
             send_high_water: 8 * 1024 * 1024,
@@ -77,6 +94,18 @@ impl ConnectionConfig {
     #[must_use]
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
+    }
+
+    /// Time an accepted (server-side) connection may stay silent before the
+    /// first byte of its HELLO arrives (default 2 s, or the handshake
+    /// timeout if that is shorter). A peer that means to authenticate sends
+    /// its HELLO at once; a silent connection only holds a
+    /// pre-authentication place, so it gets a much shorter deadline than
+    /// the whole handshake, which must allow for a slow link.
+    #[must_use]
+    pub fn first_byte_timeout(&self) -> Duration {
+        self.first_byte_timeout
+            .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT.min(self.handshake_timeout))
     }
 
     /// Time pending output may go without progress (default 10 s).
@@ -141,6 +170,14 @@ impl ConnectionConfigBuilder {
         self
     }
 
+    /// Server side: deadline for the first byte, counted from the
+    /// connection's creation; positive and at most the handshake timeout.
+    #[must_use]
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.0.first_byte_timeout = Some(timeout);
+        self
+    }
+
     /// How long pending output may make no progress before the connection closes.
     #[must_use]
     pub fn send_stall_timeout(mut self, timeout: Duration) -> Self {
@@ -202,11 +239,20 @@ impl ConnectionConfigBuilder {
         let c = self.0;
         for (field, d) in [
             ("handshake_timeout", c.handshake_timeout),
+            ("first_byte_timeout", c.first_byte_timeout()),
             ("send_stall_timeout", c.send_stall_timeout),
             ("receive_idle_timeout", c.receive_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration { field });
+            }
+        }
+        if let Some(first_byte) = c.first_byte_timeout {
+            if first_byte > c.handshake_timeout {
+                return Err(ConfigError::FirstByteAfterHandshake {
+                    first_byte,
+                    handshake: c.handshake_timeout,
+                });
             }
         }
         for (field, n) in [

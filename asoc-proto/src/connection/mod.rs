@@ -158,6 +158,8 @@ pub struct Connection {
     /// Start of the current no-progress period of pending output.
     last_write_progress: Instant,
     handshake_deadline: Instant,
+    /// Server side, until the first byte arrives.
+    first_byte_deadline: Option<Instant>,
     incoming: HashMap<StreamId, Incoming>,
     outgoing: OutgoingStreams,
     events: VecDeque<Event>,
@@ -231,6 +233,7 @@ impl Connection {
         }
         conn.decoder
             .expect_first_of(first.get(..n).unwrap_or_default());
+        conn.first_byte_deadline = Some(after(now, config.first_byte_timeout()));
         conn
     }
 
@@ -252,6 +255,7 @@ impl Connection {
             queue: SendQueue::default(),
             last_write_progress: now,
             handshake_deadline: after(now, config.handshake_timeout),
+            first_byte_deadline: None,
             incoming: HashMap::new(),
             outgoing: OutgoingStreams::new(first_id),
             events: VecDeque::new(),
@@ -363,6 +367,9 @@ impl Connection {
     /// front of `buf` without copying their payloads; an incomplete frame is
     /// left in `buf` for the next call. Protocol failures become events.
     pub fn handle_input(&mut self, now: Instant, buf: &mut BytesMut) {
+        if !buf.is_empty() {
+            self.first_byte_deadline = None;
+        }
         if !self.stash.is_empty() {
             // Earlier input is held back; keep the byte order.
             self.stash.extend_from_slice(buf);
@@ -386,6 +393,9 @@ impl Connection {
     /// into an internal buffer; [`handle_input`](Self::handle_input) avoids
     /// that copy.
     pub fn handle_read(&mut self, now: Instant, data: &[u8]) {
+        if !data.is_empty() {
+            self.first_byte_deadline = None;
+        }
         let mut stash = std::mem::take(&mut self.stash);
         stash.extend_from_slice(data);
         self.process(now, &mut stash);
@@ -397,6 +407,12 @@ impl Connection {
         if self.accepts_input() {
             self.stash = rest;
         }
+    }
+
+    // Until the first byte arrives, the shorter first-byte deadline.
+    fn current_handshake_deadline(&self) -> Instant {
+        self.first_byte_deadline
+            .map_or(self.handshake_deadline, |f| f.min(self.handshake_deadline))
     }
 
     /// The peer closed its sending side (a read returned 0 bytes).
@@ -421,7 +437,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        if self.is_handshaking() && now >= self.handshake_deadline {
+        if self.is_handshaking() && now >= self.current_handshake_deadline() {
             self.close_now(CloseReason::HandshakeTimeout);
             return;
         }
@@ -820,7 +836,9 @@ impl Connection {
         if self.state == State::Closed {
             return None;
         }
-        let handshake = self.is_handshaking().then_some(self.handshake_deadline);
+        let handshake = self
+            .is_handshaking()
+            .then(|| self.current_handshake_deadline());
         let idle = if self.state == State::Established {
             self.incoming
                 .values()

@@ -396,12 +396,14 @@ fn data_behind_accept_in_the_same_read_is_not_lost() {
 // ----- timeouts ---------------------------------------------------------
 
 #[test]
-fn server_closes_when_no_hello_arrives_within_10_s() {
+fn server_closes_when_no_byte_arrives_within_the_2_s_first_byte_deadline() {
+    // Once a byte has arrived the whole 10 s handshake deadline applies
+    // (`slow_hello_one_byte_per_second_hits_the_deadline`).
     for (version, chunk) in cases() {
         let mut p = Pair::defaults(version, chunk);
         // The client's HELLO never leaves: drop it.
         p.client.write_capacity = Some(0);
-        p.advance(Duration::from_millis(9_999));
+        p.advance(Duration::from_millis(1_999));
         assert!(p.server.closed_reason().is_none());
         p.advance(Duration::from_millis(1));
         assert_eq!(
@@ -414,6 +416,40 @@ fn server_closes_when_no_hello_arrives_within_10_s() {
             "nothing is sent on a timeout"
         );
     }
+}
+
+#[test]
+fn first_byte_deadline_is_configurable_up_to_the_handshake_timeout() {
+    use asoc_proto::connection::ConfigError;
+    let c = ConnectionConfig::default();
+    assert_eq!(c.first_byte_timeout(), Duration::from_secs(2));
+    let short = ConnectionConfig::builder()
+        .handshake_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(short.first_byte_timeout(), Duration::from_secs(1));
+    let set = ConnectionConfig::builder()
+        .first_byte_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert_eq!(set.first_byte_timeout(), Duration::from_secs(5));
+    assert_eq!(
+        ConnectionConfig::builder()
+            .first_byte_timeout(Duration::from_secs(11))
+            .build(),
+        Err(ConfigError::FirstByteAfterHandshake {
+            first_byte: Duration::from_secs(11),
+            handshake: Duration::from_secs(10),
+        })
+    );
+    assert_eq!(
+        ConnectionConfig::builder()
+            .first_byte_timeout(Duration::ZERO)
+            .build(),
+        Err(ConfigError::ZeroDuration {
+            field: "first_byte_timeout"
+        })
+    );
 }
 
 #[test]

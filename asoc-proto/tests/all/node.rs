@@ -3,7 +3,7 @@
 //! arbitrary epoch and time only moves by adding durations to it.
 //!
 //! Covered: the handshake through the node on both sides, streams and
-//! traffic accounting, admission policy (lockout, attempt rate, caps), the
+//! traffic accounting, admission policy (throttle, attempt rate, caps, aggregated reports), the
 //! cross-connection replay cache and reflection guard, the reconnect
 //! schedule of static peers, discovery-driven dialing, key rotation and
 //! determinism (WIRE.md §3, §5–§7; RFC-0002 §4.3, §10.2; DESIGN.md §2, §5).
@@ -19,7 +19,7 @@ use asoc_proto::dial::DialTarget;
 use asoc_proto::discovery::{DiscoveryConfig, DropReason};
 use asoc_proto::handshake::{AuthenticatorConfig, ClientOptions};
 use asoc_proto::node::{ConnId, Direction, Node, NodeEvent, PeerRef, PeerTraffic};
-use asoc_proto::policy::{PolicyConfig, Refusal};
+use asoc_proto::policy::{PolicyConfig, Refusal, ThrottleCause};
 use asoc_proto::v2::WireVersion;
 use asoc_proto::wire::{FrameType, Header};
 use bytes::Bytes;
@@ -247,54 +247,61 @@ fn wrong_key_is_refused_without_a_byte_and_without_peer_connected() {
     }
 }
 
-// ---- 3. lockout -----------------------------------------------------------
+// ---- 3. throttle ----------------------------------------------------------
 
 #[test]
-fn five_bad_macs_lock_an_ip_out_for_ten_minutes_and_only_that_ip() {
+fn five_bad_macs_throttle_an_ip_and_a_correct_hello_is_still_accepted() {
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
         let t0 = Instant::now();
         let mut b = node(0x0b, KEY, t0);
         let mut attacker = node(0x0e, OTHER_KEY, t0);
         let mut a = node(0x0a, KEY, t0);
-        let lockout = Duration::from_secs(600);
+        let duration = Duration::from_secs(600);
+        let interval = Duration::from_secs(5);
 
         let mut now = t0;
         for i in 0..5u16 {
             now = t0 + SECOND * u32::from(i);
-            assert!(!b.is_locked_out(now, ip(9)), "attempt {i}");
+            assert!(!b.is_throttled(now, ip(9)), "attempt {i}");
             let from = addr(9, 40_000 + i);
             let link = Link::open(&mut attacker, &mut b, now, from, server_addr()).unwrap();
             assert!(link.server.written.is_empty());
-            let mut expected = vec![auth_failed(&link.server, from, AuthFailure::BadMac)];
+            // Only the first failure of the report interval is reported on
+            // its own.
+            let mut expected = Vec::new();
+            if i == 0 {
+                expected.push(auth_failed(&link.server, from, AuthFailure::BadMac));
+            }
             if i == 4 {
-                expected.push(NodeEvent::LockedOut {
+                expected.push(NodeEvent::Throttled {
                     ip: ip(9),
-                    until: now + lockout,
+                    until: now + duration,
+                    interval,
+                    cause: ThrottleCause::Failures,
                 });
             }
             assert_eq!(drain(&mut b), expected, "attempt {i}");
         }
-        let until = now + lockout;
-        assert!(b.is_locked_out(now, ip(9)));
-        assert_eq!(b.counters().policy.lockouts, 1);
+        let until = now + duration;
+        let next = now + interval;
+        assert!(b.is_throttled(now, ip(9)));
+        assert_eq!(b.counters().policy.throttles, 1);
         assert_eq!(b.counters().auth.bad_mac, 5);
 
-        // The sixth socket is refused before a byte is read.
+        // Within the interval the next socket is refused before a byte is
+        // read, even with the right key.
         let t1 = now + SECOND;
-        let sixth = addr(9, 41_000);
         assert_eq!(
-            b.accept(t1, sixth).err(),
-            Some(Refusal::LockedOut { until })
+            b.accept(t1, addr(9, 41_000)).err(),
+            Some(Refusal::Throttled { next, until })
         );
-        assert_eq!(drain(&mut b), vec![refused(sixth, AuthFailure::LockedOut)]);
-        assert_eq!(b.counters().policy.refused.locked_out, 1);
-        // Even with the right key.
         assert_eq!(
             Link::open(&mut a, &mut b, t1, addr(9, 41_001), server_addr()).err(),
-            Some(Refusal::LockedOut { until })
+            Some(Refusal::Throttled { next, until })
         );
-        drain(&mut b);
+        assert_eq!(drain(&mut b), vec![], "aggregated");
+        assert_eq!(b.counters().policy.refused.throttled, 2);
 
         // Another address is not affected.
         let neighbour = addr(10, 40_000);
@@ -305,127 +312,133 @@ fn five_bad_macs_lock_an_ip_out_for_ten_minutes_and_only_that_ip() {
             [NodeEvent::PeerConnected { addr, .. }] if *addr == neighbour
         ));
 
-        // Still locked a millisecond before the end; admitted at the end.
-        assert_eq!(
-            Link::open(&mut a, &mut b, until - MS, addr(9, 42_000), server_addr()).err(),
-            Some(Refusal::LockedOut { until })
-        );
-        drain(&mut b);
-        assert!(!b.is_locked_out(until, ip(9)));
+        // At the next interval a correct HELLO is verified and accepted;
+        // the success lifts the throttle.
         let back = addr(9, 42_001);
-        let link = Link::open(&mut a, &mut b, until, back, server_addr()).unwrap();
+        let link = Link::open(&mut a, &mut b, next, back, server_addr()).unwrap();
         assert!(link.is_established());
         assert!(matches!(
             without_conflicts(drain(&mut b)).as_slice(),
             [NodeEvent::PeerConnected { addr, direction: Direction::Inbound, .. }] if *addr == back
         ));
-        assert_eq!(b.counters().policy.refused.locked_out, 3);
+        assert!(!b.is_throttled(next, ip(9)));
+
+        // The failures after the first come as one event when the report
+        // interval (10 s from the first) ends.
+        b.handle_timeout(t0 + Duration::from_secs(10));
+        let events = drain(&mut b);
+        let [NodeEvent::AuthFailuresAggregated {
+            ip: Some(got),
+            count,
+            first,
+            last,
+            reasons,
+        }] = events.as_slice()
+        else {
+            panic!("{events:?}");
+        };
+        assert_eq!((*got, *count), (ip(9), 6));
+        assert_eq!((*first, *last), (t0 + SECOND, t1));
+        assert_eq!((reasons.bad_mac, reasons.throttled), (4, 2));
+        assert_eq!(b.counters().policy.aggregated, 6);
     }
 }
 
 #[test]
-fn timeouts_and_malformed_first_frames_count_toward_lockout_but_peer_closes_do_not() {
+fn malformed_first_frames_count_fully_and_closes_before_a_hello_lightly() {
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
         let t0 = Instant::now();
         let mut b = node(0x0b, KEY, t0);
-        let mut now = t0;
+        let now = t0;
         let mut port = 40_000;
         let mut next_from = || {
             port += 1;
             addr(9, port)
         };
-        let timeout = Duration::from_secs(10);
 
-        // Counted: a handshake that times out.
-        let time_out = |b: &mut Node, now: &mut Instant, from: SocketAddr| {
-            let mut e = accept(b, *now, from);
-            e.timeout(b, *now + timeout - MS);
-            assert!(!e.is_closed(), "the deadline is 10 s");
-            *now += timeout;
-            e.timeout(b, *now);
-            assert_eq!(e.close_reason, Some(CloseReason::HandshakeTimeout));
-            assert!(e.flush(*now).is_empty());
-            assert_eq!(
-                drain(b),
-                vec![auth_failed(&e, from, AuthFailure::Timeout)],
-                "reported through Node::closed"
-            );
-        };
-        // Counted: a first frame that is not a HELLO.
-        let malformed = |b: &mut Node, now: Instant, from: SocketAddr, bytes: &[u8]| {
-            let mut e = accept(b, now, from);
-            e.input(b, now, bytes);
+        // Light: a connection that sends nothing is cut at the first-byte
+        // deadline (2 s), well before the handshake deadline (10 s).
+        let from = next_from();
+        let mut e = accept(&mut b, now, from);
+        e.timeout(&mut b, now + Duration::from_secs(2) - MS);
+        assert!(!e.is_closed(), "the first-byte deadline is 2 s");
+        e.timeout(&mut b, now + Duration::from_secs(2));
+        assert_eq!(e.close_reason, Some(CloseReason::HandshakeTimeout));
+        assert!(e.flush(now).is_empty());
+        assert_eq!(
+            drain(&mut b),
+            vec![auth_failed(&e, from, AuthFailure::Timeout)],
+            "reported through Node::closed"
+        );
+        // Light: a connection that sent part of a HELLO has the whole
+        // handshake deadline.
+        let mut e = accept(&mut b, now, next_from());
+        e.input(&mut b, now, &hello_frame(KEY, node_id(0x0a), 1)[..10]);
+        e.timeout(&mut b, now + Duration::from_secs(10) - MS);
+        assert!(!e.is_closed(), "the handshake deadline is 10 s");
+        e.timeout(&mut b, now + Duration::from_secs(10));
+        assert_eq!(e.close_reason, Some(CloseReason::HandshakeTimeout));
+        // Light: connect and close without a byte.
+        for _ in 0..2 {
+            let mut e = accept(&mut b, now, next_from());
+            e.eof(&mut b, now);
+            assert_eq!(e.close_reason, Some(CloseReason::PeerClosed));
+        }
+        // Full: a first frame that is not a HELLO.
+        let data_header = Header::new(FrameType::Data, 1, 0, 4).encode();
+        for bytes in [&data_header[..], &[0xff; 20][..]] {
+            let mut e = accept(&mut b, now, next_from());
+            e.input(&mut b, now, bytes);
             assert!(matches!(
                 e.close_reason,
                 Some(CloseReason::MalformedHandshake(_))
             ));
             assert!(e.flush(now).is_empty());
-            assert_eq!(
-                drain(b),
-                vec![auth_failed(&e, from, AuthFailure::Malformed)]
-            );
-        };
-        // Not counted: connect and close without a byte.
-        let peer_closes = |b: &mut Node, now: Instant, from: SocketAddr| {
-            let mut e = accept(b, now, from);
-            e.eof(b, now);
-            assert_eq!(e.close_reason, Some(CloseReason::PeerClosed));
-            assert_eq!(drain(b), vec![], "a silent close is not an auth failure");
-        };
-
-        time_out(&mut b, &mut now, next_from());
-        for _ in 0..3 {
-            peer_closes(&mut b, now, next_from());
         }
-        let data_header = Header::new(FrameType::Data, 1, 0, 4).encode();
-        malformed(&mut b, now, next_from(), &data_header);
-        time_out(&mut b, &mut now, next_from());
-        peer_closes(&mut b, now, next_from());
-        malformed(&mut b, now, next_from(), &[0xff; 20]);
-        assert!(
-            !b.is_locked_out(now, ip(9)),
-            "four counted failures (and four silent closes) do not lock"
-        );
+        // Full: a bad MAC. 4 light + 3 full = 4 full failures' worth.
+        let mut e = accept(&mut b, now, next_from());
+        e.input(&mut b, now, &hello_frame(OTHER_KEY, node_id(0x0e), 1));
         let p = b.counters().policy;
         assert_eq!(
             (
+                p.abandoned,
                 p.auth_failures.timeout,
                 p.auth_failures.malformed,
-                p.lockouts
+                p.auth_failures.bad_mac,
+                p.throttles
             ),
-            (2, 2, 0)
+            (4, 2, 2, 1, 0)
         );
+        assert!(!b.is_throttled(now, ip(9)));
+        drain(&mut b);
 
-        // The fifth counted failure locks.
-        let from = next_from();
-        let mut e = accept(&mut b, now, from);
-        e.input(&mut b, now, &hello_frame(OTHER_KEY, node_id(0x0e), 1));
-        assert_eq!(
-            drain(&mut b),
-            vec![
-                auth_failed(&e, from, AuthFailure::BadMac),
-                NodeEvent::LockedOut {
-                    ip: ip(9),
-                    until: now + Duration::from_secs(600),
-                },
-            ]
-        );
-        assert!(b.is_locked_out(now, ip(9)));
-        assert_eq!(b.counters().policy.lockouts, 1);
+        // Four more closes without a byte spend the rest of the budget.
+        for i in 0..4 {
+            let mut e = accept(&mut b, now, next_from());
+            e.eof(&mut b, now);
+            assert_eq!(b.is_throttled(now, ip(9)), i == 3, "close {i}");
+        }
+        assert!(drain(&mut b).contains(&NodeEvent::Throttled {
+            ip: ip(9),
+            until: now + Duration::from_secs(600),
+            interval: Duration::from_secs(5),
+            cause: ThrottleCause::Failures,
+        }));
+        assert_eq!(b.counters().policy.abandoned, 8);
     }
 }
 
 // ---- 4. attempt rate ------------------------------------------------------
 
 #[test]
-fn the_101st_connection_per_hour_from_one_ip_is_refused_until_the_window_ends() {
+fn a_hundred_and_one_successful_handshakes_from_one_ip_are_all_accepted() {
     for chunk in CHUNKINGS {
         let _pieces = pieces(chunk);
         let t0 = Instant::now();
         let mut a = node(0x0a, KEY, t0);
         let mut b = node(0x0b, KEY, t0);
-        for i in 0..100u16 {
+        for i in 0..101u16 {
             let now = t0 + SECOND * u32::from(i);
             let mut link = Link::open(&mut a, &mut b, now, addr(9, 40_000 + i), server_addr())
                 .unwrap_or_else(|r| panic!("attempt {i} refused: {r}"));
@@ -433,49 +446,38 @@ fn the_101st_connection_per_hour_from_one_ip_is_refused_until_the_window_ends() 
             link.close_by_client(&mut a, &mut b, now);
             assert_eq!(link.server.close_reason, Some(CloseReason::PeerClosed));
         }
-        assert_eq!(b.counters().policy.admitted, 100);
-        assert_eq!(b.counters().policy.established, 100);
+        assert_eq!(b.counters().policy.admitted, 101);
+        assert_eq!(b.counters().policy.established, 101);
+        assert_eq!(b.counters().policy.throttles, 0);
         assert_eq!(b.connections().count(), 0);
+    }
+}
+
+#[test]
+fn a_hundred_connect_and_closes_then_a_correct_hello_is_accepted() {
+    for chunk in CHUNKINGS {
+        let _pieces = pieces(chunk);
+        let t0 = Instant::now();
+        let mut a = node(0x0a, KEY, t0);
+        let mut b = node(0x0b, KEY, t0);
+        let mut admitted = 0;
+        for i in 0..100u16 {
+            let now = t0 + MS * u32::from(i);
+            if let Ok((id, conn)) = b.accept(now, addr(9, 40_000 + i)) {
+                admitted += 1;
+                let mut e = End::new(id, conn);
+                e.eof(&mut b, now);
+            }
+        }
+        // The 20th close spent the budget; the rest were refused at once.
+        assert_eq!(admitted, 20);
+        assert!(b.is_throttled(t0 + SECOND, ip(9)));
         drain(&mut b);
-
-        let late = t0 + SECOND * 100;
-        let from = addr(9, 50_000);
-        assert_eq!(
-            Link::open(&mut a, &mut b, late, from, server_addr()).err(),
-            Some(Refusal::RateLimited)
-        );
-        assert_eq!(drain(&mut b), vec![refused(from, AuthFailure::RateLimited)]);
-        assert_eq!(b.counters().policy.refused.rate_limited, 1);
-        assert!(
-            !b.is_locked_out(late, ip(9)),
-            "a rate refusal is no lockout"
-        );
-
-        // Another address has its own budget.
-        let link = Link::open(&mut a, &mut b, late, addr(10, 40_000), server_addr()).unwrap();
+        // The throttle admits one handshake per 5 s, and a correct one is in.
+        let at = t0 + MS * 19 + Duration::from_secs(5);
+        let link = Link::open(&mut a, &mut b, at, addr(9, 50_000), server_addr()).unwrap();
         assert!(link.is_established());
-
-        // The window opened at the first attempt and lasts an hour.
-        let window_end = t0 + Duration::from_secs(3600);
-        assert_eq!(
-            Link::open(
-                &mut a,
-                &mut b,
-                window_end - MS,
-                addr(9, 50_001),
-                server_addr()
-            )
-            .err(),
-            Some(Refusal::RateLimited)
-        );
-        drain(&mut b);
-        let link = Link::open(&mut a, &mut b, window_end, addr(9, 50_002), server_addr()).unwrap();
-        assert!(link.is_established());
-        assert!(matches!(
-            without_conflicts(drain(&mut b)).as_slice(),
-            [NodeEvent::PeerConnected { .. }]
-        ));
-        assert_eq!(b.counters().policy.refused.rate_limited, 2);
+        assert!(!b.is_throttled(at, ip(9)));
     }
 }
 
@@ -1676,7 +1678,7 @@ proptest! {
             .max_connections(PROP_MAX_CONNECTIONS)
             .max_handshaking(PROP_MAX_HANDSHAKING)
             .max_auth_failures(2)
-            .lockout(Duration::from_secs(30))
+            .throttle_duration(Duration::from_secs(30))
             .max_attempts_per_window(6)
             .attempt_window(Duration::from_secs(60))
             .build()
@@ -1692,20 +1694,22 @@ proptest! {
                 Op::Accept { from } => {
                     port = port.wrapping_add(1);
                     let from = addr(20 + from, port);
+                    let aggregated_before = b.counters().policy.aggregated;
                     match b.accept(now, from) {
                         Ok((id, conn)) => ends.push((End::new(id, conn), Direction::Inbound)),
                         Err(refusal) => {
+                            let aggregated = b.counters().policy.aggregated;
                             let events = drain(&mut b);
                             prop_assert!(
                                 events.contains(&NodeEvent::AuthFailed {
                                     conn: None,
                                     addr: from,
                                     reason: refusal.as_auth_failure(),
-                                }),
+                                }) || aggregated > aggregated_before,
                                 "refusal {refusal:?} not reported: {events:?}"
                             );
-                            if let Refusal::LockedOut { until } = refusal {
-                                prop_assert!(until > now);
+                            if let Refusal::Throttled { next, until } = refusal {
+                                prop_assert!(until > now && next > now);
                             }
                         }
                     }

@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use asoc_proto::auth::AuthFailure;
-use asoc_proto::policy::{Policy, PolicyConfig, PolicyEvent, Refusal, SlotId};
+use asoc_proto::policy::{
+    FailureSummary, Policy, PolicyConfig, PolicyEvent, Refusal, SlotId, ThrottleCause,
+};
 use proptest::prelude::*;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -29,7 +31,7 @@ fn fail_once(p: &mut Policy, now: Instant, addr: IpAddr, why: AuthFailure) -> Op
 }
 
 #[test]
-fn fifth_counted_failure_locks_out_for_the_lockout_time() {
+fn fifth_counted_failure_throttles_to_one_handshake_per_interval() {
     let t0 = Instant::now();
     let mut p = Policy::new(PolicyConfig::default());
     let a = ip(1);
@@ -38,53 +40,83 @@ fn fifth_counted_failure_locks_out_for_the_lockout_time() {
             fail_once(&mut p, t0, a, AuthFailure::BadMac).is_none(),
             "failure {i}"
         );
-        assert!(!p.is_locked_out(t0, a));
+        assert!(!p.is_throttled(t0, a));
     }
     let slot = p.admit(t0, a).unwrap();
-    let lock = p.auth_failed(t0 + SEC, slot, AuthFailure::Replay).unwrap();
-    assert_eq!(lock.ip, a);
-    assert_eq!(lock.until, t0 + SEC + 10 * MIN);
+    let t1 = t0 + SEC;
+    let throttle = p.auth_failed(t1, slot, AuthFailure::Replay).unwrap();
+    assert_eq!(throttle.ip, a);
+    assert_eq!(throttle.until, t1 + 10 * MIN);
+    assert_eq!(throttle.interval, 5 * SEC);
+    assert_eq!(throttle.cause, ThrottleCause::Failures);
     p.release(slot);
-    assert_eq!(p.counters().lockouts, 1);
+    assert_eq!(p.counters().throttles, 1);
     assert_eq!(p.counters().auth_failures.bad_mac, 4);
     assert_eq!(p.counters().auth_failures.replay, 1);
     assert_eq!(p.counters().auth_failures.total(), 5);
-    assert_eq!(
-        drain(&mut p),
-        vec![PolicyEvent::LockedOut {
-            ip: a,
-            until: lock.until
-        }]
-    );
+    assert_eq!(drain(&mut p), vec![PolicyEvent::Throttled(throttle)]);
 
-    // Locked: refused with the end time, counted, reported; other IPs are fine.
-    let just_before = lock.until - Duration::from_nanos(1);
-    assert!(p.is_locked_out(just_before, a));
-    assert_eq!(
-        p.admit(just_before, a),
-        Err(Refusal::LockedOut { until: lock.until })
-    );
-    assert_eq!(p.counters().refused.locked_out, 1);
+    // Throttled: refused until the next interval, counted, reported; other
+    // addresses are fine.
+    let next = t1 + 5 * SEC;
+    let just_before = next - Duration::from_nanos(1);
+    assert!(p.is_throttled(just_before, a));
+    let refusal = Refusal::Throttled {
+        next,
+        until: throttle.until,
+    };
+    assert_eq!(p.admit(just_before, a), Err(refusal));
+    assert_eq!(refusal.as_auth_failure(), AuthFailure::Throttled);
+    assert_eq!(p.counters().refused.throttled, 1);
     assert_eq!(
         drain(&mut p),
         vec![PolicyEvent::Refused {
             ip: a,
-            reason: Refusal::LockedOut { until: lock.until }
+            reason: refusal
         }]
     );
     assert!(p.admit(just_before, ip(2)).is_ok());
 
-    // Released exactly at `until`, with a fresh failure budget.
-    assert!(!p.is_locked_out(lock.until, a));
-    for _ in 0..4 {
-        assert!(fail_once(&mut p, lock.until, a, AuthFailure::Malformed).is_none());
-    }
-    assert!(fail_once(&mut p, lock.until, a, AuthFailure::Timeout).is_some());
-    assert_eq!(p.counters().lockouts, 2);
+    // One handshake per interval is still verified; failing it keeps the
+    // address throttled at the same rate.
+    let s = p.admit(next, a).unwrap();
+    assert!(p.auth_failed(next, s, AuthFailure::BadMac).is_none());
+    p.release(s);
+    assert_eq!(
+        p.admit(next + SEC, a),
+        Err(Refusal::Throttled {
+            next: next + 5 * SEC,
+            until: throttle.until
+        })
+    );
+    // A correct HELLO in the next interval is accepted, and lifts the throttle.
+    let ok = p.admit(next + 5 * SEC, a).unwrap();
+    p.established(next + 5 * SEC, ok);
+    assert!(!p.is_throttled(next + 5 * SEC, a));
+    assert!(p.admit(next + 5 * SEC, a).is_ok());
+    assert_eq!(p.counters().throttles, 1);
 }
 
 #[test]
-fn success_resets_the_failure_count() {
+fn a_throttle_ends_at_its_time_with_a_fresh_budget() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(PolicyConfig::default());
+    let a = ip(1);
+    for _ in 0..5 {
+        fail_once(&mut p, t0, a, AuthFailure::BadMac);
+    }
+    let until = t0 + 10 * MIN;
+    assert!(p.is_throttled(until - SEC, a));
+    assert!(!p.is_throttled(until, a));
+    for _ in 0..4 {
+        assert!(fail_once(&mut p, until, a, AuthFailure::Malformed).is_none());
+    }
+    assert!(fail_once(&mut p, until, a, AuthFailure::Timeout).is_some());
+    assert_eq!(p.counters().throttles, 2);
+}
+
+#[test]
+fn success_resets_the_failure_budget() {
     let t0 = Instant::now();
     let mut p = Policy::new(PolicyConfig::default());
     let a = ip(1);
@@ -98,34 +130,67 @@ fn success_resets_the_failure_count() {
     for _ in 0..4 {
         assert!(fail_once(&mut p, t0, a, AuthFailure::BadMac).is_none());
     }
-    assert!(!p.is_locked_out(t0, a));
+    assert!(!p.is_throttled(t0, a));
     assert!(fail_once(&mut p, t0, a, AuthFailure::BadMac).is_some());
 }
 
 #[test]
-fn refusals_the_node_made_itself_do_not_lock() {
+fn refusals_the_node_made_itself_do_not_throttle() {
     let t0 = Instant::now();
     let mut p = Policy::new(PolicyConfig::default());
     let a = ip(1);
     for why in [
-        AuthFailure::LockedOut,
-        AuthFailure::RateLimited,
+        AuthFailure::Throttled,
         AuthFailure::Capacity,
+        AuthFailure::V1Disabled,
     ] {
         for _ in 0..10 {
             assert!(fail_once(&mut p, t0, a, why).is_none());
         }
     }
-    assert!(!p.is_locked_out(t0, a));
-    assert_eq!(p.counters().lockouts, 0);
+    assert!(!p.is_throttled(t0, a));
+    assert_eq!(p.counters().throttles, 0);
     assert_eq!(p.counters().auth_failures.capacity, 10);
-    assert_eq!(p.counters().auth_failures.get(AuthFailure::RateLimited), 10);
-    // And they did not add to the count either: four real failures still
-    // leave the address one short of a lockout.
+    assert_eq!(p.counters().auth_failures.get(AuthFailure::Throttled), 10);
+    // And they did not spend the budget either: four real failures still
+    // leave the address one short of a throttle.
     for _ in 0..4 {
         assert!(fail_once(&mut p, t0, a, AuthFailure::BadMac).is_none());
     }
-    assert!(!p.is_locked_out(t0, a));
+    assert!(!p.is_throttled(t0, a));
+}
+
+#[test]
+fn a_connection_closed_before_its_hello_is_a_quarter_of_a_failure() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(PolicyConfig::default());
+    let a = ip(1);
+    let abandon = |p: &mut Policy, why: Option<AuthFailure>| {
+        let s = p.admit(t0, a).unwrap();
+        let t = p.abandoned(t0, s, why);
+        p.release(s);
+        t
+    };
+    for i in 0..19 {
+        let why = (i % 2 == 0).then_some(AuthFailure::Timeout);
+        assert!(abandon(&mut p, why).is_none(), "light failure {i}");
+    }
+    assert!(!p.is_throttled(t0, a));
+    let t = abandon(&mut p, None).expect("the 20th light failure throttles");
+    assert_eq!(t.cause, ThrottleCause::Failures);
+    assert_eq!(p.counters().abandoned, 20);
+    assert_eq!(p.counters().auth_failures.timeout, 10);
+    // Light and full failures share the budget: 3 full + 8 light = 5 full.
+    let b = ip(2);
+    for _ in 0..3 {
+        fail_once(&mut p, t0, b, AuthFailure::BadMac);
+    }
+    for i in 0..8 {
+        let s = p.admit(t0, b).unwrap();
+        let t = p.abandoned(t0, s, None);
+        p.release(s);
+        assert_eq!(t.is_some(), i == 7, "light failure {i}");
+    }
 }
 
 #[test]
@@ -158,15 +223,15 @@ fn outbound_failures_are_counted_but_lock_nobody() {
     }
     assert_eq!(p.counters().auth_failures.bad_mac, 10);
     assert_eq!(p.counters().outbound, 10);
-    assert_eq!(p.counters().lockouts, 0);
+    assert_eq!(p.counters().throttles, 0);
 }
 
 #[test]
-fn hundred_attempts_per_hour_then_refused_until_the_window_ends() {
+fn successful_handshakes_never_count_as_attempts() {
     let t0 = Instant::now();
     let mut p = Policy::new(PolicyConfig::default());
     let a = ip(1);
-    for i in 0..100u32 {
+    for i in 0..1000u32 {
         let now = t0 + SEC * i;
         let s = p
             .admit(now, a)
@@ -174,16 +239,109 @@ fn hundred_attempts_per_hour_then_refused_until_the_window_ends() {
         p.established(now, s);
         p.release(s);
     }
-    assert_eq!(p.admit(t0 + 100 * SEC, a), Err(Refusal::RateLimited));
-    assert_eq!(p.admit(t0 + HOUR - SEC, a), Err(Refusal::RateLimited));
-    assert_eq!(p.counters().refused.rate_limited, 2);
-    assert_eq!(p.counters().attempts, 102);
-    assert_eq!(p.counters().admitted, 100);
+    assert_eq!(p.counters().admitted, 1000);
+    assert!(!p.is_throttled(t0 + 1000 * SEC, a));
+}
+
+#[test]
+fn a_hundred_unsuccessful_attempts_throttle_until_the_window_ends() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(PolicyConfig::default());
+    let a = ip(1);
+    // Failures that spend no budget (a v1 peer knocking on a v2-only node):
+    // only the attempt rate limits them.
+    for i in 0..100u32 {
+        let now = t0 + SEC * i;
+        let s = p
+            .admit(now, a)
+            .unwrap_or_else(|e| panic!("attempt {i}: {e}"));
+        p.auth_failed(now, s, AuthFailure::V1Disabled);
+        p.release(s);
+    }
+    let t100 = t0 + 99 * SEC;
+    let throttled = drain(&mut p)
+        .into_iter()
+        .filter_map(|e| match e {
+            PolicyEvent::Throttled(t) => Some(t),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(throttled.len(), 1);
+    assert_eq!(throttled[0].cause, ThrottleCause::Attempts);
+    assert_eq!(throttled[0].until, t0 + HOUR);
+    assert_eq!(
+        p.admit(t100 + SEC, a),
+        Err(Refusal::Throttled {
+            next: t100 + 5 * SEC,
+            until: t0 + HOUR
+        })
+    );
+    assert_eq!(p.counters().refused.throttled, 1);
     // Another address has its own budget.
-    assert!(p.admit(t0 + 100 * SEC, ip(2)).is_ok());
-    // A new window opens once the hour since the first attempt is over.
+    assert!(p.admit(t100 + SEC, ip(2)).is_ok());
+    // The low rate still admits one per interval, and a success among them
+    // lifts the throttle.
+    let s = p.admit(t100 + 5 * SEC, a).unwrap();
+    p.established(t100 + 5 * SEC, s);
+    p.release(s);
+    assert!(!p.is_throttled(t100 + 5 * SEC, a));
+    // Once the window is over, a new one opens.
     assert!(p.admit(t0 + HOUR, a).is_ok());
-    assert_eq!(p.admit(t0 + HOUR, ip(1)).map(|_| ()), Ok(()));
+}
+
+#[test]
+fn capacity_refusals_never_count_as_attempts() {
+    let t0 = Instant::now();
+    let config = PolicyConfig::builder()
+        .max_connections(10)
+        .max_handshaking(1)
+        .max_attempts_per_window(2)
+        .build()
+        .unwrap();
+    let mut p = Policy::new(config);
+    let held = p.admit(t0, ip(1)).unwrap();
+    for _ in 0..50 {
+        assert_eq!(
+            p.admit(t0, ip(2)),
+            Err(Refusal::TooManyHandshakes { max: 1 })
+        );
+    }
+    p.release(held);
+    assert!(p.admit(t0, ip(2)).is_ok());
+    assert!(!p.is_throttled(t0, ip(2)), "one attempt of two");
+}
+
+#[test]
+fn one_address_gets_at_most_its_share_of_the_handshake_cap() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(PolicyConfig::default());
+    let attacker = ip(7);
+    let held: Vec<SlotId> = (0..8).map(|_| p.admit(t0, attacker).unwrap()).collect();
+    for _ in 0..192 {
+        assert_eq!(
+            p.admit(t0, attacker),
+            Err(Refusal::TooManyHandshakesFromIp { max: 8 })
+        );
+    }
+    assert_eq!(p.handshaking_from(attacker), 8);
+    assert_eq!(p.counters().refused.too_many_handshakes_from_ip, 192);
+    assert_eq!(
+        Refusal::TooManyHandshakesFromIp { max: 8 }.as_auth_failure(),
+        AuthFailure::Capacity
+    );
+    // Others still get in.
+    let peer = p.admit(t0, ip(1)).unwrap();
+    p.established(t0, peer);
+    // An established connection leaves the share; a released one too.
+    p.established(t0, held[0]);
+    assert!(p.admit(t0, attacker).is_ok());
+    p.release(held[1]);
+    assert!(p.admit(t0, attacker).is_ok());
+    assert_eq!(p.handshaking_from(attacker), 8);
+    assert!(
+        !p.is_throttled(t0, attacker),
+        "share refusals are no attempts"
+    );
 }
 
 #[test]
@@ -309,9 +467,12 @@ fn full_tracking_table_fails_closed_until_entries_expire() {
 }
 
 #[test]
-fn entries_with_a_lockout_or_a_connection_are_not_forgotten() {
+fn entries_with_a_throttle_or_a_connection_are_not_forgotten() {
     let t0 = Instant::now();
-    let config = PolicyConfig::builder().lockout(2 * HOUR).build().unwrap();
+    let config = PolicyConfig::builder()
+        .throttle_duration(2 * HOUR)
+        .build()
+        .unwrap();
     let mut p = Policy::new(config);
     let locked = ip(1);
     for _ in 0..5 {
@@ -320,9 +481,9 @@ fn entries_with_a_lockout_or_a_connection_are_not_forgotten() {
     let held = p.admit(t0, ip(2)).unwrap();
     p.handle_timeout(t0 + HOUR + MIN);
     assert_eq!(p.tracked_ips(), 2);
-    assert!(p.is_locked_out(t0 + HOUR + MIN, locked));
+    assert!(p.is_throttled(t0 + HOUR + MIN, locked));
     p.handle_timeout(t0 + 2 * HOUR);
-    assert_eq!(p.tracked_ips(), 1, "lockout over: forgotten");
+    assert_eq!(p.tracked_ips(), 1, "throttle over: forgotten");
     p.release(held);
     let mut now = t0 + 2 * HOUR;
     while let Some(at) = p.poll_timeout() {
@@ -366,15 +527,104 @@ fn ipv6_hosts_in_one_prefix_share_limits() {
     }
     let other_host: IpAddr = "2001:db8:0:1:ffff::9".parse().unwrap();
     let other_net: IpAddr = "2001:db8:0:2::1".parse().unwrap();
-    assert!(p.is_locked_out(t0, other_host));
-    assert!(!p.is_locked_out(t0, other_net));
+    assert!(p.is_throttled(t0, other_host));
+    assert!(!p.is_throttled(t0, other_net));
+    // Their share of the handshake cap is shared too.
+    for n in 0..8u16 {
+        let host = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 3, n, 0, 0, 1));
+        assert!(p.admit(t0, host).is_ok());
+    }
+    let neighbour: IpAddr = "2001:db8:0:3:abcd::2".parse().unwrap();
+    assert_eq!(
+        p.admit(t0, neighbour),
+        Err(Refusal::TooManyHandshakesFromIp { max: 8 })
+    );
+    assert!(p.admit(t0, "2001:db8:0:4::1".parse().unwrap()).is_ok());
+    // And their reports.
+    let _ = p.admit(t0, other_net);
+    assert!(p.report_failure(t0, other_net, AuthFailure::BadMac));
+    assert!(!p.report_failure(t0, "2001:db8:0:2::77".parse().unwrap(), AuthFailure::BadMac));
     // Dual-stack sockets report IPv4 peers as mapped addresses.
     let v4 = ip(7);
     for _ in 0..5 {
         fail_once(&mut p, t0, v4, AuthFailure::BadMac);
     }
     let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
-    assert!(p.is_locked_out(t0, mapped));
+    assert!(p.is_throttled(t0, mapped));
+}
+
+#[test]
+fn failures_of_one_address_are_reported_once_then_aggregated_per_interval() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(PolicyConfig::default());
+    let a = ip(1);
+    let _ = p.admit(t0, a);
+    assert!(
+        p.report_failure(t0, a, AuthFailure::BadMac),
+        "the first is reported"
+    );
+    for i in 1..=50u32 {
+        let why = if i % 2 == 0 {
+            AuthFailure::Capacity
+        } else {
+            AuthFailure::BadMac
+        };
+        assert!(!p.report_failure(t0 + SEC / 10 * i, a, why));
+    }
+    // Another address has its own report.
+    let _ = p.admit(t0, ip(2));
+    assert!(p.report_failure(t0, ip(2), AuthFailure::Replay));
+    drain(&mut p);
+    assert_eq!(p.counters().aggregated, 50);
+    assert_eq!(p.poll_timeout(), Some(t0 + 10 * SEC));
+    p.handle_timeout(t0 + 10 * SEC - Duration::from_nanos(1));
+    assert_eq!(drain(&mut p), vec![]);
+    p.handle_timeout(t0 + 10 * SEC);
+    let events = drain(&mut p);
+    assert_eq!(
+        events.len(),
+        1,
+        "ip(2) had nothing to aggregate: {events:?}"
+    );
+    let PolicyEvent::FailuresAggregated(FailureSummary {
+        ip: Some(got),
+        count,
+        first,
+        last,
+        reasons,
+        ..
+    }) = events[0]
+    else {
+        panic!("{events:?}");
+    };
+    assert_eq!((got, count), (a, 50));
+    assert_eq!((first, last), (t0 + SEC / 10, t0 + 5 * SEC));
+    assert_eq!((reasons.bad_mac, reasons.capacity), (25, 25));
+    assert_eq!(reasons.total(), 50);
+    // The next interval starts with a report of its own.
+    assert!(p.report_failure(t0 + 11 * SEC, a, AuthFailure::BadMac));
+}
+
+#[test]
+fn failures_of_untracked_addresses_share_one_report() {
+    let t0 = Instant::now();
+    let config = PolicyConfig::builder().max_tracked_ips(1).build().unwrap();
+    let mut p = Policy::new(config);
+    let _ = p.admit(t0, ip(1));
+    for n in 2..20 {
+        assert_eq!(p.admit(t0, ip(n)), Err(Refusal::TrackingFull));
+        assert_eq!(p.report_failure(t0, ip(n), AuthFailure::Capacity), n == 2);
+    }
+    drain(&mut p);
+    p.handle_timeout(t0 + 10 * SEC);
+    assert!(matches!(
+        drain(&mut p).as_slice(),
+        [PolicyEvent::FailuresAggregated(FailureSummary {
+            ip: None,
+            count: 17,
+            ..
+        })]
+    ));
 }
 
 #[test]
@@ -388,11 +638,12 @@ fn event_queue_is_bounded() {
     let mut p = Policy::new(config);
     let _ = p.admit(t0, ip(1));
     for _ in 0..10 {
-        assert_eq!(p.admit(t0, ip(1)), Err(Refusal::RateLimited));
+        assert!(matches!(p.admit(t0, ip(1)), Err(Refusal::Throttled { .. })));
     }
+    // The throttle and the first two refusals.
     assert_eq!(drain(&mut p).len(), 3);
-    assert_eq!(p.counters().events_dropped, 7);
-    assert_eq!(p.counters().refused.rate_limited, 10);
+    assert_eq!(p.counters().events_dropped, 8);
+    assert_eq!(p.counters().refused.throttled, 10);
 }
 
 #[derive(Clone, Debug)]
@@ -430,8 +681,8 @@ const REASONS: [AuthFailure; 8] = [
     AuthFailure::Replay,
     AuthFailure::Malformed,
     AuthFailure::Timeout,
-    AuthFailure::LockedOut,
-    AuthFailure::RateLimited,
+    AuthFailure::Throttled,
+    AuthFailure::V1Disabled,
     AuthFailure::Reflection,
     AuthFailure::Capacity,
 ];
@@ -444,7 +695,9 @@ proptest! {
             .max_connections(6)
             .max_handshaking(3)
             .max_auth_failures(2)
-            .lockout(30 * SEC)
+            .throttle_duration(30 * SEC)
+            .throttle_interval(2 * SEC)
+            .max_handshaking_per_ip(2)
             .max_attempts_per_window(5)
             .attempt_window(MIN)
             .max_tracked_ips(8)
@@ -494,10 +747,19 @@ proptest! {
                         if let Some(e) = open.iter_mut().find(|e| e.0 == s && e.2 == Hs::Running) {
                             e.2 = Hs::Failed;
                         }
-                        if let Some(lock) = p.auth_failed(now, s, reason) {
-                            prop_assert!(reason.counts_toward_lockout());
-                            prop_assert!(p.is_locked_out(now, lock.ip));
+                        let throttle = if r % 3 == 0 {
+                            p.abandoned(now, s, Some(reason).filter(|_| r % 2 == 0))
+                        } else {
+                            let t = p.auth_failed(now, s, reason);
+                            if t.is_some() {
+                                prop_assert!(reason.counts_toward_throttle());
+                            }
+                            t
+                        };
+                        if let Some(t) = throttle {
+                            prop_assert!(p.is_throttled(now, t.ip));
                         }
+                        let _ = p.report_failure(now, ip(u32::from(r)), reason);
                     }
                 }
                 Op::Release(i) => {
@@ -516,6 +778,9 @@ proptest! {
             prop_assert_eq!(p.connections(), open.len());
             prop_assert!(p.connections() <= 6);
             prop_assert!(p.handshaking() <= 3);
+            for n in 0..12 {
+                prop_assert!(p.handshaking_from(ip(n)) <= 2);
+            }
             prop_assert_eq!(
                 p.handshaking(),
                 open.iter().filter(|e| e.1 && e.2 != Hs::Done).count()
