@@ -266,25 +266,53 @@ fn dials(ctx: &mut Ctx<'_>, tweak: impl FnOnce(&mut Datagram)) -> CaseResult {
 
 /// Sends the datagram `make` builds (from a fresh valid one) and requires no
 /// dial; then a valid datagram must make it dial, or the case says nothing.
+///
+/// The bad datagram is watched for as long as a positive case waits for a
+/// dial (`--timeout`, or `--quiet` if that is longer), and the control
+/// announces a listener of its own: a late dial to the bad datagram's port
+/// is never credited to the control.
 fn no_dial(ctx: &mut Ctx<'_>, make: impl FnOnce(&Datagram, &[u8]) -> Vec<u8>) -> CaseResult {
     let d = Disc::new(ctx)?;
     let g = Datagram::new(&ctx.cfg.community, d.port()?);
     send_datagram(&d.sock, &make(&g, &ctx.cfg.key), d.to)?;
-    if d.l.accept_within(ctx.cfg.quiet)?.is_some() {
-        return Err(Finding::fail(
-            "the datagram dropped (no connection)",
-            "the implementation dialed the announced port",
-        ));
+    let sent = Instant::now();
+    let watch = bad_datagram_watch(ctx);
+    if d.l.accept_within(watch)?.is_some() {
+        return Err(dialed_bad(sent));
     }
-    control(ctx, &d)
+    let r = control(ctx, &d)?;
+    // The control's wait is more time in which the bad datagram must stay
+    // undialed.
+    if d.l.accept_within(Duration::ZERO)?.is_some() {
+        return Err(dialed_bad(sent));
+    }
+    Ok(r)
+}
+
+/// How long a datagram that must not cause a dial is watched: at least as
+/// long as a positive case accepts a dial late.
+fn bad_datagram_watch(ctx: &Ctx<'_>) -> Duration {
+    ctx.cfg.timeout.max(ctx.cfg.quiet)
+}
+
+fn dialed_bad(sent: Instant) -> Finding {
+    Finding::fail(
+        "the datagram dropped (no connection)",
+        format!(
+            "the implementation dialed the announced port {:?} after the datagram",
+            sent.elapsed()
+        ),
+    )
 }
 
 fn control(ctx: &Ctx<'_>, d: &Disc) -> CaseResult {
-    let fresh = Datagram::new(&ctx.cfg.community, d.port()?);
-    match d.send_and_accept(ctx, &fresh)? {
+    let l = Listener::bind(d.l.addr()?.ip())?;
+    let fresh = Datagram::new(&ctx.cfg.community, l.addr()?.port());
+    send_datagram(&d.sock, &fresh.encode(&ctx.cfg.key), d.to)?;
+    match l.accept_within(ctx.cfg.timeout)? {
         Some(_) => Ok(format!(
             "no dial within {:?}; a valid datagram afterwards was dialed",
-            ctx.cfg.quiet
+            bad_datagram_watch(ctx)
         )),
         None => Err(Finding::Error(
             "inconclusive: a valid control datagram did not make the implementation dial either"

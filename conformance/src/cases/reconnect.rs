@@ -99,6 +99,10 @@ fn earliest(ctx: &Ctx<'_>) -> Duration {
     ctx.cfg.retry_min.mul_f64(0.8)
 }
 
+/// How much longer than the first wait the second must be to count as
+/// backed off: a doubling, less a quarter for timer and scheduling slack.
+const GROWTH: f64 = 1.5;
+
 /// Slack on a latest wait: a fifth of it, at least half a second.
 fn late(d: Duration) -> Duration {
     d + (d / 5).max(Duration::from_millis(500))
@@ -154,7 +158,8 @@ fn backoff(ctx: &mut Ctx<'_>) -> CaseResult {
     let hi2 = late((ctx.cfg.retry_max * 2).min(ctx.cfg.max_backoff));
     let floor = (ctx.cfg.retry_min * 2).min(ctx.cfg.max_backoff);
     let want = format!(
-        "a second retry {:?}–{hi2:?} after the second failure (at least twice the shortest first delay)",
+        "a second retry {:?}–{hi2:?} after the second failure (at least twice the shortest first delay), \
+         and at least {GROWTH}× the wait before the first retry",
         floor.mul_f64(0.8)
     );
     match next_dial(&a, t2, hi2)? {
@@ -163,7 +168,9 @@ fn backoff(ctx: &mut Ctx<'_>) -> CaseResult {
             ctx.cfg.peer_expiry
         ))),
         None => Err(Finding::fail(want, format!("no dial within {hi2:?}"))),
-        Some((_, w2)) if w2 < floor.mul_f64(0.8) => Err(Finding::fail(
+        // Backoff doubles the wait: a second wait no longer than the first
+        // (a steady schedule that happens to sit above the floor) is none.
+        Some((_, w2)) if w2 < floor.mul_f64(0.8) || w2 < w1.mul_f64(GROWTH) => Err(Finding::fail(
             want,
             format!("first retry after {w1:?}, second after {w2:?}"),
         )),

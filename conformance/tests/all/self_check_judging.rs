@@ -1,0 +1,137 @@
+//! Fakes that once misled the suite into a wrong verdict, each run against
+//! the case it misled: the verdict is now the right one.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conformance::case::Finding;
+use conformance::run::Outcome;
+use conformance::target::{Endpoint, Implementation};
+use conformance::wire::{challenge, hello_frame, uuid_v4};
+
+use crate::self_check::{config, reconnect_config, run, EagerRedialer, Sloppy};
+use crate::sloppy::{sloppy_server, KEY};
+
+/// A target whose only limit is the wire maximum has no length above its
+/// limit: the oversized-frame cases skip instead of failing it. The same
+/// sloppy server (it never closes on a length) fails them under a real
+/// limit.
+#[test]
+fn oversized_frame_cases_skip_at_the_wire_maximum() {
+    let mut cfg = config();
+    for id in ["R1-10.4/1", "R1-10.4/2", "R1-10.4/3"] {
+        assert_eq!(
+            run(id, &cfg, &mut Sloppy(sloppy_server())),
+            Outcome::Fail,
+            "{id}"
+        );
+    }
+    cfg.max_payload = u32::MAX;
+    for id in ["R1-10.4/1", "R1-10.4/2", "R1-10.4/3"] {
+        assert_eq!(
+            run(id, &cfg, &mut Sloppy(sloppy_server())),
+            Outcome::Skip,
+            "{id}"
+        );
+    }
+}
+
+/// Dials the port at bytes 24..26 of every datagram of at least 26 bytes,
+/// valid or not, once, `delay` after it arrived: late, but within the
+/// suite's `--timeout`.
+struct LateDialer {
+    udp: UdpSocket,
+    stop: Arc<AtomicBool>,
+}
+
+impl LateDialer {
+    fn start(delay: Duration) -> Self {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sock, flag) = (udp.try_clone().unwrap(), Arc::clone(&stop));
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 128];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 26 {
+                    continue;
+                }
+                let to = SocketAddr::new(from.ip(), u16::from_be_bytes([buf[24], buf[25]]));
+                let flag = Arc::clone(&flag);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    if flag.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Ok(mut s) = TcpStream::connect(to) {
+                        let _ = s.write_all(&hello_frame(KEY.as_bytes(), &uuid_v4(), challenge()));
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut sink = [0u8; 4096];
+                        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                    }
+                });
+            }
+        });
+        Self { udp, stop }
+    }
+}
+
+impl Drop for LateDialer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Implementation for LateDialer {
+    fn serve(&mut self) -> Result<Endpoint, Finding> {
+        Ok(Endpoint::new(sloppy_server()).with_udp(Some(self.udp.local_addr().unwrap())))
+    }
+    fn dial(&mut self, _: SocketAddr, _: Option<&[u8]>) -> Result<(), Finding> {
+        Err(Finding::Unsupported("server only".into()))
+    }
+    fn announcements(&mut self) -> Option<&UdpSocket> {
+        None
+    }
+}
+
+/// A dial to a bad datagram's port that comes later than `--quiet` but
+/// within `--timeout` is still a dial to a bad datagram, and is not
+/// credited to the control datagram sent after it.
+#[test]
+fn a_late_dial_to_a_bad_datagram_fails_the_negative_discovery_cases() {
+    let cfg = config();
+    // Later than the 200 ms quiet, well within the 500 ms timeout.
+    let delay = Duration::from_millis(350);
+    assert!(delay > cfg.quiet && delay < cfg.timeout);
+    for id in ["R1-4.2/2", "R1-4.4/2", "R2-6.2.1/2", "R2-4.4/4"] {
+        let mut imp = LateDialer::start(delay);
+        assert_eq!(run(id, &cfg, &mut imp), Outcome::Fail, "{id}");
+    }
+    // A valid datagram dialed just as late is a pass: the fake is only
+    // wrong in what it dials.
+    let mut imp = LateDialer::start(delay);
+    assert_eq!(run("R1-4.4/1", &cfg, &mut imp), Outcome::Pass);
+}
+
+/// A steady schedule above the backoff floor passes the first-retry cases
+/// but is no backoff: the second wait must be clearly longer than the first.
+#[test]
+fn a_constant_schedule_above_the_floor_is_not_backoff() {
+    let cfg = reconnect_config();
+    // Within the 300–600 ms first-retry range and above the 480 ms floor
+    // (80 % of twice the shortest first delay), the same every time.
+    let delay = Duration::from_millis(550);
+    let started = Instant::now();
+    let mut imp = EagerRedialer::start(delay);
+    assert_eq!(run("R1-9.4/2", &cfg, &mut imp), Outcome::Pass);
+    let mut imp = EagerRedialer::start(delay);
+    assert_eq!(run("R1-9.4/3", &cfg, &mut imp), Outcome::NonStrict);
+    eprintln!("constant schedule judged in {:?}", started.elapsed());
+}
