@@ -135,3 +135,48 @@ fn a_constant_schedule_above_the_floor_is_not_backoff() {
     assert_eq!(run("R1-9.4/3", &cfg, &mut imp), Outcome::NonStrict);
     eprintln!("constant schedule judged in {:?}", started.elapsed());
 }
+
+/// Refuses every connection silently, but only `delay` after its first
+/// bytes arrive: later than the suite's "at once", before the handshake
+/// deadline plus slack.
+fn slow_refuser(delay: Duration) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut first = [0u8; 1];
+                if s.read(&mut first).is_ok() {
+                    std::thread::sleep(delay);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Where the RFC asks only for a close without an error frame, a close
+/// that comes late passes (the delay is reported); where the RFC itself
+/// says "immediately" (an invalid HMAC), it still fails.
+#[test]
+fn a_late_silent_close_passes_unless_the_rfc_says_immediately() {
+    let mut cfg = config();
+    cfg.handshake_timeout = Duration::from_secs(1);
+    // Past the 500 ms timeout, within the 1.5 s deadline plus slack.
+    let delay = Duration::from_millis(900);
+    for id in ["R1-7.1/2", "R1-9.1/3", "R1-9.1/7"] {
+        assert_eq!(
+            run(id, &cfg, &mut Sloppy(slow_refuser(delay))),
+            Outcome::Pass,
+            "{id}"
+        );
+    }
+    for id in ["R1-9.1/1", "R1-9.1/2"] {
+        assert_eq!(
+            run(id, &cfg, &mut Sloppy(slow_refuser(delay))),
+            Outcome::Fail,
+            "{id}"
+        );
+    }
+}
