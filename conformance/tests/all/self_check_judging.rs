@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use conformance::case::Finding;
 use conformance::run::Outcome;
 use conformance::target::{Endpoint, Implementation};
-use conformance::wire::{challenge, hello_frame, uuid_v4};
+use conformance::wire::{accept_frame, challenge, hello_frame, uuid_v4};
 
 use crate::self_check::{config, reconnect_config, run, EagerRedialer, Sloppy};
 use crate::sloppy::{sloppy_server, KEY};
@@ -179,4 +179,48 @@ fn a_late_silent_close_passes_unless_the_rfc_says_immediately() {
             "{id}"
         );
     }
+}
+
+/// Checks every HELLO's MAC and refuses a bad one silently, but never
+/// refuses an address for its failures: no lockout at all.
+fn mac_checking_server() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut h = [0u8; 50];
+                if s.read_exact(&mut h).is_err() {
+                    return;
+                }
+                let node = uuid::Uuid::from_slice(&h[14..30]).unwrap();
+                let ch = u32::from_be_bytes([h[46], h[47], h[48], h[49]]);
+                if h[30..46] != conformance::wire::hello_mac(KEY.as_bytes(), &node, ch) {
+                    return;
+                }
+                if s.write_all(&accept_frame(KEY.as_bytes())).is_ok() {
+                    let mut sink = [0u8; 4096];
+                    while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server without any lockout accepts the second address, as a per-address
+/// lockout would, but the first address was never locked out: the case
+/// says so instead of passing.
+#[test]
+fn a_per_address_lockout_is_not_credited_without_a_lockout() {
+    let cfg = config();
+    assert_eq!(
+        run("R1-10.4/4", &cfg, &mut Sloppy(mac_checking_server())),
+        Outcome::Fail
+    );
+    assert_eq!(
+        run("R1-10.4/5", &cfg, &mut Sloppy(mac_checking_server())),
+        Outcome::Error
+    );
 }
