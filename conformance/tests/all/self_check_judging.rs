@@ -224,3 +224,70 @@ fn a_per_address_lockout_is_not_credited_without_a_lockout() {
         Outcome::Error
     );
 }
+
+/// Dials the port of a 50-byte datagram at once and once more `again`
+/// later, while the first connection is still open, then never again.
+struct TwiceDialer {
+    udp: UdpSocket,
+    stop: Arc<AtomicBool>,
+}
+
+impl TwiceDialer {
+    fn start(again: Duration) -> Self {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sock, flag) = (udp.try_clone().unwrap(), Arc::clone(&stop));
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((50, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let to = SocketAddr::new(from.ip(), u16::from_be_bytes([buf[24], buf[25]]));
+                for delay in [Duration::ZERO, again] {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(delay);
+                        if let Ok(mut s) = TcpStream::connect(to) {
+                            let _ =
+                                s.write_all(&hello_frame(KEY.as_bytes(), &uuid_v4(), challenge()));
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                            let mut sink = [0u8; 4096];
+                            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                        }
+                    });
+                }
+            }
+        });
+        Self { udp, stop }
+    }
+}
+
+impl Drop for TwiceDialer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Implementation for TwiceDialer {
+    fn serve(&mut self) -> Result<Endpoint, Finding> {
+        Ok(Endpoint::new(sloppy_server()).with_udp(Some(self.udp.local_addr().unwrap())))
+    }
+    fn dial(&mut self, _: SocketAddr, _: Option<&[u8]>) -> Result<(), Finding> {
+        Err(Finding::Unsupported("server only".into()))
+    }
+    fn announcements(&mut self) -> Option<&UdpSocket> {
+        None
+    }
+}
+
+/// A second dial made while the peer was still fresh is not a dial after
+/// its expiry, however long the suite held the first connection.
+#[test]
+fn a_dial_while_the_peer_was_fresh_is_not_a_dial_after_expiry() {
+    let cfg = reconnect_config();
+    // Well inside the 1 s expiry.
+    let mut imp = TwiceDialer::start(Duration::from_millis(300));
+    assert_eq!(run("R1-4.4/8", &cfg, &mut imp), Outcome::Pass);
+}
