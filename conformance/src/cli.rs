@@ -277,9 +277,9 @@ pub fn main_named<I: IntoIterator<Item = String>>(program: &str, args: I) -> i32
     if a.list {
         for c in &selected {
             println!(
-                "{:<12} {:<6} {:<11} {} {}",
+                "{:<12} {:<11} {:<11} {} {}",
                 c.id,
-                c.level.as_str(),
+                c.level_label(),
                 c.role.as_str(),
                 c.transport.as_str(),
                 c.title
@@ -433,6 +433,7 @@ fn emit(a: &Args, reports: &[CaseReport], label: &str) -> Result<(), String> {
         Some(path) => {
             std::fs::write(path, text).map_err(|e| format!("--output {path}: {e}"))?;
             let s = report::summary(reports, a.strict);
+            println!("{}", report::failed_line(&s));
             println!(
                 "{} non-strict, {} errors, {} known deviations",
                 s.non_strict, s.errors, s.known

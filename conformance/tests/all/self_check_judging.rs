@@ -291,3 +291,65 @@ fn a_dial_while_the_peer_was_fresh_is_not_a_dial_after_expiry() {
     let mut imp = TwiceDialer::start(Duration::from_millis(300));
     assert_eq!(run("R1-4.4/8", &cfg, &mut imp), Outcome::Pass);
 }
+
+fn case(id: &str) -> conformance::case::Case {
+    conformance::cases::all()
+        .into_iter()
+        .find(|c| c.id == id)
+        .unwrap()
+}
+
+/// Levels and citations: the RFC's own keyword, WIRE.md-only requirements
+/// marked, RFC-0002 §10 (Future Extensions) cited as no requirement.
+#[test]
+fn levels_and_citations_follow_the_rfcs() {
+    use conformance::case::Level;
+    // RFC-0001 §4.3: "Messages older than 60 seconds SHOULD be rejected".
+    let old = case("R1-4.3/3");
+    assert_eq!(old.level, Level::Should);
+    assert!(old.requirement.contains("SHOULD be rejected"));
+    assert!(!old.wire_only());
+    // Future timestamps: WIRE.md §5 alone.
+    assert!(case("R1-4.3/4").wire_only());
+    assert_eq!(case("R1-4.3/4").level_label(), "WIRE-MUST");
+    assert_eq!(case("R1-9.1/1").level_label(), "MUST");
+    // RFC-0002 §10.2 is a future extension: the rate limits are WIRE.md's.
+    for id in ["R2-10.2/1", "R2-10.2/2"] {
+        assert!(case(id).wire_only(), "{id}");
+        assert_eq!(case(id).level_label(), "WIRE-SHOULD", "{id}");
+    }
+    // WIRE-v2.md is its cases' standard: none of them is marked.
+    assert!(conformance::cases::all()
+        .iter()
+        .filter(|c| c.id.starts_with("R3-"))
+        .all(|c| !c.wire_only()));
+}
+
+/// The summary counts failures of RFC requirements apart from failures of
+/// WIRE.md-only ones.
+#[test]
+fn the_summary_counts_rfc_failures_apart_from_wire_only_ones() {
+    let cfg = config();
+    let sources = conformance::target::Sources::new();
+    let mut reports = Vec::new();
+    // The sloppy server fails both: an RFC MUST and a WIRE.md-only MUST.
+    for id in ["R1-9.1/1", "R1-9.2/11", "R1-5.2/1"] {
+        let c = case(id);
+        reports.push(conformance::run::run_case(
+            &c,
+            &cfg,
+            &mut Sloppy(sloppy_server()),
+            &sources,
+        ));
+    }
+    assert!(!case("R1-9.1/1").wire_only() && case("R1-9.2/11").wire_only());
+    let s = conformance::report::summary(&reports, false);
+    assert_eq!((s.passed, s.failed), (1, 2));
+    assert_eq!((s.rfc_failed, s.wire_failed), (1, 1));
+    let human = conformance::report::human(&reports, false, "sloppy");
+    assert!(
+        human.contains("failed: 1 of RFC requirements, 1 of WIRE.md-only requirements"),
+        "{human}"
+    );
+    assert!(human.contains("[WIRE-MUST] fail"), "{human}");
+}
