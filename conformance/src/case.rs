@@ -183,6 +183,27 @@ impl Case {
         }
     }
 
+    /// Whether the requirement is WIRE.md's alone: a v1 case whose quoted
+    /// requirement cites no section of RFC-0001 or RFC-0002 that states a
+    /// requirement (RFC-0002 §10, "Future Extensions", states none).
+    /// WIRE-v2.md cases are not counted: that document is their standard.
+    #[must_use]
+    pub fn wire_only(&self) -> bool {
+        self.wire() == Wire::V1 && !cites_rfc_requirement(self.requirement)
+    }
+
+    /// The level as reports show it: `MUST`, `SHOULD` or `INFO`, prefixed
+    /// `WIRE-` for a requirement of WIRE.md alone.
+    #[must_use]
+    pub fn level_label(&self) -> &'static str {
+        match (self.wire_only(), self.level) {
+            (false, l) => l.as_str(),
+            (true, Level::Must) => "WIRE-MUST",
+            (true, Level::Should) => "WIRE-SHOULD",
+            (true, Level::Info) => "WIRE-INFO",
+        }
+    }
+
     /// The case number within its section.
     #[must_use]
     pub fn number(&self) -> u32 {
@@ -191,6 +212,25 @@ impl Case {
             .and_then(|(_, n)| n.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// Whether `text` cites a section of RFC-0001 or RFC-0002 (`RFC-0001 §9.1`)
+/// other than RFC-0002 §10, whose subsections are future extensions.
+fn cites_rfc_requirement(text: &str) -> bool {
+    text.match_indices("RFC-000").any(|(i, _)| {
+        let rest = &text[i + "RFC-000".len()..];
+        let Some((doc, after)) = rest.split_once(' ') else {
+            return false;
+        };
+        let Some(section) = after.strip_prefix('§') else {
+            return false;
+        };
+        match doc {
+            "1" => true,
+            "2" => !(section.starts_with("10.") || section.starts_with("10 ")),
+            _ => false,
+        }
+    })
 }
 
 impl fmt::Debug for Case {

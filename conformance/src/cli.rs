@@ -277,9 +277,9 @@ pub fn main_named<I: IntoIterator<Item = String>>(program: &str, args: I) -> i32
     if a.list {
         for c in &selected {
             println!(
-                "{:<12} {:<6} {:<11} {} {}",
+                "{:<12} {:<11} {:<11} {} {}",
                 c.id,
-                c.level.as_str(),
+                c.level_label(),
                 c.role.as_str(),
                 c.transport.as_str(),
                 c.title
@@ -433,6 +433,7 @@ fn emit(a: &Args, reports: &[CaseReport], label: &str) -> Result<(), String> {
         Some(path) => {
             std::fs::write(path, text).map_err(|e| format!("--output {path}: {e}"))?;
             let s = report::summary(reports, a.strict);
+            println!("{}", report::failed_line(&s));
             println!(
                 "{} non-strict, {} errors, {} known deviations",
                 s.non_strict, s.errors, s.known
@@ -540,6 +541,10 @@ impl LiveClient {
         let stderr = create_new(&stderr_path)
             .map_err(|e| Finding::Error(format!("{}: {e}", stderr_path.display())))?;
         let mut cmd = Command::new("sh");
+        // A group of its own, so that whatever `sh` starts can be ended with
+        // it: killing `sh` alone would leave its children running.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         // ASOC_API_KEY is handed over explicitly below (the client program
         // needs it); nothing else secret is inherited.
         cmd.env_remove("ASOC_MASTER_KEY");
@@ -703,6 +708,14 @@ impl Implementation for LiveClient {
 impl Drop for LiveClient {
     fn drop(&mut self) {
         for child in &mut self.children {
+            // The group bears the id of its leader, `sh`, and outlives it
+            // while any member runs; `sh` is reaped only after the signal,
+            // so the id cannot have been reused yet.
+            #[cfg(unix)]
+            let _ = rustix::process::kill_process_group(
+                rustix::process::Pid::from_child(child),
+                rustix::process::Signal::KILL,
+            );
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -724,6 +737,45 @@ fn create_new(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    /// A client program whose shell keeps a child of its own (here a
+    /// background `sleep`) is ended with that child when the case ends:
+    /// nothing of it outlives the suite.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_whole_client_process_group_is_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let exec = format!("sleep 60 & echo $! > '{}'; wait", pidfile.display());
+        let cfg = TargetConfig::new(b"k".to_vec(), "c");
+        let mut client = LiveClient::new(&exec, "R1-5.4/2", &cfg, 0).unwrap();
+        client
+            .spawn("127.0.0.1:9".parse().unwrap(), None, None)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            match std::fs::read_to_string(&pidfile) {
+                Ok(s) if s.ends_with('\n') => break s.trim().to_string(),
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                other => panic!("the client program wrote no pid: {other:?}"),
+            }
+        };
+        let alive = |pid: &str| {
+            // A killed process may linger as a zombie until its new parent
+            // reaps it; it runs no more.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+                .unwrap_or(false)
+        };
+        assert!(alive(&pid), "the background child {pid} is not running");
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(&pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(&pid), "the client's child {pid} outlived the case");
+    }
 
     /// A symbolic link planted where earlier versions wrote their payloads
     /// (`$TMPDIR/asoc-conformance-PID-N-CASE`, all of it predictable) is

@@ -46,6 +46,10 @@ pub struct Summary {
     pub errors: usize,
     /// failures listed in the expectations file.
     pub known: usize,
+    /// Of `failed`, the cases whose requirement an RFC states.
+    pub rfc_failed: usize,
+    /// Of `failed`, the cases whose requirement is WIRE.md's alone.
+    pub wire_failed: usize,
 }
 
 /// Counts `reports`.
@@ -57,17 +61,32 @@ pub fn summary(reports: &[CaseReport], strict: bool) -> Summary {
             s.known += 1;
             continue;
         }
-        match r.outcome {
-            Outcome::Pass | Outcome::Info => s.passed += 1,
-            Outcome::Fail => s.failed += 1,
+        let failed = match r.outcome {
+            Outcome::Pass | Outcome::Info => {
+                s.passed += 1;
+                false
+            }
+            Outcome::Fail => true,
             Outcome::NonStrict => {
                 s.non_strict += 1;
-                if strict {
-                    s.failed += 1;
-                }
+                strict
             }
-            Outcome::Skip | Outcome::Unsupported => s.skipped += 1,
-            Outcome::Error => s.errors += 1,
+            Outcome::Skip | Outcome::Unsupported => {
+                s.skipped += 1;
+                false
+            }
+            Outcome::Error => {
+                s.errors += 1;
+                false
+            }
+        };
+        if failed {
+            s.failed += 1;
+            if r.case.wire_only() {
+                s.wire_failed += 1;
+            } else {
+                s.rfc_failed += 1;
+            }
         }
     }
     s
@@ -112,7 +131,7 @@ pub fn human(reports: &[CaseReport], strict: bool, target: &str) -> String {
                 mark(r.outcome),
                 c.id,
                 c.title,
-                c.level.as_str(),
+                c.level_label(),
                 r.outcome.as_str(),
                 r.duration.as_millis()
             );
@@ -140,6 +159,7 @@ pub fn human(reports: &[CaseReport], strict: bool, target: &str) -> String {
         out.push('\n');
     }
     let s = summary(reports, strict);
+    let _ = writeln!(out, "{}", failed_line(&s));
     let _ = writeln!(
         out,
         "{} non-strict, {} errors, {} known deviations",
@@ -151,6 +171,15 @@ pub fn human(reports: &[CaseReport], strict: bool, target: &str) -> String {
         s.passed, s.failed, s.skipped
     );
     out
+}
+
+/// `failed: N of RFC requirements, N of WIRE.md-only ones`.
+#[must_use]
+pub fn failed_line(s: &Summary) -> String {
+    format!(
+        "failed: {} of RFC requirements, {} of WIRE.md-only requirements",
+        s.rfc_failed, s.wire_failed
+    )
 }
 
 /// JSON: an array with one object per case.
@@ -165,6 +194,7 @@ pub fn json(reports: &[CaseReport]) -> String {
                 "title": r.case.title,
                 "requirement": r.case.requirement,
                 "level": r.case.level.as_str(),
+                "wire_only": r.case.wire_only(),
                 "role": r.case.role.as_str(),
                 "transport": r.case.transport.as_str(),
                 "outcome": r.outcome.as_str(),
@@ -233,7 +263,7 @@ pub fn junit(reports: &[CaseReport], strict: bool) -> String {
                     .map(|k| format!("\nknown deviation: {k}"))
                     .unwrap_or_default()
             );
-            let msg = |o: Outcome| format!("{} ({})", o.as_str(), r.case.level.as_str());
+            let msg = |o: Outcome| format!("{} ({})", o.as_str(), r.case.level_label());
             match r.outcome {
                 _ if r.is_unexpected(strict) && r.outcome == Outcome::Error => {
                     let _ = writeln!(

@@ -41,7 +41,11 @@ pub const SECTIONS: &[Section] = &[
     s("R2-6.2.3", "Man-in-the-Middle", "WIRE.md §3, §7"),
     s("R2-7.3", "Random Number Generation", "WIRE.md §3"),
     s("R2-7.4", "Timing Attack Resistance", "WIRE.md §3"),
-    s("R2-10.2", "Rate Limiting", "WIRE.md §6"),
+    s(
+        "R2-10.2",
+        "Rate Limiting (a future extension in RFC-0002; the limits are WIRE.md's)",
+        "WIRE.md §6",
+    ),
     s("R3-2", "Frames", "WIRE-v2.md §2"),
     s("R3-3.1", "HELLO2", "WIRE-v2.md §3.1"),
     s("R3-3.2", "Server Checks of HELLO2", "WIRE-v2.md §3.2"),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use asoc_proto::auth::hmac_sha256;
 
-use super::{case, closes_after, deadline_slack, refused_silently};
+use super::{case, closes_after, deadline_slack, refused_immediately, refused_silently};
 use crate::case::{Case, CaseResult, Finding};
 use crate::target::Ctx;
 use crate::wire::{
@@ -39,10 +39,10 @@ pub(super) fn cases() -> Vec<Case> {
             |ctx| { let f = wire::accept_frame(&ctx.cfg.key); closes_after(ctx, &f) }),
         case!("R1-9.1/1", Must, SuiteDials, Tcp, false, "A HELLO with one MAC bit flipped is refused silently",
             "RFC-0001 §9.1: Invalid HMAC Signature: Server MUST close TCP connection immediately. No error frame is sent.",
-            |ctx| { let mut f = hello_frame(&ctx.cfg.key, &uuid_v4(), challenge()); f[14 + 16] ^= 0x01; refused_silently(ctx, &f) }),
+            |ctx| { let mut f = hello_frame(&ctx.cfg.key, &uuid_v4(), challenge()); f[14 + 16] ^= 0x01; refused_immediately(ctx, &f) }),
         case!("R1-9.1/2", Must, SuiteDials, Tcp, false, "A HELLO with an all-zero MAC is refused silently",
             "RFC-0001 §9.1: Invalid HMAC Signature: Server MUST close TCP connection immediately. No error frame is sent.",
-            |ctx| { let n = uuid_v4(); let f = frame(ty::HELLO, 0, 0, &hello_payload_with(&n, &[0; 16], challenge())); refused_silently(ctx, &f) }),
+            |ctx| { let n = uuid_v4(); let f = frame(ty::HELLO, 0, 0, &hello_payload_with(&n, &[0; 16], challenge())); refused_immediately(ctx, &f) }),
         case!("R1-9.1/3", Must, SuiteDials, Tcp, false, "A HELLO of 35 bytes is refused silently",
             "WIRE.md §3.2: Server requires the first frame to be a HELLO of exactly 36 bytes ... On any failure it closes the TCP connection at once and sends nothing.",
             |ctx| { let f = hello_frame(&ctx.cfg.key, &uuid_v4(), challenge()); let mut g = header(1, ty::HELLO, 0, 0, 35).to_vec(); g.extend_from_slice(&f[14..49]); refused_silently(ctx, &g) }),

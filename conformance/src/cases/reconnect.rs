@@ -99,6 +99,10 @@ fn earliest(ctx: &Ctx<'_>) -> Duration {
     ctx.cfg.retry_min.mul_f64(0.8)
 }
 
+/// How much longer than the first wait the second must be to count as
+/// backed off: a doubling, less a quarter for timer and scheduling slack.
+const GROWTH: f64 = 1.5;
+
 /// Slack on a latest wait: a fifth of it, at least half a second.
 fn late(d: Duration) -> Duration {
     d + (d / 5).max(Duration::from_millis(500))
@@ -154,7 +158,8 @@ fn backoff(ctx: &mut Ctx<'_>) -> CaseResult {
     let hi2 = late((ctx.cfg.retry_max * 2).min(ctx.cfg.max_backoff));
     let floor = (ctx.cfg.retry_min * 2).min(ctx.cfg.max_backoff);
     let want = format!(
-        "a second retry {:?}–{hi2:?} after the second failure (at least twice the shortest first delay)",
+        "a second retry {:?}–{hi2:?} after the second failure (at least twice the shortest first delay), \
+         and at least {GROWTH}× the wait before the first retry",
         floor.mul_f64(0.8)
     );
     match next_dial(&a, t2, hi2)? {
@@ -163,7 +168,9 @@ fn backoff(ctx: &mut Ctx<'_>) -> CaseResult {
             ctx.cfg.peer_expiry
         ))),
         None => Err(Finding::fail(want, format!("no dial within {hi2:?}"))),
-        Some((_, w2)) if w2 < floor.mul_f64(0.8) => Err(Finding::fail(
+        // Backoff doubles the wait: a second wait no longer than the first
+        // (a steady schedule that happens to sit above the floor) is none.
+        Some((_, w2)) if w2 < floor.mul_f64(0.8) || w2 < w1.mul_f64(GROWTH) => Err(Finding::fail(
             want,
             format!("first retry after {w1:?}, second after {w2:?}"),
         )),
@@ -238,16 +245,38 @@ fn expired_not_redialed(ctx: &mut Ctx<'_>) -> CaseResult {
     // Keep the connection until the peer's only announcement is older than
     // the expiry (plus slack for the implementation's timer); WIRE.md says
     // nothing of the connection itself, so whether it is closed meanwhile is
-    // only reported.
+    // only reported. Dials that come meanwhile are accepted as they come
+    // (a backlog left to fill would later pass for dials made after the
+    // expiry) and reported with when they came: the peer was still fresh.
     let until = a.sent + ctx.cfg.peer_expiry + ctx.cfg.quiet;
-    let closed = match c.expect_open(until.saturating_duration_since(Instant::now())) {
-        Ok(()) => "kept the connection open".to_string(),
-        Err(_) => format!(
-            "closed the connection {:?} after the announcement",
-            a.sent.elapsed()
-        ),
+    let step = Duration::from_millis(50);
+    let mut conn = Some(c);
+    let mut closed = "kept the connection open".to_string();
+    let mut fresh_dials = Vec::new();
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now()).min(step);
+        match conn.as_mut() {
+            Some(c) => {
+                if c.expect_open(left).is_err() {
+                    closed = format!(
+                        "closed the connection {:?} after the announcement",
+                        a.sent.elapsed()
+                    );
+                    conn = None;
+                }
+            }
+            None => std::thread::sleep(left),
+        }
+        while a.l.accept_within(Duration::ZERO)?.is_some() {
+            fresh_dials.push(a.sent.elapsed());
+        }
+    }
+    drop(conn);
+    let fresh = if fresh_dials.is_empty() {
+        String::new()
+    } else {
+        format!("; dials while the peer was fresh, after the announcement: {fresh_dials:?}")
     };
-    drop(c);
     let since = Instant::now();
     let watch = late(ctx.cfg.retry_max) + ctx.cfg.quiet;
     match next_dial(&a, since, watch)? {
@@ -257,12 +286,12 @@ fn expired_not_redialed(ctx: &mut Ctx<'_>) -> CaseResult {
                 ctx.cfg.peer_expiry
             ),
             format!(
-                "dialed again {w:?} after the connection dropped, {:?} after the peer's only announcement",
+                "dialed again {w:?} after the connection dropped, {:?} after the peer's only announcement{fresh}",
                 a.sent.elapsed()
             ),
         )),
         None => Ok(format!(
-            "the implementation {closed}; no dial within {watch:?} after the connection dropped"
+            "the implementation {closed}; no dial within {watch:?} after the connection dropped{fresh}"
         )),
     }
 }

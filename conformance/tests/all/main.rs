@@ -4,6 +4,7 @@
 
 mod cli;
 mod self_check;
+mod self_check_judging;
 mod self_check_v2;
 mod sloppy;
 mod v2ref;

@@ -18,7 +18,7 @@ use conformance::wire::{challenge, frame, hello_frame, ty, uuid_v4};
 
 use crate::sloppy::{accepting_server, sloppy_server, KEY};
 
-struct Sloppy(SocketAddr);
+pub(crate) struct Sloppy(pub(crate) SocketAddr);
 
 impl Implementation for Sloppy {
     fn serve(&mut self) -> Result<Endpoint, Finding> {
@@ -32,7 +32,7 @@ impl Implementation for Sloppy {
     }
 }
 
-fn config() -> TargetConfig {
+pub(crate) fn config() -> TargetConfig {
     let mut cfg = TargetConfig::new(KEY, "self-check");
     cfg.timeout = Duration::from_millis(500);
     cfg.quiet = Duration::from_millis(200);
@@ -40,7 +40,7 @@ fn config() -> TargetConfig {
     cfg
 }
 
-fn run(id: &str, cfg: &TargetConfig, imp: &mut dyn Implementation) -> Outcome {
+pub(crate) fn run(id: &str, cfg: &TargetConfig, imp: &mut dyn Implementation) -> Outcome {
     let case = conformance::cases::all()
         .into_iter()
         .find(|c| c.id == id)
@@ -156,13 +156,13 @@ fn a_missing_send_stall_timeout_is_caught() {
 /// Dials the port of every 50-byte datagram, at its source address, again
 /// a fixed `delay` after each close, for ever (until dropped): no backoff,
 /// no give-up, no expiry, and with a short delay no first-retry delay.
-struct EagerRedialer {
+pub(crate) struct EagerRedialer {
     udp: UdpSocket,
     stop: Arc<AtomicBool>,
 }
 
 impl EagerRedialer {
-    fn start(delay: Duration) -> Self {
+    pub(crate) fn start(delay: Duration) -> Self {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (sock, flag) = (udp.try_clone().unwrap(), Arc::clone(&stop));
@@ -213,7 +213,7 @@ impl Implementation for EagerRedialer {
     }
 }
 
-fn reconnect_config() -> TargetConfig {
+pub(crate) fn reconnect_config() -> TargetConfig {
     let mut cfg = config();
     cfg.retry_min = Duration::from_millis(300);
     cfg.retry_max = Duration::from_millis(600);

@@ -300,30 +300,44 @@ impl Disc {
 
 /// Sends what `make` builds from a fresh valid announcement and requires
 /// no dial; then a valid announcement must be dialed, or the case says
-/// nothing.
+/// nothing. The bad datagram is watched for as long as a positive case
+/// waits for a dial, and the control announces a listener of its own, so
+/// that a late dial to the bad datagram's port is never credited to it.
 fn no_dial(
     ctx: &mut Ctx<'_>,
     make: impl FnOnce(&Announcement, &[u8; 32]) -> Vec<u8>,
 ) -> CaseResult {
     let d = Disc::new(ctx)?;
     let a = d.fresh(ctx, wire::high_uuid())?;
-    if d.send_and_accept(ctx, &make(&a, &d.key), ctx.cfg.quiet)?
-        .is_some()
-    {
-        return Err(Finding::fail(
+    let watch = ctx.cfg.timeout.max(ctx.cfg.quiet);
+    let dialed = || {
+        Finding::fail(
             "the datagram dropped (no connection)",
             "the implementation dialed the announced port",
-        ));
+        )
+    };
+    if d.send_and_accept(ctx, &make(&a, &d.key), watch)?.is_some() {
+        return Err(dialed());
     }
-    control(ctx, &d)
+    let r = control(ctx, &d, watch)?;
+    if d.l.accept_within(Duration::ZERO)?.is_some() {
+        return Err(dialed());
+    }
+    Ok(r)
 }
 
-fn control(ctx: &Ctx<'_>, d: &Disc) -> CaseResult {
-    let fresh = d.fresh(ctx, wire::high_uuid())?;
-    match d.send_and_accept(ctx, &fresh.encode(&d.key), ctx.cfg.timeout)? {
+fn control(ctx: &Ctx<'_>, d: &Disc, watched: Duration) -> CaseResult {
+    let l = Listener::bind(d.l.addr()?.ip())?;
+    let fresh = Announcement::new(
+        &ctx.cfg.community,
+        wire::high_uuid(),
+        l.addr()?.port(),
+        unix_ms(),
+    );
+    send_datagram(&d.sock, &fresh.encode(&d.key), d.to)?;
+    match l.accept_within(ctx.cfg.timeout)? {
         Some(_) => Ok(format!(
-            "no dial within {:?}; a valid announcement afterwards was dialed",
-            ctx.cfg.quiet
+            "no dial within {watched:?}; a valid announcement afterwards was dialed"
         )),
         None => Err(Finding::Error(
             "inconclusive: a valid announcement afterwards was not dialed either".into(),
@@ -380,8 +394,9 @@ fn v1_announcement(ctx: &mut Ctx<'_>) -> CaseResult {
     let l = Listener::bind(ip)?;
     let g = Datagram::new(&ctx.cfg.community, l.addr()?.port());
     send_datagram(&sock, &g.encode(&ctx.cfg.key), to)?;
-    match l.accept_within(ctx.cfg.quiet)? {
-        None => Ok(format!("no dial within {:?}", ctx.cfg.quiet)),
+    let watch = ctx.cfg.timeout.max(ctx.cfg.quiet);
+    match l.accept_within(watch)? {
+        None => Ok(format!("no dial within {watch:?}")),
         Some(_) => Err(Finding::fail(
             "the v1 announcement dropped",
             "the implementation dialed the port it announced",
