@@ -58,8 +58,8 @@ fn saved(done: &Value, dir: &Path, data: &[u8]) -> PathBuf {
     assert_eq!(file.parent(), Some(dir), "{done}");
     let meta = std::fs::symlink_metadata(&file).unwrap();
     assert!(meta.file_type().is_file(), "{}", file.display());
-    assert_eq!(meta.mode() & 0o777, 0o600, "{}", file.display());
     assert!(std::fs::read(&file).unwrap() == data, "{}", file.display());
+    assert_eq!(meta.mode() & 0o777, 0o600, "{}", file.display());
     file
 }
 
