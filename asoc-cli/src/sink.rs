@@ -148,7 +148,12 @@ fn work(
                         h.update(&c);
                     }
                     if let Some(f) = file.as_mut() {
-                        f.as_file_mut().write_all(&c)?;
+                        f.as_file_mut().write_all(&c).map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("cannot write {}: {e}", f.path().display()),
+                            )
+                        })?;
                     }
                 }
                 Ok(Msg::End) => break,

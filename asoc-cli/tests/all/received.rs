@@ -251,3 +251,42 @@ fn a_stream_that_cannot_be_saved_is_reported_incomplete_with_write_failed() {
     );
     assert!(!dir.exists(), "nothing recreated");
 }
+
+#[test]
+fn a_stream_whose_file_cannot_be_written_is_reported_incomplete_with_write_failed() {
+    let key = keygen();
+    let dir = temp_dir("received-fsize");
+    // A file size limit of a few KiB makes the writes fail with EFBIG;
+    // SIGXFSZ is ignored so that the listener sees the error instead of
+    // dying of the signal.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "trap '' XFSZ; ulimit -f 8; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_asoc"))
+        .args([
+            "listen",
+            "--json",
+            "--bind",
+            "127.0.0.1:0",
+            "--runtime",
+            "mio",
+        ])
+        .arg("--out")
+        .arg(&dir)
+        .env("ASOC_API_KEY", &key)
+        .env_remove("ASOC_MASTER_KEY")
+        .env_remove("ASOC_COMMUNITY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut listener = Listener::spawn(cmd);
+    let data = pattern(1 << 20, 71);
+    send_stdin(&key, &listener, &data);
+    let cut = listener.event("stream_incomplete");
+    assert_eq!(cut["reason"], "write_failed", "{cut}");
+    listener.event("peer_disconnected");
+    assert!(
+        listener.seen("stream_complete").is_empty(),
+        "{:?}",
+        listener.seen_all()
+    );
+    assert_eq!(files(&dir), Vec::<String>::new(), "no temporary file left");
+}
