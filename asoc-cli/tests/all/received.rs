@@ -201,17 +201,19 @@ fn planted_symlinks_and_files_are_never_written_through_or_replaced() {
     );
 }
 
-/// `asoc send --runtime tokio -` of `data` to `listener`.
+/// `asoc send --runtime tokio -` of `data` to `listener`, which must
+/// succeed: the listener's verdict is not the sender's to see.
 fn send_stdin(key: &str, listener: &Listener, data: &[u8]) {
     let mut send = send(key, "tokio", &listener.addr)
         .arg("-")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     send.stdin.take().unwrap().write_all(data).unwrap();
-    send.wait().unwrap();
+    let out = send.wait_with_output().unwrap();
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
 }
 
 #[test]
@@ -276,7 +278,10 @@ fn a_stream_whose_file_cannot_be_written_is_reported_incomplete_with_write_faile
         .env_remove("ASOC_MASTER_KEY")
         .env_remove("ASOC_COMMUNITY")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        // The limit holds for every regular file the listener writes: an
+        // inherited stderr redirected to a file longer than the limit
+        // would fail as well.
+        .stderr(Stdio::null());
     let mut listener = Listener::spawn(cmd);
     let data = pattern(1 << 20, 71);
     send_stdin(&key, &listener, &data);
