@@ -160,7 +160,7 @@ pub(crate) struct ListenArgs {
     #[arg(
         long,
         value_name = "DIR",
-        help = "Write each complete stream to DIR/<peer>-<stream>.bin"
+        help = "Write each complete stream to DIR/<peer>-<run>-<connection>-<stream>.bin, never replacing a file"
     )]
     pub(crate) out: Option<PathBuf>,
     /// Send every complete stream back to its sender.

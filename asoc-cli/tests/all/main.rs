@@ -11,6 +11,7 @@ mod discovery;
 mod events;
 mod keys;
 mod netns_discovery;
+mod received;
 mod restart;
 mod secrets;
 mod transfer;

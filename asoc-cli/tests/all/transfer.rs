@@ -54,7 +54,11 @@ fn listen_and_send(runtime: &str) {
         assert_eq!(done["frames"], *frames);
         assert_eq!(done["peer"], sender_node.as_str());
         assert_eq!(sent[1 + i]["sha256"], sha256(data));
-        let file = out_dir.join(format!("{sender_node}-{stream}.bin"));
+        let file = std::path::PathBuf::from(done["file"].as_str().unwrap());
+        assert_eq!(file.parent(), Some(out_dir.as_path()), "{done}");
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(&format!("{sender_node}-")), "{name}");
+        assert!(name.ends_with(&format!("-{stream}.bin")), "{name}");
         assert_eq!(&std::fs::read(&file).unwrap(), *data, "{}", file.display());
     }
     let connected = listener.event("peer_connected");
@@ -221,7 +225,8 @@ fn no_digest(runtime: &str) {
     let done = listener.event("stream_complete");
     assert!(done["sha256"].is_null(), "{done}");
     assert_eq!(done["bytes"], 12);
-    let file = out_dir.join(format!("{}-1.bin", done["peer"].as_str().unwrap()));
+    let file = std::path::PathBuf::from(done["file"].as_str().unwrap());
+    assert_eq!(file.parent(), Some(out_dir.as_path()), "{done}");
     assert_eq!(std::fs::read(file).unwrap(), b"tensor bytes");
 }
 

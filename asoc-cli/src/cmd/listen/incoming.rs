@@ -35,6 +35,9 @@ pub(super) struct Settings {
 pub(super) struct Report {
     out: Out,
     pub(super) settings: Settings,
+    /// Names this run of the listener in `--out` file names: the first
+    /// eight hex digits of its node id, which is new on every start.
+    run: String,
 }
 
 /// The stream handlers of one node.
@@ -55,10 +58,11 @@ impl<N: Net> Streams<N> {
         settings: Settings,
         cut: async_channel::Sender<(ConnId, StreamId)>,
     ) -> Arc<Self> {
+        let report = Report::new(out, settings, node.node_id());
         Arc::new(Self {
             node,
             net,
-            report: Report::new(out, settings),
+            report,
             cut,
         })
     }
@@ -95,7 +99,7 @@ impl<N: Net> Streams<N> {
         } = incoming;
         let id = stream.id();
         let report = &self.report;
-        let sink = report.sink(peer_node, addr, id);
+        let sink = report.sink(peer_node, addr, conn, id);
         let mut kept: Vec<Bytes> = Vec::new();
         let mut sink_failed = false;
         let cut = loop {
@@ -150,8 +154,9 @@ impl<N: Net> Streams<N> {
 }
 
 impl Report {
-    pub(super) fn new(out: Out, settings: Settings) -> Self {
-        Self { out, settings }
+    pub(super) fn new(out: Out, settings: Settings, node: Uuid) -> Self {
+        let run = node.simple().to_string()[..8].to_string();
+        Self { out, settings, run }
     }
 
     /// Reports a stream that ended with its END, with its bytes and frames,
@@ -172,7 +177,7 @@ impl Report {
                 self.out.emit(
                     json!({"event": "stream_complete", "peer": peer(peer_node),
                            "addr": addr.to_string(), "stream": id.get(), "frames": frames,
-                           "bytes": bytes, "sha256": sha}),
+                           "bytes": bytes, "sha256": sha, "file": file}),
                     || {
                         let mut line = format!(
                             "stream {id} from {} {addr} complete: {bytes} bytes in {frames} frames",
@@ -197,21 +202,27 @@ impl Report {
         true
     }
 
-    /// Where a new stream's bytes go: hashed and, with `--out`, written.
-    pub(super) fn sink(&self, peer_node: Option<Uuid>, addr: SocketAddr, id: StreamId) -> Sink {
-        let target = self
-            .settings
-            .out_dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{}-{id}.bin", label(peer_node, addr))));
-        match Sink::start(self.settings.digest, target.clone()) {
-            Ok(sink) => sink,
-            Err(e) => {
-                let shown = target.map(|t| t.display().to_string()).unwrap_or_default();
-                eprintln!("asoc: cannot write {shown}: {e}");
-                Sink::start(self.settings.digest, None).unwrap_or_else(|_| Sink::none())
-            }
-        }
+    /// Where a new stream's bytes go: hashed and, with `--out`, written
+    /// to `DIR/<peer>-<run>-<connection>-<stream>.bin`. Stream ids restart
+    /// on every connection and node ids are public, so the run and the
+    /// connection number keep a later stream from taking an earlier one's
+    /// name. A sink that cannot start makes the stream `write_failed`.
+    pub(super) fn sink(
+        &self,
+        peer_node: Option<Uuid>,
+        addr: SocketAddr,
+        conn: ConnId,
+        id: StreamId,
+    ) -> Sink {
+        let target = self.settings.out_dir.as_ref().map(|dir| {
+            dir.join(format!(
+                "{}-{}-{}-{id}.bin",
+                label(peer_node, addr),
+                self.run,
+                conn.as_u64()
+            ))
+        });
+        Sink::start(self.settings.digest, target).unwrap_or_else(Sink::failed)
     }
 
     /// Reports a stream cut off (or not saved) for `reason`.
@@ -247,7 +258,7 @@ impl Report {
     }
 }
 
-/// The `<peer>` of `DIR/<peer>-<stream>.bin`: the node id, or the address
+/// The `<peer>` of the `--out` file names: the node id, or the address
 /// when the peer's id is unknown.
 fn label(peer_node: Option<Uuid>, addr: SocketAddr) -> String {
     match peer_node {

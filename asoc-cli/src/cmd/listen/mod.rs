@@ -421,10 +421,15 @@ fn dial_tls(args: &ListenArgs) -> CliResult<TlsConfig> {
     tls::node(&args.tls, &args.tls_client)
 }
 
-/// `--out DIR`: created when missing; must be a directory.
+/// `--out DIR`: created when missing, with mode 0700 (what arrives is for
+/// this user only); must be a directory.
 fn prepare_dir(dir: &Path) -> CliResult<Arc<PathBuf>> {
+    use std::os::unix::fs::DirBuilderExt;
     let shown = dir.display();
-    std::fs::create_dir_all(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .map_err(|e| CliError::usage(format!("cannot use --out {shown}: {e}")))?;
     if !dir.is_dir() {
         return Err(CliError::usage(format!(
