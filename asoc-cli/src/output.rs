@@ -36,6 +36,14 @@ impl Out {
     }
 }
 
+/// A line on standard error that never panics: a node must outlive a
+/// stderr that fails (a full disk, a file-size limit, a closed pipe), where
+/// `eprintln!` would panic in the middle of a stream's handler.
+pub(crate) fn warn(line: std::fmt::Arguments<'_>) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{line}");
+}
+
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

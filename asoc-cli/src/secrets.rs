@@ -73,11 +73,11 @@ fn check_strength(bytes: &[u8], source: &str, what: &str, weak_key: bool) -> Cli
         return Ok(());
     }
     if weak_key {
-        eprintln!(
+        crate::output::warn(format_args!(
             "asoc: warning: --weak-key: the {what} key from {source} is estimated at {bits} \
              bits, below {MIN_KEY_BITS}; anyone who captures one handshake or announcement \
              can guess it offline. Use it for development only."
-        );
+        ));
         return Ok(());
     }
     Err(CliError::usage(format!(

@@ -19,7 +19,9 @@ pub(crate) fn termination() -> CliResult<async_channel::Receiver<i32>> {
             for signal in signals.forever() {
                 seen += 1;
                 if seen > 1 {
-                    eprintln!("asoc: second signal, exiting without waiting");
+                    crate::output::warn(format_args!(
+                        "asoc: second signal, exiting without waiting"
+                    ));
                     std::process::exit(1);
                 }
                 let _ = tx.try_send(signal);

@@ -256,8 +256,31 @@ fn a_stream_that_cannot_be_saved_is_reported_incomplete_with_write_failed() {
 
 #[test]
 fn a_stream_whose_file_cannot_be_written_is_reported_incomplete_with_write_failed() {
+    file_size_limited(false);
+}
+
+/// The same limit also breaks the listener's stderr (a file already past
+/// it): the listener's warnings must fail quietly, not panic the handler
+/// before it reports the stream.
+#[test]
+fn a_failing_stderr_does_not_cost_the_stream_its_report() {
+    file_size_limited(true);
+}
+
+fn file_size_limited(stderr_past_the_limit: bool) {
     let key = keygen();
-    let dir = temp_dir("received-fsize");
+    let dir = temp_dir(if stderr_past_the_limit {
+        "received-fsize-stderr"
+    } else {
+        "received-fsize"
+    });
+    let stderr = if stderr_past_the_limit {
+        let log = dir.with_extension("stderr.log");
+        std::fs::write(&log, vec![b'.'; 64 << 10]).unwrap();
+        Stdio::from(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
+    } else {
+        Stdio::null()
+    };
     // A file size limit of a few KiB makes the writes fail with EFBIG;
     // SIGXFSZ is ignored so that the listener sees the error instead of
     // dying of the signal.
@@ -278,10 +301,7 @@ fn a_stream_whose_file_cannot_be_written_is_reported_incomplete_with_write_faile
         .env_remove("ASOC_MASTER_KEY")
         .env_remove("ASOC_COMMUNITY")
         .stdout(Stdio::piped())
-        // The limit holds for every regular file the listener writes: an
-        // inherited stderr redirected to a file longer than the limit
-        // would fail as well.
-        .stderr(Stdio::null());
+        .stderr(stderr);
     let mut listener = Listener::spawn(cmd);
     let data = pattern(1 << 20, 71);
     send_stdin(&key, &listener, &data);

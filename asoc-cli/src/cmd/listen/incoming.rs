@@ -194,7 +194,9 @@ impl Report {
                 );
             }
             Err(e) => {
-                eprintln!("asoc: stream {id} from {addr} arrived but could not be saved: {e}");
+                crate::output::warn(format_args!(
+                    "asoc: stream {id} from {addr} arrived but could not be saved: {e}"
+                ));
                 self.incomplete(peer_node, addr, id, bytes, "write_failed");
                 return false;
             }
@@ -253,7 +255,7 @@ impl Report {
             Ok(id) => self
                 .out
                 .note(|| format!("echoed back to {addr} as stream {id}")),
-            Err(e) => eprintln!("asoc: echo to {addr} failed: {e}"),
+            Err(e) => crate::output::warn(format_args!("asoc: echo to {addr} failed: {e}")),
         }
     }
 }

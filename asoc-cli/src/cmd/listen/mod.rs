@@ -413,10 +413,10 @@ fn dial_tls(args: &ListenArgs) -> CliResult<TlsConfig> {
         ));
     }
     if args.dial_cleartext && dials {
-        eprintln!(
+        crate::output::warn(format_args!(
             "asoc: warning: --dial-cleartext: this TLS listener dials its peers without TLS; \
              its HELLOs cross the network in cleartext and a v1 HELLO can be replayed"
-        );
+        ));
     }
     tls::node(&args.tls, &args.tls_client)
 }
