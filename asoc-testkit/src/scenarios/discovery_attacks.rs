@@ -55,9 +55,16 @@ async fn counted<N: Net>(
 pub async fn relayed_announcements<N: Net>(net: N, version: WireVersion) {
     // The peer's TCP port, and the attacker listening on the same port at
     // its own address: where the victim would dial if the peer moved.
-    let peer_tcp = TcpListener::bind((PEER_IP, 0)).unwrap();
-    let port = peer_tcp.local_addr().unwrap().port();
-    let trap = TcpListener::bind((ATTACKER_IP, port)).unwrap();
+    // Other tests open sockets on 127.0.0.7 too, so the port free at the
+    // peer's address may be taken at the attacker's: try a few.
+    let (peer_tcp, port, trap) = (0..64)
+        .find_map(|_| {
+            let peer_tcp = TcpListener::bind((PEER_IP, 0)).ok()?;
+            let port = peer_tcp.local_addr().ok()?.port();
+            let trap = TcpListener::bind((ATTACKER_IP, port)).ok()?;
+            Some((peer_tcp, port, trap))
+        })
+        .expect("a port free at both the peer's and the attacker's address");
     trap.set_nonblocking(true).unwrap();
     let peer_udp = UdpSocket::bind((PEER_IP, 0)).unwrap();
     let attacker = UdpSocket::bind((ATTACKER_IP, 0)).unwrap();
