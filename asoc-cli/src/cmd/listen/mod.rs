@@ -55,7 +55,8 @@ pub(crate) struct Listen {
     tls: TlsConfig,
     out: Out,
     streams: incoming::Settings,
-    hello_retention: Duration,
+    /// HELLO retention and replay capacity, as checked in `prepare`.
+    hello_replay: (Duration, usize),
     state: Option<Restored>,
     runtime: RuntimeKind,
 }
@@ -119,19 +120,18 @@ impl Listen {
             .build()
             .map_err(|e| CliError::usage(format!("connection settings: {e}")))?;
         let out_dir = args.out.as_deref().map(prepare_dir).transpose()?;
-        let hello_retention = args.replay.hello_retention;
         // Checked here, not at start: a refused setting must not leave a
-        // state directory behind.
-        AuthenticatorConfig::builder(uuid::Uuid::nil(), KeyRing::new(key.clone()))
-            .hello_retention(hello_retention)
+        // state directory behind. Only its limits are kept; the node builds
+        // its own with its id.
+        let auth = AuthenticatorConfig::builder(uuid::Uuid::nil(), KeyRing::new(key.clone()))
+            .hello_retention(args.replay.hello_retention)
             .build()
             .map_err(|e| CliError::usage(format!("--hello-retention: {e}")))?;
+        let hello_replay = (auth.hello_retention(), auth.hello_replay_capacity());
         let state = match &args.replay.state_dir {
             Some(dir) => {
                 let dir = StateDir::open(dir)?;
-                let defaults =
-                    AuthenticatorConfig::new(uuid::Uuid::nil(), KeyRing::new(key.clone()));
-                let most = defaults.hello_replay_capacity() + defaults.v2_replay_capacity();
+                let most = auth.hello_replay_capacity() + auth.v2_replay_capacity();
                 let auth = dir.load_auth(most)?;
                 let discovery = match &discovery {
                     Some((_, config)) => dir.load_discovery(config)?,
@@ -163,7 +163,7 @@ impl Listen {
                 out_dir,
                 echo: args.echo,
             },
-            hello_retention,
+            hello_replay,
             state,
             runtime: args.runtime.runtime,
         })
@@ -178,11 +178,7 @@ impl Listen {
             .bind(self.bind)
             .driver(self.driver)
             .policy(self.policy.clone())
-            .hello_replay(
-                self.hello_retention,
-                AuthenticatorConfig::new(uuid::Uuid::nil(), KeyRing::new(self.key.clone()))
-                    .hello_replay_capacity(),
-            )
+            .hello_replay(self.hello_replay.0, self.hello_replay.1)
             .tls(self.tls.clone());
         if let Some(state) = &self.state {
             if let Some(saved) = &state.auth {
