@@ -11,6 +11,7 @@ mod discovery;
 mod events;
 mod keys;
 mod netns_discovery;
+mod python_peer;
 mod received;
 mod restart;
 mod secrets;
