@@ -50,7 +50,9 @@ const BIG_FROM: usize = 64 * MIB;
 
 /// A path below the workspace root.
 fn repo(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 /// `../shared/peers/asoc-python` beside the checkout.
@@ -348,7 +350,7 @@ fn send_stdin_cmd(mut cmd: Command, args: &[&str], data: &[u8], what: &str) -> V
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    writer.join().unwrap().unwrap();
+    let written = writer.join().unwrap();
     let out = reader.join().unwrap().unwrap();
     let mut err = String::new();
     child
@@ -358,6 +360,7 @@ fn send_stdin_cmd(mut cmd: Command, args: &[&str], data: &[u8], what: &str) -> V
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "asoc send {what}: {status}: {err}");
+    written.unwrap();
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -475,17 +478,23 @@ fn python_redials_a_static_peer_every_10s_while_connected() {
         v["event"] == "dialed" && v["ok"] == true
     });
     // Two more dials while it holds a connection to the same address.
-    let redial = p.wait(0, "a re-dial while connected", Duration::from_secs(30), |v| {
-        v["event"] == "dial" && v["already"].as_array().is_some_and(|a| !a.is_empty())
-    });
+    let redial = p.wait(
+        0,
+        "a re-dial while connected",
+        Duration::from_secs(30),
+        |v| v["event"] == "dial" && v["already"].as_array().is_some_and(|a| !a.is_empty()),
+    );
     let from = p.seen.iter().position(|v| *v == redial).unwrap() + 1;
     let second = p.wait(from, "a second re-dial", Duration::from_secs(30), |v| {
         v["event"] == "dial" && v["already"].as_array().is_some_and(|a| !a.is_empty())
     });
     let from = p.seen.iter().position(|v| *v == second).unwrap() + 1;
-    p.wait(from, "the second re-dial's handshake", Duration::from_secs(30), |v| {
-        v["event"] == "dialed" && v["ok"] == true
-    });
+    p.wait(
+        from,
+        "the second re-dial's handshake",
+        Duration::from_secs(30),
+        |v| v["event"] == "dialed" && v["ok"] == true,
+    );
     // We accepted three connections from its one node id; none was closed.
     for _ in 0..3 {
         l.next("peer_connected");
@@ -598,8 +607,11 @@ fn python_never_learns_the_node_id_of_a_peer_it_dialed() {
     // A second node of ours dials it: that one it knows by id.
     let mut d = Listener::start(&key, "mio", &["--allow-v1", "--peer-v1", &p.addr()]);
     let dc = d.event("peer_connected");
-    assert_eq!(dc["peer"], Value::Null, "a v1 ACCEPT carries no node id: {dc}");
-    let from = p.mark();
+    assert_eq!(
+        dc["peer"],
+        Value::Null,
+        "a v1 ACCEPT carries no node id: {dc}"
+    );
     p.wait(0, "its HELLO", Duration::from_secs(20), |v| {
         v["event"] == "hello" && v["node"] == d.node.as_str()
     });
@@ -620,7 +632,7 @@ fn python_never_learns_the_node_id_of_a_peer_it_dialed() {
 /// Our default limit is 16 MiB: a 16 MiB frame arrives, a 32 MiB frame is a
 /// protocol error that closes the connection, and nothing of its stream is
 /// delivered; `asoc listen --max-frame 64MiB` takes 32 MiB frames. The other
-/// way, `asoc send --chunk-size 32MiB` is read by the implementation.
+/// way, `asoc send --chunk-size 16MiB` (its largest) is read by it.
 #[test]
 fn python_sends_frames_as_large_as_its_chunk_size() {
     let Some(py) = python("python_peer::python_sends_frames_as_large_as_its_chunk_size") else {
@@ -649,7 +661,10 @@ fn python_sends_frames_as_large_as_its_chunk_size() {
     let over = p.try_send(40 * MIB, 22, 32 * MIB);
     let err = l.wait_for("protocol_error", |v| v["event"] == "protocol_error");
     assert!(
-        err["reason"].as_str().unwrap().contains(&(32 * MIB).to_string()),
+        err["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&(32 * MIB).to_string()),
         "{err}"
     );
     let gone = l.wait_for("peer_disconnected", |v| v["event"] == "peer_disconnected");
@@ -670,17 +685,18 @@ fn python_sends_frames_as_large_as_its_chunk_size() {
     assert_eq!(done["frames"], 2, "{done}");
     assert_eq!(done["bytes"], 40 * MIB as u64, "{done}");
 
-    // The other way: it reads 32 MiB frames (it enforces only the wire
-    // maximum).
+    // The other way: it reads our largest frames (`asoc send` chunks at
+    // most 16 MiB; it enforces only the wire maximum).
     let data = pattern(40 * MIB, 23);
     let digest = sha256(&data);
     let from = p.mark();
-    let lines = send_stdin(&key, "tokio", &p.addr(), &["--chunk-size", "32MiB"], &data);
+    let lines = send_stdin(&key, "tokio", &p.addr(), &["--chunk-size", "16MiB"], &data);
     assert_eq!(stream_sent(&lines)["sha256"], digest.as_str());
-    let got = p.wait(from, "the 32 MiB frames", Duration::from_secs(60), |v| {
+    let got = p.wait(from, "the 16 MiB frames", Duration::from_secs(60), |v| {
         v["event"] == "stream" && v["sha256"] == digest.as_str()
     });
-    assert_eq!(got["max_frame"], 32 * MIB as u64, "{got}");
+    assert_eq!(got["max_frame"], 16 * MIB as u64, "{got}");
+    assert_eq!(got["frames"], 3, "{got}");
     println!(
         "python_peer: 32 MiB frames: our default limit closes the connection ({}; its send: \
          {}); with --max-frame 64MiB they arrive whole",
@@ -827,11 +843,17 @@ fn conformance_server_mode_against_python() {
     );
     judge("server", &cases);
     assert_eq!(code, Some(0));
-    assert!(p.child.try_wait().unwrap().is_none(), "the Python node exited");
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the Python node exited"
+    );
     // Every entry of the file is a case of one of the two modes.
     let all: Vec<String> = [suite_ids("server"), suite_ids("client")].concat();
     for id in listed_deviations() {
-        assert!(all.contains(&id), "asoc-python.txt lists {id}, no such case");
+        assert!(
+            all.contains(&id),
+            "asoc-python.txt lists {id}, no such case"
+        );
     }
 }
 
@@ -971,7 +993,9 @@ fn discovery_both_ways_in_namespaces_then_a_tensor_each_way() {
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     for n in names {
         assert!(
-            !listed.lines().any(|l| l.split_whitespace().next() == Some(&n)),
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(&n)),
             "namespace {n} left behind"
         );
     }
