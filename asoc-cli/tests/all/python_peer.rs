@@ -292,6 +292,22 @@ impl Py {
         })
     }
 
+    /// Its `peers` once node id `node` is among the ids it knows. It files
+    /// an inbound connection under the id only after its ACCEPT is written,
+    /// so our side (and its own `hello` event) can be ahead of it; polled
+    /// at most 100 times.
+    fn knows(&mut self, node: &str) -> Value {
+        let mut peers = Value::Null;
+        for _ in 0..100 {
+            peers = self.peers();
+            if peers["ids"].as_array().unwrap().iter().any(|i| i == node) {
+                return peers;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("it never filed a connection under {node}: {peers}");
+    }
+
     /// `quit`, and the exit status (killed if it takes over 20 s).
     fn quit(mut self) -> Option<i32> {
         self.cmd("quit");
@@ -580,6 +596,7 @@ fn python_closes_a_connection_that_carries_no_frame_for_30s() {
     p.wait(from, "our second HELLO", Duration::from_secs(20), |v| {
         v["event"] == "hello" && v["conn"] != conn
     });
+    p.knows(&l.node);
     let sent = p.send_to(MIB + 3, 9, MIB, &l.node);
     let done = l.wait_for("stream_complete", |v| {
         v["event"] == "stream_complete" && v["sha256"] == sent["sha256"]
@@ -631,7 +648,7 @@ fn python_never_learns_the_node_id_of_a_peer_it_dialed() {
     p.wait(0, "its HELLO", Duration::from_secs(20), |v| {
         v["event"] == "hello" && v["node"] == d.node.as_str()
     });
-    let peers = p.peers();
+    let peers = p.knows(&d.node);
     assert_eq!(peers["ids"], serde_json::json!([d.node.clone()]), "{peers}");
     // Addressed to our first node's id, which it does not know, the
     // tensor still reaches that node: it is the first connection.
@@ -1098,7 +1115,12 @@ fn discovery_run(py: &str, lab: &Lab) {
             .starts_with(&format!("{}:", Lab::addr(2))),
         "{c}"
     );
-    // A tensor from it to us over that connection, echoed back over it.
+    // A tensor from it to us over that connection, echoed back over it;
+    // first it must have filed the connection (it does so after writing
+    // its ACCEPT when we dialed).
+    if c["direction"] == "outbound" {
+        p.knows(&l.node);
+    }
     let from = p.mark();
     let sent = p.send(2 * MIB + 5, 41, 256 * 1024);
     let digest = sent["sha256"].as_str().unwrap().to_string();
