@@ -12,6 +12,7 @@ mod events;
 mod keys;
 mod netns_discovery;
 mod received;
+mod received_bounds;
 mod restart;
 mod secrets;
 mod transfer;
