@@ -1431,6 +1431,12 @@ mod tests {
             })
         );
         assert_eq!(
+            b().max_incoming_streams(0).build(),
+            Err(PolicyConfigError::Zero {
+                name: "max_incoming_streams"
+            })
+        );
+        assert_eq!(
             b().max_connections(10).max_handshaking(11).build(),
             Err(PolicyConfigError::HandshakingAboveConnections {
                 max_handshaking: 11,

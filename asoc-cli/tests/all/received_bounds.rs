@@ -376,3 +376,46 @@ fn echo_bounded(mib: usize) {
         "the listener grew by {grew} KiB (from {base} KiB) echoing {mib} MiB"
     );
 }
+
+/// `--max-incoming-streams 2`: a connection that opens a third stream is
+/// closed as a protocol error, its streams cut.
+#[test]
+fn the_connection_stream_cap_is_configurable() {
+    let key = keygen();
+    let mut listener = Listener::start(&key, "tokio", &["--max-incoming-streams", "2"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (sender, open) = rt.block_on(async {
+        let node = node(&key, "127.0.0.1").await;
+        let link = node.connect(listener.addr.clone()).await.unwrap();
+        let mut open = Vec::new();
+        for seed in [91, 92, 93] {
+            let mut s = node.open_stream(PeerRef::Conn(link.id)).await.unwrap();
+            s.send(Bytes::from(pattern(500, seed))).await.unwrap();
+            open.push(s);
+        }
+        (node, open)
+    });
+    let error = listener.event("protocol_error");
+    assert!(
+        error["reason"].as_str().unwrap().contains("more than 2"),
+        "{error}"
+    );
+    let gone = listener.event("peer_disconnected");
+    assert_eq!(gone["reason"], "protocol_error", "{gone}");
+    let cut = listener.seen("stream_incomplete");
+    assert_eq!(cut.len(), 2, "{cut:?}");
+    assert!(listener.seen("stream_complete").is_empty());
+    drop(open);
+    rt.block_on(sender.shutdown(Duration::from_secs(1)));
+}
+
+#[test]
+fn zero_stream_caps_are_refused_at_start() {
+    for flag in ["--max-incoming-streams", "--max-node-streams"] {
+        let out = with_key(&keygen())
+            .args(["listen", "--bind", "127.0.0.1:0", flag, "0"])
+            .output()
+            .unwrap();
+        assert_fails(&out, 2, flag);
+    }
+}
