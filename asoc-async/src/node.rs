@@ -578,11 +578,11 @@ impl<N: Net> Judge for NodeJudge<N> {
     }
 
     fn observe(&mut self, event: &Event) {
-        // Only stream endings become node events: skip the node's lock for
-        // the data in between.
+        // Only a stream's first chunk (the node's stream cap) and its end
+        // concern the node: skip the node's lock for the data in between.
         if matches!(
             event,
-            Event::StreamEnd { .. } | Event::StreamIncomplete { .. }
+            Event::Data { seq: 0, .. } | Event::StreamEnd { .. } | Event::StreamIncomplete { .. }
         ) {
             let mut proto = self.inner.proto();
             proto.observe(self.id, event);

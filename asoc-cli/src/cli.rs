@@ -211,6 +211,15 @@ pub(crate) struct ListenArgs {
     /// Most connections, inbound and outbound together; more are refused.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub(crate) max_connections: usize,
+    /// Most incoming streams open at once on one connection; a peer that
+    /// opens more is disconnected.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub(crate) max_incoming_streams: usize,
+    /// Most incoming streams open at once over all connections; the
+    /// connection that opens one more is disconnected (a `stream_refused`
+    /// event).
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub(crate) max_node_streams: usize,
     /// Do not compute SHA-256 of incoming streams (reported as null).
     #[arg(long)]
     pub(crate) no_digest: bool,

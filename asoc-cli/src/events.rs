@@ -166,6 +166,23 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
                 )
             },
         ),
+        NodeEvent::StreamRefused {
+            peer_node,
+            addr,
+            stream,
+            max,
+            ..
+        } => out.emit(
+            json!({"event": "stream_refused", "peer": peer(*peer_node),
+                   "addr": addr.to_string(), "stream": stream.get(), "max": max}),
+            || {
+                format!(
+                    "stream {stream} from {} {addr} refused: {max} incoming streams are open; \
+                     disconnecting it",
+                    shown(*peer_node)
+                )
+            },
+        ),
         // Printed by the stream handler.
         NodeEvent::StreamComplete { .. } | NodeEvent::StreamIncomplete { .. } => {}
         // One per datagram: the counters say it on demand (SIGUSR1).

@@ -528,6 +528,22 @@ pub enum NodeEvent {
         /// Duplicate connections it had opened.
         duplicates: u32,
     },
+    /// An incoming stream was refused: the node already had `max` open over
+    /// all its connections (`PolicyConfig::max_incoming_streams`). Its
+    /// connection is ordered closed with [`CloseReason::StreamLimit`]; its
+    /// open streams are then reported incomplete.
+    StreamRefused {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// The refused stream's id.
+        stream: crate::connection::StreamId,
+        /// The node's cap.
+        max: usize,
+    },
     /// An incoming stream ended with its END: it is complete. Reported from
     /// the connection's events handed to [`Node::observe`].
     StreamComplete {
@@ -962,39 +978,67 @@ impl Node {
     }
 
     /// Hands the node an event connection `id` produced, before its
-    /// `Closed` is reported with [`closed`](Self::closed): the end of each
-    /// incoming stream, complete or cut off, becomes a node event naming
-    /// the peer. Other events are the connection's own business.
+    /// `Closed` is reported with [`closed`](Self::closed): the first chunk
+    /// of each incoming stream counts toward the node's stream cap (one
+    /// over it orders the connection closed, see
+    /// [`NodeEvent::StreamRefused`]), and the end of each, complete or cut
+    /// off, becomes a node event naming the peer. Other events, and the
+    /// later chunks of a stream, are the connection's own business.
     pub fn observe(&mut self, id: ConnId, event: &Event) {
-        let Some(info) = self.conns.get(&id).map(|e| e.info) else {
+        let Some((info, slot)) = self.conns.get(&id).map(|e| (e.info, e.slot)) else {
             return;
         };
         match event {
+            Event::Data { stream, seq: 0, .. } => {
+                if let Err(refused) = self.policy.admit_stream(slot) {
+                    self.close_orders.push_back(CloseOrder {
+                        conn: id,
+                        reason: CloseReason::StreamLimit { max: refused.max },
+                    });
+                    self.push(NodeEvent::StreamRefused {
+                        conn: id,
+                        peer_node: info.peer_node,
+                        addr: info.addr,
+                        stream: *stream,
+                        max: refused.max,
+                    });
+                }
+            }
             Event::StreamEnd {
                 stream,
                 frames,
                 bytes,
-            } => self.push(NodeEvent::StreamComplete {
-                conn: id,
-                peer_node: info.peer_node,
-                addr: info.addr,
-                stream: *stream,
-                frames: *frames,
-                bytes: *bytes,
-            }),
+            } => {
+                if *frames > 0 {
+                    self.policy.stream_ended(slot);
+                }
+                self.push(NodeEvent::StreamComplete {
+                    conn: id,
+                    peer_node: info.peer_node,
+                    addr: info.addr,
+                    stream: *stream,
+                    frames: *frames,
+                    bytes: *bytes,
+                });
+            }
             Event::StreamIncomplete {
                 stream,
+                frames,
                 bytes,
                 reason,
-                ..
-            } => self.push(NodeEvent::StreamIncomplete {
-                conn: id,
-                peer_node: info.peer_node,
-                addr: info.addr,
-                stream: *stream,
-                bytes: *bytes,
-                reason: reason.clone(),
-            }),
+            } => {
+                if *frames > 0 {
+                    self.policy.stream_ended(slot);
+                }
+                self.push(NodeEvent::StreamIncomplete {
+                    conn: id,
+                    peer_node: info.peer_node,
+                    addr: info.addr,
+                    stream: *stream,
+                    bytes: *bytes,
+                    reason: reason.clone(),
+                });
+            }
             _ => {}
         }
     }

@@ -48,6 +48,13 @@
 //!   connections that have not authenticated yet, a separate and much smaller
 //!   cap, because those cost the node work before anyone proved anything.
 //!   Our own dials are not counted here: their number is ours to choose.
+//! - **incoming streams**: at most `max_incoming_streams` (default 16384)
+//!   streams open at once over all connections
+//!   ([`admit_stream`](Policy::admit_stream)), on top of each connection's
+//!   own cap: every open stream costs the application memory and work, and
+//!   many connections each under their own cap could otherwise add up to
+//!   more than the node can carry. The connection that opens one more is
+//!   closed, as one that breaks its own cap is.
 //! - **tracking table**: at most `max_tracked_ips` (default 65536) addresses.
 //!   When the table is full of entries that still matter, a new address is
 //!   refused ([`Refusal::TrackingFull`]): forgetting an entry early would
@@ -149,6 +156,7 @@ pub struct PolicyConfig {
     ipv6_prefix_len: u8,
     report_interval: Duration,
     max_pending_events: usize,
+    max_incoming_streams: usize,
 }
 
 impl Default for PolicyConfig {
@@ -166,6 +174,7 @@ impl Default for PolicyConfig {
             ipv6_prefix_len: 64,
             report_interval: Duration::from_secs(10),
             max_pending_events: 1024,
+            max_incoming_streams: 16_384,
         }
     }
 }
@@ -256,6 +265,14 @@ impl PolicyConfig {
         self.max_pending_events
     }
 
+    /// Maximum incoming streams open at once over all of the node's
+    /// connections (default 16,384); each connection's own cap
+    /// (`ConnectionConfig::max_incoming_streams`) applies as well.
+    #[must_use]
+    pub fn max_incoming_streams(&self) -> usize {
+        self.max_incoming_streams
+    }
+
     fn validate(&self) -> Result<(), PolicyConfigError> {
         let zero = |name| Err(PolicyConfigError::Zero { name });
         for (name, n) in [
@@ -268,6 +285,7 @@ impl PolicyConfig {
                 self.max_attempts_per_window as usize,
             ),
             ("max_tracked_ips", self.max_tracked_ips),
+            ("max_incoming_streams", self.max_incoming_streams),
         ] {
             if n == 0 {
                 return zero(name);
@@ -378,11 +396,27 @@ impl PolicyConfigBuilder {
         self
     }
 
+    /// See [`PolicyConfig::max_incoming_streams`]; at least 1.
+    pub fn max_incoming_streams(mut self, n: usize) -> Self {
+        self.0.max_incoming_streams = n;
+        self
+    }
+
     /// The configuration, or the first setting that is out of range.
     pub fn build(self) -> Result<PolicyConfig, PolicyConfigError> {
         self.0.validate()?;
         Ok(self.0)
     }
+}
+
+/// An incoming stream refused because the node already has `max` open
+/// ([`Policy::admit_stream`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this node already has {max} incoming streams open")]
+#[non_exhaustive]
+pub struct StreamRefused {
+    /// The node's cap, [`PolicyConfig::max_incoming_streams`].
+    pub max: usize,
 }
 
 /// Why a new connection was refused. The peer is never told (RFC-0001 §9.1):
@@ -695,6 +729,8 @@ pub struct PolicyCounters {
     pub aggregated: u64,
     /// Events dropped because `max_pending_events` were undrained.
     pub events_dropped: u64,
+    /// Incoming streams refused because `max_incoming_streams` were open.
+    pub streams_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -713,6 +749,11 @@ struct Slot {
     // When an inbound slot was admitted, to give its attempt back on
     // success if that attempt still belongs to the current window.
     admitted_at: Option<Instant>,
+    // Incoming streams of this connection counted in `Policy::streams`.
+    streams: usize,
+    // A stream of this connection was refused: it is being closed, and its
+    // streams are no longer counted one by one (`release` gives them back).
+    stream_refused: bool,
 }
 
 impl Slot {
@@ -819,6 +860,8 @@ pub struct Policy {
     untracked_report: Option<Report>,
     slots: BTreeMap<SlotId, Slot>,
     handshaking: usize,
+    // Incoming streams open over all slots.
+    streams: usize,
     next_slot: u64,
     events: VecDeque<PolicyEvent>,
     counters: PolicyCounters,
@@ -836,6 +879,7 @@ impl Policy {
             untracked_report: None,
             slots: BTreeMap::new(),
             handshaking: 0,
+            streams: 0,
             next_slot: 0,
             events: VecDeque::new(),
             counters: PolicyCounters::default(),
@@ -870,6 +914,8 @@ impl Policy {
                     ip: Some(key),
                     state: SlotState::Handshaking,
                     admitted_at: Some(now),
+                    streams: 0,
+                    stream_refused: false,
                 }))
             }
             Err(reason) => {
@@ -951,6 +997,8 @@ impl Policy {
             ip: None,
             state: SlotState::Handshaking,
             admitted_at: None,
+            streams: 0,
+            stream_refused: false,
         }))
     }
 
@@ -1088,12 +1136,57 @@ impl Policy {
         if in_cap {
             self.handshaking = self.handshaking.saturating_sub(1);
         }
+        self.streams = self.streams.saturating_sub(s.streams);
         if let Some(entry) = s.ip.and_then(|ip| self.ips.get_mut(&ip)) {
             entry.live = entry.live.saturating_sub(1);
             if in_cap {
                 entry.handshaking = entry.handshaking.saturating_sub(1);
             }
         }
+    }
+
+    /// A new incoming stream on `slot`'s connection (its first DATA frame):
+    /// counted toward `max_incoming_streams`, or refused with that cap
+    /// when as many are open (counted in `streams_refused`). The caller
+    /// closes a refused stream's connection; until
+    /// [`release`](Self::release) its further streams are neither counted
+    /// nor refused again. Unknown slots are ignored.
+    pub fn admit_stream(&mut self, slot: SlotId) -> Result<(), StreamRefused> {
+        let max = self.config.max_incoming_streams;
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        if s.stream_refused {
+            return Ok(());
+        }
+        if self.streams >= max {
+            s.stream_refused = true;
+            self.counters.streams_refused = self.counters.streams_refused.saturating_add(1);
+            return Err(StreamRefused { max });
+        }
+        s.streams += 1;
+        self.streams += 1;
+        Ok(())
+    }
+
+    /// A stream [`admit_stream`](Self::admit_stream) took on `slot` ended
+    /// (complete or cut off). Unknown slots are ignored.
+    pub fn stream_ended(&mut self, slot: SlotId) {
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        if s.stream_refused || s.streams == 0 {
+            return;
+        }
+        s.streams -= 1;
+        self.streams = self.streams.saturating_sub(1);
+    }
+
+    /// Incoming streams open over all connections, as counted by
+    /// [`admit_stream`](Self::admit_stream).
+    #[must_use]
+    pub fn open_streams(&self) -> usize {
+        self.streams
     }
 
     /// Whether a refusal or failure of an inbound connection from `ip` at
@@ -1335,6 +1428,12 @@ mod tests {
             b().max_handshaking_per_ip(0).build(),
             Err(PolicyConfigError::Zero {
                 name: "max_handshaking_per_ip"
+            })
+        );
+        assert_eq!(
+            b().max_incoming_streams(0).build(),
+            Err(PolicyConfigError::Zero {
+                name: "max_incoming_streams"
             })
         );
         assert_eq!(

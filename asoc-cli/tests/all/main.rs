@@ -13,6 +13,7 @@ mod keys;
 mod netns_discovery;
 mod python_peer;
 mod received;
+mod received_bounds;
 mod restart;
 mod secrets;
 mod transfer;

@@ -227,6 +227,14 @@ pub enum CloseReason {
     /// carried nothing since its handshake: the idle duplicate was closed so
     /// that a peer reconnecting over and over cannot pile connections up.
     Superseded,
+    /// The peer opened an incoming stream while the node already had
+    /// `max` open over all its connections (the node's
+    /// `PolicyConfig::max_incoming_streams`): the connection was closed,
+    /// as one that breaks its own stream cap is.
+    StreamLimit {
+        /// The node's cap.
+        max: usize,
+    },
 }
 
 impl CloseReason {
@@ -259,6 +267,7 @@ impl CloseReason {
             Self::Local => "local_close",
             Self::PeerExpired => "peer_expired",
             Self::Superseded => "superseded",
+            Self::StreamLimit { .. } => "stream_limit",
         }
     }
 }
@@ -286,6 +295,10 @@ impl fmt::Display for CloseReason {
             Self::Superseded => {
                 f.write_str("an idle duplicate: the peer opened a newer connection")
             }
+            Self::StreamLimit { max } => write!(
+                f,
+                "the peer opened a stream while this node had {max} incoming streams open"
+            ),
         }
     }
 }

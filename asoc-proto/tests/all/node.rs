@@ -1939,6 +1939,103 @@ fn stream_endings_handed_to_the_node_become_node_events_naming_the_peer() {
     assert_eq!(drain(&mut b), vec![]);
 }
 
+/// Hands the node the server side's events it has not seen yet.
+fn observe_new(node: &mut Node, end: &End, seen: &mut usize) {
+    for e in &end.events[*seen..] {
+        node.observe(end.id, e);
+    }
+    *seen = end.events.len();
+}
+
+#[test]
+fn the_node_stream_cap_closes_the_connection_that_opens_one_more_across_connections() {
+    let t0 = Instant::now();
+    let policy = PolicyConfig::builder()
+        .max_incoming_streams(3)
+        .build()
+        .unwrap();
+    let mut a = node(0x0a, KEY, t0);
+    let mut c = node(0x0c, KEY, t0);
+    let mut b = node_with(config(0x0b, KEY).policy(policy), 0x0b, t0);
+    let mut one = Link::open(&mut a, &mut b, t0, addr(9, 40_020), server_addr()).unwrap();
+    let mut two = Link::open(&mut c, &mut b, t0, addr(10, 40_021), server_addr()).unwrap();
+    let (mut seen_one, mut seen_two) = (one.server.events.len(), two.server.events.len());
+    drain(&mut b);
+    let open = |link: &mut Link, byte: u8| {
+        let s = link.client.conn.open_stream().unwrap();
+        link.client
+            .conn
+            .send(t0, s, Bytes::from(vec![byte; 100]))
+            .unwrap();
+        s
+    };
+    // Two on the first connection, one on the second: the cap.
+    let first = open(&mut one, 1);
+    let second = open(&mut one, 2);
+    one.pump(&mut a, &mut b, t0);
+    observe_new(&mut b, &one.server, &mut seen_one);
+    let third = open(&mut two, 3);
+    two.pump(&mut c, &mut b, t0);
+    observe_new(&mut b, &two.server, &mut seen_two);
+    assert_eq!(b.poll_close(), None, "three streams are within the cap");
+    assert_eq!(drain(&mut b), vec![]);
+    // An END alone (an empty tensor) opens nothing; a fourth stream with
+    // data is one over the cap.
+    let empty = two.client.conn.open_stream().unwrap();
+    two.client.conn.finish(t0, empty).unwrap();
+    let fourth = open(&mut two, 4);
+    two.pump(&mut c, &mut b, t0);
+    observe_new(&mut b, &two.server, &mut seen_two);
+    let order = b
+        .poll_close()
+        .expect("the second connection is ordered closed");
+    assert_eq!(order.conn, two.server.id);
+    assert_eq!(order.reason, CloseReason::StreamLimit { max: 3 });
+    assert_eq!(b.poll_close(), None);
+    let events = drain(&mut b);
+    assert!(
+        events.contains(&NodeEvent::StreamRefused {
+            conn: two.server.id,
+            peer_node: Some(node_id(0x0c)),
+            addr: addr(10, 40_021),
+            stream: fourth,
+            max: 3,
+        }),
+        "{events:?}"
+    );
+    assert_eq!(b.counters().policy.streams_refused, 1);
+    // The adapter carries the order out: the connection's streams are cut
+    // with the reason, and its places are given back.
+    two.server.conn.abort(t0, order.reason.clone());
+    while let Some(e) = two.server.conn.poll_event() {
+        match &e {
+            Event::Closed { reason } => {
+                b.closed(t0, two.server.id, reason, two.server.conn.stats())
+            }
+            other => b.observe(two.server.id, other),
+        }
+    }
+    let cut: Vec<_> = drain(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            NodeEvent::StreamIncomplete { stream, reason, .. } => Some((stream, reason)),
+            _ => None,
+        })
+        .collect();
+    let limit = CloseReason::StreamLimit { max: 3 };
+    assert_eq!(cut, vec![(third, limit.clone()), (fourth, limit)]);
+    // The first connection's streams were untouched; one ends, and then two
+    // more fit again (the cut connection's place is free too).
+    one.client.conn.finish(t0, first).unwrap();
+    let fifth = open(&mut one, 5);
+    let sixth = open(&mut one, 6);
+    one.pump(&mut a, &mut b, t0);
+    observe_new(&mut b, &one.server, &mut seen_one);
+    assert_eq!(b.poll_close(), None);
+    assert_eq!(b.counters().policy.streams_refused, 1);
+    let _ = (second, fifth, sixth);
+}
+
 // ---- identity: squatted node ids and reconnect churn -----------------------
 
 /// A node `n` announcing TCP `tcp_port` to `peer_udp` every `interval`, v1

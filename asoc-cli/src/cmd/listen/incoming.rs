@@ -1,6 +1,11 @@
 //! Incoming streams of `asoc listen`: each is hashed (and, with `--out`,
 //! written) as its chunks arrive, reported complete or incomplete, and
-//! with `--echo` sent back to its sender.
+//! with `--echo` sent back to its sender chunk by chunk as it arrives.
+//!
+//! Nothing here holds a whole stream: a chunk goes to the sink's pool and
+//! to the echo, each of which makes the handler wait while it is behind,
+//! and a waiting handler stops taking chunks, so its connection stops
+//! reading and the sender is slowed down through TCP.
 
 use asoc_proto::connection::StreamId;
 use asoc_proto::node::ConnId;
@@ -10,14 +15,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use asoc_async::{IncomingStream, Net, Node, PeerRef, StreamError};
+use asoc_async::{IncomingStream, Net, Node, PeerRef, SendStream, StreamError};
 use bytes::Bytes;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::events::{peer, shown};
 use crate::output::{hex, Out};
-use crate::sink::{Finished, Sink};
+use crate::sink::{Finished, Pool, Sink};
 
 /// What to do with each stream.
 #[derive(Clone, Debug)]
@@ -38,6 +43,8 @@ pub(super) struct Report {
     /// Names this run of the listener in `--out` file names: the first
     /// eight hex digits of its node id, which is new on every start.
     run: String,
+    /// Hashes and writes every stream, when there is anything to do.
+    pool: Option<Arc<Pool>>,
 }
 
 /// The stream handlers of one node.
@@ -57,14 +64,14 @@ impl<N: Net> Streams<N> {
         out: Out,
         settings: Settings,
         cut: async_channel::Sender<(ConnId, StreamId)>,
-    ) -> Arc<Self> {
-        let report = Report::new(out, settings, node.node_id());
-        Arc::new(Self {
+    ) -> io::Result<Arc<Self>> {
+        let report = Report::new(out, settings, node.node_id())?;
+        Ok(Arc::new(Self {
             node,
             net,
             report,
             cut,
-        })
+        }))
     }
 
     /// Handles every incoming stream until the node shuts down; the
@@ -100,18 +107,23 @@ impl<N: Net> Streams<N> {
         let id = stream.id();
         let report = &self.report;
         let sink = report.sink(peer_node, addr, conn, id);
-        let mut kept: Vec<Bytes> = Vec::new();
+        let mut echo = if report.settings.echo {
+            Some(Echo::open(&self.node, conn).await)
+        } else {
+            None
+        };
         let mut sink_failed = false;
         let cut = loop {
             match stream.chunk().await {
                 Ok(Some(chunk)) => {
-                    if report.settings.echo {
-                        kept.push(chunk.clone());
-                    }
+                    let for_echo = echo.as_ref().map(|_| chunk.clone());
                     // A failed sink still lets the stream drain; finish()
                     // says why it failed.
                     if !sink_failed && sink.write(chunk).await.is_err() {
                         sink_failed = true;
+                    }
+                    if let (Some(echo), Some(chunk)) = (echo.as_mut(), for_echo) {
+                        echo.send(chunk).await;
                     }
                 }
                 Ok(None) => break None,
@@ -120,6 +132,9 @@ impl<N: Net> Streams<N> {
         };
         let (bytes, frames) = (stream.bytes(), stream.frames());
         if let Some(e) = cut {
+            // The echo is dropped without its END: the peer never takes
+            // it for a complete tensor.
+            drop(echo);
             sink.abort().await;
             let reason = match &e {
                 StreamError::Incomplete { reason, .. } => reason.as_str().to_string(),
@@ -132,31 +147,70 @@ impl<N: Net> Streams<N> {
             return;
         }
         let saved = report.complete(peer_node, addr, id, (bytes, frames), sink.finish().await);
-        if saved && report.settings.echo {
-            self.echo(conn, addr, kept).await;
+        if let Some(echo) = echo {
+            let result = if saved {
+                echo.finish().await
+            } else {
+                Err("the stream could not be saved; its echo was left unfinished".into())
+            };
+            report.echoed(addr, result);
+        }
+    }
+}
+
+/// A stream sent back to its sender as it arrives. A failure stops the
+/// echo, not the incoming stream: it is kept to be reported at the end.
+struct Echo {
+    stream: Result<SendStream, String>,
+    /// Keeps shutdown waiting for the echo in flight.
+    _guard: Box<dyn Send>,
+}
+
+impl Echo {
+    async fn open<N: Net>(node: &Node<N>, conn: ConnId) -> Self {
+        let guard = Box::new(node.send_guard());
+        let stream = node
+            .open_stream(PeerRef::Conn(conn))
+            .await
+            .map_err(|e| e.to_string());
+        Self {
+            stream,
+            _guard: guard,
         }
     }
 
-    async fn echo(&self, conn: ConnId, addr: SocketAddr, chunks: Vec<Bytes>) {
-        let _guard = self.node.send_guard();
-        let result = async {
-            let mut s = self.node.open_stream(PeerRef::Conn(conn)).await?;
-            let id = s.id();
-            for chunk in chunks {
-                s.send(chunk).await?;
+    /// Waits while the connection's send queue is full, so the incoming
+    /// stream is read no faster than its echo leaves.
+    async fn send(&mut self, chunk: Bytes) {
+        if let Ok(s) = &mut self.stream {
+            if let Err(e) = s.send(chunk).await {
+                self.stream = Err(e.to_string());
             }
-            s.finish().await?;
-            Ok::<_, asoc_async::Error>(id)
         }
-        .await;
-        self.report.echoed(addr, result.map_err(|e| e.to_string()));
+    }
+
+    async fn finish(self) -> Result<StreamId, String> {
+        let s = self.stream?;
+        let id = s.id();
+        s.finish().await.map_err(|e| e.to_string())?;
+        Ok(id)
     }
 }
 
 impl Report {
-    pub(super) fn new(out: Out, settings: Settings, node: Uuid) -> Self {
+    /// Starts the hashing and writing pool when digests or `--out` need
+    /// it.
+    pub(super) fn new(out: Out, settings: Settings, node: Uuid) -> io::Result<Self> {
         let run = node.simple().to_string()[..8].to_string();
-        Self { out, settings, run }
+        let pool = (settings.digest || settings.out_dir.is_some())
+            .then(Pool::start)
+            .transpose()?;
+        Ok(Self {
+            out,
+            settings,
+            run,
+            pool,
+        })
     }
 
     /// Reports a stream that ended with its END, with its bytes and frames,
@@ -208,7 +262,8 @@ impl Report {
     /// to `DIR/<peer>-<run>-<connection>-<stream>.bin`. Stream ids restart
     /// on every connection and node ids are public, so the run and the
     /// connection number keep a later stream from taking an earlier one's
-    /// name. A sink that cannot start makes the stream `write_failed`.
+    /// name. The file is created at the first chunk; one that cannot be
+    /// makes the stream `write_failed`.
     pub(super) fn sink(
         &self,
         peer_node: Option<Uuid>,
@@ -224,7 +279,10 @@ impl Report {
                 conn.as_u64()
             ))
         });
-        Sink::start(self.settings.digest, target).unwrap_or_else(Sink::failed)
+        match &self.pool {
+            Some(pool) => pool.sink(self.settings.digest, target),
+            None => Sink::none(),
+        }
     }
 
     /// Reports a stream cut off (or not saved) for `reason`.

@@ -99,10 +99,12 @@ impl Listen {
             .handshake_timeout(args.handshake_timeout)
             .max_payload(max_frame)
             .send_stall_timeout(args.stall_timeout)
+            .max_incoming_streams(args.max_incoming_streams)
             .build()
             .map_err(|e| {
                 CliError::usage(format!(
-                    "--handshake-timeout / --max-frame / --stall-timeout: {e}"
+                    "--handshake-timeout / --max-frame / --stall-timeout / \
+                     --max-incoming-streams: {e}"
                 ))
             })?;
         // The handshake cap may not exceed the connection cap.
@@ -113,8 +115,9 @@ impl Listen {
                     .max_handshaking()
                     .min(args.max_connections),
             )
+            .max_incoming_streams(args.max_node_streams)
             .build()
-            .map_err(|e| CliError::usage(format!("--max-connections: {e}")))?;
+            .map_err(|e| CliError::usage(format!("--max-connections / --max-node-streams: {e}")))?;
         let driver = DriverConfig::builder()
             .connection(connection)
             .build()
@@ -288,7 +291,8 @@ impl Job for Listen {
                 }
             }
         });
-        let streams = Streams::new(node.clone(), net.clone(), self.out, self.streams, cut_tx);
+        let streams = Streams::new(node.clone(), net.clone(), self.out, self.streams, cut_tx)
+            .map_err(|e| CliError::runtime(format!("cannot start the stream workers: {e}")))?;
         let handlers = streams.accept_all();
         let _ = stop.recv().await;
         self.out.note(|| "shutting down".into());
