@@ -61,10 +61,17 @@ pub(crate) fn audited(name: &str) -> bool {
 /// count and the reopen flag again.
 const POLL: Duration = Duration::from_millis(200);
 
+/// What the queue carries.
+enum Entry {
+    Line(Value),
+    /// Answered once every line queued before it is written.
+    Flush(SyncSender<()>),
+}
+
 /// The audit log's queue; cloned into whoever reports events.
 #[derive(Clone)]
 pub(crate) struct Audit {
-    tx: SyncSender<Value>,
+    tx: SyncSender<Entry>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -101,7 +108,10 @@ impl Audit {
                 let next = rx.recv_timeout(POLL);
                 writer.maintain();
                 match next {
-                    Ok(v) => writer.write(v),
+                    Ok(Entry::Line(v)) => writer.write(v),
+                    Ok(Entry::Flush(done)) => {
+                        let _ = done.try_send(());
+                    }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => {
                         writer.maintain();
@@ -137,7 +147,7 @@ impl Audit {
 
     /// Queues one line; a full queue counts it as dropped.
     pub(crate) fn line(&self, v: Value) {
-        match self.tx.try_send(v) {
+        match self.tx.try_send(Entry::Line(v)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -145,6 +155,26 @@ impl Audit {
             // The writer ended with the process.
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Waits (at most `wait`) until the lines queued so far are written:
+    /// at shutdown, so that the last events are not lost with the process.
+    pub(crate) fn flush(&self, wait: Duration) {
+        let deadline = std::time::Instant::now() + wait;
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let mut entry = Entry::Flush(done_tx);
+        loop {
+            match self.tx.try_send(entry) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    entry = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = done_rx.recv_timeout(left);
     }
 
     /// Events dropped so far because the queue was full.
@@ -293,7 +323,7 @@ mod tests {
             reported: 0,
             reopen: Arc::new(AtomicBool::new(false)),
         };
-        while let Ok(v) = rx.try_recv() {
+        while let Ok(Entry::Line(v)) = rx.try_recv() {
             writer.maintain();
             writer.write(v);
         }

@@ -321,6 +321,7 @@ impl Job for Listen {
             printer.await;
         })
         .await;
+        ops.finish();
         Ok(())
     }
 

@@ -60,6 +60,13 @@ impl Running {
     pub(super) fn observer(&self) -> Observer {
         self.observer.clone()
     }
+
+    /// At shutdown: the audit lines still queued are written.
+    pub(super) fn finish(&self) {
+        if let Some(audit) = &self.observer.audit {
+            audit.flush(Duration::from_secs(2));
+        }
+    }
 }
 
 impl Ops {
