@@ -176,7 +176,7 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
     }
 }
 
-/// The JSON lines [`print`] gives `e` in `--json`, without printing them.
+/// The JSON lines [`print()`] gives `e` in `--json`, without printing them.
 pub(crate) fn to_json(e: &NodeEvent) -> Vec<Value> {
     Out::capture(|out| print(out, e))
 }
