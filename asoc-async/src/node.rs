@@ -702,6 +702,20 @@ impl<N: Net> Node<N> {
         self.inner.proto_synced().counters()
     }
 
+    /// How full the handshake replay caches are, as `(entries, capacity)`:
+    /// v1 HELLOs, then HELLO2 ephemeral keys.
+    #[must_use]
+    pub fn replay_fill(&self) -> [(usize, usize); 2] {
+        self.inner.proto().replay_fill()
+    }
+
+    /// Traffic totals per peer node over its connections that have closed
+    /// (see [`asoc_proto::node::Node::peers_traffic`]).
+    #[must_use]
+    pub fn peers_traffic(&self) -> Vec<(Uuid, asoc_proto::node::PeerTraffic)> {
+        self.inner.proto().peers_traffic().collect()
+    }
+
     /// The handshake replay memory now, to save for the next process of
     /// this node ([`NodeBuilder::restore_replay_state`]). Holds no key
     /// material.
@@ -836,6 +850,29 @@ impl<N: Net> Node<N> {
     /// The next incoming stream, `None` after shutdown.
     pub async fn accept_stream(&self) -> Option<IncomingStream> {
         self.inner.incoming_rx.recv().await.ok()
+    }
+
+    /// Adds a static peer (`host:port`, dialed with v2 and redialed for
+    /// ever) while the node runs, for peer lists that change: DNS records
+    /// re-resolved, a scheduler's allocation. Returns its id for
+    /// [`remove_static_peer`](Self::remove_static_peer).
+    pub fn add_static_peer(&self, target: impl Into<String>) -> asoc_proto::dial::PeerId {
+        let id = {
+            let mut proto = self.inner.proto();
+            let id = proto.add_static_peer(Instant::now(), DialTarget::Name(target.into()));
+            self.inner.pump(&mut proto);
+            id
+        };
+        // The dial loop sleeps until its next due dial: this one is due now.
+        self.inner.wake.notify(usize::MAX);
+        id
+    }
+
+    /// Stops redialing a static peer; a connection to it stays open.
+    pub fn remove_static_peer(&self, peer: asoc_proto::dial::PeerId) {
+        let mut proto = self.inner.proto();
+        proto.remove_static_peer(peer);
+        self.inner.pump(&mut proto);
     }
 
     /// The next event, `None` after shutdown.

@@ -148,6 +148,32 @@ pub(crate) struct TlsClientArgs {
     pub(crate) tls_pin: Option<PathBuf>,
 }
 
+/// `asoc listen`'s operations options: peers from the cluster, the audit
+/// log and the metrics endpoint.
+#[derive(Args, Debug)]
+pub(crate) struct OpsArgs {
+    /// Static peers from the cluster: `slurm` (the job's nodes at this
+    /// node's port, or `slurm:PORT`) or `dns:NAME:PORT` (every A and AAAA
+    /// record of NAME, re-resolved every --peers-refresh).
+    #[arg(long, value_name = "SOURCE")]
+    pub(crate) peers_from: Option<crate::peers_from::PeersFrom>,
+    /// How often `--peers-from dns:…` resolves its name again.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) peers_refresh: Duration,
+    /// Append every security event to this file, one JSON object per line
+    /// (created with mode 0600; reopened on SIGHUP, for logrotate).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) audit_log: Option<PathBuf>,
+    /// Audit events queued for the writer before they are counted as
+    /// dropped (for tests of the overflow).
+    #[arg(long, value_name = "N", default_value_t = 4096, hide = true)]
+    pub(crate) audit_queue: usize,
+    /// Serve Prometheus metrics over HTTP at ADDR/metrics (port 0 picks a
+    /// free port; the listening event names the bound address).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<SocketAddr>,
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct ListenArgs {
     /// TCP address to listen on (port 0 picks a free port).
@@ -238,6 +264,8 @@ pub(crate) struct ListenArgs {
     pub(crate) key: KeyArgs,
     #[command(flatten)]
     pub(crate) replay: ReplayArgs,
+    #[command(flatten)]
+    pub(crate) ops: OpsArgs,
     #[command(flatten)]
     pub(crate) runtime: RuntimeArgs,
 }

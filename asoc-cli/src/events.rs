@@ -193,6 +193,11 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
     }
 }
 
+/// The JSON lines [`print()`] gives `e` in `--json`, without printing them.
+pub(crate) fn to_json(e: &NodeEvent) -> Vec<Value> {
+    Out::capture(|out| print(out, e))
+}
+
 /// An event without a dedicated shape: `{"event": <variant in snake_case>,
 /// "detail": <its debug form>}`.
 fn generic(out: Out, e: &NodeEvent) {

@@ -1,13 +1,16 @@
 //! The `asoc` command: keys, nodes, transfers and a demo on any of the
 //! async runtimes ASoc has an adapter for.
 
+mod audit;
 mod cli;
 mod cmd;
 mod error;
 mod events;
+mod metrics;
 mod net_errors;
 mod os;
 mod output;
+mod peers_from;
 mod progress;
 mod reader;
 mod runtime;

@@ -10,15 +10,40 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Out {
     json: bool,
+    /// Lines go to this thread's capture instead of standard output.
+    capture: bool,
+}
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Vec<Value>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Out {
     pub(crate) fn new(json: bool) -> Self {
-        Self { json }
+        Self {
+            json,
+            capture: false,
+        }
+    }
+
+    /// The JSON lines `f` emits through the `Out` it is given, collected
+    /// instead of printed (the audit log and the metrics see the events as
+    /// `--json` shows them).
+    pub(crate) fn capture(f: impl FnOnce(Out)) -> Vec<Value> {
+        let previous = CAPTURED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        f(Self {
+            json: true,
+            capture: true,
+        });
+        CAPTURED.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous))
     }
 
     /// Writes `json` or `human`, whichever the output mode asks for.
     pub(crate) fn emit(self, json: Value, human: impl FnOnce() -> String) {
+        if self.capture {
+            CAPTURED.with(|c| c.borrow_mut().push(json));
+            return;
+        }
         let line = if self.json { json.to_string() } else { human() };
         let mut stdout = std::io::stdout().lock();
         // A closed stdout (e.g. `| head`) must not kill a running node.

@@ -47,3 +47,12 @@ pub(crate) fn user1() -> CliResult<async_channel::Receiver<()>> {
         .map_err(|e| CliError::runtime(format!("cannot start the SIGUSR1 thread: {e}")))?;
     Ok(rx)
 }
+
+/// SIGHUP sets `flag` (the audit log reopens its file, for logrotate).
+/// Installed only when something reopens: otherwise SIGHUP keeps ending
+/// the process.
+pub(crate) fn hangup(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> CliResult<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, flag)
+        .map(|_| ())
+        .map_err(|e| CliError::runtime(format!("cannot install the SIGHUP handler: {e}")))
+}

@@ -336,6 +336,17 @@ impl Authenticator {
         self.counters
     }
 
+    /// How full the fail-closed replay caches are, as `(entries,
+    /// capacity)`: the v1 HELLO cache, then the HELLO2 ephemeral-key cache.
+    /// A full cache refuses handshakes (`replay_cache_full`).
+    #[must_use]
+    pub fn replay_fill(&self) -> [(usize, usize); 2] {
+        [
+            (self.seen_hellos.len(), self.seen_hellos.capacity()),
+            (self.seen_ephemerals.len(), self.seen_ephemerals.capacity()),
+        ]
+    }
+
     /// What replay protection remembers at `now`, whose wall-clock time
     /// is `unix_ms`: the v1 HELLO pairs and HELLO2 ephemeral keys not yet
     /// expired, each with its expiry in unix milliseconds. A later process

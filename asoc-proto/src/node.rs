@@ -601,6 +601,9 @@ pub struct NodeCounters {
     /// handshake the same failure is an authentication failure
     /// (`policy.auth_failures.bad_frame_mac`).
     pub bad_frame_mac: u64,
+    /// Dials of static and discovered peers started (each ends connected
+    /// or as a [`NodeEvent::DialFailed`]).
+    pub dials: u64,
 }
 
 /// Traffic exchanged with one peer node.
@@ -613,6 +616,10 @@ pub struct PeerTraffic {
     pub bytes_out: u64,
     /// Connections to or from the peer that completed a handshake.
     pub connections: u64,
+    /// Frames received from the peer over connections that closed.
+    pub frames_in: u64,
+    /// Frames sent to the peer over connections that closed.
+    pub frames_out: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -661,6 +668,8 @@ pub struct Node {
     /// Static peers configured to be dialed with v1.
     v1_peers: HashSet<PeerId>,
     bad_frame_mac: u64,
+    /// Dials the dialer scheduled.
+    dials: u64,
     /// Per node: duplicate inbound connections it opened while this node had
     /// no outbound connection to it. Bounded like `deferred_dials`.
     churn: BTreeMap<Uuid, u32>,
@@ -704,6 +713,7 @@ impl Node {
             events_dropped: 0,
             v1_peers,
             bad_frame_mac: 0,
+            dials: 0,
             churn: BTreeMap::new(),
         }
     }
@@ -775,11 +785,32 @@ impl Node {
         ))
     }
 
+    /// Adds a static peer while the node runs, dialed with v2 and redialed
+    /// for ever like those of the configuration; its first dial is due at
+    /// `now`. For peer lists that change under a running node (DNS records
+    /// re-resolved, a scheduler's allocation).
+    pub fn add_static_peer(&mut self, now: Instant, target: DialTarget) -> PeerId {
+        self.dialer.add_static(now, target)
+    }
+
+    /// Stops dialing a static peer (added by the configuration or by
+    /// [`add_static_peer`](Self::add_static_peer)). Its connection, if one
+    /// is open, stays open: only its redials end. Ids of discovered peers
+    /// and unknown ids are ignored.
+    pub fn remove_static_peer(&mut self, peer: PeerId) {
+        if self.discovered_node_of(peer).is_some() {
+            return;
+        }
+        self.dialer.remove(peer);
+        self.v1_peers.remove(&peer);
+    }
+
     /// The next dial to make, if one is due.
     #[must_use]
     pub fn poll_dial(&mut self, now: Instant) -> Option<Dial> {
         self.release_deferred_dials(now);
         let mut dial = self.dialer.poll_dial(now)?;
+        self.dials = self.dials.saturating_add(1);
         if let Some(version) = self
             .discovered_node_of(dial.peer)
             .and_then(|node| self.discovery.as_ref()?.dial_version(&node))
@@ -1113,6 +1144,8 @@ impl Node {
             if let Some(t) = self.traffic_entry(node) {
                 t.bytes_in = t.bytes_in.saturating_add(stats.bytes_in);
                 t.bytes_out = t.bytes_out.saturating_add(stats.bytes_out);
+                t.frames_in = t.frames_in.saturating_add(stats.frames_in);
+                t.frames_out = t.frames_out.saturating_add(stats.frames_out);
             }
         }
         if info.established {
@@ -1328,6 +1361,19 @@ impl Node {
     #[must_use]
     pub fn peer_traffic(&self, node: &Uuid) -> Option<PeerTraffic> {
         self.traffic.get(node).copied()
+    }
+
+    /// How full the handshake replay caches are; see
+    /// [`Authenticator::replay_fill`].
+    #[must_use]
+    pub fn replay_fill(&self) -> [(usize, usize); 2] {
+        self.auth.replay_fill()
+    }
+
+    /// Traffic totals of every remembered peer, over connections that have
+    /// closed (at most a bounded number of peers are remembered).
+    pub fn peers_traffic(&self) -> impl Iterator<Item = (Uuid, PeerTraffic)> + '_ {
+        self.traffic.iter().map(|(n, t)| (*n, *t))
     }
 
     /// Whether `ip` is throttled at `now`.
@@ -1590,6 +1636,7 @@ impl Node {
             bytes_out: self.closed_bytes_out.saturating_add(live_out),
             events_dropped: self.events_dropped,
             bad_frame_mac: self.bad_frame_mac,
+            dials: self.dials,
         }
     }
 

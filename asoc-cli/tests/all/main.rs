@@ -4,13 +4,16 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod audit;
 mod bench;
 mod cli;
 mod conformance;
 mod discovery;
 mod events;
 mod keys;
+mod metrics;
 mod netns_discovery;
+mod peers_from;
 mod python_peer;
 mod received;
 mod received_bounds;

@@ -795,6 +795,29 @@ fn node_config_refuses_a_zero_event_bound_in_build() {
 // ---- 7. static peers ------------------------------------------------------
 
 #[test]
+fn static_peers_added_and_removed_while_running() {
+    let t0 = Instant::now();
+    let mut a = node_with(config(0x0a, KEY), 0x0a, t0);
+    assert!(a.poll_dial(t0).is_none(), "no peer configured");
+    let t1 = t0 + SECOND;
+    let target = DialTarget::Name("10.0.0.9:9000".into());
+    let peer = a.add_static_peer(t1, target.clone());
+    let dial = a.poll_dial(t1).expect("an added peer is due at once");
+    assert_eq!((dial.peer, dial.target.clone()), (peer, target));
+    a.dial_failed(t1, &dial);
+    assert!(
+        a.poll_timeout().is_some(),
+        "redialed like a configured peer"
+    );
+    a.remove_static_peer(peer);
+    assert!(
+        a.poll_timeout().is_none(),
+        "a removed peer is never redialed"
+    );
+    assert!(a.poll_dial(t1 + 3600 * SECOND).is_none());
+}
+
+#[test]
 fn static_peer_is_dialed_at_start_and_backs_off_forever() {
     let t0 = Instant::now();
     let target = DialTarget::Name("peer.example:9000".into());

@@ -2,6 +2,7 @@
 //! happens; incoming streams are handled in [`incoming`].
 
 mod incoming;
+mod ops;
 mod state;
 
 use std::collections::HashSet;
@@ -59,6 +60,7 @@ pub(crate) struct Listen {
     hello_replay: (Duration, usize),
     state: Option<Restored>,
     runtime: RuntimeKind,
+    ops: ops::Ops,
 }
 
 impl Listen {
@@ -148,12 +150,13 @@ impl Listen {
             }
             None => None,
         };
+        let (ops, cluster_peers) = ops::Ops::prepare(&args.ops, args.bind)?;
         let tls = dial_tls(&args)?;
         Ok(Self {
             bind: args.bind,
             discovery,
             community,
-            peers: args.peer,
+            peers: args.peer.into_iter().chain(cluster_peers).collect(),
             peers_v1: args.peer_v1,
             allow_v1: args.allow_v1,
             driver,
@@ -169,6 +172,7 @@ impl Listen {
             hello_replay,
             state,
             runtime: args.runtime.runtime,
+            ops,
         })
     }
 
@@ -225,17 +229,24 @@ impl Listen {
     }
 
     /// The first line: the node's sockets are bound.
-    fn listening(&self, tcp: SocketAddr, udp: Option<SocketAddr>, node: uuid::Uuid) {
+    fn listening(
+        &self,
+        tcp: SocketAddr,
+        udp: Option<SocketAddr>,
+        node: uuid::Uuid,
+        metrics: Option<SocketAddr>,
+    ) {
         let runtime = self.runtime.name();
-        self.out.emit(
-            json!({"event": "listening", "tcp": tcp.to_string(),
-                   "udp": udp.map(|u| u.to_string()), "node": node.to_string(),
-                   "runtime": runtime}),
-            || {
-                let udp = udp.map_or_else(|| "off".into(), |u| u.to_string());
-                format!("listening on tcp {tcp} (discovery {udp}) as node {node} [{runtime}]")
-            },
-        );
+        let mut line = json!({"event": "listening", "tcp": tcp.to_string(),
+                              "udp": udp.map(|u| u.to_string()), "node": node.to_string(),
+                              "runtime": runtime});
+        if let (Some(m), Some(o)) = (metrics, line.as_object_mut()) {
+            o.insert("metrics".into(), json!(m.to_string()));
+        }
+        self.out.emit(line, || {
+            let udp = udp.map_or_else(|| "off".into(), |u| u.to_string());
+            format!("listening on tcp {tcp} (discovery {udp}) as node {node} [{runtime}]")
+        });
     }
 }
 
@@ -266,7 +277,14 @@ impl Job for Listen {
         let stop = signals::termination()?;
         let counters = signals::user1()?;
         let node = self.start(&net).await?;
-        self.listening(node.local_addr(), node.discovery_addr(), node.node_id());
+        let mut ops = self.ops.start(&node)?;
+        self.listening(
+            node.local_addr(),
+            node.discovery_addr(),
+            node.node_id(),
+            ops.metrics,
+        );
+        self.ops.start_peers(&mut ops, &node, self.out)?;
         let saver = self.state.as_ref().map(|state| {
             if let Some(report) = node.restore_report() {
                 let discovery = state
@@ -280,7 +298,7 @@ impl Job for Listen {
         let (cut_tx, cut_rx) = async_channel::unbounded();
         let printer = spawn(
             &net,
-            print_events(node.clone(), net.clone(), self.out, cut_rx),
+            print_events(node.clone(), net.clone(), self.out, cut_rx, ops.observer()),
         );
         // Never awaited: it ends with the process.
         let _counters = spawn(&net, {
@@ -307,6 +325,7 @@ impl Job for Listen {
             printer.await;
         })
         .await;
+        ops.finish();
         Ok(())
     }
 
@@ -364,6 +383,7 @@ async fn print_events<N: Net>(
     net: N,
     out: Out,
     cut: async_channel::Receiver<(ConnId, StreamId)>,
+    observer: ops::Observer,
 ) {
     let mut reports = CutReports::default();
     while let Some(event) = node.next_event().await {
@@ -387,6 +407,7 @@ async fn print_events<N: Net>(
             _ => {}
         }
         events::print(out, &event);
+        observer.event(&event);
     }
 }
 
@@ -398,7 +419,10 @@ async fn print_events<N: Net>(
 fn dial_tls(args: &ListenArgs) -> CliResult<TlsConfig> {
     let server_tls = args.tls.tls_cert.is_some();
     let verifies = args.tls_client.tls_ca.is_some() || args.tls_client.tls_pin.is_some();
-    let dials = !args.peer.is_empty() || !args.peer_v1.is_empty() || args.discovery;
+    let dials = !args.peer.is_empty()
+        || !args.peer_v1.is_empty()
+        || args.discovery
+        || args.ops.peers_from.is_some();
     if args.dial_cleartext && verifies {
         return Err(CliError::usage(
             "--dial-cleartext contradicts --tls-ca / --tls-pin: pick one",
