@@ -42,6 +42,8 @@ pub(crate) struct Send {
     peer_id: Option<Uuid>,
     suite: Suite,
     handshake_timeout: Duration,
+    /// Compute and report the SHA-256 of each stream.
+    digest: bool,
 }
 
 impl Send {
@@ -83,6 +85,7 @@ impl Send {
             peer_id: args.peer_id,
             suite: args.suite.unwrap_or_default(),
             handshake_timeout: args.handshake_timeout,
+            digest: !args.no_digest,
         })
     }
 
@@ -226,15 +229,20 @@ impl Send {
         let mut stream = conn.open_stream().await.map_err(lost)?;
         let id = stream.id();
         let bar = Progress::new(&name, source.len);
-        let chunks = source.chunks(self.chunk_size);
+        let chunks = source.chunks(self.chunk_size, self.digest);
         let (mut bytes, mut frames) = (0u64, 0u64);
         let digest = loop {
             match chunks.recv().await {
-                Ok(Item::Chunk(chunk)) => {
-                    let n = chunk.len() as u64;
-                    stream.send(chunk).await.map_err(lost)?;
+                Ok(Item::Chunk(block)) => {
+                    let mut at = 0;
+                    while at < block.len() {
+                        let end = block.len().min(at + self.chunk_size);
+                        stream.send(block.slice(at..end)).await.map_err(lost)?;
+                        frames += 1;
+                        at = end;
+                    }
+                    let n = block.len() as u64;
                     bytes += n;
-                    frames += 1;
                     bar.advance(n);
                 }
                 Ok(Item::End(digest)) => break digest,
@@ -247,20 +255,28 @@ impl Send {
         };
         stream.finish().await.map_err(lost)?;
         bar.finish();
-        self.sent(&name, id, (bytes, frames), &digest);
+        self.sent(&name, id, (bytes, frames), digest.as_ref());
         Ok(())
     }
 
     /// A stream was sent whole, END included.
-    fn sent(&self, name: &str, id: StreamId, (bytes, frames): (u64, u64), digest: &[u8; 32]) {
+    /// `digest` is `None` with `--no-digest` (`"sha256": null`).
+    fn sent(
+        &self,
+        name: &str,
+        id: StreamId,
+        (bytes, frames): (u64, u64),
+        digest: Option<&[u8; 32]>,
+    ) {
+        let sha = digest.map(|d| hex(d));
         self.out.emit(
             json!({"event": "stream_sent", "file": name, "stream": id.get(), "frames": frames,
-                   "bytes": bytes, "sha256": hex(digest)}),
+                   "bytes": bytes, "sha256": sha}),
             || {
-                format!(
-                    "sent {name}: stream {id}, {bytes} bytes in {frames} frames, sha256 {}",
-                    hex(digest)
-                )
+                let sha = sha
+                    .as_deref()
+                    .map_or("no digest (--no-digest)".into(), |s| format!("sha256 {s}"));
+                format!("sent {name}: stream {id}, {bytes} bytes in {frames} frames, {sha}")
             },
         );
     }
