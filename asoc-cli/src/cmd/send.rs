@@ -234,14 +234,12 @@ impl Send {
         let digest = loop {
             match chunks.recv().await {
                 Ok(Item::Chunk(block)) => {
-                    let mut at = 0;
-                    while at < block.len() {
-                        let end = block.len().min(at + self.chunk_size);
-                        stream.send(block.slice(at..end)).await.map_err(lost)?;
-                        frames += 1;
-                        at = end;
-                    }
                     let n = block.len() as u64;
+                    frames += n.div_ceil(self.chunk_size as u64);
+                    stream
+                        .send_chunked(block, self.chunk_size)
+                        .await
+                        .map_err(lost)?;
                     bytes += n;
                     bar.advance(n);
                 }

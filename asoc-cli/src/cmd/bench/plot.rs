@@ -163,6 +163,7 @@ fn draw(file: &Path, title: &str, curves: &Curves) -> Result<(), Box<dyn std::er
         .y_desc("MiB/s")
         .x_labels(CHUNKS.len())
         .x_label_formatter(&|e| size(1u64 << (e.round() as u32)))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     let colors = [BLACK, BLUE, RED, GREEN];
     for (s, points) in curves.points.iter().enumerate() {
