@@ -71,6 +71,10 @@ pub(crate) struct PlainSendArgs {
     /// Read and write size.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub(crate) chunk_size: u64,
+    /// Copy with sendfile(2) in --chunk-size pieces instead of read and
+    /// write (Linux): what a sendfile path could gain at best.
+    #[arg(long)]
+    pub(crate) sendfile: bool,
     /// The file to copy.
     #[arg(value_name = "FILE")]
     pub(crate) file: PathBuf,

@@ -4,7 +4,8 @@
 //!
 //! Chunks are read into recycled buffers: a chunk's buffer goes back to
 //! its reader once the frame is written (and hashed), so steady state
-//! allocates nothing and never zero-fills. The SHA-256, when asked for,
+//! allocates nothing and zero-fills nothing (a buffer is zeroed once, when
+//! first made). The SHA-256, when asked for,
 //! runs on a third thread beside the reader and the runtime, over the same
 //! buffers (a reference each, no copy), so hashing overlaps with reading
 //! and sending and each byte is hashed once.
@@ -171,23 +172,26 @@ impl Hasher {
 }
 
 /// Chunk buffers that come back once every [`Bytes`] of a chunk is
-/// dropped (the frame written, the hash updated).
+/// dropped (the frame written, the hash updated). A buffer is zeroed once,
+/// when the pool first makes it, and then reused as it is: reads overwrite
+/// it, and a chunk only ever shows the bytes its read filled.
 struct Pool {
     size: usize,
     home: mpsc::Sender<Vec<u8>>,
     returned: mpsc::Receiver<Vec<u8>>,
 }
 
-/// A pooled buffer inside a [`Bytes`]: dropping the last reference sends
-/// it back to its pool.
+/// A pooled buffer inside a [`Bytes`]: its first `len` bytes are the
+/// chunk; dropping the last reference sends the buffer back to its pool.
 struct Pooled {
     buf: Vec<u8>,
+    len: usize,
     home: mpsc::Sender<Vec<u8>>,
 }
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        self.buf.get(..self.len).unwrap_or(&self.buf)
     }
 }
 
@@ -209,29 +213,29 @@ impl Pool {
         }
     }
 
-    /// Reads up to `size` bytes into a recycled buffer; `None` at the end.
+    /// Reads up to `size` bytes into a recycled buffer (as many reads as
+    /// it takes to fill it, or to reach the end); `None` at the end.
     fn read(&self, input: &mut dyn Read) -> io::Result<Option<Bytes>> {
-        let mut buf = self
-            .returned
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.size));
-        buf.clear();
-        // `read_to_end` reads into the spare capacity and only zeroes what
-        // a reader without `read_buf` needs (files and stdin need none);
-        // the `Take` stops it at one chunk.
-        let limit = u64::try_from(self.size).unwrap_or(u64::MAX);
-        loop {
-            match (&mut *input).take(limit).read_to_end(&mut buf) {
-                Ok(_) => break,
+        let mut buf = match self.returned.try_recv() {
+            Ok(buf) if buf.len() == self.size => buf,
+            _ => vec![0; self.size],
+        };
+        let mut filled = 0;
+        while filled < self.size {
+            match input.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if buf.is_empty() {
+        if filled == 0 {
+            let _ = self.home.send(buf);
             return Ok(None);
         }
         Ok(Some(Bytes::from_owner(Pooled {
             buf,
+            len: filled,
             home: self.home.clone(),
         })))
     }
@@ -272,7 +276,7 @@ mod tests {
             drop(chunk);
             // Dropped before the next read: the buffer is back, reused.
             let back = pool.returned.try_recv().unwrap();
-            assert!(back.capacity() >= 4096);
+            assert_eq!(back.len(), 4096);
             pool.home.send(back).unwrap();
         }
         assert_eq!(sizes, [4096, 4096, 1808]);
@@ -283,8 +287,10 @@ mod tests {
     fn a_recycled_buffer_holds_only_the_new_chunk() {
         let pool = Pool::new(8);
         let first = pool.read(&mut &[1u8; 8][..]).unwrap().unwrap();
+        let memory = first.as_ptr();
         drop(first);
         let second = pool.read(&mut &[2u8; 3][..]).unwrap().unwrap();
+        assert_eq!(second.as_ptr(), memory, "the buffer was reused");
         assert_eq!(&second[..], &[2, 2, 2]);
     }
 
