@@ -29,6 +29,19 @@ use crate::{events, os, secrets, tls};
 /// Largest chunk: the default maximum frame payload of receivers (WIRE.md §6).
 const MAX_CHUNK: u64 = 16 << 20;
 
+/// Bytes of small chunks the stream may queue toward the connection's
+/// task before `send` waits: with the default of 8 chunks, 4 KiB frames
+/// had the sending task and the connection's task wake each other for
+/// every few frames (a futex and a context switch per frame), where this
+/// lets a whole read block through at once.
+const QUEUED_BYTES: usize = 512 << 10;
+
+/// The command queue for `chunk_size`-byte frames: the library's default
+/// of 8, or more small frames up to [`QUEUED_BYTES`].
+fn command_queue(chunk_size: usize) -> usize {
+    (QUEUED_BYTES / chunk_size.max(1)).clamp(8, 1024)
+}
+
 /// A checked `send` command, ready to run.
 pub(crate) struct Send {
     peer: String,
@@ -144,6 +157,7 @@ impl Send {
             .map_err(|e| CliError::usage(e.to_string()))?;
         let driver = DriverConfig::builder()
             .connection(connection)
+            .command_queue(command_queue(self.chunk_size))
             .wire(self.wire)
             .expect_peer(self.peer_id)
             .build()
