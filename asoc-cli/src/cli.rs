@@ -54,6 +54,42 @@ pub(crate) enum Command {
     /// 2 usage error or unreachable target.
     #[command(disable_help_flag = true)]
     Conformance(ConformanceArgs),
+    /// The plain-TCP sender `asoc bench --cli` measures against.
+    #[command(name = "bench-plain-send", hide = true)]
+    PlainSend(PlainSendArgs),
+    /// The plain-TCP receiver `asoc bench --cli` measures against.
+    #[command(name = "bench-plain-receive", hide = true)]
+    PlainReceive(PlainReceiveArgs),
+}
+
+/// `asoc bench-plain-send`: FILE to PEER in `--chunk-size` writes.
+#[derive(Args, Debug)]
+pub(crate) struct PlainSendArgs {
+    /// The receiver.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) peer: SocketAddr,
+    /// Read and write size.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub(crate) chunk_size: u64,
+    /// Copy with sendfile(2) in --chunk-size pieces instead of read and
+    /// write (Linux): what a sendfile path could gain at best.
+    #[arg(long)]
+    pub(crate) sendfile: bool,
+    /// The file to copy.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+}
+
+/// `asoc bench-plain-receive`: one connection, discarded or written to a
+/// file.
+#[derive(Args, Debug)]
+pub(crate) struct PlainReceiveArgs {
+    /// Where to listen.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub(crate) bind: SocketAddr,
+    /// Write what arrives to this file instead of discarding it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// `asoc conformance …`: everything after the word is the suite's own
@@ -295,6 +331,9 @@ pub(crate) struct SendArgs {
     /// One JSON object per line on standard output.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Do not compute the SHA-256 of what is sent (reported as null).
+    #[arg(long)]
+    pub(crate) no_digest: bool,
     #[command(flatten)]
     pub(crate) tls: TlsClientArgs,
     /// Client certificate (PEM) for servers that require mutual TLS.
@@ -394,6 +433,21 @@ pub(crate) struct BenchArgs {
     /// run, 32 set-ups) and --pairs may be below 5.
     #[arg(long)]
     pub(crate) quick: bool,
+    /// Measure the commands instead of the library: `asoc send FILE` into
+    /// `asoc listen`, each a process of its own, against a plain-TCP copy
+    /// between two processes (v1 and v2; 1 MiB and 4 KiB chunks, --out,
+    /// digests on). Uses --pairs, --runtime (default tokio) and --json.
+    #[arg(long, conflicts_with_all = ["plot", "only", "wire", "size", "chunk_size"])]
+    pub(crate) cli: bool,
+    /// The file size of --cli runs (default 1GiB; 8MiB with --quick).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "cli")]
+    pub(crate) cli_size: Option<u64>,
+    /// Draw throughput against frame size (4 KiB to 16 MiB) for raw TCP,
+    /// v1, v2 and v1 inside TLS into this SVG file, from one run of the
+    /// in-process bench; --size sets the bytes per point (default 256MiB;
+    /// 4MiB with --quick), --pairs the runs per point (median).
+    #[arg(long, value_name = "FILE.svg", conflicts_with_all = ["only", "wire", "chunk_size"])]
+    pub(crate) plot: Option<PathBuf>,
     /// One JSON object per measurement on standard output.
     #[arg(long)]
     pub(crate) json: bool,

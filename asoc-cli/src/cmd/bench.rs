@@ -16,6 +16,11 @@ use crate::error::{CliError, CliResult};
 use crate::output::Out;
 use crate::runtime::{self, Job, RuntimeKind};
 
+mod cli;
+mod plot;
+
+pub(crate) use cli::{plain_receive, plain_send};
+
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// What one bench measures.
@@ -278,6 +283,12 @@ pub(crate) fn run(args: &BenchArgs) -> CliResult {
             "--pairs must be at least 5 (or at least 1 with --quick)",
         ));
     }
+    if args.cli {
+        return cli::run(args);
+    }
+    if let Some(file) = &args.plot {
+        return plot::run(args, file);
+    }
     let cases = plan(args)?;
     let out = Out::new(args.json);
     let runtimes: &[RuntimeKind] = match args.runtime {
@@ -377,8 +388,13 @@ fn table(rows: &[Row]) -> String {
         "met?",
     ];
     let cells: Vec<[String; 9]> = rows.iter().map(Row::cells).collect();
+    align(&head, &cells)
+}
+
+/// `head` and `cells` as columns padded to their widest cell.
+fn align<const N: usize>(head: &[&str; N], cells: &[[String; N]]) -> String {
     let mut width = head.map(|h| h.chars().count());
-    for r in &cells {
+    for r in cells {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -393,7 +409,7 @@ fn table(rows: &[Row]) -> String {
             .to_string()
     };
     let mut text = line(&head.map(String::from));
-    for r in &cells {
+    for r in cells {
         text.push('\n');
         text.push_str(&line(r));
     }

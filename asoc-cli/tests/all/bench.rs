@@ -319,3 +319,129 @@ fn wire_chooses_the_rows_and_refuses_unknown_names() {
         .unwrap();
     assert_fails(&out, 2, "--wire: \"v3\" is not one of v1, v2, v1+tls");
 }
+
+/// `asoc bench --cli` with a tiny file: every row (v1 and v2 of each
+/// mode) with positive rates of both the processes and the plain copy, a
+/// ratio that is their quotient, and the hashing cost on the digest rows.
+#[test]
+fn cli_mode_reports_every_row_against_the_plain_copy() {
+    let lines = bench(&[
+        "--cli",
+        "--cli-size",
+        "4MiB",
+        "--quick",
+        "--pairs",
+        "1",
+        "--json",
+    ]);
+    let names: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|v| (v["bench"].as_str().unwrap(), v["wire"].as_str().unwrap()))
+        .collect();
+    let mut want = Vec::new();
+    for b in ["cli-1MiB", "cli-4KiB", "cli-out", "cli-digest"] {
+        want.extend([(b, "v1"), (b, "v2")]);
+    }
+    assert_eq!(names, want);
+    for v in &lines {
+        assert_eq!(v["mode"], "cli", "{v}");
+        assert_eq!(uint(v, "bytes"), 4 << 20, "{v}");
+        let (a, b) = (positive(v, "asoc_mib_s"), positive(v, "baseline_mib_s"));
+        let ratio = v["ratio"].as_f64().unwrap();
+        assert!((ratio - a / b).abs() < 1e-9 * ratio.max(1.0), "{v}");
+        let digest = v["bench"] == "cli-digest";
+        assert_eq!(v["digest"], digest, "{v}");
+        assert_eq!(v["out"], v["bench"] == "cli-out", "{v}");
+        assert_eq!(v["hashing_s_per_gib"].is_number(), digest, "{v}");
+        assert_eq!(v["digest_over_no_digest"].is_number(), digest, "{v}");
+        let chunk = if v["bench"] == "cli-4KiB" {
+            4096
+        } else {
+            1 << 20
+        };
+        assert_eq!(uint(v, "chunk_size"), chunk, "{v}");
+    }
+}
+
+/// `asoc bench --cli` without --json prints the table, one line per row.
+#[test]
+fn cli_mode_prints_a_table() {
+    let out = asoc()
+        .args([
+            "bench",
+            "--cli",
+            "--cli-size",
+            "1MiB",
+            "--quick",
+            "--pairs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 9, "{text}");
+    assert!(lines[0].starts_with("bench"), "{text}");
+    assert!(lines[0].contains("plain copy"), "{text}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("cli-")).count(), 8);
+}
+
+/// `--cli` does not combine with the in-process benches' selectors.
+#[test]
+fn cli_mode_refuses_in_process_options() {
+    let out = asoc()
+        .args(["bench", "--cli", "--only", "one-stream"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "--only");
+    let out = asoc()
+        .args(["bench", "--cli-size", "1MiB"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "--cli");
+}
+
+/// `asoc bench --plot`: one SVG document with the four series named in
+/// its legend, and with --json one point per series and frame size.
+#[test]
+fn plot_draws_four_series_into_an_svg_file() {
+    let dir = temp_dir("bench-plot");
+    let file = dir.join("throughput.svg");
+    let lines = bench(&[
+        "--plot",
+        file.to_str().unwrap(),
+        "--runtime",
+        "smol",
+        "--quick",
+        "--pairs",
+        "1",
+        "--size",
+        "256KiB",
+        "--json",
+    ]);
+    let series = ["raw TCP", "v1", "v2", "v1+tls"];
+    let chunks: Vec<u64> = (0..7).map(|i| 4096u64 << (2 * i)).collect();
+    assert_eq!(lines.len(), series.len() * chunks.len());
+    for (i, v) in lines.iter().enumerate() {
+        assert_eq!(v["plot"], series[i % series.len()], "{v}");
+        assert_eq!(uint(v, "chunk_size"), chunks[i / series.len()], "{v}");
+        positive(v, "mib_s");
+    }
+    let svg = std::fs::read_to_string(&file).unwrap();
+    let start = svg.trim_start();
+    assert!(
+        start.starts_with("<svg") || start.starts_with("<?xml"),
+        "{svg}"
+    );
+    assert!(svg.trim_end().ends_with("</svg>"), "not a whole document");
+    assert_eq!(svg.matches("<svg").count(), 1);
+    for name in series {
+        assert!(
+            svg.contains(&format!(">{name}<")) || svg.contains(&format!(">\n{name}\n<")),
+            "no legend entry {name:?}"
+        );
+    }
+    // Every line of the chart is a polyline (one per series).
+    assert!(svg.matches("<polyline").count() >= series.len(), "{svg}");
+}

@@ -230,6 +230,103 @@ fn no_digest(runtime: &str) {
     assert_eq!(std::fs::read(file).unwrap(), b"tensor bytes");
 }
 
+/// The JSON lines of a finished `asoc send --json`.
+fn sent_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "send failed: {}", stderr(out));
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `asoc send --no-digest` computes no SHA-256 (null in JSON, said so in
+/// text) and still sends every byte: the listener's own digest of a
+/// multi-chunk file and of multi-chunk standard input equals the local one.
+#[test]
+fn send_no_digest_reports_none_and_sends_byte_exact() {
+    let key = keygen();
+    let in_dir = temp_dir("send-nodigest-in");
+    let mut listener = Listener::start(&key, "tokio", &[]);
+    let file = pattern(5 * 64 * 1024 + 17, 21);
+    let piped = pattern(3 * 64 * 1024 + 5, 22);
+    std::fs::write(in_dir.join("f.bin"), &file).unwrap();
+    let mut child = send(&key, "tokio", &listener.addr)
+        .args(["--json", "--no-digest", "--chunk-size", "64KiB"])
+        .arg(in_dir.join("f.bin"))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&piped).unwrap();
+    let sent = sent_lines(&child.wait_with_output().unwrap());
+    for (i, (data, frames)) in [(&file, 6u64), (&piped, 4)].iter().enumerate() {
+        let stream = 1 + 2 * i as u64;
+        assert_eq!(sent[1 + i]["event"], "stream_sent");
+        assert!(sent[1 + i]["sha256"].is_null(), "{}", sent[1 + i]);
+        assert_eq!(sent[1 + i]["bytes"], data.len() as u64);
+        assert_eq!(sent[1 + i]["frames"], *frames);
+        let done = listener.wait_for("stream_complete", |v| {
+            v["event"] == "stream_complete" && v["stream"] == stream
+        });
+        assert_eq!(done["sha256"], sha256(data), "{done}");
+    }
+
+    let out = send(&key, "tokio", &listener.addr)
+        .args(["--no-digest"])
+        .arg(in_dir.join("f.bin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("no digest"), "{text}");
+    assert!(!text.contains("sha256"), "{text}");
+    assert_eq!(listener.stop("INT").code(), Some(0));
+}
+
+/// With digests on, the SHA-256 the sender reports (computed beside the
+/// reader, over recycled buffers) is that of the whole input, for a file
+/// and for standard input of many chunks whose last one is short, read
+/// from a pipe that delivers short reads.
+#[test]
+fn send_reports_the_sha256_of_multi_chunk_files_and_stdin() {
+    let key = keygen();
+    let in_dir = temp_dir("send-digest-in");
+    let mut listener = Listener::start(&key, "mio", &[]);
+    let file = pattern(9 * 4096 + 1, 31);
+    let piped = pattern(300 * 1024 + 3, 32);
+    std::fs::write(in_dir.join("f.bin"), &file).unwrap();
+    let mut child = send(&key, "mio", &listener.addr)
+        .args(["--json", "--chunk-size", "4KiB"])
+        .arg(in_dir.join("f.bin"))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = piped.clone();
+    let writer = std::thread::spawn(move || {
+        for part in feed.chunks(1000) {
+            stdin.write_all(part).unwrap();
+        }
+    });
+    let sent = sent_lines(&child.wait_with_output().unwrap());
+    writer.join().unwrap();
+    for (i, (data, frames)) in [(&file, 10u64), (&piped, 76)].iter().enumerate() {
+        assert_eq!(sent[1 + i]["sha256"], sha256(data), "{}", sent[1 + i]);
+        assert_eq!(sent[1 + i]["frames"], *frames);
+        let stream = 1 + 2 * i as u64;
+        let done = listener.wait_for("stream_complete", |v| {
+            v["event"] == "stream_complete" && v["stream"] == stream
+        });
+        assert_eq!(done["sha256"], sha256(data), "{done}");
+    }
+    assert_eq!(listener.stop("INT").code(), Some(0));
+}
+
 #[test]
 fn no_digest_reports_null_and_still_writes_the_file() {
     no_digest("smol");
