@@ -21,6 +21,7 @@ mod node;
 mod node_v2;
 mod policy;
 mod replay;
+mod rotation;
 mod sans_io_rules;
 mod v2_attacks;
 mod v2_vectors;
