@@ -22,6 +22,8 @@ mod node_v2;
 mod policy;
 mod replay;
 mod rotation;
+mod rotation_props;
+mod rotation_vectors;
 mod sans_io_rules;
 mod v2_attacks;
 mod v2_vectors;
