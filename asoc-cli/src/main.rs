@@ -65,6 +65,7 @@ fn dispatch(command: Command) -> CliResult {
             runtime::run(job.runtime(), job)
         }
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::RotateKey(args) => cmd::rotate_key::run(&args),
         Command::Conformance(_) => unreachable!("handled in main"),
     }
 }

@@ -1,6 +1,7 @@
 //! `asoc listen`: a node that runs until SIGINT or SIGTERM, reporting what
 //! happens; incoming streams are handled in [`incoming`].
 
+mod control;
 mod incoming;
 mod state;
 
@@ -59,6 +60,10 @@ pub(crate) struct Listen {
     hello_replay: (Duration, usize),
     state: Option<Restored>,
     runtime: RuntimeKind,
+    /// `--control` (bound at start) and `--api-key-file` (rewritten on a
+    /// key switch).
+    control: Option<PathBuf>,
+    key_file: control::KeyFile,
 }
 
 impl Listen {
@@ -166,6 +171,8 @@ impl Listen {
             hello_replay,
             state,
             runtime: args.runtime.runtime,
+            control: args.control,
+            key_file: control::KeyFile(args.key.api_key_file),
         })
     }
 
@@ -262,8 +269,16 @@ impl Job for Listen {
         // never lost.
         let stop = signals::termination()?;
         let counters = signals::user1()?;
+        let mut control = self
+            .control
+            .as_deref()
+            .map(control::Control::bind)
+            .transpose()?;
         let node = self.start(&net).await?;
         self.listening(node.local_addr(), node.discovery_addr(), node.node_id());
+        if let Some(control) = control.as_mut() {
+            control.serve(node.clone(), self.out);
+        }
         let saver = self.state.as_ref().map(|state| {
             if let Some(report) = node.restore_report() {
                 let discovery = state
@@ -277,7 +292,13 @@ impl Job for Listen {
         let (cut_tx, cut_rx) = async_channel::unbounded();
         let printer = spawn(
             &net,
-            print_events(node.clone(), net.clone(), self.out, cut_rx),
+            print_events(
+                node.clone(),
+                net.clone(),
+                self.out,
+                cut_rx,
+                self.key_file.clone(),
+            ),
         );
         // Never awaited: it ends with the process.
         let _counters = spawn(&net, {
@@ -360,6 +381,7 @@ async fn print_events<N: Net>(
     net: N,
     out: Out,
     cut: async_channel::Receiver<(ConnId, StreamId)>,
+    key_file: control::KeyFile,
 ) {
     let mut reports = CutReports::default();
     while let Some(event) = node.next_event().await {
@@ -383,6 +405,7 @@ async fn print_events<N: Net>(
             _ => {}
         }
         events::print(out, &event);
+        key_file.on_event(&node, out, &event);
     }
 }
 
