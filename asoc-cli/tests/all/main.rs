@@ -13,5 +13,6 @@ mod keys;
 mod netns_discovery;
 mod received;
 mod restart;
+mod rotation;
 mod secrets;
 mod transfer;
