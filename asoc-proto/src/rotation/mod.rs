@@ -228,6 +228,8 @@ impl Rotation {
 
     /// Starts rotation `epoch + 1` to `key`, sent to every connection of
     /// `peers` (the encrypted, established ones).
+    // Both clocks, the ring and the request's three parts: each is needed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &mut self,
         now: Instant,
@@ -315,6 +317,7 @@ impl Rotation {
     /// A control message of `kind` arrived on `conn`; `encrypted` says
     /// whether the connection is v2 or TLS; `others` are the node's other
     /// encrypted established connections, for forwarding.
+    // Both clocks, the ring, the connection and what arrived on it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn control(
         &mut self,

@@ -247,7 +247,7 @@ fn five_node_cluster_rotates_with_one_node_down() {
     // Every node learned it exactly once, and sent it once to each other
     // peer: degree 3 for node 0, 2 for the others (less the sender).
     let degree = [3, 2, 3, 2];
-    for n in 0..4 {
+    for (n, &degree) in degree.iter().enumerate() {
         let events = c.take_events(n);
         let learned = events
             .iter()
@@ -262,7 +262,7 @@ fn five_node_cluster_rotates_with_one_node_down() {
             .iter()
             .filter(|e| matches!(e, NodeEvent::KeyRotationSent { epoch: 1, .. }))
             .count();
-        let expected = if n == 0 { degree[n] } else { degree[n] - 1 };
+        let expected = if n == 0 { degree } else { degree - 1 };
         assert_eq!(sent, expected, "node {n}: {events:?}");
         // Each sent rotation came back acknowledged.
         let acked: Vec<AckStatus> = events

@@ -140,7 +140,7 @@ fn handle<N: Net>(node: &Node<N>, out: Out, line: &str) -> Value {
     }
     let key = request["key_hex"]
         .as_str()
-        .and_then(|h| hex_decode(h))
+        .and_then(hex_decode)
         .and_then(|bytes| ApiKey::from_bytes(&bytes).ok());
     let (Some(key), Some(activate_in), Some(grace)) = (
         key,
@@ -169,7 +169,7 @@ fn handle<N: Net>(node: &Node<N>, out: Out, line: &str) -> Value {
 
 fn hex_decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let text = text.as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| match c {
