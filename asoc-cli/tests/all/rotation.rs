@@ -1,8 +1,9 @@
 //! Key rotation end to end with `asoc listen` processes on every runtime:
 //! `asoc rotate-key` talks to one node's control socket, the rotation
 //! floods a chain of three nodes, each switches and rewrites its key file,
-//! no connection drops, and after the grace period a node still holding the
-//! old key is refused as `retired_key`.
+//! no connection drops, a node that was down learns the key when it comes
+//! back within the grace period, and after it a node still holding the old
+//! key is refused as `retired_key`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -72,7 +73,7 @@ fn a_three_node_chain_rotates_through_the_control_socket_on_every_runtime() {
             .args(["rotate-key", "--json", "--control", control_arg])
             .arg("--new-key-file")
             .arg(&new_file)
-            .args(["--activate-in", "1s", "--grace", "3s"])
+            .args(["--activate-in", "1s", "--grace", "8s"])
             .output()
             .unwrap();
         assert!(out.status.success(), "{runtime}: {}", stderr(&out));
@@ -101,6 +102,22 @@ fn a_three_node_chain_rotates_through_the_control_socket_on_every_runtime() {
         c.event("key_rotation_learned");
         a.event("key_rotation_acked");
 
+        // A node that was down comes back within the grace period with the
+        // old key: it gets in, learns the new key, switches at once (the
+        // activation is past) and keeps it in its key file.
+        let d_file = dir.join("d.key");
+        write_key(&d_file, &old);
+        let mut d = listen(runtime, &d_file, &["--peer", &a.addr.clone()]);
+        d.event("peer_connected");
+        d.event("key_rotation_learned");
+        d.event("key_rotation_activated");
+        d.event("rotation_key_file_rewritten");
+        assert_eq!(
+            std::fs::read_to_string(&d_file).unwrap().trim_end(),
+            new,
+            "{runtime}: the late node's key file"
+        );
+
         // After the grace period the old key is refused, and why is said.
         a.event("key_rotation_old_key_purged");
         let old_file = dir.join("old.key");
@@ -112,7 +129,7 @@ fn a_three_node_chain_rotates_through_the_control_socket_on_every_runtime() {
         assert_eq!(refused["reason"], "retired_key", "{runtime}");
 
         // No connection of the chain dropped across the switch.
-        for (name, node) in [("a", &a), ("b", &b), ("c", &c)] {
+        for (name, node) in [("a", &a), ("b", &b), ("c", &c), ("d", &d)] {
             assert!(
                 node.seen("peer_disconnected").is_empty(),
                 "{runtime}: node {name}: {:?}",
@@ -126,7 +143,7 @@ fn a_three_node_chain_rotates_through_the_control_socket_on_every_runtime() {
                 );
             }
         }
-        drop((b, c));
+        drop((b, c, d));
         assert!(a.stop("TERM").success());
         assert!(
             !control.exists(),
