@@ -98,9 +98,12 @@ fn a_three_node_chain_rotates_through_the_control_socket_on_every_runtime() {
             );
             assert_eq!(mode(file), 0o600, "{runtime}: node {name}'s key file");
         }
-        b.event("key_rotation_learned");
+        let learned = b.event("key_rotation_learned");
+        assert_eq!(learned["epoch"], 1, "{learned}");
+        assert_eq!(learned["peer"], a.node.as_str(), "{learned}");
         c.event("key_rotation_learned");
-        a.event("key_rotation_acked");
+        let acked = a.event("key_rotation_acked");
+        assert_eq!(acked["status"], "adopted", "{acked}");
 
         // A node that was down comes back within the grace period with the
         // old key: it gets in, learns the new key, switches at once (the

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use asoc_async::{Net, Node};
 use asoc_proto::auth::ApiKey;
@@ -242,4 +242,55 @@ fn rewrite(path: &Path, key: &[u8]) -> std::io::Result<()> {
     }
     written?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Prints a key-rotation event in its own shape (times as milliseconds
+/// from now, never a key); `false` for any other event.
+pub(crate) fn print(out: Out, event: &NodeEvent) -> bool {
+    let now = Instant::now();
+    let ms = |at: &Instant| {
+        u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+    };
+    let line = match event {
+        NodeEvent::KeyRotationStarted {
+            epoch,
+            activate_at,
+            old_key_until,
+        } => json!({"event": "key_rotation_started", "epoch": epoch,
+                    "activate_in_ms": ms(activate_at), "old_key_until_ms": ms(old_key_until)}),
+        NodeEvent::KeyRotationLearned {
+            epoch,
+            peer_node,
+            activate_at,
+            old_key_until,
+            ..
+        } => json!({"event": "key_rotation_learned", "epoch": epoch,
+                    "peer": crate::events::peer(*peer_node),
+                    "activate_in_ms": ms(activate_at), "old_key_until_ms": ms(old_key_until)}),
+        NodeEvent::KeyRotationSent {
+            epoch, peer_node, ..
+        } => json!({"event": "key_rotation_sent", "epoch": epoch,
+                    "peer": crate::events::peer(*peer_node)}),
+        NodeEvent::KeyRotationAcked {
+            epoch,
+            peer_node,
+            status,
+            ..
+        } => json!({"event": "key_rotation_acked", "epoch": epoch,
+                    "peer": crate::events::peer(*peer_node), "status": status.as_str()}),
+        NodeEvent::KeyRotationActivated { epoch, key } => {
+            json!({"event": "key_rotation_activated", "epoch": epoch, "key": key.to_string()})
+        }
+        NodeEvent::KeyRotationOldKeyPurged { key } => {
+            json!({"event": "key_rotation_old_key_purged", "key": key.to_string()})
+        }
+        NodeEvent::KeyRotationRefused { addr, reason, .. } => {
+            json!({"event": "key_rotation_refused", "addr": addr.to_string(),
+                   "reason": reason.as_str(), "detail": reason.to_string()})
+        }
+        _ => return false,
+    };
+    let human = line.to_string();
+    out.emit(line, || human);
+    true
 }

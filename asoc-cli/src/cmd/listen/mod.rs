@@ -404,7 +404,9 @@ async fn print_events<N: Net>(
             }
             _ => {}
         }
-        events::print(out, &event);
+        if !control::print(out, &event) {
+            events::print(out, &event);
+        }
         key_file.on_event(&node, out, &event);
     }
 }
