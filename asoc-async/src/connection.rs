@@ -16,7 +16,7 @@ use crate::clock::unix_ms;
 use bytes::Bytes;
 
 use crate::drive::Core;
-use crate::driver::{Cmd, Driver, Judge, Session, Shared};
+use crate::driver::{Cmd, Driver, Judge, Order, Session, Shared};
 use crate::error::Error;
 use crate::runtime::{Runtime, Transport};
 use crate::stream::{RecvBudget, RecvStream, SendStream};
@@ -172,13 +172,15 @@ pub(crate) fn spawn<T, R, J>(
     judge: J,
     config: DriverConfig,
     deliver: Box<dyn FnMut(RecvStream) + Send>,
-    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<CloseReason>),
+    register: impl FnOnce(&async_channel::Sender<Cmd>, &Arc<Shared>, async_channel::Sender<Order>),
 ) where
     T: Transport,
     R: Runtime,
     J: Judge,
 {
-    let (abort_tx, abort_rx) = async_channel::bounded(1);
+    // Unbounded, but the node sends at most one abort per connection and a
+    // control message per rotation step.
+    let (abort_tx, abort_rx) = async_channel::unbounded();
     let (driver, cmds, shared) =
         prepare(rt, io, conn, judge, config, deliver, Some(abort_rx), false);
     register(&cmds, &shared, abort_tx);
@@ -198,7 +200,7 @@ fn prepare<T, R, J>(
     judge: J,
     config: DriverConfig,
     deliver: Box<dyn FnMut(RecvStream) + Send>,
-    abort: Option<async_channel::Receiver<CloseReason>>,
+    abort: Option<async_channel::Receiver<Order>>,
     outcome: bool,
 ) -> (Driver<T, R, J>, async_channel::Sender<Cmd>, Arc<Shared>)
 where

@@ -26,6 +26,15 @@ use crate::stream::{Item, RecvBudget, RecvStream};
 
 /// Commands from the application to a connection's task.
 #[derive(Debug)]
+/// What a node orders a connection's task to do, apart from the commands
+/// (which may wait behind a full send queue or the handshake).
+pub(crate) enum Order {
+    /// Close at once with this reason.
+    Abort(CloseReason),
+    /// Queue this control message (the node decided where it may go).
+    Control(asoc_proto::rotation::ControlTransmit),
+}
+
 pub(crate) enum Cmd {
     Open(async_channel::Sender<Result<StreamId, SendError>>),
     Data {
@@ -129,7 +138,7 @@ pub(crate) struct Driver<T: Transport, R: Runtime, J: Judge> {
     /// Close-at-once orders of the node (a peer expired): apart from the
     /// commands, which may wait behind a full send queue or the handshake.
     /// `None` for a connection without a node.
-    pub(crate) abort: Option<Pin<Box<async_channel::Receiver<CloseReason>>>>,
+    pub(crate) abort: Option<Pin<Box<async_channel::Receiver<Order>>>>,
     pub(crate) deliver: Box<dyn FnMut(RecvStream) + Send>,
     /// The handshake's outcome for a caller that waits for it: `Some(None)`
     /// until the handshake ends, then `Some(Some(_))` until taken; `None`
@@ -362,10 +371,16 @@ impl<T: Transport, R: Runtime, J: Judge> Future for Driver<T, R, J> {
         for _ in 0..ROUNDS {
             let now = Instant::now();
             let mut progressed = false;
-            if let Some(Poll::Ready(Some(reason))) =
+            while let Some(Poll::Ready(Some(order))) =
                 this.abort.as_mut().map(|a| a.as_mut().poll_next(cx))
             {
-                this.conn.abort(now, reason);
+                match order {
+                    Order::Abort(reason) => this.conn.abort(now, reason),
+                    Order::Control(t) => {
+                        // Refused only once the connection is closing.
+                        let _ = this.conn.send_control(now, t.kind, &t.body);
+                    }
+                }
                 progressed = true;
             }
             progressed |= this.poll_commands(cx, now);

@@ -21,6 +21,7 @@ pub use asoc_proto::node::PeerRef;
 use asoc_proto::node::{ConnId, ConnectionInfo, Direction, Node as ProtoNode, NodeConfig};
 use asoc_proto::persist::{AuthReplayState, RestoreReport};
 use asoc_proto::rng::Seed;
+use asoc_proto::rotation::RotationError;
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -28,7 +29,7 @@ use asoc_proto::handshake::ClientOptions;
 
 use crate::clock::unix_ms;
 use crate::connection::{spawn, DriverConfig};
-use crate::driver::{Cmd, Judge, Shared};
+use crate::driver::{Cmd, Judge, Order, Shared};
 use crate::error::Error;
 use crate::runtime::{race, Net, Transport};
 use crate::stream::{RecvStream, SendStream};
@@ -363,7 +364,7 @@ struct PeerHandle {
     cmds: async_channel::Sender<Cmd>,
     shared: Arc<Shared>,
     /// Carries the node's close-at-once orders to the connection's task.
-    abort: async_channel::Sender<CloseReason>,
+    abort: async_channel::Sender<Order>,
     /// The connection's counters as its task last saw them.
     stats: Arc<Mutex<ConnectionStats>>,
 }
@@ -451,7 +452,13 @@ impl<N: Net> Inner<N> {
             // A connection not running yet (TLS still handshaking) has no
             // handle; its handshake deadline ends it.
             if let Some(peer) = self.peers().get(&order.conn) {
-                let _ = peer.abort.try_send(order.reason);
+                let _ = peer.abort.try_send(Order::Abort(order.reason));
+            }
+        }
+        while let Some(control) = proto.poll_control() {
+            // A connection that is gone needs no key any more.
+            if let Some(peer) = self.peers().get(&control.conn) {
+                let _ = peer.abort.try_send(Order::Control(control));
             }
         }
         let mut peers_changed = false;
@@ -480,7 +487,20 @@ impl<N: Net> Inner<N> {
         id: ConnId,
         conn: ProtoConnection,
     ) -> Option<Arc<Shared>> {
-        let info = self.proto().connection(id)?;
+        let info = {
+            let mut proto = self.proto();
+            let info = proto.connection(id)?;
+            // Before the task starts, so before its handshake completes: a
+            // v1 session inside TLS may carry key rotations.
+            let tls = match info.direction {
+                Direction::Inbound => self.tls.server.is_some(),
+                Direction::Outbound => self.tls.client.is_some(),
+            };
+            if tls {
+                proto.mark_encrypted_transport(id);
+            }
+            info
+        };
         let mut registered = None;
         let incoming = self.incoming_tx.clone();
         let inner = self.clone();
@@ -578,6 +598,14 @@ impl<N: Net> Judge for NodeJudge<N> {
     }
 
     fn observe(&mut self, event: &Event) {
+        if let Event::Control { kind, payload } = event {
+            let mut proto = self.inner.proto();
+            proto.handle_control(Instant::now(), unix_ms(), self.id, *kind, payload);
+            self.inner.pump(&mut proto);
+            // An activation or a purge may now be due earlier.
+            self.inner.wake.notify(usize::MAX);
+            return;
+        }
         // Only a stream's first chunk (the node's stream cap) and its end
         // concern the node: skip the node's lock for the data in between.
         if matches!(
@@ -887,6 +915,41 @@ impl<N: Net> Node<N> {
         let e = self.inner.events_rx.try_recv().ok()?;
         self.inner.events_queued.fetch_sub(1, Ordering::AcqRel);
         Some(e)
+    }
+
+    /// Starts key rotation to `key` across the cluster (see
+    /// [`asoc_proto::node::Node::start_key_rotation`]): peers on v2 or TLS
+    /// connections get it and flood it on; this node signs with it from
+    /// `activate_in` from now and accepts the current key until `grace`
+    /// after that. Returns the rotation's epoch.
+    pub fn start_key_rotation(
+        &self,
+        key: ApiKey,
+        activate_in: Duration,
+        grace: Duration,
+    ) -> Result<u64, RotationError> {
+        let epoch = {
+            let mut proto = self.inner.proto();
+            let epoch =
+                proto.start_key_rotation(Instant::now(), unix_ms(), key, activate_in, grace)?;
+            self.inner.pump(&mut proto);
+            epoch
+        };
+        // The timer task re-arms for the activation.
+        self.inner.wake.notify(usize::MAX);
+        Ok(epoch)
+    }
+
+    /// The epoch of the newest key rotation this node took part in (0:
+    /// none).
+    pub fn rotation_epoch(&self) -> u64 {
+        self.inner.proto().rotation_epoch()
+    }
+
+    /// The key this node signs with now (a copy, wiped when dropped), for
+    /// a program that keeps it in a file across restarts.
+    pub fn signing_key(&self) -> ApiKey {
+        self.inner.proto().keys().current().1.clone()
     }
 
     /// Shuts down gracefully: stops accepting, dialing and announcing,

@@ -35,6 +35,9 @@ pub(crate) enum Command {
     Listen(Box<ListenArgs>),
     /// Send files (or standard input) to a peer, one stream per file.
     Send(SendArgs),
+    /// Rotate the cluster's key without a restart, through a running
+    /// `asoc listen --control PATH` (docs/key-rotation.md).
+    RotateKey(crate::cmd::rotate_key::RotateKeyArgs),
     /// Listen for authenticated discovery announcements and list the peers.
     Discover(DiscoverArgs),
     /// Two nodes on loopback: authenticated handshake, then a SHA-256-verified
@@ -298,6 +301,9 @@ pub(crate) struct ListenArgs {
     pub(crate) dial_cleartext: bool,
     #[command(flatten)]
     pub(crate) key: KeyArgs,
+    /// Serve `asoc rotate-key` on this Unix socket (created with mode 600).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) control: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) replay: ReplayArgs,
     #[command(flatten)]

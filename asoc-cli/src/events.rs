@@ -189,13 +189,68 @@ pub(crate) fn print(out: Out, e: &NodeEvent) {
         NodeEvent::DatagramDropped { .. } => {}
         // Every other event is a decision an operator may need: printed
         // generically so that none is lost to `--json`.
-        other => generic(out, other),
+        other => {
+            if !rotation(out, other) {
+                generic(out, other);
+            }
+        }
     }
 }
 
 /// The JSON lines [`print()`] gives `e` in `--json`, without printing them.
 pub(crate) fn to_json(e: &NodeEvent) -> Vec<Value> {
     Out::capture(|out| print(out, e))
+}
+
+/// Prints a key-rotation event in its own shape (times as milliseconds
+/// from now, never a key); `false` for any other event.
+fn rotation(out: Out, event: &NodeEvent) -> bool {
+    let now = Instant::now();
+    let ms = |at: &Instant| {
+        u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+    };
+    let line = match event {
+        NodeEvent::KeyRotationStarted {
+            epoch,
+            activate_at,
+            old_key_until,
+        } => json!({"event": "key_rotation_started", "epoch": epoch,
+                    "activate_in_ms": ms(activate_at), "old_key_until_ms": ms(old_key_until)}),
+        NodeEvent::KeyRotationLearned {
+            epoch,
+            peer_node,
+            activate_at,
+            old_key_until,
+            ..
+        } => json!({"event": "key_rotation_learned", "epoch": epoch,
+                    "peer": peer(*peer_node),
+                    "activate_in_ms": ms(activate_at), "old_key_until_ms": ms(old_key_until)}),
+        NodeEvent::KeyRotationSent {
+            epoch, peer_node, ..
+        } => json!({"event": "key_rotation_sent", "epoch": epoch,
+                    "peer": peer(*peer_node)}),
+        NodeEvent::KeyRotationAcked {
+            epoch,
+            peer_node,
+            status,
+            ..
+        } => json!({"event": "key_rotation_acked", "epoch": epoch,
+                    "peer": peer(*peer_node), "status": status.as_str()}),
+        NodeEvent::KeyRotationActivated { epoch, key } => {
+            json!({"event": "key_rotation_activated", "epoch": epoch, "key": key.to_string()})
+        }
+        NodeEvent::KeyRotationOldKeyPurged { key } => {
+            json!({"event": "key_rotation_old_key_purged", "key": key.to_string()})
+        }
+        NodeEvent::KeyRotationRefused { addr, reason, .. } => {
+            json!({"event": "key_rotation_refused", "addr": addr.to_string(),
+                   "reason": reason.as_str(), "detail": reason.to_string()})
+        }
+        _ => return false,
+    };
+    let human = line.to_string();
+    out.emit(line, || human);
+    true
 }
 
 /// An event without a dedicated shape: `{"event": <variant in snake_case>,

@@ -68,6 +68,7 @@ fn dispatch(command: Command) -> CliResult {
             runtime::run(job.runtime(), job)
         }
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::RotateKey(args) => cmd::rotate_key::run(&args),
         Command::PlainSend(args) => cmd::bench::plain_send(&args),
         Command::PlainReceive(args) => cmd::bench::plain_receive(&args),
         Command::Conformance(_) => unreachable!("handled in main"),

@@ -208,6 +208,21 @@ impl Node {
         fn events_dropped(&self) -> u64 = self.node().events_dropped();
         /// An event if one is waiting.
         fn try_event(&self) -> Option<NodeEvent> = self.node().try_event();
+        /// The epoch of the newest key rotation this node took part in.
+        fn rotation_epoch(&self) -> u64 = self.node().rotation_epoch();
+        /// The key this node signs with now (a copy, wiped when dropped).
+        fn signing_key(&self) -> ApiKey = self.node().signing_key();
+    }
+
+    /// Starts key rotation to `key` across the cluster: see
+    /// [`asoc_async::Node::start_key_rotation`].
+    pub fn start_key_rotation(
+        &self,
+        key: ApiKey,
+        activate_in: Duration,
+        grace: Duration,
+    ) -> Result<u64, asoc_proto::rotation::RotationError> {
+        self.node().start_key_rotation(key, activate_in, grace)
     }
 
     /// Dials `target` once, outside the reconnect schedule (trying each

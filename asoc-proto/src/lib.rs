@@ -22,6 +22,7 @@
 //! | [`dial`] | static and discovered peers turned into dial decisions on the reconnect schedule |
 //! | [`node`] | one node: the pieces above together, with events and counters for every decision |
 //! | [`rng`] | the seeded ChaCha20 CSPRNG |
+//! | [`rotation`] | key rotation without a restart: the KEY_ROTATION control message, flooded by epoch over encrypted connections |
 //! | [`v2`] | v2's suites, HKDF keys, the Noise handshake (`snow`) and frame sealing (`ring`) |
 //!
 //! ## The drive loop
@@ -139,6 +140,7 @@ pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod rng;
+pub mod rotation;
 mod time;
 pub mod v2;
 pub mod wire;

@@ -42,7 +42,8 @@ use uuid::Uuid;
 
 use crate::auth::{ApiKey, AuthFailure, KeyId, KeyRing};
 use crate::connection::{
-    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event, SessionInfo,
+    CloseReason, ConfigError, Connection, ConnectionConfig, ConnectionStats, Event,
+    HandshakeMessage, SessionInfo,
 };
 use crate::dial::{Dial, DialConfig, DialEvent, DialTarget, Dialer, PeerId};
 use crate::discovery::{
@@ -56,6 +57,9 @@ use crate::policy::{
     AuthFailureCounts, Policy, PolicyConfig, PolicyCounters, PolicyEvent, Refusal, ThrottleCause,
 };
 use crate::rng::{Rng, Seed};
+use crate::rotation::{
+    AckStatus, ControlTransmit, Rotation, RotationError, RotationRefusal, Step as RotationStep,
+};
 use crate::time::after;
 use crate::v2::WireVersion;
 
@@ -560,6 +564,76 @@ pub enum NodeEvent {
         /// Payload bytes.
         bytes: u64,
     },
+    /// This node started key rotation `epoch` ([`Node::start_key_rotation`]):
+    /// the new key is accepted from now, signs from `activate_at`, and the
+    /// old one is accepted until `old_key_until`.
+    KeyRotationStarted {
+        /// The rotation's epoch.
+        epoch: u64,
+        /// When the new key starts signing.
+        activate_at: Instant,
+        /// When the old key stops being accepted.
+        old_key_until: Instant,
+    },
+    /// A peer sent rotation `epoch`, higher than this node's: the node took
+    /// the new key (accepted from now) and forwards the rotation to its
+    /// other peers.
+    KeyRotationLearned {
+        /// The rotation's epoch.
+        epoch: u64,
+        /// The connection it came on.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// When the new key starts signing.
+        activate_at: Instant,
+        /// When the old key stops being accepted.
+        old_key_until: Instant,
+    },
+    /// Rotation `epoch` was queued to a peer (to all on a start or on
+    /// learning it; to a peer whose handshake just completed, which may
+    /// have missed it).
+    KeyRotationSent {
+        /// The rotation's epoch.
+        epoch: u64,
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+    },
+    /// A peer acknowledged rotation `epoch`.
+    KeyRotationAcked {
+        /// The epoch acknowledged.
+        epoch: u64,
+        /// The connection.
+        conn: ConnId,
+        /// The peer's node id when known.
+        peer_node: Option<Uuid>,
+        /// What the peer did with it.
+        status: AckStatus,
+    },
+    /// The new key of rotation `epoch` became the signing key.
+    KeyRotationActivated {
+        /// The rotation's epoch.
+        epoch: u64,
+        /// The key's id in the ring.
+        key: KeyId,
+    },
+    /// A rotated-out key's grace period ended: it was dropped (its bytes
+    /// wiped) and is refused from now on ([`AuthFailure::RetiredKey`]).
+    KeyRotationOldKeyPurged {
+        /// The dropped key's id.
+        key: KeyId,
+    },
+    /// A rotation control message was not acted on.
+    KeyRotationRefused {
+        /// The connection it came on.
+        conn: ConnId,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: RotationRefusal,
+    },
     /// An incoming stream was cut off by its connection closing: what was
     /// received MUST NOT be used as a complete tensor. Reported from the
     /// connection's events handed to [`Node::observe`].
@@ -673,6 +747,7 @@ pub struct Node {
     /// Per node: duplicate inbound connections it opened while this node had
     /// no outbound connection to it. Bounded like `deferred_dials`.
     churn: BTreeMap<Uuid, u32>,
+    rotation: Rotation,
 }
 
 impl Node {
@@ -715,6 +790,8 @@ impl Node {
             bad_frame_mac: 0,
             dials: 0,
             churn: BTreeMap::new(),
+            // Forked last, so that every other stream stays what it was.
+            rotation: Rotation::new(rng.fork()),
         }
     }
 
@@ -736,6 +813,153 @@ impl Node {
     /// `grace`. Returns the new key's id.
     pub fn rotate_key(&mut self, now: Instant, key: ApiKey, grace: Duration) -> KeyId {
         self.auth.keys_mut().rotate(key, now, grace)
+    }
+
+    /// Starts key rotation to `key` across the cluster: it is accepted from
+    /// now, sent in a KEY_ROTATION to every encrypted peer (which floods it
+    /// on), signs from `activate_in` after `unix_ms`, and the current key is
+    /// accepted until `grace` after that, then dropped. Returns the
+    /// rotation's epoch. Outputs come from
+    /// [`poll_control`](Self::poll_control) and the timers.
+    pub fn start_key_rotation(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        key: ApiKey,
+        activate_in: Duration,
+        grace: Duration,
+    ) -> Result<u64, RotationError> {
+        let peers = self.rotation_peers(None);
+        let epoch = self.rotation.start(
+            now,
+            unix_ms,
+            self.auth.keys_mut(),
+            key,
+            activate_in,
+            grace,
+            &peers,
+        )?;
+        self.push(NodeEvent::KeyRotationStarted {
+            epoch,
+            activate_at: after(now, activate_in),
+            old_key_until: after(after(now, activate_in), grace),
+        });
+        self.pump_rotation();
+        Ok(epoch)
+    }
+
+    /// The epoch of the newest rotation this node took part in (0: none).
+    #[must_use]
+    pub fn rotation_epoch(&self) -> u64 {
+        self.rotation.epoch()
+    }
+
+    /// Marks connection `id` as running over an encrypted transport (TLS):
+    /// a v1 connection so marked may carry key rotations. v2 connections
+    /// are always encrypted and need no mark.
+    pub fn mark_encrypted_transport(&mut self, id: ConnId) {
+        if self.conns.contains_key(&id) {
+            self.rotation.mark_encrypted(id);
+        }
+    }
+
+    /// Hands the node an [`Event::Control`] of connection `id`: key
+    /// rotations and their acknowledgements are acted on (only from an
+    /// encrypted connection), other kinds are ignored.
+    pub fn handle_control(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        id: ConnId,
+        kind: u32,
+        body: &[u8],
+    ) {
+        let Some(info) = self.conns.get(&id).map(|e| e.info) else {
+            return;
+        };
+        if !info.established {
+            return;
+        }
+        let encrypted = self.is_encrypted(&info);
+        let others = self.rotation_peers(Some(id));
+        self.rotation.control(
+            now,
+            unix_ms,
+            self.auth.keys_mut(),
+            id,
+            encrypted,
+            kind,
+            body,
+            &others,
+        );
+        self.pump_rotation();
+    }
+
+    /// The next control message to queue, with
+    /// [`Connection::send_control`], on the connection it names.
+    #[must_use]
+    pub fn poll_control(&mut self) -> Option<ControlTransmit> {
+        self.rotation.poll_transmit()
+    }
+
+    fn is_encrypted(&self, info: &ConnectionInfo) -> bool {
+        info.session.is_some_and(|s| s.version == WireVersion::V2)
+            || self.rotation.is_marked_encrypted(info.id)
+    }
+
+    /// Established encrypted connections, but `except`, in id order.
+    fn rotation_peers(&self, except: Option<ConnId>) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|e| e.info.established && Some(e.info.id) != except)
+            .filter(|e| self.is_encrypted(&e.info))
+            .map(|e| e.info.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn pump_rotation(&mut self) {
+        while let Some(step) = self.rotation.poll_step() {
+            let peer_of = |conn: ConnId| self.conns.get(&conn).and_then(|e| e.info.peer_node);
+            let event = match step {
+                RotationStep::Learned {
+                    epoch,
+                    conn,
+                    activate_at,
+                    old_until,
+                } => NodeEvent::KeyRotationLearned {
+                    epoch,
+                    conn,
+                    peer_node: peer_of(conn),
+                    activate_at,
+                    old_key_until: old_until,
+                },
+                RotationStep::Sent { epoch, conn } => NodeEvent::KeyRotationSent {
+                    epoch,
+                    conn,
+                    peer_node: peer_of(conn),
+                },
+                RotationStep::Acked { conn, ack } => NodeEvent::KeyRotationAcked {
+                    epoch: ack.epoch,
+                    conn,
+                    peer_node: peer_of(conn),
+                    status: ack.status,
+                },
+                RotationStep::Activated { epoch, key } => {
+                    NodeEvent::KeyRotationActivated { epoch, key }
+                }
+                RotationStep::Purged { key } => NodeEvent::KeyRotationOldKeyPurged { key },
+                RotationStep::Refused { conn, reason } => {
+                    let Some(addr) = self.conns.get(&conn).map(|e| e.info.addr) else {
+                        continue;
+                    };
+                    NodeEvent::KeyRotationRefused { conn, addr, reason }
+                }
+            };
+            self.push(event);
+        }
     }
 
     /// Sets the TCP port that discovery announces (after binding port 0).
@@ -953,7 +1177,19 @@ impl Node {
         // a downgrade.
         let discovery = &self.discovery;
         let speaks_v2 = |node: &Uuid| discovery.as_ref().is_some_and(|d| d.is_v2_only(node));
-        let outcome = self.auth.drive_with(now, unix_ms, conn, speaks_v2);
+        let pending = conn.poll_handshake();
+        let mut outcome = self.auth.drive_with(now, unix_ms, conn, speaks_v2);
+        if let (
+            Some(HandshakeOutcome::Rejected(AuthFailure::BadMac)),
+            Some(HandshakeMessage::Hello2 { suite, message }),
+        ) = (&outcome, pending)
+        {
+            // A key dropped after a rotation's grace period is told apart
+            // from a wrong one: the peer missed the rotation.
+            if self.rotation.is_retired(suite, &message) {
+                outcome = Some(HandshakeOutcome::Rejected(AuthFailure::RetiredKey));
+            }
+        }
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
@@ -995,6 +1231,10 @@ impl Node {
                 });
                 if let Some(node) = info.peer_node {
                     self.claimed(now, &info, node);
+                }
+                if self.is_encrypted(&info) {
+                    self.rotation.established(id);
+                    self.pump_rotation();
                 }
             }
             HandshakeOutcome::Rejected(failure) => {
@@ -1099,6 +1339,7 @@ impl Node {
             return;
         };
         self.close_orders.retain(|o| o.conn != id);
+        self.rotation.closed(id);
         let info = entry.info;
         if !info.established && !entry.failure_reported {
             // An inbound connection that ends before a complete HELLO (no
@@ -1552,6 +1793,7 @@ impl Node {
             self.dialer.poll_timeout(),
             self.discovery.as_ref().and_then(Discovery::poll_timeout),
             self.deferred_dials.values().map(|(_, at)| *at).min(),
+            self.rotation.poll_timeout(self.auth.keys()),
         ]
         .into_iter()
         .flatten()
@@ -1562,7 +1804,10 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.policy.handle_timeout(now);
         self.pump_policy();
-        self.auth.keys_mut().expire(now);
+        // Activates a rotation that is due and drops keys past their grace
+        // period, remembering them as retired.
+        self.rotation.handle_timeout(now, self.auth.keys_mut());
+        self.pump_rotation();
         if let Some(d) = self.discovery.as_mut() {
             d.handle_timeout(now);
         }

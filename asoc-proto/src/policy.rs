@@ -642,6 +642,8 @@ pub struct AuthFailureCounts {
     pub v1_disabled: u64,
     /// [`AuthFailure::Downgrade`].
     pub downgrade: u64,
+    /// [`AuthFailure::RetiredKey`].
+    pub retired_key: u64,
 }
 
 impl AuthFailureCounts {
@@ -675,6 +677,7 @@ impl AuthFailureCounts {
             ("bad_frame_mac", self.bad_frame_mac),
             ("v1_disabled", self.v1_disabled),
             ("downgrade", self.downgrade),
+            ("retired_key", self.retired_key),
         ]
         .into_iter()
     }
@@ -698,6 +701,7 @@ impl AuthFailureCounts {
             AuthFailure::BadFrameMac => &mut self.bad_frame_mac,
             AuthFailure::V1Disabled => &mut self.v1_disabled,
             AuthFailure::Downgrade => &mut self.downgrade,
+            AuthFailure::RetiredKey => &mut self.retired_key,
         }
     }
 }

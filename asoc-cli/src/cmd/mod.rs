@@ -7,4 +7,5 @@ pub(crate) mod derive_key;
 pub(crate) mod discover;
 pub(crate) mod keygen;
 pub(crate) mod listen;
+pub(crate) mod rotate_key;
 pub(crate) mod send;

@@ -18,5 +18,6 @@ mod python_peer;
 mod received;
 mod received_bounds;
 mod restart;
+mod rotation;
 mod secrets;
 mod transfer;

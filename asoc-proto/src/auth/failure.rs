@@ -47,12 +47,17 @@ pub enum AuthFailure {
     V1Disabled,
     /// A v1 HELLO claimed a node id this node knows speaks v2.
     Downgrade,
+    /// v2: the HELLO2 decrypted only under a key this node retired after a
+    /// rotation's grace period: the peer missed the rotation (it was down
+    /// past the grace period) and needs the new key.
+    RetiredKey,
 }
 
 impl AuthFailure {
     /// Stable snake_case name: `bad_mac`, `replay`, `malformed`, `timeout`,
     /// `throttled`, `reflection`, `capacity`, `stale`,
-    /// `unexpected_peer`, `bad_frame_mac`, `v1_disabled`, `downgrade`.
+    /// `unexpected_peer`, `bad_frame_mac`, `v1_disabled`, `downgrade`,
+    /// `retired_key`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -68,6 +73,7 @@ impl AuthFailure {
             Self::BadFrameMac => "bad_frame_mac",
             Self::V1Disabled => "v1_disabled",
             Self::Downgrade => "downgrade",
+            Self::RetiredKey => "retired_key",
         }
     }
 
@@ -88,6 +94,7 @@ impl AuthFailure {
                 | Self::Stale
                 | Self::BadFrameMac
                 | Self::Downgrade
+                | Self::RetiredKey
         )
     }
 }

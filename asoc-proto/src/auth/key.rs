@@ -162,6 +162,9 @@ pub struct KeyRing {
     current: ApiKey,
     current_id: KeyId,
     previous: Vec<RetiredKey>,
+    /// A key accepted for verification before it signs: a rotation that
+    /// was announced and is not active yet.
+    staged: Option<(KeyId, ApiKey)>,
 }
 
 impl KeyRing {
@@ -172,7 +175,75 @@ impl KeyRing {
             current: key,
             current_id: KeyId(0),
             previous: Vec::new(),
+            staged: None,
         }
+    }
+
+    /// The id the next key added to the ring gets: one above every id it
+    /// holds.
+    fn next_id(&self) -> KeyId {
+        let top = self
+            .previous
+            .iter()
+            .map(|k| k.id)
+            .chain(self.staged.as_ref().map(|(id, _)| *id))
+            .fold(self.current_id, core::cmp::max);
+        KeyId(top.0.wrapping_add(1))
+    }
+
+    /// Adds `key` as accepted for verification but not yet used to sign
+    /// (a rotation announced ahead of its activation), replacing (and so
+    /// wiping) a key staged earlier. Returns its id.
+    pub fn stage(&mut self, key: ApiKey) -> KeyId {
+        self.staged = None;
+        let id = self.next_id();
+        self.staged = Some((id, key));
+        id
+    }
+
+    /// The staged key's id, if one waits for activation.
+    #[must_use]
+    pub fn staged(&self) -> Option<KeyId> {
+        self.staged.as_ref().map(|(id, _)| *id)
+    }
+
+    /// Makes the staged key current; the key it replaces stays accepted
+    /// until `old_until`. Returns the new current id, `None` when nothing
+    /// was staged.
+    pub fn activate_staged(&mut self, old_until: Instant) -> Option<KeyId> {
+        let (id, key) = self.staged.take()?;
+        let old = core::mem::replace(&mut self.current, key);
+        let old_id = core::mem::replace(&mut self.current_id, id);
+        self.previous.push(RetiredKey {
+            id: old_id,
+            key: old,
+            accepted_until: old_until,
+        });
+        Some(id)
+    }
+
+    /// The id under which the ring holds `key` (current, staged or
+    /// previous and not yet expired at `now`), compared in constant time.
+    #[must_use]
+    pub fn id_of(&self, now: Instant, key: &ApiKey) -> Option<KeyId> {
+        self.find(now, |k| {
+            super::mac::ct_eq(k.expose_secret(), key.expose_secret())
+        })
+    }
+
+    /// The previous keys whose deadline has passed at `now`: the ones
+    /// [`expire`](Self::expire) is about to drop.
+    pub fn expiring(&self, now: Instant) -> impl Iterator<Item = (KeyId, &ApiKey)> + '_ {
+        self.previous
+            .iter()
+            .filter(move |k| now >= k.accepted_until)
+            .map(|k| (k.id, &k.key))
+    }
+
+    /// The earliest deadline of a previous key, if any.
+    #[must_use]
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.previous.iter().map(|k| k.accepted_until).min()
     }
 
     /// Makes `key` current. The key it replaces is still accepted for
@@ -180,7 +251,7 @@ impl KeyRing {
     pub fn rotate(&mut self, key: ApiKey, now: Instant, grace: Duration) -> KeyId {
         let old = core::mem::replace(&mut self.current, key);
         let old_id = self.current_id;
-        self.current_id = KeyId(old_id.0.wrapping_add(1));
+        self.current_id = self.next_id();
         self.previous.push(RetiredKey {
             id: old_id,
             key: old,
@@ -200,14 +271,17 @@ impl KeyRing {
         (self.current_id, &self.current)
     }
 
-    /// Keys accepted for verification at `now`, current first.
+    /// Keys accepted for verification at `now`: current first, then a
+    /// staged key, then previous keys within their deadline.
     pub fn accepted(&self, now: Instant) -> impl Iterator<Item = (KeyId, &ApiKey)> + '_ {
-        core::iter::once((self.current_id, &self.current)).chain(
-            self.previous
-                .iter()
-                .filter(move |k| now < k.accepted_until)
-                .map(|k| (k.id, &k.key)),
-        )
+        core::iter::once((self.current_id, &self.current))
+            .chain(self.staged.as_ref().map(|(id, k)| (*id, k)))
+            .chain(
+                self.previous
+                    .iter()
+                    .filter(move |k| now < k.accepted_until)
+                    .map(|k| (k.id, &k.key)),
+            )
     }
 
     /// The first accepted key under which `matches` holds, trying the current

@@ -82,6 +82,18 @@ pub enum Event {
         /// Its payload length.
         length: u32,
     },
+    /// A CONTROL frame on stream 0 with a nonzero `seq`: a control message
+    /// of kind `seq` for whoever interprets control messages (the
+    /// [`Node`](crate::node::Node), through
+    /// [`Node::handle_control`](crate::node::Node::handle_control)). Kinds
+    /// nobody knows are ignored there. CONTROL frames on other streams, or
+    /// with seq 0, are still skipped as [`FrameSkipped`](Self::FrameSkipped).
+    Control {
+        /// The message kind (the frame's seq).
+        kind: u32,
+        /// The body (on v2, decrypted and verified).
+        payload: Bytes,
+    },
     /// The connection is closed; no more events follow. The adapter closes
     /// the transport.
     Closed {
@@ -320,6 +332,10 @@ pub enum SendError {
         /// The configured mark.
         high_water: usize,
     },
+    /// A control message needs a nonzero kind: a CONTROL frame with seq 0
+    /// on stream 0 is v2's CONFIRM.
+    #[error("control message kind 0 is reserved (seq 0 on stream 0 is v2's CONFIRM)")]
+    ControlKindZero,
     /// The stream id is not an open outgoing stream.
     #[error("stream {stream} is not an open outgoing stream")]
     UnknownStream {

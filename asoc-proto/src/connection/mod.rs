@@ -739,6 +739,51 @@ impl Connection {
         )
     }
 
+    /// Queues a CONTROL frame on stream 0 carrying control message `kind`
+    /// (its seq, never 0: seq 0 is v2's CONFIRM) with `body`. On v2 the body
+    /// is sealed straight from `body`, so no unsealed copy of it stays in
+    /// the send queue. Whether a message may travel over this connection
+    /// (key material never goes over v1 in the clear) is the caller's
+    /// decision. Accepted even above the high-water mark: control messages
+    /// are small and rare.
+    pub fn send_control(&mut self, now: Instant, kind: u32, body: &[u8]) -> Result<(), SendError> {
+        self.check_sendable()?;
+        let max = self.send_limit();
+        let Some(len) = u32::try_from(body.len()).ok().filter(|l| *l <= max) else {
+            return Err(SendError::PayloadTooLarge {
+                len: body.len(),
+                max,
+            });
+        };
+        if kind == 0 {
+            return Err(SendError::ControlKindZero);
+        }
+        let header = Header::new(FrameType::Control, 0, kind, len);
+        if self.queue.is_empty() {
+            self.last_write_progress = now;
+        }
+        match self.v2.as_deref_mut().and_then(|v| v.sealer.as_mut()) {
+            Some(sealer) => {
+                let sealed = Header {
+                    version: WireVersion::V2.byte(),
+                    length: len.saturating_add(TAG_LEN as u32),
+                    ..header
+                };
+                let spare = self.queue.take_spare();
+                match sealer.seal_in(&sealed.encode(), body, spare) {
+                    Ok(sealed_body) => self.queue.push_owned(sealed, sealed_body.freeze()),
+                    Err(_) => {
+                        self.close_now(CloseReason::Protocol(ProtocolError::NonceExhausted));
+                        return Err(SendError::Closed);
+                    }
+                }
+            }
+            None => self.queue.push(header, Bytes::copy_from_slice(body)),
+        }
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
     /// The error every later [`send`](Self::send) and
     /// [`finish`](Self::finish) on `stream` fails with, if a chunk of it
     /// was refused ([`SendError::Poisoned`]); `None` for a healthy or
@@ -1139,6 +1184,12 @@ impl Connection {
                     stream,
                     frames: header.seq,
                     bytes,
+                });
+            }
+            FrameType::Control if header.stream_id == 0 && header.seq != 0 => {
+                self.events.push_back(Event::Control {
+                    kind: header.seq,
+                    payload,
                 });
             }
             FrameType::Control | FrameType::Unknown(_) => {

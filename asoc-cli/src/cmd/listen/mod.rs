@@ -1,6 +1,7 @@
 //! `asoc listen`: a node that runs until SIGINT or SIGTERM, reporting what
 //! happens; incoming streams are handled in [`incoming`].
 
+mod control;
 mod incoming;
 mod ops;
 mod state;
@@ -61,6 +62,10 @@ pub(crate) struct Listen {
     state: Option<Restored>,
     runtime: RuntimeKind,
     ops: ops::Ops,
+    /// `--control` (bound at start) and `--api-key-file` (rewritten on a
+    /// key switch).
+    control: Option<PathBuf>,
+    key_file: control::KeyFile,
 }
 
 impl Listen {
@@ -173,6 +178,8 @@ impl Listen {
             state,
             runtime: args.runtime.runtime,
             ops,
+            control: args.control,
+            key_file: control::KeyFile(args.key.api_key_file),
         })
     }
 
@@ -276,6 +283,11 @@ impl Job for Listen {
         // never lost.
         let stop = signals::termination()?;
         let counters = signals::user1()?;
+        let mut control = self
+            .control
+            .as_deref()
+            .map(control::Control::bind)
+            .transpose()?;
         let node = self.start(&net).await?;
         let mut ops = self.ops.start(&node)?;
         self.listening(
@@ -285,6 +297,9 @@ impl Job for Listen {
             ops.metrics,
         );
         self.ops.start_peers(&mut ops, &node, self.out)?;
+        if let Some(control) = control.as_mut() {
+            control.serve(node.clone(), self.out);
+        }
         let saver = self.state.as_ref().map(|state| {
             if let Some(report) = node.restore_report() {
                 let discovery = state
@@ -298,7 +313,14 @@ impl Job for Listen {
         let (cut_tx, cut_rx) = async_channel::unbounded();
         let printer = spawn(
             &net,
-            print_events(node.clone(), net.clone(), self.out, cut_rx, ops.observer()),
+            print_events(
+                node.clone(),
+                net.clone(),
+                self.out,
+                cut_rx,
+                ops.observer(),
+                self.key_file.clone(),
+            ),
         );
         // Never awaited: it ends with the process.
         let _counters = spawn(&net, {
@@ -384,6 +406,7 @@ async fn print_events<N: Net>(
     out: Out,
     cut: async_channel::Receiver<(ConnId, StreamId)>,
     observer: ops::Observer,
+    key_file: control::KeyFile,
 ) {
     let mut reports = CutReports::default();
     while let Some(event) = node.next_event().await {
@@ -408,6 +431,7 @@ async fn print_events<N: Net>(
         }
         events::print(out, &event);
         observer.event(&event);
+        key_file.on_event(&node, out, &event);
     }
 }
 
