@@ -3,7 +3,7 @@
 //! floods a chain of three nodes, each switches and rewrites its key file,
 //! no connection drops, a node that was down learns the key when it comes
 //! back within the grace period, and after it a node still holding the old
-//! key is refused as `retired_key`.
+//! key is refused as `retired_key`; the audit log records every step.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -55,7 +55,17 @@ fn a_three_node_chain_rotates_through_the_control_socket_on_every_runtime() {
         }
         let control = dir.join("ctl");
         let control_arg = control.to_str().unwrap();
-        let mut a = listen(runtime, &files[0], &["--control", control_arg]);
+        let audit = dir.join("audit.log");
+        let mut a = listen(
+            runtime,
+            &files[0],
+            &[
+                "--control",
+                control_arg,
+                "--audit-log",
+                audit.to_str().unwrap(),
+            ],
+        );
         a.event("control_listening");
         assert_eq!(mode(&control), 0o600, "{runtime}: the control socket");
         let mut b = listen(runtime, &files[1], &["--peer", &a.addr.clone()]);
@@ -151,6 +161,34 @@ fn a_three_node_chain_rotates_through_the_control_socket_on_every_runtime() {
         assert!(
             !control.exists(),
             "{runtime}: the socket is removed at exit"
+        );
+        // The audit log has every step the node took, and no key.
+        let log = std::fs::read_to_string(&audit).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for step in [
+            "key_rotation_started",
+            "key_rotation_sent",
+            "key_rotation_acked",
+            "key_rotation_activated",
+            "key_rotation_old_key_purged",
+        ] {
+            assert!(
+                lines.iter().any(|v| v["event"] == step),
+                "{runtime}: no {step} in the audit log:\n{log}"
+            );
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|v| v["event"] == "auth_failed" && v["reason"] == "retired_key"),
+            "{runtime}: no retired_key refusal in the audit log:\n{log}"
+        );
+        assert!(
+            !log.contains(&new) && !log.contains(&old),
+            "{runtime}: a key in the audit log"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
