@@ -35,6 +35,7 @@
 //! it) and the peer expiry the default 15 s.
 
 use crate::common;
+use crate::common::{can_make_namespaces, ip};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -64,40 +65,10 @@ struct Lab {
     created: Vec<String>,
 }
 
-/// Runs `ip ARGS`, failing with its standard error.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
 impl Lab {
     /// The lab, or why it cannot exist here.
     fn create() -> Result<Self, String> {
-        match effective_uid() {
-            Some(0) => {}
-            Some(uid) => return Err(format!("needs root (running as uid {uid})")),
-            None => return Err("cannot tell the user id (no /proc/self/status)".into()),
-        }
-        ip(&["-V"])?;
+        can_make_namespaces()?;
         static LABS: AtomicUsize = AtomicUsize::new(0);
         let base = format!(
             "asoc-rel-{}-{}",

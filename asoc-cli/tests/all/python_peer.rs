@@ -30,6 +30,7 @@
 //! deviations.
 
 use crate::common;
+use crate::common::{can_make_namespaces, ip};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -919,37 +920,9 @@ struct Lab {
     names: Vec<String>,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 impl Lab {
     fn create() -> Result<Self, String> {
-        let status = std::fs::read_to_string("/proc/self/status")
-            .map_err(|e| format!("cannot tell the user id: {e}"))?;
-        let uid = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .unwrap_or("?");
-        if uid != "0" {
-            return Err(format!("needs root (running as uid {uid})"));
-        }
-        ip(&["-V"])?;
+        can_make_namespaces()?;
         let base = format!("asoc-py-{}", std::process::id());
         let mut lab = Self { names: Vec::new() };
         for i in 1..=2 {
