@@ -8,7 +8,7 @@
 //! the key travels as hex over this local socket and is never printed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +21,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{CliError, CliResult};
 use crate::output::Out;
+
+use super::replace::replace_private;
 
 /// The longest request line read from the control socket.
 const MAX_REQUEST: u64 = 16 * 1024;
@@ -199,7 +201,7 @@ impl KeyFile {
         };
         let key = node.signing_key();
         let shown = path.display().to_string();
-        match rewrite(path, key.expose_secret()) {
+        match replace_private(path, &[key.expose_secret(), b"\n"]) {
             Ok(()) => out.emit(
                 json!({"event": "rotation_key_file_rewritten", "epoch": epoch, "path": shown}),
                 || format!("key rotation {epoch}: the new key is in {shown}"),
@@ -211,35 +213,4 @@ impl KeyFile {
             ),
         }
     }
-}
-
-/// Replaces `path` with `key` atomically: a new 0600 file beside it,
-/// written and synced, renamed over it, then the directory synced.
-fn rewrite(path: &Path, key: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}.new", std::process::id()));
-    let tmp = dir.join(name);
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(key)?;
-            f.write_all(b"\n")?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -4,6 +4,7 @@
 mod control;
 mod incoming;
 mod ops;
+mod replace;
 mod state;
 
 use std::collections::HashSet;

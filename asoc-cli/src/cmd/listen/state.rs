@@ -18,7 +18,7 @@
 //! key material: challenges and ephemeral public keys travel in the clear.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -32,6 +32,8 @@ use serde_json::json;
 
 use crate::error::{CliError, CliResult};
 use crate::output::Out;
+
+use super::replace::replace_private;
 
 /// The handshake replay memory's file in the state directory.
 const AUTH_FILE: &str = "hello-replay.bin";
@@ -130,15 +132,7 @@ impl StateDir {
     /// Replaces `path` (a file of this directory) with `bytes`,
     /// atomically.
     fn save(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".replay.")
-            .suffix(".tmp")
-            .tempfile_in(&self.dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        // The rename is durable only once the directory is.
-        File::open(&self.dir)?.sync_all()
+        replace_private(path, &[bytes])
     }
 }
 
